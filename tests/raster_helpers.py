@@ -1,0 +1,46 @@
+"""Small random scenes and settings shared by the rasterizer tests."""
+import math
+
+import numpy as np
+import torch
+
+from gaussian_renderer.torch_rasterizer import GaussianRasterizationSettings
+from utils.graphics_utils import projection_matrix
+
+
+def look_at_settings(W=40, H=30, fov_deg=60.0, eye=(0.0, 0.0, -4.0), sh_degree=0, bg=(0.1, 0.2, 0.3),
+                     antialiasing=False, dtype=torch.float32, device="cpu"):
+    """Camera at ``eye`` looking at the origin, y down (COLMAP/OpenCV axes)."""
+    eye = np.asarray(eye, dtype=np.float64)
+    fwd = -eye / np.linalg.norm(eye)
+    up = np.array([0.0, -1.0, 0.0])
+    right = np.cross(up, fwd)
+    if np.linalg.norm(right) < 1e-6:
+        right = np.array([1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    R = np.stack([right, down, fwd])  # world -> camera rotation (rows)
+    w2c = np.eye(4)
+    w2c[:3, :3] = R
+    w2c[:3, 3] = -R @ eye
+    fovx = math.radians(fov_deg)
+    fovy = 2 * math.atan(math.tan(fovx / 2) * H / W)
+    view = torch.tensor(w2c.T, dtype=dtype, device=device)
+    proj = view @ projection_matrix(0.01, 100.0, fovx, fovy).T.to(dtype=dtype, device=device)
+    return GaussianRasterizationSettings(
+        image_height=H, image_width=W, tanfovx=math.tan(fovx / 2), tanfovy=math.tan(fovy / 2),
+        bg=torch.tensor(bg, dtype=dtype, device=device), scale_modifier=1.0, viewmatrix=view,
+        projmatrix=proj, sh_degree=sh_degree, campos=torch.tensor(eye, dtype=dtype, device=device),
+        prefiltered=False, debug=False, antialiasing=antialiasing)
+
+
+def random_gaussians(P, seed=0, sh_degree=0, spread=1.0, scale=(-3.0, -1.5), dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    means = (torch.rand(P, 3, generator=g) * 2 - 1) * spread
+    scales = torch.exp(torch.empty(P, 3).uniform_(*scale, generator=g))
+    rots = torch.randn(P, 4, generator=g)
+    rots = rots / rots.norm(dim=1, keepdim=True)
+    opac = torch.rand(P, 1, generator=g) * 0.9 + 0.05
+    shs = torch.randn(P, (sh_degree + 1) ** 2, 3, generator=g) * 0.5
+    out = dict(means3D=means, scales=scales, rotations=rots, opacities=opac, shs=shs)
+    return {k: v.to(dtype=dtype, device=device) for k, v in out.items()}

@@ -1,0 +1,37 @@
+"""Camera matrices in the graphdeco convention (matrices are stored transposed: p_row @ M)."""
+import math
+
+import numpy as np
+import torch
+
+
+def world_to_view(R, t, translate=np.zeros(3), scale=1.0):
+    """4x4 world-to-camera from R (camera-to-world rotation, i.e. the transpose of COLMAP's) and t."""
+    Rt = np.zeros((4, 4))
+    Rt[:3, :3] = R.transpose()
+    Rt[:3, 3] = t
+    Rt[3, 3] = 1.0
+    C2W = np.linalg.inv(Rt)
+    C2W[:3, 3] = (C2W[:3, 3] + translate) * scale
+    return np.float32(np.linalg.inv(C2W))
+
+
+def projection_matrix(znear, zfar, fovX, fovY):
+    """OpenGL-like perspective with z mapped so that depth is positive in front of the camera."""
+    tan_y, tan_x = math.tan(fovY / 2), math.tan(fovX / 2)
+    top, right = tan_y * znear, tan_x * znear
+    P = torch.zeros(4, 4)
+    P[0, 0] = znear / right
+    P[1, 1] = znear / top
+    P[3, 2] = 1.0
+    P[2, 2] = zfar / (zfar - znear)
+    P[2, 3] = -(zfar * znear) / (zfar - znear)
+    return P
+
+
+def fov2focal(fov, pixels):
+    return pixels / (2 * math.tan(fov / 2))
+
+
+def focal2fov(focal, pixels):
+    return 2 * math.atan(pixels / (2 * focal))
