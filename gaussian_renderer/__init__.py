@@ -1,0 +1,69 @@
+"""render(): one entry point for both rasterizer backends (our CUDA extension or the PyTorch spec)."""
+import torch
+
+from gaussian_renderer import torch_rasterizer
+from utils.errors import UserError
+
+_cuda_module = None
+
+
+def _cuda_backend():
+    global _cuda_module
+    if _cuda_module is None:
+        try:
+            import diff_gaussian_rasterization as m
+        except ImportError:
+            m = False
+        _cuda_module = m
+    return _cuda_module
+
+
+def pick_backend(device, requested="auto"):
+    """'cuda' or 'torch' for tensors on ``device`` given the --backend flag."""
+    on_cuda = torch.device(device).type == "cuda"
+    if requested == "torch":
+        return torch_rasterizer
+    if requested not in ("auto", "cuda"):
+        raise UserError(f"--backend {requested} is unknown: use auto, cuda or torch")
+    if on_cuda:
+        mod = _cuda_backend()
+        if mod:
+            return mod
+        raise UserError("CUDA tensors but the diff_gaussian_rasterization extension is not built: run "
+                        "`pip install --no-build-isolation ./submodules/diff-gaussian-rasterization "
+                        "./submodules/simple-knn`, or pass --backend torch")
+    if requested == "cuda":
+        raise UserError("--backend cuda needs a CUDA GPU; this run is on the CPU (use --backend auto or torch)")
+    return torch_rasterizer
+
+
+def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None, opacity=None,
+           return_stats=False):
+    """Render ``pc`` from ``camera``.
+
+    opacity: optional [N, 1] activated opacities replacing the model's (dropout uses it).
+    Returns dict(render [3,H,W], depth [1,H,W] inverse depth, viewspace_points, visibility_filter,
+    radii, and accum_weights / area_proj / area_max when return_stats).
+    """
+    dev = pc.get_xyz.device
+    backend = pick_backend(dev, getattr(pipe, "backend", "auto"))
+    means2D = torch.zeros_like(pc.get_xyz, requires_grad=True)
+    view, proj, campos = camera.matrices(dev)
+    settings = backend.GaussianRasterizationSettings(
+        image_height=camera.image_height, image_width=camera.image_width, tanfovx=camera.tanfovx,
+        tanfovy=camera.tanfovy, bg=bg_color, scale_modifier=scaling_modifier, viewmatrix=view,
+        projmatrix=proj, sh_degree=pc.active_sh_degree, campos=campos, prefiltered=False,
+        debug=getattr(pipe, "debug", False), antialiasing=getattr(pipe, "antialiasing", False))
+    rasterizer = backend.GaussianRasterizer(raster_settings=settings)
+    kw = dict(means3D=pc.get_xyz, means2D=means2D, opacities=pc.get_opacity if opacity is None else opacity,
+              scales=pc.get_scaling, rotations=pc.get_rotation)
+    if override_color is not None:
+        kw["colors_precomp"] = override_color
+    else:
+        kw["shs"] = pc.get_features
+    out = rasterizer(**kw, return_stats=return_stats)
+    result = dict(render=out[0], radii=out[1], depth=out[2], viewspace_points=means2D,
+                  visibility_filter=out[1] > 0)
+    if return_stats:
+        result.update(out[3])
+    return result

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from utils.graphics_utils import quaternion_to_matrix
 from utils.sh_utils import eval_sh
 
 TILE = 16
@@ -36,17 +37,6 @@ GaussianRasterizationSettings = namedtuple(
     "GaussianRasterizationSettings",
     ["image_height", "image_width", "tanfovx", "tanfovy", "bg", "scale_modifier", "viewmatrix",
      "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing"])
-
-
-def quaternion_to_matrix(q):
-    """q: [P, 4] (w, x, y, z), any norm; a zero quaternion maps to the identity. Returns [P, 3, 3]."""
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
 
 
 def covariance_3d(scales, rotations, scale_modifier=1.0):

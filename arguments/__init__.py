@@ -1,0 +1,160 @@
+"""Flag groups (the reference's names) and the saved configuration (cfg_args.json, read back safely).
+
+Each group is a list of (name, default, help[, short flag]). ``extract`` returns a namespace holding
+only that group's values. The configuration is written as JSON; render.py and metrics.py merge it
+as: defaults < saved configuration < flags given explicitly on their command line.
+"""
+import argparse
+import json
+import os
+from types import SimpleNamespace
+
+from utils.errors import UserError
+from utils.system_utils import write_json
+
+CONFIG_NAME = "cfg_args.json"
+
+
+class ParamGroup:
+    title = ""
+    flags = ()  # (name, default, help) or (name, default, help, short)
+
+    @classmethod
+    def add_args(cls, parser):
+        group = parser.add_argument_group(cls.title)
+        for entry in cls.flags:
+            name, default, help_text = entry[:3]
+            names = [f"--{name}"] + ([entry[3]] if len(entry) > 3 else [])
+            if isinstance(default, bool):
+                group.add_argument(*names, action="store_true", default=default, help=help_text)
+            else:
+                group.add_argument(*names, type=type(default), default=default, help=help_text)
+        return parser
+
+    @classmethod
+    def extract(cls, args):
+        return SimpleNamespace(**{e[0]: getattr(args, e[0]) for e in cls.flags})
+
+
+class ModelParams(ParamGroup):
+    title = "Scene and model"
+    flags = (
+        ("source_path", "", "scene folder: COLMAP (images/ + sparse/0) or NeRF-synthetic (transforms_*.json)", "-s"),
+        ("model_path", "", "output folder for the trained model(s) (default: output/<random>)", "-m"),
+        ("images", "images", "name of the image folder inside the scene", "-i"),
+        ("depths", "", "folder of 16-bit PNG inverse-depth maps for depth regularisation (needs "
+                       "sparse/0/depth_params.json from utils/make_depth_scale.py)", "-d"),
+        ("resolution", -1, "image downscale factor 1, 2, 4 or 8; -1 keeps the size but caps the width at 1600 px",
+         "-r"),
+        ("white_background", False, "composite RGBA (NeRF-synthetic) images on white instead of black", "-w"),
+        ("sh_degree", 3, "maximum spherical-harmonics degree (0..3)"),
+        ("data_device", "cpu", "where the ground-truth images live: cpu (default, saves GPU memory) or cuda"),
+        ("eval", False, "hold out every 8th image (sorted names) as the test split; NeRF-synthetic uses its "
+                        "test split"),
+        ("num_random_points", 100_000, "number of random initial points for scenes without SfM points "
+                                       "(NeRF-synthetic)"),
+    )
+
+
+class PipelineParams(ParamGroup):
+    title = "Rendering"
+    flags = (
+        ("backend", "auto", "rasterizer: auto (CUDA extension for CUDA tensors, else PyTorch), cuda, or torch"),
+        ("antialiasing", False, "scale opacity by sqrt(det S / det(S + 0.3 I)) (Mip-Splatting style 2D filter)"),
+        ("debug", False, "rasterizer debug checks"),
+    )
+
+
+class OptimizationParams(ParamGroup):
+    title = "Optimisation"
+    flags = (
+        ("iterations", 30_000, "training iterations per model"),
+        ("position_lr_init", 0.00016, "initial position learning rate (times the scene extent)"),
+        ("position_lr_final", 0.0000016, "final position learning rate (times the scene extent)"),
+        ("position_lr_max_steps", 30_000, "iterations over which the position LR decays exponentially"),
+        ("feature_lr", 0.0025, "SH DC learning rate (higher bands use it / 20)"),
+        ("opacity_lr", 0.025, "opacity learning rate"),
+        ("scaling_lr", 0.005, "log-scale learning rate"),
+        ("rotation_lr", 0.001, "quaternion learning rate"),
+        ("lambda_dssim", 0.2, "weight of (1 - SSIM) in the image loss"),
+        ("percent_dense", 0.01, "clone if max scale <= this x extent, else split"),
+        ("densification_interval", 100, "densify every N iterations"),
+        ("opacity_reset_interval", 3000, "reset opacities to <= 0.01 every N iterations; also when the "
+                                         "screen-size prune starts"),
+        ("densify_from_iter", 500, "first densification iteration"),
+        ("densify_until_iter", 15_000, "last densification iteration"),
+        ("densify_grad_threshold", 0.0002, "mean view-space gradient norm above which a Gaussian is densified"),
+        ("min_opacity", 0.005, "prune Gaussians below this opacity at densification"),
+        ("max_screen_size", 20, "after the first opacity reset, prune Gaussians with screen radius above this (px)"),
+        ("max_world_scale", 0.1, "after the first opacity reset, prune Gaussians larger than this x extent"),
+        ("sh_increase_interval", 1000, "add one SH band every N iterations"),
+        ("views_per_step", 6, "training views whose losses are summed before one optimizer step "
+                              "(the reference uses 6; densification statistics come from the last)"),
+        ("view_weight", -1.0, "loss weight of each view in a step; -1 = 0.6 when views_per_step > 1 "
+                              "(the reference), else 1"),
+        ("depth_l1_weight_init", 1.0, "initial weight of the inverse-depth L1 term (with -d)"),
+        ("depth_l1_weight_final", 0.01, "final weight of the inverse-depth L1 term (log-linear)"),
+        ("random_background", False, "random background colour each step"),
+        ("steps_scale", 1.0, "multiply every iteration-based setting (iterations, schedules, test/save "
+                             "iterations) by this, for short runs"),
+    )
+
+
+# iteration-valued settings of each group that --steps_scale rescales
+SCALED_SETTINGS = ("iterations", "position_lr_max_steps", "densification_interval", "opacity_reset_interval",
+                   "densify_from_iter", "densify_until_iter", "sh_increase_interval")
+
+
+def scale_steps(opt, names=SCALED_SETTINGS):
+    """Rescale iteration-based settings in place by opt.steps_scale (each stays >= 1)."""
+    f = opt.steps_scale
+    if f <= 0:
+        raise UserError(f"--steps_scale {f} must be positive")
+    for n in names:
+        if hasattr(opt, n):
+            setattr(opt, n, max(1, int(round(getattr(opt, n) * f))))
+    return opt
+
+
+def save_config(model_path, args):
+    """Write the run's flags to <model>/cfg_args.json (JSON, never evaluated as code)."""
+    cfg = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+    write_json(os.path.join(model_path, CONFIG_NAME), cfg)
+
+
+def load_config(model_path):
+    path = os.path.join(model_path, CONFIG_NAME)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); re-run train.py or delete it and pass the flags")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path} does not hold a flag dictionary")
+    return cfg
+
+
+def combined_args(parser, argv=None):
+    """Parse ``argv``; flags not given explicitly take the value saved in <model>/cfg_args.json."""
+    args = parser.parse_args(argv)
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kw = dict(dest=action.dest, default=argparse.SUPPRESS)
+            if isinstance(action, argparse._StoreTrueAction):
+                kw["action"] = "store_true"
+            elif action.nargs is not None:
+                kw["nargs"] = action.nargs
+            probe.add_argument(*action.option_strings, **kw)
+    given, _ = probe.parse_known_args(argv)
+    if not args.model_path:
+        raise UserError("-m/--model_path is required: the folder train.py wrote")
+    if not os.path.isdir(args.model_path):
+        raise UserError(f"model folder {args.model_path} (-m) does not exist")
+    saved = load_config(args.model_path)
+    for k, v in saved.items():
+        if k not in vars(given) and hasattr(args, k):
+            setattr(args, k, v)
+    return args

@@ -1,0 +1,47 @@
+"""Camera: intrinsics, world-to-camera pose and the image (kept on the CPU until a step needs it)."""
+import math
+
+import numpy as np
+import torch
+
+from utils.graphics_utils import projection_matrix, world_to_view
+
+
+class Camera:
+    """A training or test view.
+
+    R is camera-to-world rotation (the transpose of COLMAP's world-to-camera), T the world-to-camera
+    translation, as graphdeco. ``image`` is uint8 [3, H, W] (or None for pose-only cameras) on
+    ``data_device``; ``alpha`` an optional uint8 [1, H, W] mask.
+    """
+
+    def __init__(self, uid, R, T, FoVx, FoVy, width, height, image_name, image=None,
+                 data_device="cpu", znear=0.01, zfar=100.0, depth=None, depth_reliable=False):
+        self.uid = uid
+        self.R, self.T = np.asarray(R, dtype=np.float64), np.asarray(T, dtype=np.float64)
+        self.FoVx, self.FoVy = float(FoVx), float(FoVy)
+        self.image_width, self.image_height = int(width), int(height)
+        self.image_name = image_name
+        self.image = image.to(data_device) if image is not None else None
+        self.depth = depth.to(data_device) if depth is not None else None  # [1, H, W] inverse depth
+        self.depth_reliable = depth_reliable
+        self.znear, self.zfar = znear, zfar
+        self.world_view_transform = torch.tensor(world_to_view(self.R, self.T)).transpose(0, 1)
+        self.projection_matrix = projection_matrix(znear, zfar, self.FoVx, self.FoVy).transpose(0, 1)
+        self.full_proj_transform = self.world_view_transform @ self.projection_matrix
+        self.camera_center = self.world_view_transform.inverse()[3, :3]
+        self.tanfovx = math.tan(self.FoVx * 0.5)
+        self.tanfovy = math.tan(self.FoVy * 0.5)
+
+    def original_image(self, device):
+        """The ground-truth image as float [3, H, W] in [0, 1] on ``device``."""
+        return self.image.to(device, non_blocking=True).float().div_(255.0)
+
+    def matrices(self, device):
+        """(viewmatrix, projmatrix, campos) on ``device``, cached per device."""
+        cache = self.__dict__.setdefault("_mats", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = tuple(m.to(device) for m in (self.world_view_transform, self.full_proj_transform,
+                                                       self.camera_center))
+        return cache[key]

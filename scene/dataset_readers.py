@@ -1,0 +1,243 @@
+"""Readers for COLMAP and NeRF-synthetic (Blender) scenes -> SceneInfo with Camera lists and a point cloud."""
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from scene import colmap_loader as cl
+from scene.cameras import Camera
+from utils.errors import UserError
+from utils.graphics_utils import focal2fov
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+RESOLUTIONS = (-1, 1, 2, 4, 8)
+MAX_WIDTH = 1600
+
+
+@dataclass
+class SceneInfo:
+    train_cameras: list
+    test_cameras: list
+    points: np.ndarray  # [N, 3] float32
+    colors: np.ndarray  # [N, 3] float32 in [0, 1]
+    center: np.ndarray  # camera centroid
+    radius: float  # scene extent: 1.1 x max camera distance from the centroid
+    kind: str  # "colmap" or "blender"
+
+
+def check_resolution(r):
+    if r not in RESOLUTIONS:
+        raise UserError(f"--resolution {r} is not supported: use 1, 2, 4 or 8 (downscale factor) "
+                        f"or -1 (keep, capping the width at {MAX_WIDTH} px)")
+
+
+def target_size(width, height, resolution):
+    """Output (w, h) for a -r setting: a factor, or -1 to cap the width at 1600 px."""
+    if resolution == -1:
+        f = max(1.0, width / MAX_WIDTH)
+    else:
+        f = float(resolution)
+    return max(1, round(width / f)), max(1, round(height / f))
+
+
+def load_image(path, size=None, background=None):
+    """Read an image as uint8 [3, H, W]; RGBA is composited on ``background`` (RGB in [0, 1]).
+
+    Resizes to ``size`` = (w, h) with area interpolation. Unreadable files raise UserError.
+    """
+    arr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise UserError(f"cannot read image {path}: the file is missing or not an image")
+    if arr.dtype == np.uint16:
+        arr = (arr / 257.0).round().astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.shape[2] == 4:
+        rgb = arr[:, :, [2, 1, 0]].astype(np.float32) / 255.0
+        a = arr[:, :, 3:4].astype(np.float32) / 255.0
+        bg = np.asarray(background if background is not None else (0, 0, 0), dtype=np.float32)
+        arr = np.clip((rgb * a + bg * (1 - a)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    else:
+        arr = arr[:, :, [2, 1, 0]]
+    if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
+        arr = cv2.resize(arr, tuple(size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+def camera_normalization(cameras):
+    """Centre and radius (1.1 x max distance of camera centres from their centroid)."""
+    centers = np.stack([c.camera_center.numpy() for c in cameras]).astype(np.float64)
+    center = centers.mean(axis=0)
+    radius = float(np.linalg.norm(centers - center, axis=1).max()) * 1.1
+    return center, max(radius, 1e-6)
+
+
+def split_eval(items, names, eval_mode, hold=8):
+    """Every ``hold``-th image of the sorted names is a test view when eval_mode is on."""
+    order = sorted(range(len(items)), key=lambda i: names[i])
+    train, test = [], []
+    for rank, i in enumerate(order):
+        (test if eval_mode and rank % hold == 0 else train).append(items[i])
+    return train, test
+
+
+def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1, data_device="cpu",
+                      depths_dir="", load_images=True):
+    sparse = os.path.join(path, "sparse", "0")
+    if not os.path.isdir(sparse):
+        raise UserError(f"no COLMAP model in {sparse}: expected cameras/images/points3D (.bin or .txt); "
+                        f"run `python convert.py -s {path}` on photos in {path}/input")
+    ext = cl.detect_model_ext(sparse)
+    cameras = cl.read_cameras(os.path.join(sparse, "cameras" + ext))
+    images = cl.read_images(os.path.join(sparse, "images" + ext))
+    img_root = os.path.join(path, images_dir)
+    if not os.path.isdir(img_root):
+        raise UserError(f"image folder {img_root} does not exist (set --images if it has another name)")
+    for cam in cameras.values():
+        if cam.model not in ("PINHOLE", "SIMPLE_PINHOLE"):
+            raise UserError(f"camera {cam.id} in {sparse} uses the distorted model {cam.model}: only PINHOLE and "
+                            f"SIMPLE_PINHOLE are supported; undistort it with `python convert.py -s {path} "
+                            f"--skip_matching` (model in {path}/distorted/sparse/0)")
+    missing = [im.name for im in images.values() if not os.path.isfile(os.path.join(img_root, im.name))]
+    if missing:
+        raise UserError(f"{len(missing)} image(s) listed in {sparse} are missing from {img_root} "
+                        f"(first: {missing[0]}); restore them or re-run convert.py")
+    depth_params = _read_depth_params(sparse, depths_dir)
+
+    cams, names = [], []
+    for uid, im in enumerate(sorted(images.values(), key=lambda im: im.name)):
+        cam = cameras.get(im.camera_id)
+        if cam is None:
+            raise UserError(f"image {im.name} refers to camera {im.camera_id}, which {sparse} does not define")
+        fx = cam.params[0]
+        fy = cam.params[0] if cam.model == "SIMPLE_PINHOLE" else cam.params[1]
+        R = cl.qvec2rotmat(im.qvec).T
+        w, h = target_size(cam.width, cam.height, resolution)
+        image = load_image(os.path.join(img_root, im.name), (w, h)) if load_images else None
+        if image is not None and image.shape[1:] != (h, w):
+            raise UserError(f"image {im.name} does not match the size of camera {cam.id} in {sparse}")
+        depth, reliable = _load_depth(depths_dir, im.name, (w, h), depth_params) if depths_dir else (None, False)
+        cams.append(Camera(uid, R, np.asarray(im.tvec), focal2fov(fx, cam.width), focal2fov(fy, cam.height),
+                           w, h, os.path.splitext(im.name)[0], image, data_device, depth=depth,
+                           depth_reliable=reliable))
+        names.append(im.name)
+    train, test = split_eval(cams, names, eval_mode)
+    xyz, rgb, _ = cl.read_points3D_arrays(os.path.join(sparse, "points3D" + ext))
+    if len(xyz) == 0:
+        raise UserError(f"{sparse} has no 3D points to start from: re-run structure from motion (convert.py)")
+    center, radius = camera_normalization(train or cams)
+    return SceneInfo(train, test, xyz.astype(np.float32), (rgb / 255.0).astype(np.float32), center, radius,
+                     "colmap")
+
+
+def _read_depth_params(sparse, depths_dir):
+    """Per-image scale/offset for the monocular depths, with unreliable images flagged."""
+    if not depths_dir:
+        return None
+    path = os.path.join(sparse, "depth_params.json")
+    if not os.path.isfile(path):
+        raise UserError(f"-d/--depths is set but {path} is missing: run `python utils/make_depth_scale.py "
+                        f"--base_dir <scene> --depths_dir {depths_dir}` first")
+    try:
+        with open(path) as f:
+            params = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); regenerate it with utils/make_depth_scale.py")
+    scales = np.array([p["scale"] for p in params.values() if p.get("scale", 0) > 0])
+    med = float(np.median(scales)) if len(scales) else 0.0
+    return dict(params=params, median=med)
+
+
+def _load_depth(depths_dir, image_name, size, depth_params):
+    stem = os.path.splitext(image_name)[0]
+    path = os.path.join(depths_dir, stem + ".png")
+    if not os.path.isfile(path):
+        raise UserError(f"depth map for image {image_name} is missing: expected {path}")
+    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise UserError(f"cannot read depth map {path}")
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    inv = raw.astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    p = depth_params["params"].get(stem) or depth_params["params"].get(image_name)
+    if p is None:
+        raise UserError(f"image {image_name} has no entry in depth_params.json: re-run utils/make_depth_scale.py")
+    scale, offset = float(p["scale"]), float(p["offset"])
+    med = depth_params["median"]
+    reliable = scale > 0 and med > 0 and 0.2 * med < scale < 5 * med
+    inv = inv * scale + offset
+    if inv.shape[::-1] != tuple(size):
+        inv = cv2.resize(inv, tuple(size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(inv)[None], reliable
+
+
+def read_blender_scene(path, white_background=False, eval_mode=False, resolution=-1, data_device="cpu",
+                       num_random_points=100_000, seed=0, load_images=True):
+    bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
+    train = _blender_split(path, "transforms_train.json", bg, resolution, data_device, 0, load_images)
+    test = _blender_split(path, "transforms_test.json", bg, resolution, data_device, len(train), load_images)
+    if not eval_mode:
+        train, test = train + test, []
+    rng = np.random.default_rng(seed)
+    # NeRF-synthetic objects sit inside [-1.3, 1.3]^3: start from random points there
+    xyz = rng.random((num_random_points, 3)) * 2.6 - 1.3
+    rgb = rng.random((num_random_points, 3))
+    center, radius = camera_normalization(train)
+    return SceneInfo(train, test, xyz.astype(np.float32), rgb.astype(np.float32), center, radius, "blender")
+
+
+def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
+    fpath = os.path.join(path, fname)
+    if not os.path.isfile(fpath):
+        raise UserError(f"{fpath} is missing: a NeRF-synthetic scene needs transforms_train.json and "
+                        f"transforms_test.json")
+    try:
+        with open(fpath) as f:
+            meta = json.load(f)
+        fovx = float(meta["camera_angle_x"])
+        frames = meta["frames"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{fpath} is not a valid transforms file ({exc.__class__.__name__}: {exc})")
+    cams = []
+    for i, fr in enumerate(frames):
+        rel = fr["file_path"]
+        img_path = os.path.join(path, rel)
+        if not os.path.splitext(img_path)[1]:
+            img_path += ".png"
+        if not os.path.isfile(img_path):
+            raise UserError(f"image {img_path} listed in {fpath} is missing")
+        c2w = np.array(fr["transform_matrix"], dtype=np.float64)
+        c2w[:3, 1:3] *= -1  # OpenGL/Blender (y up, z back) -> COLMAP (y down, z forward)
+        w2c = np.linalg.inv(c2w)
+        R, T = w2c[:3, :3].T, w2c[:3, 3]
+        if load_images:
+            probe = cv2.imread(img_path, cv2.IMREAD_UNCHANGED)
+            if probe is None:
+                raise UserError(f"cannot read image {img_path}")
+            W0, H0 = probe.shape[1], probe.shape[0]
+        else:
+            W0 = H0 = 800
+        w, h = target_size(W0, H0, resolution)
+        image = load_image(img_path, (w, h), bg) if load_images else None
+        fovy = focal2fov(0.5 * w / math.tan(0.5 * fovx), h)
+        cams.append(Camera(uid0 + i, R, T, fovx, fovy, w, h, os.path.splitext(os.path.basename(rel))[0],
+                           image, data_device))
+    return cams
+
+
+def read_scene(source_path, images="images", eval_mode=False, resolution=-1, white_background=False,
+               data_device="cpu", depths="", num_random_points=100_000):
+    check_resolution(resolution)
+    if not os.path.isdir(source_path):
+        raise UserError(f"scene folder {source_path} (-s/--source_path) does not exist")
+    if os.path.isdir(os.path.join(source_path, "sparse")):
+        return read_colmap_scene(source_path, images, eval_mode, resolution, data_device, depths)
+    if os.path.isfile(os.path.join(source_path, "transforms_train.json")):
+        return read_blender_scene(source_path, white_background, eval_mode, resolution, data_device,
+                                  num_random_points)
+    raise UserError(f"could not recognise the scene type of {source_path}: expected sparse/0 (COLMAP) or "
+                    f"transforms_train.json (NeRF-synthetic)")

@@ -1,0 +1,188 @@
+"""GaussianModel: raw parameters, activations, optimizer, and the standard 3DGS PLY format."""
+import os
+
+import numpy as np
+import torch
+from plyfile import PlyData, PlyElement
+
+from utils.errors import UserError
+from utils.general_utils import exponential_lr, inverse_sigmoid
+from utils.knn import mean_sq_dist_3nn
+from utils.sh_utils import RGB2SH
+from utils.system_utils import atomic_path
+
+PARAM_NAMES = ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")
+
+
+class GaussianModel:
+    """Raw parameters (positions, SH, opacity logits, log-scales, quaternions) and their Adam state.
+
+    Every edit that adds or removes Gaussians goes through :meth:`edit_params`, so parameters and
+    optimizer moments stay aligned.
+    """
+
+    def __init__(self, sh_degree=3, device="cpu"):
+        self.max_sh_degree = sh_degree
+        self.active_sh_degree = 0
+        self.device = torch.device(device)
+        self.params = {}
+        self.optimizer = None
+        self.spatial_lr_scale = 1.0
+        self._xyz_lr = None
+
+    # ---- activations -------------------------------------------------------------------------
+    @property
+    def num_points(self):
+        return self.params["xyz"].shape[0] if self.params else 0
+
+    @property
+    def get_xyz(self):
+        return self.params["xyz"]
+
+    @property
+    def get_scaling(self):
+        return torch.exp(self.params["scaling"])
+
+    @property
+    def get_rotation(self):
+        return torch.nn.functional.normalize(self.params["rotation"], dim=-1)
+
+    @property
+    def get_opacity(self):
+        return torch.sigmoid(self.params["opacity"])
+
+    @property
+    def get_features(self):
+        return torch.cat([self.params["f_dc"], self.params["f_rest"]], dim=1)  # [N, K, 3]
+
+    def oneup_sh_degree(self):
+        self.active_sh_degree = min(self.active_sh_degree + 1, self.max_sh_degree)
+
+    # ---- construction ------------------------------------------------------------------------
+    def _set(self, xyz, f_dc, f_rest, opacity, scaling, rotation):
+        vals = dict(xyz=xyz, f_dc=f_dc, f_rest=f_rest, opacity=opacity, scaling=scaling, rotation=rotation)
+        self.params = {k: torch.nn.Parameter(v.float().to(self.device).contiguous()) for k, v in vals.items()}
+
+    def create_from_points(self, xyz, rgb, spatial_lr_scale=1.0):
+        """Initialise from points [N, 3] with colours [N, 3] in [0, 1]: kNN scales, opacity 0.1."""
+        xyz = torch.as_tensor(np.asarray(xyz), dtype=torch.float32, device=self.device)
+        rgb = torch.as_tensor(np.asarray(rgb), dtype=torch.float32, device=self.device)
+        n = xyz.shape[0]
+        k = (self.max_sh_degree + 1) ** 2
+        dist2 = torch.clamp_min(mean_sq_dist_3nn(xyz), 1e-7)
+        rot = torch.zeros(n, 4, device=self.device)
+        rot[:, 0] = 1.0
+        self._set(xyz, RGB2SH(rgb)[:, None, :], torch.zeros(n, k - 1, 3, device=self.device),
+                  inverse_sigmoid(torch.full((n, 1), 0.1, device=self.device)),
+                  torch.log(torch.sqrt(dist2))[:, None].repeat(1, 3), rot)
+        self.spatial_lr_scale = float(spatial_lr_scale)
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def training_setup(self, opt):
+        lrs = dict(xyz=opt.position_lr_init * self.spatial_lr_scale, f_dc=opt.feature_lr,
+                   f_rest=opt.feature_lr / 20.0, opacity=opt.opacity_lr, scaling=opt.scaling_lr,
+                   rotation=opt.rotation_lr)
+        groups = [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in PARAM_NAMES]
+        self.optimizer = torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+        self._xyz_lr = exponential_lr(opt.position_lr_init * self.spatial_lr_scale,
+                                      opt.position_lr_final * self.spatial_lr_scale,
+                                      opt.position_lr_max_steps)
+
+    def update_learning_rate(self, iteration):
+        for g in self.optimizer.param_groups:
+            if g["name"] == "xyz":
+                g["lr"] = self._xyz_lr(iteration)
+                return g["lr"]
+
+    def edit_params(self, fn, state_fn=None):
+        """Replace every parameter p by fn(name, p) and its Adam moments by state_fn(name, m).
+
+        ``state_fn`` defaults to ``fn``; to append Gaussians, pass a state_fn that appends zeros.
+        """
+        state_fn = state_fn or fn
+        for k in PARAM_NAMES:
+            old = self.params[k]
+            new = torch.nn.Parameter(fn(k, old.detach()).contiguous())
+            if self.optimizer is not None:
+                group = next(g for g in self.optimizer.param_groups if g["name"] == k)
+                st = self.optimizer.state.pop(old, None)
+                if st:
+                    st["exp_avg"] = state_fn(k, st["exp_avg"])
+                    st["exp_avg_sq"] = state_fn(k, st["exp_avg_sq"])
+                    self.optimizer.state[new] = st
+                group["params"][0] = new
+            self.params[k] = new
+
+    def prune(self, remove_mask):
+        keep = ~remove_mask
+        self.edit_params(lambda k, t: t[keep])
+
+    def append(self, new_values):
+        """Add Gaussians given raw values for every parameter name; their Adam moments start at zero."""
+        self.edit_params(lambda k, t: torch.cat([t, new_values[k].to(t.dtype)], 0),
+                         lambda k, t: torch.cat([t, torch.zeros_like(new_values[k], dtype=t.dtype)], 0))
+
+    def set_param(self, name, value, reset_state=True):
+        """Overwrite one parameter's values (same shape); optionally zero its Adam moments."""
+        def fn(k, t):
+            return value.to(t.dtype) if k == name else t
+
+        def sfn(k, t):
+            return torch.zeros_like(t) if (k == name and reset_state) else t
+        self.edit_params(fn, sfn)
+
+    def reset_opacity(self, ceiling=0.01):
+        capped = torch.minimum(self.get_opacity, torch.full_like(self.get_opacity, ceiling))
+        self.set_param("opacity", inverse_sigmoid(capped))
+
+    # ---- PLY ---------------------------------------------------------------------------------
+    def _attribute_names(self):
+        names = ["x", "y", "z", "nx", "ny", "nz"]
+        names += [f"f_dc_{i}" for i in range(3)]
+        names += [f"f_rest_{i}" for i in range(self.params["f_rest"].shape[1] * 3)]
+        names += ["opacity"] + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)]
+        return names
+
+    def save_ply(self, path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+        n = p["xyz"].shape[0]
+        # PLY stores SH channel-major per Gaussian (f_rest_0..14 = red, ...), as graphdeco
+        f_dc = p["f_dc"].transpose(0, 2, 1).reshape(n, -1)
+        f_rest = p["f_rest"].transpose(0, 2, 1).reshape(n, -1)
+        attrs = np.concatenate([p["xyz"], np.zeros_like(p["xyz"]), f_dc, f_rest, p["opacity"], p["scaling"],
+                                p["rotation"]], axis=1)
+        dtype = [(name, "f4") for name in self._attribute_names()]
+        elements = np.ascontiguousarray(attrs, dtype=np.float32).view(dtype).reshape(n)
+        with atomic_path(path) as tmp:
+            PlyData([PlyElement.describe(elements, "vertex")]).write(tmp)
+
+    def load_ply(self, path):
+        try:
+            v = PlyData.read(path)["vertex"]
+            names = [p.name for p in v.properties]
+            xyz = np.stack([v["x"], v["y"], v["z"]], 1)
+            rest = sorted([n for n in names if n.startswith("f_rest_")], key=lambda s: int(s.split("_")[-1]))
+            n = xyz.shape[0]
+            f_dc = np.stack([v[f"f_dc_{i}"] for i in range(3)], 1).reshape(n, 3, 1)
+            k_rest = len(rest) // 3
+            f_rest = (np.stack([v[r] for r in rest], 1) if rest else np.zeros((n, 0))).reshape(n, 3, k_rest)
+            opacity = np.asarray(v["opacity"])[:, None]
+            scaling = np.stack([v[f"scale_{i}"] for i in range(3)], 1)
+            rotation = np.stack([v[f"rot_{i}"] for i in range(4)], 1)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            raise UserError(f"cannot read Gaussians from {path} ({exc.__class__.__name__}: {exc}); "
+                            f"is it a 3DGS point_cloud.ply?")
+        degree = int(round(np.sqrt(k_rest + 1))) - 1
+        if (degree + 1) ** 2 != k_rest + 1:
+            raise UserError(f"{path} has {len(rest)} f_rest values per Gaussian, not an SH layout")
+        self.max_sh_degree = degree
+        self.active_sh_degree = degree
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+        self._set(t(xyz), t(f_dc).transpose(1, 2), t(f_rest).transpose(1, 2), t(opacity), t(scaling),
+                  t(rotation))
+        return self
+
+    def ply_size_mb(self):
+        """Size of the standard PLY in MB (what save_ply writes)."""
+        return self.num_points * len(self._attribute_names()) * 4 / 1e6

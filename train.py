@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Train 3D Gaussian Splatting models (one vanilla model, or the Distilled-3DGS teachers and student)."""
+import argparse
+import os
+import random
+import sys
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from arguments import ModelParams, OptimizationParams, PipelineParams, save_config, scale_steps  # noqa: E402
+from scene import Scene  # noqa: E402
+from scene.gaussian_model import GaussianModel  # noqa: E402
+from training.loop import train_model  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__)
+    ModelParams.add_args(p)
+    OptimizationParams.add_args(p)
+    PipelineParams.add_args(p)
+    p.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000],
+                   help="iterations at which test PSNR is printed (rescaled by --steps_scale)")
+    p.add_argument("--save_iterations", nargs="+", type=int, default=[7_000, 30_000],
+                   help="iterations at which point_cloud.ply is saved; the last iteration is always saved")
+    p.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[],
+                   help="iterations at which a resumable chkpnt<it>.pth is written")
+    p.add_argument("--start_checkpoint", type=str, default=None, help="resume from a chkpnt<it>.pth")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def scaled_iterations(values, f, last):
+    return sorted({min(last, max(1, int(round(v * f)))) for v in values})
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    dataset, opt, pipe = ModelParams.extract(args), OptimizationParams.extract(args), PipelineParams.extract(args)
+    if not dataset.source_path:
+        raise UserError("-s/--source_path is required: the scene folder to train on")
+    if not 0 <= dataset.sh_degree <= 3:
+        raise UserError(f"--sh_degree {dataset.sh_degree} must be between 0 and 3")
+    if opt.views_per_step < 1:
+        raise UserError(f"--views_per_step {opt.views_per_step} must be at least 1")
+    if args.start_checkpoint and not os.path.isfile(args.start_checkpoint):
+        raise UserError(f"--start_checkpoint {args.start_checkpoint} does not exist")
+    f = opt.steps_scale
+    scale_steps(opt)
+    tests = scaled_iterations(args.test_iterations, f, opt.iterations)
+    saves = scaled_iterations(args.save_iterations, f, opt.iterations) + [opt.iterations]
+    ckpts = scaled_iterations(args.checkpoint_iterations, f, opt.iterations)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    scene = Scene(dataset)  # reads and checks all input before anything is written
+    if not dataset.model_path:
+        dataset.model_path = args.model_path = os.path.join("output", uuid.uuid4().hex[:10])
+    os.makedirs(dataset.model_path, exist_ok=True)
+    save_config(dataset.model_path, args)
+    print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
+          f"test views, {len(scene.points)} initial points, device {device})")
+
+    model = GaussianModel(dataset.sh_degree, device)
+    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
+                          test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
+                          start_checkpoint=args.start_checkpoint, quiet=args.quiet)
+    print(f"Training complete: {summary['gaussians']} Gaussians, {summary['ply_mb']} MB, "
+          f"{summary['train_seconds']} s" + (f", {summary['split']} PSNR {summary['psnr']:.2f}"
+                                            if "psnr" in summary else ""))
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,106 @@
+"""Adaptive density control (3DGS clone / split / prune / opacity reset) as a strategy object.
+
+The strategy keeps its running statistics (view-space gradient sums, counts, max screen radii) and
+edits the model through GaussianModel.append / prune, which keep the Adam state aligned.
+"""
+import torch
+
+from scene.gaussian_model import PARAM_NAMES
+from utils.graphics_utils import quaternion_to_matrix
+
+
+class DensifyStrategy:
+    """Vanilla 3DGS densification. Subclasses add split candidates via :meth:`extra_split_mask`."""
+
+    def __init__(self, opt, extent, white_background=False):
+        self.opt = opt
+        self.extent = extent
+        self.white_background = white_background
+        self.grad_accum = self.denom = self.max_radii2D = None
+
+    def wants_stats(self, iteration):
+        """Whether render() must return the per-Gaussian accum_weights / area_proj / area_max."""
+        return False
+
+    def observe(self, model, out, camera):
+        """Per-view hook for strategies that read the per-Gaussian stats of every view."""
+
+    def reset_stats(self, n, device):
+        self.grad_accum = torch.zeros(n, device=device)
+        self.denom = torch.zeros(n, device=device)
+        self.max_radii2D = torch.zeros(n, device=device)
+
+    def _ensure(self, model):
+        if self.grad_accum is None or self.grad_accum.shape[0] != model.num_points:
+            self.reset_stats(model.num_points, model.device)
+
+    def update_stats(self, model, out, camera):
+        """Accumulate the view-space gradient norm and max radius of one rendered view."""
+        self._ensure(model)
+        vis = out["visibility_filter"]
+        grad = out["viewspace_points"].grad
+        if grad is None:
+            return
+        self.grad_accum[vis] += grad[vis, :2].norm(dim=-1)
+        self.denom[vis] += 1
+        self.max_radii2D[vis] = torch.maximum(self.max_radii2D[vis], out["radii"][vis].float())
+
+    def step(self, model, iteration, out, camera):
+        """Called once per optimizer step (after it) with the last view's render output."""
+        o = self.opt
+        if iteration < o.densify_until_iter:
+            self.update_stats(model, out, camera)
+            if iteration > o.densify_from_iter and iteration % o.densification_interval == 0:
+                size_threshold = o.max_screen_size if iteration > o.opacity_reset_interval else None
+                self.densify_and_prune(model, size_threshold)
+            if iteration % o.opacity_reset_interval == 0 or (
+                    self.white_background and iteration == o.densify_from_iter):
+                model.reset_opacity()
+
+    # ---- the edits ---------------------------------------------------------------------------
+    def extra_split_mask(self, model):
+        """Additional Gaussians to split (the student's blur split); None for vanilla 3DGS."""
+        return None
+
+    def densify_and_prune(self, model, size_threshold):
+        self._ensure(model)
+        o = self.opt
+        grads = torch.nan_to_num(self.grad_accum / self.denom, nan=0.0)
+        n0 = model.num_points
+        max_scale = model.get_scaling.max(dim=1).values
+        big = max_scale > o.percent_dense * self.extent
+        hot = grads >= o.densify_grad_threshold
+        clone = hot & ~big
+        split = hot & big
+        extra = self.extra_split_mask(model)
+        if extra is not None:
+            split |= extra
+        clone_vals = {k: model.params[k].detach()[clone] for k in PARAM_NAMES}
+        split_vals = split_values(model, split)
+        model.append({k: torch.cat([clone_vals[k], split_vals[k]]) for k in PARAM_NAMES})
+        n_new = model.num_points - n0
+        # originals that were split go away, as do transparent (and, later, huge) Gaussians
+        remove = torch.cat([split, torch.zeros(n_new, dtype=torch.bool, device=split.device)])
+        remove |= (model.get_opacity < o.min_opacity).squeeze(1)
+        radii = torch.cat([self.max_radii2D, torch.zeros(n_new, device=model.device)])
+        if size_threshold:
+            remove |= radii > size_threshold
+            remove |= model.get_scaling.max(dim=1).values > o.max_world_scale * self.extent
+        model.prune(remove)
+        self.reset_stats(model.num_points, model.device)
+        return dict(cloned=int(clone.sum()), split=int(split.sum()), pruned=int(remove.sum()))
+
+
+def split_values(model, mask, n=2):
+    """Raw parameters of ``n`` children per masked Gaussian: positions sampled from the Gaussian,
+    scales divided by 0.8 n (1.6 for n = 2), everything else copied."""
+    p = {k: model.params[k].detach()[mask] for k in PARAM_NAMES}
+    if p["xyz"].shape[0] == 0:
+        return p
+    stds = torch.exp(p["scaling"]).repeat(n, 1)
+    samples = torch.normal(torch.zeros_like(stds), stds)
+    rots = quaternion_to_matrix(p["rotation"]).repeat(n, 1, 1)
+    out = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in p.items()}
+    out["xyz"] = (rots @ samples[..., None]).squeeze(-1) + out["xyz"]
+    out["scaling"] = torch.log(stds / (0.8 * n))
+    return out

@@ -1,0 +1,206 @@
+"""The one training loop. Teacher variants and the student plug in through a Role (see roles)."""
+import json
+import os
+import random
+import time
+
+import torch
+from tqdm import tqdm
+
+from gaussian_renderer import render
+from training.densify import DensifyStrategy
+from utils.general_utils import log_linear
+from utils.image_utils import psnr
+from utils.loss_utils import photometric_loss, ssim
+from utils.system_utils import atomic_path, write_json
+
+
+class Role:
+    """Hooks a model variant fills in; the defaults give vanilla 3DGS (G_std)."""
+
+    name = "std"
+
+    def make_strategy(self, opt, extent, white_background):
+        return DensifyStrategy(opt, extent, white_background)
+
+    def before_step(self, it, model, strategy):
+        """Called before the views of a step are rendered (noise events)."""
+
+    def render_opacity(self, it, model):
+        """Activated opacities to train with this step (dropout), or None for the model's own."""
+        return None
+
+    def view_loss(self, it, camera, out):
+        """Extra loss for one rendered training view (distillation), or None."""
+        return None
+
+    def step_loss(self, it, model):
+        """Extra loss once per step (structure loss), or None."""
+        return None
+
+    def after_step(self, it, model, strategy):
+        """Called after the optimizer step and densification (pruning schedules)."""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _tensorboard(model_path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    try:
+        return SummaryWriter(model_path)
+    except Exception:  # noqa: BLE001 - TensorBoard is optional; never let it stop training
+        return None
+
+
+@torch.no_grad()
+def evaluate(model, cameras, pipe, bg, limit=None):
+    """Mean PSNR / SSIM / L1 over ``cameras`` (at most ``limit`` of them, evenly spaced)."""
+    if not cameras:
+        return None
+    if limit and len(cameras) > limit:
+        step = len(cameras) / limit
+        cameras = [cameras[int(i * step)] for i in range(limit)]
+    ps, ss, ls = [], [], []
+    for cam in cameras:
+        img = render(cam, model, pipe, bg)["render"].clamp(0, 1)
+        gt = cam.original_image(img.device)
+        ps.append(float(psnr(img, gt)))
+        ss.append(float(ssim(img, gt)))
+        ls.append(float((img - gt).abs().mean()))
+    n = len(ps)
+    return dict(psnr=sum(ps) / n, ssim=sum(ss) / n, l1=sum(ls) / n, views=n)
+
+
+def save_checkpoint(path, model, strategy, role, iteration):
+    state = dict(iteration=iteration, params={k: v.detach() for k, v in model.params.items()},
+                 optimizer=model.optimizer.state_dict(), active_sh_degree=model.active_sh_degree,
+                 spatial_lr_scale=model.spatial_lr_scale, role=role.state_dict(),
+                 strategy={k: getattr(strategy, k) for k in ("grad_accum", "denom", "max_radii2D")},
+                 rng=dict(python=random.getstate(), torch=torch.get_rng_state()))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path, model, strategy, role, opt):
+    from utils.errors import UserError
+    try:
+        state = torch.load(path, map_location=model.device, weights_only=False)
+        model._set(*(state["params"][k] for k in ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")))
+        model.spatial_lr_scale = state["spatial_lr_scale"]
+        model.active_sh_degree = state["active_sh_degree"]
+        model.training_setup(opt)
+        model.optimizer.load_state_dict(state["optimizer"])
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        raise UserError(f"cannot resume from {path} ({exc.__class__.__name__}: {exc}); it must be a "
+                        f"chkpnt<it>.pth written by train.py with the same settings")
+    for k, v in state["strategy"].items():
+        setattr(strategy, k, v)
+    role.load_state_dict(state["role"])
+    random.setstate(state["rng"]["python"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["iteration"]
+
+
+def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_iterations=(),
+                save_iterations=(), checkpoint_iterations=(), start_checkpoint=None, label="", quiet=False):
+    """Train ``model`` on ``scene``; write PLYs to <out_dir>/iteration_<it>/point_cloud.ply.
+
+    Returns a summary dict (Gaussians, PLY MB, wall time, ms/step, peak memory, last test metrics).
+    """
+    role = role or Role()
+    dev = model.device
+    bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=dev)
+    strategy = role.make_strategy(opt, scene.cameras_extent, dataset.white_background)
+    if model.optimizer is None:
+        model.training_setup(opt)
+    first = 1
+    if start_checkpoint:
+        first = load_checkpoint(start_checkpoint, model, strategy, role, opt) + 1
+    writer = _tensorboard(dataset.model_path)
+    train_cams = scene.getTrainCameras()
+    test_cams = scene.getTestCameras()
+    vw = opt.view_weight if opt.view_weight >= 0 else (0.6 if opt.views_per_step > 1 else 1.0)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    stack, history = [], []
+    ema = None
+    t0 = time.time()
+    bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet, dynamic_ncols=True)
+    for it in bar:
+        model.update_learning_rate(it)
+        if it % opt.sh_increase_interval == 0:
+            model.oneup_sh_degree()
+        role.before_step(it, model, strategy)
+        opacity = role.render_opacity(it, model)
+        want_stats = strategy.wants_stats(it)
+        step_loss = 0.0
+        for _ in range(opt.views_per_step):
+            if not stack:
+                stack = list(train_cams)
+                random.shuffle(stack)
+            cam = stack.pop()
+            bgc = torch.rand(3, device=dev) if opt.random_background else bg
+            out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
+            gt = cam.original_image(dev)
+            loss = photometric_loss(out["render"], gt, opt.lambda_dssim)
+            if cam.depth is not None and cam.depth_reliable:
+                w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
+                loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
+            extra = role.view_loss(it, cam, out)
+            if extra is not None:
+                loss = loss + extra
+            (vw * loss).backward()
+            step_loss += float(loss)
+            if want_stats:
+                strategy.observe(model, out, cam)
+        extra = role.step_loss(it, model)
+        if extra is not None:
+            extra.backward()
+            step_loss += float(extra)
+        with torch.no_grad():
+            model.optimizer.step()
+            model.optimizer.zero_grad(set_to_none=True)
+            strategy.step(model, it, out, cam)
+            role.after_step(it, model, strategy)
+        step_loss /= opt.views_per_step
+        ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema
+        if it % 10 == 0:
+            bar.set_postfix(loss=f"{ema:.4f}", gaussians=model.num_points)
+        if writer is not None and it % 10 == 0:
+            writer.add_scalar(f"{label}/loss", step_loss, it)
+            writer.add_scalar(f"{label}/gaussians", model.num_points, it)
+        if it in test_iterations:
+            res = evaluate(model, test_cams, pipe, bg) or evaluate(model, train_cams, pipe, bg, limit=8)
+            split = "test" if test_cams else "train"
+            res.update(iteration=it, split=split, gaussians=model.num_points)
+            history.append(res)
+            tqdm.write(f"[{label or 'model'} it {it}] {split} PSNR {res['psnr']:.2f} SSIM {res['ssim']:.4f} "
+                       f"L1 {res['l1']:.4f} ({model.num_points} Gaussians)")
+            if writer is not None:
+                writer.add_scalar(f"{label}/{split}_psnr", res["psnr"], it)
+        if it in save_iterations:
+            model.save_ply(os.path.join(out_dir, f"iteration_{it}", "point_cloud.ply"))
+        if it in checkpoint_iterations:
+            save_checkpoint(os.path.join(dataset.model_path, f"chkpnt{label}{it}.pth"), model, strategy, role, it)
+    bar.close()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    wall = time.time() - t0
+    steps = max(1, opt.iterations - first + 1)
+    summary = dict(gaussians=model.num_points, ply_mb=round(model.ply_size_mb(), 2), train_seconds=round(wall, 2),
+                   ms_per_step=round(1000 * wall / steps, 2),
+                   peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
+                   else None, history=history)
+    if history:
+        summary.update({k: history[-1][k] for k in ("psnr", "ssim", "split")})
+    write_json(os.path.join(out_dir, "training_log.json"), summary)
+    if writer is not None:
+        writer.close()
+    return summary

@@ -1,0 +1,18 @@
+"""Small numeric helpers shared by the model and the training loop."""
+import numpy as np
+import torch
+
+
+def inverse_sigmoid(x):
+    return torch.log(x / (1 - x))
+
+
+def exponential_lr(lr_init, lr_final, max_steps):
+    """Log-linear decay from lr_init to lr_final over max_steps (the 3DGS position schedule)."""
+    return lambda step: log_linear(lr_init, lr_final, step, max_steps) if lr_init > 0 else 0.0
+
+
+def log_linear(w_init, w_final, step, max_steps):
+    """Weight going log-linearly from w_init to w_final (the depth-loss weight schedule)."""
+    t = np.clip(step / max(max_steps, 1), 0, 1)
+    return float(np.exp(np.log(w_init) * (1 - t) + np.log(w_final) * t))
