@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Render a trained model's train/test views (and optionally a fly-through video).
+
+    python render.py -m <model> [-s <scene>] [--iteration N|-1] [--itrain N] [--skip_train] [--skip_test]
+                     [--quiet] [--video] [--video_frames 240] [--fps 30]
+
+Scene settings (source path, resolution, white background, --eval) are read back from
+<model>/cfg_args.json unless given here. Writes
+
+    <model>/{train,test}/ours_<it>/renders/00000.png ...   renders, in camera order
+    <model>/{train,test}/ours_<it>/gt/00000.png ...        the matching ground-truth images
+    <model>/video/ours_<it>.mp4                             with --video (MJPG .avi if mp4 is unavailable)
+
+A single-model run is read from <model>/point_cloud/iteration_<it>/; a distillation run
+(--num_models 4) from <model>/point_cloud_<i>/iteration_<it>/, where --itrain picks i
+(0 = G_perb, 1 = G_drop, 2 = G_std, 3 = student; default: the highest present, i.e. the student).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from arguments import ModelParams, PipelineParams, combined_args  # noqa: E402
+from gaussian_renderer import render  # noqa: E402
+from scene import Scene  # noqa: E402
+from scene.gaussian_model import GaussianModel  # noqa: E402
+from utils.camera_path import camera_path  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.image_utils import to_uint8  # noqa: E402
+from utils.system_utils import atomic_path, search_for_max_iteration  # noqa: E402
+
+ROLE_NAMES = {0: "G_perb", 1: "G_drop", 2: "G_std", 3: "student"}
+# flags of this script only: never taken from the training run's cfg_args.json (train.py saves its own --quiet)
+OWN_FLAGS = ("iteration", "itrain", "skip_train", "skip_test", "quiet", "video", "video_frames", "fps")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ModelParams.add_args(p)
+    PipelineParams.add_args(p)
+    p.add_argument("--iteration", type=int, default=-1,
+                   help="saved iteration to render; -1 = the latest one of the chosen model")
+    p.add_argument("--itrain", type=int, default=None,
+                   help="distillation model to render: point_cloud_<N> (0 G_perb, 1 G_drop, 2 G_std, 3 student); "
+                        "default: the highest present, or point_cloud for a single-model run")
+    p.add_argument("--skip_train", action="store_true", help="do not render the training views")
+    p.add_argument("--skip_test", action="store_true", help="do not render the test views")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--video", action="store_true",
+                   help="also render a fly-through video along a smooth path built from the training cameras")
+    p.add_argument("--video_frames", type=int, default=240, help="number of video frames")
+    p.add_argument("--fps", type=int, default=30, help="video frame rate")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# which model / iteration
+
+def model_folders(model_path):
+    """{index: folder} of point_cloud_<i> folders, and whether a plain point_cloud folder exists."""
+    indexed = {}
+    for name in os.listdir(model_path):
+        m = re.fullmatch(r"point_cloud_(\d+)", name)
+        if m and os.path.isdir(os.path.join(model_path, name)):
+            indexed[int(m.group(1))] = os.path.join(model_path, name)
+    plain = os.path.isdir(os.path.join(model_path, "point_cloud"))
+    return indexed, plain
+
+
+def _describe(indexed, plain):
+    names = (["point_cloud"] if plain else []) + [f"point_cloud_{i}" for i in sorted(indexed)]
+    return ", ".join(names) if names else "none"
+
+
+def _saved_iterations(folder):
+    its = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            m = re.fullmatch(r"iteration_(\d+)", name)
+            if m and os.path.isfile(os.path.join(folder, name, "point_cloud.ply")):
+                its.append(int(m.group(1)))
+    return sorted(its)
+
+
+def resolve_checkpoint(model_path, itrain=None, iteration=-1):
+    """(ply path, iteration, label) of the model to render; a UserError lists what exists otherwise."""
+    indexed, plain = model_folders(model_path)
+    if itrain is not None:
+        if itrain not in indexed:
+            raise UserError(f"{model_path} has no point_cloud_{itrain} (--itrain {itrain}); found: "
+                            f"{_describe(indexed, plain)}" + ("; omit --itrain for a single-model run"
+                                                              if plain and not indexed else ""))
+        folder, label = indexed[itrain], f"point_cloud_{itrain} ({ROLE_NAMES.get(itrain, 'model')})"
+    elif indexed:
+        i = max(indexed)
+        folder, label = indexed[i], f"point_cloud_{i} ({ROLE_NAMES.get(i, 'model')})"
+    elif plain:
+        folder, label = os.path.join(model_path, "point_cloud"), "point_cloud"
+    else:
+        raise UserError(f"{model_path} holds no trained model (no point_cloud or point_cloud_<i> folder): "
+                        f"train one with `python train.py -s <scene> -m {model_path}`")
+    its = _saved_iterations(folder)
+    if iteration is None or iteration < 0:
+        if not its:
+            raise UserError(f"{folder} has no saved iteration_<N>/point_cloud.ply")
+        iteration = max(its)
+    elif iteration not in its:
+        raise UserError(f"{folder} has no iteration_{iteration}/point_cloud.ply; saved iterations: "
+                        f"{', '.join(map(str, its)) if its else 'none'} (--iteration -1 takes the latest)")
+    return os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply"), iteration, label
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# writing
+
+def write_png(path, rgb):
+    """Write an [H, W, 3] uint8 RGB image as PNG atomically."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise UserError(f"could not encode {path} as PNG")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+
+
+def gt_uint8(camera):
+    """The camera's ground-truth image as [H, W, 3] uint8."""
+    if camera.image is None:
+        raise UserError(f"camera {camera.image_name} has no image to write as ground truth")
+    return camera.image[:3].permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def render_image(camera, model, pipe, bg):
+    return render(camera, model, pipe, bg)["render"].clamp(0, 1)
+
+
+def render_set(out_dir, split, cameras, model, pipe, bg, quiet=False):
+    """Render ``cameras`` into <out_dir>/{renders,gt}/00000.png...; returns the number written."""
+    renders_dir, gt_dir = os.path.join(out_dir, "renders"), os.path.join(out_dir, "gt")
+    os.makedirs(renders_dir, exist_ok=True)
+    os.makedirs(gt_dir, exist_ok=True)
+    for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {split}", disable=quiet, leave=False)):
+        img = render_image(cam, model, pipe, bg)
+        name = f"{idx:05d}.png"
+        write_png(os.path.join(renders_dir, name), to_uint8(img))
+        write_png(os.path.join(gt_dir, name), gt_uint8(cam))
+    return len(cameras)
+
+
+def _open_writer(path, fourcc, fps, size):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
+    if writer.isOpened():
+        return writer
+    writer.release()
+    return None
+
+
+def render_video(video_dir, iteration, cameras, model, pipe, bg, frames, fps, quiet=False):
+    """Render a path of ``frames`` views along the training cameras into ours_<it>.mp4 (or .avi)."""
+    if fps <= 0:
+        raise UserError(f"--fps {fps} must be positive")
+    pts = model.get_xyz.detach()
+    if pts.shape[0] > 20000:
+        pts = pts[torch.randperm(pts.shape[0], device=pts.device)[:20000]]
+    path = camera_path(cameras, frames, points=pts.cpu().numpy())
+    size = (path[0].image_width, path[0].image_height)
+    os.makedirs(video_dir, exist_ok=True)
+    writer = None
+    for ext, fourcc in ((".mp4", "mp4v"), (".avi", "MJPG")):
+        final = os.path.join(video_dir, f"ours_{iteration}{ext}")
+        tmp = os.path.join(video_dir, f".ours_{iteration}.partial{ext}")  # VideoWriter picks the container by name
+        writer = _open_writer(tmp, fourcc, fps, size)
+        if writer is not None:
+            break
+        print(f"OpenCV cannot write {fourcc} {ext} video here; trying the next format")
+    if writer is None:
+        raise UserError("OpenCV could not open a video writer for mp4v (.mp4) or MJPG (.avi); install an "
+                        "opencv-python build with video support (FFmpeg)")
+    try:
+        for cam in tqdm(path, desc="Rendering video", disable=quiet, leave=False):
+            frame = to_uint8(render_image(cam, model, pipe, bg))
+            writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+        writer.release()
+        os.replace(tmp, final)
+    finally:
+        writer.release()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = build_parser()
+    args = combined_args(parser, argv)
+    plain = parser.parse_args(argv)
+    for k in OWN_FLAGS:
+        setattr(args, k, getattr(plain, k))
+    dataset, pipe = ModelParams.extract(args), PipelineParams.extract(args)
+    if args.video and args.video_frames < 1:
+        raise UserError(f"--video_frames {args.video_frames} must be at least 1")
+    if args.itrain is not None and args.itrain < 0:
+        raise UserError(f"--itrain {args.itrain} must be a model index >= 0")
+
+    ply, iteration, label = resolve_checkpoint(args.model_path, args.itrain, args.iteration)
+    if not dataset.source_path:
+        raise UserError(f"no scene folder: pass -s <scene> (none saved in {args.model_path}/cfg_args.json)")
+    if not os.path.isdir(dataset.source_path):
+        raise UserError(f"scene folder {dataset.source_path} does not exist: pass -s <scene>")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = GaussianModel(dataset.sh_degree, device).load_ply(ply)
+    scene = Scene(dataset)
+    bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)
+    print(f"Rendering {label} at iteration {iteration} ({model.num_points} Gaussians, device {device})")
+
+    written = {}
+    for split, skip, cams in (("train", args.skip_train, scene.getTrainCameras()),
+                              ("test", args.skip_test, scene.getTestCameras())):
+        if skip:
+            continue
+        out_dir = os.path.join(args.model_path, split, f"ours_{iteration}")
+        if not cams:
+            print(f"No {split} cameras" + (" (trained without --eval)" if split == "test" else "") + "; skipped")
+            continue
+        n = render_set(out_dir, split, cams, model, pipe, bg, quiet=args.quiet)
+        written[split] = out_dir
+        print(f"{split}: {n} views -> {out_dir}/{{renders,gt}}")
+    if args.video:
+        if not scene.getTrainCameras():
+            raise UserError("--video needs training cameras to build its camera path")
+        video = render_video(os.path.join(args.model_path, "video"), iteration, scene.getTrainCameras(), model,
+                             pipe, bg, args.video_frames, args.fps, quiet=args.quiet)
+        written["video"] = video
+        print(f"video: {args.video_frames} frames at {args.fps} fps -> {video}")
+    return dict(iteration=iteration, ply=ply, outputs=written)
+
+
+if __name__ == "__main__":
+    run_cli(main)
