@@ -1,0 +1,237 @@
+"""Forward+backward time and peak memory of our CUDA rasterizer, side by side with gsplat.
+
+Gaussians are sampled around a COLMAP scene's SfM points (jittered copies, 3DGS-style kNN scales, random
+rotations/opacities, SH degree 3) and rendered from the scene's real cameras at 800 px width.
+
+    python scripts/benchmark_rasterizer.py --scene data/bonsai            # 0.1M, 1M, 3M Gaussians
+    python scripts/benchmark_rasterizer.py --sizes 100000 --runs 30 --no-gsplat
+
+Times: CUDA events around forward + loss + backward, after warm-up; the median over --runs iterations
+(cycling through the views). Peak memory: torch.cuda.max_memory_allocated during those iterations, with
+the same parameter tensors alive for both renderers.
+"""
+import argparse
+import math
+import os
+import statistics
+import struct
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ----------------------------------------------------------------------------------------------- scene
+def _read_model_minimal(sparse_dir):
+    """Minimal COLMAP binary reader (fallback when scene.colmap_loader is unavailable).
+
+    Returns (cameras {id: (model, w, h, params)}, images [(qvec, tvec, camera_id, name)], xyz [N,3])."""
+    n_params = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8, 5: 8, 6: 12, 7: 5, 8: 4, 9: 5, 10: 12}
+    names = {0: "SIMPLE_PINHOLE", 1: "PINHOLE", 2: "SIMPLE_RADIAL", 3: "RADIAL", 4: "OPENCV"}
+    cams = {}
+    with open(os.path.join(sparse_dir, "cameras.bin"), "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        for _ in range(n):
+            cid, mid, w, h = struct.unpack("<iiQQ", f.read(24))
+            params = struct.unpack("<%dd" % n_params[mid], f.read(8 * n_params[mid]))
+            cams[cid] = (names.get(mid, str(mid)), w, h, np.array(params))
+    images = []
+    with open(os.path.join(sparse_dir, "images.bin"), "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        for _ in range(n):
+            head = struct.unpack("<idddddddi", f.read(64))
+            name = b""
+            while True:
+                c = f.read(1)
+                if c == b"\x00":
+                    break
+                name += c
+            (k,) = struct.unpack("<Q", f.read(8))
+            f.read(24 * k)
+            images.append((np.array(head[1:5]), np.array(head[5:8]), head[8], name.decode()))
+    with open(os.path.join(sparse_dir, "points3D.bin"), "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        xyz = np.empty((n, 3))
+        for i in range(n):
+            rec = struct.unpack("<QdddBBBd", f.read(43))
+            xyz[i] = rec[1:4]
+            (tl,) = struct.unpack("<Q", f.read(8))
+            f.read(8 * tl)
+    return cams, images, xyz
+
+
+def load_scene(scene):
+    sparse = os.path.join(scene, "sparse", "0")
+    if not os.path.isdir(sparse):
+        sys.exit(f"error: {sparse} not found; pass --scene <COLMAP scene folder with sparse/0>")
+    try:
+        from scene.colmap_loader import read_model, read_points3D_arrays  # noqa: PLC0415
+
+        cameras, images, _ = read_model(sparse)
+        pts_file = next(os.path.join(sparse, f) for f in ("points3D.bin", "points3D.txt")
+                        if os.path.exists(os.path.join(sparse, f)))
+        xyz = read_points3D_arrays(pts_file)[0]
+        cams = {k: (c.model, c.width, c.height, np.asarray(c.params)) for k, c in cameras.items()}
+        imgs = [(np.asarray(im.qvec), np.asarray(im.tvec), im.camera_id, im.name) for im in images.values()]
+    except ImportError:
+        cams, imgs, xyz = _read_model_minimal(sparse)
+    imgs.sort(key=lambda t: t[3])
+    return cams, imgs, np.asarray(xyz, dtype=np.float64)
+
+
+def qvec2rotmat(q):
+    w, x, y, z = q
+    return np.array([[1 - 2 * y * y - 2 * z * z, 2 * x * y - 2 * w * z, 2 * z * x + 2 * w * y],
+                     [2 * x * y + 2 * w * z, 1 - 2 * x * x - 2 * z * z, 2 * y * z - 2 * w * x],
+                     [2 * z * x - 2 * w * y, 2 * y * z + 2 * w * x, 1 - 2 * x * x - 2 * y * y]])
+
+
+def make_views(cams, imgs, width, n_views, device):
+    """Per view: dict with our settings pieces and gsplat's viewmat / K."""
+    from utils.graphics_utils import projection_matrix  # noqa: PLC0415
+
+    step = max(1, len(imgs) // n_views)
+    views = []
+    for qvec, tvec, cam_id, _ in imgs[::step][:n_views]:
+        model, w0, h0, params = cams[cam_id]
+        if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+            fx = fy = params[0]
+        else:
+            fx, fy = params[0], params[1]
+        s = width / w0
+        W, H = width, int(round(h0 * s))
+        fx, fy = fx * s, fy * s
+        fovx, fovy = 2 * math.atan(W / (2 * fx)), 2 * math.atan(H / (2 * fy))
+        w2c = np.eye(4)
+        w2c[:3, :3] = qvec2rotmat(qvec)
+        w2c[:3, 3] = tvec
+        w2c_t = torch.tensor(w2c, dtype=torch.float32, device=device)
+        view = w2c_t.T.contiguous()
+        proj = (view @ projection_matrix(0.01, 100.0, fovx, fovy).T.to(device)).contiguous()
+        campos = torch.linalg.inv(w2c_t)[:3, 3].contiguous()
+        K = torch.tensor([[fx, 0, W / 2], [0, fy, H / 2], [0, 0, 1]], dtype=torch.float32, device=device)
+        views.append(dict(W=W, H=H, tanfovx=math.tan(fovx / 2), tanfovy=math.tan(fovy / 2), view=view, proj=proj,
+                          campos=campos, viewmat=w2c_t, K=K))
+    return views
+
+
+def sample_gaussians(xyz, n, seed, device):
+    """n Gaussians: jittered copies of SfM points with 3DGS-style initial scales (kNN of the samples)."""
+    from simple_knn._C import distCUDA2  # noqa: PLC0415
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    pts = torch.tensor(xyz, dtype=torch.float32, device=device)
+    d_sfm = distCUDA2(pts).clamp_min(1e-12).sqrt()  # spacing of the SfM cloud around each point
+    idx = torch.randint(0, pts.shape[0], (n,), generator=g, device=device)
+    means = pts[idx] + torch.randn(n, 3, generator=g, device=device) * d_sfm[idx, None] * 0.5
+    dist = distCUDA2(means).clamp_min(1e-7).sqrt()
+    scales = dist[:, None] * torch.exp(0.3 * torch.randn(n, 3, generator=g, device=device))
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, device=device), dim=-1)
+    opac = torch.rand(n, generator=g, device=device) * 0.9 + 0.05
+    shs = torch.randn(n, 16, 3, generator=g, device=device) * 0.1
+    shs[:, 0] = torch.rand(n, 3, generator=g, device=device) * 2 - 1
+    return dict(means=means, scales=scales, quats=quats, opacities=opac, shs=shs)
+
+
+# ---------------------------------------------------------------------------------------------- renderers
+def ours_step(params, v, bg):
+    from diff_gaussian_rasterization import GaussianRasterizationSettings, GaussianRasterizer  # noqa: PLC0415
+
+    s = GaussianRasterizationSettings(image_height=v["H"], image_width=v["W"], tanfovx=v["tanfovx"],
+                                      tanfovy=v["tanfovy"], bg=bg, scale_modifier=1.0, viewmatrix=v["view"],
+                                      projmatrix=v["proj"], sh_degree=3, campos=v["campos"], prefiltered=False,
+                                      debug=False, antialiasing=False)
+    means2D = torch.zeros_like(params["means"], requires_grad=True)
+    color, radii, invdepth = GaussianRasterizer(s)(
+        means3D=params["means"], means2D=means2D, opacities=params["opacities"][:, None], shs=params["shs"],
+        scales=params["scales"], rotations=params["quats"])
+    loss = color.sum() + invdepth.sum()
+    loss.backward()
+
+
+def gsplat_step(params, v, bg, render_mode="RGB"):
+    import gsplat  # noqa: PLC0415
+
+    colors, alphas, meta = gsplat.rasterization(
+        params["means"], params["quats"], params["scales"], params["opacities"], params["shs"],
+        v["viewmat"][None], v["K"][None], v["W"], v["H"], sh_degree=3, packed=False, eps2d=0.3,
+        backgrounds=bg[None], render_mode=render_mode)
+    loss = colors.sum()
+    loss.backward()
+
+
+def bench(step, params, views, bg, warmup, runs):
+    for p in params.values():
+        p.grad = None
+    for i in range(warmup):
+        step(params, views[i % len(views)], bg)
+        for p in params.values():
+            p.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(runs):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        step(params, views[i % len(views)], bg)
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+        for p in params.values():
+            p.grad = None
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    return statistics.median(times), peak
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scene", default="data/bonsai", help="COLMAP scene folder (with sparse/0)")
+    ap.add_argument("--sizes", default="100000,1000000,3000000", help="comma-separated Gaussian counts")
+    ap.add_argument("--width", type=int, default=800, help="render width in pixels (height keeps the aspect)")
+    ap.add_argument("--views", type=int, default=10, help="number of scene cameras to cycle through")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    ap.add_argument("--runs", type=int, default=20, help="timed iterations (median reported)")
+    ap.add_argument("--no-gsplat", action="store_true", help="skip the gsplat comparison")
+    ap.add_argument("--gsplat-render-mode", default="RGB", help="gsplat render_mode (RGB, or RGB+D for depth)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("error: the benchmark needs a CUDA device")
+    dev = torch.device("cuda")
+    cams, imgs, xyz = load_scene(args.scene)
+    views = make_views(cams, imgs, args.width, args.views, dev)
+    bg = torch.zeros(3, device=dev)
+    have_gsplat = False
+    if not args.no_gsplat:
+        try:
+            import gsplat  # noqa: F401, PLC0415
+            have_gsplat = True
+        except Exception as exc:  # noqa: BLE001 (any import failure just drops the column)
+            print(f"gsplat not available ({exc}); timing ours only")
+    print(f"scene {args.scene}: {len(imgs)} images, {len(xyz)} SfM points; {len(views)} views at "
+          f"{views[0]['W']}x{views[0]['H']}; {torch.cuda.get_device_name()}")
+    rows = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        params = sample_gaussians(xyz, n, args.seed, dev)
+        params = {k: v.contiguous().requires_grad_(True) for k, v in params.items()}
+        ours_ms, ours_mb = bench(ours_step, params, views, bg, args.warmup, args.runs)
+        gs_ms = gs_mb = float("nan")
+        if have_gsplat:
+            gs_ms, gs_mb = bench(lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode), params, views, bg,
+                                 args.warmup, args.runs)
+        rows.append((n, ours_ms, gs_ms, ours_mb, gs_mb))
+        print(f"  N={n}: ours {ours_ms:.2f} ms {ours_mb:.0f} MiB; gsplat {gs_ms:.2f} ms {gs_mb:.0f} MiB", flush=True)
+        del params
+        torch.cuda.empty_cache()
+    print()
+    print(f"{'N':>9} | {'ours ms':>8} | {'gsplat ms':>9} | {'ratio':>6} | {'ours peak MiB':>13} | {'gsplat peak MiB':>15}")
+    print("-" * 76)
+    for n, om, gm, ob, gb in rows:
+        print(f"{n:>9} | {om:>8.2f} | {gm:>9.2f} | {om / gm:>6.2f} | {ob:>13.0f} | {gb:>15.0f}")
+    print("(ratio = ours / gsplat; forward + backward, median of runs; ours also renders inverse depth)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build both CUDA extensions (submodules/) and run their GPU tests, in one command on a GPU machine:
+#   bash scripts/gpu_check.sh            [extra pytest args]
+# Environment: PYTHON (default python3), CUDA_HOME (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST (default:
+# the local GPU's), MAX_JOBS (default: all cores). Set SKIP_BUILD=1 to test already installed builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+if [ "${SKIP_BUILD:-0}" != "1" ]; then
+  echo "== building diff_gaussian_rasterization and simple_knn (MAX_JOBS=$MAX_JOBS, arch ${TORCH_CUDA_ARCH_LIST:-auto})"
+  # the two packages build in parallel; each log is printed if its build fails
+  $PY -m pip install --no-build-isolation --no-deps ./submodules/diff-gaussian-rasterization >/tmp/build_dgr.log 2>&1 &
+  p1=$!
+  $PY -m pip install --no-build-isolation --no-deps ./submodules/simple-knn >/tmp/build_knn.log 2>&1 &
+  p2=$!
+  ok=1
+  wait $p1 || { echo "diff_gaussian_rasterization build FAILED:"; tail -60 /tmp/build_dgr.log; ok=0; }
+  wait $p2 || { echo "simple_knn build FAILED:"; tail -60 /tmp/build_knn.log; ok=0; }
+  [ $ok = 1 ] || exit 1
+fi
+echo "== tests"
+$PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py tests/test_simple_knn.py "$@"

@@ -1,0 +1,292 @@
+// Host side: torch tensors in and out, binning with CUB, kernel launches.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <cub/cub.cuh>
+#include <tuple>
+
+#include "api.h"
+#include "kernels.h"
+
+namespace dgr {
+namespace {
+
+#define CHECK_CUDA_T(x, name) TORCH_CHECK((x).is_cuda(), name " must be a CUDA tensor")
+
+void check_launch(bool debug, const char* where) {
+  cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, "diff_gaussian_rasterization: ", where, ": ", cudaGetErrorString(err));
+  if (debug) {
+    err = cudaDeviceSynchronize();
+    TORCH_CHECK(err == cudaSuccess, "diff_gaussian_rasterization: ", where, " (sync): ", cudaGetErrorString(err));
+  }
+}
+
+const float* opt_ptr(const torch::Tensor& t) { return t.numel() > 0 ? t.data_ptr<float>() : nullptr; }
+
+torch::Tensor f32c(const torch::Tensor& t, const char* name) {
+  if (t.numel() == 0) return t;
+  CHECK_CUDA_T(t, "tensor");
+  TORCH_CHECK(t.scalar_type() == torch::kFloat32, name, " must be float32");
+  return t.contiguous();
+}
+
+Cam make_cam(int H, int W, float tanfovx, float tanfovy, float scale_modifier, bool antialiasing,
+             const torch::Tensor& view, const torch::Tensor& proj, const torch::Tensor& campos) {
+  Cam cam;
+  cam.W = W;
+  cam.H = H;
+  cam.tiles_x = (W + TILE - 1) / TILE;
+  cam.tiles_y = (H + TILE - 1) / TILE;
+  cam.tanfovx = tanfovx;
+  cam.tanfovy = tanfovy;
+  cam.focal_x = W / (2.0f * tanfovx);
+  cam.focal_y = H / (2.0f * tanfovy);
+  cam.scale_modifier = scale_modifier;
+  cam.antialiasing = antialiasing;
+  cam.view = view.data_ptr<float>();
+  cam.proj = proj.data_ptr<float>();
+  cam.campos = campos.data_ptr<float>();
+  return cam;
+}
+
+int sh_degree_used(int sh_degree, const torch::Tensor& shs) {
+  if (shs.numel() == 0) return 0;
+  const int M = shs.size(1);
+  int avail = 0;  // largest d <= 3 with (d+1)^2 <= M
+  while (avail < 3 && (avail + 2) * (avail + 2) <= M) avail++;
+  return std::max(0, std::min((int)sh_degree, avail));
+}
+
+int bits_for(uint32_t n) {
+  int b = 1;
+  while (b < 32 && (1u << b) <= n) b++;
+  return b;
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
+                                             const torch::Tensor& colors_in, const torch::Tensor& opacity_in,
+                                             const torch::Tensor& scales_in, const torch::Tensor& rotations_in,
+                                             double scale_modifier, const torch::Tensor& cov3D_in,
+                                             const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix,
+                                             double tanfovx, double tanfovy, int64_t image_height,
+                                             int64_t image_width, const torch::Tensor& sh_in, int64_t sh_degree,
+                                             const torch::Tensor& campos, bool prefiltered, bool antialiasing,
+                                             bool want_stats, bool debug) {
+  (void)prefiltered;
+  TORCH_CHECK(means3D_in.dim() == 2 && means3D_in.size(1) == 3, "means3D must be [P, 3]");
+  CHECK_CUDA_T(means3D_in, "means3D");
+  const at::cuda::CUDAGuard guard(means3D_in.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int P = means3D_in.size(0);
+  const int H = image_height, W = image_width;
+  const auto means3D = f32c(means3D_in, "means3D");
+  const auto colors = f32c(colors_in, "colors_precomp");
+  const auto opacity = f32c(opacity_in, "opacities");
+  const auto scales = f32c(scales_in, "scales");
+  const auto rotations = f32c(rotations_in, "rotations");
+  const auto cov3D = f32c(cov3D_in, "cov3D_precomp");
+  const auto shs = f32c(sh_in, "shs");
+  const auto view = f32c(viewmatrix, "viewmatrix");
+  const auto proj = f32c(projmatrix, "projmatrix");
+  const auto cpos = f32c(campos, "campos");
+  const auto bg = f32c(background, "bg");
+  TORCH_CHECK(opacity.numel() == P, "opacities must have P entries");
+  TORCH_CHECK(colors.numel() > 0 || shs.numel() > 0 || P == 0, "provide shs or colors_precomp");
+  TORCH_CHECK(cov3D.numel() > 0 || (scales.numel() == 3 * P && rotations.numel() == 4 * P),
+              "provide scales and rotations, or cov3D_precomp");
+  const int M = shs.numel() > 0 ? shs.size(1) : 0;
+  const int deg = sh_degree_used(sh_degree, shs);
+
+  const auto fopt = means3D.options().dtype(torch::kFloat32);
+  const auto iopt = means3D.options().dtype(torch::kInt32);
+  const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
+  const int num_tiles = cam.tiles_x * cam.tiles_y;
+
+  auto radii = torch::zeros({P}, iopt);
+  auto xy = torch::empty({P, 2}, fopt);
+  auto conic_op = torch::empty({P, 4}, fopt);
+  auto rgbd = torch::empty({P, 4}, fopt);
+  auto out_color = torch::empty({3, H, W}, fopt);
+  auto out_invdepth = torch::empty({1, H, W}, fopt);
+  auto final_T = torch::empty({H, W}, fopt);
+  auto n_contrib = torch::empty({H, W}, iopt);
+  auto ranges = torch::zeros({num_tiles, 2}, iopt);
+  torch::Tensor point_list = torch::empty({0}, iopt);
+  torch::Tensor accum_w, area_proj, area_max;
+  if (want_stats) {
+    accum_w = torch::zeros({P}, fopt);
+    area_proj = torch::zeros({P}, fopt);
+    area_max = torch::zeros({P}, fopt);
+  } else {
+    accum_w = torch::empty({0}, fopt);  // three distinct tensors (autograd outputs must not alias)
+    area_proj = torch::empty({0}, fopt);
+    area_max = torch::empty({0}, fopt);
+  }
+
+  if (P > 0) {
+    auto tiles_touched = torch::empty({P}, iopt);
+    auto depth_keys = torch::empty({P}, iopt);
+    launch_preprocess_fwd(P, deg, M, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
+                          opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(colors), opt_ptr(cov3D), cam,
+                          radii.data_ptr<int>(), reinterpret_cast<float2*>(xy.data_ptr<float>()),
+                          reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
+                          reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
+                          reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), tiles_touched.data_ptr<int>(),
+                          stream);
+    check_launch(debug, "preprocess");
+
+    // Depth order of the Gaussians (culled ones carry the largest key and come last).
+    auto order = torch::empty({P}, iopt);
+    {
+      auto keys_out = torch::empty({P}, iopt);
+      auto idx_in = torch::arange(P, iopt);
+      size_t temp_bytes = 0;
+      cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
+                                      (const int*)nullptr, (int*)nullptr, P, 0, 32, stream);
+      auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
+      cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes,
+                                      reinterpret_cast<const uint32_t*>(depth_keys.data_ptr<int>()),
+                                      reinterpret_cast<uint32_t*>(keys_out.data_ptr<int>()), idx_in.data_ptr<int>(),
+                                      order.data_ptr<int>(), P, 0, 32, stream);
+      check_launch(debug, "depth sort");
+    }
+    // Offsets of each Gaussian's (tile, gaussian) pairs, in depth order.
+    auto offsets = torch::empty({P}, iopt);
+    {
+      auto counts_sorted = torch::empty({P}, iopt);
+      launch_gather_counts(P, order.data_ptr<int>(), tiles_touched.data_ptr<int>(), counts_sorted.data_ptr<int>(),
+                           stream);
+      size_t temp_bytes = 0;
+      cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, (const int*)nullptr, (int*)nullptr, P, stream);
+      auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
+      cub::DeviceScan::InclusiveSum(temp.data_ptr(), temp_bytes, counts_sorted.data_ptr<int>(),
+                                    offsets.data_ptr<int>(), P, stream);
+      check_launch(debug, "scan");
+    }
+    const int R = offsets[P - 1].item<int>();
+    if (R > 0) {
+      // four separate buffers, so that only the sorted values stay alive afterwards
+      torch::Tensor keys[2] = {torch::empty({R}, iopt), torch::empty({R}, iopt)};
+      torch::Tensor vals[2] = {torch::empty({R}, iopt), torch::empty({R}, iopt)};
+      uint32_t* k0 = reinterpret_cast<uint32_t*>(keys[0].data_ptr<int>());
+      uint32_t* k1 = reinterpret_cast<uint32_t*>(keys[1].data_ptr<int>());
+      int* v0 = vals[0].data_ptr<int>();
+      int* v1 = vals[1].data_ptr<int>();
+      launch_emit(P, order.data_ptr<int>(), offsets.data_ptr<int>(), radii.data_ptr<int>(),
+                  reinterpret_cast<const float2*>(xy.data_ptr<float>()),
+                  reinterpret_cast<const float4*>(conic_op.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0,
+                  stream);
+      check_launch(debug, "emit");
+      // Stable sort by tile id only: the pairs were emitted in depth order, so each tile stays depth sorted.
+      cub::DoubleBuffer<uint32_t> kb(k0, k1);
+      cub::DoubleBuffer<int> vb(v0, v1);
+      const int end_bit = bits_for((uint32_t)num_tiles);
+      size_t temp_bytes = 0;
+      cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, kb, vb, R, 0, end_bit, stream);
+      auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
+      cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, kb, vb, R, 0, end_bit, stream);
+      check_launch(debug, "tile sort");
+      launch_identify_ranges(R, kb.Current(), num_tiles, reinterpret_cast<int2*>(ranges.data_ptr<int>()), stream);
+      check_launch(debug, "ranges");
+      point_list = vals[vb.selector];
+    }
+  }
+  launch_render_fwd(want_stats, num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
+                    point_list.numel() > 0 ? point_list.data_ptr<int>() : nullptr,
+                    reinterpret_cast<const float2*>(xy.data_ptr<float>()),
+                    reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
+                    reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), bg.data_ptr<float>(),
+                    out_color.data_ptr<float>(), out_invdepth.data_ptr<float>(), final_T.data_ptr<float>(),
+                    n_contrib.data_ptr<int>(), want_stats ? accum_w.data_ptr<float>() : nullptr,
+                    want_stats ? area_proj.data_ptr<float>() : nullptr,
+                    want_stats ? area_max.data_ptr<float>() : nullptr, stream);
+  check_launch(debug, "render");
+  return {out_color, out_invdepth, radii,   xy,       conic_op,  rgbd,     point_list,
+          ranges,    final_T,      n_contrib, accum_w, area_proj, area_max};
+}
+
+std::vector<torch::Tensor> rasterize_backward(
+    const torch::Tensor& background, const torch::Tensor& means3D_in, const torch::Tensor& radii,
+    const torch::Tensor& colors_in, const torch::Tensor& opacity_in, const torch::Tensor& scales_in,
+    const torch::Tensor& rotations_in, double scale_modifier, const torch::Tensor& cov3D_in,
+    const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
+    const torch::Tensor& dL_dcolor_in, const torch::Tensor& dL_dinvdepth_in, const torch::Tensor& sh_in,
+    int64_t sh_degree, const torch::Tensor& campos, const torch::Tensor& xy, const torch::Tensor& conic_op,
+    const torch::Tensor& rgbd, const torch::Tensor& point_list, const torch::Tensor& ranges,
+    const torch::Tensor& final_T, const torch::Tensor& n_contrib, bool antialiasing, bool debug) {
+  const at::cuda::CUDAGuard guard(means3D_in.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int P = means3D_in.size(0);
+  const int H = final_T.size(0), W = final_T.size(1);
+  const auto means3D = f32c(means3D_in, "means3D");
+  const auto colors = f32c(colors_in, "colors_precomp");
+  const auto opacity = f32c(opacity_in, "opacities");
+  const auto scales = f32c(scales_in, "scales");
+  const auto rotations = f32c(rotations_in, "rotations");
+  const auto cov3D = f32c(cov3D_in, "cov3D_precomp");
+  const auto shs = f32c(sh_in, "shs");
+  const auto view = f32c(viewmatrix, "viewmatrix");
+  const auto proj = f32c(projmatrix, "projmatrix");
+  const auto cpos = f32c(campos, "campos");
+  const auto bg = f32c(background, "bg");
+  const auto dL_dcolor = f32c(dL_dcolor_in, "grad color");
+  const auto dL_dinvdepth = f32c(dL_dinvdepth_in, "grad invdepth");
+  const int M = shs.numel() > 0 ? shs.size(1) : 0;
+  const int deg = sh_degree_used(sh_degree, shs);
+  const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
+  const int num_tiles = cam.tiles_x * cam.tiles_y;
+  const auto fopt = means3D.options().dtype(torch::kFloat32);
+
+  auto dL_dmeans3D = torch::empty({P, 3}, fopt);
+  auto dL_dmeans2D = torch::empty({P, 3}, fopt);
+  auto dL_dopacity = torch::empty({P, 1}, fopt);
+  auto dL_dshs = shs.numel() > 0 ? torch::empty_like(shs) : torch::empty({0}, fopt);
+  auto dL_dcolors = colors.numel() > 0 ? torch::empty({P, 3}, fopt) : torch::empty({0}, fopt);
+  const bool use_cov = cov3D.numel() > 0;
+  auto dL_dcov3D = use_cov ? torch::empty({P, 6}, fopt) : torch::empty({0}, fopt);
+  auto dL_dscales = use_cov ? torch::empty({0}, fopt) : torch::empty({P, 3}, fopt);
+  auto dL_drotations = use_cov ? torch::empty({0}, fopt) : torch::empty({P, 4}, fopt);
+  if (P == 0) return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations};
+
+  auto grad = torch::zeros({P, GRAD_STRIDE}, fopt);
+  if (point_list.numel() > 0) {
+    launch_render_bwd(num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
+                      point_list.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
+                      reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
+                      reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), bg.data_ptr<float>(),
+                      final_T.data_ptr<float>(), n_contrib.data_ptr<int>(), dL_dcolor.data_ptr<float>(),
+                      dL_dinvdepth.data_ptr<float>(), grad.data_ptr<float>(), stream);
+    check_launch(debug, "render backward");
+  }
+  launch_preprocess_bwd(P, deg, M, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
+                        opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(colors), opt_ptr(cov3D), cam,
+                        radii.data_ptr<int>(), grad.data_ptr<float>(), dL_dmeans3D.data_ptr<float>(),
+                        dL_dmeans2D.data_ptr<float>(), dL_dopacity.data_ptr<float>(),
+                        shs.numel() > 0 ? dL_dshs.data_ptr<float>() : nullptr,
+                        colors.numel() > 0 ? dL_dcolors.data_ptr<float>() : nullptr,
+                        use_cov ? nullptr : dL_dscales.data_ptr<float>(),
+                        use_cov ? nullptr : dL_drotations.data_ptr<float>(),
+                        use_cov ? dL_dcov3D.data_ptr<float>() : nullptr, stream);
+  check_launch(debug, "preprocess backward");
+  return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations};
+}
+
+torch::Tensor mark_visible(const torch::Tensor& means3D_in, const torch::Tensor& viewmatrix,
+                           const torch::Tensor& projmatrix) {
+  (void)projmatrix;
+  const at::cuda::CUDAGuard guard(means3D_in.device());
+  const auto means3D = f32c(means3D_in, "means3D");
+  const auto view = f32c(viewmatrix, "viewmatrix");
+  const int P = means3D.size(0);
+  auto visible = torch::empty({P}, means3D.options().dtype(torch::kBool));
+  launch_mark_visible(P, means3D.data_ptr<float>(), view.data_ptr<float>(), visible.data_ptr<bool>(),
+                      c10::cuda::getCurrentCUDAStream().stream());
+  check_launch(false, "markVisible");
+  return visible;
+}
+
+}  // namespace dgr

@@ -1,0 +1,9 @@
+#include <torch/extension.h>
+
+#include "api.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rasterize_forward", &dgr::rasterize_forward, "Tile rasterizer forward");
+  m.def("rasterize_backward", &dgr::rasterize_backward, "Tile rasterizer backward");
+  m.def("mark_visible", &dgr::mark_visible, "Gaussians in front of the near plane");
+}

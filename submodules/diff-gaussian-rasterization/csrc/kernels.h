@@ -1,0 +1,47 @@
+// Launchers of the rasterizer kernels (raw pointers, one CUDA stream); api.cu strings them together.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "common.cuh"
+
+namespace dgr {
+
+// Per-Gaussian projection, colour and tile count. Writes every entry of every output.
+void launch_preprocess_fwd(int P, int deg, int M, const float* means3D, const float* scales,
+                           const float* rotations, const float* opacities, const float* shs,
+                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, int* radii,
+                           float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched,
+                           cudaStream_t stream);
+
+// counts_sorted[i] = tiles_touched[order[i]]
+void launch_gather_counts(int P, const int* order, const int* tiles_touched, int* counts_sorted,
+                          cudaStream_t stream);
+
+// For Gaussians in depth order, write (tile, gaussian) pairs at offsets[i-1] .. offsets[i].
+void launch_emit(int P, const int* order, const int* offsets, const int* radii, const float2* xy,
+                 const float4* conic_op, int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream);
+
+// ranges[t] = [first, last) of tile t in the tile-sorted keys (ranges zeroed by the caller).
+void launch_identify_ranges(int R, const uint32_t* keys, int num_tiles, int2* ranges, cudaStream_t stream);
+
+void launch_mark_visible(int P, const float* means3D, const float* view, bool* visible, cudaStream_t stream);
+
+void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
+                       const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
+                       const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
+                       float* accum_w, float* area_proj, float* area_max, cudaStream_t stream);
+
+void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
+                       const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
+                       const float* final_T, const int* n_contrib, const float* dL_dcolor,
+                       const float* dL_dinvdepth, float* grad, cudaStream_t stream);
+
+void launch_preprocess_bwd(int P, int deg, int M, const float* means3D, const float* scales, const float* rotations,
+                           const float* opacities, const float* shs, const float* colors_precomp,
+                           const float* cov3D_precomp, const Cam& cam, const int* radii, const float* grad,
+                           float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs,
+                           float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
+                           cudaStream_t stream);
+
+}  // namespace dgr

@@ -1,0 +1,249 @@
+// Tile compositing: forward (colour, inverse depth, optional per-Gaussian stats) and backward.
+#include "common.cuh"
+#include "kernels.h"
+
+namespace dgr {
+
+// Pixel of thread `t` in its 16x16 tile: each warp covers a compact 8x4 block, so that a small Gaussian
+// touches few warps (the backward skips warps with no contribution).
+__device__ __forceinline__ void thread_pixel(int t, int& lx, int& ly) {
+  const int warp = t >> 5, lane = t & 31;
+  lx = ((warp & 1) << 3) | (lane & 7);
+  ly = ((warp >> 1) << 2) | (lane >> 3);
+}
+
+template <bool STATS>
+__global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
+    int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
+    const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
+    const float* __restrict__ bg, float* __restrict__ out_color, float* __restrict__ out_invdepth,
+    float* __restrict__ final_T, int* __restrict__ n_contrib, float* __restrict__ accum_w,
+    float* __restrict__ area_proj, float* __restrict__ area_max) {
+  __shared__ int s_id[BLOCK];
+  __shared__ float2 s_xy[BLOCK];
+  __shared__ float4 s_co[BLOCK];
+  __shared__ float4 s_cd[BLOCK];
+
+  const int tile = blockIdx.x;
+  const int t = threadIdx.x;
+  int lx, ly;
+  thread_pixel(t, lx, ly);
+  const int px = (tile % tiles_x) * TILE + lx;
+  const int py = (tile / tiles_x) * TILE + ly;
+  const bool inside = px < W && py < H;
+  const float fpx = (float)px, fpy = (float)py;
+
+  const int2 range = ranges[tile];
+  const int todo = range.y - range.x;
+  const int rounds = (todo + BLOCK - 1) / BLOCK;
+
+  bool done = !inside;
+  float T = 1.f;
+  float C0 = 0.f, C1 = 0.f, C2 = 0.f, D = 0.f;
+  int contributor = 0, last = 0;
+  float best_w = 0.f;
+  int best_g = -1;
+
+  for (int r = 0; r < rounds; r++) {
+    if (__syncthreads_count(done) == BLOCK) break;
+    const int idx = range.x + r * BLOCK + t;
+    if (idx < range.y) {
+      const int g = point_list[idx];
+      s_id[t] = g;
+      s_xy[t] = xy[g];
+      s_co[t] = conic_op[g];
+      s_cd[t] = rgbd[g];
+    }
+    __syncthreads();
+    const int n = min(BLOCK, todo - r * BLOCK);
+    for (int j = 0; j < n && !done; j++) {
+      contributor++;
+      const float4 co = s_co[j];
+      const AlphaEval e = eval_alpha(s_xy[j], co, fpx, fpy);
+      if (!e.ok) continue;
+      const float test_T = T * (1.f - e.alpha);
+      if (test_T < T_MIN) {
+        done = true;
+        break;
+      }
+      const float w = e.alpha * T;
+      const float4 cd = s_cd[j];
+      C0 += cd.x * w;
+      C1 += cd.y * w;
+      C2 += cd.z * w;
+      D += cd.w * w;
+      T = test_T;
+      last = contributor;
+      if (STATS) {
+        const int g = s_id[j];
+        atomicAdd(accum_w + g, w);
+        atomicAdd(area_proj + g, 1.f);
+        if (w > best_w) {
+          best_w = w;
+          best_g = g;
+        }
+      }
+    }
+  }
+  if (inside) {
+    const int pix = py * W + px;
+    const int HW = H * W;
+    final_T[pix] = T;
+    n_contrib[pix] = last;
+    out_color[pix] = C0 + T * bg[0];
+    out_color[HW + pix] = C1 + T * bg[1];
+    out_color[2 * HW + pix] = C2 + T * bg[2];
+    out_invdepth[pix] = D;
+    if (STATS && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+  }
+}
+
+void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
+                       const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
+                       const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
+                       float* accum_w, float* area_proj, float* area_max, cudaStream_t stream) {
+  if (num_tiles == 0) return;
+  if (stats)
+    render_fwd_kernel<true><<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd,
+                                                             bg, out_color, out_invdepth, final_T, n_contrib,
+                                                             accum_w, area_proj, area_max);
+  else
+    render_fwd_kernel<false><<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op,
+                                                              rgbd, bg, out_color, out_invdepth, final_T, n_contrib,
+                                                              accum_w, area_proj, area_max);
+}
+
+// Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the
+// totals to dst[0..9] with one atomic instruction spread over 10 lanes.
+__device__ __forceinline__ void warp_sum10_atomic(float v[16], int lane, float* dst) {
+#pragma unroll
+  for (int s = 0; s < 4; s++) {
+    const int off = 16 >> s;
+    const int half = 8 >> s;
+    const bool upper = (lane & off) != 0;
+#pragma unroll
+    for (int k = 0; k < half; k++) {
+      const float send = upper ? v[k] : v[k + half];
+      const float keep = upper ? v[k + half] : v[k];
+      v[k] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+    }
+  }
+  const float total = v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
+  const int slot = ((lane >> 1) & 1) | (((lane >> 2) & 1) << 1) | (((lane >> 3) & 1) << 2) | (((lane >> 4) & 1) << 3);
+  if ((lane & 1) == 0 && slot < GRAD_STRIDE) atomicAdd(dst + slot, total);
+}
+
+__global__ void __launch_bounds__(BLOCK) render_bwd_kernel(
+    int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
+    const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
+    const float* __restrict__ bg, const float* __restrict__ final_T, const int* __restrict__ n_contrib,
+    const float* __restrict__ dL_dcolor, const float* __restrict__ dL_dinvdepth, float* __restrict__ grad) {
+  __shared__ int s_id[BLOCK];
+  __shared__ float2 s_xy[BLOCK];
+  __shared__ float4 s_co[BLOCK];
+  __shared__ float4 s_cd[BLOCK];
+  __shared__ int s_wmax[BLOCK / 32];
+
+  const int tile = blockIdx.x;
+  const int t = threadIdx.x;
+  const int lane = t & 31, warp = t >> 5;
+  int lx, ly;
+  thread_pixel(t, lx, ly);
+  const int px = (tile % tiles_x) * TILE + lx;
+  const int py = (tile / tiles_x) * TILE + ly;
+  const bool inside = px < W && py < H;
+  const float fpx = (float)px, fpy = (float)py;
+  const int2 range = ranges[tile];
+
+  float T = 1.f;
+  int last = 0;
+  float g0 = 0.f, g1 = 0.f, g2 = 0.f, gD = 0.f;
+  if (inside) {
+    const int pix = py * W + px;
+    const int HW = H * W;
+    T = final_T[pix];
+    last = n_contrib[pix];
+    g0 = dL_dcolor[pix];
+    g1 = dL_dcolor[HW + pix];
+    g2 = dL_dcolor[2 * HW + pix];
+    gD = dL_dinvdepth[pix];
+  }
+  const int warp_last = __reduce_max_sync(0xffffffffu, last);
+  if (lane == 0) s_wmax[warp] = warp_last;
+  __syncthreads();
+  int block_last = 0;
+#pragma unroll
+  for (int k = 0; k < BLOCK / 32; k++) block_last = max(block_last, s_wmax[k]);
+
+  // accumulated colour / inverse depth of everything behind the current Gaussian, normalised by the
+  // transmittance just after it (starts with the background, which weighs T_final)
+  float acc0 = bg[0], acc1 = bg[1], acc2 = bg[2], accD = 0.f;
+
+  const int rounds = (block_last + BLOCK - 1) / BLOCK;
+  for (int r = 0; r < rounds; r++) {
+    const int end = block_last - r * BLOCK;  // relative positions [start, end) in this round
+    const int start = max(0, end - BLOCK);
+    __syncthreads();
+    const int li = start + t;
+    if (li < end) {
+      const int g = point_list[range.x + li];
+      s_id[t] = g;
+      s_xy[t] = xy[g];
+      s_co[t] = conic_op[g];
+      s_cd[t] = rgbd[g];
+    }
+    __syncthreads();
+    for (int j = end - 1; j >= start; j--) {
+      if (j >= warp_last) continue;  // warp-uniform
+      const int k = j - start;
+      const float4 co = s_co[k];
+      const float2 m = s_xy[k];
+      bool valid = j < last;
+      AlphaEval e;
+      if (valid) {
+        e = eval_alpha(m, co, fpx, fpy);
+        valid = e.ok;
+      }
+      if (!__any_sync(0xffffffffu, valid)) continue;
+      float v[16];
+#pragma unroll
+      for (int q = 0; q < 16; q++) v[q] = 0.f;
+      if (valid) {
+        const float4 cd = s_cd[k];
+        T = T / (1.f - e.alpha);  // transmittance in front of this Gaussian
+        const float w = e.alpha * T;
+        v[6] = w * g0;
+        v[7] = w * g1;
+        v[8] = w * g2;
+        v[9] = w * gD;
+        const float dL_dalpha =
+            T * ((cd.x - acc0) * g0 + (cd.y - acc1) * g1 + (cd.z - acc2) * g2 + (cd.w - accD) * gD);
+        acc0 = e.alpha * cd.x + (1.f - e.alpha) * acc0;
+        acc1 = e.alpha * cd.y + (1.f - e.alpha) * acc1;
+        acc2 = e.alpha * cd.z + (1.f - e.alpha) * acc2;
+        accD = e.alpha * cd.w + (1.f - e.alpha) * accD;
+        if (e.raw <= ALPHA_MAX) {  // alpha not clamped: it depends on opacity and power
+          v[5] = e.G * dL_dalpha;
+          const float dL_dpower = e.raw * dL_dalpha;
+          v[0] = dL_dpower * (-co.x * e.dx - co.y * e.dy);
+          v[1] = dL_dpower * (-co.y * e.dx - co.z * e.dy);
+          v[2] = -0.5f * e.dx * e.dx * dL_dpower;
+          v[3] = -e.dx * e.dy * dL_dpower;
+          v[4] = -0.5f * e.dy * e.dy * dL_dpower;
+        }
+      }
+      warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
+    }
+  }
+}
+
+void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
+                       const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
+                       const float* final_T, const int* n_contrib, const float* dL_dcolor,
+                       const float* dL_dinvdepth, float* grad, cudaStream_t stream) {
+  if (num_tiles == 0) return;
+  render_bwd_kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
+                                                     final_T, n_contrib, dL_dcolor, dL_dinvdepth, grad);
+}
+
+}  // namespace dgr

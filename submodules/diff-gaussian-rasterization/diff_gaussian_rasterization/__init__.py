@@ -1,0 +1,117 @@
+"""Differentiable tile rasterizer of 3D Gaussians (CUDA).
+
+Same API as the PyTorch reference in gaussian_renderer/torch_rasterizer.py (graphdeco's interface):
+
+    s = GaussianRasterizationSettings(image_height, image_width, tanfovx, tanfovy, bg, scale_modifier,
+                                      viewmatrix, projmatrix, sh_degree, campos, prefiltered, debug,
+                                      antialiasing)
+    color, radii, invdepth = GaussianRasterizer(s)(means3D, means2D, opacities, shs=..., scales=..., rotations=...)
+    color, radii, invdepth, stats = GaussianRasterizer(s)(..., return_stats=True)
+"""
+from collections import namedtuple
+
+import torch
+import torch.nn as nn
+
+from . import _C
+
+GaussianRasterizationSettings = namedtuple(
+    "GaussianRasterizationSettings",
+    ["image_height", "image_width", "tanfovx", "tanfovy", "bg", "scale_modifier", "viewmatrix",
+     "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing"])
+
+
+def _empty(device):
+    return torch.empty(0, device=device, dtype=torch.float32)
+
+
+def _prep(t, device):
+    """None -> empty placeholder; else float32 contiguous (differentiable conversion)."""
+    if t is None:
+        return _empty(device)
+    return t.float().contiguous()
+
+
+class _RasterizeGaussians(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp,
+                settings, want_stats):
+        s = settings
+        dev = means3D.device
+        bg = s.bg.to(device=dev, dtype=torch.float32).contiguous()
+        view = s.viewmatrix.to(device=dev, dtype=torch.float32).contiguous()
+        proj = s.projmatrix.to(device=dev, dtype=torch.float32).contiguous()
+        campos = s.campos.to(device=dev, dtype=torch.float32).contiguous()
+        (color, invdepth, radii, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib,
+         accum_w, area_proj, area_max) = _C.rasterize_forward(
+            bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
+            view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs,
+            int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), bool(want_stats),
+            bool(s.debug))
+        ctx.settings = s
+        ctx.means2D_shape = means2D.shape
+        ctx.opacity_shape = opacities.shape
+        ctx.save_for_backward(means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, radii,
+                              xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos)
+        ctx.mark_non_differentiable(radii, accum_w, area_proj, area_max)
+        return color, radii, invdepth, accum_w, area_proj, area_max
+
+    @staticmethod
+    def backward(ctx, grad_color, grad_radii, grad_invdepth, *_):
+        s = ctx.settings
+        (means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, radii, xy, conic_op, rgbd,
+         point_list, ranges, final_T, n_contrib, bg, view, proj, campos) = ctx.saved_tensors
+        (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations) = _C.rasterize_backward(
+            bg, means3D, radii, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
+            cov3D_precomp, view, proj, float(s.tanfovx), float(s.tanfovy), grad_color.contiguous(),
+            grad_invdepth.contiguous(), shs, int(s.sh_degree), campos, xy, conic_op, rgbd, point_list, ranges,
+            final_T, n_contrib, bool(s.antialiasing), bool(s.debug))
+        n2 = ctx.means2D_shape[-1] if len(ctx.means2D_shape) == 2 else 3
+        d_means2D = d_means2D[:, :n2].reshape(ctx.means2D_shape)
+        d_opacity = d_opacity.reshape(ctx.opacity_shape)
+
+        def opt(g, t):
+            return g if t.numel() > 0 else None
+
+        return (d_means3D, d_means2D, opt(d_shs, shs), opt(d_colors, colors_precomp), d_opacity,
+                opt(d_scales, scales), opt(d_rotations, rotations), opt(d_cov3D, cov3D_precomp), None, None)
+
+
+def rasterize_gaussians(means3D, means2D, sh, colors_precomp, opacities, scales, rotations, cov3D_precomp,
+                        raster_settings, return_stats=False):
+    dev = means3D.device
+    args = [_prep(t, dev) for t in (means3D, means2D, sh, colors_precomp, opacities, scales, rotations,
+                                    cov3D_precomp)]
+    return _RasterizeGaussians.apply(*args, raster_settings, bool(return_stats))
+
+
+class GaussianRasterizer(nn.Module):
+    def __init__(self, raster_settings):
+        super().__init__()
+        self.raster_settings = raster_settings
+
+    def markVisible(self, positions):
+        """bool [P]: True where the point is in front of the near plane (view z > 0.2)."""
+        with torch.no_grad():
+            s = self.raster_settings
+            dev = positions.device
+            return _C.mark_visible(positions.float().contiguous(), s.viewmatrix.to(dev, torch.float32).contiguous(),
+                                   s.projmatrix.to(dev, torch.float32).contiguous())
+
+    def forward(self, means3D, means2D, opacities, shs=None, colors_precomp=None, scales=None, rotations=None,
+                cov3D_precomp=None, return_stats=False):
+        s = self.raster_settings
+        if (shs is None) == (colors_precomp is None):
+            raise ValueError("provide exactly one of shs or colors_precomp")
+        if ((scales is None or rotations is None) and cov3D_precomp is None) or \
+                (scales is not None and cov3D_precomp is not None):
+            raise ValueError("provide either scales and rotations, or cov3D_precomp")
+        if not means3D.is_cuda:
+            raise ValueError("diff_gaussian_rasterization needs CUDA tensors; use the PyTorch rasterizer on CPU")
+        if shs is not None and shs.dim() != 3:
+            raise ValueError(f"shs must be [P, K, 3], got {tuple(shs.shape)}")
+        color, radii, invdepth, aw, ap, am = rasterize_gaussians(
+            means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, s, return_stats)
+        if return_stats:
+            return color, radii, invdepth, dict(accum_weights=aw, area_proj=ap, area_max=am)
+        return color, radii, invdepth

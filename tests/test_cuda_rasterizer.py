@@ -1,0 +1,246 @@
+"""CUDA rasterizer (submodules/diff-gaussian-rasterization) against the PyTorch reference rasterizer.
+
+Forward images agree to ~1e-5 relative, every gradient to ~1e-3 relative (norm-wise), radii exactly,
+stats to float tolerance. Skipped without CUDA.
+"""
+import numpy as np
+import pytest
+import torch
+
+from gaussian_renderer.torch_rasterizer import GaussianRasterizer as TR
+from tests.raster_helpers import look_at_settings, random_gaussians
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+DEV = "cuda"
+FWD_RTOL = 1e-5
+GRAD_RTOL = 1e-3
+
+
+def _cuda_module():
+    import diff_gaussian_rasterization as dgr  # noqa: PLC0415 (only importable where it was built)
+    return dgr
+
+
+def _settings(**kw):
+    return look_at_settings(device=DEV, **kw)
+
+
+def _to_cuda_settings(s):
+    dgr = _cuda_module()
+    return dgr.GaussianRasterizationSettings(*s)
+
+
+def _render(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False):
+    """Render with one implementation and back-propagate sum(w * outputs). Returns outputs and grads."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
+    means2D = torch.zeros(leaves["means3D"].shape[0], 3, device=DEV, requires_grad=True)
+    kw = dict(means3D=leaves["means3D"], means2D=means2D, opacities=leaves["opacities"])
+    if use_precomp:
+        kw.update(colors_precomp=leaves["colors"], cov3D_precomp=leaves["cov3D"])
+    else:
+        kw.update(shs=leaves["shs"], scales=leaves["scales"], rotations=leaves["rotations"])
+    out = rasterizer_cls(raster_settings=s)(**kw, return_stats=return_stats)
+    color, radii, invdepth = out[:3]
+    wc, wd = loss_w
+    loss = (color * wc).sum() + (invdepth * wd).sum()
+    loss.backward()
+    grads = {k: v.grad for k, v in leaves.items()}
+    grads["means2D"] = means2D.grad
+    res = dict(color=color.detach(), invdepth=invdepth.detach(), radii=radii, grads=grads)
+    if return_stats:
+        res["stats"] = out[3]
+    return res
+
+
+def _loss_weights(s, seed=0, color=True, depth=True):
+    g = torch.Generator().manual_seed(seed)
+    H, W = s.image_height, s.image_width
+    wc = torch.rand(3, H, W, generator=g) if color else torch.zeros(3, H, W)
+    wd = torch.rand(1, H, W, generator=g) if depth else torch.zeros(1, H, W)
+    return wc.to(DEV), wd.to(DEV)
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12))
+
+
+def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=GRAD_RTOL):
+    dgr = _cuda_module()
+    w = _loss_weights(s, seed, color, depth)
+    ref = _render(TR, s, g, w, use_precomp=use_precomp)
+    cud = _render(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, use_precomp=use_precomp)
+    assert torch.equal(cud["radii"].long().cpu(), ref["radii"].long().cpu())
+    assert torch.isfinite(cud["color"]).all() and torch.isfinite(cud["invdepth"]).all()
+    assert _rel(cud["color"], ref["color"]) < FWD_RTOL
+    if ref["invdepth"].abs().sum() > 0:
+        assert _rel(cud["invdepth"], ref["invdepth"]) < FWD_RTOL
+    for k, gr in ref["grads"].items():
+        gc = cud["grads"][k]
+        assert gc is not None, k
+        assert gc.shape == gr.shape, k
+        assert torch.isfinite(gc).all(), k
+        if gr.abs().sum() == 0:
+            assert gc.abs().max() < 1e-6, k
+        else:
+            assert _rel(gc, gr) < grad_rtol, (k, _rel(gc, gr))
+    return ref, cud
+
+
+@pytest.mark.parametrize("sh_degree", [0, 1, 2, 3])
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_random_scene_matches_reference(sh_degree, antialiasing):
+    s = _settings(W=83, H=61, sh_degree=sh_degree, antialiasing=antialiasing)
+    g = random_gaussians(300, seed=sh_degree + 10 * antialiasing, sh_degree=sh_degree, device=DEV)
+    _compare(s, g, seed=sh_degree)
+
+
+def test_wide_scene_with_clamped_jacobian():
+    # spread beyond the view: many Gaussians project outside 1.3 tan(fov), large ones still reach the image
+    s = _settings(W=64, H=48, sh_degree=3)
+    g = random_gaussians(400, seed=3, sh_degree=3, spread=4.0, scale=(-2.0, -0.5), device=DEV)
+    _compare(s, g, seed=3)
+
+
+def test_depth_only_and_color_only_losses():
+    s = _settings(W=48, H=40, sh_degree=1)
+    g = random_gaussians(150, seed=4, sh_degree=1, device=DEV)
+    _compare(s, g, seed=4, color=False)
+    _compare(s, g, seed=5, depth=False)
+
+
+def test_precomputed_colors_and_covariances():
+    s = _settings(W=70, H=50)
+    g = random_gaussians(200, seed=6, device=DEV)
+    from gaussian_renderer.torch_rasterizer import covariance_3d
+
+    cov = covariance_3d(g["scales"], g["rotations"])
+    idx = torch.tensor([0, 0, 0, 1, 1, 2], device=DEV), torch.tensor([0, 1, 2, 1, 2, 2], device=DEV)
+    g2 = dict(means3D=g["means3D"], opacities=g["opacities"], cov3D=cov[:, idx[0], idx[1]].contiguous(),
+              colors=torch.rand(200, 3, device=DEV))
+    _compare(s, g2, seed=6, use_precomp=True)
+
+
+def _unproject(s, px, py, depth):
+    """World points whose 2D mean lands on pixel coordinates (px, py) at view depth ``depth``."""
+    W, H = s.image_width, s.image_height
+    V = s.viewmatrix.double().cpu().numpy().T  # world -> camera
+    # pixel = ((ndc + 1) S - 1) / 2 and ndc.x ~ x_cam / (z tanfovx) for graphdeco's projection
+    ndc_x = (2 * np.asarray(px) + 1) / W - 1
+    ndc_y = (2 * np.asarray(py) + 1) / H - 1
+    z = np.asarray(depth, dtype=np.float64)
+    cam = np.stack([ndc_x * z * s.tanfovx, ndc_y * z * s.tanfovy, z, np.ones_like(z)], -1)
+    world = cam @ np.linalg.inv(V).T
+    return torch.tensor(world[:, :3], dtype=torch.float32, device=DEV)
+
+
+def test_tile_borders():
+    s = _settings(W=64, H=48)
+    xs = np.array([15.0, 15.5, 16.0, 16.49, 31.99, 32.0, 47.5, 0.0, 63.0, -0.5, 64.2])
+    ys = np.array([15.5, 16.0, 31.5, 32.0, 0.0, 47.0, 8.0, 47.9, 16.0, 20.0, 24.0])
+    n = len(xs)
+    g = random_gaussians(n, seed=7, scale=(-5.0, -3.5), device=DEV)
+    g["means3D"] = _unproject(s, xs, ys, np.linspace(3.0, 5.0, n))
+    g["opacities"] = torch.full((n, 1), 0.9, device=DEV)
+    _compare(s, g, seed=7)
+
+
+def test_behind_camera_large_small_and_crowded():
+    s = _settings(W=64, H=64, sh_degree=2)
+    g = random_gaussians(600, seed=8, sh_degree=2, spread=0.05, scale=(-4.0, -2.0), device=DEV)
+    g["opacities"] = torch.full((600, 1), 0.3, device=DEV)  # hundreds per pixel: T reaches 1e-4
+    extra = random_gaussians(6, seed=9, sh_degree=2, device=DEV)
+    extra["means3D"] = torch.tensor([[0.0, 0.0, -4.5], [0.3, 0.1, -4.1], [0.0, 0.0, -3.85],  # behind / at near
+                                     [0.0, 0.0, 0.5], [0.2, -0.2, 0.0], [0.1, 0.1, 1.0]], device=DEV)
+    extra["scales"] = torch.tensor([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.1, 0.1, 0.1],
+                                    [3.0, 2.0, 0.5], [1e-6, 1e-6, 1e-6], [1e-4, 2e-4, 1e-4]], device=DEV)
+    for k in g:
+        g[k] = torch.cat([g[k], extra[k]])
+    ref, cud = _compare(s, g, seed=8)
+    assert (cud["radii"][600:603] == 0).all()
+
+
+def test_degenerate_inputs_never_give_nan():
+    dgr = _cuda_module()
+    s = _settings(W=48, H=32, sh_degree=1, antialiasing=True)
+    g = random_gaussians(40, seed=11, sh_degree=1, device=DEV)
+    g["rotations"][0] = 0.0                      # zero quaternion -> identity
+    g["scales"][1] = 0.0                         # zero scales -> dilation only
+    g["scales"][2, 0] = 0.0                      # flat
+    g["means3D"][3] = float("nan")
+    g["means3D"][4, 1] = float("inf")
+    g["means3D"][5, 2] = -float("inf")
+    g["opacities"][6] = 0.0
+    g["shs"][7, 0, 1] = float("nan")
+    ref, cud = _compare(s, g, seed=11)
+    assert (cud["radii"][3:6] == 0).all() and cud["radii"][7] == 0
+    for v in cud["grads"].values():
+        assert torch.isfinite(v).all()
+    del dgr
+
+
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_stats_match_reference(antialiasing):
+    dgr = _cuda_module()
+    s = _settings(W=80, H=64, sh_degree=1, antialiasing=antialiasing)
+    g = random_gaussians(500, seed=12, sh_degree=1, device=DEV)
+    w = _loss_weights(s, 12)
+    ref = _render(TR, s, g, w, return_stats=True)
+    cud = _render(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, return_stats=True)
+    rs, cs = ref["stats"], cud["stats"]
+    assert set(cs) == {"accum_weights", "area_proj", "area_max"}
+    for k in cs:
+        assert cs[k].shape == (500,) and cs[k].dtype == torch.float32 and not cs[k].requires_grad
+    assert _rel(cs["accum_weights"], rs["accum_weights"]) < 1e-5
+    assert (cs["area_proj"] - rs["area_proj"]).abs().sum() <= 2
+    # the pixel count is exact; only near-ties of alpha*T may pick another Gaussian
+    assert cs["area_max"].sum() == rs["area_max"].sum()
+    assert (cs["area_max"] - rs["area_max"]).abs().sum() <= 0.01 * rs["area_max"].sum() + 2
+
+
+def test_no_stats_unless_asked_and_mark_visible():
+    dgr = _cuda_module()
+    s = _settings(W=32, H=32)
+    g = random_gaussians(50, seed=13, device=DEV)
+    g["means3D"][:5] = torch.tensor([0.0, 0.0, -5.0], device=DEV)  # behind the camera at z=-4
+    cs = _to_cuda_settings(s)
+    r = dgr.GaussianRasterizer(cs)
+    out = r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], shs=g["shs"], scales=g["scales"],
+            rotations=g["rotations"])
+    assert len(out) == 3
+    assert out[0].shape == (3, 32, 32) and out[1].dtype == torch.int32 and out[2].shape == (1, 32, 32)
+    vis = r.markVisible(g["means3D"])
+    assert vis.dtype == torch.bool
+    assert torch.equal(vis.cpu(), TR(s).markVisible(g["means3D"]).cpu())
+    assert not vis[:5].any()
+
+
+def test_empty_and_fully_culled():
+    dgr = _cuda_module()
+    s = _settings(W=40, H=30)
+    r = dgr.GaussianRasterizer(_to_cuda_settings(s))
+    e = torch.zeros(0, 3, device=DEV, requires_grad=True)
+    color, radii, invd = r(e, torch.zeros(0, 3, device=DEV), torch.zeros(0, 1, device=DEV),
+                           shs=torch.zeros(0, 1, 3, device=DEV), scales=torch.zeros(0, 3, device=DEV),
+                           rotations=torch.zeros(0, 4, device=DEV))
+    assert torch.allclose(color, s.bg[:, None, None].expand(3, 30, 40))
+    assert radii.numel() == 0 and invd.abs().max() == 0
+    g = random_gaussians(10, seed=14, device=DEV)
+    g["means3D"] = g["means3D"] + torch.tensor([0.0, 0.0, -10.0], device=DEV)  # all behind
+    _compare(s, g, seed=14)
+
+
+def test_means2d_gradient_is_ndc_scaled():
+    """means2D.grad is dL/d(ndc): the pixel gradient times (W/2, H/2), as the reference defines it."""
+    s = _settings(W=64, H=32)
+    g = random_gaussians(60, seed=15, device=DEV)
+    ref, cud = _compare(s, g, seed=15)
+    gm = cud["grads"]["means2D"]
+    assert gm[:, 2].abs().max() == 0
+    assert gm[:, :2].abs().sum() > 0
+
+
+def test_matches_reference_at_larger_size():
+    s = _settings(W=256, H=192, sh_degree=3, antialiasing=True)
+    g = random_gaussians(5000, seed=16, sh_degree=3, spread=1.5, scale=(-4.0, -2.0), device=DEV)
+    _compare(s, g, seed=16)
