@@ -162,6 +162,37 @@ def gsplat_step(params, v, bg, render_mode="RGB"):
     loss.backward()
 
 
+def _preload_gsplat():
+    """Use an already built gsplat extension (GSPLAT_PREBUILT_SO=path/to/gsplat_cuda.so) instead of its JIT."""
+    so = os.environ.get("GSPLAT_PREBUILT_SO")
+    if so and os.path.exists(so):
+        import importlib.util  # noqa: PLC0415
+
+        spec = importlib.util.spec_from_file_location("gsplat_cuda", so)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["gsplat.csrc"] = mod
+
+
+def profile(step, params, views, bg, label, top=12):
+    """Print the GPU kernels of one forward+backward, by total time."""
+    from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
+
+    step(params, views[0], bg)
+    torch.cuda.synchronize()
+    with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+        step(params, views[0], bg)
+        torch.cuda.synchronize()
+    for p in params.values():
+        p.grad = None
+    rows = [(e.key, e.device_time_total / 1e3, e.count) for e in prof.key_averages()
+            if e.device_time_total > 0]
+    rows.sort(key=lambda r: -r[1])
+    print(f"  kernels of {label} (ms, calls):")
+    for k, ms, c in rows[:top]:
+        print(f"    {ms:8.3f} {c:3d}  {k[:110]}")
+
+
 def bench(step, params, views, bg, warmup, runs):
     for p in params.values():
         p.grad = None
@@ -196,6 +227,7 @@ def main(argv=None):
     ap.add_argument("--no-gsplat", action="store_true", help="skip the gsplat comparison")
     ap.add_argument("--gsplat-render-mode", default="RGB", help="gsplat render_mode (RGB, or RGB+D for depth)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--profile", action="store_true", help="print the top GPU kernels at the largest size")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("error: the benchmark needs a CUDA device")
@@ -206,6 +238,7 @@ def main(argv=None):
     have_gsplat = False
     if not args.no_gsplat:
         try:
+            _preload_gsplat()
             import gsplat  # noqa: F401, PLC0415
             have_gsplat = True
         except Exception as exc:  # noqa: BLE001 (any import failure just drops the column)
@@ -213,7 +246,8 @@ def main(argv=None):
     print(f"scene {args.scene}: {len(imgs)} images, {len(xyz)} SfM points; {len(views)} views at "
           f"{views[0]['W']}x{views[0]['H']}; {torch.cuda.get_device_name()}")
     rows = []
-    for n in [int(x) for x in args.sizes.split(",")]:
+    sizes = [int(x) for x in args.sizes.split(",")]
+    for n in sizes:
         params = sample_gaussians(xyz, n, args.seed, dev)
         params = {k: v.contiguous().requires_grad_(True) for k, v in params.items()}
         ours_ms, ours_mb = bench(ours_step, params, views, bg, args.warmup, args.runs)
@@ -222,6 +256,10 @@ def main(argv=None):
             gs_ms, gs_mb = bench(lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode), params, views, bg,
                                  args.warmup, args.runs)
         rows.append((n, ours_ms, gs_ms, ours_mb, gs_mb))
+        if args.profile and n == sizes[-1]:
+            profile(ours_step, params, views, bg, "ours")
+            if have_gsplat:
+                profile(lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode), params, views, bg, "gsplat")
         print(f"  N={n}: ours {ours_ms:.2f} ms {ours_mb:.0f} MiB; gsplat {gs_ms:.2f} ms {gs_mb:.0f} MiB", flush=True)
         del params
         torch.cuda.empty_cache()

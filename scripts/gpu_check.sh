@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Build both CUDA extensions (submodules/) and run their GPU tests, in one command on a GPU machine:
 #   bash scripts/gpu_check.sh            [extra pytest args]
-# Environment: PYTHON (default python3), CUDA_HOME (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST (default:
+# Environment: PYTHON (default python3), CUDA_HOME (default /usr/local/cuda when it exists), TORCH_CUDA_ARCH_LIST (default:
 # the local GPU's), MAX_JOBS (default: all cores). Set SKIP_BUILD=1 to test already installed builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 if [ "${SKIP_BUILD:-0}" != "1" ]; then
   echo "== building diff_gaussian_rasterization and simple_knn (MAX_JOBS=$MAX_JOBS, arch ${TORCH_CUDA_ARCH_LIST:-auto})"
