@@ -144,7 +144,7 @@ def ours_step(params, v, bg):
                                       projmatrix=v["proj"], sh_degree=3, campos=v["campos"], prefiltered=False,
                                       debug=False, antialiasing=False)
     means2D = torch.zeros_like(params["means"], requires_grad=True)
-    color, radii, invdepth = GaussianRasterizer(s)(
+    color, radii, invdepth = GaussianRasterizer(s)(  # means2D [P, 3] as graphdeco-style training passes it
         means3D=params["means"], means2D=means2D, opacities=params["opacities"][:, None], shs=params["shs"],
         scales=params["scales"], rotations=params["quats"])
     loss = color.sum() + invdepth.sum()
@@ -158,6 +158,7 @@ def gsplat_step(params, v, bg, render_mode="RGB"):
         params["means"], params["quats"], params["scales"], params["opacities"], params["shs"],
         v["viewmat"][None], v["K"][None], v["W"], v["H"], sh_degree=3, packed=False, eps2d=0.3,
         backgrounds=bg[None], render_mode=render_mode)
+    meta["means2d"].retain_grad()  # what gsplat's densification strategies do in training (cf. our means2D)
     loss = colors.sum()
     loss.backward()
 
@@ -180,6 +181,8 @@ def profile(step, params, views, bg, label, top=12):
 
     step(params, views[0], bg)
     torch.cuda.synchronize()
+    for p in params.values():
+        p.grad = None
     with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
         step(params, views[0], bg)
         torch.cuda.synchronize()
@@ -268,7 +271,8 @@ def main(argv=None):
     print("-" * 76)
     for n, om, gm, ob, gb in rows:
         print(f"{n:>9} | {om:>8.2f} | {gm:>9.2f} | {om / gm:>6.2f} | {ob:>13.0f} | {gb:>15.0f}")
-    print("(ratio = ours / gsplat; forward + backward, median of runs; ours also renders inverse depth)")
+    print("(ratio = ours / gsplat; forward + backward, median of runs; ours also renders inverse depth and the")
+    print(" means2D gradient; gsplat retains its means2d gradient, as its densification strategies do)")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,31 @@ def test_random_scene_matches_reference(sh_degree, antialiasing):
     _compare(s, g, seed=sh_degree)
 
 
+@pytest.mark.parametrize("sh_degree", [0, 1, 2])
+def test_active_degree_below_stored_coefficients(sh_degree):
+    # training keeps 16 coefficients per Gaussian and raises the active degree over time
+    s = _settings(W=72, H=56, sh_degree=sh_degree)
+    g = random_gaussians(257, seed=20 + sh_degree, sh_degree=3, device=DEV)
+    ref, cud = _compare(s, g, seed=20)
+    hi = cud["grads"]["shs"][:, (sh_degree + 1) ** 2:]
+    assert hi.abs().max() == 0
+
+
+def test_means2d_with_two_columns():
+    dgr = _cuda_module()
+    s = _settings(W=40, H=40)
+    g = random_gaussians(80, seed=21, device=DEV)
+    outs = []
+    for cols in (2, 3):
+        m2 = torch.zeros(80, cols, device=DEV, requires_grad=True)
+        color, _, _ = dgr.GaussianRasterizer(_to_cuda_settings(s))(
+            g["means3D"], m2, g["opacities"], shs=g["shs"], scales=g["scales"], rotations=g["rotations"])
+        color.sum().backward()
+        assert m2.grad.shape == (80, cols)
+        outs.append(m2.grad[:, :2])
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_wide_scene_with_clamped_jacobian():
     # spread beyond the view: many Gaussians project outside 1.3 tan(fov), large ones still reach the image
     s = _settings(W=64, H=48, sh_degree=3)
@@ -191,7 +216,8 @@ def test_stats_match_reference(antialiasing):
     assert set(cs) == {"accum_weights", "area_proj", "area_max"}
     for k in cs:
         assert cs[k].shape == (500,) and cs[k].dtype == torch.float32 and not cs[k].requires_grad
-    assert _rel(cs["accum_weights"], rs["accum_weights"]) < 1e-5
+    # sums of alpha*T over many pixels: float accumulation order differs (atomics vs index_add)
+    assert _rel(cs["accum_weights"], rs["accum_weights"]) < 1e-4
     assert (cs["area_proj"] - rs["area_proj"]).abs().sum() <= 2
     # the pixel count is exact; only near-ties of alpha*T may pick another Gaussian
     assert cs["area_max"].sum() == rs["area_max"].sum()

@@ -106,15 +106,18 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
   const int num_tiles = cam.tiles_x * cam.tiles_y;
 
+  const bool sh_fast = M == 16 && shs.numel() > 0 && (reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0);
   auto radii = torch::zeros({P}, iopt);
-  auto xy = torch::empty({P, 2}, fopt);
-  auto conic_op = torch::empty({P, 4}, fopt);
-  auto rgbd = torch::empty({P, 4}, fopt);
   auto out_color = torch::empty({3, H, W}, fopt);
   auto out_invdepth = torch::empty({1, H, W}, fopt);
   auto final_T = torch::empty({H, W}, fopt);
   auto n_contrib = torch::empty({H, W}, iopt);
   auto ranges = torch::zeros({num_tiles, 2}, iopt);
+  // render data of the visible Gaussians, in depth order (index = rank); rank[g] = -1 when culled
+  torch::Tensor xy_c = torch::empty({0, 2}, fopt), conic_c = torch::empty({0, 4}, fopt),
+                rgbd_c = torch::empty({0, 4}, fopt);
+  torch::Tensor rank = torch::empty({P}, iopt);  // every entry written by the compaction
+  torch::Tensor order = torch::empty({0}, iopt);
   torch::Tensor point_list = torch::empty({0}, iopt);
   torch::Tensor accum_w, area_proj, area_max;
   if (want_stats) {
@@ -128,9 +131,12 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   }
 
   if (P > 0) {
+    auto xy = torch::empty({P, 2}, fopt);
+    auto conic_op = torch::empty({P, 4}, fopt);
+    auto rgbd = torch::empty({P, 4}, fopt);
     auto tiles_touched = torch::empty({P}, iopt);
     auto depth_keys = torch::empty({P}, iopt);
-    launch_preprocess_fwd(P, deg, M, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
+    launch_preprocess_fwd(P, deg, M, sh_fast, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
                           opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(colors), opt_ptr(cov3D), cam,
                           radii.data_ptr<int>(), reinterpret_cast<float2*>(xy.data_ptr<float>()),
                           reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
@@ -140,34 +146,53 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     check_launch(debug, "preprocess");
 
     // Depth order of the Gaussians (culled ones carry the largest key and come last).
-    auto order = torch::empty({P}, iopt);
+    order = torch::empty({P}, iopt);
+    auto offsets = torch::empty({P}, iopt);
+    auto meta = torch::empty({2}, iopt);  // [V, R]
     {
       auto keys_out = torch::empty({P}, iopt);
-      auto idx_in = torch::arange(P, iopt);
-      size_t temp_bytes = 0;
-      cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
-                                      (const int*)nullptr, (int*)nullptr, P, 0, 32, stream);
-      auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
-      cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes,
-                                      reinterpret_cast<const uint32_t*>(depth_keys.data_ptr<int>()),
-                                      reinterpret_cast<uint32_t*>(keys_out.data_ptr<int>()), idx_in.data_ptr<int>(),
-                                      order.data_ptr<int>(), P, 0, 32, stream);
-      check_launch(debug, "depth sort");
-    }
-    // Offsets of each Gaussian's (tile, gaussian) pairs, in depth order.
-    auto offsets = torch::empty({P}, iopt);
-    {
+      {
+        auto idx_in = torch::arange(P, iopt);
+        size_t temp_bytes = 0;
+        cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
+                                        (const int*)nullptr, (int*)nullptr, P, 0, 32, stream);
+        auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
+        cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes,
+                                        reinterpret_cast<const uint32_t*>(depth_keys.data_ptr<int>()),
+                                        reinterpret_cast<uint32_t*>(keys_out.data_ptr<int>()),
+                                        idx_in.data_ptr<int>(), order.data_ptr<int>(), P, 0, 32, stream);
+        check_launch(debug, "depth sort");
+      }
+      // Offsets of each Gaussian's (tile, Gaussian) pairs, in depth order; V and R in one small copy.
       auto counts_sorted = torch::empty({P}, iopt);
-      launch_gather_counts(P, order.data_ptr<int>(), tiles_touched.data_ptr<int>(), counts_sorted.data_ptr<int>(),
-                           stream);
+      launch_gather_counts(P, order.data_ptr<int>(), reinterpret_cast<const uint32_t*>(keys_out.data_ptr<int>()),
+                           tiles_touched.data_ptr<int>(), counts_sorted.data_ptr<int>(), meta.data_ptr<int>(), stream);
       size_t temp_bytes = 0;
       cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, (const int*)nullptr, (int*)nullptr, P, stream);
       auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
       cub::DeviceScan::InclusiveSum(temp.data_ptr(), temp_bytes, counts_sorted.data_ptr<int>(),
                                     offsets.data_ptr<int>(), P, stream);
+      launch_copy_total(P, offsets.data_ptr<int>(), meta.data_ptr<int>(), stream);
       check_launch(debug, "scan");
     }
-    const int R = offsets[P - 1].item<int>();
+    const auto meta_h = meta.cpu();
+    const int V = meta_h.data_ptr<int>()[0];
+    const int R = meta_h.data_ptr<int>()[1];
+    xy_c = torch::empty({V, 2}, fopt);
+    conic_c = torch::empty({V, 4}, fopt);
+    rgbd_c = torch::empty({V, 4}, fopt);
+    auto radius_c = torch::empty({V}, iopt);
+    launch_compact(P, V, order.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
+                   reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
+                   reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), radii.data_ptr<int>(),
+                   reinterpret_cast<float2*>(xy_c.data_ptr<float>()),
+                   reinterpret_cast<float4*>(conic_c.data_ptr<float>()),
+                   reinterpret_cast<float4*>(rgbd_c.data_ptr<float>()), radius_c.data_ptr<int>(),
+                   rank.data_ptr<int>(), stream);
+    check_launch(debug, "compact");
+    xy.reset();
+    conic_op.reset();
+    rgbd.reset();
     if (R > 0) {
       // four separate buffers, so that only the sorted values stay alive afterwards
       torch::Tensor keys[2] = {torch::empty({R}, iopt), torch::empty({R}, iopt)};
@@ -176,9 +201,9 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
       uint32_t* k1 = reinterpret_cast<uint32_t*>(keys[1].data_ptr<int>());
       int* v0 = vals[0].data_ptr<int>();
       int* v1 = vals[1].data_ptr<int>();
-      launch_emit(P, order.data_ptr<int>(), offsets.data_ptr<int>(), radii.data_ptr<int>(),
-                  reinterpret_cast<const float2*>(xy.data_ptr<float>()),
-                  reinterpret_cast<const float4*>(conic_op.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0,
+      launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
+                  reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
+                  reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0,
                   stream);
       check_launch(debug, "emit");
       // Stable sort by tile id only: the pairs were emitted in depth order, so each tile stays depth sorted.
@@ -197,27 +222,28 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   }
   launch_render_fwd(want_stats, num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
                     point_list.numel() > 0 ? point_list.data_ptr<int>() : nullptr,
-                    reinterpret_cast<const float2*>(xy.data_ptr<float>()),
-                    reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
-                    reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), bg.data_ptr<float>(),
+                    reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
+                    reinterpret_cast<const float4*>(conic_c.data_ptr<float>()),
+                    reinterpret_cast<const float4*>(rgbd_c.data_ptr<float>()), bg.data_ptr<float>(),
                     out_color.data_ptr<float>(), out_invdepth.data_ptr<float>(), final_T.data_ptr<float>(),
-                    n_contrib.data_ptr<int>(), want_stats ? accum_w.data_ptr<float>() : nullptr,
+                    n_contrib.data_ptr<int>(), order.numel() > 0 ? order.data_ptr<int>() : nullptr,
+                    want_stats ? accum_w.data_ptr<float>() : nullptr,
                     want_stats ? area_proj.data_ptr<float>() : nullptr,
                     want_stats ? area_max.data_ptr<float>() : nullptr, stream);
   check_launch(debug, "render");
-  return {out_color, out_invdepth, radii,   xy,       conic_op,  rgbd,     point_list,
-          ranges,    final_T,      n_contrib, accum_w, area_proj, area_max};
+  return {out_color, out_invdepth, radii,     rank,     xy_c,      conic_c,  rgbd_c,
+          point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max};
 }
 
 std::vector<torch::Tensor> rasterize_backward(
-    const torch::Tensor& background, const torch::Tensor& means3D_in, const torch::Tensor& radii,
-    const torch::Tensor& colors_in, const torch::Tensor& opacity_in, const torch::Tensor& scales_in,
+    const torch::Tensor& background, const torch::Tensor& means3D_in, const torch::Tensor& colors_in, const torch::Tensor& opacity_in, const torch::Tensor& scales_in,
     const torch::Tensor& rotations_in, double scale_modifier, const torch::Tensor& cov3D_in,
     const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
     const torch::Tensor& dL_dcolor_in, const torch::Tensor& dL_dinvdepth_in, const torch::Tensor& sh_in,
-    int64_t sh_degree, const torch::Tensor& campos, const torch::Tensor& xy, const torch::Tensor& conic_op,
-    const torch::Tensor& rgbd, const torch::Tensor& point_list, const torch::Tensor& ranges,
-    const torch::Tensor& final_T, const torch::Tensor& n_contrib, bool antialiasing, bool debug) {
+    int64_t sh_degree, const torch::Tensor& campos, const torch::Tensor& rank, const torch::Tensor& xy,
+    const torch::Tensor& conic_op, const torch::Tensor& rgbd, const torch::Tensor& point_list,
+    const torch::Tensor& ranges, const torch::Tensor& final_T, const torch::Tensor& n_contrib, int64_t means2D_dim,
+    bool antialiasing, bool debug) {
   const at::cuda::CUDAGuard guard(means3D_in.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int P = means3D_in.size(0);
@@ -242,7 +268,8 @@ std::vector<torch::Tensor> rasterize_backward(
   const auto fopt = means3D.options().dtype(torch::kFloat32);
 
   auto dL_dmeans3D = torch::empty({P, 3}, fopt);
-  auto dL_dmeans2D = torch::empty({P, 3}, fopt);
+  const int n2 = means2D_dim == 2 ? 2 : 3;
+  auto dL_dmeans2D = torch::empty({P, n2}, fopt);
   auto dL_dopacity = torch::empty({P, 1}, fopt);
   auto dL_dshs = shs.numel() > 0 ? torch::empty_like(shs) : torch::empty({0}, fopt);
   auto dL_dcolors = colors.numel() > 0 ? torch::empty({P, 3}, fopt) : torch::empty({0}, fopt);
@@ -252,7 +279,8 @@ std::vector<torch::Tensor> rasterize_backward(
   auto dL_drotations = use_cov ? torch::empty({0}, fopt) : torch::empty({P, 4}, fopt);
   if (P == 0) return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations};
 
-  auto grad = torch::zeros({P, GRAD_STRIDE}, fopt);
+  const int V = xy.size(0);
+  auto grad = torch::zeros({V, GRAD_STRIDE}, fopt);  // screen-space gradients of the visible Gaussians (by rank)
   if (point_list.numel() > 0) {
     launch_render_bwd(num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
                       point_list.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
@@ -262,9 +290,11 @@ std::vector<torch::Tensor> rasterize_backward(
                       dL_dinvdepth.data_ptr<float>(), grad.data_ptr<float>(), stream);
     check_launch(debug, "render backward");
   }
-  launch_preprocess_bwd(P, deg, M, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
+  const bool sh_fast = M == 16 && shs.numel() > 0 && (reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0) &&
+                       (reinterpret_cast<uintptr_t>(dL_dshs.data_ptr<float>()) % 16 == 0);
+  launch_preprocess_bwd(P, deg, M, sh_fast, n2, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
                         opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(colors), opt_ptr(cov3D), cam,
-                        radii.data_ptr<int>(), grad.data_ptr<float>(), dL_dmeans3D.data_ptr<float>(),
+                        rank.data_ptr<int>(), grad.data_ptr<float>(), dL_dmeans3D.data_ptr<float>(),
                         dL_dmeans2D.data_ptr<float>(), dL_dopacity.data_ptr<float>(),
                         shs.numel() > 0 ? dL_dshs.data_ptr<float>() : nullptr,
                         colors.numel() > 0 ? dL_dcolors.data_ptr<float>() : nullptr,

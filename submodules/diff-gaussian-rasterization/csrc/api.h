@@ -7,7 +7,8 @@
 namespace dgr {
 
 // Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward needs
-// (xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib) and the stats (empty unless want_stats).
+// (rank [P], xy, conic_op, rgbd of the V visible Gaussians in depth order, point_list, ranges, final_T,
+// n_contrib) and the stats (empty unless want_stats).
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D,
                                              const torch::Tensor& colors, const torch::Tensor& opacity,
                                              const torch::Tensor& scales, const torch::Tensor& rotations,
@@ -18,17 +19,17 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
                                              bool want_stats, bool debug);
 
-// Returns dL/d(means2D [P,3], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations);
+// Returns dL/d(means2D [P,means2D_dim], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations);
 // the entries for inputs that were not given are empty.
 std::vector<torch::Tensor> rasterize_backward(
-    const torch::Tensor& background, const torch::Tensor& means3D, const torch::Tensor& radii,
-    const torch::Tensor& colors, const torch::Tensor& opacity, const torch::Tensor& scales,
+    const torch::Tensor& background, const torch::Tensor& means3D, const torch::Tensor& colors, const torch::Tensor& opacity, const torch::Tensor& scales,
     const torch::Tensor& rotations, double scale_modifier, const torch::Tensor& cov3D_precomp,
     const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
     const torch::Tensor& dL_dcolor, const torch::Tensor& dL_dinvdepth, const torch::Tensor& sh, int64_t sh_degree,
-    const torch::Tensor& campos, const torch::Tensor& xy, const torch::Tensor& conic_op, const torch::Tensor& rgbd,
-    const torch::Tensor& point_list, const torch::Tensor& ranges, const torch::Tensor& final_T,
-    const torch::Tensor& n_contrib, bool antialiasing, bool debug);
+    const torch::Tensor& campos, const torch::Tensor& rank, const torch::Tensor& xy, const torch::Tensor& conic_op,
+    const torch::Tensor& rgbd, const torch::Tensor& point_list, const torch::Tensor& ranges,
+    const torch::Tensor& final_T, const torch::Tensor& n_contrib, int64_t means2D_dim, bool antialiasing,
+    bool debug);
 
 torch::Tensor mark_visible(const torch::Tensor& means3D, const torch::Tensor& viewmatrix,
                            const torch::Tensor& projmatrix);

@@ -15,6 +15,34 @@ constexpr float T_MIN = 1e-4f;
 constexpr float DILATION = 0.3f;
 constexpr float AA_MIN_RATIO = 0.000025f;
 constexpr int GRAD_STRIDE = 10;  // per-Gaussian screen-space gradients: mx my ca cb cc op r g b invz
+constexpr int PRE_BLOCK = 128;   // threads per block of the per-Gaussian kernels
+constexpr int SH_PAD = 49;       // shared-memory row stride (floats) of a 48-float SH row: odd, no bank conflicts
+
+// A warp moves the 48-float SH rows of Gaussians g0 .. g0+31 between global memory (contiguous, 16-byte
+// aligned) and shared memory (row stride SH_PAD) with coalesced 16-byte accesses; rows >= P are skipped.
+__device__ __forceinline__ void warp_load_rows48(const float* __restrict__ src, int g0, int P, float* buf, int lane) {
+  const int n4 = min(32, P - g0) * 12;
+  const float4* s4 = reinterpret_cast<const float4*>(src + (size_t)g0 * 48);
+  for (int e = lane; e < n4; e += 32) {
+    const float4 v = s4[e];
+    const int r = e / 12, c = (e - r * 12) * 4;
+    float* d = buf + r * SH_PAD + c;
+    d[0] = v.x;
+    d[1] = v.y;
+    d[2] = v.z;
+    d[3] = v.w;
+  }
+}
+
+__device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g0, int P, const float* buf, int lane) {
+  const int n4 = min(32, P - g0) * 12;
+  float4* d4 = reinterpret_cast<float4*>(dst + (size_t)g0 * 48);
+  for (int e = lane; e < n4; e += 32) {
+    const int r = e / 12, c = (e - r * 12) * 4;
+    const float* b = buf + r * SH_PAD + c;
+    d4[e] = make_float4(b[0], b[1], b[2], b[3]);
+  }
+}
 
 // Camera and image description handed to the per-Gaussian kernels by value.
 struct Cam {
@@ -140,29 +168,6 @@ __device__ __forceinline__ AlphaEval eval_alpha(float2 m, float4 co, float px, f
   return e;
 }
 
-// Minimum over the rectangle [dx0, dx1] x [dy0, dy1] of q(d) = ca dx^2 + 2 cb dx dy + cc dy^2
-// (positive definite: ca > 0, cc > 0, ca cc > cb^2). Exact: interior zero, else the best of the four edges.
-__device__ __forceinline__ float quad_min_rect(float ca, float cb, float cc, float dx0, float dx1, float dy0,
-                                               float dy1) {
-  if (dx0 <= 0.f && dx1 >= 0.f && dy0 <= 0.f && dy1 >= 0.f) return 0.f;
-  float best = INFINITY;
-  const float ey[2] = {dy0, dy1};
-#pragma unroll
-  for (int k = 0; k < 2; k++) {
-    const float y = ey[k];
-    const float x = fminf(fmaxf(-cb * y / ca, dx0), dx1);
-    best = fminf(best, ca * x * x + 2.f * cb * x * y + cc * y * y);
-  }
-  const float ex[2] = {dx0, dx1};
-#pragma unroll
-  for (int k = 0; k < 2; k++) {
-    const float x = ex[k];
-    const float y = fminf(fmaxf(-cb * x / cc, dy0), dy1);
-    best = fminf(best, ca * x * x + 2.f * cb * x * y + cc * y * y);
-  }
-  return best;
-}
-
 // Screen rect of tiles [x0, x1) x [y0, y1) of a Gaussian at pixel mean m with integer radius r,
 // graphdeco's getRect semantics (truncate toward zero, clamp to the grid).
 __device__ __forceinline__ void tile_rect(float2 m, float r, int tiles_x, int tiles_y, int& x0, int& y0, int& x1,
@@ -174,6 +179,56 @@ __device__ __forceinline__ void tile_rect(float2 m, float r, int tiles_x, int ti
   x1 = (int)fminf(fmaxf(fx1, 0.f), (float)tiles_x);
   y0 = (int)fminf(fmaxf(fy0, 0.f), (float)tiles_y);
   y1 = (int)fminf(fmaxf(fy1, 0.f), (float)tiles_y);
+}
+
+// Calls emit(tile_id) for every tile a Gaussian really reaches and returns how many. Start: graphdeco's
+// rect (radius based; the reference never goes beyond it). Within it, only tiles that hold a pixel centre
+// where alpha = opacity * exp(-q/2) can reach 1/255 (q = d^T conic d) are kept: per tile row, the exact
+// x-interval of the ellipse q <= 2 ln(255 opacity) clipped to the row's pixel strip. Thresholds carry
+// margins, so the choice is conservative: a dropped tile has no pixel that passes the alpha test, and
+// the image, gradients and stats are those of the full rect.
+template <typename F>
+__device__ __forceinline__ int for_each_tile(float2 m, float4 co, int radius, int tiles_x, int tiles_y, F&& emit) {
+  int x0, y0, x1, y1;
+  tile_rect(m, (float)radius, tiles_x, tiles_y, x0, y0, x1, y1);
+  if (x1 <= x0 || y1 <= y0) return 0;
+  const float ca = co.x, cb = co.y, cc = co.z, op = co.w;
+  if (!(op * 255.f >= 0.999f)) return 0;  // alpha <= opacity < 1/255 everywhere
+  const float thr = 2.f * logf(fmaxf(255.f * op, 1.f));
+  const float t = thr * 1.001f + 2e-3f;
+  const float detc = ca * cc - cb * cb;
+  float X = 0.f, Y = 0.f;
+  bool exact = (ca > 0.f) && (cc > 0.f) && (detc > 0.f) && isfinite(t) && isfinite(detc);
+  if (exact) {
+    X = sqrtf(t * cc / detc);  // half extents of the ellipse
+    Y = sqrtf(t * ca / detc);
+    exact = isfinite(X) && isfinite(Y);
+  }
+  int n = 0;
+  if (!exact) {  // not positive definite: keep the whole rect
+    for (int ty = y0; ty < y1; ty++)
+      for (int tx = x0; tx < x1; tx++, n++) emit(ty * tiles_x + tx);
+    return n;
+  }
+  const float ey = Y * 1.001f + 0.05f;
+  const int ty0 = max(y0, (int)fminf(fmaxf(floorf((m.y - ey) / TILE), -1.f), (float)tiles_y));
+  const int ty1 = min(y1, (int)fminf(fmaxf(floorf((m.y + ey) / TILE) + 1.f, -1.f), (float)tiles_y));
+  const float dyL = cb * sqrtf(t / (detc * cc));  // dy of the leftmost point (the rightmost is at -dyL)
+  const float pad = 0.05f + 1e-3f * X;
+  const float ica = 1.f / ca;
+  for (int ty = ty0; ty < ty1; ty++) {
+    const float ya = fmaxf((float)(ty * TILE) - m.y, -Y);
+    const float yb = fminf((float)(ty * TILE + TILE - 1) - m.y, Y);
+    if (ya > yb) continue;  // the strip misses the ellipse
+    const float dl = fminf(fmaxf(dyL, ya), yb);
+    const float dr = fminf(fmaxf(-dyL, ya), yb);
+    const float xl = (-cb * dl - sqrtf(fmaxf(0.f, ca * t - detc * dl * dl))) * ica;
+    const float xr = (-cb * dr + sqrtf(fmaxf(0.f, ca * t - detc * dr * dr))) * ica;
+    const int txa = max(x0, (int)fminf(fmaxf(floorf((m.x + xl - pad) / TILE), -1.f), (float)tiles_x));
+    const int txb = min(x1, (int)fminf(fmaxf(floorf((m.x + xr + pad) / TILE) + 1.f, -1.f), (float)tiles_x));
+    for (int tx = txa; tx < txb; tx++, n++) emit(ty * tiles_x + tx);
+  }
+  return n;
 }
 
 }  // namespace dgr

@@ -7,20 +7,30 @@
 
 namespace dgr {
 
-// Per-Gaussian projection, colour and tile count. Writes every entry of every output.
-void launch_preprocess_fwd(int P, int deg, int M, const float* means3D, const float* scales,
+// Per-Gaussian projection, colour and tile count. Culled Gaussians get radius 0, tile count 0 and the
+// largest depth key; the other outputs are written for visible Gaussians only. sh_fast: M == 16 and shs
+// 16-byte aligned (coalesced shared-memory staging of the SH rows).
+void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
                            const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, int* radii,
                            float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched,
                            cudaStream_t stream);
 
-// counts_sorted[i] = tiles_touched[order[i]]
-void launch_gather_counts(int P, const int* order, const int* tiles_touched, int* counts_sorted,
-                          cudaStream_t stream);
+// counts_sorted[i] = tiles_touched[order[i]]; meta[0] = number of visible Gaussians (they sort first).
+void launch_gather_counts(int P, const int* order, const uint32_t* sorted_keys, const int* tiles_touched,
+                          int* counts_sorted, int* meta, cudaStream_t stream);
 
-// For Gaussians in depth order, write (tile, gaussian) pairs at offsets[i-1] .. offsets[i].
-void launch_emit(int P, const int* order, const int* offsets, const int* radii, const float2* xy,
-                 const float4* conic_op, int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream);
+// meta[1] = offsets[P - 1] (total number of (tile, Gaussian) pairs)
+void launch_copy_total(int P, const int* offsets, int* meta, cudaStream_t stream);
+
+// Render data of the V visible Gaussians in depth order (their rank), and rank[g] (-1 when culled).
+void launch_compact(int P, int V, const int* order, const float2* xy, const float4* conic_op, const float4* rgbd,
+                    const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c, int* radius_c, int* rank,
+                    cudaStream_t stream);
+
+// For ranks i < V, write (tile, rank) pairs at offsets[i-1] .. offsets[i].
+void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
+                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream);
 
 // ranges[t] = [first, last) of tile t in the tile-sorted keys (ranges zeroed by the caller).
 void launch_identify_ranges(int R, const uint32_t* keys, int num_tiles, int2* ranges, cudaStream_t stream);
@@ -30,18 +40,18 @@ void launch_mark_visible(int P, const float* means3D, const float* view, bool* v
 void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
-                       float* accum_w, float* area_proj, float* area_max, cudaStream_t stream);
+                       const int* order, float* accum_w, float* area_proj, float* area_max, cudaStream_t stream);
 
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor,
                        const float* dL_dinvdepth, float* grad, cudaStream_t stream);
 
-void launch_preprocess_bwd(int P, int deg, int M, const float* means3D, const float* scales, const float* rotations,
-                           const float* opacities, const float* shs, const float* colors_precomp,
-                           const float* cov3D_precomp, const Cam& cam, const int* radii, const float* grad,
-                           float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs,
-                           float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
-                           cudaStream_t stream);
+void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const float* means3D, const float* scales,
+                           const float* rotations, const float* opacities, const float* shs,
+                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, const int* rank,
+                           const float* grad, float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity,
+                           float* dL_dshs, float* dL_dcolors, float* dL_dscales, float* dL_drotations,
+                           float* dL_dcov3D, cudaStream_t stream);
 
 }  // namespace dgr

@@ -5,36 +5,14 @@
 
 namespace dgr {
 
-__global__ void preprocess_bwd_kernel(int P, int deg, int M, const float* __restrict__ means3D,
-                                      const float* __restrict__ scales, const float* __restrict__ rotations,
-                                      const float* __restrict__ opacities, const float* __restrict__ shs,
-                                      const float* __restrict__ colors_precomp,
-                                      const float* __restrict__ cov3D_precomp, const Cam cam,
-                                      const int* __restrict__ radii, const float* __restrict__ grad,
-                                      float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs,
-                                      float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= P) return;
-  if (radii[i] <= 0) {
-#pragma unroll
-    for (int k = 0; k < 3; k++) {
-      dL_dmeans3D[3 * i + k] = 0.f;
-      dL_dmeans2D[3 * i + k] = 0.f;
-    }
-    dL_dopacity[i] = 0.f;
-    if (dL_dshs != nullptr)
-      for (int k = 0; k < M * 3; k++) dL_dshs[(size_t)i * M * 3 + k] = 0.f;
-    if (dL_dcolors != nullptr)
-      for (int k = 0; k < 3; k++) dL_dcolors[3 * i + k] = 0.f;
-    if (dL_dscales != nullptr) {
-      for (int k = 0; k < 3; k++) dL_dscales[3 * i + k] = 0.f;
-      for (int k = 0; k < 4; k++) dL_drotations[4 * i + k] = 0.f;
-    }
-    if (dL_dcov3D != nullptr)
-      for (int k = 0; k < 6; k++) dL_dcov3D[6 * i + k] = 0.f;
-    return;
-  }
-  const float* gr = grad + (size_t)i * GRAD_STRIDE;
+// Gradients of one visible Gaussian i (rank rk). sh / dsh point to its SH row and its gradient row.
+__device__ __forceinline__ void preprocess_bwd_one(
+    int i, int rk, int deg, int M, int n2, const float* __restrict__ means3D, const float* __restrict__ scales,
+    const float* __restrict__ rotations, const float* __restrict__ opacities, const float* sh,
+    const float* __restrict__ colors_precomp, const float* __restrict__ cov3D_precomp, const Cam& cam,
+    const float* __restrict__ grad, float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity, float* dsh,
+    float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D) {
+  const float* gr = grad + (size_t)rk * GRAD_STRIDE;
   const float g_mx = gr[0], g_my = gr[1], g_ca = gr[2], g_cb = gr[3], g_cc = gr[4], g_op = gr[5];
   const float g_r = gr[6], g_g = gr[7], g_b = gr[8], g_invz = gr[9];
   const float* V = cam.view;
@@ -45,9 +23,9 @@ __global__ void preprocess_bwd_kernel(int P, int deg, int M, const float* __rest
 
   // ---- 2D mean: pixel = ((ndc + 1) S - 1) / 2, ndc = p_hom.xy / (p_hom.w + 1e-7)
   const float g_nx = g_mx * 0.5f * cam.W, g_ny = g_my * 0.5f * cam.H;
-  dL_dmeans2D[3 * i] = g_nx;
-  dL_dmeans2D[3 * i + 1] = g_ny;
-  dL_dmeans2D[3 * i + 2] = 0.f;
+  dL_dmeans2D[n2 * i] = g_nx;
+  dL_dmeans2D[n2 * i + 1] = g_ny;
+  if (n2 == 3) dL_dmeans2D[3 * i + 2] = 0.f;
   {
     const float4 ph = proj_point(Pm, p);
     const float w = 1.f / (ph.w + 1e-7f);
@@ -196,8 +174,6 @@ __global__ void preprocess_bwd_kernel(int P, int deg, int M, const float* __rest
     dL_dcolors[3 * i + 1] = g_g;
     dL_dcolors[3 * i + 2] = g_b;
   } else {
-    const float* sh = shs + (size_t)i * M * 3;
-    float* dsh = dL_dshs + (size_t)i * M * 3;
     float3 v = make_float3(p.x - cam.campos[0], p.y - cam.campos[1], p.z - cam.campos[2]);
     const float len = sqrtf(v.x * v.x + v.y * v.y + v.z * v.z);
     const float inv = 1.f / fmaxf(len, 1e-12f);
@@ -219,15 +195,6 @@ __global__ void preprocess_bwd_kernel(int P, int deg, int M, const float* __rest
     gc[0] = raw[0] < 0.f ? 0.f : g_r;
     gc[1] = raw[1] < 0.f ? 0.f : g_g;
     gc[2] = raw[2] < 0.f ? 0.f : g_b;
-#pragma unroll
-    for (int k = 0; k < 16; k++) {
-      if (k < K) {
-        dsh[3 * k] = bs[k] * gc[0];
-        dsh[3 * k + 1] = bs[k] * gc[1];
-        dsh[3 * k + 2] = bs[k] * gc[2];
-      }
-    }
-    for (int k = K; k < M; k++) dsh[3 * k] = dsh[3 * k + 1] = dsh[3 * k + 2] = 0.f;
     if (deg > 0) {
       float bx[16], by[16], bz[16];
       sh_basis_grad(deg, x, y, z, bx, by, bz);
@@ -248,22 +215,85 @@ __global__ void preprocess_bwd_kernel(int P, int deg, int M, const float* __rest
         dp[2] += (gdz - z * dot) * inv;
       }
     }
+    // written last: in the staged path dsh aliases sh
+#pragma unroll
+    for (int k = 0; k < 16; k++) {
+      if (k < K) {
+        dsh[3 * k] = bs[k] * gc[0];
+        dsh[3 * k + 1] = bs[k] * gc[1];
+        dsh[3 * k + 2] = bs[k] * gc[2];
+      }
+    }
+    for (int k = K; k < M; k++) dsh[3 * k] = dsh[3 * k + 1] = dsh[3 * k + 2] = 0.f;
   }
 #pragma unroll
   for (int k = 0; k < 3; k++) dL_dmeans3D[3 * i + k] = dp[k];
 }
 
-void launch_preprocess_bwd(int P, int deg, int M, const float* means3D, const float* scales, const float* rotations,
-                           const float* opacities, const float* shs, const float* colors_precomp,
-                           const float* cov3D_precomp, const Cam& cam, const int* radii, const float* grad,
-                           float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs,
-                           float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
-                           cudaStream_t stream) {
+__global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
+    int P, int deg, int M, bool sh_fast, int n2, const float* __restrict__ means3D, const float* __restrict__ scales,
+    const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
+    const float* __restrict__ colors_precomp, const float* __restrict__ cov3D_precomp, const Cam cam,
+    const int* __restrict__ rank, const float* __restrict__ grad, float* dL_dmeans3D, float* dL_dmeans2D,
+    float* dL_dopacity, float* dL_dshs, float* dL_dcolors, float* dL_dscales, float* dL_drotations,
+    float* dL_dcov3D) {
+  __shared__ float s_sh[PRE_BLOCK / 32][32 * SH_PAD];
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int rk = i < P ? rank[i] : -1;
+  const bool vis = rk >= 0;
+  // SH rows: staged through shared memory by the whole warp (coalesced), or read in place
+  const float* sh = nullptr;
+  float* dsh = nullptr;
+  if (shs != nullptr) {
+    if (sh_fast) {
+      if (__any_sync(0xffffffffu, vis)) warp_load_rows48(shs, i - lane, P, s_sh[warp], lane);
+      __syncwarp();
+      sh = s_sh[warp] + lane * SH_PAD;
+      dsh = s_sh[warp] + lane * SH_PAD;  // overwritten in place once read
+    } else if (i < P) {
+      sh = shs + (size_t)i * M * 3;
+      dsh = dL_dshs + (size_t)i * M * 3;
+    }
+  }
+  if (vis) {
+    preprocess_bwd_one(i, rk, deg, M, n2, means3D, scales, rotations, opacities, sh, colors_precomp, cov3D_precomp,
+                       cam, grad, dL_dmeans3D, dL_dmeans2D, dL_dopacity, dsh, dL_dcolors, dL_dscales, dL_drotations,
+                       dL_dcov3D);
+  } else if (i < P) {
+#pragma unroll
+    for (int k = 0; k < 3; k++) dL_dmeans3D[3 * i + k] = 0.f;
+    for (int k = 0; k < n2; k++) dL_dmeans2D[n2 * i + k] = 0.f;
+    dL_dopacity[i] = 0.f;
+    if (dsh != nullptr)
+      for (int k = 0; k < M * 3; k++) dsh[k] = 0.f;
+    if (dL_dcolors != nullptr)
+      for (int k = 0; k < 3; k++) dL_dcolors[3 * i + k] = 0.f;
+    if (dL_dscales != nullptr) {
+      for (int k = 0; k < 3; k++) dL_dscales[3 * i + k] = 0.f;
+      for (int k = 0; k < 4; k++) dL_drotations[4 * i + k] = 0.f;
+    }
+    if (dL_dcov3D != nullptr)
+      for (int k = 0; k < 6; k++) dL_dcov3D[6 * i + k] = 0.f;
+  } else if (sh_fast && dsh != nullptr) {
+    for (int k = 0; k < 48; k++) dsh[k] = 0.f;
+  }
+  if (sh_fast && shs != nullptr) {
+    __syncwarp();
+    warp_store_rows48(dL_dshs, i - lane, P, s_sh[warp], lane);
+  }
+}
+
+void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const float* means3D, const float* scales,
+                           const float* rotations, const float* opacities, const float* shs,
+                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, const int* rank,
+                           const float* grad, float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity,
+                           float* dL_dshs, float* dL_dcolors, float* dL_dscales, float* dL_drotations,
+                           float* dL_dcov3D, cudaStream_t stream) {
   if (P == 0) return;
-  preprocess_bwd_kernel<<<(P + 255) / 256, 256, 0, stream>>>(P, deg, M, means3D, scales, rotations, opacities, shs,
-                                                             colors_precomp, cov3D_precomp, cam, radii, grad,
-                                                             dL_dmeans3D, dL_dmeans2D, dL_dopacity, dL_dshs,
-                                                             dL_dcolors, dL_dscales, dL_drotations, dL_dcov3D);
+  preprocess_bwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
+      P, deg, M, sh_fast, n2, means3D, scales, rotations, opacities, shs, colors_precomp, cov3D_precomp, cam, rank,
+      grad, dL_dmeans3D, dL_dmeans2D, dL_dopacity, dL_dshs, dL_dcolors, dL_dscales, dL_drotations, dL_dcov3D);
 }
 
 }  // namespace dgr

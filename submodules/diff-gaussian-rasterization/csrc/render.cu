@@ -17,8 +17,8 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
     const float* __restrict__ bg, float* __restrict__ out_color, float* __restrict__ out_invdepth,
-    float* __restrict__ final_T, int* __restrict__ n_contrib, float* __restrict__ accum_w,
-    float* __restrict__ area_proj, float* __restrict__ area_max) {
+    float* __restrict__ final_T, int* __restrict__ n_contrib, const int* __restrict__ order,
+    float* __restrict__ accum_w, float* __restrict__ area_proj, float* __restrict__ area_max) {
   __shared__ int s_id[BLOCK];
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
@@ -48,8 +48,8 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     if (__syncthreads_count(done) == BLOCK) break;
     const int idx = range.x + r * BLOCK + t;
     if (idx < range.y) {
-      const int g = point_list[idx];
-      s_id[t] = g;
+      const int g = point_list[idx];  // rank of the Gaussian (depth order)
+      if (STATS) s_id[t] = order[g];    // its index, for the per-Gaussian stats
       s_xy[t] = xy[g];
       s_co[t] = conic_op[g];
       s_cd[t] = rgbd[g];
@@ -101,16 +101,16 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
 void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
-                       float* accum_w, float* area_proj, float* area_max, cudaStream_t stream) {
+                       const int* order, float* accum_w, float* area_proj, float* area_max, cudaStream_t stream) {
   if (num_tiles == 0) return;
   if (stats)
     render_fwd_kernel<true><<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd,
                                                              bg, out_color, out_invdepth, final_T, n_contrib,
-                                                             accum_w, area_proj, area_max);
+                                                             order, accum_w, area_proj, area_max);
   else
     render_fwd_kernel<false><<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op,
                                                               rgbd, bg, out_color, out_invdepth, final_T, n_contrib,
-                                                              accum_w, area_proj, area_max);
+                                                              order, accum_w, area_proj, area_max);
 }
 
 // Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the

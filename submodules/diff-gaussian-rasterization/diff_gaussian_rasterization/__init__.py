@@ -42,7 +42,7 @@ class _RasterizeGaussians(torch.autograd.Function):
         view = s.viewmatrix.to(device=dev, dtype=torch.float32).contiguous()
         proj = s.projmatrix.to(device=dev, dtype=torch.float32).contiguous()
         campos = s.campos.to(device=dev, dtype=torch.float32).contiguous()
-        (color, invdepth, radii, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib,
+        (color, invdepth, radii, rank, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib,
          accum_w, area_proj, area_max) = _C.rasterize_forward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
             view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs,
@@ -51,7 +51,7 @@ class _RasterizeGaussians(torch.autograd.Function):
         ctx.settings = s
         ctx.means2D_shape = means2D.shape
         ctx.opacity_shape = opacities.shape
-        ctx.save_for_backward(means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, radii,
+        ctx.save_for_backward(means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, rank,
                               xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos)
         ctx.mark_non_differentiable(radii, accum_w, area_proj, area_max)
         return color, radii, invdepth, accum_w, area_proj, area_max
@@ -59,15 +59,17 @@ class _RasterizeGaussians(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_color, grad_radii, grad_invdepth, *_):
         s = ctx.settings
-        (means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, radii, xy, conic_op, rgbd,
+        (means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, rank, xy, conic_op, rgbd,
          point_list, ranges, final_T, n_contrib, bg, view, proj, campos) = ctx.saved_tensors
+        shape2 = ctx.means2D_shape
+        n2 = 2 if len(shape2) == 2 and shape2[-1] == 2 else 3
         (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations) = _C.rasterize_backward(
-            bg, means3D, radii, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
+            bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
             cov3D_precomp, view, proj, float(s.tanfovx), float(s.tanfovy), grad_color.contiguous(),
-            grad_invdepth.contiguous(), shs, int(s.sh_degree), campos, xy, conic_op, rgbd, point_list, ranges,
-            final_T, n_contrib, bool(s.antialiasing), bool(s.debug))
-        n2 = ctx.means2D_shape[-1] if len(ctx.means2D_shape) == 2 else 3
-        d_means2D = d_means2D[:, :n2].reshape(ctx.means2D_shape)
+            grad_invdepth.contiguous(), shs, int(s.sh_degree), campos, rank, xy, conic_op, rgbd, point_list, ranges,
+            final_T, n_contrib, n2, bool(s.antialiasing), bool(s.debug))
+        if d_means2D.shape != shape2:
+            d_means2D = d_means2D[:, :shape2[-1]].reshape(shape2) if len(shape2) == 2 else d_means2D.reshape(shape2)
         d_opacity = d_opacity.reshape(ctx.opacity_shape)
 
         def opt(g, t):
