@@ -11,9 +11,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, save_config, scale_steps  # noqa: E402
+from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineParams, save_config,  # noqa: E402
+                       scale_steps)
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
+from distill.pipeline import run_distillation  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -23,6 +25,7 @@ def build_parser():
     ModelParams.add_args(p)
     OptimizationParams.add_args(p)
     PipelineParams.add_args(p)
+    DistillParams.add_args(p)
     p.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000],
                    help="iterations at which test PSNR is printed (rescaled by --steps_scale)")
     p.add_argument("--save_iterations", nargs="+", type=int, default=[7_000, 30_000],
@@ -42,6 +45,7 @@ def scaled_iterations(values, f, last):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     dataset, opt, pipe = ModelParams.extract(args), OptimizationParams.extract(args), PipelineParams.extract(args)
+    dp = DistillParams.extract(args)
     if not dataset.source_path:
         raise UserError("-s/--source_path is required: the scene folder to train on")
     if not 0 <= dataset.sh_degree <= 3:
@@ -50,8 +54,18 @@ def main(argv=None):
         raise UserError(f"--views_per_step {opt.views_per_step} must be at least 1")
     if args.start_checkpoint and not os.path.isfile(args.start_checkpoint):
         raise UserError(f"--start_checkpoint {args.start_checkpoint} does not exist")
+    if dp.num_models not in (1, 4):
+        raise UserError(f"--num_models {dp.num_models} is not supported: use 1 (one vanilla model) or 4 "
+                        f"(three teachers and the student)")
+    if not 0 <= dp.start <= 3 or (dp.start and dp.num_models != 4):
+        raise UserError(f"--start {dp.start} must be 0..3 and needs --num_models 4")
+    if dp.imp_metric not in ("indoor", "outdoor"):
+        raise UserError(f"--imp_metric {dp.imp_metric} is unknown: use indoor or outdoor")
+    if dp.start and not args.model_path:
+        raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
     f = opt.steps_scale
-    scale_steps(opt)
+    scale_steps(opt, f)
+    scale_steps(dp, f)
     tests = scaled_iterations(args.test_iterations, f, opt.iterations)
     saves = scaled_iterations(args.save_iterations, f, opt.iterations) + [opt.iterations]
     ckpts = scaled_iterations(args.checkpoint_iterations, f, opt.iterations)
@@ -68,6 +82,9 @@ def main(argv=None):
     print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
           f"test views, {len(scene.points)} initial points, device {device})")
 
+    if dp.num_models == 4:
+        return run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
+                                args.start_checkpoint, args.quiet)
     model = GaussianModel(dataset.sh_degree, device)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),

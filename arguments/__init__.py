@@ -100,20 +100,57 @@ class OptimizationParams(ParamGroup):
     )
 
 
+class DistillParams(ParamGroup):
+    title = "Distillation (Distilled-3DGS)"
+    flags = (
+        ("num_models", 1, "1 trains one vanilla model into point_cloud/; 4 trains G_perb (0), G_drop (1), "
+                          "G_std (2) and the student (3) into point_cloud_<i>/"),
+        ("start", 0, "with --num_models 4: first model to train; earlier ones are read from point_cloud_<i>/"),
+        ("perturb_start", 15_000, "noise events of G_perb happen at iterations strictly after this..."),
+        ("perturb_end", 25_000, "...and strictly before this..."),
+        ("perturb_interval", 1000, "...that are multiples of this"),
+        ("perturb_scale", 0.1, "noise std as a fraction of max(1, mean |parameter|)"),
+        ("drop_start", 15_000, "G_drop drops Gaussians at iterations strictly after this..."),
+        ("drop_end", 25_000, "...and strictly before this..."),
+        ("drop_interval", 1000, "...that are multiples of this (1: every iteration, DropGaussian style)"),
+        ("drop_rate", 0.2, "drop probability p = drop_rate x (it - drop_ramp_start) / (drop_ramp_end - "
+                           "drop_ramp_start), clamped to [0, 0.9]"),
+        ("drop_ramp_start", 500, "iteration where the drop probability is 0"),
+        ("drop_ramp_end", 15_000, "iteration where the drop probability reaches drop_rate"),
+        ("imp_metric", "indoor", "student importance: indoor (sum of alpha T) or outdoor (per-view mean "
+                                 "alpha T over touched pixels)"),
+        ("firstPrune", False, "student: importance-sampled prune + re-initialisation at --first_prune_iter"),
+        ("factor", 0.9, "first prune keeps N x factor x (fraction with importance > 0) Gaussians"),
+        ("first_prune_iter", 15_000, "iteration of the first (sampling) prune"),
+        ("second_prune_iter", 20_000, "iteration of the second prune (least important 1% of importance)"),
+        ("prune_importance_fraction", 0.01, "share of the total importance removed by the second prune"),
+        ("num_max", 4_500_000, "student: no densification growth above this many Gaussians"),
+        ("blur_split_ratio", 5000.0, "student blur split: split Gaussians whose area_max exceeds H x W / this"),
+        ("lambda_distill", 0.4, "weight of the distillation term against the mean teacher render"),
+        ("lambda_structure", 1.0, "weight of the structure (spatial distribution) loss"),
+        ("structure_start", 21_000, "first structure-loss iteration"),
+        ("structure_end", 29_000, "last structure-loss iteration"),
+        ("structure_interval", 1000, "structure loss every N iterations between start and end"),
+        ("structure_bins", 256, "histogram cells per axis of the structure loss"),
+    )
+
+
 # iteration-valued settings of each group that --steps_scale rescales
 SCALED_SETTINGS = ("iterations", "position_lr_max_steps", "densification_interval", "opacity_reset_interval",
-                   "densify_from_iter", "densify_until_iter", "sh_increase_interval")
+                   "densify_from_iter", "densify_until_iter", "sh_increase_interval",
+                   "perturb_start", "perturb_end", "perturb_interval", "drop_start", "drop_end", "drop_interval",
+                   "drop_ramp_start", "drop_ramp_end", "first_prune_iter", "second_prune_iter",
+                   "structure_start", "structure_end", "structure_interval")
 
 
-def scale_steps(opt, names=SCALED_SETTINGS):
-    """Rescale iteration-based settings in place by opt.steps_scale (each stays >= 1)."""
-    f = opt.steps_scale
+def scale_steps(group, f, names=SCALED_SETTINGS):
+    """Rescale the iteration-based settings of a flag group in place by ``f`` (each stays >= 1)."""
     if f <= 0:
         raise UserError(f"--steps_scale {f} must be positive")
     for n in names:
-        if hasattr(opt, n):
-            setattr(opt, n, max(1, int(round(getattr(opt, n) * f))))
-    return opt
+        if hasattr(group, n):
+            setattr(group, n, max(1, int(round(getattr(group, n) * f))))
+    return group
 
 
 def save_config(model_path, args):

@@ -16,6 +16,8 @@ class DensifyStrategy:
         self.opt = opt
         self.extent = extent
         self.white_background = white_background
+        self.opacity_reset = True  # the student turns the periodic opacity reset off
+        self.num_max = float("inf")  # no clone/split growth at or above this many Gaussians
         self.grad_accum = self.denom = self.max_radii2D = None
 
     def wants_stats(self, iteration):
@@ -53,8 +55,8 @@ class DensifyStrategy:
             if iteration > o.densify_from_iter and iteration % o.densification_interval == 0:
                 size_threshold = o.max_screen_size if iteration > o.opacity_reset_interval else None
                 self.densify_and_prune(model, size_threshold)
-            if iteration % o.opacity_reset_interval == 0 or (
-                    self.white_background and iteration == o.densify_from_iter):
+            if self.opacity_reset and (iteration % o.opacity_reset_interval == 0 or (
+                    self.white_background and iteration == o.densify_from_iter)):
                 model.reset_opacity()
 
     # ---- the edits ---------------------------------------------------------------------------
@@ -70,10 +72,12 @@ class DensifyStrategy:
         max_scale = model.get_scaling.max(dim=1).values
         big = max_scale > o.percent_dense * self.extent
         hot = grads >= o.densify_grad_threshold
+        if n0 >= self.num_max:
+            hot = torch.zeros_like(hot)
         clone = hot & ~big
         split = hot & big
         extra = self.extra_split_mask(model)
-        if extra is not None:
+        if extra is not None and n0 < self.num_max:
             split |= extra
         clone_vals = {k: model.params[k].detach()[clone] for k in PARAM_NAMES}
         split_vals = split_values(model, split)

@@ -38,8 +38,9 @@ class Role:
         """Extra loss once per step (structure loss), or None."""
         return None
 
-    def after_step(self, it, model, strategy):
-        """Called after the optimizer step and densification (pruning schedules)."""
+    def after_step(self, it, model, strategy, out):
+        """Called after the optimizer step and densification with the last view's render output
+        (pruning schedules, statistics)."""
 
     def state_dict(self):
         return {}
@@ -138,7 +139,6 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         if it % opt.sh_increase_interval == 0:
             model.oneup_sh_degree()
         role.before_step(it, model, strategy)
-        opacity = role.render_opacity(it, model)
         want_stats = strategy.wants_stats(it)
         step_loss = 0.0
         for _ in range(opt.views_per_step):
@@ -147,6 +147,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 random.shuffle(stack)
             cam = stack.pop()
             bgc = torch.rand(3, device=dev) if opt.random_background else bg
+            opacity = role.render_opacity(it, model)
             out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
             gt = cam.original_image(dev)
             loss = photometric_loss(out["render"], gt, opt.lambda_dssim)
@@ -157,18 +158,18 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             if extra is not None:
                 loss = loss + extra
             (vw * loss).backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
             if want_stats:
                 strategy.observe(model, out, cam)
         extra = role.step_loss(it, model)
         if extra is not None:
             extra.backward()
-            step_loss += float(extra)
+            step_loss += float(extra.detach())
         with torch.no_grad():
             model.optimizer.step()
             model.optimizer.zero_grad(set_to_none=True)
             strategy.step(model, it, out, cam)
-            role.after_step(it, model, strategy)
+            role.after_step(it, model, strategy, out)
         step_loss /= opt.views_per_step
         ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema
         if it % 10 == 0:

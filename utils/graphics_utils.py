@@ -46,3 +46,20 @@ def quaternion_to_matrix(q):
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ], dim=-1).reshape(-1, 3, 3)
+
+
+def matrix_to_quaternion(R):
+    """Rotation matrices [P, 3, 3] -> unit quaternions [P, 4] (w, x, y, z), w >= 0."""
+    m = R.reshape(-1, 9)
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
+    # four candidate solutions; pick the numerically best (largest denominator) per matrix
+    qa = torch.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1)
+    qb = torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1)
+    qc = torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1)
+    qd = torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1)
+    cand = torch.stack([qa, qb, qc, qd], 1)  # [P, 4, 4]
+    diag = torch.stack([qa[:, 0], qb[:, 1], qc[:, 2], qd[:, 3]], 1)
+    best = diag.argmax(1)
+    q = cand[torch.arange(R.shape[0], device=R.device), best]
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(q[:, :1] < 0, -q, q)

@@ -1,0 +1,50 @@
+"""Per-Gaussian importance from the rasterizer's stats, and the student's two importance prunes."""
+import torch
+
+from gaussian_renderer import render
+
+
+@torch.no_grad()
+def gaussian_importance(model, cameras, pipe, bg, metric="indoor"):
+    """Importance over all ``cameras``.
+
+    indoor: sum over views of accum_weights (sum of alpha T over the Gaussian's pixels);
+    outdoor: over views where area_max > 0, sum of accum_weights / area_proj.
+    Gaussians that are never the strongest contributor of any pixel (area_max summed = 0) get 0.
+    """
+    imp = torch.zeros(model.num_points, device=model.device)
+    area_max_total = torch.zeros_like(imp)
+    for cam in cameras:
+        out = render(cam, model, pipe, bg, return_stats=True)
+        w, proj, amax = out["accum_weights"], out["area_proj"], out["area_max"]
+        if metric == "indoor":
+            imp += w
+        else:
+            imp += torch.where(amax > 0, w / proj.clamp_min(1), torch.zeros_like(w))
+        area_max_total += amax
+    imp[area_max_total == 0] = 0
+    return imp
+
+
+def sample_by_importance(imp, factor, generator=None):
+    """First prune: keep int(N x factor x fraction with importance > 0) Gaussians sampled without
+    replacement with probability proportional to importance. Returns a bool keep mask."""
+    n = imp.shape[0]
+    positive = int((imp > 0).sum())
+    k = min(positive, int(n * factor * positive / max(n, 1)))
+    keep = torch.zeros(n, dtype=torch.bool, device=imp.device)
+    if k > 0:
+        idx = torch.multinomial(imp.double().cpu(), k, replacement=False, generator=generator)
+        keep[idx.to(imp.device)] = True
+    return keep
+
+
+def prune_least_important(imp, fraction=0.01):
+    """Second prune: remove mask of the least important Gaussians holding ``fraction`` of the total."""
+    order = torch.argsort(imp)
+    cum = torch.cumsum(imp[order].double(), 0)
+    total = float(cum[-1]) if cum.numel() else 0.0
+    remove_sorted = cum <= fraction * total
+    remove = torch.zeros_like(imp, dtype=torch.bool)
+    remove[order[remove_sorted]] = True
+    return remove

@@ -1,0 +1,132 @@
+"""The four-model Distilled-3DGS run: G_perb, G_drop, G_std, then the student, in one process."""
+import copy
+import json
+import os
+import time
+
+import torch
+
+from distill.roles import MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, teacher_mean_renders
+from scene.gaussian_model import GaussianModel
+from training.loop import Role, evaluate, train_model
+from utils.errors import UserError
+from utils.system_utils import search_for_max_iteration, write_json
+
+SUMMARY_NAME = "distill.json"
+
+
+def model_dir(model_path, index):
+    return os.path.join(model_path, f"point_cloud_{index}")
+
+
+def load_trained(model_path, index, device, sh_degree):
+    """Load model ``index`` at the last iteration it wrote; clear errors if missing or mismatched."""
+    folder = model_dir(model_path, index)
+    it = search_for_max_iteration(folder)
+    if it is None:
+        raise UserError(f"{MODEL_NAMES[index]} (model {index}) has no saved iteration in {folder}: train it "
+                        f"first (use a --start of {index} or lower)")
+    path = os.path.join(folder, f"iteration_{it}", "point_cloud.ply")
+    model = GaussianModel(sh_degree, device).load_ply(path)
+    if model.max_sh_degree != sh_degree:
+        raise UserError(f"{path} has SH degree {model.max_sh_degree} but this run uses --sh_degree {sh_degree}: "
+                        f"re-train it or pass the same --sh_degree")
+    return model, it
+
+
+def _lpips_of(model, cameras, pipe, bg):
+    from utils.lpips_utils import load_lpips
+    net, reason = load_lpips(str(model.device))
+    if net is None:
+        return None, reason
+    vals = []
+    with torch.no_grad():
+        from gaussian_renderer import render
+        for cam in cameras:
+            img = render(cam, model, pipe, bg)["render"].clamp(0, 1)
+            gt = cam.original_image(img.device)
+            vals.append(float(net(img[None] * 2 - 1, gt[None] * 2 - 1).mean()))
+    return sum(vals) / max(1, len(vals)), None
+
+
+def final_metrics(model, scene, pipe, bg):
+    cams = scene.getTestCameras()
+    res = evaluate(model, cams, pipe, bg) if cams else None
+    out = dict(split="test" if cams else None, psnr=None, ssim=None, lpips=None)
+    if res:
+        out.update(psnr=round(res["psnr"], 3), ssim=round(res["ssim"], 4))
+        out["lpips"], reason = _lpips_of(model, cams, pipe, bg)
+        if reason:
+            out["lpips_note"] = reason
+    return out
+
+
+def print_table(summary):
+    head = f"{'model':<10}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'Gaussians':>12}{'MB':>9}{'time s':>9}{'peak GiB':>10}"
+    print(head)
+    print("-" * len(head))
+    fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
+    for name in MODEL_NAMES:
+        r = summary["models"].get(name)
+        if r is None:
+            continue
+        print(f"{name:<10}{fmt(r.get('psnr'), '{:.2f}'):>8}{fmt(r.get('ssim'), '{:.4f}'):>8}"
+              f"{fmt(r.get('lpips'), '{:.4f}'):>8}{r['gaussians']:>12}{r['ply_mb']:>9.2f}"
+              f"{fmt(r.get('train_seconds'), '{:.1f}'):>9}{fmt(r.get('peak_memory_gib'), '{:.2f}'):>10}")
+    if summary.get("total_seconds") is not None:
+        print(f"total wall time {summary['total_seconds']:.1f} s")
+
+
+def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
+                     quiet=False):
+    path = os.path.join(dataset.model_path, SUMMARY_NAME)
+    summary = dict(models={})
+    if os.path.isfile(path) and dp.start > 0:
+        with open(path) as f:
+            summary = json.load(f)
+    bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)
+    for i in range(dp.start):  # check what --start K reuses before spending time
+        load_trained(dataset.model_path, i, device, dataset.sh_degree)
+    t_all = time.time()
+    for i in range(dp.start, 4):
+        model = GaussianModel(dataset.sh_degree, device)
+        model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+        opt_i = copy.deepcopy(opt)
+        if i == 0:
+            role = PerturbRole(dp, opt_i, scene.cameras_extent)
+        elif i == 1:
+            role = DropoutRole(dp)
+        elif i == 2:
+            role = Role()
+        else:
+            role = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg)
+        t0 = time.time()
+        res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
+                          test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
+                          start_checkpoint=start_checkpoint if i == dp.start else None,
+                          label=MODEL_NAMES[i], quiet=quiet)
+        res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
+        res.update(final_metrics(model, scene, pipe, bg))
+        res.pop("history", None)
+        if hasattr(role, "log"):
+            res["events"] = role.log
+        summary["models"][MODEL_NAMES[i]] = res
+        del model, role
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    summary["total_seconds"] = round(time.time() - t_all, 2) if dp.start == 0 else None
+    summary["iterations"] = opt.iterations
+    write_json(path, summary)
+    print_table(summary)
+    return summary
+
+
+def make_student_role(scene, dataset, opt, pipe, dp, device, bg):
+    teachers = [load_trained(dataset.model_path, i, device, dataset.sh_degree)[0] for i in range(3)]
+    for t in teachers:
+        t.active_sh_degree = t.max_sh_degree
+    store = device if dataset.data_device == "cuda" else "cpu"
+    means = teacher_mean_renders(teachers, scene.getTrainCameras(), pipe, bg, store)
+    std_xyz = teachers[2].get_xyz.detach().clone()
+    del teachers
+    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras())

@@ -1,0 +1,217 @@
+"""The three teacher variants and the student, as small Roles plugged into the one training loop."""
+import torch
+
+from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
+from distill.structure import structure_loss
+from gaussian_renderer import render
+from training.densify import DensifyStrategy
+from training.loop import Role
+from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
+from utils.loss_utils import photometric_loss
+
+MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")
+
+
+def schedule(start, end, interval):
+    """Iterations strictly between start and end that are multiples of interval."""
+    return {it for it in range(start + 1, end) if it % interval == 0}
+
+
+def _noise_like(t, frac, rows):
+    """N(0,1) x frac x max(1, mean |t|) on the selected rows, zero elsewhere."""
+    s = max(1.0, float(t.abs().mean())) if t.numel() else 1.0
+    return torch.randn_like(t) * frac * s * rows.reshape(-1, *([1] * (t.dim() - 1)))
+
+
+def gram_schmidt_6d(six):
+    """[P, 6] (first two rows of a rotation) -> rotation matrices [P, 3, 3]."""
+    a1, a2 = six[:, :3], six[:, 3:]
+    r1 = torch.nn.functional.normalize(a1, dim=-1)
+    r2 = torch.nn.functional.normalize(a2 - (r1 * a2).sum(-1, keepdim=True) * r1, dim=-1)
+    return torch.stack([r1, r2, torch.cross(r1, r2, dim=-1)], 1)
+
+
+class PerturbRole(Role):
+    """G_perb: permanent noise on the clone candidates at scheduled events.
+
+    Candidate statistics (mean view-space gradient) accumulate every step, also after
+    densification stops (the reference froze them at 15000, so every event hit the same set);
+    they restart after each event.
+    """
+
+    name = "perb"
+
+    def __init__(self, dp, opt, extent):
+        self.events = schedule(dp.perturb_start, dp.perturb_end, dp.perturb_interval)
+        self.frac = dp.perturb_scale
+        self.threshold = opt.densify_grad_threshold
+        self.max_scale = opt.percent_dense * extent
+        self.grad = self.count = None
+        self.log = []
+
+    def after_step(self, it, model, strategy, out):
+        n = model.num_points
+        if self.grad is None or self.grad.shape[0] != n:
+            self.grad = torch.zeros(n, device=model.device)
+            self.count = torch.zeros(n, device=model.device)
+        g = out["viewspace_points"].grad
+        if g is not None and g.shape[0] == n:
+            vis = out["visibility_filter"]
+            self.grad[vis] += g[vis, :2].norm(dim=-1)
+            self.count[vis] += 1
+
+    def candidates(self, model):
+        if self.grad is None or self.grad.shape[0] != model.num_points:
+            return torch.zeros(model.num_points, dtype=torch.bool, device=model.device)
+        mean = torch.nan_to_num(self.grad / self.count, nan=0.0)
+        return (mean >= self.threshold) & (model.get_scaling.max(dim=1).values <= self.max_scale)
+
+    @torch.no_grad()
+    def before_step(self, it, model, strategy):
+        if it not in self.events:
+            return
+        rows = self.candidates(model).float()
+        p = model.params
+        for name in ("xyz", "opacity", "scaling"):
+            p[name].add_(_noise_like(p[name], self.frac, rows))
+        R = quaternion_to_matrix(p["rotation"])
+        six = R[:, :2, :].reshape(-1, 6)
+        six = six + _noise_like(six, self.frac, rows)
+        q = matrix_to_quaternion(gram_schmidt_6d(six))
+        sel = rows.bool()
+        p["rotation"][sel] = q[sel]
+        self.log.append((it, int(sel.sum())))
+        self.grad.zero_()
+        self.count.zero_()
+
+    def state_dict(self):
+        return dict(grad=self.grad, count=self.count, log=self.log)
+
+    def load_state_dict(self, state):
+        self.grad, self.count, self.log = state["grad"], state["count"], state["log"]
+
+
+class DropoutRole(Role):
+    """G_drop: on scheduled iterations every training render drops each Gaussian with probability p
+    and scales the survivors' opacity by 1 / (1 - p). Evaluation renders never drop."""
+
+    name = "drop"
+
+    def __init__(self, dp):
+        self.events = schedule(dp.drop_start, dp.drop_end, dp.drop_interval)
+        self.rate, self.r0, self.r1 = dp.drop_rate, dp.drop_ramp_start, dp.drop_ramp_end
+
+    def probability(self, it):
+        p = self.rate * (it - self.r0) / max(1, self.r1 - self.r0)
+        return min(max(p, 0.0), 0.9)
+
+    def render_opacity(self, it, model):
+        if it not in self.events:
+            return None
+        p = self.probability(it)
+        keep = (torch.rand(model.num_points, 1, device=model.device) >= p).float()
+        return model.get_opacity * keep / (1.0 - p)
+
+
+class StudentStrategy(DensifyStrategy):
+    """Student densification: gradient clone/split plus the Mini-Splatting blur split, no opacity
+    reset, no growth above num_max."""
+
+    def __init__(self, opt, extent, white_background, dp):
+        super().__init__(opt, extent, white_background)
+        self.opacity_reset = False
+        self.num_max = dp.num_max
+        self.blur_ratio = dp.blur_split_ratio
+        self.blur = None
+
+    def wants_stats(self, iteration):
+        return iteration < self.opt.densify_until_iter
+
+    def reset_stats(self, n, device):
+        super().reset_stats(n, device)
+        self.blur = torch.zeros(n, dtype=torch.bool, device=device)
+
+    def observe(self, model, out, camera):
+        self._ensure(model)
+        limit = camera.image_height * camera.image_width / self.blur_ratio
+        self.blur |= out["area_max"] > limit
+
+    def extra_split_mask(self, model):
+        return self.blur
+
+
+class StudentRole(Role):
+    """The student: distillation against the cached mean teacher render, importance pruning,
+    and the structure loss against G_std's positions."""
+
+    name = "student"
+
+    def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras):
+        self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
+        self.teacher_means = teacher_means  # uid -> fp16 [3, H, W]
+        self.std_xyz = std_xyz
+        self.cameras = train_cameras
+        self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
+        self.log = []
+
+    def make_strategy(self, opt, extent, white_background):
+        return StudentStrategy(opt, extent, white_background, self.dp)
+
+    def view_loss(self, it, camera, out):
+        target = self.teacher_means[camera.uid].to(out["render"].device).float()
+        return self.dp.lambda_distill * photometric_loss(out["render"], target, self.opt.lambda_dssim)
+
+    def step_loss(self, it, model):
+        if it not in self.structure_events or self.dp.lambda_structure == 0:
+            return None
+        return self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)
+
+    @torch.no_grad()
+    def after_step(self, it, model, strategy, out):
+        first = self.dp.firstPrune and it == self.dp.first_prune_iter
+        if not first and it != self.dp.second_prune_iter:
+            return
+        n0 = model.num_points
+        imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric)
+        if first:
+            keep = sample_by_importance(imp, self.dp.factor)
+            reinitialise(model, keep)
+        else:
+            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction))
+        model.training_setup(self.opt)  # fresh optimizer after each prune
+        model.update_learning_rate(it)
+        strategy.reset_stats(model.num_points, model.device)
+        self.log.append(dict(iteration=it, kind="first" if first else "second", before=n0,
+                             after=model.num_points))
+
+    def state_dict(self):
+        return dict(log=self.log)
+
+    def load_state_dict(self, state):
+        self.log = state["log"]
+
+
+def reinitialise(model, keep):
+    """Keep positions and DC colour of the kept Gaussians; zero higher SH, kNN scales, opacity 0.1,
+    identity rotation (the student's re-initialisation after the first prune)."""
+    from scene.gaussian_model import GaussianModel  # local: avoids an import cycle at module load
+    xyz = model.params["xyz"].detach()[keep]
+    rgb_dc = model.params["f_dc"].detach()[keep]
+    fresh = GaussianModel(model.max_sh_degree, model.device)
+    fresh.create_from_points(xyz, torch.zeros_like(xyz), model.spatial_lr_scale)
+    fresh.params["f_dc"].data.copy_(rgb_dc)
+    model.params = fresh.params
+    model.optimizer = None
+
+
+@torch.no_grad()
+def teacher_mean_renders(teachers, cameras, pipe, bg, store_device="cpu"):
+    """Pixel-wise mean of the teachers' renders of every training view, computed once (fp16)."""
+    out = {}
+    for cam in cameras:
+        acc = None
+        for t in teachers:
+            img = render(cam, t, pipe, bg)["render"]
+            acc = img if acc is None else acc + img
+        out[cam.uid] = (acc / len(teachers)).clamp(0, 1).half().to(store_device)
+    return out
