@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Distilled-3DGS on the Mip-NeRF 360 indoor scenes. Usage: bash scripts/run_mip360_in.sh [extra train.py flags]
+DATA_ROOT="${DATA_ROOT:-data/mipnerf360}"
+OUT_ROOT="${OUT_ROOT:-output/mip360}"
+SCENES=(bonsai counter kitchen room)
+FLAGS=(-r 2 --imp_metric indoor)
+source "$(dirname "$0")/distill_scenes.sh"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Distilled-3DGS on the Mip-NeRF 360 outdoor scenes. Usage: bash scripts/run_mip360_out.sh [extra train.py flags]
+DATA_ROOT="${DATA_ROOT:-data/mipnerf360}"
+OUT_ROOT="${OUT_ROOT:-output/mip360}"
+SCENES=(bicycle flowers garden treehill stump)
+FLAGS=(-r 4 --firstPrune --imp_metric outdoor)
+source "$(dirname "$0")/distill_scenes.sh"
