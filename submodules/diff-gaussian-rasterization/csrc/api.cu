@@ -65,6 +65,38 @@ int bits_for(uint32_t n) {
   return b;
 }
 
+// Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
+// ranges. Returns the ranks in tile-major order (the point list).
+template <typename KeyT>
+torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch::Tensor& radius_c,
+                        const torch::Tensor& xy_c, const torch::Tensor& conic_c, const Cam& cam, int num_tiles,
+                        torch::Tensor& ranges, bool debug, cudaStream_t stream) {
+  const auto iopt = offsets.options();
+  const auto kopt = iopt.dtype(sizeof(KeyT) == 2 ? torch::kInt16 : torch::kInt32);
+  // four separate buffers, so that only the sorted values stay alive afterwards
+  torch::Tensor keys[2] = {torch::empty({R}, kopt), torch::empty({R}, kopt)};
+  torch::Tensor vals[2] = {torch::empty({R}, iopt), torch::empty({R}, iopt)};
+  KeyT* k0 = reinterpret_cast<KeyT*>(keys[0].data_ptr());
+  KeyT* k1 = reinterpret_cast<KeyT*>(keys[1].data_ptr());
+  int* v0 = vals[0].data_ptr<int>();
+  int* v1 = vals[1].data_ptr<int>();
+  launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
+              reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
+              reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, stream);
+  check_launch(debug, "emit");
+  cub::DoubleBuffer<KeyT> kb(k0, k1);
+  cub::DoubleBuffer<int> vb(v0, v1);
+  const int end_bit = bits_for((uint32_t)num_tiles);  // covers the sentinel id num_tiles too
+  size_t temp_bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, kb, vb, R, 0, end_bit, stream);
+  auto temp = torch::empty({(int64_t)temp_bytes}, iopt.dtype(torch::kUInt8));
+  cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, kb, vb, R, 0, end_bit, stream);
+  check_launch(debug, "tile sort");
+  launch_identify_ranges(R, kb.Current(), num_tiles, reinterpret_cast<int2*>(ranges.data_ptr<int>()), stream);
+  check_launch(debug, "ranges");
+  return vals[vb.selector];
+}
+
 }  // namespace
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
@@ -190,34 +222,16 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                    reinterpret_cast<float4*>(rgbd_c.data_ptr<float>()), radius_c.data_ptr<int>(),
                    rank.data_ptr<int>(), stream);
     check_launch(debug, "compact");
-    xy.reset();
+    xy.reset();  // free the per-Gaussian temporaries before the pair buffers are allocated
     conic_op.reset();
     rgbd.reset();
+    tiles_touched.reset();
+    depth_keys.reset();
     if (R > 0) {
-      // four separate buffers, so that only the sorted values stay alive afterwards
-      torch::Tensor keys[2] = {torch::empty({R}, iopt), torch::empty({R}, iopt)};
-      torch::Tensor vals[2] = {torch::empty({R}, iopt), torch::empty({R}, iopt)};
-      uint32_t* k0 = reinterpret_cast<uint32_t*>(keys[0].data_ptr<int>());
-      uint32_t* k1 = reinterpret_cast<uint32_t*>(keys[1].data_ptr<int>());
-      int* v0 = vals[0].data_ptr<int>();
-      int* v1 = vals[1].data_ptr<int>();
-      launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
-                  reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
-                  reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0,
-                  stream);
-      check_launch(debug, "emit");
-      // Stable sort by tile id only: the pairs were emitted in depth order, so each tile stays depth sorted.
-      cub::DoubleBuffer<uint32_t> kb(k0, k1);
-      cub::DoubleBuffer<int> vb(v0, v1);
-      const int end_bit = bits_for((uint32_t)num_tiles);
-      size_t temp_bytes = 0;
-      cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, kb, vb, R, 0, end_bit, stream);
-      auto temp = torch::empty({(int64_t)temp_bytes}, means3D.options().dtype(torch::kUInt8));
-      cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, kb, vb, R, 0, end_bit, stream);
-      check_launch(debug, "tile sort");
-      launch_identify_ranges(R, kb.Current(), num_tiles, reinterpret_cast<int2*>(ranges.data_ptr<int>()), stream);
-      check_launch(debug, "ranges");
-      point_list = vals[vb.selector];
+      if (num_tiles < 65535)
+        point_list = bin_pairs<uint16_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, debug, stream);
+      else
+        point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, debug, stream);
     }
   }
   launch_render_fwd(want_stats, num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
@@ -259,8 +273,13 @@ std::vector<torch::Tensor> rasterize_backward(
   const auto proj = f32c(projmatrix, "projmatrix");
   const auto cpos = f32c(campos, "campos");
   const auto bg = f32c(background, "bg");
-  const auto dL_dcolor = f32c(dL_dcolor_in, "grad color");
-  const auto dL_dinvdepth = f32c(dL_dinvdepth_in, "grad invdepth");
+  // upstream gradients are read through their strides (no copy when, e.g., a sum expanded them)
+  const auto dL_dcolor = dL_dcolor_in.to(torch::kFloat32);
+  const auto dL_dinvdepth = dL_dinvdepth_in.to(torch::kFloat32);
+  TORCH_CHECK(dL_dcolor.is_cuda() && dL_dcolor.dim() == 3 && dL_dcolor.size(0) == 3 && dL_dcolor.size(1) == H &&
+                  dL_dcolor.size(2) == W, "grad of color must be [3, H, W] on the GPU");
+  TORCH_CHECK(dL_dinvdepth.is_cuda() && dL_dinvdepth.dim() == 3 && dL_dinvdepth.size(1) == H &&
+                  dL_dinvdepth.size(2) == W, "grad of invdepth must be [1, H, W] on the GPU");
   const int M = shs.numel() > 0 ? shs.size(1) : 0;
   const int deg = sh_degree_used(sh_degree, shs);
   const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
@@ -287,7 +306,9 @@ std::vector<torch::Tensor> rasterize_backward(
                       reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
                       reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), bg.data_ptr<float>(),
                       final_T.data_ptr<float>(), n_contrib.data_ptr<int>(), dL_dcolor.data_ptr<float>(),
-                      dL_dinvdepth.data_ptr<float>(), grad.data_ptr<float>(), stream);
+                      (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
+                      dL_dinvdepth.data_ptr<float>(), (int)dL_dinvdepth.stride(1), (int)dL_dinvdepth.stride(2),
+                      grad.data_ptr<float>(), stream);
     check_launch(debug, "render backward");
   }
   const bool sh_fast = M == 16 && shs.numel() > 0 && (reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0) &&

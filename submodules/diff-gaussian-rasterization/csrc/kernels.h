@@ -28,11 +28,15 @@ void launch_compact(int P, int V, const int* order, const float2* xy, const floa
                     const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c, int* radius_c, int* rank,
                     cudaStream_t stream);
 
-// For ranks i < V, write (tile, rank) pairs at offsets[i-1] .. offsets[i].
+// For ranks i < V, write (tile, rank) pairs at offsets[i-1] .. offsets[i]. Tile keys are 16-bit when the
+// grid (plus one sentinel id) fits, else 32-bit.
+void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
+                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, cudaStream_t stream);
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
                  int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream);
 
 // ranges[t] = [first, last) of tile t in the tile-sorted keys (ranges zeroed by the caller).
+void launch_identify_ranges(int R, const uint16_t* keys, int num_tiles, int2* ranges, cudaStream_t stream);
 void launch_identify_ranges(int R, const uint32_t* keys, int num_tiles, int2* ranges, cudaStream_t stream);
 
 void launch_mark_visible(int P, const float* means3D, const float* view, bool* visible, cudaStream_t stream);
@@ -44,8 +48,8 @@ void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, con
 
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
-                       const float* final_T, const int* n_contrib, const float* dL_dcolor,
-                       const float* dL_dinvdepth, float* grad, cudaStream_t stream);
+                       const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
+                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, cudaStream_t stream);
 
 void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,

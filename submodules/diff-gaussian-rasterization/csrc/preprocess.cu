@@ -198,48 +198,67 @@ void launch_compact(int P, int V, const int* order, const float2* xy, const floa
 }
 
 // For visible Gaussians in depth order (rank i), write (tile, rank) pairs at offsets[i-1] .. offsets[i].
+template <typename KeyT>
 __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, const float2* xy_c,
-                            const float4* conic_c, int tiles_x, int tiles_y, uint32_t* keys, int* vals) {
+                            const float4* conic_c, int tiles_x, int tiles_y, KeyT* keys, int* vals) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= V) return;
   const int start = i == 0 ? 0 : offsets[i - 1];
   const int cap = offsets[i] - start;
   if (cap <= 0) return;
-  uint32_t* k = keys + start;
+  KeyT* k = keys + start;
   int* v = vals + start;
   int n = 0;
   for_each_tile(xy_c[i], conic_c[i], radius_c[i], tiles_x, tiles_y, [&](int tile) {
     if (n < cap) {
-      k[n] = (uint32_t)tile;
+      k[n] = (KeyT)tile;
       v[n] = i;
     }
     n++;
   });
   // Safety net (the count pass ran the same code): pad with a sentinel tile id that the range pass ignores.
   for (; n < cap; n++) {
-    k[n] = (uint32_t)(tiles_x * tiles_y);
+    k[n] = (KeyT)(tiles_x * tiles_y);
     v[n] = i;
   }
 }
 
-void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream) {
+template <typename KeyT>
+void launch_emit_t(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
+                   int tiles_x, int tiles_y, KeyT* keys, int* vals, cudaStream_t stream) {
   if (V == 0) return;
-  emit_kernel<<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals);
+  emit_kernel<KeyT><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y,
+                                                         keys, vals);
 }
 
-__global__ void identify_ranges_kernel(int R, const uint32_t* keys, int num_tiles, int2* ranges) {
+void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
+                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, cudaStream_t stream) {
+  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, stream);
+}
+
+void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
+                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream) {
+  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, stream);
+}
+
+template <typename KeyT>
+__global__ void identify_ranges_kernel(int R, const KeyT* keys, int num_tiles, int2* ranges) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= R) return;
-  const uint32_t k = keys[i];
-  if (k >= (uint32_t)num_tiles) return;
-  if (i == 0 || keys[i - 1] != k) ranges[k].x = i;
-  if (i == R - 1 || keys[i + 1] != k) ranges[k].y = i + 1;
+  const int k = (int)keys[i];
+  if (k >= num_tiles) return;
+  if (i == 0 || (int)keys[i - 1] != k) ranges[k].x = i;
+  if (i == R - 1 || (int)keys[i + 1] != k) ranges[k].y = i + 1;
+}
+
+void launch_identify_ranges(int R, const uint16_t* keys, int num_tiles, int2* ranges, cudaStream_t stream) {
+  if (R == 0) return;
+  identify_ranges_kernel<uint16_t><<<(R + 255) / 256, 256, 0, stream>>>(R, keys, num_tiles, ranges);
 }
 
 void launch_identify_ranges(int R, const uint32_t* keys, int num_tiles, int2* ranges, cudaStream_t stream) {
   if (R == 0) return;
-  identify_ranges_kernel<<<(R + 255) / 256, 256, 0, stream>>>(R, keys, num_tiles, ranges);
+  identify_ranges_kernel<uint32_t><<<(R + 255) / 256, 256, 0, stream>>>(R, keys, num_tiles, ranges);
 }
 
 __global__ void mark_visible_kernel(int P, const float* means3D, const float* view, bool* visible) {

@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(BLOCK) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
     const float* __restrict__ bg, const float* __restrict__ final_T, const int* __restrict__ n_contrib,
-    const float* __restrict__ dL_dcolor, const float* __restrict__ dL_dinvdepth, float* __restrict__ grad) {
+    const float* __restrict__ dL_dcolor, int cs0, int cs1, int cs2, const float* __restrict__ dL_dinvdepth, int ds1,
+    int ds2, float* __restrict__ grad) {
   __shared__ int s_id[BLOCK];
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
@@ -160,13 +161,14 @@ __global__ void __launch_bounds__(BLOCK) render_bwd_kernel(
   float g0 = 0.f, g1 = 0.f, g2 = 0.f, gD = 0.f;
   if (inside) {
     const int pix = py * W + px;
-    const int HW = H * W;
     T = final_T[pix];
     last = n_contrib[pix];
-    g0 = dL_dcolor[pix];
-    g1 = dL_dcolor[HW + pix];
-    g2 = dL_dcolor[2 * HW + pix];
-    gD = dL_dinvdepth[pix];
+    // upstream gradients may be strided (e.g. expanded by a sum): index them by their strides
+    const int64_t cp = (int64_t)py * cs1 + (int64_t)px * cs2;
+    g0 = dL_dcolor[cp];
+    g1 = dL_dcolor[cs0 + cp];
+    g2 = dL_dcolor[2 * (int64_t)cs0 + cp];
+    gD = dL_dinvdepth[(int64_t)py * ds1 + (int64_t)px * ds2];
   }
   const int warp_last = __reduce_max_sync(0xffffffffu, last);
   if (lane == 0) s_wmax[warp] = warp_last;
@@ -239,11 +241,12 @@ __global__ void __launch_bounds__(BLOCK) render_bwd_kernel(
 
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
-                       const float* final_T, const int* n_contrib, const float* dL_dcolor,
-                       const float* dL_dinvdepth, float* grad, cudaStream_t stream) {
+                       const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
+                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, cudaStream_t stream) {
   if (num_tiles == 0) return;
   render_bwd_kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
-                                                     final_T, n_contrib, dL_dcolor, dL_dinvdepth, grad);
+                                                     final_T, n_contrib, dL_dcolor, cs0, cs1, cs2, dL_dinvdepth, ds1,
+                                                     ds2, grad);
 }
 
 }  // namespace dgr

@@ -65,8 +65,8 @@ class _RasterizeGaussians(torch.autograd.Function):
         n2 = 2 if len(shape2) == 2 and shape2[-1] == 2 else 3
         (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations) = _C.rasterize_backward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
-            cov3D_precomp, view, proj, float(s.tanfovx), float(s.tanfovy), grad_color.contiguous(),
-            grad_invdepth.contiguous(), shs, int(s.sh_degree), campos, rank, xy, conic_op, rgbd, point_list, ranges,
+            cov3D_precomp, view, proj, float(s.tanfovx), float(s.tanfovy), grad_color,
+            grad_invdepth, shs, int(s.sh_degree), campos, rank, xy, conic_op, rgbd, point_list, ranges,
             final_T, n_contrib, n2, bool(s.antialiasing), bool(s.debug))
         if d_means2D.shape != shape2:
             d_means2D = d_means2D[:, :shape2[-1]].reshape(shape2) if len(shape2) == 2 else d_means2D.reshape(shape2)
