@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import torch
-from plyfile import PlyData, PlyElement
+from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError
 
 from utils.errors import UserError
 from utils.general_utils import exponential_lr, inverse_sigmoid
@@ -170,7 +170,7 @@ class GaussianModel:
             opacity = np.asarray(v["opacity"])[:, None]
             scaling = np.stack([v[f"scale_{i}"] for i in range(3)], 1)
             rotation = np.stack([v[f"rot_{i}"] for i in range(4)], 1)
-        except (OSError, ValueError, KeyError, IndexError) as exc:
+        except (OSError, ValueError, KeyError, IndexError, PlyHeaderParseError, PlyElementParseError) as exc:
             raise UserError(f"cannot read Gaussians from {path} ({exc.__class__.__name__}: {exc}); "
                             f"is it a 3DGS point_cloud.ply?")
         degree = int(round(np.sqrt(k_rest + 1))) - 1
@@ -182,7 +182,3 @@ class GaussianModel:
         self._set(t(xyz), t(f_dc).transpose(1, 2), t(f_rest).transpose(1, 2), t(opacity), t(scaling),
                   t(rotation))
         return self
-
-    def ply_size_mb(self):
-        """Size of the standard PLY in MB (what save_ply writes)."""
-        return self.num_points * len(self._attribute_names()) * 4 / 1e6

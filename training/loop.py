@@ -195,7 +195,10 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         torch.cuda.synchronize(dev)
     wall = time.time() - t0
     steps = max(1, opt.iterations - first + 1)
-    summary = dict(gaussians=model.num_points, ply_mb=round(model.ply_size_mb(), 2), train_seconds=round(wall, 2),
+    final_ply = os.path.join(out_dir, f"iteration_{opt.iterations}", "point_cloud.ply")
+    if not os.path.isfile(final_ply):
+        model.save_ply(final_ply)
+    summary = dict(gaussians=model.num_points, ply_mb=round(os.path.getsize(final_ply) / 1e6, 2), train_seconds=round(wall, 2),
                    ms_per_step=round(1000 * wall / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=history)

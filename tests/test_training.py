@@ -1,0 +1,197 @@
+"""GaussianModel PLY I/O, densification bookkeeping, end-to-end training, and bad-input handling."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from arguments import OptimizationParams
+from scene.gaussian_model import PARAM_NAMES, GaussianModel
+from scripts.make_synthetic_scene import make_synthetic_scene
+from training.densify import DensifyStrategy
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory):
+    return make_synthetic_scene(str(tmp_path_factory.mktemp("scene")), num_views=16, width=64, height=48,
+                                num_points=500, seed=1)
+
+
+def random_model(n=50, degree=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = GaussianModel(degree)
+    pts = torch.rand(n, 3, generator=g).numpy()
+    m.create_from_points(pts, torch.rand(n, 3, generator=g).numpy(), spatial_lr_scale=2.0)
+    for k in PARAM_NAMES:  # make every parameter non-trivial
+        m.params[k].data.add_(0.1 * torch.randn(m.params[k].shape, generator=g))
+    return m
+
+
+def opt_defaults(**kw):
+    import argparse
+    p = argparse.ArgumentParser()
+    OptimizationParams.add_args(p)
+    o = OptimizationParams.extract(p.parse_args([]))
+    for k, v in kw.items():
+        setattr(o, k, v)
+    return o
+
+
+def test_ply_round_trip(tmp_path):
+    m = random_model()
+    path = str(tmp_path / "a" / "point_cloud.ply")
+    m.save_ply(path)
+    m2 = GaussianModel(0).load_ply(path)
+    assert m2.max_sh_degree == 3
+    for k in PARAM_NAMES:
+        torch.testing.assert_close(m.params[k].detach(), m2.params[k].detach())
+    # standard 3DGS attribute names and order, so other viewers read it
+    from plyfile import PlyData
+    names = [p.name for p in PlyData.read(path)["vertex"].properties]
+    assert names[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert names[9:54] == [f"f_rest_{i}" for i in range(45)]
+    assert names[54:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    assert not [f for f in os.listdir(tmp_path / "a") if f.endswith(".tmp")]
+
+
+def test_load_ply_rejects_garbage(tmp_path):
+    from utils.errors import UserError
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(b"not a ply")
+    with pytest.raises(UserError, match="bad.ply"):
+        GaussianModel(3).load_ply(str(bad))
+
+
+def test_init_from_points_uses_knn_scales():
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3], [10, 10, 10]], dtype=np.float32)
+    m = GaussianModel(1)
+    m.create_from_points(pts, np.full((5, 3), 0.5, np.float32))
+    from scipy.spatial import cKDTree
+    d, _ = cKDTree(pts).query(pts, k=4)
+    expect = np.sqrt((d[:, 1:] ** 2).mean(1))
+    np.testing.assert_allclose(m.get_scaling[:, 0].detach().numpy(), expect, rtol=1e-5)
+    torch.testing.assert_close(m.get_opacity.detach(), torch.full((5, 1), 0.1))
+    assert (m.get_rotation == torch.tensor([1.0, 0, 0, 0])).all()
+
+
+def test_densification_keeps_params_and_adam_state_aligned():
+    torch.manual_seed(0)
+    m = random_model(40)
+    opt = opt_defaults()
+    m.training_setup(opt)
+    # one real step so every Adam moment is non-zero and row-specific
+    loss = sum((p ** 2).sum() for p in m.params.values())
+    loss.backward()
+    m.optimizer.step()
+    m.params["scaling"].data[:5] = np.log(0.5)  # big -> split; 5..9 small -> clone
+    m.params["scaling"].data[5:10] = np.log(0.001)
+    m.params["opacity"].data[30] = -10  # transparent -> pruned
+    before = {k: (m.params[k].detach().clone(), m.optimizer.state[m.params[k]]["exp_avg"].clone())
+              for k in PARAM_NAMES}
+    s = DensifyStrategy(opt, extent=1.0)
+    s.reset_stats(40, "cpu")
+    s.grad_accum[:10] = 1.0  # hot
+    s.denom[:] = 1.0
+    info = s.densify_and_prune(m, None)
+    assert info["cloned"] == 5 and info["split"] == 5
+    n = m.num_points
+    assert n == 40 + 5 + 10 - 5 - 1
+    for k in PARAM_NAMES:
+        p = m.params[k]
+        st = m.optimizer.state[p]
+        assert st["exp_avg"].shape == p.shape and st["exp_avg_sq"].shape == p.shape
+        group = next(g for g in m.optimizer.param_groups if g["name"] == k)
+        assert group["params"][0] is p
+    # survivors (all but the split originals 0..4 and the transparent 30) keep values and moments, in order
+    keep = [i for i in range(5, 40) if i != 30]
+    for k in PARAM_NAMES:
+        old_p, old_m = before[k]
+        torch.testing.assert_close(m.params[k].detach()[:len(keep)], old_p[keep])
+        torch.testing.assert_close(m.optimizer.state[m.params[k]]["exp_avg"][:len(keep)], old_m[keep])
+    # then 5 clones and 10 split children, whose moments start at zero
+    torch.testing.assert_close(m.params["xyz"].detach()[len(keep):len(keep) + 5], before["xyz"][0][5:10])
+    tail = m.optimizer.state[m.params["xyz"]]["exp_avg"][-15:]
+    assert (tail == 0).all()
+    assert s.grad_accum.shape[0] == n
+
+
+def _train(scene, out, *extra):
+    return train.main(["-s", scene, "-m", out, "--eval", "--iterations", "400", "--views_per_step", "1",
+                       "--test_iterations", "1", "400", "--densify_from_iter", "100", "--densify_until_iter", "300",
+                       "--densification_interval", "50", "--opacity_reset_interval", "10000",
+                       "--sh_increase_interval", "100", "--quiet", *extra])
+
+
+def test_short_training_raises_test_psnr(tiny_scene, tmp_path):
+    s = _train(tiny_scene, str(tmp_path / "m"))
+    hist = s["history"]
+    assert hist[0]["split"] == "test"
+    assert hist[-1]["psnr"] > hist[0]["psnr"] + 2.5, hist
+    assert os.path.isfile(tmp_path / "m" / "point_cloud" / "iteration_400" / "point_cloud.ply")
+    cfg = json.load(open(tmp_path / "m" / "cfg_args.json"))
+    assert cfg["source_path"] == tiny_scene and cfg["iterations"] == 400
+
+
+def test_checkpoint_resume(tiny_scene, tmp_path):
+    out = str(tmp_path / "c")
+    train.main(["-s", tiny_scene, "-m", out, "--iterations", "20", "--views_per_step", "2", "--test_iterations",
+                "20", "--checkpoint_iterations", "10", "--densify_from_iter", "5", "--densification_interval", "5",
+                "--quiet"])
+    ck = os.path.join(out, "chkpnt10.pth")
+    assert os.path.isfile(ck)
+    s = train.main(["-s", tiny_scene, "-m", out, "--iterations", "20", "--views_per_step", "2",
+                    "--test_iterations", "20", "--start_checkpoint", ck, "--quiet"])
+    assert s["history"][-1]["iteration"] == 20
+
+
+def test_steps_scale_rescales_schedules():
+    from arguments import scale_steps
+    o = opt_defaults(steps_scale=0.25)
+    scale_steps(o, 0.25)
+    assert (o.iterations, o.densify_until_iter, o.densification_interval, o.opacity_reset_interval) == \
+        (7500, 3750, 25, 750)
+
+
+def _expect_error(capsys, argv, *fragments):
+    with pytest.raises(SystemExit) as e:
+        from utils.errors import run_cli
+        run_cli(train.main, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for f in fragments:
+        assert f in err[0], (f, err[0])
+    return err[0]
+
+
+def test_bad_inputs_give_one_line_errors_and_write_nothing(tiny_scene, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    _expect_error(capsys, ["-s", str(tmp_path / "nope"), "-m", out], "nope", "does not exist")
+    _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--resolution", "3"], "--resolution 3")
+    # an image listed in the model but missing on disk
+    broken = str(tmp_path / "missing_img")
+    shutil.copytree(tiny_scene, broken)
+    os.remove(os.path.join(broken, "images", sorted(os.listdir(os.path.join(broken, "images")))[3]))
+    _expect_error(capsys, ["-s", broken, "-m", out], "missing", "images")
+    # a distorted camera model
+    from scene import colmap_loader as cl
+    dist = str(tmp_path / "distorted")
+    shutil.copytree(tiny_scene, dist)
+    sp = os.path.join(dist, "sparse", "0")
+    cams = cl.read_cameras(os.path.join(sp, "cameras.bin"))
+    cams = {k: c._replace(model="OPENCV", params=np.concatenate([c.params[:4], np.zeros(4)]))
+            for k, c in cams.items()}
+    cl.write_cameras(cams, os.path.join(sp, "cameras.bin"))
+    _expect_error(capsys, ["-s", dist, "-m", out], "OPENCV", "convert.py")
+    # empty and truncated cameras.bin
+    for size in (0, 10):
+        bad = str(tmp_path / f"trunc{size}")
+        shutil.copytree(tiny_scene, bad)
+        p = os.path.join(bad, "sparse", "0", "cameras.bin")
+        data = open(p, "rb").read()
+        open(p, "wb").write(data[:size])
+        _expect_error(capsys, ["-s", bad, "-m", out], "cameras.bin")
+    assert not os.path.exists(out)  # nothing half-written
