@@ -1,0 +1,184 @@
+"""Distilled-3DGS pieces: teacher variants, student pruning, structure loss, and the four-model run."""
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import train
+from arguments import DistillParams
+from distill.importance import prune_least_important, sample_by_importance
+from distill.roles import DropoutRole, PerturbRole, gram_schmidt_6d, schedule
+from distill.structure import joint_box, structure_loss
+from gaussian_renderer import render
+from scripts.make_synthetic_scene import make_synthetic_scene
+from tests.test_training import opt_defaults, random_model
+from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
+
+
+def dp_defaults(**kw):
+    import argparse
+    p = argparse.ArgumentParser()
+    DistillParams.add_args(p)
+    d = DistillParams.extract(p.parse_args([]))
+    for k, v in kw.items():
+        setattr(d, k, v)
+    return d
+
+
+def test_reference_schedules():
+    assert sorted(schedule(15000, 25000, 1000)) == list(range(16000, 25000, 1000))  # 9 events
+    r = DropoutRole(dp_defaults())
+    assert r.probability(500) == 0 and r.probability(15000) == pytest.approx(0.2)
+
+
+def test_noise_event_changes_only_candidates_and_not_colours():
+    torch.manual_seed(0)
+    m = random_model(60)
+    role = PerturbRole(dp_defaults(), opt_defaults(), extent=100.0)
+    n = m.num_points
+    role.grad = torch.zeros(n)
+    role.count = torch.ones(n)
+    role.grad[:20] = 1.0  # candidates: hot, and small (max scale <= 0.01 x 100)
+    cand = role.candidates(m)
+    assert cand[:20].any() and not cand[20:].any()
+    before = {k: v.detach().clone() for k, v in m.params.items()}
+    role.before_step(16000, m, None)
+    for k in ("xyz", "opacity", "scaling", "rotation"):
+        changed = (m.params[k].detach() != before[k]).flatten(1).any(1)
+        assert changed[cand].all(), k
+        assert not changed[~cand].any(), k
+    for k in ("f_dc", "f_rest"):
+        assert torch.equal(m.params[k].detach(), before[k])
+    assert role.log == [(16000, int(cand.sum()))]
+    # not an event: nothing moves
+    snap = {k: v.detach().clone() for k, v in m.params.items()}
+    role.before_step(16500, m, None)
+    assert all(torch.equal(m.params[k].detach(), snap[k]) for k in snap)
+
+
+def test_rotation_6d_round_trip():
+    q = torch.nn.functional.normalize(torch.randn(100, 4), dim=-1)
+    R = quaternion_to_matrix(q)
+    R2 = gram_schmidt_6d(R[:, :2, :].reshape(-1, 6))
+    torch.testing.assert_close(R, R2, atol=1e-5, rtol=1e-5)
+    q2 = matrix_to_quaternion(R2)
+    torch.testing.assert_close(quaternion_to_matrix(q2), R, atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_changes_training_renders_keeps_expected_opacity_and_never_evaluation():
+    from tests.raster_helpers import look_at_settings  # noqa: F401 (camera conventions)
+    torch.manual_seed(1)
+    m = random_model(200, degree=0)
+    role = DropoutRole(dp_defaults())
+    assert role.render_opacity(15000, m) is None  # not an event
+    p = role.probability(16000)
+    draws = torch.stack([role.render_opacity(16000, m) for _ in range(400)])
+    # compensation keeps the expected opacity
+    torch.testing.assert_close(draws.mean(0), m.get_opacity.detach(), atol=0.05, rtol=0.1)
+    dropped = (draws == 0).float().mean()
+    assert abs(float(dropped) - p) < 0.02
+    # evaluate() renders with the model's own opacity: the role is never asked
+    from training.loop import evaluate
+    cam = _camera()
+    pipe = SimpleNamespace(backend="torch")
+    bg = torch.zeros(3)
+    plain = render(cam, m, pipe, bg)["render"]
+    dropped_img = render(cam, m, pipe, bg, opacity=role.render_opacity(16000, m))["render"]
+    assert (plain - dropped_img).abs().max() > 1e-3
+    assert evaluate(m, [cam], pipe, bg)["psnr"] == evaluate(m, [cam], pipe, bg)["psnr"]
+
+
+def _camera():
+    import numpy as np
+    from scene.cameras import Camera
+    img = torch.zeros(3, 24, 32, dtype=torch.uint8)
+    return Camera(0, np.eye(3), np.array([-0.5, -0.5, 3.0]), 1.0, 0.8, 32, 24, "c", img)
+
+
+def test_structure_loss_matches_direct_3d_histogram_and_has_gradients():
+    torch.manual_seed(0)
+    bins, sigma = 256, 0.5
+    s = torch.randn(40, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(50, 3, dtype=torch.float64) * 0.8 + 0.2
+    loss = structure_loss(s, t, bins=bins, sigma=sigma)
+    # direct computation on the full 256^3 grid
+    lo, hi = joint_box(s.detach(), t)
+    cells = torch.arange(bins, dtype=torch.float64)
+
+    def grid(p):  # the 3-D histogram: outer product of the per-axis marginals (METHOD.md), normalised
+        u = (p.detach() - lo) / (hi - lo) * (bins - 1)
+        w = torch.exp(-(u[:, :, None] - cells) ** 2 / (2 * sigma ** 2)).sum(0)  # [3, bins]
+        h = torch.einsum("a,b,c->abc", w[0], w[1], w[2])
+        return h / h.sum()
+    hs, ht = grid(s), grid(t)
+    direct = 1 - (hs * ht).sum() / (hs.norm() * ht.norm())
+    assert float(loss.detach()) == pytest.approx(float(direct), rel=1e-9, abs=1e-12)
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0 and torch.isfinite(s.grad).all()
+    # identical sets: zero loss
+    assert float(structure_loss(t.clone(), t)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_importance_pruning_keeps_the_most_important():
+    imp = torch.tensor([0.0, 5.0, 0.001, 3.0, 0.002, 0.0, 1.0, 0.003])
+    remove = prune_least_important(imp, 0.01)
+    # 0.0+0.0+0.001+0.002+0.003 = 0.006 <= 1% of 9.006; the next (1.0) is not
+    assert remove.tolist() == [True, False, True, False, True, True, False, True]
+    g = torch.Generator().manual_seed(0)
+    keep = sample_by_importance(imp, factor=0.9, generator=g)
+    positive = int((imp > 0).sum())
+    assert int(keep.sum()) == int(len(imp) * 0.9 * positive / len(imp))
+    assert not keep[imp == 0].any()
+    # over many draws the most important Gaussian is kept most often
+    counts = torch.zeros(len(imp))
+    for seed in range(200):
+        counts += sample_by_importance(imp, 0.3, torch.Generator().manual_seed(seed)).float()
+    assert counts.argmax() == 1 and counts[0] == 0
+
+
+@pytest.fixture(scope="module")
+def distill_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    scene = make_synthetic_scene(str(root / "scene"), num_views=12, width=48, height=36, num_points=400, seed=2)
+    out = str(root / "out")
+    argv = ["-s", scene, "-m", out, "--eval", "--num_models", "4", "--views_per_step", "1", "--quiet",
+            "--steps_scale", "0.01", "--densification_interval", "2000", "--opacity_reset_interval", "100000",
+            "--firstPrune", "--test_iterations", "30000"]
+    summary = train.main(argv)
+    return scene, out, argv, summary
+
+
+def test_four_models_train_and_the_student_is_smaller(distill_run):
+    scene, out, _, summary = distill_run
+    for i in range(4):
+        assert os.path.isfile(os.path.join(out, f"point_cloud_{i}", "iteration_300", "point_cloud.ply"))
+    m = summary["models"]
+    assert set(m) == {"G_perb", "G_drop", "G_std", "student"}
+    assert m["student"]["gaussians"] < 0.6 * m["G_std"]["gaussians"], m
+    assert [e["kind"] for e in m["student"]["events"]] == ["first", "second"]
+    assert len(m["G_perb"]["events"]) == 9
+    on_disk = json.load(open(os.path.join(out, "distill.json")))
+    assert on_disk["models"]["student"]["gaussians"] == m["student"]["gaussians"]
+    for r in m.values():
+        assert r["psnr"] is not None and r["ply_mb"] > 0
+
+
+def test_start_3_reuses_teachers(distill_run, capsys):
+    scene, out, argv, _ = distill_run
+    teacher_files = [os.path.join(out, f"point_cloud_{i}", "iteration_300", "point_cloud.ply") for i in range(3)]
+    stamps = [os.path.getmtime(f) for f in teacher_files]
+    summary = train.main(argv + ["--start", "3"])
+    assert [os.path.getmtime(f) for f in teacher_files] == stamps
+    assert set(summary["models"]) == {"G_perb", "G_drop", "G_std", "student"}
+    # missing teachers are a clear error
+    os.rename(os.path.join(out, "point_cloud_1"), os.path.join(out, "moved"))
+    try:
+        with pytest.raises(SystemExit) as e:
+            from utils.errors import run_cli
+            run_cli(train.main, argv + ["--start", "3"])
+        assert e.value.code == 2
+        assert "G_drop" in capsys.readouterr().err
+    finally:
+        os.rename(os.path.join(out, "moved"), os.path.join(out, "point_cloud_1"))
