@@ -132,6 +132,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         torch.cuda.reset_peak_memory_stats(dev)
     stack, history = [], []
     ema = None
+    io_seconds = 0.0  # evaluation and saving, left out of ms/step
     t0 = time.time()
     bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet, dynamic_ncols=True)
     for it in bar:
@@ -140,7 +141,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             model.oneup_sh_degree()
         role.before_step(it, model, strategy)
         want_stats = strategy.wants_stats(it)
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=dev)
         for _ in range(opt.views_per_step):
             if not stack:
                 stack = list(train_cams)
@@ -158,25 +159,24 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             if extra is not None:
                 loss = loss + extra
             (vw * loss).backward()
-            step_loss += float(loss.detach())
+            step_loss += loss.detach()
             if want_stats:
                 strategy.observe(model, out, cam)
         extra = role.step_loss(it, model)
         if extra is not None:
             extra.backward()
-            step_loss += float(extra.detach())
+            step_loss += extra.detach()
         with torch.no_grad():
             model.optimizer.step()
             model.optimizer.zero_grad(set_to_none=True)
-            strategy.step(model, it, out, cam)
-            role.after_step(it, model, strategy, out)
-        step_loss /= opt.views_per_step
-        ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema
+        step_loss = step_loss / opt.views_per_step
+        ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
         if it % 10 == 0:
-            bar.set_postfix(loss=f"{ema:.4f}", gaussians=model.num_points)
-        if writer is not None and it % 10 == 0:
-            writer.add_scalar(f"{label}/loss", step_loss, it)
-            writer.add_scalar(f"{label}/gaussians", model.num_points, it)
+            bar.set_postfix(loss=f"{float(ema):.4f}", gaussians=model.num_points)
+            if writer is not None:
+                writer.add_scalar(f"{label}/loss", float(step_loss), it)
+                writer.add_scalar(f"{label}/gaussians", model.num_points, it)
+        t_io = time.time()
         if it in test_iterations:
             res = evaluate(model, test_cams, pipe, bg) or evaluate(model, train_cams, pipe, bg, limit=8)
             split = "test" if test_cams else "train"
@@ -188,7 +188,13 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 writer.add_scalar(f"{label}/{split}_psnr", res["psnr"], it)
         if it in save_iterations:
             model.save_ply(os.path.join(out_dir, f"iteration_{it}", "point_cloud.ply"))
-        if it in checkpoint_iterations:
+        io_seconds += time.time() - t_io
+        # densification and role events come after the report, so a test at an opacity-reset
+        # iteration sees the trained model (as graphdeco's report precedes its densification)
+        with torch.no_grad():
+            strategy.step(model, it, out, cam)
+            role.after_step(it, model, strategy, out)
+        if it in checkpoint_iterations:  # after this iteration's edits, so a resume continues exactly
             save_checkpoint(os.path.join(dataset.model_path, f"chkpnt{label}{it}.pth"), model, strategy, role, it)
     bar.close()
     if dev.type == "cuda":
@@ -199,7 +205,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     if not os.path.isfile(final_ply):
         model.save_ply(final_ply)
     summary = dict(gaussians=model.num_points, ply_mb=round(os.path.getsize(final_ply) / 1e6, 2), train_seconds=round(wall, 2),
-                   ms_per_step=round(1000 * wall / steps, 2),
+                   ms_per_step=round(1000 * (wall - io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=history)
     if history:

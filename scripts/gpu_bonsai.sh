@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU acceptance runs on the bonsai scene (the numbers in the issues' closing notes). Builds the
+# extensions once, then runs the named steps in order:
+#   tests    GPU tests of the CUDA rasterizer and kNN
+#   bench    scripts/benchmark_rasterizer.py (side by side with gsplat when importable)
+#   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting)
+#   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step
+#   views6   a short four-model pipeline with --views_per_step 6
+# e.g. bash scripts/gpu_bonsai.sh tests bench std7k
+# SCENE (default data/bonsai), LOG (text logs) and MODELS (model folders) can be set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCENE=${SCENE:-data/bonsai}
+LOG=${LOG:-output/gpu_logs}
+MODELS=${MODELS:-output/gpu_models}
+mkdir -p "$LOG" "$MODELS"
+export PYTHONUNBUFFERED=1
+bash scripts/gpu_check.sh --co -q >/dev/null  # build only (collects the tests, runs none)
+train() {  # name, then train.py flags
+  local name=$1; shift
+  python train.py -s "$SCENE" -m "$MODELS/$name" --eval --views_per_step 1 --data_device cuda --quiet "$@" 2>&1 \
+    | grep -v "^training" | tee "$LOG/$name.txt"
+  if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
+}
+for step in "$@"; do
+  case "$step" in
+    tests) SKIP_BUILD=1 bash scripts/gpu_check.sh 2>&1 | tail -5 | tee "$LOG/gpu_tests.txt" ;;
+    bench) python scripts/benchmark_rasterizer.py --scene "$SCENE" 2>&1 | tee "$LOG/benchmark.txt" ;;
+    std7k) train bonsai_std7k --iterations 7000 --test_iterations 7000 --save_iterations 7000 ;;
+    distill) train bonsai_distill --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 ;;
+    views6) train bonsai_views6 --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
+              --views_per_step 6 ;;
+    *) echo "error: unknown step $step (tests, bench, std7k, distill, views6)" >&2; exit 2 ;;
+  esac
+done
