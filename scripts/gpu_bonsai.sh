@@ -19,7 +19,7 @@ bash scripts/gpu_check.sh --co -q >/dev/null  # build only (collects the tests, 
 train() {  # name, then train.py flags
   local name=$1; shift
   python train.py -s "$SCENE" -m "$MODELS/$name" --eval --views_per_step 1 --data_device cuda --quiet "$@" 2>&1 \
-    | grep -v "^training" | tee "$LOG/$name.txt"
+    | grep --line-buffered -v "^training" | tee "$LOG/$name.txt"
   if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
 }
 for step in "$@"; do
