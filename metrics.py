@@ -27,10 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import itertools  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
-import tempfile  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import cv2  # noqa: E402
@@ -43,6 +41,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.image_utils import from_uint8, psnr  # noqa: E402
 from utils.loss_utils import ssim_map  # noqa: E402
 from utils.lpips_utils import load_lpips  # noqa: E402
+from utils.system_utils import write_json  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,25 +169,6 @@ def iter_batches(pairs, batch_size):
         yield batch
 
 
-def write_json_atomic(path, obj):
-    """Write JSON to a temp file in the same folder, then os.replace it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # ----------------------------------------------------------------------------------------------
 # metrics
 
@@ -288,8 +268,8 @@ def main(argv=None):
             for k in ("SSIM", "PSNR", "LPIPS"):
                 print(f"  {k:<5}: {_fmt(results[method][k])}")
             print("", flush=True)
-        write_json_atomic(os.path.join(model, f"results{suffix}.json"), results)
-        write_json_atomic(os.path.join(model, f"per_view{suffix}.json"), per_view)
+        write_json(os.path.join(model, f"results{suffix}.json"), results)
+        write_json(os.path.join(model, f"per_view{suffix}.json"), per_view)
         all_results[model] = results
     return all_results
 

@@ -35,9 +35,10 @@ from scene.gaussian_model import GaussianModel  # noqa: E402
 from utils.camera_path import camera_path  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.image_utils import to_uint8  # noqa: E402
-from utils.system_utils import atomic_path, search_for_max_iteration  # noqa: E402
+from utils.system_utils import atomic_path  # noqa: E402
+from distill.roles import MODEL_NAMES  # noqa: E402
 
-ROLE_NAMES = {0: "G_perb", 1: "G_drop", 2: "G_std", 3: "student"}
+ROLE_NAMES = dict(enumerate(MODEL_NAMES))
 # flags of this script only: never taken from the training run's cfg_args.json (train.py saves its own --quiet)
 OWN_FLAGS = ("iteration", "itrain", "skip_train", "skip_test", "quiet", "video", "video_frames", "fps")
 

@@ -32,6 +32,14 @@ class ParamGroup:
         return parser
 
     @classmethod
+    def defaults(cls, **overrides):
+        """The group's default values (as parsed from an empty command line), with overrides."""
+        ns = cls.extract(cls.add_args(argparse.ArgumentParser()).parse_args([]))
+        for k, v in overrides.items():
+            setattr(ns, k, v)
+        return ns
+
+    @classmethod
     def extract(cls, args):
         return SimpleNamespace(**{e[0]: getattr(args, e[0]) for e in cls.flags})
 

@@ -31,6 +31,7 @@ from collections import namedtuple
 import numpy as np
 
 from utils.errors import UserError
+from utils.system_utils import write_file
 
 CameraModel = namedtuple("CameraModel", ["model_id", "model_name", "num_params"])
 
@@ -227,22 +228,6 @@ def _data_lines(text):
             yield lineno, line
 
 
-def _atomic_write(path, data):
-    """Write bytes or str to ``path`` through a temporary file in the same folder and os.replace."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    mode = "wb" if isinstance(data, (bytes, bytearray)) else "w"
-    kwargs = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _f(x):
     """Shortest text that reads back to the same float64."""
     return repr(float(x))
@@ -317,7 +302,7 @@ def _write_cameras_bin(cameras, path):
         m, params = _check_camera(cam)
         parts.append(_CAM_HEAD.pack(int(cam.id), m.model_id, int(cam.width), int(cam.height)))
         parts.append(params.astype("<f8").tobytes())
-    _atomic_write(path, b"".join(parts))
+    write_file(path, b"".join(parts))
 
 
 def _write_cameras_txt(cameras, path):
@@ -330,7 +315,7 @@ def _write_cameras_txt(cameras, path):
         _, params = _check_camera(cam)
         lines.append(" ".join([str(int(cam.id)), cam.model, str(int(cam.width)), str(int(cam.height))]
                               + [_f(p) for p in params]))
-    _atomic_write(path, "\n".join(lines) + "\n")
+    write_file(path, "\n".join(lines) + "\n")
 
 
 def write_cameras(cameras, path):
@@ -430,7 +415,7 @@ def _write_images_bin(images, path):
         pts = np.empty(len(ids), dtype=_POINT2D_DTYPE)
         pts["x"], pts["y"], pts["id"] = xys[:, 0], xys[:, 1], ids
         parts.append(pts.tobytes())
-    _atomic_write(path, b"".join(parts))
+    write_file(path, b"".join(parts))
 
 
 def _write_images_txt(images, path):
@@ -449,7 +434,7 @@ def _write_images_txt(images, path):
         lines.append(" ".join([str(int(img.id))] + [_f(v) for v in img.qvec] + [_f(v) for v in img.tvec]
                               + [str(int(img.camera_id)), img.name]))
         lines.append(" ".join(f"{_f(x)} {_f(y)} {int(p)}" for (x, y), p in zip(xys, ids)))
-    _atomic_write(path, "\n".join(lines) + "\n")
+    write_file(path, "\n".join(lines) + "\n")
 
 
 def write_images(images, path):
@@ -588,7 +573,7 @@ def _write_points3D_bin(points3D, path):
         track = np.empty(len(image_ids), dtype=_TRACK_DTYPE)
         track["image_id"], track["point2D_idx"] = image_ids, idxs
         parts.append(track.tobytes())
-    _atomic_write(path, b"".join(parts))
+    write_file(path, b"".join(parts))
 
 
 def _points_header(n, mean_track):
@@ -610,7 +595,7 @@ def _write_points3D_txt(points3D, path):
         fields += [f"{int(a)} {int(b)}" for a, b in zip(image_ids, idxs)]
         body.append(" ".join(fields))
     mean_track = n_obs / len(points3D) if points3D else 0
-    _atomic_write(path, "\n".join(_points_header(len(points3D), mean_track) + body) + "\n")
+    write_file(path, "\n".join(_points_header(len(points3D), mean_track) + body) + "\n")
 
 
 def write_points3D(points3D, path):
@@ -628,13 +613,13 @@ def write_points3D_arrays(path, xyz, rgb, error=None):
         heads = np.zeros(n, dtype=_PT_HEAD_DTYPE)
         heads["id"] = np.arange(1, n + 1)
         heads["xyz"], heads["rgb"], heads["error"] = xyz, rgb, error
-        _atomic_write(path, _U64.pack(n) + heads.tobytes())
+        write_file(path, _U64.pack(n) + heads.tobytes())
     else:
         body = [
             f"{i} {_f(x)} {_f(y)} {_f(z)} {r} {g} {b} {_f(e)}"
             for i, (x, y, z), (r, g, b), e in zip(range(1, n + 1), xyz.tolist(), rgb.tolist(), error.tolist())
         ]
-        _atomic_write(path, "\n".join(_points_header(n, 0) + body) + "\n")
+        write_file(path, "\n".join(_points_header(n, 0) + body) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ OUT="${OUT:-output/demo}"
 python scripts/make_synthetic_scene.py -o "$SCENE" --num_views 24 --width 96 --height 72 --num_points 1500
 rm -rf "$OUT"
 python train.py -s "$SCENE" -m "$OUT" --eval --num_models 4 --steps_scale 0.01 --views_per_step 1 \
-  --firstPrune --test_iterations 30000 --save_iterations 30000 --quiet
+  --densification_interval 2000 --opacity_reset_interval 100000 --firstPrune \
+  --test_iterations 30000 --save_iterations 30000 --quiet
 python render.py -m "$OUT" --skip_train --quiet
 python metrics.py -m "$OUT"

@@ -18,13 +18,7 @@ from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
 
 
 def dp_defaults(**kw):
-    import argparse
-    p = argparse.ArgumentParser()
-    DistillParams.add_args(p)
-    d = DistillParams.extract(p.parse_args([]))
-    for k, v in kw.items():
-        setattr(d, k, v)
-    return d
+    return DistillParams.defaults(**kw)
 
 
 def test_reference_schedules():
@@ -68,7 +62,6 @@ def test_rotation_6d_round_trip():
 
 
 def test_dropout_changes_training_renders_keeps_expected_opacity_and_never_evaluation():
-    from tests.raster_helpers import look_at_settings  # noqa: F401 (camera conventions)
     torch.manual_seed(1)
     m = random_model(200, degree=0)
     role = DropoutRole(dp_defaults())

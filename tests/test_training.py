@@ -31,13 +31,7 @@ def random_model(n=50, degree=3, seed=0):
 
 
 def opt_defaults(**kw):
-    import argparse
-    p = argparse.ArgumentParser()
-    OptimizationParams.add_args(p)
-    o = OptimizationParams.extract(p.parse_args([]))
-    for k, v in kw.items():
-        setattr(o, k, v)
-    return o
+    return OptimizationParams.defaults(**kw)
 
 
 def test_ply_round_trip(tmp_path):

@@ -1,5 +1,4 @@
 """The one training loop. Teacher variants and the student plug in through a Role (see roles)."""
-import json
 import os
 import random
 import time

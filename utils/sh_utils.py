@@ -1,5 +1,4 @@
 """Real spherical harmonics up to degree 3, in the ordering and sign convention 3DGS PLY files use."""
-import torch
 
 C0 = 0.28209479177387814
 C1 = 0.4886025119029199

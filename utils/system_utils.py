@@ -21,9 +21,22 @@ def atomic_path(path):
 
 
 def write_json(path, obj):
+    """Atomic JSON write; NaN/Infinity are refused so the file stays valid JSON."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+
+def write_file(path, data):
+    """Atomic write of bytes or text."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, (bytes, bytearray)):
+            with open(tmp, "wb") as f:
+                f.write(data)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write(data)
 
 
 def search_for_max_iteration(folder):
