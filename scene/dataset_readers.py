@@ -147,7 +147,11 @@ def _read_depth_params(sparse, depths_dir):
             params = json.load(f)
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); regenerate it with utils/make_depth_scale.py")
-    scales = np.array([p["scale"] for p in params.values() if p.get("scale", 0) > 0])
+    try:
+        scales = np.array([float(p["scale"]) for p in params.values() if float(p.get("scale", 0)) > 0])
+    except (AttributeError, TypeError, KeyError, ValueError):
+        raise UserError(f"{path} must map image names to {{\"scale\": s, \"offset\": o}}; regenerate it with "
+                        f"utils/make_depth_scale.py")
     med = float(np.median(scales)) if len(scales) else 0.0
     return dict(params=params, median=med)
 
