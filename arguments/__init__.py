@@ -26,9 +26,9 @@ class ParamGroup:
             name, default, help_text = entry[:3]
             names = [f"--{name}"] + ([entry[3]] if len(entry) > 3 else [])
             if isinstance(default, bool):
-                group.add_argument(*names, action="store_true", default=default, help=help_text)
+                group.add_argument(*names, action="store_true", default=default, help=help_text.replace("%", "%%"))
             else:
-                group.add_argument(*names, type=type(default), default=default, help=help_text)
+                group.add_argument(*names, type=type(default), default=default, help=help_text.replace("%", "%%"))
         return parser
 
     @classmethod

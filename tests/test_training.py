@@ -189,3 +189,13 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tiny_scene, tmp_path,
         open(p, "wb").write(data[:size])
         _expect_error(capsys, ["-s", bad, "-m", out], "cameras.bin")
     assert not os.path.exists(out)  # nothing half-written
+
+
+@pytest.mark.parametrize("cli", ["train", "render", "metrics", "convert"])
+def test_every_cli_prints_help(cli, capsys):
+    import importlib
+    mod = importlib.import_module(cli)
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"])
+    assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out
