@@ -7,9 +7,11 @@ import time
 import torch
 
 from distill.roles import MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, teacher_mean_renders
+from gaussian_renderer import render
 from scene.gaussian_model import GaussianModel
 from training.loop import Role, evaluate, train_model
 from utils.errors import UserError
+from utils.lpips_utils import load_lpips
 from utils.system_utils import search_for_max_iteration, write_json
 
 SUMMARY_NAME = "distill.json"
@@ -35,13 +37,11 @@ def load_trained(model_path, index, device, sh_degree):
 
 
 def _lpips_of(model, cameras, pipe, bg):
-    from utils.lpips_utils import load_lpips
     net, reason = load_lpips(str(model.device))
     if net is None:
         return None, reason
     vals = []
     with torch.no_grad():
-        from gaussian_renderer import render
         for cam in cameras:
             img = render(cam, model, pipe, bg)["render"].clamp(0, 1)
             gt = cam.original_image(img.device)

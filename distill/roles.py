@@ -4,6 +4,7 @@ import torch
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
 from distill.structure import structure_loss
 from gaussian_renderer import render
+from scene.gaussian_model import GaussianModel
 from training.densify import DensifyStrategy
 from training.loop import Role
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
@@ -194,7 +195,6 @@ class StudentRole(Role):
 def reinitialise(model, keep):
     """Keep positions and DC colour of the kept Gaussians; zero higher SH, kNN scales, opacity 0.1,
     identity rotation (the student's re-initialisation after the first prune)."""
-    from scene.gaussian_model import GaussianModel  # local: avoids an import cycle at module load
     xyz = model.params["xyz"].detach()[keep]
     rgb_dc = model.params["f_dc"].detach()[keep]
     fresh = GaussianModel(model.max_sh_degree, model.device)

@@ -5,7 +5,7 @@ from scene.dataset_readers import read_scene
 
 
 class Scene:
-    def __init__(self, dataset, shuffle_seed=0):
+    def __init__(self, dataset):
         info = read_scene(dataset.source_path, dataset.images, dataset.eval, dataset.resolution,
                           dataset.white_background, dataset.data_device, dataset.depths,
                           dataset.num_random_points)

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from gaussian_renderer import render
 from training.densify import DensifyStrategy
+from utils.errors import UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
 from utils.loss_utils import photometric_loss, ssim
@@ -89,7 +90,6 @@ def save_checkpoint(path, model, strategy, role, iteration):
 
 
 def load_checkpoint(path, model, strategy, role, opt):
-    from utils.errors import UserError
     try:
         state = torch.load(path, map_location=model.device, weights_only=False)
         model._set(*(state["params"][k] for k in ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")))
