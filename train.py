@@ -17,6 +17,7 @@ from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill.pipeline import run_distillation  # noqa: E402
 from training.loop import train_model  # noqa: E402
+from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -61,6 +62,8 @@ def main(argv=None):
         raise UserError(f"--start {dp.start} must be 0..3 and needs --num_models 4")
     if dp.imp_metric not in ("indoor", "outdoor"):
         raise UserError(f"--imp_metric {dp.imp_metric} is unknown: use indoor or outdoor")
+    if opt.optimizer_type not in OPTIMIZER_TYPES:
+        raise UserError(f"--optimizer_type {opt.optimizer_type} is unknown: use " + " or ".join(OPTIMIZER_TYPES))
     if dp.start and not args.model_path:
         raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
     f = opt.steps_scale
@@ -90,9 +93,12 @@ def main(argv=None):
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
                           test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
                           start_checkpoint=args.start_checkpoint, quiet=args.quiet)
+    peak = summary["peak_memory_gib"]
     print(f"Training complete: {summary['gaussians']} Gaussians, {summary['ply_mb']} MB, "
-          f"{summary['train_seconds']} s" + (f", {summary['split']} PSNR {summary['psnr']:.2f}"
-                                            if "psnr" in summary else ""))
+          f"{summary['train_seconds']} s ({summary['ms_per_step']} ms/step"
+          + (f", peak {peak:.2f} GiB)" if peak is not None else ")")
+          + (f", {summary['split']} PSNR {summary['psnr']:.2f} SSIM {summary['ssim']:.4f}"
+             if "psnr" in summary else ""))
     return summary
 
 

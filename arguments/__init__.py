@@ -79,11 +79,14 @@ class OptimizationParams(ParamGroup):
         ("iterations", 30_000, "training iterations per model"),
         ("position_lr_init", 0.00016, "initial position learning rate (times the scene extent)"),
         ("position_lr_final", 0.0000016, "final position learning rate (times the scene extent)"),
-        ("position_lr_max_steps", 30_000, "iterations over which the position LR decays exponentially"),
+        ("position_lr_max_steps", 30_000, "iterations over which the position LR decays exponentially; -1 = "
+                                          "--iterations (as gsplat's trainer)"),
         ("feature_lr", 0.0025, "SH DC learning rate (higher bands use it / 20)"),
         ("opacity_lr", 0.025, "opacity learning rate"),
         ("scaling_lr", 0.005, "log-scale learning rate"),
         ("rotation_lr", 0.001, "quaternion learning rate"),
+        ("optimizer_type", "default", "default (torch Adam, fused on CUDA) or sparse_adam (Adam over the "
+                                      "Gaussians visible in the step's views only)"),
         ("lambda_dssim", 0.2, "weight of (1 - SSIM) in the image loss"),
         ("percent_dense", 0.01, "clone if max scale <= this x extent, else split"),
         ("densification_interval", 100, "densify every N iterations"),
@@ -93,7 +96,8 @@ class OptimizationParams(ParamGroup):
         ("densify_until_iter", 15_000, "last densification iteration"),
         ("densify_grad_threshold", 0.0002, "mean view-space gradient norm above which a Gaussian is densified"),
         ("min_opacity", 0.005, "prune Gaussians below this opacity at densification"),
-        ("max_screen_size", 20, "after the first opacity reset, prune Gaussians with screen radius above this (px)"),
+        ("max_screen_size", 20, "after the first opacity reset, prune Gaussians with screen radius above this (px); "
+                                  "0 = off (gsplat's default)"),
         ("max_world_scale", 0.1, "after the first opacity reset, prune Gaussians larger than this x extent"),
         ("sh_increase_interval", 1000, "add one SH band every N iterations"),
         ("views_per_step", 6, "training views whose losses are summed before one optimizer step "
@@ -156,7 +160,7 @@ def scale_steps(group, f, names=SCALED_SETTINGS):
     if f <= 0:
         raise UserError(f"--steps_scale {f} must be positive")
     for n in names:
-        if hasattr(group, n):
+        if hasattr(group, n) and getattr(group, n) >= 0:  # negative values are sentinels (-1 = automatic)
             setattr(group, n, max(1, int(round(getattr(group, n) * f))))
     return group
 

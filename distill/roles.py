@@ -58,8 +58,8 @@ class PerturbRole(Role):
         g = out["viewspace_points"].grad
         if g is not None and g.shape[0] == n:
             vis = out["visibility_filter"]
-            self.grad[vis] += g[vis, :2].norm(dim=-1)
-            self.count[vis] += 1
+            self.grad += torch.where(vis, g[:, :2].norm(dim=-1), 0.0)
+            self.count += vis
 
     def candidates(self, model):
         if self.grad is None or self.grad.shape[0] != model.num_points:
@@ -159,7 +159,7 @@ class StudentRole(Role):
         return StudentStrategy(opt, extent, white_background, self.dp)
 
     def view_loss(self, it, camera, out):
-        target = self.teacher_means[camera.uid].to(out["render"].device).float()
+        target = self.teacher_means[camera.uid].to(out["render"].device, non_blocking=True).float()
         return self.dp.lambda_distill * photometric_loss(out["render"], target, self.opt.lambda_dssim)
 
     def step_loss(self, it, model):
@@ -213,5 +213,8 @@ def teacher_mean_renders(teachers, cameras, pipe, bg, store_device="cpu"):
         for t in teachers:
             img = render(cam, t, pipe, bg)["render"]
             acc = img if acc is None else acc + img
-        out[cam.uid] = (acc / len(teachers)).clamp(0, 1).half().to(store_device)
+        mean = (acc / len(teachers)).clamp(0, 1).half().to(store_device)
+        if mean.device.type == "cpu" and torch.cuda.is_available():
+            mean = mean.pin_memory()  # the per-step upload then overlaps with the GPU's work
+        out[cam.uid] = mean
     return out

@@ -7,7 +7,7 @@ from utils.errors import UserError
 _cuda_module = None
 
 
-def _cuda_backend():
+def cuda_extension():
     global _cuda_module
     if _cuda_module is None:
         try:
@@ -26,7 +26,7 @@ def pick_backend(device, requested="auto"):
     if requested not in ("auto", "cuda"):
         raise UserError(f"--backend {requested} is unknown: use auto, cuda or torch")
     if on_cuda:
-        mod = _cuda_backend()
+        mod = cuda_extension()
         if mod:
             return mod
         raise UserError("CUDA tensors but the diff_gaussian_rasterization extension is not built: run "

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError
 
+from training.optim import SparseGaussianAdam, make_optimizer
 from utils.errors import UserError
 from utils.general_utils import exponential_lr, inverse_sigmoid
 from utils.knn import mean_sq_dist_3nn
@@ -65,8 +66,9 @@ class GaussianModel:
 
     def create_from_points(self, xyz, rgb, spatial_lr_scale=1.0):
         """Initialise from points [N, 3] with colours [N, 3] in [0, 1]: kNN scales, opacity 0.1."""
-        xyz = torch.as_tensor(np.asarray(xyz), dtype=torch.float32, device=self.device)
-        rgb = torch.as_tensor(np.asarray(rgb), dtype=torch.float32, device=self.device)
+        # tensors (any device, e.g. the student's re-initialisation on the GPU) or array-likes
+        xyz, rgb = (torch.as_tensor(v if torch.is_tensor(v) else np.asarray(v), dtype=torch.float32,
+                                    device=self.device) for v in (xyz, rgb))
         n = xyz.shape[0]
         k = (self.max_sh_degree + 1) ** 2
         dist2 = torch.clamp_min(mean_sq_dist_3nn(xyz), 1e-7)
@@ -83,10 +85,19 @@ class GaussianModel:
                    f_rest=opt.feature_lr / 20.0, opacity=opt.opacity_lr, scaling=opt.scaling_lr,
                    rotation=opt.rotation_lr)
         groups = [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in PARAM_NAMES]
-        self.optimizer = torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+        self.optimizer = make_optimizer(groups, getattr(opt, "optimizer_type", "default"), self.device)
         self._xyz_lr = exponential_lr(opt.position_lr_init * self.spatial_lr_scale,
                                       opt.position_lr_final * self.spatial_lr_scale,
-                                      opt.position_lr_max_steps)
+                                      opt.position_lr_max_steps if opt.position_lr_max_steps > 0
+                                      else opt.iterations)
+
+    def optimizer_step(self, visible):
+        """One optimizer step (``visible`` [N] bool: Gaussians seen in this step's views), then clear grads."""
+        if isinstance(self.optimizer, SparseGaussianAdam):
+            self.optimizer.step(visible)
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def update_learning_rate(self, iteration):
         for g in self.optimizer.param_groups:

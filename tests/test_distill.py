@@ -9,7 +9,7 @@ import torch
 import train
 from arguments import DistillParams
 from distill.importance import prune_least_important, sample_by_importance
-from distill.roles import DropoutRole, PerturbRole, gram_schmidt_6d, schedule
+from distill.roles import DropoutRole, PerturbRole, gram_schmidt_6d, reinitialise, schedule
 from distill.structure import joint_box, structure_loss
 from gaussian_renderer import render
 from scripts.make_synthetic_scene import make_synthetic_scene
@@ -129,6 +129,27 @@ def test_importance_pruning_keeps_the_most_important():
     for seed in range(200):
         counts += sample_by_importance(imp, 0.3, torch.Generator().manual_seed(seed)).float()
     assert counts.argmax() == 1 and counts[0] == 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_reinitialise_keeps_positions_and_dc_only(device):
+    m = random_model(60)
+    m.device = torch.device(device)
+    m.params = {k: torch.nn.Parameter(v.detach().to(device)) for k, v in m.params.items()}
+    keep = torch.zeros(60, dtype=torch.bool, device=device)
+    keep[::2] = True
+    xyz, dc = m.params["xyz"].detach()[keep].clone(), m.params["f_dc"].detach()[keep].clone()
+    reinitialise(m, keep)
+    assert m.num_points == 30 and m.get_xyz.device.type == device
+    torch.testing.assert_close(m.get_xyz.detach(), xyz)
+    torch.testing.assert_close(m.params["f_dc"].detach(), dc)
+    assert (m.params["f_rest"] == 0).all()
+    torch.testing.assert_close(m.get_opacity.detach(), torch.full((30, 1), 0.1, device=device))
+    torch.testing.assert_close(m.params["rotation"].detach(), torch.tensor([[1.0, 0, 0, 0]] * 30, device=device))
+    d2 = torch.cdist(xyz, xyz).pow(2) + torch.eye(30, device=device) * 1e9
+    knn = d2.topk(3, largest=False).values.mean(1).clamp_min(1e-7).sqrt()
+    torch.testing.assert_close(m.get_scaling.detach(), knn[:, None].expand(30, 3), rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

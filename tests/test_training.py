@@ -89,7 +89,7 @@ def test_densification_keeps_params_and_adam_state_aligned():
     s.reset_stats(40, "cpu")
     s.grad_accum[:10] = 1.0  # hot
     s.denom[:] = 1.0
-    info = s.densify_and_prune(m, None)
+    info = s.densify_and_prune(m)
     assert info["cloned"] == 5 and info["split"] == 5
     n = m.num_points
     assert n == 40 + 5 + 10 - 5 - 1
@@ -119,8 +119,9 @@ def _train(scene, out, *extra):
                        "--sh_increase_interval", "100", "--quiet", *extra])
 
 
-def test_short_training_raises_test_psnr(tiny_scene, tmp_path):
-    s = _train(tiny_scene, str(tmp_path / "m"))
+@pytest.mark.parametrize("optimizer", ["default", "sparse_adam"])
+def test_short_training_raises_test_psnr(tiny_scene, tmp_path, optimizer):
+    s = _train(tiny_scene, str(tmp_path / "m"), "--optimizer_type", optimizer)
     hist = s["history"]
     assert hist[0]["split"] == "test"
     assert hist[-1]["psnr"] > hist[0]["psnr"] + 2.5, hist

@@ -43,9 +43,11 @@ class DensifyStrategy:
         grad = out["viewspace_points"].grad
         if grad is None:
             return
-        self.grad_accum[vis] += grad[vis, :2].norm(dim=-1)
-        self.denom[vis] += 1
-        self.max_radii2D[vis] = torch.maximum(self.max_radii2D[vis], out["radii"][vis].float())
+        # dense masked updates: boolean indexing would make the host wait for the GPU every step
+        self.grad_accum += torch.where(vis, grad[:, :2].norm(dim=-1), 0.0)
+        self.denom += vis
+        self.max_radii2D = torch.where(vis, torch.maximum(self.max_radii2D, out["radii"].float()),
+                                       self.max_radii2D)
 
     def step(self, model, iteration, out, camera):
         """Called once per optimizer step (after it) with the last view's render output."""
@@ -53,8 +55,7 @@ class DensifyStrategy:
         if iteration < o.densify_until_iter:
             self.update_stats(model, out, camera)
             if iteration > o.densify_from_iter and iteration % o.densification_interval == 0:
-                size_threshold = o.max_screen_size if iteration > o.opacity_reset_interval else None
-                self.densify_and_prune(model, size_threshold)
+                self.densify_and_prune(model, prune_large=iteration > o.opacity_reset_interval)
             if self.opacity_reset and (iteration % o.opacity_reset_interval == 0 or (
                     self.white_background and iteration == o.densify_from_iter)):
                 model.reset_opacity()
@@ -64,7 +65,9 @@ class DensifyStrategy:
         """Additional Gaussians to split (the student's blur split); None for vanilla 3DGS."""
         return None
 
-    def densify_and_prune(self, model, size_threshold):
+    def densify_and_prune(self, model, prune_large=False):
+        """Clone / split the Gaussians with high view-space gradients, then prune transparent ones and,
+        with ``prune_large``, those above --max_world_scale (and --max_screen_size when it is > 0)."""
         self._ensure(model)
         o = self.opt
         grads = torch.nan_to_num(self.grad_accum / self.denom, nan=0.0)
@@ -87,8 +90,9 @@ class DensifyStrategy:
         remove = torch.cat([split, torch.zeros(n_new, dtype=torch.bool, device=split.device)])
         remove |= (model.get_opacity < o.min_opacity).squeeze(1)
         radii = torch.cat([self.max_radii2D, torch.zeros(n_new, device=model.device)])
-        if size_threshold:
-            remove |= radii > size_threshold
+        if prune_large:
+            if o.max_screen_size > 0:
+                remove |= radii > o.max_screen_size
             remove |= model.get_scaling.max(dim=1).values > o.max_world_scale * self.extent
         model.prune(remove)
         self.reset_stats(model.num_points, model.device)

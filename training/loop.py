@@ -141,6 +141,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         role.before_step(it, model, strategy)
         want_stats = strategy.wants_stats(it)
         step_loss = torch.zeros((), device=dev)
+        visible = None  # Gaussians seen by any view of the step (sparse_adam updates only these)
         for _ in range(opt.views_per_step):
             if not stack:
                 stack = list(train_cams)
@@ -159,15 +160,15 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 loss = loss + extra
             (vw * loss).backward()
             step_loss += loss.detach()
+            vis = out["visibility_filter"]
+            visible = vis if visible is None else visible | vis
             if want_stats:
                 strategy.observe(model, out, cam)
         extra = role.step_loss(it, model)
         if extra is not None:
             extra.backward()
             step_loss += extra.detach()
-        with torch.no_grad():
-            model.optimizer.step()
-            model.optimizer.zero_grad(set_to_none=True)
+        model.optimizer_step(visible)
         step_loss = step_loss / opt.views_per_step
         ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
         if it % 10 == 0:

@@ -34,4 +34,10 @@ std::vector<torch::Tensor> rasterize_backward(
 torch::Tensor mark_visible(const torch::Tensor& means3D, const torch::Tensor& viewmatrix,
                            const torch::Tensor& projmatrix);
 
+// In-place Adam step on the rows i of param [P, ...] with visible[i]; other rows are untouched
+// (value and moments). step is the 1-based step count used for the bias corrections.
+void adam_rows_(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg,
+                torch::Tensor& exp_avg_sq, const torch::Tensor& visible, double lr, double beta1, double beta2,
+                double eps, int64_t step);
+
 }  // namespace dgr
