@@ -64,6 +64,8 @@ def main(argv=None):
         raise UserError(f"--imp_metric {dp.imp_metric} is unknown: use indoor or outdoor")
     if opt.optimizer_type not in OPTIMIZER_TYPES:
         raise UserError(f"--optimizer_type {opt.optimizer_type} is unknown: use " + " or ".join(OPTIMIZER_TYPES))
+    if not 0 <= dp.student_max_ratio <= 1:
+        raise UserError(f"--student_max_ratio {dp.student_max_ratio} must be between 0 (off) and 1")
     if dp.start and not args.model_path:
         raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
     f = opt.steps_scale

@@ -39,12 +39,15 @@ def sample_by_importance(imp, factor, generator=None):
     return keep
 
 
-def prune_least_important(imp, fraction=0.01):
-    """Second prune: remove mask of the least important Gaussians holding ``fraction`` of the total."""
+def prune_least_important(imp, fraction=0.01, max_keep=None):
+    """Second prune: remove mask of the least important Gaussians holding ``fraction`` of the total;
+    with ``max_keep``, also the next least important until at most that many remain."""
     order = torch.argsort(imp)
     cum = torch.cumsum(imp[order].double(), 0)
     total = float(cum[-1]) if cum.numel() else 0.0
     remove_sorted = cum <= fraction * total
+    if max_keep is not None and imp.numel() > max_keep:
+        remove_sorted[:imp.numel() - max_keep] = True
     remove = torch.zeros_like(imp, dtype=torch.bool)
     remove[order[remove_sorted]] = True
     return remove

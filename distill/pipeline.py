@@ -88,7 +88,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     for i in range(dp.start):  # check what --start K reuses before spending time
         load_trained(dataset.model_path, i, device, dataset.sh_degree)
     t_all = time.time()
+    trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
     for i in range(dp.start, 4):
+        t0 = time.time()
         model = GaussianModel(dataset.sh_degree, device)
         model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
         opt_i = copy.deepcopy(opt)
@@ -99,8 +101,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         elif i == 2:
             role = Role()
         else:
-            role = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg)
-        t0 = time.time()
+            role = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
+            trained.clear()
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
@@ -111,6 +113,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if hasattr(role, "log"):
             res["events"] = role.log
         summary["models"][MODEL_NAMES[i]] = res
+        if i < 3:  # kept on the host, so the later stages' peak GPU memory is their own
+            trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -121,8 +125,12 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     return summary
 
 
-def make_student_role(scene, dataset, opt, pipe, dp, device, bg):
-    teachers = [load_trained(dataset.model_path, i, device, dataset.sh_degree)[0] for i in range(3)]
+def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
+    """The student's role: mean teacher renders (teachers from ``trained`` or their saved PLYs) and
+    G_std's positions for the structure loss."""
+    trained = trained or {}
+    teachers = [trained[i].to(device) if i in trained else
+                load_trained(dataset.model_path, i, device, dataset.sh_degree)[0] for i in range(3)]
     for t in teachers:
         t.active_sh_degree = t.max_sh_degree
     store = device if dataset.data_device == "cuda" else "cpu"

@@ -178,7 +178,8 @@ class StudentRole(Role):
             keep = sample_by_importance(imp, self.dp.factor)
             reinitialise(model, keep)
         else:
-            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction))
+            cap = int(self.dp.student_max_ratio * self.std_xyz.shape[0]) if self.dp.student_max_ratio > 0 else None
+            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction, cap))
         model.training_setup(self.opt)  # fresh optimizer after each prune
         model.update_learning_rate(it)
         strategy.reset_stats(model.num_points, model.device)

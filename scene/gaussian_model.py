@@ -64,6 +64,13 @@ class GaussianModel:
         vals = dict(xyz=xyz, f_dc=f_dc, f_rest=f_rest, opacity=opacity, scaling=scaling, rotation=rotation)
         self.params = {k: torch.nn.Parameter(v.float().to(self.device).contiguous()) for k, v in vals.items()}
 
+    def to(self, device):
+        """Move the parameters (not the optimizer, which is dropped) to ``device``; returns self."""
+        self.device = torch.device(device)
+        self._set(*(self.params[k].detach() for k in PARAM_NAMES))
+        self.optimizer = None
+        return self
+
     def create_from_points(self, xyz, rgb, spatial_lr_scale=1.0):
         """Initialise from points [N, 3] with colours [N, 3] in [0, 1]: kNN scales, opacity 0.1."""
         # tensors (any device, e.g. the student's re-initialisation on the GPU) or array-likes

@@ -119,6 +119,9 @@ def test_importance_pruning_keeps_the_most_important():
     remove = prune_least_important(imp, 0.01)
     # 0.0+0.0+0.001+0.002+0.003 = 0.006 <= 1% of 9.006; the next (1.0) is not
     assert remove.tolist() == [True, False, True, False, True, True, False, True]
+    # a count cap removes the next least important too: keep the 2 most important (5.0 and 3.0)
+    assert prune_least_important(imp, 0.01, max_keep=2).tolist() == [True, False, True, False, True, True, True, True]
+    assert prune_least_important(imp, 0.01, max_keep=5).tolist() == remove.tolist()  # cap not binding
     g = torch.Generator().manual_seed(0)
     keep = sample_by_importance(imp, factor=0.9, generator=g)
     positive = int((imp > 0).sum())
@@ -183,9 +186,11 @@ def test_start_3_reuses_teachers(distill_run, capsys):
     scene, out, argv, _ = distill_run
     teacher_files = [os.path.join(out, f"point_cloud_{i}", "iteration_300", "point_cloud.ply") for i in range(3)]
     stamps = [os.path.getmtime(f) for f in teacher_files]
-    summary = train.main(argv + ["--start", "3"])
+    summary = train.main(argv + ["--start", "3", "--student_max_ratio", "0.1"])
     assert [os.path.getmtime(f) for f in teacher_files] == stamps
     assert set(summary["models"]) == {"G_perb", "G_drop", "G_std", "student"}
+    m = summary["models"]  # the count cap of the second prune holds
+    assert 0 < m["student"]["gaussians"] <= int(0.1 * m["G_std"]["gaussians"]), m
     # missing teachers are a clear error
     os.rename(os.path.join(out, "point_cloud_1"), os.path.join(out, "moved"))
     try:

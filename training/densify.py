@@ -46,8 +46,9 @@ class DensifyStrategy:
         # dense masked updates: boolean indexing would make the host wait for the GPU every step
         self.grad_accum += torch.where(vis, grad[:, :2].norm(dim=-1), 0.0)
         self.denom += vis
-        self.max_radii2D = torch.where(vis, torch.maximum(self.max_radii2D, out["radii"].float()),
-                                       self.max_radii2D)
+        if self.opt.max_screen_size > 0:  # only the screen-size prune reads it
+            self.max_radii2D = torch.where(vis, torch.maximum(self.max_radii2D, out["radii"].float()),
+                                           self.max_radii2D)
 
     def step(self, model, iteration, out, camera):
         """Called once per optimizer step (after it) with the last view's render output."""
