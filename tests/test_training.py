@@ -51,6 +51,16 @@ def test_ply_round_trip(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "a") if f.endswith(".tmp")]
 
 
+def test_to_device_keeps_values_and_drops_the_optimizer():
+    m = random_model(20)
+    m.training_setup(opt_defaults())
+    before = {k: v.detach().clone() for k, v in m.params.items()}
+    m.active_sh_degree = 2
+    assert m.to("cpu") is m and m.optimizer is None and m.active_sh_degree == 2
+    for k, v in before.items():
+        assert torch.equal(m.params[k].detach(), v) and m.params[k].requires_grad
+
+
 def test_load_ply_rejects_garbage(tmp_path):
     from utils.errors import UserError
     bad = tmp_path / "bad.ply"
