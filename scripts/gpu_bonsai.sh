@@ -6,6 +6,8 @@
 #   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting)
 #   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step
 #   views6   a short four-model pipeline with --views_per_step 6
+#   student:FLAGS  another student on the teachers of the distill step (run it first), with the
+#            comma-separated extra train.py flags, e.g. student:--num_max,1500000
 # e.g. bash scripts/gpu_bonsai.sh tests bench std7k
 # SCENE (default data/bonsai), LOG (text logs) and MODELS (model folders) can be set.
 # SAVE_BUILD=<dir> copies the freshly built extensions there (e.g. under $OUT, to bring them back);
@@ -51,6 +53,15 @@ for step in "$@"; do
                --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 2500000 ;;
     views6) train bonsai_views6 --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
               --views_per_step 6 ;;
-    *) echo "error: unknown step $step (tests, bench, std7k, distill, views6)" >&2; exit 2 ;;
+    student:*)
+      n=$(( ${n:-0} + 1 )); dst="$MODELS/bonsai_student$n"
+      [ -d "$MODELS/bonsai_distill/point_cloud_2" ] || { echo "error: $step needs the distill step first" >&2; exit 2; }
+      rm -rf "$dst"; mkdir -p "$dst"
+      cp -r "$MODELS/bonsai_distill"/point_cloud_{0,1,2} "$MODELS/bonsai_distill/distill.json" "$dst/"
+      IFS=, read -r -a extra <<< "${step#student:}"
+      echo "== student$n: ${extra[*]}" | tee "$LOG/bonsai_student$n.flags"
+      train "bonsai_student$n" --num_models 4 --start 3 --steps_scale 0.25 --imp_metric indoor \
+        --test_iterations 30000 "${extra[@]}" ;;
+    *) echo "error: unknown step $step (tests, bench, std7k, distill, views6, student:FLAGS)" >&2; exit 2 ;;
   esac
 done
