@@ -32,6 +32,21 @@ torch::Tensor f32c(const torch::Tensor& t, const char* name) {
   return t.contiguous();
 }
 
+// The inputs forward and backward share, as float32 contiguous CUDA tensors (empty ones stay empty).
+struct Inputs {
+  torch::Tensor means3D, colors, opacity, scales, rotations, cov3D, shs, view, proj, campos, bg;
+};
+
+Inputs checked_inputs(const torch::Tensor& means3D, const torch::Tensor& colors, const torch::Tensor& opacity,
+                      const torch::Tensor& scales, const torch::Tensor& rotations, const torch::Tensor& cov3D,
+                      const torch::Tensor& shs, const torch::Tensor& view, const torch::Tensor& proj,
+                      const torch::Tensor& campos, const torch::Tensor& bg) {
+  return {f32c(means3D, "means3D"),      f32c(colors, "colors_precomp"), f32c(opacity, "opacities"),
+          f32c(scales, "scales"),        f32c(rotations, "rotations"),   f32c(cov3D, "cov3D_precomp"),
+          f32c(shs, "shs"),              f32c(view, "viewmatrix"),       f32c(proj, "projmatrix"),
+          f32c(campos, "campos"),        f32c(bg, "bg")};
+}
+
 Cam make_cam(int H, int W, float tanfovx, float tanfovy, float scale_modifier, bool antialiasing,
              const torch::Tensor& view, const torch::Tensor& proj, const torch::Tensor& campos) {
   Cam cam;
@@ -115,17 +130,9 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int P = means3D_in.size(0);
   const int H = image_height, W = image_width;
-  const auto means3D = f32c(means3D_in, "means3D");
-  const auto colors = f32c(colors_in, "colors_precomp");
-  const auto opacity = f32c(opacity_in, "opacities");
-  const auto scales = f32c(scales_in, "scales");
-  const auto rotations = f32c(rotations_in, "rotations");
-  const auto cov3D = f32c(cov3D_in, "cov3D_precomp");
-  const auto shs = f32c(sh_in, "shs");
-  const auto view = f32c(viewmatrix, "viewmatrix");
-  const auto proj = f32c(projmatrix, "projmatrix");
-  const auto cpos = f32c(campos, "campos");
-  const auto bg = f32c(background, "bg");
+  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, view, proj, cpos, bg] =
+      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, viewmatrix,
+                     projmatrix, campos, background);
   TORCH_CHECK(opacity.numel() == P, "opacities must have P entries");
   TORCH_CHECK(colors.numel() > 0 || shs.numel() > 0 || P == 0, "provide shs or colors_precomp");
   TORCH_CHECK(cov3D.numel() > 0 || (scales.numel() == 3 * P && rotations.numel() == 4 * P),
@@ -262,17 +269,9 @@ std::vector<torch::Tensor> rasterize_backward(
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int P = means3D_in.size(0);
   const int H = final_T.size(0), W = final_T.size(1);
-  const auto means3D = f32c(means3D_in, "means3D");
-  const auto colors = f32c(colors_in, "colors_precomp");
-  const auto opacity = f32c(opacity_in, "opacities");
-  const auto scales = f32c(scales_in, "scales");
-  const auto rotations = f32c(rotations_in, "rotations");
-  const auto cov3D = f32c(cov3D_in, "cov3D_precomp");
-  const auto shs = f32c(sh_in, "shs");
-  const auto view = f32c(viewmatrix, "viewmatrix");
-  const auto proj = f32c(projmatrix, "projmatrix");
-  const auto cpos = f32c(campos, "campos");
-  const auto bg = f32c(background, "bg");
+  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, view, proj, cpos, bg] =
+      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, viewmatrix,
+                     projmatrix, campos, background);
   // upstream gradients are read through their strides (no copy when, e.g., a sum expanded them)
   const auto dL_dcolor = dL_dcolor_in.to(torch::kFloat32);
   const auto dL_dinvdepth = dL_dinvdepth_in.to(torch::kFloat32);
