@@ -70,6 +70,8 @@ class PipelineParams(ParamGroup):
         ("backend", "auto", "rasterizer: auto (CUDA extension for CUDA tensors, else PyTorch), cuda, or torch"),
         ("antialiasing", False, "scale opacity by sqrt(det S / det(S + 0.3 I)) (Mip-Splatting style 2D filter)"),
         ("debug", False, "rasterizer debug checks"),
+        ("profile", False, "time the phases of every training step (render, loss, backward, optimizer, "
+                           "densification, ...; CUDA events on the GPU) and report the mean ms per step of each"),
     )
 
 

@@ -9,7 +9,8 @@
 #   student:FLAGS  another student on the teachers of the distill step (run it first), with the
 #            comma-separated extra train.py flags, e.g. student:--num_max,1500000
 # e.g. bash scripts/gpu_bonsai.sh tests bench std7k
-# SCENE (default data/bonsai), LOG (text logs) and MODELS (model folders) can be set.
+# SCENE (default data/bonsai), LOG (text logs) and MODELS (model folders) can be set; PROFILE=1 adds
+# --profile (mean ms per step of each training phase in the logs and JSON summaries).
 # SAVE_BUILD=<dir> copies the freshly built extensions there (e.g. under $OUT, to bring them back);
 # PREBUILT=<dir> uses such a copy instead of compiling, when it was built from the same sources, torch and
 # Python (checked with a hash), which saves about two minutes of a fresh GPU machine.
@@ -40,7 +41,8 @@ else
 fi
 train() {  # name, then train.py flags
   local name=$1; shift
-  python train.py -s "$SCENE" -m "$MODELS/$name" --eval --views_per_step 1 --data_device cuda --quiet "$@" 2>&1 \
+  python train.py -s "$SCENE" -m "$MODELS/$name" --eval --views_per_step 1 --data_device cuda --quiet \
+    ${PROFILE:+--profile} "$@" 2>&1 \
     | grep --line-buffered -v "^training" | tee "$LOG/$name.txt"
   if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
 }

@@ -152,6 +152,17 @@ def test_checkpoint_resume(tiny_scene, tmp_path):
     assert s["history"][-1]["iteration"] == 20
 
 
+def test_profile_reports_phases_that_add_up_to_the_step_time(tiny_scene, tmp_path):
+    s = train.main(["-s", tiny_scene, "-m", str(tmp_path / "p"), "--iterations", "60", "--views_per_step", "2",
+                    "--test_iterations", "60", "--densify_from_iter", "10", "--densification_interval", "20",
+                    "--quiet", "--profile"])
+    phases = s["phase_ms"]
+    assert {"render", "loss", "backward", "optimizer", "densification"} <= set(phases)
+    assert phases["render"] > 0 and phases["backward"] > 0
+    # the timed phases cover the step (the rest is Python glue); the clock is the same wall clock on CPU
+    assert 0.5 * s["ms_per_step"] <= sum(phases.values()) <= 1.05 * s["ms_per_step"] + 1.0, (phases, s)
+
+
 def test_steps_scale_rescales_schedules():
     from arguments import scale_steps
     o = opt_defaults(steps_scale=0.25)

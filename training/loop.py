@@ -12,6 +12,7 @@ from utils.errors import UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
 from utils.loss_utils import photometric_loss, ssim
+from utils.phase_timer import PhaseTimer
 from utils.system_utils import atomic_path, write_json
 
 
@@ -132,13 +133,15 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     stack, history = [], []
     ema = None
     io_seconds = 0.0  # evaluation and saving, left out of ms/step
+    timer = PhaseTimer(dev, getattr(pipe, "profile", False))
     t0 = time.time()
     bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet, dynamic_ncols=True)
     for it in bar:
         model.update_learning_rate(it)
         if it % opt.sh_increase_interval == 0:
             model.oneup_sh_degree()
-        role.before_step(it, model, strategy)
+        with timer("role events"):
+            role.before_step(it, model, strategy)
         want_stats = strategy.wants_stats(it)
         step_loss = torch.zeros((), device=dev)
         visible = None  # Gaussians seen by any view of the step (sparse_adam updates only these)
@@ -148,27 +151,33 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 random.shuffle(stack)
             cam = stack.pop()
             bgc = torch.rand(3, device=dev) if opt.random_background else bg
-            opacity = role.render_opacity(it, model)
-            out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
-            gt = cam.original_image(dev)
-            loss = photometric_loss(out["render"], gt, opt.lambda_dssim)
-            if cam.depth is not None and cam.depth_reliable:
-                w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
-                loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
-            extra = role.view_loss(it, cam, out)
+            with timer("render"):
+                opacity = role.render_opacity(it, model)
+                out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
+            with timer("loss"):
+                gt = cam.original_image(dev)
+                loss = photometric_loss(out["render"], gt, opt.lambda_dssim)
+                if cam.depth is not None and cam.depth_reliable:
+                    w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
+                    loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
+                extra = role.view_loss(it, cam, out)
+                if extra is not None:
+                    loss = loss + extra
+            with timer("backward"):
+                (vw * loss).backward()
+            with timer("statistics"):
+                step_loss += loss.detach()
+                vis = out["visibility_filter"]
+                visible = vis if visible is None else visible | vis
+                if want_stats:
+                    strategy.observe(model, out, cam)
+        with timer("role events"):
+            extra = role.step_loss(it, model)
             if extra is not None:
-                loss = loss + extra
-            (vw * loss).backward()
-            step_loss += loss.detach()
-            vis = out["visibility_filter"]
-            visible = vis if visible is None else visible | vis
-            if want_stats:
-                strategy.observe(model, out, cam)
-        extra = role.step_loss(it, model)
-        if extra is not None:
-            extra.backward()
-            step_loss += extra.detach()
-        model.optimizer_step(visible)
+                extra.backward()
+                step_loss += extra.detach()
+        with timer("optimizer"):
+            model.optimizer_step(visible)
         step_loss = step_loss / opt.views_per_step
         ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
         if it % 10 == 0:
@@ -192,8 +201,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         # densification and role events come after the report, so a test at an opacity-reset
         # iteration sees the trained model (as graphdeco's report precedes its densification)
         with torch.no_grad():
-            strategy.step(model, it, out, cam)
-            role.after_step(it, model, strategy, out)
+            with timer("densification"):
+                strategy.step(model, it, out, cam)
+            with timer("role events"):
+                role.after_step(it, model, strategy, out)
+        timer.end_step()
         if it in checkpoint_iterations:  # after this iteration's edits, so a resume continues exactly
             save_checkpoint(os.path.join(dataset.model_path, f"chkpnt{label}{it}.pth"), model, strategy, role, it)
     bar.close()
@@ -208,6 +220,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                    ms_per_step=round(1000 * (wall - io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=history)
+    phases = timer.summary()
+    if phases:
+        summary["phase_ms"] = phases
+        tqdm.write(f"[{label or 'model'}] mean ms per step: "
+                   + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
     if history:
         summary.update({k: history[-1][k] for k in ("psnr", "ssim", "split")})
     write_json(os.path.join(out_dir, "training_log.json"), summary)

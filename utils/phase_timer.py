@@ -1,0 +1,64 @@
+"""Per-phase timing of training steps (--profile): CUDA events on the GPU, wall clock on the CPU.
+
+Events are read back in batches, so profiling adds one host-device sync every ``flush_every`` steps
+rather than one per phase.
+"""
+import contextlib
+import time
+
+import torch
+
+_OFF = contextlib.nullcontext()
+
+
+class PhaseTimer:
+    def __init__(self, device, enabled=False, flush_every=50):
+        self.enabled = enabled
+        self.cuda = enabled and torch.device(device).type == "cuda"
+        self.flush_every = flush_every
+        self.pending = []  # steps not yet read back: lists of (name, start, end)
+        self.current = []
+        self.total_ms = {}  # name -> ms summed over the steps read back
+        self.steps = 0
+
+    def __call__(self, name):
+        """Context manager timing one occurrence of ``name`` within the current step."""
+        return self._time(name) if self.enabled else _OFF
+
+    @contextlib.contextmanager
+    def _time(self, name):
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self.current.append((name, start, end))
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.current.append((name, t0, time.perf_counter()))
+
+    def end_step(self):
+        if not self.enabled:
+            return
+        self.pending.append(self.current)
+        self.current = []
+        if len(self.pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self):
+        if self.cuda and self.pending:
+            torch.cuda.synchronize()
+        for step in self.pending:
+            for name, a, b in step:
+                ms = a.elapsed_time(b) if self.cuda else 1000.0 * (b - a)
+                self.total_ms[name] = self.total_ms.get(name, 0.0) + ms
+        self.steps += len(self.pending)
+        self.pending = []
+
+    def summary(self):
+        """{phase: mean ms per step (rare events such as prunes included)}, or None when profiling is off."""
+        if not self.enabled:
+            return None
+        self.flush()
+        return {name: round(ms / max(1, self.steps), 3) for name, ms in self.total_ms.items()}
