@@ -22,7 +22,8 @@ MODELS=${MODELS:-output/gpu_models}
 mkdir -p "$LOG" "$MODELS"
 export PYTHONUNBUFFERED=1
 ext_hash() {  # CUDA sources + torch + Python version: a prebuilt copy is valid only for the same
-  { find submodules -type f \( -path '*/csrc/*' -o -name setup.py -o -name '__init__.py' \) | sort | xargs cat
+  { find submodules -type f -not -path '*/build/*' -not -path '*.egg-info/*' \
+      \( -path '*/csrc/*' -o -name setup.py -o -name '__init__.py' \) | sort | xargs cat
     python -c "import sys, torch; print(torch.__version__, torch.version.cuda, sys.version_info[:2])"; } \
     | sha256sum | cut -c1-16
 }
