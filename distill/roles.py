@@ -7,6 +7,7 @@ from gaussian_renderer import render
 from scene.gaussian_model import GaussianModel
 from training.densify import DensifyStrategy
 from training.loop import Role
+from utils.general_utils import to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
 from utils.loss_utils import photometric_loss
 
@@ -214,8 +215,5 @@ def teacher_mean_renders(teachers, cameras, pipe, bg, store_device="cpu"):
         for t in teachers:
             img = render(cam, t, pipe, bg)["render"]
             acc = img if acc is None else acc + img
-        mean = (acc / len(teachers)).clamp(0, 1).half().to(store_device)
-        if mean.device.type == "cpu" and torch.cuda.is_available():
-            mean = mean.pin_memory()  # the per-step upload then overlaps with the GPU's work
-        out[cam.uid] = mean
+        out[cam.uid] = to_staging((acc / len(teachers)).clamp(0, 1).half(), store_device)
     return out

@@ -4,17 +4,8 @@ import math
 import numpy as np
 import torch
 
+from utils.general_utils import to_staging
 from utils.graphics_utils import projection_matrix, world_to_view
-
-
-def _place(t, device):
-    """Move to ``device``; CPU copies are pinned when a GPU exists, so per-step uploads don't block."""
-    if t is None:
-        return None
-    t = t.to(device)
-    if t.device.type == "cpu" and torch.cuda.is_available():
-        t = t.pin_memory()
-    return t
 
 
 class Camera:
@@ -32,8 +23,8 @@ class Camera:
         self.FoVx, self.FoVy = float(FoVx), float(FoVy)
         self.image_width, self.image_height = int(width), int(height)
         self.image_name = image_name
-        self.image = _place(image, data_device)
-        self.depth = _place(depth, data_device)  # [1, H, W] inverse depth
+        self.image = to_staging(image, data_device) if image is not None else None
+        self.depth = to_staging(depth, data_device) if depth is not None else None  # [1, H, W] inverse depth
         self.depth_reliable = depth_reliable
         self.znear, self.zfar = znear, zfar
         self.world_view_transform = torch.tensor(world_to_view(self.R, self.T)).transpose(0, 1)

@@ -92,7 +92,7 @@ class GaussianModel:
                    f_rest=opt.feature_lr / 20.0, opacity=opt.opacity_lr, scaling=opt.scaling_lr,
                    rotation=opt.rotation_lr)
         groups = [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in PARAM_NAMES]
-        self.optimizer = make_optimizer(groups, getattr(opt, "optimizer_type", "default"), self.device)
+        self.optimizer = make_optimizer(groups, opt.optimizer_type, self.device)
         self._xyz_lr = exponential_lr(opt.position_lr_init * self.spatial_lr_scale,
                                       opt.position_lr_final * self.spatial_lr_scale,
                                       opt.position_lr_max_steps if opt.position_lr_max_steps > 0

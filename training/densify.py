@@ -90,9 +90,9 @@ class DensifyStrategy:
         # originals that were split go away, as do transparent (and, later, huge) Gaussians
         remove = torch.cat([split, torch.zeros(n_new, dtype=torch.bool, device=split.device)])
         remove |= (model.get_opacity < o.min_opacity).squeeze(1)
-        radii = torch.cat([self.max_radii2D, torch.zeros(n_new, device=model.device)])
         if prune_large:
             if o.max_screen_size > 0:
+                radii = torch.cat([self.max_radii2D, torch.zeros(n_new, device=model.device)])
                 remove |= radii > o.max_screen_size
             remove |= model.get_scaling.max(dim=1).values > o.max_world_scale * self.extent
         model.prune(remove)

@@ -16,3 +16,12 @@ def log_linear(w_init, w_final, step, max_steps):
     """Weight going log-linearly from w_init to w_final (the depth-loss weight schedule)."""
     t = np.clip(step / max(max_steps, 1), 0, 1)
     return float(np.exp(np.log(w_init) * (1 - t) + np.log(w_final) * t))
+
+
+def to_staging(t, device):
+    """``t`` on ``device``; a CPU copy is pinned when a GPU exists, so per-step uploads
+    (``.to("cuda", non_blocking=True)``) overlap with the GPU's work instead of blocking."""
+    t = t.to(device)
+    if t.device.type == "cpu" and torch.cuda.is_available():
+        t = t.pin_memory()
+    return t
