@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Train 3D Gaussian Splatting models (one vanilla model, or the Distilled-3DGS teachers and student)."""
 import argparse
+import importlib.util
 import os
 import random
 import sys
@@ -55,6 +56,9 @@ def main(argv=None):
         raise UserError(f"--views_per_step {opt.views_per_step} must be at least 1")
     if args.start_checkpoint and not os.path.isfile(args.start_checkpoint):
         raise UserError(f"--start_checkpoint {args.start_checkpoint} does not exist")
+    if pipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard, or leave the flag "
+                        "out (train.py writes training_log.json either way)")
     if dp.num_models not in (1, 4):
         raise UserError(f"--num_models {dp.num_models} is not supported: use 1 (one vanilla model) or 4 "
                         f"(three teachers and the student)")

@@ -72,6 +72,8 @@ class PipelineParams(ParamGroup):
         ("debug", False, "rasterizer debug checks"),
         ("profile", False, "time the phases of every training step (render, loss, backward, optimizer, "
                            "densification, ...; CUDA events on the GPU) and report the mean ms per step of each"),
+        ("tensorboard", False, "log the loss, Gaussian count and test PSNR to TensorBoard event files in the model "
+                               "folder (needs the tensorboard package)"),
     )
 
 
@@ -94,6 +96,10 @@ class OptimizationParams(ParamGroup):
         ("densification_interval", 100, "densify every N iterations"),
         ("opacity_reset_interval", 3000, "reset opacities to <= 0.01 every N iterations; also when the "
                                          "screen-size prune starts"),
+        ("no_opacity_reset", False, "never reset opacities (the large-Gaussian prune still starts after "
+                                    "--opacity_reset_interval): what gsplat 1.5.3's default strategy does in "
+                                    "effect (its reset test `step % reset_every == 0 & step > 0` is never true, "
+                                    "gsplat PR #776)"),
         ("densify_from_iter", 500, "first densification iteration"),
         ("densify_until_iter", 15_000, "last densification iteration"),
         ("densify_grad_threshold", 0.0002, "mean view-space gradient norm above which a Gaussian is densified"),

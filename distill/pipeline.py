@@ -49,9 +49,17 @@ def _lpips_of(model, cameras, pipe, bg):
     return sum(vals) / max(1, len(vals)), None
 
 
-def final_metrics(model, scene, pipe, bg):
+def final_metrics(model, scene, pipe, bg, history=(), final_iteration=None):
+    """Test PSNR/SSIM/LPIPS of the trained model; PSNR/SSIM come from the training loop's last
+    evaluation when it tested the final model, instead of rendering the test views again."""
     cams = scene.getTestCameras()
-    res = evaluate(model, cams, pipe, bg) if cams else None
+    last = history[-1] if history else None
+    # (the count check: an edit after the loop's last evaluation, such as a prune, invalidates it)
+    if last and last["split"] == "test" and last["iteration"] == final_iteration \
+            and last["gaussians"] == model.num_points:
+        res = last
+    else:
+        res = evaluate(model, cams, pipe, bg) if cams else None
     out = dict(split="test" if cams else None, psnr=None, ssim=None, lpips=None)
     if res:
         out.update(psnr=round(res["psnr"], 3), ssim=round(res["ssim"], 4))
@@ -108,7 +116,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet)
         res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
-        res.update(final_metrics(model, scene, pipe, bg))
+        res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
         res.pop("history", None)
         if hasattr(role, "log"):
             res["events"] = role.log

@@ -9,7 +9,6 @@ from training.densify import DensifyStrategy
 from training.loop import Role
 from utils.general_utils import to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
-from utils.loss_utils import photometric_loss
 
 MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")
 
@@ -38,13 +37,15 @@ class PerturbRole(Role):
 
     Candidate statistics (mean view-space gradient) accumulate every step, also after
     densification stops (the reference froze them at 15000, so every event hit the same set);
-    they restart after each event.
+    they restart after each event, so each event sees the steps since the one before (the first:
+    those after --perturb_start). No statistics are kept outside that window.
     """
 
     name = "perb"
 
     def __init__(self, dp, opt, extent):
         self.events = schedule(dp.perturb_start, dp.perturb_end, dp.perturb_interval)
+        self.window = (dp.perturb_start, max(self.events, default=0))
         self.frac = dp.perturb_scale
         self.threshold = opt.densify_grad_threshold
         self.max_scale = opt.percent_dense * extent
@@ -52,6 +53,8 @@ class PerturbRole(Role):
         self.log = []
 
     def after_step(self, it, model, strategy, out):
+        if not self.window[0] < it < self.window[1]:
+            return
         n = model.num_points
         if self.grad is None or self.grad.shape[0] != n:
             self.grad = torch.zeros(n, device=model.device)
@@ -159,9 +162,10 @@ class StudentRole(Role):
     def make_strategy(self, opt, extent, white_background):
         return StudentStrategy(opt, extent, white_background, self.dp)
 
-    def view_loss(self, it, camera, out):
-        target = self.teacher_means[camera.uid].to(out["render"].device, non_blocking=True).float()
-        return self.dp.lambda_distill * photometric_loss(out["render"], target, self.opt.lambda_dssim)
+    def view_target(self, it, camera, device):
+        if self.dp.lambda_distill == 0:
+            return None
+        return self.teacher_means[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
 
     def step_loss(self, it, model):
         if it not in self.structure_events or self.dp.lambda_structure == 0:

@@ -3,9 +3,11 @@
 # extensions once, then runs the named steps in order:
 #   tests    GPU tests of the CUDA rasterizer and kNN
 #   bench    scripts/benchmark_rasterizer.py (side by side with gsplat when importable)
-#   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting)
-#   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step
-#   views6   a short four-model pipeline with --views_per_step 6
+#   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting); std7k:FLAGS
+#            adds the comma-separated train.py flags, e.g. std7k:--no_opacity_reset (the peer in effect)
+#   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the compact-student
+#            flags (student growth capped at 0.5M, pruned to <= 15% of G_std at 16000 x 0.25)
+#   views6   a short four-model pipeline (--steps_scale 0.05) with --views_per_step 6, then with 1
 #   student:FLAGS  another student on the teachers of the distill step (run it first), with the
 #            comma-separated extra train.py flags, e.g. student:--num_max,1500000
 # e.g. bash scripts/gpu_bonsai.sh tests bench std7k
@@ -51,11 +53,16 @@ for step in "$@"; do
   case "$step" in
     tests) SKIP_BUILD=1 bash scripts/gpu_check.sh 2>&1 | tail -5 | tee "$LOG/gpu_tests.txt" ;;
     bench) python scripts/benchmark_rasterizer.py --scene "$SCENE" 2>&1 | tee "$LOG/benchmark.txt" ;;
-    std7k) train bonsai_std7k --iterations 7000 --test_iterations 7000 --save_iterations 7000 ;;
+    std7k|std7k:*)
+      IFS=, read -r -a extra <<< "${step#std7k}"; extra=("${extra[@]#:}"); name=bonsai_std7k
+      if [ "$step" != std7k ]; then m=$(( ${m:-0} + 1 )); name=bonsai_std7k_$m
+        echo "== std7k_$m: ${extra[*]}" | tee "$LOG/$name.flags"; fi
+      train $name --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"} ;;
     distill) train bonsai_distill --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
-               --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 2500000 ;;
-    views6) train bonsai_views6 --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
-              --views_per_step 6 ;;
+               --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 500000 ;;
+    views6) for v in 6 1; do  # the same short schedule with 6 and with 1 view per step
+              train bonsai_views$v --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
+                --views_per_step $v; done ;;
     student:*)
       n=$(( ${n:-0} + 1 )); dst="$MODELS/bonsai_student$n"
       [ -d "$MODELS/bonsai_distill/point_cloud_2" ] || { echo "error: $step needs the distill step first" >&2; exit 2; }

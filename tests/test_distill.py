@@ -52,6 +52,22 @@ def test_noise_event_changes_only_candidates_and_not_colours():
     assert all(torch.equal(m.params[k].detach(), snap[k]) for k in snap)
 
 
+def test_candidate_statistics_only_between_perturb_start_and_the_last_event():
+    dp = dp_defaults(perturb_start=100, perturb_end=400, perturb_interval=100)  # events 200 and 300
+    m = random_model(10)
+    role = PerturbRole(dp, opt_defaults(), extent=100.0)
+    xy = torch.zeros(10, 3)
+    xy.grad = torch.full((10, 3), 0.5)
+    out = dict(viewspace_points=xy, visibility_filter=torch.ones(10, dtype=torch.bool))
+    for it in (50, 100, 300, 350):  # before the window, its start, the last event, after it
+        role.after_step(it, m, None, out)
+    assert role.grad is None
+    role.after_step(150, m, None, out)
+    role.after_step(250, m, None, out)
+    assert role.count.tolist() == [2.0] * 10
+    torch.testing.assert_close(role.grad, torch.full((10,), 2 * 0.5 * 2 ** 0.5))
+
+
 def test_rotation_6d_round_trip():
     q = torch.nn.functional.normalize(torch.randn(100, 4), dim=-1)
     R = quaternion_to_matrix(q)

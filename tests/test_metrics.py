@@ -310,3 +310,15 @@ def test_runs_as_script_from_elsewhere(tmp_path):
     bad = subprocess.run([sys.executable, os.path.join(REPO, "metrics.py"), "-m", str(tmp_path / "nope")],
                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_two_target_photometric_loss_equals_two_separate_losses():
+    from utils.loss_utils import photometric_loss
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 21, 34, generator=g, dtype=torch.float64, requires_grad=True)
+    gt, teacher = (torch.rand(3, 21, 34, generator=g, dtype=torch.float64) for _ in range(2))
+    fused = photometric_loss(x, gt, 0.2, (teacher, 0.4))
+    apart = photometric_loss(x, gt, 0.2) + 0.4 * photometric_loss(x, teacher, 0.2)
+    torch.testing.assert_close(fused, apart)
+    torch.testing.assert_close(torch.autograd.grad(fused, x)[0], torch.autograd.grad(apart, x)[0])
+    torch.testing.assert_close(ssim(x, gt), ssim(gt, x))

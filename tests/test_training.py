@@ -122,6 +122,25 @@ def test_densification_keeps_params_and_adam_state_aligned():
     assert s.grad_accum.shape[0] == n
 
 
+@pytest.mark.parametrize("no_reset", [False, True])
+def test_opacity_reset_and_no_opacity_reset(no_reset):
+    m = random_model(30)
+    opt = opt_defaults(no_opacity_reset=no_reset)
+    m.training_setup(opt)
+    m.params["opacity"].data[:] = 2.0  # opacity 0.88
+    m.params["scaling"].data[:] = np.log(0.01)
+    m.params["scaling"].data[0] = np.log(5.0)  # above --max_world_scale x extent
+    s = DensifyStrategy(opt, extent=1.0)
+    out = dict(visibility_filter=torch.ones(30, dtype=torch.bool), viewspace_points=torch.zeros(30, 3))
+    s.step(m, opt.opacity_reset_interval, out, None)
+    top = float(m.get_opacity.detach().max())
+    assert top == pytest.approx(0.88, abs=0.01) if no_reset else top == pytest.approx(0.01, abs=1e-4)
+    assert m.num_points == 30  # the large-Gaussian prune starts only after the interval...
+    s.step(m, opt.opacity_reset_interval + opt.densification_interval, out, None)
+    assert m.num_points == 29  # ...with or without the reset
+    assert float(m.get_scaling.max()) < 1.0
+
+
 def _train(scene, out, *extra):
     return train.main(["-s", scene, "-m", out, "--eval", "--iterations", "400", "--views_per_step", "1",
                        "--test_iterations", "1", "400", "--densify_from_iter", "100", "--densify_until_iter", "300",
@@ -211,6 +230,15 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tiny_scene, tmp_path,
         open(p, "wb").write(data[:size])
         _expect_error(capsys, ["-s", bad, "-m", out], "cameras.bin")
     assert not os.path.exists(out)  # nothing half-written
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error(tiny_scene, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    out = str(tmp_path / "out")
+    _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--tensorboard"], "--tensorboard", "pip install tensorboard")
+    assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize("cli", ["train", "render", "metrics", "convert"])

@@ -16,7 +16,7 @@ class DensifyStrategy:
         self.opt = opt
         self.extent = extent
         self.white_background = white_background
-        self.opacity_reset = True  # the student turns the periodic opacity reset off
+        self.opacity_reset = not opt.no_opacity_reset  # the student turns it off too
         self.num_max = float("inf")  # no clone/split growth at or above this many Gaussians
         self.grad_accum = self.denom = self.max_radii2D = None
 

@@ -31,8 +31,9 @@ class Role:
         """Activated opacities to train with this step (dropout), or None for the model's own."""
         return None
 
-    def view_loss(self, it, camera, out):
-        """Extra loss for one rendered training view (distillation), or None."""
+    def view_target(self, it, camera, device):
+        """(image, weight): a second target for this training view's image loss (the student's
+        mean teacher render), or None."""
         return None
 
     def step_loss(self, it, model):
@@ -51,14 +52,8 @@ class Role:
 
 
 def _tensorboard(model_path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    try:
-        return SummaryWriter(model_path)
-    except Exception:  # noqa: BLE001 - TensorBoard is optional; never let it stop training
-        return None
+    from torch.utils.tensorboard import SummaryWriter  # train.py checked that tensorboard is installed
+    return SummaryWriter(model_path)
 
 
 @torch.no_grad()
@@ -124,7 +119,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     first = 1
     if start_checkpoint:
         first = load_checkpoint(start_checkpoint, model, strategy, role, opt) + 1
-    writer = _tensorboard(dataset.model_path)
+    # opt-in: importing TensorBoard costs seconds, and each logged loss makes the host wait for the GPU
+    writer = _tensorboard(dataset.model_path) if getattr(pipe, "tensorboard", False) else None
     train_cams = scene.getTrainCameras()
     test_cams = scene.getTestCameras()
     vw = opt.view_weight if opt.view_weight >= 0 else (0.6 if opt.views_per_step > 1 else 1.0)
@@ -156,13 +152,10 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
             with timer("loss"):
                 gt = cam.original_image(dev)
-                loss = photometric_loss(out["render"], gt, opt.lambda_dssim)
+                loss = photometric_loss(out["render"], gt, opt.lambda_dssim, role.view_target(it, cam, dev))
                 if cam.depth is not None and cam.depth_reliable:
                     w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
                     loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
-                extra = role.view_loss(it, cam, out)
-                if extra is not None:
-                    loss = loss + extra
             with timer("backward"):
                 (vw * loss).backward()
             with timer("statistics"):
@@ -180,11 +173,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             model.optimizer_step(visible)
         step_loss = step_loss / opt.views_per_step
         ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
-        if it % 10 == 0:
+        if it % 10 == 0 and not quiet:  # float() waits for the GPU: not in quiet runs
             bar.set_postfix(loss=f"{float(ema):.4f}", gaussians=model.num_points)
-            if writer is not None:
-                writer.add_scalar(f"{label}/loss", float(step_loss), it)
-                writer.add_scalar(f"{label}/gaussians", model.num_points, it)
+        if it % 10 == 0 and writer is not None:
+            writer.add_scalar(f"{label}/loss", float(step_loss), it)
+            writer.add_scalar(f"{label}/gaussians", model.num_points, it)
         t_io = time.time()
         if it in test_iterations:
             res = evaluate(model, test_cams, pipe, bg) or evaluate(model, train_cams, pipe, bg, limit=8)

@@ -22,20 +22,29 @@ def _window(size, sigma, channels, device, dtype):
 
 
 def ssim_map(img1, img2, window_size=11, sigma=1.5):
-    """Per-pixel SSIM of [C, H, W] or [B, C, H, W] images in [0, 1]."""
-    squeeze = img1.dim() == 3
-    if squeeze:
-        img1, img2 = img1[None], img2[None]
-    C = img1.shape[1]
+    """Per-pixel SSIM of [C, H, W] or [B, C, H, W] images in [0, 1]. ``img2`` may also hold K
+    targets for one ``img1`` ([K, C, H, W] against [C, H, W]): then the K maps come from one
+    convolution that computes img1's moments once."""
+    squeeze = img1.dim() == 3 and img2.dim() == 3
+    if img1.dim() == 3:
+        img1 = img1[None]
+    if img2.dim() == 3:
+        img2 = img2[None]
+    B, C = img1.shape[:2]
+    K = img2.shape[0] // B
     w = _window(window_size, sigma, C, img1.device, img1.dtype)
-    pad = window_size // 2
-    # one grouped conv over the five moments instead of five separate convolutions
-    stack = torch.cat([img1, img2, img1 * img1, img2 * img2, img1 * img2], dim=1)
-    mom = F.conv2d(stack, w.repeat(5, 1, 1, 1), padding=pad, groups=5 * C)
-    mu1, mu2, e11, e22, e12 = mom.split(C, dim=1)
+    # one grouped conv over all moments: img1's two (shared by the K targets), then three per target
+    y = img2.reshape(B, K * C, *img2.shape[2:])
+    x_rep = img1 if K == 1 else img1.repeat(1, K, 1, 1)
+    stack = torch.cat([img1, img1 * img1, y, y * y, x_rep * y], dim=1)
+    mom = F.conv2d(stack, w.repeat(2 + 3 * K, 1, 1, 1), padding=window_size // 2, groups=(2 + 3 * K) * C)
+    mu1, e11, mu2, e22, e12 = mom.split([C, C, K * C, K * C, K * C], dim=1)
+    if K > 1:
+        mu1, e11 = mu1.repeat(1, K, 1, 1), e11.repeat(1, K, 1, 1)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     s1, s2, s12 = e11 - mu1_sq, e22 - mu2_sq, e12 - mu12
     m = ((2 * mu12 + C1) * (2 * s12 + C2)) / ((mu1_sq + mu2_sq + C1) * (s1 + s2 + C2))
+    m = m.reshape(B * K, C, *m.shape[2:])
     return m[0] if squeeze else m
 
 
@@ -43,6 +52,13 @@ def ssim(img1, img2, window_size=11, sigma=1.5):
     return ssim_map(img1, img2, window_size, sigma).mean()
 
 
-def photometric_loss(render, target, lambda_dssim=0.2):
-    """(1 - lambda) L1 + lambda (1 - SSIM): the 3DGS image loss, also used for distillation."""
-    return (1.0 - lambda_dssim) * l1_loss(render, target) + lambda_dssim * (1.0 - ssim(render, target))
+def photometric_loss(render, target, lambda_dssim=0.2, extra=None):
+    """(1 - lambda) L1 + lambda (1 - SSIM): the 3DGS image loss. ``extra`` = (image, weight) adds
+    weight x the same loss against a second target (the student's mean teacher render), with both
+    SSIMs from one convolution."""
+    if extra is None:
+        return (1.0 - lambda_dssim) * l1_loss(render, target) + lambda_dssim * (1.0 - ssim(render, target))
+    image, weight = extra
+    s = ssim_map(render, torch.stack([target, image])).mean(dim=(1, 2, 3))
+    own = (1.0 - lambda_dssim) * l1_loss(render, target) + lambda_dssim * (1.0 - s[0])
+    return own + weight * ((1.0 - lambda_dssim) * l1_loss(render, image) + lambda_dssim * (1.0 - s[1]))
