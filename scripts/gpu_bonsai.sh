@@ -6,7 +6,7 @@
 #   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting); std7k:FLAGS
 #            adds the comma-separated train.py flags, e.g. std7k:--no_opacity_reset (the peer in effect)
 #   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the compact-student
-#            flags (student growth capped at 0.5M, pruned to <= 15% of G_std at 16000 x 0.25)
+#            flags (student growth capped at 1M, pruned to <= 15% of G_std at 16000 x 0.25)
 #   views6   a short four-model pipeline (--steps_scale 0.05) with --views_per_step 6, then with 1
 #   student:FLAGS  another student on the teachers of the distill step (run it first), with the
 #            comma-separated extra train.py flags, e.g. student:--num_max,1500000
@@ -59,7 +59,7 @@ for step in "$@"; do
         echo "== std7k_$m: ${extra[*]}" | tee "$LOG/$name.flags"; fi
       train $name --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"} ;;
     distill) train bonsai_distill --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
-               --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 500000 ;;
+               --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 1000000 ;;
     views6) for v in 6 1; do  # the same short schedule with 6 and with 1 view per step
               train bonsai_views$v --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
                 --views_per_step $v; done ;;
