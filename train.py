@@ -22,6 +22,9 @@ from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
+MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS = 20
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__)
     ModelParams.add_args(p)
@@ -78,6 +81,14 @@ def main(argv=None):
     tests = scaled_iterations(args.test_iterations, f, opt.iterations)
     saves = scaled_iterations(args.save_iterations, f, opt.iterations) + [opt.iterations]
     ckpts = scaled_iterations(args.checkpoint_iterations, f, opt.iterations)
+    views_between = opt.densification_interval * opt.views_per_step
+    if dp.num_models == 4 and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
+        # measured on bonsai: 25 views between densifications (--steps_scale 0.25, 1 view) and 30 (0.05,
+        # 6 views) train a good student; 5 (0.05, 1 view) made it split into millions of untrained fragments
+        print(f"warning: the student densifies every {views_between} training views (--densification_interval "
+              f"{opt.densification_interval} after --steps_scale x --views_per_step {opt.views_per_step}); with "
+              f"fewer than {MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS} its blur split can grow untrained fragments "
+              f"and ruin it: raise --views_per_step or --steps_scale", file=sys.stderr)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

@@ -171,6 +171,18 @@ def test_reinitialise_keeps_positions_and_dc_only(device):
     torch.testing.assert_close(m.get_scaling.detach(), knn[:, None].expand(30, 3), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("views", [1, 6])
+def test_warns_when_the_student_would_densify_too_often(tmp_path, capsys, views):
+    from utils.errors import run_cli
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=8, width=32, height=24, num_points=100, seed=0)
+    with pytest.raises(SystemExit):  # --start 3 without teachers on disk: stops after the flag checks
+        run_cli(train.main, ["-s", scene, "-m", str(tmp_path / "o"), "--num_models", "4", "--start", "3",
+                             "--steps_scale", "0.05", "--views_per_step", str(views)])
+    err = capsys.readouterr().err
+    assert "has no saved iteration" in err
+    assert ("warning: the student densifies every 5 training views" in err) == (views == 1), err
+
+
 @pytest.fixture(scope="module")
 def distill_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
