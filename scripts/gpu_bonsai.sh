@@ -6,7 +6,8 @@
 #   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting); std7k:FLAGS
 #            adds the comma-separated train.py flags, e.g. std7k:--no_opacity_reset (the peer in effect)
 #   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the compact-student
-#            flags (student growth capped at 1M, pruned to <= 15% of G_std at 16000 x 0.25)
+#            flags (student growth capped at 1M, pruned to <= 15% of G_std at 16000 x 0.25); distill:FLAGS
+#            adds flags, e.g. distill:--seed,1 for a replicate
 #   views6   a short four-model pipeline (--steps_scale 0.05) with --views_per_step 6, then with 1
 #   student:FLAGS  another student on the teachers of the distill step (run it first), with the
 #            comma-separated extra train.py flags, e.g. student:--num_max,1500000
@@ -49,17 +50,25 @@ train() {  # name, then train.py flags
     | grep --line-buffered -v "^training" | tee "$LOG/$name.txt"
   if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
 }
+extra_flags() {  # the comma-separated train.py flags after "step:" into the array extra (none without ":")
+  extra=()
+  case "$1" in *:*) IFS=, read -r -a extra <<< "${1#*:}" ;; esac
+}
 for step in "$@"; do
+  extra_flags "$step"
   case "$step" in
     tests) SKIP_BUILD=1 bash scripts/gpu_check.sh 2>&1 | tail -5 | tee "$LOG/gpu_tests.txt" ;;
     bench) python scripts/benchmark_rasterizer.py --scene "$SCENE" 2>&1 | tee "$LOG/benchmark.txt" ;;
-    std7k|std7k:*)
-      IFS=, read -r -a extra <<< "${step#std7k}"; extra=("${extra[@]#:}"); name=bonsai_std7k
-      if [ "$step" != std7k ]; then m=$(( ${m:-0} + 1 )); name=bonsai_std7k_$m
-        echo "== std7k_$m: ${extra[*]}" | tee "$LOG/$name.flags"; fi
-      train $name --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"} ;;
-    distill) train bonsai_distill --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
-               --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 1000000 ;;
+    std7k|std7k:*|distill|distill:*)
+      kind=${step%%:*}; name=bonsai_$kind
+      if [ ${#extra[@]} -gt 0 ]; then k=$(( ${k:-0} + 1 )); name=bonsai_${kind}_$k
+        echo "== $name: ${extra[*]}" | tee "$LOG/$name.flags"; fi
+      if [ "$kind" = std7k ]; then
+        train "$name" --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"}
+      else
+        train "$name" --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
+          --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 1000000 ${extra[@]+"${extra[@]}"}
+      fi ;;
     views6) for v in 6 1; do  # the same short schedule with 6 and with 1 view per step
               train bonsai_views$v --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
                 --views_per_step $v; done ;;
@@ -68,10 +77,10 @@ for step in "$@"; do
       [ -d "$MODELS/bonsai_distill/point_cloud_2" ] || { echo "error: $step needs the distill step first" >&2; exit 2; }
       rm -rf "$dst"; mkdir -p "$dst"
       cp -r "$MODELS/bonsai_distill"/point_cloud_{0,1,2} "$MODELS/bonsai_distill/distill.json" "$dst/"
-      IFS=, read -r -a extra <<< "${step#student:}"
       echo "== student$n: ${extra[*]}" | tee "$LOG/bonsai_student$n.flags"
       train "bonsai_student$n" --num_models 4 --start 3 --steps_scale 0.25 --imp_metric indoor \
-        --test_iterations 30000 "${extra[@]}" ;;
-    *) echo "error: unknown step $step (tests, bench, std7k, distill, views6, student:FLAGS)" >&2; exit 2 ;;
+        --test_iterations 30000 ${extra[@]+"${extra[@]}"} ;;
+    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], distill[:FLAGS], views6, student:FLAGS)" >&2
+       exit 2 ;;
   esac
 done
