@@ -111,11 +111,13 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         else:
             role = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
             trained.clear()
+        init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet)
         res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
+        res["init_seconds"] = round(init_seconds, 2)
         res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
         res.pop("history", None)
         if hasattr(role, "log"):

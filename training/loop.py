@@ -110,6 +110,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
 
     Returns a summary dict (Gaussians, PLY MB, wall time, ms/step, peak memory, last test metrics).
     """
+    t_enter = time.time()
     role = role or Role()
     dev = model.device
     bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=dev)
@@ -210,6 +211,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     if not os.path.isfile(final_ply):
         model.save_ply(final_ply)
     summary = dict(gaussians=model.num_points, ply_mb=round(os.path.getsize(final_ply) / 1e6, 2), train_seconds=round(wall, 2),
+                   setup_seconds=round(t0 - t_enter, 2),  # optimizer, logging, checkpoint: before the loop
                    ms_per_step=round(1000 * (wall - io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=history)
