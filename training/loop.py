@@ -51,11 +51,6 @@ class Role:
         pass
 
 
-def _tensorboard(model_path):
-    from torch.utils.tensorboard import SummaryWriter  # train.py checked that tensorboard is installed
-    return SummaryWriter(model_path)
-
-
 @torch.no_grad()
 def evaluate(model, cameras, pipe, bg, limit=None):
     """Mean PSNR / SSIM / L1 over ``cameras`` (at most ``limit`` of them, evenly spaced)."""
@@ -120,8 +115,10 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     first = 1
     if start_checkpoint:
         first = load_checkpoint(start_checkpoint, model, strategy, role, opt) + 1
-    # opt-in: importing TensorBoard costs seconds, and each logged loss makes the host wait for the GPU
-    writer = _tensorboard(dataset.model_path) if getattr(pipe, "tensorboard", False) else None
+    writer = None  # opt-in: importing TensorBoard costs seconds, and each logged loss waits for the GPU
+    if getattr(pipe, "tensorboard", False):
+        from torch.utils.tensorboard import SummaryWriter  # train.py checked that the package is there
+        writer = SummaryWriter(dataset.model_path)
     train_cams = scene.getTrainCameras()
     test_cams = scene.getTestCameras()
     vw = opt.view_weight if opt.view_weight >= 0 else (0.6 if opt.views_per_step > 1 else 1.0)
