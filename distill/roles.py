@@ -130,7 +130,8 @@ class StudentStrategy(DensifyStrategy):
         self.blur = None
 
     def wants_stats(self, iteration):
-        return iteration < self.opt.densify_until_iter
+        # only area_max: the rasterizer then skips the per-contribution atomics of the other two
+        return ("area_max",) if iteration < self.opt.densify_until_iter else ()
 
     def reset_stats(self, n, device):
         super().reset_stats(n, device)

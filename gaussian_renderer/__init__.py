@@ -43,7 +43,8 @@ def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None
 
     opacity: optional [N, 1] activated opacities replacing the model's (dropout uses it).
     Returns dict(render [3,H,W], depth [1,H,W] inverse depth, viewspace_points, visibility_filter,
-    radii, and accum_weights / area_proj / area_max when return_stats).
+    radii, and the per-Gaussian stats return_stats asks for: True = accum_weights, area_proj and area_max,
+    or a collection of those names).
     """
     dev = pc.get_xyz.device
     backend = pick_backend(dev, getattr(pipe, "backend", "auto"))

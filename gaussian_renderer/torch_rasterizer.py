@@ -38,6 +38,18 @@ from utils.sh_utils import C0, C1, C2, C3
 
 TILE = 16
 NEAR_Z = 0.2
+STAT_NAMES = ("accum_weights", "area_proj", "area_max")
+
+
+def stat_names(return_stats):
+    """return_stats (False, True = all, or a collection of STAT_NAMES) -> the requested names, in
+    STAT_NAMES order (the CUDA package parses it the same way: it cannot import this file)."""
+    if return_stats is None or isinstance(return_stats, bool):
+        return STAT_NAMES if return_stats else ()
+    unknown = set(return_stats) - set(STAT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown stats {sorted(unknown)}; choose from {STAT_NAMES}")
+    return tuple(n for n in STAT_NAMES if n in return_stats)
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
@@ -574,7 +586,8 @@ class GaussianRasterizer(nn.Module):
             raise ValueError("provide either scales and rotations, or cov3D_precomp")
         pre = preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations,
                          cov3D_precomp)
-        color, invdepth, stats = rasterize(s, pre, return_stats)
-        if return_stats:
-            return color, pre["radii"], invdepth, stats
+        names = stat_names(return_stats)
+        color, invdepth, stats = rasterize(s, pre, bool(names))
+        if names:
+            return color, pre["radii"], invdepth, {n: stats[n] for n in names}
         return color, pre["radii"], invdepth

@@ -5,6 +5,8 @@
 #   bench    scripts/benchmark_rasterizer.py (side by side with gsplat when importable)
 #   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting); std7k:FLAGS
 #            adds the comma-separated train.py flags, e.g. std7k:--no_opacity_reset (the peer in effect)
+#   std      the G_std stage alone (one vanilla model with the distill step's schedule), for the
+#            pipeline's wall-time ratio
 #   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the compact-student
 #            flags (student growth capped at 1M, pruned to <= 15% of G_std at 16000 x 0.25); distill:FLAGS
 #            adds flags, e.g. distill:--seed,1 for a replicate
@@ -43,11 +45,14 @@ else
     ext_hash > "$SAVE_BUILD/SOURCES"
   fi
 fi
-train() {  # name, then train.py flags
+train() {  # name, then train.py flags; the log ends with the process's wall time (start-up included)
   local name=$1; shift
+  local t0 ms; t0=$(date +%s%N)
   python train.py -s "$SCENE" -m "$MODELS/$name" --eval --views_per_step 1 --data_device cuda --quiet \
     ${PROFILE:+--profile} "$@" 2>&1 \
     | grep --line-buffered -v "^training" | tee "$LOG/$name.txt"
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "process wall time $((ms / 1000)).$(printf %03d $((ms % 1000))) s" | tee -a "$LOG/$name.txt"
   if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
 }
 extra_flags() {  # the comma-separated train.py flags after "step:" into the array extra (none without ":")
@@ -69,6 +74,7 @@ for step in "$@"; do
         train "$name" --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
           --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 1000000 ${extra[@]+"${extra[@]}"}
       fi ;;
+    std) train bonsai_std --steps_scale 0.25 --test_iterations 30000 ;;
     views6) for v in 6 1; do  # the same short schedule with 6 and with 1 view per step
               train bonsai_views$v --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
                 --views_per_step $v; done ;;
@@ -80,7 +86,7 @@ for step in "$@"; do
       echo "== student$n: ${extra[*]}" | tee "$LOG/bonsai_student$n.flags"
       train "bonsai_student$n" --num_models 4 --start 3 --steps_scale 0.25 --imp_metric indoor \
         --test_iterations 30000 ${extra[@]+"${extra[@]}"} ;;
-    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], distill[:FLAGS], views6, student:FLAGS)" >&2
+    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], std, distill[:FLAGS], views6, student:FLAGS)" >&2
        exit 2 ;;
   esac
 done

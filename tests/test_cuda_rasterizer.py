@@ -224,6 +224,23 @@ def test_stats_match_reference(antialiasing):
     assert (cs["area_max"] - rs["area_max"]).abs().sum() <= 0.01 * rs["area_max"].sum() + 2
 
 
+def test_area_max_only_mode_matches_full_stats():
+    dgr = _cuda_module()
+    s = _to_cuda_settings(_settings(W=80, H=64, sh_degree=1))
+    g = random_gaussians(500, seed=14, sh_degree=1, device=DEV)
+    kw = dict(shs=g["shs"], scales=g["scales"], rotations=g["rotations"])
+    r = dgr.GaussianRasterizer(s)
+    c_full, _, d_full, full = r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], **kw,
+                                return_stats=True)
+    c, _, d, only = r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], **kw,
+                      return_stats=("area_max",))
+    assert list(only) == ["area_max"] and full["area_max"].sum() > 0
+    assert torch.equal(only["area_max"], full["area_max"])  # same per-pixel winners, integer counts
+    assert torch.equal(c, c_full) and torch.equal(d, d_full)
+    with pytest.raises(ValueError, match="area_mx"):
+        r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], **kw, return_stats=("area_mx",))
+
+
 def test_no_stats_unless_asked_and_mark_visible():
     dgr = _cuda_module()
     s = _settings(W=32, H=32)

@@ -115,6 +115,19 @@ def test_forward_matches_brute_force(case):
         assert (radii[:15] == 0).all()
 
 
+def test_stats_subset_returns_only_what_is_asked():
+    s = look_at_settings(W=24, H=20)
+    g = random_gaussians(60, seed=5)
+    _, _, _, full = render(s, g, return_stats=True)
+    _, _, _, sub = render(s, g, return_stats=["area_max"])
+    assert list(sub) == ["area_max"] and torch.equal(sub["area_max"], full["area_max"])
+    _, _, _, two = render(s, g, return_stats={"area_max", "accum_weights"})
+    assert list(two) == ["accum_weights", "area_max"]  # always in the contract's order
+    assert len(render(s, g, return_stats=())) == 3  # nothing asked: the 3-tuple
+    with pytest.raises(ValueError, match="area_mx"):
+        render(s, g, return_stats=("area_mx",))
+
+
 def test_dense_pixels_stop_early_and_stats_are_consistent():
     s = look_at_settings(W=32, H=32)
     g = random_gaussians(400, seed=3, spread=0.3, scale=(-1.5, -1.0))

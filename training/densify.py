@@ -21,8 +21,8 @@ class DensifyStrategy:
         self.grad_accum = self.denom = self.max_radii2D = None
 
     def wants_stats(self, iteration):
-        """Whether render() must return the per-Gaussian accum_weights / area_proj / area_max."""
-        return False
+        """The per-Gaussian stats render() must return this step (render's return_stats)."""
+        return ()
 
     def observe(self, model, out, camera):
         """Per-view hook for strategies that read the per-Gaussian stats of every view."""

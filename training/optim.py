@@ -6,6 +6,10 @@ are not dragged by stale momentum and the step costs less. It keeps the state la
 (exp_avg, exp_avg_sq, step), so densification edits and checkpoints treat both alike.
 """
 import torch
+# torch's optimizers import torch._dynamo when the first one is made (about 1 s on a CPU machine, more on
+# the GPU one). Importing it here puts that one-time cost in start-up, like `import torch`, instead of in
+# the first model's training time.
+import torch._dynamo  # noqa: F401
 
 from gaussian_renderer import cuda_extension
 

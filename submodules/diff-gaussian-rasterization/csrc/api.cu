@@ -122,7 +122,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              double tanfovx, double tanfovy, int64_t image_height,
                                              int64_t image_width, const torch::Tensor& sh_in, int64_t sh_degree,
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
-                                             bool want_stats, bool debug) {
+                                             int64_t stats_mode, bool debug) {
   (void)prefiltered;
   TORCH_CHECK(means3D_in.dim() == 2 && means3D_in.size(1) == 3, "means3D must be [P, 3]");
   CHECK_CUDA_T(means3D_in, "means3D");
@@ -134,6 +134,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
       checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, viewmatrix,
                      projmatrix, campos, background);
   TORCH_CHECK(opacity.numel() == P, "opacities must have P entries");
+  TORCH_CHECK(stats_mode >= STATS_NONE && stats_mode <= STATS_ALL, "stats_mode must be 0, 1 or 2");
   TORCH_CHECK(colors.numel() > 0 || shs.numel() > 0 || P == 0, "provide shs or colors_precomp");
   TORCH_CHECK(cov3D.numel() > 0 || (scales.numel() == 3 * P && rotations.numel() == 4 * P),
               "provide scales and rotations, or cov3D_precomp");
@@ -158,16 +159,11 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   torch::Tensor rank = torch::empty({P}, iopt);  // every entry written by the compaction
   torch::Tensor order = torch::empty({0}, iopt);
   torch::Tensor point_list = torch::empty({0}, iopt);
-  torch::Tensor accum_w, area_proj, area_max;
-  if (want_stats) {
-    accum_w = torch::zeros({P}, fopt);
-    area_proj = torch::zeros({P}, fopt);
-    area_max = torch::zeros({P}, fopt);
-  } else {
-    accum_w = torch::empty({0}, fopt);  // three distinct tensors (autograd outputs must not alias)
-    area_proj = torch::empty({0}, fopt);
-    area_max = torch::empty({0}, fopt);
-  }
+  // three distinct tensors even when empty (autograd outputs must not alias)
+  const bool all_stats = stats_mode == STATS_ALL;
+  torch::Tensor accum_w = torch::zeros({all_stats ? P : 0}, fopt);
+  torch::Tensor area_proj = torch::zeros({all_stats ? P : 0}, fopt);
+  torch::Tensor area_max = torch::zeros({stats_mode != STATS_NONE ? P : 0}, fopt);
 
   if (P > 0) {
     auto xy = torch::empty({P, 2}, fopt);
@@ -241,16 +237,15 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
         point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, debug, stream);
     }
   }
-  launch_render_fwd(want_stats, num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
+  launch_render_fwd(static_cast<int>(stats_mode), num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
                     point_list.numel() > 0 ? point_list.data_ptr<int>() : nullptr,
                     reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
                     reinterpret_cast<const float4*>(conic_c.data_ptr<float>()),
                     reinterpret_cast<const float4*>(rgbd_c.data_ptr<float>()), bg.data_ptr<float>(),
                     out_color.data_ptr<float>(), out_invdepth.data_ptr<float>(), final_T.data_ptr<float>(),
                     n_contrib.data_ptr<int>(), order.numel() > 0 ? order.data_ptr<int>() : nullptr,
-                    want_stats ? accum_w.data_ptr<float>() : nullptr,
-                    want_stats ? area_proj.data_ptr<float>() : nullptr,
-                    want_stats ? area_max.data_ptr<float>() : nullptr, stream);
+                    all_stats ? accum_w.data_ptr<float>() : nullptr, all_stats ? area_proj.data_ptr<float>() : nullptr,
+                    stats_mode != STATS_NONE ? area_max.data_ptr<float>() : nullptr, stream);
   check_launch(debug, "render");
   return {out_color, out_invdepth, radii,     rank,     xy_c,      conic_c,  rgbd_c,
           point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max};

@@ -8,7 +8,8 @@ namespace dgr {
 
 // Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward needs
 // (rank [P], xy, conic_op, rgbd of the V visible Gaussians in depth order, point_list, ranges, final_T,
-// n_contrib) and the stats (empty unless want_stats).
+// n_contrib) and the stats accum_weights, area_proj, area_max: stats_mode 0 (StatsMode in kernels.h) computes
+// none, 1 only area_max, 2 all three; those not computed are empty.
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D,
                                              const torch::Tensor& colors, const torch::Tensor& opacity,
                                              const torch::Tensor& scales, const torch::Tensor& rotations,
@@ -17,7 +18,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              double tanfovx, double tanfovy, int64_t image_height,
                                              int64_t image_width, const torch::Tensor& sh, int64_t sh_degree,
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
-                                             bool want_stats, bool debug);
+                                             int64_t stats_mode, bool debug);
 
 // Returns dL/d(means2D [P,means2D_dim], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations);
 // the entries for inputs that were not given are empty.

@@ -41,7 +41,9 @@ void launch_identify_ranges(int R, const uint32_t* keys, int num_tiles, int2* ra
 
 void launch_mark_visible(int P, const float* means3D, const float* view, bool* visible, cudaStream_t stream);
 
-void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
+// per-Gaussian stats of the forward (rasterize_forward's stats_mode)
+enum StatsMode { STATS_NONE = 0, STATS_AREA_MAX = 1, STATS_ALL = 2 };
+void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
                        const int* order, float* accum_w, float* area_proj, float* area_max, cudaStream_t stream);

@@ -12,7 +12,9 @@ __device__ __forceinline__ void thread_pixel(int t, int& lx, int& ly) {
   ly = ((warp >> 1) << 2) | (lane >> 3);
 }
 
-template <bool STATS>
+// STATS: STATS_NONE, STATS_AREA_MAX (only area_max: one atomic per pixel, what training densification
+// reads) or STATS_ALL (also accum_weights and area_proj: two atomics per pixel-Gaussian contribution).
+template <int STATS>
 __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
@@ -49,7 +51,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     const int idx = range.x + r * BLOCK + t;
     if (idx < range.y) {
       const int g = point_list[idx];  // rank of the Gaussian (depth order)
-      if (STATS) s_id[t] = order[g];    // its index, for the per-Gaussian stats
+      if (STATS != STATS_NONE) s_id[t] = order[g];    // its index, for the per-Gaussian stats
       s_xy[t] = xy[g];
       s_co[t] = conic_op[g];
       s_cd[t] = rgbd[g];
@@ -74,14 +76,13 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
       D += cd.w * w;
       T = test_T;
       last = contributor;
-      if (STATS) {
-        const int g = s_id[j];
-        atomicAdd(accum_w + g, w);
-        atomicAdd(area_proj + g, 1.f);
-        if (w > best_w) {
-          best_w = w;
-          best_g = g;
-        }
+      if (STATS == STATS_ALL) {
+        atomicAdd(accum_w + s_id[j], w);
+        atomicAdd(area_proj + s_id[j], 1.f);
+      }
+      if (STATS != STATS_NONE && w > best_w) {
+        best_w = w;
+        best_g = s_id[j];
       }
     }
   }
@@ -94,23 +95,19 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     out_color[HW + pix] = C1 + T * bg[1];
     out_color[2 * HW + pix] = C2 + T * bg[2];
     out_invdepth[pix] = D;
-    if (STATS && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+    if (STATS != STATS_NONE && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
   }
 }
 
-void launch_render_fwd(bool stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
+void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
                        const int* order, float* accum_w, float* area_proj, float* area_max, cudaStream_t stream) {
   if (num_tiles == 0) return;
-  if (stats)
-    render_fwd_kernel<true><<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd,
-                                                             bg, out_color, out_invdepth, final_T, n_contrib,
-                                                             order, accum_w, area_proj, area_max);
-  else
-    render_fwd_kernel<false><<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op,
-                                                              rgbd, bg, out_color, out_invdepth, final_T, n_contrib,
-                                                              order, accum_w, area_proj, area_max);
+  auto kernel = stats == STATS_ALL ? render_fwd_kernel<STATS_ALL>
+                : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX> : render_fwd_kernel<STATS_NONE>;
+  kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, out_color,
+                                          out_invdepth, final_T, n_contrib, order, accum_w, area_proj, area_max);
 }
 
 // Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the

@@ -7,6 +7,9 @@ Same API as the PyTorch reference in gaussian_renderer/torch_rasterizer.py (grap
                                       antialiasing)
     color, radii, invdepth = GaussianRasterizer(s)(means3D, means2D, opacities, shs=..., scales=..., rotations=...)
     color, radii, invdepth, stats = GaussianRasterizer(s)(..., return_stats=True)
+
+return_stats=True gives the dict of accum_weights, area_proj and area_max [P]; a collection of those names
+gives only them, e.g. ("area_max",) skips the two per-contribution atomics the other two cost.
 """
 from collections import namedtuple
 
@@ -19,6 +22,22 @@ GaussianRasterizationSettings = namedtuple(
     "GaussianRasterizationSettings",
     ["image_height", "image_width", "tanfovx", "tanfovy", "bg", "scale_modifier", "viewmatrix",
      "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing"])
+
+
+STAT_NAMES = ("accum_weights", "area_proj", "area_max")
+
+
+def stats_request(return_stats):
+    """return_stats (False, True = all, or a collection of STAT_NAMES) -> (the requested names in
+    STAT_NAMES order, kernel mode: 0 none, 1 area_max only, 2 all)."""
+    if return_stats is None or isinstance(return_stats, bool):
+        names = STAT_NAMES if return_stats else ()
+    else:
+        unknown = set(return_stats) - set(STAT_NAMES)
+        if unknown:
+            raise ValueError(f"unknown stats {sorted(unknown)}; choose from {STAT_NAMES}")
+        names = tuple(n for n in STAT_NAMES if n in return_stats)
+    return names, (0 if not names else 1 if names == ("area_max",) else 2)
 
 
 def _empty(device):
@@ -35,7 +54,7 @@ def _prep(t, device):
 class _RasterizeGaussians(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp,
-                settings, want_stats):
+                settings, stats_mode):
         s = settings
         dev = means3D.device
         bg = s.bg.to(device=dev, dtype=torch.float32).contiguous()
@@ -46,7 +65,7 @@ class _RasterizeGaussians(torch.autograd.Function):
          accum_w, area_proj, area_max) = _C.rasterize_forward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
             view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs,
-            int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), bool(want_stats),
+            int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), int(stats_mode),
             bool(s.debug))
         ctx.settings = s
         ctx.means2D_shape = means2D.shape
@@ -80,11 +99,11 @@ class _RasterizeGaussians(torch.autograd.Function):
 
 
 def rasterize_gaussians(means3D, means2D, sh, colors_precomp, opacities, scales, rotations, cov3D_precomp,
-                        raster_settings, return_stats=False):
+                        raster_settings, stats_mode=0):
     dev = means3D.device
     args = [_prep(t, dev) for t in (means3D, means2D, sh, colors_precomp, opacities, scales, rotations,
                                     cov3D_precomp)]
-    return _RasterizeGaussians.apply(*args, raster_settings, bool(return_stats))
+    return _RasterizeGaussians.apply(*args, raster_settings, int(stats_mode))
 
 
 class GaussianRasterizer(nn.Module):
@@ -112,8 +131,10 @@ class GaussianRasterizer(nn.Module):
             raise ValueError("diff_gaussian_rasterization needs CUDA tensors; use the PyTorch rasterizer on CPU")
         if shs is not None and shs.dim() != 3:
             raise ValueError(f"shs must be [P, K, 3], got {tuple(shs.shape)}")
+        names, mode = stats_request(return_stats)
         color, radii, invdepth, aw, ap, am = rasterize_gaussians(
-            means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, s, return_stats)
-        if return_stats:
-            return color, radii, invdepth, dict(accum_weights=aw, area_proj=ap, area_max=am)
+            means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, s, mode)
+        if names:
+            stats = dict(accum_weights=aw, area_proj=ap, area_max=am)
+            return color, radii, invdepth, {n: stats[n] for n in names}
         return color, radii, invdepth
