@@ -38,18 +38,6 @@ from utils.sh_utils import C0, C1, C2, C3
 
 TILE = 16
 NEAR_Z = 0.2
-STAT_NAMES = ("accum_weights", "area_proj", "area_max")
-
-
-def stat_names(return_stats):
-    """return_stats (False, True = all, or a collection of STAT_NAMES) -> the requested names, in
-    STAT_NAMES order (the CUDA package parses it the same way: it cannot import this file)."""
-    if return_stats is None or isinstance(return_stats, bool):
-        return STAT_NAMES if return_stats else ()
-    unknown = set(return_stats) - set(STAT_NAMES)
-    if unknown:
-        raise ValueError(f"unknown stats {sorted(unknown)}; choose from {STAT_NAMES}")
-    return tuple(n for n in STAT_NAMES if n in return_stats)
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
@@ -65,6 +53,19 @@ LOG_FLOOR = -80.0
 T_ZERO = 1e-30
 # side of the square sub-tiles the compositing works on (divides TILE); 8 measured faster than 4, 16
 SUB = 8
+
+STAT_NAMES = ("accum_weights", "area_proj", "area_max")
+
+
+def stat_names(return_stats):
+    """return_stats (False, True = all, one name, or a collection of STAT_NAMES) -> the requested names,
+    in STAT_NAMES order (the CUDA package parses it the same way: it cannot import this file)."""
+    if return_stats is None or isinstance(return_stats, bool):
+        return STAT_NAMES if return_stats else ()
+    asked = {return_stats} if isinstance(return_stats, str) else set(return_stats)
+    if asked - set(STAT_NAMES):
+        raise ValueError(f"unknown stats {sorted(asked - set(STAT_NAMES))}; choose from {STAT_NAMES}")
+    return tuple(n for n in STAT_NAMES if n in asked)
 
 GaussianRasterizationSettings = namedtuple(
     "GaussianRasterizationSettings",

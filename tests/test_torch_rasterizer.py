@@ -123,6 +123,7 @@ def test_stats_subset_returns_only_what_is_asked():
     assert list(sub) == ["area_max"] and torch.equal(sub["area_max"], full["area_max"])
     _, _, _, two = render(s, g, return_stats={"area_max", "accum_weights"})
     assert list(two) == ["accum_weights", "area_max"]  # always in the contract's order
+    assert list(render(s, g, return_stats="area_max")[3]) == ["area_max"]  # one name as a string
     assert len(render(s, g, return_stats=())) == 3  # nothing asked: the 3-tuple
     with pytest.raises(ValueError, match="area_mx"):
         render(s, g, return_stats=("area_mx",))

@@ -28,15 +28,15 @@ STAT_NAMES = ("accum_weights", "area_proj", "area_max")
 
 
 def stats_request(return_stats):
-    """return_stats (False, True = all, or a collection of STAT_NAMES) -> (the requested names in
+    """return_stats (False, True = all, one name, or a collection of STAT_NAMES) -> (the requested names in
     STAT_NAMES order, kernel mode: 0 none, 1 area_max only, 2 all)."""
     if return_stats is None or isinstance(return_stats, bool):
         names = STAT_NAMES if return_stats else ()
     else:
-        unknown = set(return_stats) - set(STAT_NAMES)
-        if unknown:
-            raise ValueError(f"unknown stats {sorted(unknown)}; choose from {STAT_NAMES}")
-        names = tuple(n for n in STAT_NAMES if n in return_stats)
+        asked = {return_stats} if isinstance(return_stats, str) else set(return_stats)
+        if asked - set(STAT_NAMES):
+            raise ValueError(f"unknown stats {sorted(asked - set(STAT_NAMES))}; choose from {STAT_NAMES}")
+        names = tuple(n for n in STAT_NAMES if n in asked)
     return names, (0 if not names else 1 if names == ("area_max",) else 2)
 
 
