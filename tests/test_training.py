@@ -138,7 +138,7 @@ def test_opacity_reset_and_no_opacity_reset(no_reset):
     assert m.num_points == 30  # the large-Gaussian prune starts only after the interval...
     s.step(m, opt.opacity_reset_interval + opt.densification_interval, out, None)
     assert m.num_points == 29  # ...with or without the reset
-    assert float(m.get_scaling.max()) < 1.0
+    assert float(m.get_scaling.detach().max()) < 1.0
 
 
 def _train(scene, out, *extra):
