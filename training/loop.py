@@ -116,7 +116,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     if start_checkpoint:
         first = load_checkpoint(start_checkpoint, model, strategy, role, opt) + 1
     writer = None  # opt-in: importing TensorBoard costs seconds, and each logged loss waits for the GPU
-    if getattr(pipe, "tensorboard", False):
+    if pipe.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # train.py checked that the package is there
         writer = SummaryWriter(dataset.model_path)
     train_cams = scene.getTrainCameras()
@@ -127,7 +127,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     stack, history = [], []
     ema = None
     io_seconds = 0.0  # evaluation and saving, left out of ms/step
-    timer = PhaseTimer(dev, getattr(pipe, "profile", False))
+    timer = PhaseTimer(dev, pipe.profile)
     t0 = time.time()
     bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet, dynamic_ncols=True)
     for it in bar:
