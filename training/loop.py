@@ -190,10 +190,13 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             model.save_ply(os.path.join(out_dir, f"iteration_{it}", "point_cloud.ply"))
         io_seconds += time.time() - t_io
         # densification and role events come after the report, so a test at an opacity-reset
-        # iteration sees the trained model (as graphdeco's report precedes its densification)
+        # iteration sees the trained model (as graphdeco's report precedes its densification); none
+        # after the last iteration: its new Gaussians would never be trained, and the saved model and
+        # the reported count are the evaluated model's
         with torch.no_grad():
-            with timer("densification"):
-                strategy.step(model, it, out, cam)
+            if it < opt.iterations:
+                with timer("densification"):
+                    strategy.step(model, it, out, cam)
             with timer("role events"):
                 role.after_step(it, model, strategy, out)
         timer.end_step()
