@@ -182,6 +182,18 @@ def test_profile_reports_phases_that_add_up_to_the_step_time(tiny_scene, tmp_pat
     assert 0.5 * s["ms_per_step"] <= sum(phases.values()) <= 1.05 * s["ms_per_step"] + 1.0, (phases, s)
 
 
+def test_last_iteration_does_not_densify_so_the_saved_model_is_the_reported_one(tiny_scene, tmp_path):
+    # threshold 0 densifies every seen Gaussian at 20, 40 and (before this rule) 60, the last iteration
+    out = tmp_path / "d"
+    s = train.main(["-s", tiny_scene, "-m", str(out), "--eval", "--iterations", "60", "--views_per_step", "1",
+                    "--test_iterations", "60", "--densify_from_iter", "10", "--densification_interval", "20",
+                    "--densify_grad_threshold", "0", "--quiet"])
+    from plyfile import PlyData
+    n = len(PlyData.read(str(out / "point_cloud" / "iteration_60" / "point_cloud.ply"))["vertex"])
+    assert s["gaussians"] == n == s["history"][-1]["gaussians"]
+    assert n > 2 * 500  # the two densifications before the last did run
+
+
 def test_steps_scale_rescales_schedules():
     from arguments import scale_steps
     o = opt_defaults(steps_scale=0.25)
@@ -238,6 +250,17 @@ def test_tensorboard_without_the_package_is_a_one_line_error(tiny_scene, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     out = str(tmp_path / "out")
     _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--tensorboard"], "--tensorboard", "pip install tensorboard")
+    assert not os.path.exists(out)
+
+
+def test_unusable_backend_is_a_one_line_error_before_any_output(tiny_scene, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--backend", "vulkan"], "--backend vulkan", "gsplat")
+    _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--backend", "gsplat", "--num_models", "4"],
+                  "--backend gsplat", "per-Gaussian stats")
+    if not torch.cuda.is_available():
+        _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--backend", "gsplat"], "--backend gsplat", "CUDA")
+        _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--backend", "cuda"], "--backend cuda", "CUDA")
     assert not os.path.exists(out)
 
 
