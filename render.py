@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from arguments import ModelParams, PipelineParams, combined_args  # noqa: E402
-from gaussian_renderer import render  # noqa: E402
+from gaussian_renderer import pick_backend, render  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from utils.camera_path import camera_path  # noqa: E402
@@ -219,6 +219,7 @@ def main(argv=None):
     if not os.path.isdir(dataset.source_path):
         raise UserError(f"scene folder {dataset.source_path} does not exist: pass -s <scene>")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    pick_backend(device, pipe.backend)  # an unknown or unusable --backend stops here, before any output
     model = GaussianModel(dataset.sh_degree, device).load_ply(ply)
     scene = Scene(dataset)
     bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)

@@ -17,6 +17,7 @@ from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineP
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill.pipeline import run_distillation  # noqa: E402
+from gaussian_renderer import pick_backend  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -93,6 +94,10 @@ def main(argv=None):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if pipe.backend == "gsplat" and dp.num_models == 4:
+        raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
+                        "blur split need: train the distillation with --backend auto, cuda or torch")
+    pick_backend(device, pipe.backend)  # an unknown or unusable --backend stops here, before any output
 
     scene = Scene(dataset)  # reads and checks all input before anything is written
     if not dataset.model_path:

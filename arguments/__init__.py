@@ -67,7 +67,8 @@ class ModelParams(ParamGroup):
 class PipelineParams(ParamGroup):
     title = "Rendering"
     flags = (
-        ("backend", "auto", "rasterizer: auto (CUDA extension for CUDA tensors, else PyTorch), cuda, or torch"),
+        ("backend", "auto", "rasterizer: auto (CUDA extension for CUDA tensors, else PyTorch), cuda, torch, or "
+                            "gsplat (gsplat's rasterization, to compare rasterizers; CUDA, vanilla 3DGS only)"),
         ("antialiasing", False, "scale opacity by sqrt(det S / det(S + 0.3 I)) (Mip-Splatting style 2D filter)"),
         ("debug", False, "rasterizer debug checks"),
         ("profile", False, "time the phases of every training step (render, loss, backward, optimizer, "

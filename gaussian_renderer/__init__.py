@@ -23,8 +23,14 @@ def pick_backend(device, requested="auto"):
     on_cuda = torch.device(device).type == "cuda"
     if requested == "torch":
         return torch_rasterizer
+    if requested == "gsplat":
+        if not on_cuda:
+            raise UserError("--backend gsplat needs a CUDA GPU; this run is on the CPU (use --backend auto or torch)")
+        from gaussian_renderer import gsplat_backend  # noqa: PLC0415 (imports gsplat only when asked)
+        gsplat_backend.load_gsplat()
+        return gsplat_backend
     if requested not in ("auto", "cuda"):
-        raise UserError(f"--backend {requested} is unknown: use auto, cuda or torch")
+        raise UserError(f"--backend {requested} is unknown: use auto, cuda, torch or gsplat")
     if on_cuda:
         mod = cuda_extension()
         if mod:

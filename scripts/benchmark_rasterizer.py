@@ -163,18 +163,6 @@ def gsplat_step(params, v, bg, render_mode="RGB"):
     loss.backward()
 
 
-def _preload_gsplat():
-    """Use an already built gsplat extension (GSPLAT_PREBUILT_SO=path/to/gsplat_cuda.so) instead of its JIT."""
-    so = os.environ.get("GSPLAT_PREBUILT_SO")
-    if so and os.path.exists(so):
-        import importlib.util  # noqa: PLC0415
-
-        spec = importlib.util.spec_from_file_location("gsplat_cuda", so)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["gsplat.csrc"] = mod
-
-
 def profile(step, params, views, bg, label, top=12):
     """Print the GPU kernels of one forward+backward, by total time."""
     from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
@@ -241,8 +229,8 @@ def main(argv=None):
     have_gsplat = False
     if not args.no_gsplat:
         try:
-            _preload_gsplat()
-            import gsplat  # noqa: F401, PLC0415
+            from gaussian_renderer.gsplat_backend import load_gsplat  # noqa: PLC0415
+            load_gsplat()  # GSPLAT_PREBUILT_SO=path/to/gsplat_cuda.so skips gsplat's first-use compile
             have_gsplat = True
         except Exception as exc:  # noqa: BLE001 (any import failure just drops the column)
             print(f"gsplat not available ({exc}); timing ours only")

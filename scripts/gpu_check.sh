@@ -21,5 +21,5 @@ if [ "${SKIP_BUILD:-0}" != "1" ]; then
   [ $ok = 1 ] || exit 1
 fi
 echo "== tests"
-$PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py tests/test_simple_knn.py tests/test_optim.py \
+$PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py tests/test_gsplat_backend.py tests/test_simple_knn.py tests/test_optim.py \
   tests/test_distill.py::test_reinitialise_keeps_positions_and_dc_only "$@"

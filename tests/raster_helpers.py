@@ -44,3 +44,40 @@ def random_gaussians(P, seed=0, sh_degree=0, spread=1.0, scale=(-3.0, -1.5), dty
     shs = torch.randn(P, (sh_degree + 1) ** 2, 3, generator=g) * 0.5
     out = dict(means3D=means, scales=scales, rotations=rots, opacities=opac, shs=shs)
     return {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
+
+
+def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False):
+    """Render ``g`` with one rasterizer implementation and back-propagate sum(w * outputs).
+    Returns the outputs and the gradient of every input (means2D included)."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
+    means2D = torch.zeros(leaves["means3D"].shape[0], 3, device=leaves["means3D"].device, requires_grad=True)
+    kw = dict(means3D=leaves["means3D"], means2D=means2D, opacities=leaves["opacities"])
+    if use_precomp:
+        kw.update(colors_precomp=leaves["colors"], cov3D_precomp=leaves["cov3D"])
+    else:
+        kw.update(shs=leaves["shs"], scales=leaves["scales"], rotations=leaves["rotations"])
+    out = rasterizer_cls(raster_settings=s)(**kw, return_stats=return_stats)
+    color, radii, invdepth = out[:3]
+    wc, wd = loss_w
+    loss = (color * wc).sum() + (invdepth * wd).sum()
+    loss.backward()
+    grads = {k: v.grad for k, v in leaves.items()}
+    grads["means2D"] = means2D.grad
+    res = dict(color=color.detach(), invdepth=invdepth.detach(), radii=radii, grads=grads)
+    if return_stats:
+        res["stats"] = out[3]
+    return res
+
+
+def loss_weights(s, seed=0, color=True, depth=True, device="cpu"):
+    """Random per-pixel weights for the colour and inverse-depth outputs (zeros for a left-out one)."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = s.image_height, s.image_width
+    wc = torch.rand(3, H, W, generator=g) if color else torch.zeros(3, H, W)
+    wd = torch.rand(1, H, W, generator=g) if depth else torch.zeros(1, H, W)
+    return wc.to(device), wd.to(device)
+
+
+def rel_err(a, b):
+    """||a - b|| / ||b|| in float64."""
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12))

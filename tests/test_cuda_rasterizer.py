@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gaussian_renderer.torch_rasterizer import GaussianRasterizer as TR
-from tests.raster_helpers import look_at_settings, random_gaussians
+from tests.raster_helpers import look_at_settings, loss_weights, random_gaussians, rel_err, render_with_grads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -31,50 +31,16 @@ def _to_cuda_settings(s):
     return dgr.GaussianRasterizationSettings(*s)
 
 
-def _render(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False):
-    """Render with one implementation and back-propagate sum(w * outputs). Returns outputs and grads."""
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
-    means2D = torch.zeros(leaves["means3D"].shape[0], 3, device=DEV, requires_grad=True)
-    kw = dict(means3D=leaves["means3D"], means2D=means2D, opacities=leaves["opacities"])
-    if use_precomp:
-        kw.update(colors_precomp=leaves["colors"], cov3D_precomp=leaves["cov3D"])
-    else:
-        kw.update(shs=leaves["shs"], scales=leaves["scales"], rotations=leaves["rotations"])
-    out = rasterizer_cls(raster_settings=s)(**kw, return_stats=return_stats)
-    color, radii, invdepth = out[:3]
-    wc, wd = loss_w
-    loss = (color * wc).sum() + (invdepth * wd).sum()
-    loss.backward()
-    grads = {k: v.grad for k, v in leaves.items()}
-    grads["means2D"] = means2D.grad
-    res = dict(color=color.detach(), invdepth=invdepth.detach(), radii=radii, grads=grads)
-    if return_stats:
-        res["stats"] = out[3]
-    return res
-
-
-def _loss_weights(s, seed=0, color=True, depth=True):
-    g = torch.Generator().manual_seed(seed)
-    H, W = s.image_height, s.image_width
-    wc = torch.rand(3, H, W, generator=g) if color else torch.zeros(3, H, W)
-    wd = torch.rand(1, H, W, generator=g) if depth else torch.zeros(1, H, W)
-    return wc.to(DEV), wd.to(DEV)
-
-
-def _rel(a, b):
-    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12))
-
-
 def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=GRAD_RTOL):
     dgr = _cuda_module()
-    w = _loss_weights(s, seed, color, depth)
-    ref = _render(TR, s, g, w, use_precomp=use_precomp)
-    cud = _render(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, use_precomp=use_precomp)
+    w = loss_weights(s, seed, color, depth, DEV)
+    ref = render_with_grads(TR, s, g, w, use_precomp=use_precomp)
+    cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, use_precomp=use_precomp)
     assert torch.equal(cud["radii"].long().cpu(), ref["radii"].long().cpu())
     assert torch.isfinite(cud["color"]).all() and torch.isfinite(cud["invdepth"]).all()
-    assert _rel(cud["color"], ref["color"]) < FWD_RTOL
+    assert rel_err(cud["color"], ref["color"]) < FWD_RTOL
     if ref["invdepth"].abs().sum() > 0:
-        assert _rel(cud["invdepth"], ref["invdepth"]) < FWD_RTOL
+        assert rel_err(cud["invdepth"], ref["invdepth"]) < FWD_RTOL
     for k, gr in ref["grads"].items():
         gc = cud["grads"][k]
         assert gc is not None, k
@@ -83,7 +49,7 @@ def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=
         if gr.abs().sum() == 0:
             assert gc.abs().max() < 1e-6, k
         else:
-            assert _rel(gc, gr) < grad_rtol, (k, _rel(gc, gr))
+            assert rel_err(gc, gr) < grad_rtol, (k, rel_err(gc, gr))
     return ref, cud
 
 
@@ -209,15 +175,15 @@ def test_stats_match_reference(antialiasing):
     dgr = _cuda_module()
     s = _settings(W=80, H=64, sh_degree=1, antialiasing=antialiasing)
     g = random_gaussians(500, seed=12, sh_degree=1, device=DEV)
-    w = _loss_weights(s, 12)
-    ref = _render(TR, s, g, w, return_stats=True)
-    cud = _render(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, return_stats=True)
+    w = loss_weights(s, 12, device=DEV)
+    ref = render_with_grads(TR, s, g, w, return_stats=True)
+    cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, return_stats=True)
     rs, cs = ref["stats"], cud["stats"]
     assert set(cs) == {"accum_weights", "area_proj", "area_max"}
     for k in cs:
         assert cs[k].shape == (500,) and cs[k].dtype == torch.float32 and not cs[k].requires_grad
     # sums of alpha*T over many pixels: float accumulation order differs (atomics vs index_add)
-    assert _rel(cs["accum_weights"], rs["accum_weights"]) < 1e-4
+    assert rel_err(cs["accum_weights"], rs["accum_weights"]) < 1e-4
     assert (cs["area_proj"] - rs["area_proj"]).abs().sum() <= 2
     # the pixel count is exact; only near-ties of alpha*T may pick another Gaussian
     assert cs["area_max"].sum() == rs["area_max"].sum()
@@ -305,7 +271,7 @@ def test_strided_upstream_gradients():
         loss.backward()
         res.append({k: v.grad for k, v in leaves.items()})
     for k in res[0]:
-        assert _rel(res[1][k], res[0][k]) < GRAD_RTOL, k
+        assert rel_err(res[1][k], res[0][k]) < GRAD_RTOL, k
 
 
 def test_large_tile_grid_uses_32bit_keys():
