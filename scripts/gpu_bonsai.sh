@@ -4,7 +4,11 @@
 #   tests    GPU tests of the CUDA rasterizer and kNN
 #   bench    scripts/benchmark_rasterizer.py (side by side with gsplat when importable)
 #   std7k    one vanilla model, 7000 steps, 1 view per step (the gsplat peer's setting); std7k:FLAGS
-#            adds the comma-separated train.py flags, e.g. std7k:--no_opacity_reset (the peer in effect)
+#            adds the comma-separated train.py flags, e.g. std7k:--seed,1
+#   peer7k   std7k as the gsplat peer trains in effect: --no_opacity_reset --position_lr_max_steps -1 (its
+#            DefaultStrategy never resets opacities; its trainer run for 7000 steps decays the position LR
+#            over those 7000); peer7k:FLAGS adds flags, e.g. peer7k:--backend,gsplat trains it on gsplat's
+#            rasterizer (gsplat installed; GSPLAT_PREBUILT_SO=<gsplat_cuda .so> skips its first-use compile)
 #   std      the G_std stage alone (one vanilla model with the distill step's schedule), for the
 #            pipeline's wall-time ratio
 #   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the compact-student
@@ -64,11 +68,12 @@ for step in "$@"; do
   case "$step" in
     tests) SKIP_BUILD=1 bash scripts/gpu_check.sh 2>&1 | tail -5 | tee "$LOG/gpu_tests.txt" ;;
     bench) python scripts/benchmark_rasterizer.py --scene "$SCENE" 2>&1 | tee "$LOG/benchmark.txt" ;;
-    std7k|std7k:*|distill|distill:*)
+    std7k|std7k:*|peer7k|peer7k:*|distill|distill:*)
       kind=${step%%:*}; name=bonsai_$kind
+      if [ "$kind" = peer7k ]; then extra=(--no_opacity_reset --position_lr_max_steps -1 ${extra[@]+"${extra[@]}"}); fi
       if [ ${#extra[@]} -gt 0 ]; then k=$(( ${k:-0} + 1 )); name=bonsai_${kind}_$k
         echo "== $name: ${extra[*]}" | tee "$LOG/$name.flags"; fi
-      if [ "$kind" = std7k ]; then
+      if [ "$kind" != distill ]; then
         train "$name" --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"}
       else
         train "$name" --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
@@ -86,7 +91,7 @@ for step in "$@"; do
       echo "== student$n: ${extra[*]}" | tee "$LOG/bonsai_student$n.flags"
       train "bonsai_student$n" --num_models 4 --start 3 --steps_scale 0.25 --imp_metric indoor \
         --test_iterations 30000 ${extra[@]+"${extra[@]}"} ;;
-    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], std, distill[:FLAGS], views6, student:FLAGS)" >&2
+    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], peer7k[:FLAGS], std, distill[:FLAGS], views6, student:FLAGS)" >&2
        exit 2 ;;
   esac
 done
