@@ -13,7 +13,6 @@ import os
 import sys
 
 import torch
-import torch.nn as nn
 
 from gaussian_renderer.torch_rasterizer import NEAR_Z
 from gaussian_renderer import torch_rasterizer
@@ -51,15 +50,8 @@ def _cov_matrices(cov6):
     return torch.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], 1).view(-1, 3, 3)
 
 
-class GaussianRasterizer(nn.Module):
-    def __init__(self, raster_settings):
-        super().__init__()
-        self.raster_settings = raster_settings
-
-    def markVisible(self, positions):
-        with torch.no_grad():
-            p = torch.cat([positions, torch.ones_like(positions[:, :1])], 1) @ self.raster_settings.viewmatrix
-            return p[:, 2] > NEAR_Z
+class GaussianRasterizer(torch_rasterizer.GaussianRasterizer):
+    """The PyTorch rasterizer's settings and markVisible, gsplat's rendering."""
 
     def forward(self, means3D, means2D, opacities, shs=None, colors_precomp=None, scales=None,
                 rotations=None, cov3D_precomp=None, return_stats=False):
