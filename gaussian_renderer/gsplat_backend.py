@@ -14,8 +14,8 @@ import sys
 
 import torch
 
-from gaussian_renderer.torch_rasterizer import NEAR_Z
 from gaussian_renderer import torch_rasterizer
+from gaussian_renderer.torch_rasterizer import NEAR_Z
 from utils.errors import UserError
 
 GaussianRasterizationSettings = torch_rasterizer.GaussianRasterizationSettings  # the contract's settings
