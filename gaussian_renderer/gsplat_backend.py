@@ -44,12 +44,6 @@ def load_gsplat():
     return _gsplat
 
 
-def _cov_matrices(cov6):
-    """graphdeco's [P, 6] upper triangle (xx, xy, xz, yy, yz, zz) -> [P, 3, 3]."""
-    xx, xy, xz, yy, yz, zz = cov6.unbind(1)
-    return torch.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], 1).view(-1, 3, 3)
-
-
 class GaussianRasterizer(torch_rasterizer.GaussianRasterizer):
     """The PyTorch rasterizer's settings and markVisible, gsplat's rendering."""
 
@@ -77,7 +71,7 @@ class GaussianRasterizer(torch_rasterizer.GaussianRasterizer):
         colors = torch.cat([rgb, 1.0 / z.clamp_min(NEAR_Z)[:, None]], 1)
         bg = torch.cat([s.bg, s.bg.new_zeros(1)])[None]
         if cov3D_precomp is not None:
-            geom = dict(quats=None, scales=None, covars=_cov_matrices(cov3D_precomp))
+            geom = dict(quats=None, scales=None, covars=torch_rasterizer.cov_from_upper(cov3D_precomp))
         else:
             geom = dict(quats=rotations, scales=scales * s.scale_modifier)
         out, _, meta = gsplat.rasterization(

@@ -79,7 +79,7 @@ def covariance_3d(scales, rotations, scale_modifier=1.0):
     return M @ M.transpose(1, 2)
 
 
-def _cov_from_upper(c6):
+def cov_from_upper(c6):
     """[P, 6] (xx, xy, xz, yy, yz, zz) -> symmetric [P, 3, 3]."""
     a, b, c, d, e, f = c6.unbind(-1)
     return torch.stack([a, b, c, b, d, e, c, e, f], dim=-1).reshape(-1, 3, 3)
@@ -162,7 +162,7 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
     T = J @ Wr  # [P, 2, 3]
     # cov2d = T Sigma T^T, with elementwise products (batched 3x3 matmuls are slow on the CPU)
     if cov3D_precomp is not None:
-        TS, TR = _bmm_2x3_3x3(T, _cov_from_upper(cov3D_precomp)), T  # T Sigma
+        TS, TR = _bmm_2x3_3x3(T, cov_from_upper(cov3D_precomp)), T  # T Sigma
     else:  # Sigma = M M^T, M = R S: cov2d = (T M) (T M)^T
         TS = TR = _bmm_2x3_3x3(T, quaternion_to_matrix(rotations) * (scales * s.scale_modifier)[:, None, :])
     a0 = (TS[:, 0] * TR[:, 0]).sum(-1)
