@@ -56,9 +56,8 @@ def photometric_loss(render, target, lambda_dssim=0.2, extra=None):
     """(1 - lambda) L1 + lambda (1 - SSIM): the 3DGS image loss. ``extra`` = (image, weight) adds
     weight x the same loss against a second target (the student's mean teacher render), with both
     SSIMs from one convolution."""
-    if extra is None:
-        return (1.0 - lambda_dssim) * l1_loss(render, target) + lambda_dssim * (1.0 - ssim(render, target))
-    image, weight = extra
-    s = ssim_map(render, torch.stack([target, image])).mean(dim=(1, 2, 3))
-    own = (1.0 - lambda_dssim) * l1_loss(render, target) + lambda_dssim * (1.0 - s[0])
-    return own + weight * ((1.0 - lambda_dssim) * l1_loss(render, image) + lambda_dssim * (1.0 - s[1]))
+    targets = [(target, 1.0)] if extra is None else [(target, 1.0), extra]
+    stacked = target[None] if extra is None else torch.stack([target, extra[0]])  # a view when alone
+    s = ssim_map(render, stacked).mean(dim=(1, 2, 3))
+    return sum(w * ((1.0 - lambda_dssim) * l1_loss(render, t) + lambda_dssim * (1.0 - s[k]))
+               for k, (t, w) in enumerate(targets))
