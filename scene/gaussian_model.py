@@ -104,7 +104,8 @@ class GaussianModel:
             self.optimizer.step(visible)
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params.values():  # zero_grad(set_to_none=True) without the optimizer's hook machinery
+            p.grad = None
 
     def update_learning_rate(self, iteration):
         for g in self.optimizer.param_groups:

@@ -17,6 +17,11 @@
 #   views6   a short four-model pipeline (--steps_scale 0.05) with --views_per_step 6, then with 1
 #   student:FLAGS  another student on the teachers of the distill step (run it first), with the
 #            comma-separated extra train.py flags, e.g. student:--num_max,1500000
+#   profile[:FLAGS]  scripts/profile_step.py on SCENE: 2000 vanilla steps, syncs, launches and the
+#            profiler over iterations 1901-1930 (a Chrome trace in LOG)
+#   peer     the gsplat peer (PEER, default .devdata/peer_gsplat_train.py; gsplat 1.5.3 installed) and ours
+#            on the peer's 7000-step schedule (PEER_FLAGS below), each alone, then one table with the ratios
+#   small:SCENE  one vanilla model on another scene folder, 7000 steps (ms/step of a small scene)
 # e.g. bash scripts/gpu_bonsai.sh tests bench std7k
 # SCENE (default data/bonsai), LOG (text logs) and MODELS (model folders) can be set; PROFILE=1 adds
 # --profile (mean ms per step of each training phase in the logs and JSON summaries).
@@ -59,6 +64,13 @@ train() {  # name, then train.py flags; the log ends with the process's wall tim
   echo "process wall time $((ms / 1000)).$(printf %03d $((ms % 1000))) s" | tee -a "$LOG/$name.txt"
   if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
 }
+# the gsplat peer's 7000-step schedule (../shared/data/README.md)
+PEER_FLAGS=(--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
+            --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05)
+summary_field() {  # name, key: a field of the model folder's training_log.json
+  python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" \
+    "$MODELS/$1/point_cloud/training_log.json" "$2"
+}
 extra_flags() {  # the comma-separated train.py flags after "step:" into the array extra (none without ":")
   extra=()
   case "$1" in *:*) IFS=, read -r -a extra <<< "${1#*:}" ;; esac
@@ -91,7 +103,32 @@ for step in "$@"; do
       echo "== student$n: ${extra[*]}" | tee "$LOG/bonsai_student$n.flags"
       train "bonsai_student$n" --num_models 4 --start 3 --steps_scale 0.25 --imp_metric indoor \
         --test_iterations 30000 ${extra[@]+"${extra[@]}"} ;;
-    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], peer7k[:FLAGS], std, distill[:FLAGS], views6, student:FLAGS)" >&2
+    profile|profile:*)
+      tag=$(basename "$SCENE")${extra[0]:+_$(( ${pk:-0} + 1 ))}; pk=$(( ${pk:-0} + 1 ))
+      python scripts/profile_step.py -s "$SCENE" -m "$MODELS/profile_$tag" --eval --views_per_step 1 \
+        --data_device cuda --iterations 2000 --window 1901 30 --trace "$LOG/trace_$tag.json.gz" \
+        ${extra[@]+"${extra[@]}"} 2>&1 | tee "$LOG/profile_$tag.txt" ;;
+    peer)
+      PEER=${PEER:-.devdata/peer_gsplat_train.py}
+      [ -f "$PEER" ] || { echo "error: peer script $PEER not found (copy ../shared/bench/peer_gsplat_train.py there)" >&2; exit 2; }
+      python "$PEER" "$SCENE" 7000 0 2>&1 | tee "$LOG/peer.txt"
+      train peer_ours "${PEER_FLAGS[@]}" --test_iterations 7000 --save_iterations 7000
+      python - "$LOG/peer.txt" "$MODELS/peer_ours/point_cloud/training_log.json" <<'PY'
+import json, sys
+peer = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])
+ours = json.load(open(sys.argv[2]))
+rows = [("PSNR", ours["psnr"], peer["psnr"]), ("SSIM", ours["ssim"], peer["ssim"]),
+        ("Gaussians", ours["gaussians"], peer["n_gaussians"]), ("ms/step", ours["ms_per_step"], peer["ms_per_step"]),
+        ("peak GiB", ours["peak_memory_gib"], peer["peak_mem_gib"])]
+print("| 7000 steps, peer schedule | ours | gsplat peer | ours / peer |\n|---|---|---|---|")
+for name, a, b in rows:
+    print(f"| {name} | {a:.4g} | {b:.4g} | {a / b:.3f} |")
+PY
+      ;;
+    small:*)
+      scene=${step#small:}; name=small_$(basename "$scene")
+      SCENE=$scene train "$name" --iterations 7000 --test_iterations 7000 --save_iterations 7000 ;;
+    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], peer7k[:FLAGS], std, distill[:FLAGS], views6, student:FLAGS, profile[:FLAGS], peer, small:SCENE)" >&2
        exit 2 ;;
   esac
 done

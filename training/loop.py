@@ -100,10 +100,12 @@ def load_checkpoint(path, model, strategy, role, opt):
 
 
 def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_iterations=(),
-                save_iterations=(), checkpoint_iterations=(), start_checkpoint=None, label="", quiet=False):
+                save_iterations=(), checkpoint_iterations=(), start_checkpoint=None, label="", quiet=False,
+                step_hook=None):
     """Train ``model`` on ``scene``; write PLYs to <out_dir>/iteration_<it>/point_cloud.ply.
 
     Returns a summary dict (Gaussians, PLY MB, wall time, ms/step, peak memory, last test metrics).
+    ``step_hook(it)``, if given, is called at the start of every iteration (scripts/profile_step.py).
     """
     t_enter = time.time()
     role = role or Role()
@@ -131,6 +133,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     t0 = time.time()
     bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet, dynamic_ncols=True)
     for it in bar:
+        if step_hook is not None:
+            step_hook(it)
         model.update_learning_rate(it)
         if it % opt.sh_increase_interval == 0:
             model.oneup_sh_degree()

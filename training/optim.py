@@ -1,4 +1,7 @@
-"""Optimizers for Gaussian parameters: torch's Adam, or Adam over the Gaussians seen this step.
+"""Optimizers for Gaussian parameters: Adam over all Gaussians, or over the Gaussians seen this step.
+
+On CUDA, ``GaussianAdam`` updates every parameter group in one kernel launch (the per-step fixed cost of
+torch's fused Adam is one launch and a step-count update per group); on the CPU the default is torch's Adam.
 
 ``--optimizer_type sparse_adam`` (graphdeco's name) updates only the rows (Gaussians) that were visible
 in at least one view of the step; the others keep their value and Adam moments, so unseen Gaussians
@@ -28,14 +31,17 @@ def adam_rows_torch(param, grad, exp_avg, exp_avg_sq, visible, lr, beta1, beta2,
     exp_avg_sq.copy_(v)
 
 
-class SparseGaussianAdam(torch.optim.Optimizer):
-    """Adam whose step(visible) updates only rows with visible[i]; one tensor per parameter group."""
+class GaussianAdam(torch.optim.Optimizer):
+    """Adam over the Gaussian parameter groups (one tensor each). On CUDA, one kernel launch updates
+    every group (torch's fused Adam launches per group and keeps per-group step tensors); elsewhere the
+    PyTorch specification ``adam_rows_torch``. ``step(visible)`` updates only the visible rows."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-15):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
 
     @torch.no_grad()
-    def step(self, visible):
+    def step(self, visible=None):
+        live = []  # (param, state, group) of the parameters that have a gradient this step
         for group in self.param_groups:
             (p,) = group["params"]
             if p.grad is None:
@@ -45,20 +51,47 @@ class SparseGaussianAdam(torch.optim.Optimizer):
                 st["step"] = torch.tensor(0.0)
                 st["exp_avg"] = torch.zeros_like(p)
                 st["exp_avg_sq"] = torch.zeros_like(p)
-            st["step"] += 1
-            args = (p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], visible, group["lr"], *group["betas"],
-                    group["eps"], int(st["step"]))
-            ext = cuda_extension() if p.is_cuda else None
+            st["step"] += 1  # a CPU tensor: reading it below does not wait for the GPU
+            live.append((p, st, group))
+        if not live:
+            return
+        (beta1, beta2), eps = live[0][2]["betas"], live[0][2]["eps"]
+        dev = live[0][0].device
+        ext = cuda_extension() if dev.type == "cuda" else None
+        if ext and hasattr(ext._C, "adam_multi_"):
+            every_row = torch.empty(0, dtype=torch.bool, device=dev)
+            ext._C.adam_multi_([p.data for p, _, _ in live], [p.grad.contiguous() for p, _, _ in live],
+                               [st["exp_avg"] for _, st, _ in live], [st["exp_avg_sq"] for _, st, _ in live],
+                               every_row if visible is None else visible.contiguous(),
+                               [g["lr"] for _, _, g in live], [int(st["step"]) for _, st, _ in live],
+                               beta1, beta2, eps)
+            return
+        for p, st, group in live:
+            rows = visible if visible is not None else torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
+            args = (p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], rows, group["lr"], beta1, beta2, eps,
+                    int(st["step"]))
             if ext:
                 ext._C.adam_rows_(p.data, *args)
             else:
                 adam_rows_torch(p.data, *args)
 
 
+class SparseGaussianAdam(GaussianAdam):
+    """Adam whose step(visible) updates only rows with visible[i]; hidden rows keep value and moments."""
+
+    def step(self, visible):
+        super().step(visible)
+
+
 def make_optimizer(groups, optimizer_type, device):
-    """torch's Adam (fused on CUDA: one kernel for all groups) or SparseGaussianAdam."""
+    """Adam: on CUDA with our extension GaussianAdam (every group in one launch), else torch's Adam (the
+    CPU path, unchanged); or SparseGaussianAdam for --optimizer_type sparse_adam."""
     if optimizer_type == "sparse_adam":
         return SparseGaussianAdam(groups, lr=0.0, eps=1e-15)
     if optimizer_type != "default":
         raise ValueError(f"unknown optimizer type {optimizer_type}")
-    return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=torch.device(device).type == "cuda")
+    on_cuda = torch.device(device).type == "cuda"
+    ext = cuda_extension() if on_cuda else None
+    if ext and hasattr(ext._C, "adam_multi_"):
+        return GaussianAdam(groups, lr=0.0, eps=1e-15)
+    return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=on_cuda)

@@ -1,5 +1,6 @@
-// Adam step over the rows (Gaussians) marked visible; other rows keep their value and moments.
-// One thread per element of the [P, D] parameter; bias corrections are computed on the host.
+// Adam steps on the Gaussian parameters. adam_rows_: one parameter, only the rows (Gaussians) marked
+// visible; other rows keep their value and moments. adam_multi_: every parameter group of a step in one
+// launch (dense, or visible rows only). Bias corrections are computed on the host.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
@@ -9,19 +10,58 @@
 namespace dgr {
 namespace {
 
+constexpr int kMaxSegments = 8;
+
+// One parameter tensor of a multi-tensor step, seen as [rows, D] (D = its elements per Gaussian).
+struct AdamSegment {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  int64_t D;
+  float step_size;     // lr / (1 - beta1^step)
+  float inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^step)
+};
+
+// Passed by value as a kernel argument: no device copy of the pointer table, so no extra launch.
+struct AdamSegments {
+  AdamSegment seg[kMaxSegments];
+  int64_t begin[kMaxSegments + 1];  // element offsets of each segment in the flattened range
+  int count;
+};
+
+__device__ __forceinline__ void adam_element(const AdamSegment& s, int64_t i, float beta1, float beta2, float eps) {
+  const float g = s.grad[i];
+  const float m = beta1 * s.exp_avg[i] + (1.f - beta1) * g;
+  const float v = beta2 * s.exp_avg_sq[i] + (1.f - beta2) * g * g;
+  s.exp_avg[i] = m;
+  s.exp_avg_sq[i] = v;
+  s.param[i] -= s.step_size * m / (sqrtf(v) * s.inv_sqrt_bc2 + eps);
+}
+
 __global__ void adam_rows_kernel(float* __restrict__ param, const float* __restrict__ grad,
                                  float* __restrict__ exp_avg, float* __restrict__ exp_avg_sq,
                                  const bool* __restrict__ visible, int64_t n, int64_t D, float step_size,
                                  float beta1, float beta2, float eps, float inv_sqrt_bc2) {
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= n || !visible[i / D]) return;
-  const float g = grad[i];
-  const float m = beta1 * exp_avg[i] + (1.f - beta1) * g;
-  const float v = beta2 * exp_avg_sq[i] + (1.f - beta2) * g * g;
-  exp_avg[i] = m;
-  exp_avg_sq[i] = v;
   // torch.optim.Adam's order of operations: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-  param[i] -= step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
+  const AdamSegment s{param, grad, exp_avg, exp_avg_sq, D, step_size, inv_sqrt_bc2};
+  adam_element(s, i, beta1, beta2, eps);
+}
+
+__global__ void adam_multi_kernel(const AdamSegments segs, const bool* __restrict__ visible, float beta1,
+                                  float beta2, float eps) {
+  const int64_t total = segs.begin[segs.count];
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total; j += stride) {
+    int k = 0;
+    while (j >= segs.begin[k + 1]) k++;  // at most kMaxSegments steps; segments are large and contiguous
+    const AdamSegment& s = segs.seg[k];
+    const int64_t i = j - segs.begin[k];
+    if (visible != nullptr && !visible[i / s.D]) continue;
+    adam_element(s, i, beta1, beta2, eps);
+  }
 }
 
 void check_operand(const torch::Tensor& t, const torch::Tensor& param, const char* name) {
@@ -56,6 +96,51 @@ void adam_rows_(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& 
       (float)eps, (float)(1.0 / std::sqrt(bc2)));
   const cudaError_t err = cudaGetLastError();
   TORCH_CHECK(err == cudaSuccess, "diff_gaussian_rasterization: adam_rows_: ", cudaGetErrorString(err));
+}
+
+void adam_multi_(std::vector<torch::Tensor> params, const std::vector<torch::Tensor>& grads,
+                 std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
+                 const torch::Tensor& visible, const std::vector<double>& lrs, const std::vector<int64_t>& steps,
+                 double beta1, double beta2, double eps) {
+  const size_t n = params.size();
+  TORCH_CHECK(n <= (size_t)kMaxSegments, "adam_multi_ takes at most ", kMaxSegments, " parameters");
+  TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && lrs.size() == n &&
+                  steps.size() == n, "adam_multi_: one grad, exp_avg, exp_avg_sq, lr and step per parameter");
+  if (n == 0) return;
+  const bool sparse = visible.numel() > 0;
+  const int64_t P = params[0].dim() > 0 ? params[0].size(0) : 0;
+  if (sparse)
+    TORCH_CHECK(visible.is_cuda() && visible.scalar_type() == torch::kBool && visible.is_contiguous() &&
+                    visible.numel() == P, "visible must be a contiguous bool CUDA tensor with one entry per row");
+  AdamSegments segs{};
+  int64_t total = 0;
+  for (size_t k = 0; k < n; k++) {
+    check_operand(params[k], params[k], "param");
+    check_operand(grads[k], params[k], "grad");
+    check_operand(exp_avgs[k], params[k], "exp_avg");
+    check_operand(exp_avg_sqs[k], params[k], "exp_avg_sq");
+    TORCH_CHECK(steps[k] >= 1, "step must be >= 1");
+    TORCH_CHECK(!sparse || params[k].size(0) == P, "with visible, every parameter needs one row per Gaussian");
+    const int64_t rows = params[k].dim() > 0 ? params[k].size(0) : 1;
+    const double bc1 = 1.0 - std::pow(beta1, (double)steps[k]);
+    const double bc2 = 1.0 - std::pow(beta2, (double)steps[k]);
+    segs.seg[k] = AdamSegment{params[k].data_ptr<float>(), grads[k].data_ptr<float>(), exp_avgs[k].data_ptr<float>(),
+                              exp_avg_sqs[k].data_ptr<float>(), rows > 0 ? params[k].numel() / rows : 1,
+                              (float)(lrs[k] / bc1), (float)(1.0 / std::sqrt(bc2))};
+    segs.begin[k] = total;
+    total += params[k].numel();
+  }
+  segs.begin[n] = total;
+  segs.count = (int)n;
+  if (total == 0) return;
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  const int threads = 256;
+  // a grid-stride loop over a few waves of blocks: enough to fill the GPU, few blocks to schedule
+  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 132 * 16);
+  adam_multi_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      segs, sparse ? visible.data_ptr<bool>() : nullptr, (float)beta1, (float)beta2, (float)eps);
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, "diff_gaussian_rasterization: adam_multi_: ", cudaGetErrorString(err));
 }
 
 }  // namespace dgr

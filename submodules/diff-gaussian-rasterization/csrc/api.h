@@ -41,4 +41,11 @@ void adam_rows_(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& 
                 torch::Tensor& exp_avg_sq, const torch::Tensor& visible, double lr, double beta1, double beta2,
                 double eps, int64_t step);
 
+// In-place Adam step on up to 8 parameters (the Gaussian groups) in one launch, each with its own lr and
+// 1-based step count; visible (bool [P], or empty for all rows) restricts it to the visible rows.
+void adam_multi_(std::vector<torch::Tensor> params, const std::vector<torch::Tensor>& grads,
+                 std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
+                 const torch::Tensor& visible, const std::vector<double>& lrs, const std::vector<int64_t>& steps,
+                 double beta1, double beta2, double eps);
+
 }  // namespace dgr

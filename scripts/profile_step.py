@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Where the time of a training step goes (GPU): torch.profiler over steady-state steps, kernel
+launches per step, and every host-device synchronisation inside a step.
+
+    python scripts/profile_step.py -s data/bonsai --eval --views_per_step 1 --data_device cuda \
+        --iterations 2000 --window 1901 30 [--trace trace.json.gz] [any train.py flag]
+
+Trains one vanilla model with train.py's flags (the ``--iterations`` given are the run's length) and, at
+the iterations of ``--window START COUNT``, records: CPU and CUDA activity (torch.profiler), the kernel
+and memcpy/memset launches per step, GPU busy time per step against wall time per step, and with
+``torch.cuda.set_sync_debug_mode("warn")`` on, each synchronising call with its Python source line.
+Pick a window without densification (between two multiples of --densification_interval) to see the
+steady state. Prints a short table last.
+"""
+import argparse
+import collections
+import gzip
+import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+import train  # noqa: E402
+from arguments import ModelParams, OptimizationParams, PipelineParams, scale_steps  # noqa: E402
+from scene import Scene  # noqa: E402
+from scene.gaussian_model import GaussianModel  # noqa: E402
+from training.loop import train_model  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Window:
+    """Step hook: syncs are recorded over the first half of the window, the profiler over the second
+    (the sync checks slow the host, so the timed steps run without them)."""
+
+    def __init__(self, start, count):
+        self.sync_range = range(start, start + count // 2)
+        self.prof_range = range(start + count // 2, start + count)
+        self.syncs = collections.Counter()
+        self.prof = None
+        self.t0 = self.wall = None
+        self._old_show = None
+
+    def _record(self, message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return self._old_show(message, category, filename, lineno, file, line)
+        # the innermost frames of this project (not torch's) say which line waited
+        frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(PROJECT)
+                  and not f.filename.endswith("profile_step.py")]
+        where = " <- ".join(f"{os.path.relpath(f.filename, PROJECT)}:{f.lineno}" for f in frames[-3:][::-1])
+        self.syncs[where or f"{filename}:{lineno}"] += 1
+
+    def __call__(self, it):
+        if it == self.sync_range.start:
+            self._old_show = warnings.showwarning
+            warnings.showwarning = self._record
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        if it == self.prof_range.start:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = self._old_show
+            torch.cuda.synchronize()
+            self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.prof.__enter__()
+            self.t0 = time.perf_counter()
+        if it == self.prof_range.stop:
+            torch.cuda.synchronize()
+            self.wall = time.perf_counter() - self.t0
+            self.prof.__exit__(None, None, None)
+
+
+def report(win, trace_path):
+    steps = len(win.prof_range)
+    events = win.prof.events()
+    gpu = [e for e in events if e.device_type.name == "CUDA"]
+    kernels = [e for e in gpu if "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
+    busy_us = sum(e.device_time for e in gpu) if gpu and hasattr(gpu[0], "device_time") else \
+        sum(e.cuda_time for e in gpu)
+    launches = [e for e in events if e.device_type.name == "CPU" and e.name in (
+        "cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")]
+    print("\n== top CUDA kernels (summed over the window) ==")
+    by_name = collections.defaultdict(lambda: [0, 0.0])
+    for e in gpu:
+        by_name[e.name][0] += 1
+        by_name[e.name][1] += getattr(e, "device_time", None) or e.cuda_time
+    for name, (n, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:25]:
+        print(f"{us / steps / 1000:8.3f} ms/step {n / steps:6.1f}/step  {name[:110]}")
+    print("\n== top operators by host (CPU) time ==")
+    print(win.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
+    if trace_path:
+        raw = trace_path[:-3] if trace_path.endswith(".gz") else trace_path
+        win.prof.export_chrome_trace(raw)
+        if raw != trace_path:
+            with open(raw, "rb") as src, gzip.open(trace_path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.remove(raw)
+    print("\n== host-device synchronisations per step (set_sync_debug_mode, %d steps) ==" % len(win.sync_range))
+    if not win.syncs:
+        print("none")
+    for where, n in win.syncs.most_common():
+        print(f"{n / len(win.sync_range):6.2f}/step  {where}")
+    print("\n| steps | wall ms/step | GPU busy ms/step | kernels/step | memcpy+memset/step | launch calls/step | syncs/step |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {steps} | {1000 * win.wall / steps:.2f} | {busy_us / steps / 1000:.2f} | {len(kernels) / steps:.1f} | "
+          f"{(len(gpu) - len(kernels)) / steps:.1f} | {len(launches) / steps:.1f} | "
+          f"{sum(win.syncs.values()) / max(1, len(win.sync_range)):.2f} |")
+
+
+def main(argv=None):
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--window", nargs=2, type=int, default=[1901, 30], metavar=("START", "COUNT"),
+                     help="iterations to examine: syncs over the first half, the profiler over the second")
+    own.add_argument("--trace", default="", help="write the profiler's Chrome trace here (.json or .json.gz)")
+    mine, rest = own.parse_known_args(argv)
+    args = train.build_parser().parse_args(rest)
+    dataset, opt, pipe = ModelParams.extract(args), OptimizationParams.extract(args), PipelineParams.extract(args)
+    scale_steps(opt, opt.steps_scale)
+    start, count = mine.window
+    if not torch.cuda.is_available():
+        raise UserError("profile_step.py measures the GPU step: no CUDA device here")
+    if count < 4 or start < 2 or start + count > opt.iterations:
+        raise UserError(f"--window {start} {count} must lie inside the run's {opt.iterations} iterations "
+                        f"(start >= 2, count >= 4)")
+    torch.manual_seed(args.seed)
+    scene = Scene(dataset)
+    out = dataset.model_path or os.path.join("output", "profile_step")
+    dataset.model_path = out
+    os.makedirs(out, exist_ok=True)
+    model = GaussianModel(dataset.sh_degree, "cuda")
+    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    win = Window(start, count)
+    summary = train_model(scene, model, opt, pipe, dataset, os.path.join(out, "point_cloud"), quiet=True,
+                          step_hook=win)
+    report(win, mine.trace)
+    print(f"\n{summary['gaussians']} Gaussians at the end; whole run {summary['ms_per_step']} ms/step")
+
+
+if __name__ == "__main__":
+    run_cli(main)
