@@ -62,12 +62,14 @@ def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None
         projmatrix=proj, sh_degree=pc.active_sh_degree, campos=campos, prefiltered=False,
         debug=getattr(pipe, "debug", False), antialiasing=getattr(pipe, "antialiasing", False))
     rasterizer = backend.GaussianRasterizer(raster_settings=settings)
+    # the raw quaternions and the two SH parameters: every backend normalises quaternions itself (forward and
+    # backward), and the CUDA kernels read DC and higher bands in place, so neither costs kernels per render
     kw = dict(means3D=pc.get_xyz, means2D=means2D, opacities=pc.get_opacity if opacity is None else opacity,
-              scales=pc.get_scaling, rotations=pc.get_rotation)
+              scales=pc.get_scaling, rotations=pc.params["rotation"])
     if override_color is not None:
         kw["colors_precomp"] = override_color
     else:
-        kw["shs"] = pc.get_features
+        kw["shs"] = (pc.params["f_dc"], pc.params["f_rest"])
     out = rasterizer(**kw, return_stats=return_stats)
     result = dict(render=out[0], radii=out[1], depth=out[2], viewspace_points=means2D,
                   visibility_filter=out[1] > 0)

@@ -64,7 +64,7 @@ class GaussianRasterizer(torch_rasterizer.GaussianRasterizer):
         z = (means3D @ viewmat[:3, :3].T)[:, 2] + viewmat[2, 3]
         if shs is not None:
             dirs = means3D - s.campos
-            rgb = gsplat.spherical_harmonics(s.sh_degree, dirs, shs)
+            rgb = gsplat.spherical_harmonics(s.sh_degree, dirs, torch_rasterizer.sh_features(shs))
             rgb = torch.clamp_min(rgb + 0.5, 0.0)
         else:
             rgb = colors_precomp

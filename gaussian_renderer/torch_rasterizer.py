@@ -567,6 +567,12 @@ def rasterize(s, pre, return_stats=False):
     return rgb, img[3:4], plan.stats
 
 
+def sh_features(shs):
+    """shs as one [P, K, 3] tensor; a pair (DC [P, 1, 3], higher bands [P, K - 1, 3]), the form render() passes
+    so that the CUDA kernels read the model's two parameters in place, is concatenated."""
+    return torch.cat(shs, dim=1) if isinstance(shs, (tuple, list)) else shs
+
+
 class GaussianRasterizer(nn.Module):
     def __init__(self, raster_settings):
         super().__init__()
@@ -585,8 +591,8 @@ class GaussianRasterizer(nn.Module):
         if ((scales is None or rotations is None) and cov3D_precomp is None) or \
                 (scales is not None and cov3D_precomp is not None):
             raise ValueError("provide either scales and rotations, or cov3D_precomp")
-        pre = preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations,
-                         cov3D_precomp)
+        pre = preprocess(s, means3D, means2D, opacities, shs if shs is None else sh_features(shs), colors_precomp,
+                         scales, rotations, cov3D_precomp)
         names = stat_names(return_stats)
         color, invdepth, stats = rasterize(s, pre, bool(names))
         if names:

@@ -46,10 +46,13 @@ def random_gaussians(P, seed=0, sh_degree=0, spread=1.0, scale=(-3.0, -1.5), dty
     return {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
 
 
-def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False):
+def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False, split_sh=False):
     """Render ``g`` with one rasterizer implementation and back-propagate sum(w * outputs).
-    Returns the outputs and the gradient of every input (means2D included)."""
+    Returns the outputs and the gradient of every input (means2D included). ``split_sh`` passes the SH as
+    the pair (DC, higher bands), as render() does; their gradients come back concatenated."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
+    if split_sh:
+        leaves["shs"] = tuple(t.detach().clone().requires_grad_(True) for t in (g["shs"][:, :1], g["shs"][:, 1:]))
     means2D = torch.zeros(leaves["means3D"].shape[0], 3, device=leaves["means3D"].device, requires_grad=True)
     kw = dict(means3D=leaves["means3D"], means2D=means2D, opacities=leaves["opacities"])
     if use_precomp:
@@ -61,7 +64,9 @@ def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_prec
     wc, wd = loss_w
     loss = (color * wc).sum() + (invdepth * wd).sum()
     loss.backward()
-    grads = {k: v.grad for k, v in leaves.items()}
+    grads = {k: v.grad for k, v in leaves.items() if k != "shs" or not split_sh}
+    if split_sh:
+        grads["shs"] = torch.cat([t.grad for t in leaves["shs"]], dim=1)
     grads["means2D"] = means2D.grad
     res = dict(color=color.detach(), invdepth=invdepth.detach(), radii=radii, grads=grads)
     if return_stats:

@@ -31,11 +31,12 @@ def _to_cuda_settings(s):
     return dgr.GaussianRasterizationSettings(*s)
 
 
-def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=GRAD_RTOL):
+def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=GRAD_RTOL, split_sh=False):
     dgr = _cuda_module()
     w = loss_weights(s, seed, color, depth, DEV)
     ref = render_with_grads(TR, s, g, w, use_precomp=use_precomp)
-    cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, use_precomp=use_precomp)
+    cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, use_precomp=use_precomp,
+                            split_sh=split_sh)
     assert torch.equal(cud["radii"].long().cpu(), ref["radii"].long().cpu())
     assert torch.isfinite(cud["color"]).all() and torch.isfinite(cud["invdepth"]).all()
     assert rel_err(cud["color"], ref["color"]) < FWD_RTOL
@@ -69,6 +70,16 @@ def test_active_degree_below_stored_coefficients(sh_degree):
     ref, cud = _compare(s, g, seed=20)
     hi = cud["grads"]["shs"][:, (sh_degree + 1) ** 2:]
     assert hi.abs().max() == 0
+
+
+@pytest.mark.parametrize("sh_degree", [1, 3])
+def test_sh_in_two_parts_and_quaternions_of_any_norm(sh_degree):
+    """render()'s form: SH as (DC, higher bands), read in place by the kernels for 16 coefficients and
+    concatenated otherwise, and raw quaternions (normalised inside): the reference's image and gradients."""
+    s = _settings(W=70, H=50, sh_degree=sh_degree)
+    g = random_gaussians(400, seed=5, sh_degree=sh_degree, device=DEV)
+    g["rotations"] = g["rotations"] * torch.linspace(0.3, 3.0, 400, device=DEV)[:, None]
+    _compare(s, g, split_sh=True)
 
 
 def test_means2d_with_two_columns():

@@ -303,3 +303,16 @@ def test_alpha_culling_is_exact_for_thin_faint_gaussians():
     np.testing.assert_allclose(color.detach().numpy(), C, atol=2e-6)
     np.testing.assert_allclose(invd[0].detach().numpy(), D, atol=2e-6)
     np.testing.assert_allclose(st["accum_weights"].numpy(), acc, atol=1e-4, rtol=1e-4)
+
+
+def test_sh_pair_equals_concatenated_sh():
+    """render() passes SH as (DC, higher bands): the PyTorch rasterizer gives the same image and gradients."""
+    from tests.raster_helpers import loss_weights, render_with_grads  # noqa: PLC0415
+    s = look_at_settings(W=30, H=20, sh_degree=2)
+    g = random_gaussians(60, seed=3, sh_degree=2)
+    w = loss_weights(s, 1)
+    a = render_with_grads(GaussianRasterizer, s, g, w)
+    b = render_with_grads(GaussianRasterizer, s, g, w, split_sh=True)
+    assert torch.equal(a["color"], b["color"])
+    for k in a["grads"]:
+        torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=0, atol=0)

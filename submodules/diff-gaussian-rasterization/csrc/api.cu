@@ -34,17 +34,21 @@ torch::Tensor f32c(const torch::Tensor& t, const char* name) {
 
 // The inputs forward and backward share, as float32 contiguous CUDA tensors (empty ones stay empty).
 struct Inputs {
-  torch::Tensor means3D, colors, opacity, scales, rotations, cov3D, shs, view, proj, campos, bg;
+  torch::Tensor means3D, colors, opacity, scales, rotations, cov3D, shs, sh_rest, view, proj, campos, bg;
 };
 
 Inputs checked_inputs(const torch::Tensor& means3D, const torch::Tensor& colors, const torch::Tensor& opacity,
                       const torch::Tensor& scales, const torch::Tensor& rotations, const torch::Tensor& cov3D,
-                      const torch::Tensor& shs, const torch::Tensor& view, const torch::Tensor& proj,
-                      const torch::Tensor& campos, const torch::Tensor& bg) {
+                      const torch::Tensor& shs, const torch::Tensor& sh_rest, const torch::Tensor& view,
+                      const torch::Tensor& proj, const torch::Tensor& campos, const torch::Tensor& bg) {
+  if (sh_rest.numel() > 0)
+    TORCH_CHECK(shs.dim() == 3 && shs.size(1) == 1 && shs.size(2) == 3 && sh_rest.dim() == 3 && sh_rest.size(1) == 15 &&
+                    sh_rest.size(2) == 3 && sh_rest.size(0) == shs.size(0),
+                "SH given in two parts must be DC [P, 1, 3] and the higher bands [P, 15, 3]");
   return {f32c(means3D, "means3D"),      f32c(colors, "colors_precomp"), f32c(opacity, "opacities"),
           f32c(scales, "scales"),        f32c(rotations, "rotations"),   f32c(cov3D, "cov3D_precomp"),
-          f32c(shs, "shs"),              f32c(view, "viewmatrix"),       f32c(proj, "projmatrix"),
-          f32c(campos, "campos"),        f32c(bg, "bg")};
+          f32c(shs, "shs"),              f32c(sh_rest, "shs (higher bands)"), f32c(view, "viewmatrix"),
+          f32c(proj, "projmatrix"),      f32c(campos, "campos"),         f32c(bg, "bg")};
 }
 
 Cam make_cam(int H, int W, float tanfovx, float tanfovy, float scale_modifier, bool antialiasing,
@@ -66,9 +70,13 @@ Cam make_cam(int H, int W, float tanfovx, float tanfovy, float scale_modifier, b
   return cam;
 }
 
-int sh_degree_used(int sh_degree, const torch::Tensor& shs) {
-  if (shs.numel() == 0) return 0;
-  const int M = shs.size(1);
+// Coefficients per colour channel: shs [P, M, 3], or DC [P, 1, 3] + higher bands [P, M - 1, 3].
+int sh_coeffs(const torch::Tensor& shs, const torch::Tensor& sh_rest) {
+  return shs.numel() > 0 ? shs.size(1) + (sh_rest.numel() > 0 ? sh_rest.size(1) : 0) : 0;
+}
+
+int sh_degree_used(int sh_degree, int M) {
+  if (M == 0) return 0;
   int avail = 0;  // largest d <= 3 with (d+1)^2 <= M
   while (avail < 3 && (avail + 2) * (avail + 2) <= M) avail++;
   return std::max(0, std::min((int)sh_degree, avail));
@@ -120,7 +128,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              double scale_modifier, const torch::Tensor& cov3D_in,
                                              const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix,
                                              double tanfovx, double tanfovy, int64_t image_height,
-                                             int64_t image_width, const torch::Tensor& sh_in, int64_t sh_degree,
+                                             int64_t image_width, const torch::Tensor& sh_in,
+                                             const torch::Tensor& sh_rest_in, int64_t sh_degree,
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
                                              int64_t stats_mode, bool debug) {
   (void)prefiltered;
@@ -130,23 +139,25 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int P = means3D_in.size(0);
   const int H = image_height, W = image_width;
-  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, view, proj, cpos, bg] =
-      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, viewmatrix,
-                     projmatrix, campos, background);
+  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, sh_rest, view, proj, cpos, bg] =
+      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, sh_rest_in,
+                     viewmatrix, projmatrix, campos, background);
   TORCH_CHECK(opacity.numel() == P, "opacities must have P entries");
   TORCH_CHECK(stats_mode >= STATS_NONE && stats_mode <= STATS_ALL, "stats_mode must be 0, 1 or 2");
   TORCH_CHECK(colors.numel() > 0 || shs.numel() > 0 || P == 0, "provide shs or colors_precomp");
   TORCH_CHECK(cov3D.numel() > 0 || (scales.numel() == 3 * P && rotations.numel() == 4 * P),
               "provide scales and rotations, or cov3D_precomp");
-  const int M = shs.numel() > 0 ? shs.size(1) : 0;
-  const int deg = sh_degree_used(sh_degree, shs);
+  const int M = sh_coeffs(shs, sh_rest);
+  const int deg = sh_degree_used(sh_degree, M);
+  const bool split = sh_rest.numel() > 0;
 
   const auto fopt = means3D.options().dtype(torch::kFloat32);
   const auto iopt = means3D.options().dtype(torch::kInt32);
   const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
   const int num_tiles = cam.tiles_x * cam.tiles_y;
 
-  const bool sh_fast = M == 16 && shs.numel() > 0 && (reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0);
+  const bool sh_fast =
+      M == 16 && shs.numel() > 0 && (split || reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0);
   auto radii = torch::zeros({P}, iopt);
   auto out_color = torch::empty({3, H, W}, fopt);
   auto out_invdepth = torch::empty({1, H, W}, fopt);
@@ -172,7 +183,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     auto tiles_touched = torch::empty({P}, iopt);
     auto depth_keys = torch::empty({P}, iopt);
     launch_preprocess_fwd(P, deg, M, sh_fast, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
-                          opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(colors), opt_ptr(cov3D), cam,
+                          opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D),
+                          cam,
                           radii.data_ptr<int>(), reinterpret_cast<float2*>(xy.data_ptr<float>()),
                           reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
                           reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
@@ -256,7 +268,7 @@ std::vector<torch::Tensor> rasterize_backward(
     const torch::Tensor& rotations_in, double scale_modifier, const torch::Tensor& cov3D_in,
     const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
     const torch::Tensor& dL_dcolor_in, const torch::Tensor& dL_dinvdepth_in, const torch::Tensor& sh_in,
-    int64_t sh_degree, const torch::Tensor& campos, const torch::Tensor& rank, const torch::Tensor& xy,
+    const torch::Tensor& sh_rest_in, int64_t sh_degree, const torch::Tensor& campos, const torch::Tensor& rank, const torch::Tensor& xy,
     const torch::Tensor& conic_op, const torch::Tensor& rgbd, const torch::Tensor& point_list,
     const torch::Tensor& ranges, const torch::Tensor& final_T, const torch::Tensor& n_contrib, int64_t means2D_dim,
     bool antialiasing, bool debug) {
@@ -264,9 +276,9 @@ std::vector<torch::Tensor> rasterize_backward(
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int P = means3D_in.size(0);
   const int H = final_T.size(0), W = final_T.size(1);
-  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, view, proj, cpos, bg] =
-      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, viewmatrix,
-                     projmatrix, campos, background);
+  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, sh_rest, view, proj, cpos, bg] =
+      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, sh_rest_in,
+                     viewmatrix, projmatrix, campos, background);
   // upstream gradients are read through their strides (no copy when, e.g., a sum expanded them)
   const auto dL_dcolor = dL_dcolor_in.to(torch::kFloat32);
   const auto dL_dinvdepth = dL_dinvdepth_in.to(torch::kFloat32);
@@ -274,8 +286,9 @@ std::vector<torch::Tensor> rasterize_backward(
                   dL_dcolor.size(2) == W, "grad of color must be [3, H, W] on the GPU");
   TORCH_CHECK(dL_dinvdepth.is_cuda() && dL_dinvdepth.dim() == 3 && dL_dinvdepth.size(1) == H &&
                   dL_dinvdepth.size(2) == W, "grad of invdepth must be [1, H, W] on the GPU");
-  const int M = shs.numel() > 0 ? shs.size(1) : 0;
-  const int deg = sh_degree_used(sh_degree, shs);
+  const int M = sh_coeffs(shs, sh_rest);
+  const int deg = sh_degree_used(sh_degree, M);
+  const bool split = sh_rest.numel() > 0;
   const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
   const int num_tiles = cam.tiles_x * cam.tiles_y;
   const auto fopt = means3D.options().dtype(torch::kFloat32);
@@ -285,12 +298,15 @@ std::vector<torch::Tensor> rasterize_backward(
   auto dL_dmeans2D = torch::empty({P, n2}, fopt);
   auto dL_dopacity = torch::empty({P, 1}, fopt);
   auto dL_dshs = shs.numel() > 0 ? torch::empty_like(shs) : torch::empty({0}, fopt);
+  auto dL_dsh_rest = split ? torch::empty_like(sh_rest) : torch::empty({0}, fopt);
   auto dL_dcolors = colors.numel() > 0 ? torch::empty({P, 3}, fopt) : torch::empty({0}, fopt);
   const bool use_cov = cov3D.numel() > 0;
   auto dL_dcov3D = use_cov ? torch::empty({P, 6}, fopt) : torch::empty({0}, fopt);
   auto dL_dscales = use_cov ? torch::empty({0}, fopt) : torch::empty({P, 3}, fopt);
   auto dL_drotations = use_cov ? torch::empty({0}, fopt) : torch::empty({P, 4}, fopt);
-  if (P == 0) return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations};
+  if (P == 0)
+    return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations,
+            dL_dsh_rest};
 
   const int V = xy.size(0);
   auto grad = torch::zeros({V, GRAD_STRIDE}, fopt);  // screen-space gradients of the visible Gaussians (by rank)
@@ -305,19 +321,22 @@ std::vector<torch::Tensor> rasterize_backward(
                       grad.data_ptr<float>(), stream);
     check_launch(debug, "render backward");
   }
-  const bool sh_fast = M == 16 && shs.numel() > 0 && (reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0) &&
-                       (reinterpret_cast<uintptr_t>(dL_dshs.data_ptr<float>()) % 16 == 0);
+  const bool sh_fast = M == 16 && shs.numel() > 0 &&
+                       (split || ((reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0) &&
+                                  (reinterpret_cast<uintptr_t>(dL_dshs.data_ptr<float>()) % 16 == 0)));
   launch_preprocess_bwd(P, deg, M, sh_fast, n2, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
-                        opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(colors), opt_ptr(cov3D), cam,
-                        rank.data_ptr<int>(), grad.data_ptr<float>(), dL_dmeans3D.data_ptr<float>(),
+                        opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D),
+                        cam, rank.data_ptr<int>(), grad.data_ptr<float>(), dL_dmeans3D.data_ptr<float>(),
                         dL_dmeans2D.data_ptr<float>(), dL_dopacity.data_ptr<float>(),
                         shs.numel() > 0 ? dL_dshs.data_ptr<float>() : nullptr,
+                        split ? dL_dsh_rest.data_ptr<float>() : nullptr,
                         colors.numel() > 0 ? dL_dcolors.data_ptr<float>() : nullptr,
                         use_cov ? nullptr : dL_dscales.data_ptr<float>(),
                         use_cov ? nullptr : dL_drotations.data_ptr<float>(),
                         use_cov ? dL_dcov3D.data_ptr<float>() : nullptr, stream);
   check_launch(debug, "preprocess backward");
-  return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations};
+  return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations,
+          dL_dsh_rest};
 }
 
 torch::Tensor mark_visible(const torch::Tensor& means3D_in, const torch::Tensor& viewmatrix,

@@ -6,7 +6,8 @@
 
 namespace dgr {
 
-// Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward needs
+// sh is [P, M, 3], or with sh_rest non-empty the DC [P, 1, 3] and sh_rest the bands 1..3 [P, 15, 3] (the model's
+// two parameters, read in place). Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward needs
 // (rank [P], xy, conic_op, rgbd of the V visible Gaussians in depth order, point_list, ranges, final_T,
 // n_contrib) and the stats accum_weights, area_proj, area_max: stats_mode 0 (StatsMode in kernels.h) computes
 // none, 1 only area_max, 2 all three; those not computed are empty.
@@ -16,17 +17,19 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              double scale_modifier, const torch::Tensor& cov3D_precomp,
                                              const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix,
                                              double tanfovx, double tanfovy, int64_t image_height,
-                                             int64_t image_width, const torch::Tensor& sh, int64_t sh_degree,
+                                             int64_t image_width, const torch::Tensor& sh,
+                                             const torch::Tensor& sh_rest, int64_t sh_degree,
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
                                              int64_t stats_mode, bool debug);
 
-// Returns dL/d(means2D [P,means2D_dim], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations);
-// the entries for inputs that were not given are empty.
+// Returns dL/d(means2D [P,means2D_dim], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations,
+// sh_rest); the entries for inputs that were not given are empty.
 std::vector<torch::Tensor> rasterize_backward(
     const torch::Tensor& background, const torch::Tensor& means3D, const torch::Tensor& colors, const torch::Tensor& opacity, const torch::Tensor& scales,
     const torch::Tensor& rotations, double scale_modifier, const torch::Tensor& cov3D_precomp,
     const torch::Tensor& viewmatrix, const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
-    const torch::Tensor& dL_dcolor, const torch::Tensor& dL_dinvdepth, const torch::Tensor& sh, int64_t sh_degree,
+    const torch::Tensor& dL_dcolor, const torch::Tensor& dL_dinvdepth, const torch::Tensor& sh,
+    const torch::Tensor& sh_rest, int64_t sh_degree,
     const torch::Tensor& campos, const torch::Tensor& rank, const torch::Tensor& xy, const torch::Tensor& conic_op,
     const torch::Tensor& rgbd, const torch::Tensor& point_list, const torch::Tensor& ranges,
     const torch::Tensor& final_T, const torch::Tensor& n_contrib, int64_t means2D_dim, bool antialiasing,

@@ -44,6 +44,35 @@ __device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g
   }
 }
 
+// The same for SH given as two arrays, the DC rows dc [P, 3] and the higher bands rest [P, 45] (the model's
+// f_dc and f_rest, so the host never concatenates them); rest == nullptr: dc holds whole 48-float rows.
+// Each part of the warp's 32 rows is one contiguous range, read and written with coalesced 4-byte accesses.
+__device__ __forceinline__ void warp_load_sh(const float* __restrict__ dc, const float* __restrict__ rest, int g0,
+                                             int P, float* buf, int lane) {
+  if (rest == nullptr) {
+    warp_load_rows48(dc, g0, P, buf, lane);
+    return;
+  }
+  const int n = min(32, P - g0);
+  const float* d = dc + (size_t)g0 * 3;
+  for (int e = lane; e < n * 3; e += 32) buf[(e / 3) * SH_PAD + e % 3] = d[e];
+  const float* r = rest + (size_t)g0 * 45;
+  for (int e = lane; e < n * 45; e += 32) buf[(e / 45) * SH_PAD + 3 + e % 45] = r[e];
+}
+
+__device__ __forceinline__ void warp_store_sh(float* __restrict__ dc, float* __restrict__ rest, int g0, int P,
+                                              const float* buf, int lane) {
+  if (rest == nullptr) {
+    warp_store_rows48(dc, g0, P, buf, lane);
+    return;
+  }
+  const int n = min(32, P - g0);
+  float* d = dc + (size_t)g0 * 3;
+  for (int e = lane; e < n * 3; e += 32) d[e] = buf[(e / 3) * SH_PAD + e % 3];
+  float* r = rest + (size_t)g0 * 45;
+  for (int e = lane; e < n * 45; e += 32) r[e] = buf[(e / 45) * SH_PAD + 3 + e % 45];
+}
+
 // Camera and image description handed to the per-Gaussian kernels by value.
 struct Cam {
   int W, H;

@@ -8,11 +8,13 @@
 namespace dgr {
 
 // Per-Gaussian projection, colour and tile count. Culled Gaussians get radius 0, tile count 0 and the
-// largest depth key; the other outputs are written for visible Gaussians only. sh_fast: M == 16 and shs
-// 16-byte aligned (coalesced shared-memory staging of the SH rows).
+// largest depth key; the other outputs are written for visible Gaussians only. sh_fast: M == 16 and either
+// shs 16-byte aligned or the SH split into shs (DC [P, 3]) and shs_rest ([P, 45]) (coalesced shared-memory
+// staging of the SH rows); shs_rest is nullptr unless split, which needs sh_fast.
 void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
-                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, int* radii,
+                           const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
+                           const Cam& cam, int* radii,
                            float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched,
                            cudaStream_t stream);
 
@@ -55,9 +57,10 @@ void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ran
 
 void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
-                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, const int* rank,
-                           const float* grad, float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity,
-                           float* dL_dshs, float* dL_dcolors, float* dL_dscales, float* dL_drotations,
-                           float* dL_dcov3D, cudaStream_t stream);
+                           const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
+                           const Cam& cam, const int* rank, const float* grad, float* dL_dmeans3D,
+                           float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs, float* dL_dshs_rest,
+                           float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
+                           cudaStream_t stream);
 
 }  // namespace dgr

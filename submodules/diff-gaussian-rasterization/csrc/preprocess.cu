@@ -73,7 +73,8 @@ __device__ __forceinline__ bool project_gaussian(int i, const float* __restrict_
 __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     int P, int deg, int M, bool sh_fast, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
-    const float* __restrict__ colors_precomp, const float* __restrict__ cov3D_precomp, const Cam cam, int* radii,
+    const float* __restrict__ shs_rest, const float* __restrict__ colors_precomp,
+    const float* __restrict__ cov3D_precomp, const Cam cam, int* radii,
     float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched) {
   __shared__ float s_sh[PRE_BLOCK / 32][32 * SH_PAD];
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -94,7 +95,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
   } else {
     const float* sh;
     if (sh_fast) {  // M == 16: the warp stages its 32 rows through shared memory with coalesced loads
-      if (__any_sync(0xffffffffu, vis)) warp_load_rows48(shs, i - lane, P, s_sh[warp], lane);
+      if (__any_sync(0xffffffffu, vis)) warp_load_sh(shs, shs_rest, i - lane, P, s_sh[warp], lane);
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
     } else {
@@ -138,12 +139,14 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
 
 void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
-                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, int* radii,
+                           const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
+                           const Cam& cam, int* radii,
                            float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched,
                            cudaStream_t stream) {
   if (P == 0) return;
   preprocess_fwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
-      P, deg, M, sh_fast, means3D, scales, rotations, opacities, shs, colors_precomp, cov3D_precomp, cam, radii, xy,
+      P, deg, M, sh_fast, means3D, scales, rotations, opacities, shs, shs_rest, colors_precomp, cov3D_precomp, cam,
+      radii, xy,
       conic_op, rgbd, depth_keys, tiles_touched);
 }
 

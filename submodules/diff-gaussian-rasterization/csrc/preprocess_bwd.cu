@@ -233,10 +233,10 @@ __device__ __forceinline__ void preprocess_bwd_one(
 __global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
     int P, int deg, int M, bool sh_fast, int n2, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
-    const float* __restrict__ colors_precomp, const float* __restrict__ cov3D_precomp, const Cam cam,
-    const int* __restrict__ rank, const float* __restrict__ grad, float* dL_dmeans3D, float* dL_dmeans2D,
-    float* dL_dopacity, float* dL_dshs, float* dL_dcolors, float* dL_dscales, float* dL_drotations,
-    float* dL_dcov3D) {
+    const float* __restrict__ shs_rest, const float* __restrict__ colors_precomp,
+    const float* __restrict__ cov3D_precomp, const Cam cam, const int* __restrict__ rank,
+    const float* __restrict__ grad, float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs,
+    float* dL_dshs_rest, float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D) {
   __shared__ float s_sh[PRE_BLOCK / 32][32 * SH_PAD];
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -247,7 +247,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
   float* dsh = nullptr;
   if (shs != nullptr) {
     if (sh_fast) {
-      if (__any_sync(0xffffffffu, vis)) warp_load_rows48(shs, i - lane, P, s_sh[warp], lane);
+      if (__any_sync(0xffffffffu, vis)) warp_load_sh(shs, shs_rest, i - lane, P, s_sh[warp], lane);
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
       dsh = s_sh[warp] + lane * SH_PAD;  // overwritten in place once read
@@ -280,20 +280,22 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
   }
   if (sh_fast && shs != nullptr) {
     __syncwarp();
-    warp_store_rows48(dL_dshs, i - lane, P, s_sh[warp], lane);
+    warp_store_sh(dL_dshs, dL_dshs_rest, i - lane, P, s_sh[warp], lane);
   }
 }
 
 void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
-                           const float* colors_precomp, const float* cov3D_precomp, const Cam& cam, const int* rank,
-                           const float* grad, float* dL_dmeans3D, float* dL_dmeans2D, float* dL_dopacity,
-                           float* dL_dshs, float* dL_dcolors, float* dL_dscales, float* dL_drotations,
-                           float* dL_dcov3D, cudaStream_t stream) {
+                           const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
+                           const Cam& cam, const int* rank, const float* grad, float* dL_dmeans3D,
+                           float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs, float* dL_dshs_rest,
+                           float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
+                           cudaStream_t stream) {
   if (P == 0) return;
   preprocess_bwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
-      P, deg, M, sh_fast, n2, means3D, scales, rotations, opacities, shs, colors_precomp, cov3D_precomp, cam, rank,
-      grad, dL_dmeans3D, dL_dmeans2D, dL_dopacity, dL_dshs, dL_dcolors, dL_dscales, dL_drotations, dL_dcov3D);
+      P, deg, M, sh_fast, n2, means3D, scales, rotations, opacities, shs, shs_rest, colors_precomp, cov3D_precomp,
+      cam, rank, grad, dL_dmeans3D, dL_dmeans2D, dL_dopacity, dL_dshs, dL_dshs_rest, dL_dcolors, dL_dscales,
+      dL_drotations, dL_dcov3D);
 }
 
 }  // namespace dgr

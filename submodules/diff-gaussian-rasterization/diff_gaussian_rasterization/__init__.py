@@ -8,6 +8,9 @@ Same API as the PyTorch reference in gaussian_renderer/torch_rasterizer.py (grap
     color, radii, invdepth = GaussianRasterizer(s)(means3D, means2D, opacities, shs=..., scales=..., rotations=...)
     color, radii, invdepth, stats = GaussianRasterizer(s)(..., return_stats=True)
 
+shs is [P, K, 3], or a pair (DC [P, 1, 3], higher bands [P, 15, 3]): the model's two parameters, read by the
+kernels in place instead of concatenated on every call. Rotations may have any norm (normalised inside).
+
 return_stats=True gives the dict of accum_weights, area_proj and area_max [P]; a collection of those names
 gives only them, e.g. ("area_max",) skips the two per-contribution atomics the other two cost.
 """
@@ -40,6 +43,17 @@ def stats_request(return_stats):
     return names, (0 if not names else 1 if names == ("area_max",) else 2)
 
 
+def sh_parts(shs):
+    """shs [P, K, 3] -> (shs, None); (DC [P, 1, 3], rest [P, 15, 3]) -> the pair; another pair (a model of
+    SH degree < 3) -> its concatenation (the kernels read split rows only for 16 coefficients)."""
+    if not isinstance(shs, (tuple, list)):
+        return shs, None
+    dc, rest = shs
+    if dc.dim() == 3 and dc.shape[1] == 1 and rest.dim() == 3 and rest.shape[1] == 15:
+        return dc, rest
+    return torch.cat([dc, rest], dim=1), None
+
+
 def _empty(device):
     return torch.empty(0, device=device, dtype=torch.float32)
 
@@ -53,7 +67,7 @@ def _prep(t, device):
 
 class _RasterizeGaussians(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp,
+    def forward(ctx, means3D, means2D, shs, sh_rest, colors_precomp, opacities, scales, rotations, cov3D_precomp,
                 settings, stats_mode):
         s = settings
         dev = means3D.device
@@ -64,28 +78,29 @@ class _RasterizeGaussians(torch.autograd.Function):
         (color, invdepth, radii, rank, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib,
          accum_w, area_proj, area_max) = _C.rasterize_forward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
-            view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs,
+            view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs, sh_rest,
             int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), int(stats_mode),
             bool(s.debug))
         ctx.settings = s
         ctx.means2D_shape = means2D.shape
         ctx.opacity_shape = opacities.shape
-        ctx.save_for_backward(means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, rank,
-                              xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos)
+        ctx.save_for_backward(means3D, shs, sh_rest, colors_precomp, opacities, scales, rotations, cov3D_precomp,
+                              rank, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos)
         ctx.mark_non_differentiable(radii, accum_w, area_proj, area_max)
         return color, radii, invdepth, accum_w, area_proj, area_max
 
     @staticmethod
     def backward(ctx, grad_color, grad_radii, grad_invdepth, *_):
         s = ctx.settings
-        (means3D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, rank, xy, conic_op, rgbd,
-         point_list, ranges, final_T, n_contrib, bg, view, proj, campos) = ctx.saved_tensors
+        (means3D, shs, sh_rest, colors_precomp, opacities, scales, rotations, cov3D_precomp, rank, xy, conic_op,
+         rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos) = ctx.saved_tensors
         shape2 = ctx.means2D_shape
         n2 = 2 if len(shape2) == 2 and shape2[-1] == 2 else 3
-        (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations) = _C.rasterize_backward(
+        (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations,
+         d_sh_rest) = _C.rasterize_backward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
             cov3D_precomp, view, proj, float(s.tanfovx), float(s.tanfovy), grad_color,
-            grad_invdepth, shs, int(s.sh_degree), campos, rank, xy, conic_op, rgbd, point_list, ranges,
+            grad_invdepth, shs, sh_rest, int(s.sh_degree), campos, rank, xy, conic_op, rgbd, point_list, ranges,
             final_T, n_contrib, n2, bool(s.antialiasing), bool(s.debug))
         if d_means2D.shape != shape2:
             d_means2D = d_means2D[:, :shape2[-1]].reshape(shape2) if len(shape2) == 2 else d_means2D.reshape(shape2)
@@ -94,14 +109,16 @@ class _RasterizeGaussians(torch.autograd.Function):
         def opt(g, t):
             return g if t.numel() > 0 else None
 
-        return (d_means3D, d_means2D, opt(d_shs, shs), opt(d_colors, colors_precomp), d_opacity,
-                opt(d_scales, scales), opt(d_rotations, rotations), opt(d_cov3D, cov3D_precomp), None, None)
+        return (d_means3D, d_means2D, opt(d_shs, shs), opt(d_sh_rest, sh_rest), opt(d_colors, colors_precomp),
+                d_opacity, opt(d_scales, scales), opt(d_rotations, rotations), opt(d_cov3D, cov3D_precomp), None,
+                None)
 
 
 def rasterize_gaussians(means3D, means2D, sh, colors_precomp, opacities, scales, rotations, cov3D_precomp,
                         raster_settings, stats_mode=0):
     dev = means3D.device
-    args = [_prep(t, dev) for t in (means3D, means2D, sh, colors_precomp, opacities, scales, rotations,
+    sh, sh_rest = sh_parts(sh)
+    args = [_prep(t, dev) for t in (means3D, means2D, sh, sh_rest, colors_precomp, opacities, scales, rotations,
                                     cov3D_precomp)]
     return _RasterizeGaussians.apply(*args, raster_settings, int(stats_mode))
 
@@ -129,8 +146,8 @@ class GaussianRasterizer(nn.Module):
             raise ValueError("provide either scales and rotations, or cov3D_precomp")
         if not means3D.is_cuda:
             raise ValueError("diff_gaussian_rasterization needs CUDA tensors; use the PyTorch rasterizer on CPU")
-        if shs is not None and shs.dim() != 3:
-            raise ValueError(f"shs must be [P, K, 3], got {tuple(shs.shape)}")
+        if shs is not None and any(t.dim() != 3 for t in (shs if isinstance(shs, (tuple, list)) else (shs,))):
+            raise ValueError("shs must be [P, K, 3] or a pair of [P, 1, 3] and [P, K - 1, 3] tensors")
         names, mode = stats_request(return_stats)
         color, radii, invdepth, aw, ap, am = rasterize_gaussians(
             means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, s, mode)
