@@ -74,6 +74,8 @@ def main(argv=None):
         raise UserError(f"--optimizer_type {opt.optimizer_type} is unknown: use " + " or ".join(OPTIMIZER_TYPES))
     if not 0 <= dp.student_max_ratio <= 1:
         raise UserError(f"--student_max_ratio {dp.student_max_ratio} must be between 0 (off) and 1")
+    if dp.num_max_ratio < 0:
+        raise UserError(f"--num_max_ratio {dp.num_max_ratio} must be >= 0 (0 = off: --num_max applies)")
     if dp.start and not args.model_path:
         raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
     f = opt.steps_scale

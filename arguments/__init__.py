@@ -150,6 +150,8 @@ class DistillParams(ParamGroup):
         ("student_max_ratio", 0.0, "second prune: also remove the next least important Gaussians until the "
                                    "student has at most this fraction of G_std's count (0 = off, the reference)"),
         ("num_max", 4_500_000, "student: no densification growth above this many Gaussians"),
+        ("num_max_ratio", 0.0, "student: no clone/split growth once it has at least this multiple of G_std's "
+                               "Gaussian count (e.g. 0.6); replaces --num_max when > 0 (0 = off)"),
         ("blur_split_ratio", 5000.0, "student blur split: split Gaussians whose area_max exceeds H x W / this"),
         ("lambda_distill", 0.4, "weight of the distillation term against the mean teacher render"),
         ("lambda_structure", 1.0, "weight of the structure (spatial distribution) loss"),

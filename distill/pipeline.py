@@ -122,6 +122,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         res.pop("history", None)
         if hasattr(role, "log"):
             res["events"] = role.log
+        if i == 3:
+            res["num_max_effective"] = role.num_max  # the growth cap the student ran with
         summary["models"][MODEL_NAMES[i]] = res
         if i < 3:  # kept on the host, so the later stages' peak GPU memory is their own
             trained[i] = model.to("cpu")

@@ -120,12 +120,12 @@ class DropoutRole(Role):
 
 class StudentStrategy(DensifyStrategy):
     """Student densification: gradient clone/split plus the Mini-Splatting blur split, no opacity
-    reset, no growth above num_max."""
+    reset, no growth at or above num_max (default: dp.num_max)."""
 
-    def __init__(self, opt, extent, white_background, dp):
+    def __init__(self, opt, extent, white_background, dp, num_max=None):
         super().__init__(opt, extent, white_background)
         self.opacity_reset = False
-        self.num_max = dp.num_max
+        self.num_max = dp.num_max if num_max is None else num_max
         self.blur_ratio = dp.blur_split_ratio
         self.blur = None
 
@@ -146,6 +146,11 @@ class StudentStrategy(DensifyStrategy):
         return self.blur
 
 
+def student_num_max(dp, std_count):
+    """The student's growth cap: --num_max_ratio x G_std's count when that ratio is > 0, else --num_max."""
+    return int(round(dp.num_max_ratio * std_count)) if dp.num_max_ratio > 0 else dp.num_max
+
+
 class StudentRole(Role):
     """The student: distillation against the cached mean teacher render, importance pruning,
     and the structure loss against G_std's positions."""
@@ -156,12 +161,13 @@ class StudentRole(Role):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
         self.teacher_means = teacher_means  # uid -> fp16 [3, H, W]
         self.std_xyz = std_xyz
+        self.num_max = student_num_max(dp, std_xyz.shape[0])
         self.cameras = train_cameras
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
-        return StudentStrategy(opt, extent, white_background, self.dp)
+        return StudentStrategy(opt, extent, white_background, self.dp, self.num_max)
 
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0:

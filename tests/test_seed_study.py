@@ -1,0 +1,251 @@
+"""scripts/seed_study.py (seed studies of the four-model pipeline) and the student's --num_max_ratio."""
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+
+import pytest
+
+import train
+from scripts import seed_study
+from scripts.make_synthetic_scene import make_synthetic_scene
+from utils.errors import run_cli
+
+# a very short schedule (90 iterations a model, densification at 15 and 30) on a 32 x 24 scene: ~9 s a run
+TRAIN_FLAGS = ["--eval", "--views_per_step", "1", "--quiet", "--steps_scale", "0.003", "--densification_interval",
+               "5000", "--opacity_reset_interval", "100000", "--test_iterations", "30000"]
+
+
+def run_study(argv):
+    """seed_study.main in this process; returns (exit status, stdout)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = seed_study.main(argv)
+    return rc, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two seeds of the full pipeline, then two students on seed 0's teachers (both two at a time)."""
+    root = tmp_path_factory.mktemp("seed_study")
+    scene = make_synthetic_scene(str(root / "scene"), num_views=8, width=32, height=24, num_points=200, seed=0)
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # two single-threaded runs on two cores
+    try:
+        out = str(root / "full")
+        rc, text = run_study(["-s", scene, "-o", out, "--seeds", "0", "1", "--parallel", "2", "--label", "full",
+                              "--"] + TRAIN_FLAGS)
+        assert rc == 0, text
+        students = str(root / "students")
+        rc2, text2 = run_study(["-s", scene, "-o", students, "--students_only", os.path.join(out, "seed_0"),
+                                "--seeds", "5", "6", "--parallel", "2", "--"] + TRAIN_FLAGS)
+        assert rc2 == 0, text2
+    finally:
+        if old is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    return dict(scene=scene, out=out, text=text, students=students, students_text=text2,
+                json=json.load(open(os.path.join(out, "seed_study.json"))),
+                students_json=json.load(open(os.path.join(students, "seed_study.json"))))
+
+
+def test_summarize_hand_computed():
+    s = seed_study.summarize([1, 2, 3, 4])
+    # mean 2.5, sd sqrt(5/3) = 1.290994, t(0.975, 3) = 3.182446: half width 3.182446 x 1.290994 / 2 = 2.054257
+    assert s["n"] == 4 and s["mean"] == pytest.approx(2.5)
+    assert s["sd"] == pytest.approx(1.290994, abs=1e-6)
+    assert s["ci95_low"] == pytest.approx(2.5 - 2.054257, abs=1e-5)
+    assert s["ci95_high"] == pytest.approx(2.5 + 2.054257, abs=1e-5)
+    # two values: sd 0.141421, t(0.975, 1) = 12.706205, half width 12.706205 x 0.141421 / sqrt(2) = 1.270620
+    s = seed_study.summarize([0.1, -0.1])
+    assert s["mean"] == pytest.approx(0.0, abs=1e-12) and s["sd"] == pytest.approx(0.141421, abs=1e-6)
+    assert (s["ci95_low"], s["ci95_high"]) == (pytest.approx(-1.270620, abs=1e-5), pytest.approx(1.270620, abs=1e-5))
+    assert seed_study.summarize([3.0]) == dict(mean=3.0, sd=None, ci95_low=None, ci95_high=None, n=1)
+    assert seed_study.summarize([]) == dict(mean=None, sd=None, ci95_low=None, ci95_high=None, n=0)
+
+
+def test_welch_hand_computed():
+    # A = 0, 2 and B = 3, 5: variances 2 and 2, se sqrt(1 + 1), df (1 + 1)^2 / (1 + 1) = 2, t(0.975, 2) = 4.302653
+    w = seed_study.welch([0, 2], [3, 5])
+    assert w["diff"] == pytest.approx(3.0) and w["se"] == pytest.approx(math.sqrt(2)) and w["df"] == pytest.approx(2)
+    assert w["ci95_low"] == pytest.approx(3 - 4.302653 * math.sqrt(2), abs=1e-5)
+    assert w["ci95_high"] == pytest.approx(3 + 4.302653 * math.sqrt(2), abs=1e-5)
+    assert seed_study.welch([1.0], [2.0, 3.0])["ci95_low"] is None  # needs 2 values on each side
+    flat = seed_study.welch([1.0, 1.0], [2.0, 2.0])
+    assert (flat["diff"], flat["ci95_low"], flat["ci95_high"]) == (1.0, 1.0, 1.0)
+
+
+def test_two_seeds_json_and_table(study):
+    s = study["json"]
+    assert s["label"] == "full" and s["mode"] == "seeds" and s["seeds"] == [0, 1] and s["failed"] == []
+    assert s["train_flags"] == TRAIN_FLAGS
+    runs = s["runs"]
+    for r, seed in zip(runs, (0, 1)):
+        assert r["status"] == "ok" and r["seed"] == seed
+        cmd = r["command"]
+        assert cmd[cmd.index("--seed") + 1] == str(seed) and cmd[-len(TRAIN_FLAGS):] == TRAIN_FLAGS
+        on_disk = json.load(open(os.path.join(study["out"], f"seed_{seed}", "distill.json")))
+        assert r["distill"] == on_disk  # the record is what the run wrote
+        m = on_disk["models"]
+        assert r["student_minus_G_std"]["psnr"] == pytest.approx(m["student"]["psnr"] - m["G_std"]["psnr"])
+        assert r["student_minus_G_std"]["ssim"] == pytest.approx(m["student"]["ssim"] - m["G_std"]["ssim"])
+        assert r["gaussian_ratio"] == pytest.approx(m["student"]["gaussians"] / m["G_std"]["gaussians"])
+        assert m["student"]["num_max_effective"] == 4_500_000  # --num_max_ratio off: --num_max
+    # the seeds differ
+    a, b = (r["distill"]["models"] for r in runs)
+    assert a["G_std"]["psnr"] != b["G_std"]["psnr"] or a["student"]["psnr"] != b["student"]["psnr"]
+    # the statistics are those of the per-seed values
+    for k in ("psnr", "ssim"):
+        assert s["stats"][k] == pytest.approx(seed_study.summarize([r["student_minus_G_std"][k] for r in runs]))
+    assert s["stats"]["gaussian_ratio"] == pytest.approx(seed_study.summarize([r["gaussian_ratio"] for r in runs]))
+    lpips = [r["student_minus_G_std"]["lpips"] for r in runs]
+    assert (s["stats"]["lpips"] is None) == (None in lpips)
+    # the table: a row per seed with its numbers, then the intervals
+    text = study["text"]
+    for r in runs:
+        m = r["distill"]["models"]
+        row = next(line for line in text.splitlines() if line.split()[:1] == [str(r["seed"])])
+        assert f"{m['G_perb']['psnr']:.2f}" in row and f"{m['student']['psnr']:.2f}" in row
+        assert str(m["student"]["gaussians"]) in row and f"{r['student_minus_G_std']['psnr']:+.3f}" in row
+        assert f"{r['gaussian_ratio']:.3f}" in row
+    ps = s["stats"]["psnr"]
+    assert f"mean {ps['mean']:+.4f}  sd {ps['sd']:.4f}  95% CI [{ps['ci95_low']:+.4f}, {ps['ci95_high']:+.4f}]" in text
+
+
+def test_students_only_on_one_set_of_teachers(study):
+    s, teachers = study["students_json"], os.path.join(study["out"], "seed_0")
+    assert s["mode"] == "students_only" and s["teachers"] == teachers and s["failed"] == []
+    t_models = json.load(open(os.path.join(teachers, "distill.json")))["models"]
+    students = []
+    for r in s["runs"]:
+        assert "--start" in r["command"] and r["command"][r["command"].index("--start") + 1] == "3"
+        m = r["distill"]["models"]
+        for k in ("G_perb", "G_drop", "G_std"):  # the teachers' numbers, from their distill.json
+            assert m[k] == t_models[k]
+        assert os.path.isfile(os.path.join(r["folder"], "point_cloud_2", "iteration_90", "point_cloud.ply"))
+        students.append(m["student"])
+    assert students[0]["psnr"] != students[1]["psnr"] or students[0]["gaussians"] != students[1]["gaussians"]
+    assert s["stats"]["psnr"] == pytest.approx(
+        seed_study.summarize([st["psnr"] - t_models["G_std"]["psnr"] for st in students]), abs=1e-9)
+
+
+def test_resume_and_one_seed(study, tmp_path, capsys):
+    # finished seeds are not overwritten without --resume
+    out = str(tmp_path / "students")
+    shutil.copytree(study["students"], out)
+    argv = ["-s", study["scene"], "-o", out, "--students_only", os.path.join(study["out"], "seed_0"),
+            "--seeds", "5", "--"] + TRAIN_FLAGS
+    with pytest.raises(SystemExit) as e:
+        run_cli(seed_study.main, argv)
+    assert e.value.code == 2 and "--resume" in capsys.readouterr().err
+    # --resume keeps seed 5 and trains nothing; one seed has no interval
+    capsys.readouterr()
+    rc, text = run_study(argv[:-len(TRAIN_FLAGS) - 1] + ["--resume", "--"] + TRAIN_FLAGS)
+    assert rc == 0 and "kept the finished run" in text and "n=1: the interval needs 2 seeds" in text
+    one = json.load(open(os.path.join(out, "seed_study.json")))
+    assert one["runs"][0]["resumed"] and one["stats"]["psnr"]["n"] == 1 and one["stats"]["psnr"]["sd"] is None
+
+
+FAKE_TRAIN = '''
+import json, os, sys
+a = sys.argv
+seed, out = int(a[a.index("--seed") + 1]), a[a.index("-m") + 1]
+if seed == 1:
+    print("training step 7: something broke")
+    sys.exit(3)
+os.makedirs(out, exist_ok=True)
+m = dict(psnr=20.0 + seed, ssim=0.8, lpips=0.2, gaussians=1000, stage_seconds=1.0)
+s = dict(m, psnr=19.5 + seed, lpips=0.25, gaussians=150, gpu=os.environ.get("CUDA_VISIBLE_DEVICES"))
+json.dump(dict(models=dict(G_perb=m, G_drop=m, G_std=m, student=s)), open(os.path.join(out, "distill.json"), "w"))
+'''
+
+
+def test_a_failing_seed_is_reported_and_the_others_kept(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN)
+    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
+    (tmp_path / "scene").mkdir()
+    rc = seed_study.main(["-s", str(tmp_path / "scene"), "-o", str(tmp_path / "o"), "--num_seeds", "3",
+                          "--parallel", "2", "--gpus", "3", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "seed 1: FAILED (exit status 3)" in err and "something broke" in err and "seed(s) 1 failed" in err
+    s = json.load(open(tmp_path / "o" / "seed_study.json"))
+    assert s["failed"] == [1] and [r["status"] for r in s["runs"]] == ["ok", "failed", "ok"]
+    assert s["stats"]["psnr"]["n"] == 2 and s["stats"]["psnr"]["mean"] == pytest.approx(-0.5)
+    assert s["stats"]["lpips"]["mean"] == pytest.approx(0.05) and s["stats"]["gaussian_ratio"]["sd"] == 0
+    assert "FAILED (exit 3)" in out
+    for r in s["runs"]:  # each parallel slot runs on its own GPU
+        assert r["gpu"] in ("3", "4")
+        if r["status"] == "ok":
+            assert r["distill"]["models"]["student"]["gpu"] == r["gpu"]
+
+
+def test_compare_two_studies(study, capsys):
+    a, b = study["json"], study["students_json"]
+    rc = seed_study.main(["--compare", study["out"], os.path.join(study["students"], "seed_study.json")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    res = seed_study.compare_studies(a, b)
+    w = res["psnr"]["b_minus_a"]
+    va = [r["student_minus_G_std"]["psnr"] for r in a["runs"]]
+    vb = [r["student_minus_G_std"]["psnr"] for r in b["runs"]]
+    assert w == pytest.approx(seed_study.welch(va, vb))
+    assert f"{w['diff']:+.4f}" in text and "Welch 95% CI" in text
+
+
+def _err_of(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(seed_study.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys):
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    out = str(tmp_path / "o")
+    assert "does not exist" in _err_of(["-s", str(tmp_path / "nope"), "-o", out], capsys)
+    assert "--seeds needs at least one seed" in _err_of(["-s", str(scene), "-o", out, "--seeds"], capsys)
+    assert "--num_seeds 0" in _err_of(["-s", str(scene), "-o", out, "--num_seeds", "0"], capsys)
+    teachers = tmp_path / "t"
+    for i in (0, 1):
+        (teachers / f"point_cloud_{i}").mkdir(parents=True)
+    assert "point_cloud_2" in _err_of(["-s", str(scene), "-o", out, "--students_only", str(teachers)], capsys)
+    (teachers / "point_cloud_2").mkdir()
+    assert "distill.json" in _err_of(["-s", str(scene), "-o", out, "--students_only", str(teachers)], capsys)
+    assert "--seed" in _err_of(["-s", str(scene), "-o", out, "--", "--seed", "3"], capsys)
+    assert "--no_such_flag" in _err_of(["-s", str(scene), "-o", out, "--", "--no_such_flag"], capsys)
+    assert "seed_study.json" in _err_of(["--compare", str(tmp_path), str(tmp_path)], capsys)
+    assert not os.path.exists(out)  # nothing was started
+
+
+def test_num_max_ratio_caps_the_students_growth_at_a_multiple_of_G_std(study, tmp_path, monkeypatch):
+    from distill.roles import StudentStrategy
+    folder = str(tmp_path / "m")
+    seed_study.prepare_students_only(os.path.join(study["out"], "seed_0"), folder)
+    calls = []
+    densify = StudentStrategy.densify_and_prune
+
+    def recording(self, model, prune_large=False):
+        n0 = model.num_points
+        res = densify(self, model, prune_large)
+        calls.append((n0, model.num_points, self.num_max))
+        return res
+    monkeypatch.setattr(StudentStrategy, "densify_and_prune", recording)
+    summary = train.main(["-s", study["scene"], "-m", folder, "--num_models", "4", "--start", "3",
+                          "--num_max_ratio", "0.4"] + TRAIN_FLAGS)
+    g_std = summary["models"]["G_std"]["gaussians"]
+    cap = summary["models"]["student"]["num_max_effective"]
+    assert cap == round(0.4 * g_std)
+    assert json.load(open(os.path.join(folder, "distill.json")))["models"]["student"]["num_max_effective"] == cap
+    assert calls and all(c[2] == cap for c in calls)
+    assert calls[0][0] < cap and any(n0 >= cap for n0, _, _ in calls), calls  # the cap was reached...
+    assert all(n1 <= n0 for n0, n1, _ in calls if n0 >= cap), calls  # ...and no densification grew past it
+    with pytest.raises(SystemExit):
+        run_cli(train.main, ["-s", study["scene"], "-m", folder, "--num_models", "4", "--num_max_ratio", "-1"])
+    shutil.rmtree(folder)
