@@ -111,7 +111,13 @@ for step in "$@"; do
     peer)
       PEER=${PEER:-.devdata/peer_gsplat_train.py}
       [ -f "$PEER" ] || { echo "error: peer script $PEER not found (copy ../shared/bench/peer_gsplat_train.py there)" >&2; exit 2; }
-      python "$PEER" "$SCENE" 7000 0 2>&1 | tee "$LOG/peer.txt"
+      python - "$PEER" "$SCENE" 7000 0 <<'PY' 2>&1 | tee "$LOG/peer.txt"
+import runpy, sys
+from gaussian_renderer.gsplat_backend import load_gsplat
+load_gsplat()  # with GSPLAT_PREBUILT_SO, gsplat's compiled extension instead of its first-use compile
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+PY
       train peer_ours "${PEER_FLAGS[@]}" --test_iterations 7000 --save_iterations 7000
       python - "$LOG/peer.txt" "$MODELS/peer_ours/point_cloud/training_log.json" <<'PY'
 import json, sys

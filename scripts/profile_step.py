@@ -80,7 +80,9 @@ class Window:
 def report(win, trace_path):
     steps = len(win.prof_range)
     events = win.prof.events()
-    gpu = [e for e in events if e.device_type.name == "CUDA"]
+    # GPU-side ranges of record_function annotations (e.g. Optimizer.step) are not work: leave them out
+    gpu = [e for e in events if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False)
+           and not e.name.startswith(("Optimizer.", "ProfilerStep"))]
     kernels = [e for e in gpu if "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
     busy_us = sum(e.device_time for e in gpu) if gpu and hasattr(gpu[0], "device_time") else \
         sum(e.cuda_time for e in gpu)
