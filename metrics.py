@@ -7,8 +7,10 @@
 For every ``<model>/<split>/ours_<it>/`` folder written by render.py, the PNGs in ``renders/`` are
 compared with the same-named PNGs in ``gt/``. Results go to ``<model>/results.json``
 (``{"ours_<it>": {"SSIM", "PSNR", "LPIPS"}}``, means over views) and ``<model>/per_view.json``
-(``{"ours_<it>": {"SSIM": {name: v}, "PSNR": {...}, "LPIPS": {...}}}``); with ``--split train`` the
-files are ``results_train.json`` / ``per_view_train.json`` so test numbers are never overwritten.
+(``{"ours_<it>": {"SSIM": {name: v}, "PSNR": {...}, "LPIPS": {...}}}``), and ``<model>/results.md``, a
+Markdown table of the means (plus the run's models as train.py evaluated them, from distill.json or
+training_log.json); with ``--split train`` the files are ``results_train.*`` / ``per_view_train.json`` so
+test numbers are never overwritten.
 
 Conventions:
 * PSNR over the whole image (all channels) with MSE clamped at 1e-20, so an identical pair scores a
@@ -41,7 +43,8 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.image_utils import from_uint8, psnr  # noqa: E402
 from utils.loss_utils import ssim_map  # noqa: E402
 from utils.lpips_utils import load_lpips  # noqa: E402
-from utils.system_utils import write_json  # noqa: E402
+from utils.report import results_markdown  # noqa: E402
+from utils.system_utils import write_file, write_json  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,6 +273,7 @@ def main(argv=None):
             print("", flush=True)
         write_json(os.path.join(model, f"results{suffix}.json"), results)
         write_json(os.path.join(model, f"per_view{suffix}.json"), per_view)
+        write_file(os.path.join(model, f"results{suffix}.md"), results_markdown(model, results, per_view, args.split))
         all_results[model] = results
     return all_results
 

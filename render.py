@@ -2,7 +2,7 @@
 """Render a trained model's train/test views (and optionally a fly-through video).
 
     python render.py -m <model> [-s <scene>] [--iteration N|-1] [--itrain N] [--skip_train] [--skip_test]
-                     [--quiet] [--video] [--video_frames 240] [--fps 30]
+                     [--quiet] [--video] [--video_frames 240] [--fps 30] [--compare]
 
 Scene settings (source path, resolution, white background, --eval) are read back from
 <model>/cfg_args.json unless given here. Writes
@@ -10,6 +10,8 @@ Scene settings (source path, resolution, white background, --eval) are read back
     <model>/{train,test}/ours_<it>/renders/00000.png ...   renders, in camera order
     <model>/{train,test}/ours_<it>/gt/00000.png ...        the matching ground-truth images
     <model>/video/ours_<it>.mp4                             with --video (MJPG .avi if mp4 is unavailable)
+    <model>/test/ours_<it>/compare/00000.png ...            with --compare (distillation runs): per test view
+                                                            student | G_std | ground truth | |student - GT|
 
 A single-model run is read from <model>/point_cloud/iteration_<it>/; a distillation run
 (--num_models 4) from <model>/point_cloud_<i>/iteration_<it>/, where --itrain picks i
@@ -40,7 +42,7 @@ from distill.roles import MODEL_NAMES  # noqa: E402
 
 ROLE_NAMES = dict(enumerate(MODEL_NAMES))
 # flags of this script only: never taken from the training run's cfg_args.json (train.py saves its own --quiet)
-OWN_FLAGS = ("iteration", "itrain", "skip_train", "skip_test", "quiet", "video", "video_frames", "fps")
+OWN_FLAGS = ("iteration", "itrain", "skip_train", "skip_test", "quiet", "video", "video_frames", "fps", "compare")
 
 
 def build_parser():
@@ -59,6 +61,9 @@ def build_parser():
                    help="also render a fly-through video along a smooth path built from the training cameras")
     p.add_argument("--video_frames", type=int, default=240, help="number of video frames")
     p.add_argument("--fps", type=int, default=30, help="video frame rate")
+    p.add_argument("--compare", action="store_true",
+                   help="distillation runs: also write test/ours_<it>/compare/<view>.png, the student | G_std | "
+                        "ground truth | the student's error (|student - GT| x4) side by side, per test view")
     return p
 
 
@@ -117,6 +122,32 @@ def resolve_checkpoint(model_path, itrain=None, iteration=-1):
         raise UserError(f"{folder} has no iteration_{iteration}/point_cloud.ply; saved iterations: "
                         f"{', '.join(map(str, its)) if its else 'none'} (--iteration -1 takes the latest)")
     return os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply"), iteration, label
+
+
+def compare_checkpoints(model_path, iteration=-1):
+    """(student ply, G_std ply, student iteration) for --compare; a UserError for a single-model run."""
+    indexed, plain = model_folders(model_path)
+    if 2 not in indexed or 3 not in indexed:
+        raise UserError(f"--compare needs a distillation run (point_cloud_2 = G_std and point_cloud_3 = student, "
+                        f"from train.py --num_models 4); {model_path} has {_describe(indexed, plain)}")
+    student, it, _ = resolve_checkpoint(model_path, 3, iteration)
+    std_its = _saved_iterations(indexed[2])
+    std, _, _ = resolve_checkpoint(model_path, 2, it if it in std_its else iteration)
+    return student, std, it
+
+
+def run_compare(compare, scene, dataset, pipe, bg, device, args):
+    from utils.compare import write_compare
+
+    student_ply, std_ply, iteration = compare
+    cams = scene.getTestCameras()
+    student = GaussianModel(dataset.sh_degree, device).load_ply(student_ply)
+    std = GaussianModel(dataset.sh_degree, device).load_ply(std_ply)
+    out_dir = os.path.join(args.model_path, "test", f"ours_{iteration}", "compare")
+    n, ps, pt = write_compare(out_dir, cams, student, std, pipe, bg, write_png, quiet=args.quiet)
+    print(f"compare: {n} test views, student {ps:.2f} dB, G_std {pt:.2f} dB (mean PSNR of the 8-bit renders) "
+          f"-> {out_dir}")
+    return out_dir
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,6 +245,7 @@ def main(argv=None):
         raise UserError(f"--itrain {args.itrain} must be a model index >= 0")
 
     ply, iteration, label = resolve_checkpoint(args.model_path, args.itrain, args.iteration)
+    compare = compare_checkpoints(args.model_path, args.iteration) if args.compare else None
     if not dataset.source_path:
         raise UserError(f"no scene folder: pass -s <scene> (none saved in {args.model_path}/cfg_args.json)")
     if not os.path.isdir(dataset.source_path):
@@ -222,6 +254,9 @@ def main(argv=None):
     pick_backend(device, pipe.backend)  # an unknown or unusable --backend stops here, before any output
     model = GaussianModel(dataset.sh_degree, device).load_ply(ply)
     scene = Scene(dataset)
+    if compare and not scene.getTestCameras():
+        raise UserError("--compare needs test views: this run was trained without --eval (pass --eval to hold out "
+                        "every 8th image as train.py --eval does)")
     bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)
     print(f"Rendering {label} at iteration {iteration} ({model.num_points} Gaussians, device {device})")
 
@@ -244,6 +279,8 @@ def main(argv=None):
                              pipe, bg, args.video_frames, args.fps, quiet=args.quiet)
         written["video"] = video
         print(f"video: {args.video_frames} frames at {args.fps} fps -> {video}")
+    if compare:
+        written["compare"] = run_compare(compare, scene, dataset, pipe, bg, device, args)
     return dict(iteration=iteration, ply=ply, outputs=written)
 
 

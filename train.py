@@ -21,6 +21,7 @@ from gaussian_renderer import pick_backend  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.report import report_at_end  # noqa: E402
 
 
 MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS = 20
@@ -110,8 +111,10 @@ def main(argv=None):
           f"test views, {len(scene.points)} initial points, device {device})")
 
     if dp.num_models == 4:
-        return run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
-                                args.start_checkpoint, args.quiet)
+        summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
+                                   args.start_checkpoint, args.quiet)
+        report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns
+        return summary
     model = GaussianModel(dataset.sh_degree, device)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
@@ -123,6 +126,7 @@ def main(argv=None):
           + (f", peak {peak:.2f} GiB)" if peak is not None else ")")
           + (f", {summary['split']} PSNR {summary['psnr']:.2f} SSIM {summary['ssim']:.4f}"
              if "psnr" in summary else ""))
+    report_at_end(dataset.model_path, pipe.tensorboard)
     return summary
 
 

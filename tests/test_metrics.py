@@ -176,7 +176,7 @@ def test_skip_lpips_results_match_direct(tmp_path, capsys):
     assert res["PSNR"] == pytest.approx(np.mean(list(pv["PSNR"].values())), rel=1e-12)
     assert res["SSIM"] == pytest.approx(np.mean(list(pv["SSIM"].values())), rel=1e-12)
     # atomic writes leave no temp files behind
-    assert sorted(p.name for p in model.iterdir()) == ["per_view.json", "results.json", "test"]
+    assert sorted(p.name for p in model.iterdir()) == ["per_view.json", "results.json", "results.md", "test"]
 
 
 def test_lpips_missing_weights_offline(tmp_path, capsys, empty_hub):

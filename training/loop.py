@@ -127,6 +127,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     stack, history = [], []
+    counts, count_every = [], max(1, opt.iterations // 200)  # [iteration, Gaussians] for the report
     ema = None
     io_seconds = 0.0  # evaluation and saving, left out of ms/step
     timer = PhaseTimer(dev, pipe.profile)
@@ -177,6 +178,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
         if it % 10 == 0 and not quiet:  # float() waits for the GPU: not in quiet runs
             bar.set_postfix(loss=f"{float(ema):.4f}", gaussians=model.num_points)
+        if it % count_every == 0 or it == first:
+            counts.append([it, model.num_points])
         if it % 10 == 0 and writer is not None:
             writer.add_scalar(f"{label}/loss", float(step_loss), it)
             writer.add_scalar(f"{label}/gaussians", model.num_points, it)
@@ -226,7 +229,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                    + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
     if history:
         summary.update({k: history[-1][k] for k in ("psnr", "ssim", "split")})
-    write_json(os.path.join(out_dir, "training_log.json"), summary)
+    write_json(os.path.join(out_dir, "training_log.json"), dict(summary, gaussian_counts=counts))
     if writer is not None:
         writer.close()
     return summary
