@@ -52,10 +52,32 @@ def ssim(img1, img2, window_size=11, sigma=1.5):
     return ssim_map(img1, img2, window_size, sigma).mean()
 
 
+def _fused_loss_module(render, target, lambda_dssim, extra):
+    """Our CUDA extension when it can compute photometric_loss for these arguments (a float32 [3, H, W]
+    CUDA render, constant targets of its shape and device, plain-number weights), else None."""
+    if not (render.is_cuda and render.dim() == 3 and render.shape[0] == 3 and render.dtype == torch.float32):
+        return None
+    images = [target] if extra is None else [target, extra[0]]
+    if any(not isinstance(t, torch.Tensor) or t.shape != render.shape or t.device != render.device
+           or t.dtype not in (torch.float32, torch.float16) or t.requires_grad for t in images):
+        return None
+    if not isinstance(lambda_dssim, (int, float)) or (extra is not None and not isinstance(extra[1], (int, float))):
+        return None
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415 (only when a CUDA render comes)
+    mod = cuda_extension()
+    return mod if mod and getattr(mod, "HAS_FUSED_LOSS", False) else None
+
+
 def photometric_loss(render, target, lambda_dssim=0.2, extra=None):
     """(1 - lambda) L1 + lambda (1 - SSIM): the 3DGS image loss. ``extra`` = (image, weight) adds
     weight x the same loss against a second target (the student's mean teacher render), with both
-    SSIMs from one convolution."""
+    SSIMs from one convolution. A CUDA render goes through the fused kernels of our extension
+    (diff_gaussian_rasterization.fused_photometric_loss); the code below is their specification."""
+    mod = _fused_loss_module(render, target, lambda_dssim, extra)
+    if mod:
+        if extra is None:
+            return mod.fused_photometric_loss(render, [target], [1.0], lambda_dssim)
+        return mod.fused_photometric_loss(render, [target, extra[0]], [1.0, extra[1]], lambda_dssim)
     targets = [(target, 1.0)] if extra is None else [(target, 1.0), extra]
     stacked = target[None] if extra is None else torch.stack([target, extra[0]])  # a view when alone
     s = ssim_map(render, stacked).mean(dim=(1, 2, 3))

@@ -11,7 +11,8 @@ from setuptools import setup  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CUDAExtension  # noqa: E402
 
 here = os.path.dirname(os.path.abspath(__file__))
-src = ["csrc/ext.cpp", "csrc/api.cu", "csrc/preprocess.cu", "csrc/preprocess_bwd.cu", "csrc/render.cu", "csrc/adam.cu"]
+src = ["csrc/ext.cpp", "csrc/api.cu", "csrc/preprocess.cu", "csrc/preprocess_bwd.cu", "csrc/render.cu", "csrc/adam.cu",
+       "csrc/loss.cu"]
 
 setup(
     name="diff_gaussian_rasterization",

@@ -13,6 +13,9 @@ kernels in place instead of concatenated on every call. Rotations may have any n
 
 return_stats=True gives the dict of accum_weights, area_proj and area_max [P]; a collection of those names
 gives only them, e.g. ("area_max",) skips the two per-contribution atomics the other two cost.
+
+fused_photometric_loss(render, targets, weights, lambda_dssim) is the training step's L1 + SSIM image loss
+in one kernel each way (loss.py); HAS_FUSED_LOSS says whether the compiled extension has it.
 """
 from collections import namedtuple
 
@@ -20,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from . import _C
+from .loss import HAS_FUSED_LOSS, fused_photometric_loss  # noqa: F401 (re-exported)
 
 GaussianRasterizationSettings = namedtuple(
     "GaussianRasterizationSettings",
