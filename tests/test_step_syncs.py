@@ -1,0 +1,91 @@
+"""Host-device synchronisations of a training step on the GPU (skipped without CUDA).
+
+A steady-state step (no densification, evaluation or saving) waits for the GPU exactly once: the rasterizer's
+forward reads back the number of (tile, Gaussian) pairs to size its sort buffers, as graphdeco's and gsplat's
+rasterizers do. Anything else that waits (a .item(), a boolean index, a D2H copy) fails this test with its
+source line, for the plain 3DGS step and for the student's (distillation target and area_max stats).
+"""
+import os
+import traceback
+import warnings
+
+import pytest
+import torch
+
+from arguments import DistillParams, ModelParams, OptimizationParams, PipelineParams
+from distill.roles import StudentRole
+from scene import Scene
+from scene.gaussian_model import GaussianModel
+from scripts.make_synthetic_scene import make_synthetic_scene
+from training.loop import Role, train_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRST, LAST = 5, 15  # recorded iterations: after warm-up, before any densification or evaluation
+
+
+class SyncRecorder:
+    """step_hook: records every synchronising call between iterations FIRST and LAST with its project frame."""
+
+    def __init__(self):
+        self.where = []
+        self._show = None
+
+    def _record(self, message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(PROJECT)
+                  and "tests" not in os.path.relpath(f.filename, PROJECT).split(os.sep)[:1]]
+        self.where.append(f"{os.path.relpath(frames[-1].filename, PROJECT)}:{frames[-1].lineno}" if frames
+                          else f"{filename}:{lineno}")
+
+    def __call__(self, it):
+        if it == FIRST:
+            torch.cuda.synchronize()
+            self._show = warnings.showwarning
+            warnings.showwarning = self._record
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif it == LAST:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = self._show
+
+
+@pytest.fixture(scope="module")
+def cuda_scene(tmp_path_factory):
+    path = make_synthetic_scene(str(tmp_path_factory.mktemp("scene")), num_views=8, width=96, height=64,
+                                num_points=800, seed=2)
+    dataset = ModelParams.defaults(source_path=path, data_device="cuda", eval=True,
+                                   model_path=str(tmp_path_factory.mktemp("model")))
+    return Scene(dataset), dataset
+
+
+def _run(scene, dataset, role):
+    opt = OptimizationParams.defaults(iterations=LAST + 2, views_per_step=1, densify_from_iter=1000)
+    pipe = PipelineParams.defaults()
+    model = GaussianModel(dataset.sh_degree, "cuda")
+    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    rec = SyncRecorder()
+    train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "pc"), role=role, quiet=True,
+                step_hook=rec)
+    return rec.where
+
+
+def _assert_one_sync_per_step(where):
+    steps = LAST - FIRST
+    in_rasterizer = [w for w in where if w.startswith("gaussian_renderer/__init__.py")]
+    assert len(in_rasterizer) == steps and len(where) == steps, where
+
+
+def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
+    _assert_one_sync_per_step(_run(*cuda_scene, Role()))
+
+
+def test_student_step_waits_only_for_the_pair_count(cuda_scene):
+    scene, dataset = cuda_scene
+    dp = DistillParams.defaults(structure_start=10_000)
+    bg = torch.zeros(3, device="cuda")
+    cams = scene.getTrainCameras()
+    means = {c.uid: c.original_image("cuda").half() for c in cams}  # stand-ins for the mean teacher renders
+    opt = OptimizationParams.defaults(densify_until_iter=1000)  # the student's area_max stats every step
+    role = StudentRole(dp, opt, PipelineParams.defaults(), bg, means, torch.as_tensor(scene.points).cuda(), cams)
+    _assert_one_sync_per_step(_run(scene, dataset, role))
