@@ -236,9 +236,9 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch_size {args.batch_size} must be at least 1")
     batch_size = args.batch_size or (4 if device == "cuda" else 2)
-    if batch_size < 1:
-        raise UserError("--batch_size must be at least 1")
     suffix = "" if args.split == "test" else f"_{args.split}"
 
     # Check every folder before any heavy work, so a bad one fails fast.

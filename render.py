@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from arguments import ModelParams, PipelineParams, combined_args  # noqa: E402
+from arguments import ModelParams, PipelineParams, combined_args, load_config  # noqa: E402
 from gaussian_renderer import pick_backend, render  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
@@ -150,6 +150,34 @@ def run_compare(compare, scene, dataset, pipe, bg, device, args):
     return out_dir
 
 
+def run_last_iteration(model_path):
+    """The last iteration of the run that wrote <model>/cfg_args.json (--iterations x --steps_scale), or None."""
+    cfg = load_config(model_path)
+    try:
+        its, scale = int(cfg["iterations"]), float(cfg.get("steps_scale", 1.0))
+        return max(1, int(round(its * scale))) if its > 0 and scale > 0 else None
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def prefer_run_iteration(model_path, ply, iteration):
+    """With --iteration -1: the model of the run in cfg_args.json, not a newer-numbered one an earlier, longer
+    run left behind; says which iteration it renders when the two differ. Returns (ply, iteration)."""
+    last = run_last_iteration(model_path)
+    if last is None or last == iteration:
+        return ply, iteration
+    folder = os.path.dirname(os.path.dirname(ply))
+    own = os.path.join(folder, f"iteration_{last}", "point_cloud.ply")
+    if iteration > last and os.path.isfile(own):
+        print(f"note: {folder} also holds iteration_{iteration}, newer than the last iteration {last} of the run in "
+              f"cfg_args.json (an earlier run left it): rendering iteration {last} (--iteration {iteration} renders "
+              f"the other)")
+        return own, last
+    print(f"note: rendering iteration {iteration} of {folder}: the run in cfg_args.json ends at iteration {last}, "
+          f"which it does not hold")
+    return ply, iteration
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # writing
 
@@ -243,8 +271,12 @@ def main(argv=None):
         raise UserError(f"--video_frames {args.video_frames} must be at least 1")
     if args.itrain is not None and args.itrain < 0:
         raise UserError(f"--itrain {args.itrain} must be a model index >= 0")
+    if args.video and args.fps <= 0:
+        raise UserError(f"--fps {args.fps} must be positive")
 
     ply, iteration, label = resolve_checkpoint(args.model_path, args.itrain, args.iteration)
+    if args.iteration is None or args.iteration < 0:
+        ply, iteration = prefer_run_iteration(args.model_path, ply, iteration)
     compare = compare_checkpoints(args.model_path, args.iteration) if args.compare else None
     if not dataset.source_path:
         raise UserError(f"no scene folder: pass -s <scene> (none saved in {args.model_path}/cfg_args.json)")

@@ -2,9 +2,13 @@
 """Train 3D Gaussian Splatting models (one vanilla model, or the Distilled-3DGS teachers and student)."""
 import argparse
 import importlib.util
+import math
 import os
 import random
+import re
+import shutil
 import sys
+import tempfile
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -16,12 +20,14 @@ from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineP
                        scale_steps)
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
-from distill.pipeline import run_distillation  # noqa: E402
+from distill.pipeline import check_teachers, run_distillation  # noqa: E402
+from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
-from training.loop import train_model  # noqa: E402
+from training.loop import checkpoint_sh_degree, read_checkpoint, train_model  # noqa: E402
 from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.report import report_at_end  # noqa: E402
+from utils.system_utils import sweep_stale_temp_files  # noqa: E402
 
 
 MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS = 20
@@ -40,6 +46,10 @@ def build_parser():
     p.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[],
                    help="iterations at which a resumable chkpnt<it>.pth is written")
     p.add_argument("--start_checkpoint", type=str, default=None, help="resume from a chkpnt<it>.pth")
+    p.add_argument("--overwrite", action="store_true",
+                   help="the -m folder holds an earlier run: delete its outputs (point_cloud*, cfg_args.json, "
+                        "distill.json, checkpoints, renders, metrics) before training; without it train.py refuses "
+                        "such a folder unless --start K or --start_checkpoint continues that run")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -47,6 +57,109 @@ def build_parser():
 
 def scaled_iterations(values, f, last):
     return sorted({min(last, max(1, int(round(v * f)))) for v in values})
+
+
+# what train.py, render.py and metrics.py write into a model folder (--overwrite deletes these only)
+_RUN_FILES = re.compile(r"^(cfg_args\.json|distill\.json|report\.png|chkpnt.*\.pth|results.*\.(json|md)|"
+                        r"per_view.*\.json|events\.out\.tfevents\..*)$")
+_RUN_DIRS = re.compile(r"^point_cloud(_\d+)?$")
+_RENDER_DIRS = ("train", "test", "video")
+
+
+def earlier_run(model_path):
+    """What shows that ``model_path`` holds an earlier run: its cfg_args.json and saved iterations ([] if none)."""
+    if not os.path.isdir(model_path):
+        return []
+    found = ["cfg_args.json"] if os.path.isfile(os.path.join(model_path, "cfg_args.json")) else []
+    for name in sorted(os.listdir(model_path)):
+        folder = os.path.join(model_path, name)
+        if _RUN_DIRS.match(name) and os.path.isdir(folder):
+            found += [f"{name}/{it}" for it in sorted(os.listdir(folder)) if re.fullmatch(r"iteration_\d+", it)]
+    return found
+
+
+def run_outputs(model_path):
+    """The entries of ``model_path`` that our tools wrote (what --overwrite deletes)."""
+    out = []
+    for name in sorted(os.listdir(model_path) if os.path.isdir(model_path) else []):
+        path = os.path.join(model_path, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if _RUN_DIRS.match(name) or (name in _RENDER_DIRS and all(
+                    re.fullmatch(r"ours_\d+(\.\w+)?|\.ours_\d+\.partial\.\w+", n) for n in os.listdir(path))):
+                out.append(path)
+        elif _RUN_FILES.match(name):
+            out.append(path)
+    return out
+
+
+def check_output_folder(model_path):
+    """-m must be a folder that can be created and written in; checked before the scene loads, leaving nothing
+    behind (a probe file in the deepest existing folder: permission bits alone mislead root)."""
+    target = os.path.abspath(model_path)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UserError(f"-m/--model_path {model_path} is a file, not a folder: pick another -m")
+    parent = target
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"-m/--model_path {model_path} cannot be created: {parent} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".train-write-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"-m/--model_path {model_path} is not writable: cannot create files in {parent} "
+                        f"({exc.strerror}); fix its permissions or pick another -m")
+
+
+# the training state each model's role keeps in a checkpoint (a checkpoint of another model does not fit)
+_ROLE_STATE = {0: {"grad", "count", "log"}, 1: set(), 2: set(), 3: {"log"}}
+
+
+def check_start_checkpoint(path, dataset, opt, dp):
+    """Read --start_checkpoint and check it fits this run (SH degree, iterations, model); before any output."""
+    ckpt = read_checkpoint(path)
+    state = ckpt.state
+    degree = checkpoint_sh_degree(state)
+    if degree != dataset.sh_degree:
+        raise UserError(f"--start_checkpoint {path} holds a model of SH degree {degree} but this run has --sh_degree "
+                        f"{dataset.sh_degree}: pass --sh_degree {degree}")
+    if state["iteration"] > opt.iterations:
+        raise UserError(f"--start_checkpoint {path} was written at iteration {state['iteration']}, after this run's "
+                        f"last iteration {opt.iterations} (--iterations after --steps_scale): pass --iterations "
+                        f"above {state['iteration']}")
+    index = dp.start if dp.num_models == 4 else 2
+    role = state["role"] if isinstance(state["role"], dict) else {}
+    if set(role) != _ROLE_STATE[index]:
+        which = f"{MODEL_NAMES[index]} (--start {dp.start})" if dp.num_models == 4 else "a vanilla model"
+        raise UserError(f"--start_checkpoint {path} is a checkpoint of another model than {which}: its training "
+                        f"state does not fit (the distillation names them chkpnt<model name><it>.pth)")
+    return ckpt
+
+
+def prepare_output_folder(model_path, overwrite, dp, ckpt):
+    """Before the first write: sweep what killed runs left, delete an earlier run's outputs (--overwrite) or
+    the earlier versions of the models --start K trains again."""
+    if os.path.isdir(model_path):
+        stale = sweep_stale_temp_files(model_path)
+        if stale:
+            print(f"note: removed {len(stale)} temporary file(s) or empty iteration folder(s) that an interrupted "
+                  f"run left in {model_path}")
+    else:
+        os.makedirs(model_path)
+    doomed = []
+    if overwrite:
+        doomed = run_outputs(model_path)
+    elif dp.start:
+        first = dp.start + (1 if ckpt else 0)  # a resumed model K keeps its folder (its earlier iterations)
+        doomed = [p for i in range(first, 4) if os.path.isdir(p := os.path.join(model_path, f"point_cloud_{i}"))]
+    for p in doomed:
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.remove(p)
+    if doomed:
+        why = "--overwrite" if overwrite else f"--start {dp.start} trains them again"
+        print(f"Deleted {', '.join(os.path.basename(p) for p in doomed)} from {model_path} ({why})")
 
 
 def main(argv=None):
@@ -59,6 +172,11 @@ def main(argv=None):
         raise UserError(f"--sh_degree {dataset.sh_degree} must be between 0 and 3")
     if opt.views_per_step < 1:
         raise UserError(f"--views_per_step {opt.views_per_step} must be at least 1")
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{name} {value} must be a finite number")
+    if opt.iterations < 1:
+        raise UserError(f"--iterations {opt.iterations} must be at least 1")
     if args.start_checkpoint and not os.path.isfile(args.start_checkpoint):
         raise UserError(f"--start_checkpoint {args.start_checkpoint} does not exist")
     if pipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -79,6 +197,8 @@ def main(argv=None):
         raise UserError(f"--num_max_ratio {dp.num_max_ratio} must be >= 0 (0 = off: --num_max applies)")
     if dp.start and not args.model_path:
         raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
+    if args.overwrite and dp.start:
+        raise UserError(f"--overwrite deletes the models that --start {dp.start} reuses: pass one of the two")
     f = opt.steps_scale
     scale_steps(opt, f)
     scale_steps(dp, f)
@@ -101,25 +221,40 @@ def main(argv=None):
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
     pick_backend(device, pipe.backend)  # an unknown or unusable --backend stops here, before any output
-
-    scene = Scene(dataset)  # reads and checks all input before anything is written
     if not dataset.model_path:
         dataset.model_path = args.model_path = os.path.join("output", uuid.uuid4().hex[:10])
-    os.makedirs(dataset.model_path, exist_ok=True)
+    check_output_folder(dataset.model_path)
+    ckpt = check_start_checkpoint(args.start_checkpoint, dataset, opt, dp) if args.start_checkpoint else None
+    previous = earlier_run(dataset.model_path)
+    if previous and not (args.overwrite or dp.start or ckpt):
+        shown = ", ".join(previous[:3]) + (f" and {len(previous) - 3} more" if len(previous) > 3 else "")
+        raise UserError(f"-m {dataset.model_path} already holds a run ({shown}): pass --overwrite to delete its "
+                        f"outputs first, --start K to continue its distillation or --start_checkpoint to resume it, "
+                        f"or pick another -m")
+    ckpt_file = os.path.abspath(ckpt.path) if ckpt else None
+    if args.overwrite and ckpt and any(ckpt_file == p or ckpt_file.startswith(p + os.sep)
+                                       for p in map(os.path.abspath, run_outputs(dataset.model_path))):
+        raise UserError(f"--overwrite would delete --start_checkpoint {ckpt.path}: move it out of "
+                        f"{dataset.model_path} first, or leave out --overwrite")
+    if dp.start:  # what --start K reuses: each model at this run's last iteration, before spending time
+        check_teachers(dataset.model_path, dp.start, device, dataset.sh_degree, opt.iterations)
+
+    scene = Scene(dataset)  # reads and checks all input before anything is written
+    prepare_output_folder(dataset.model_path, args.overwrite and previous, dp, ckpt)
     save_config(dataset.model_path, args)
     print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
           f"test views, {len(scene.points)} initial points, device {device})")
 
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
-                                   args.start_checkpoint, args.quiet)
+                                   ckpt, args.quiet, seed=args.seed)
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns
         return summary
     model = GaussianModel(dataset.sh_degree, device)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
                           test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
-                          start_checkpoint=args.start_checkpoint, quiet=args.quiet)
+                          start_checkpoint=ckpt, quiet=args.quiet)
     peak = summary["peak_memory_gib"]
     print(f"Training complete: {summary['gaussians']} Gaussians, {summary['ply_mb']} MB, "
           f"{summary['train_seconds']} s ({summary['ms_per_step']} ms/step"

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import sys
 import time
 
 import torch
@@ -11,6 +12,7 @@ from gaussian_renderer import render
 from scene.gaussian_model import GaussianModel
 from training.loop import Role, evaluate, train_model
 from utils.errors import UserError
+from utils.general_utils import seed_all
 from utils.lpips_utils import load_lpips
 from utils.system_utils import search_for_max_iteration, write_json
 
@@ -21,14 +23,23 @@ def model_dir(model_path, index):
     return os.path.join(model_path, f"point_cloud_{index}")
 
 
-def load_trained(model_path, index, device, sh_degree):
-    """Load model ``index`` at the last iteration it wrote; clear errors if missing or mismatched."""
+def load_trained(model_path, index, device, sh_degree, iteration=None):
+    """Load model ``index`` at ``iteration`` (the run's last, so a longer or shorter earlier run's model is
+    never taken for this one's; None: the last iteration it wrote); clear errors if missing or mismatched."""
     folder = model_dir(model_path, index)
-    it = search_for_max_iteration(folder)
-    if it is None:
+    latest = search_for_max_iteration(folder)
+    if latest is None:
         raise UserError(f"{MODEL_NAMES[index]} (model {index}) has no saved iteration in {folder}: train it "
                         f"first (use a --start of {index} or lower)")
+    it = latest if iteration is None else iteration
     path = os.path.join(folder, f"iteration_{it}", "point_cloud.ply")
+    if not os.path.isfile(path):
+        saved = sorted(int(n.split("_")[-1]) for n in os.listdir(folder) if n.startswith("iteration_")
+                       and n.split("_")[-1].isdigit() and os.path.isfile(os.path.join(folder, n, "point_cloud.ply")))
+        raise UserError(f"{MODEL_NAMES[index]} (model {index}) has no {path}: this run ends at iteration {it} "
+                        f"(--iterations after --steps_scale) but {folder} holds iteration(s) "
+                        f"{', '.join(map(str, saved)) or 'none'}; pass the --iterations/--steps_scale it was trained "
+                        f"with, or train it again (use a --start of {index} or lower)")
     model = GaussianModel(sh_degree, device).load_ply(path)
     if model.max_sh_degree != sh_degree:
         raise UserError(f"{path} has SH degree {model.max_sh_degree} but this run uses --sh_degree {sh_degree}: "
@@ -85,20 +96,45 @@ def print_table(summary):
         print(f"total wall time {summary['total_seconds']:.1f} s")
 
 
-def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
-                     quiet=False):
-    path = os.path.join(dataset.model_path, SUMMARY_NAME)
-    summary = dict(models={})
-    if os.path.isfile(path) and dp.start > 0:
+def check_teachers(model_path, start, device, sh_degree, iteration):
+    """Load the models before ``start`` (what --start K reuses) at the run's last iteration: a UserError
+    names the first that is missing, mismatched or not finite. Called by train.py before it writes anything."""
+    for i in range(start):
+        load_trained(model_path, i, device, sh_degree, iteration)
+
+
+def _earlier_summary(path, start):
+    """distill.json's entries of the models before ``start`` (kept when --start K resumes a run)."""
+    if start == 0 or not os.path.isfile(path):
+        return dict(models={})
+    try:
         with open(path) as f:
             summary = json.load(f)
+        models = summary["models"]
+        if not isinstance(models, dict):
+            raise TypeError("models is not a dictionary")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"warning: {path} is unreadable ({exc.__class__.__name__}: {exc}); it is rewritten without the "
+              f"entries of the models before --start {start}", file=sys.stderr)
+        return dict(models={})
+    summary["models"] = {k: v for k, v in models.items() if k in MODEL_NAMES[:start]}
+    return summary
+
+
+def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
+                     quiet=False, seed=0):
+    """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
+    random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
+    run's models K..3. distill.json is rewritten after every model."""
+    path = os.path.join(dataset.model_path, SUMMARY_NAME)
+    summary = _earlier_summary(path, dp.start)
+    summary["total_seconds"] = None
     bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)
-    for i in range(dp.start):  # check what --start K reuses before spending time
-        load_trained(dataset.model_path, i, device, dataset.sh_degree)
     t_all = time.time()
     trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
     for i in range(dp.start, 4):
         t0 = time.time()
+        seed_all(seed, i)
         model = GaussianModel(dataset.sh_degree, device)
         model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
         opt_i = copy.deepcopy(opt)
@@ -125,13 +161,14 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if i == 3:
             res["num_max_effective"] = role.num_max  # the growth cap the student ran with
         summary["models"][MODEL_NAMES[i]] = res
+        summary["iterations"] = opt.iterations
+        write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
         if i < 3:  # kept on the host, so the later stages' peak GPU memory is their own
             trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":
             torch.cuda.empty_cache()
     summary["total_seconds"] = round(time.time() - t_all, 2) if dp.start == 0 else None
-    summary["iterations"] = opt.iterations
     write_json(path, summary)
     print_table(summary)
     return summary
@@ -142,7 +179,7 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     G_std's positions for the structure loss."""
     trained = trained or {}
     teachers = [trained[i].to(device) if i in trained else
-                load_trained(dataset.model_path, i, device, dataset.sh_degree)[0] for i in range(3)]
+                load_trained(dataset.model_path, i, device, dataset.sh_degree, opt.iterations)[0] for i in range(3)]
     for t in teachers:
         t.active_sh_degree = t.max_sh_degree
     store = device if dataset.data_device == "cuda" else "cpu"

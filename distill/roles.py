@@ -86,8 +86,9 @@ class PerturbRole(Role):
         sel = rows.bool()
         p["rotation"][sel] = q[sel]
         self.log.append((it, int(sel.sum())))
-        self.grad.zero_()
-        self.count.zero_()
+        if self.grad is not None:  # None when no step fell inside the window before this event (tiny schedules)
+            self.grad.zero_()
+            self.count.zero_()
 
     def state_dict(self):
         return dict(grad=self.grad, count=self.count, log=self.log)

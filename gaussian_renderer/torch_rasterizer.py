@@ -53,6 +53,9 @@ LOG_FLOOR = -80.0
 T_ZERO = 1e-30
 # side of the square sub-tiles the compositing works on (divides TILE); 8 measured faster than 4, 16
 SUB = 8
+# a Gaussian whose colour (an image is in [0, 1]) exceeds this in magnitude is culled like a non-finite one:
+# summed over pixels in the backward pass, colours near the float32 limit overflow to NaN gradients
+COLOR_MAX = 1e15
 
 STAT_NAMES = ("accum_weights", "area_proj", "area_max")
 
@@ -127,12 +130,34 @@ def _sh_basis(deg, dirs):
     return torch.stack(b, dim=1)
 
 
-def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations, cov3D_precomp):
-    """Project Gaussians. Returns a dict of per-Gaussian screen-space quantities and ``radii``."""
+def check_settings(s):
+    """ValueError for settings no image can come from: a size below 1x1, a field of view that is not positive
+    and finite, non-finite camera matrices."""
+    H, W = int(s.image_height), int(s.image_width)
+    if H < 1 or W < 1:
+        raise ValueError(f"image_width x image_height is {W}x{H}: both must be at least 1")
+    for name in ("tanfovx", "tanfovy"):
+        v = float(getattr(s, name))
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} is {v}: it must be positive and finite")
+    for name in ("viewmatrix", "projmatrix", "campos"):
+        if not bool(torch.isfinite(getattr(s, name)).all()):
+            raise ValueError(f"{name} holds NaN or infinite values")
+
+
+def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations, cov3D_precomp, _cull=None):
+    """Project Gaussians. Returns a dict of per-Gaussian screen-space quantities and ``radii``.
+
+    Rows with a NaN or infinite input are culled and computed from zeros (so no NaN reaches their gradients);
+    so are rows whose finite inputs overflow on the way (a huge scale or position): found on a first pass,
+    they are zeroed in a second one (``_cull``), since 0 * inf in the backward pass would give NaN.
+    """
     P = means3D.shape[0]
     H, W = int(s.image_height), int(s.image_width)
     dev, dt = means3D.device, means3D.dtype
     ok = _finite_rows(means3D, opacities, shs, colors_precomp, scales, rotations, cov3D_precomp)
+    if _cull is not None:
+        ok = ok & ~_cull
     means3D, opacities = _zero_bad(means3D, ok), _zero_bad(opacities, ok)
     shs, colors_precomp = _zero_bad(shs, ok), _zero_bad(colors_precomp, ok)
     scales, rotations, cov3D_precomp = _zero_bad(scales, ok), _zero_bad(rotations, ok), _zero_bad(cov3D_precomp, ok)
@@ -170,6 +195,12 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
     c0 = (TS[:, 1] * TR[:, 1]).sum(-1)
     a, c = a0 + 0.3, c0 + 0.3
     det = a * c - b * b
+    if P:
+        with torch.no_grad():
+            over = ok & ~_finite_rows(p_view, p_proj, mean2d, torch.stack([a0, b, c0, det, a0 * c0], dim=1))
+        if bool(over.any()):
+            return preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations, cov3D_precomp,
+                              _cull=over if _cull is None else _cull | over)
     good = in_front & ok & (det > 0) & torch.isfinite(det) & torch.isfinite(mean2d).all(dim=1)
     det_safe = torch.where(good, det, torch.ones_like(det))
     conic = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
@@ -203,6 +234,12 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
         K = basis.shape[1]
         prod = (shs[:, :K] * basis[:, :, None]).reshape(P, 3 * K)
         color = torch.clamp_min(prod @ torch.eye(3, device=dev, dtype=dt).repeat(K, 1) + 0.5, 0.0)
+    if P:
+        with torch.no_grad():  # huge colours (SH coefficients) would overflow the blending's gradients
+            over = ok & ~(color.detach().abs() <= COLOR_MAX).all(dim=1)
+        if bool(over.any()):
+            return preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations,
+                              cov3D_precomp, _cull=over if _cull is None else _cull | over)
     return dict(mean2d=mean2d, conic=conic, opacity=opacity, color=color, inv_z=1.0 / z_safe, z=z,
                 cov_diag=torch.stack([a, c], dim=1).detach(), visible=good, radii=radii,
                 rect=torch.stack([x0, y0, x1, y1], dim=1), grid=(gx, gy))
@@ -591,6 +628,7 @@ class GaussianRasterizer(nn.Module):
         if ((scales is None or rotations is None) and cov3D_precomp is None) or \
                 (scales is not None and cov3D_precomp is not None):
             raise ValueError("provide either scales and rotations, or cov3D_precomp")
+        check_settings(s)
         pre = preprocess(s, means3D, means2D, opacities, shs if shs is None else sh_features(shs), colors_precomp,
                          scales, rotations, cov3D_precomp)
         names = stat_names(return_stats)

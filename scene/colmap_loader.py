@@ -626,6 +626,41 @@ def write_points3D_arrays(path, xyz, rgb, error=None):
 # whole models
 
 
+def check_model(cameras, images, cameras_path, images_path):
+    """Cameras with a positive size and finite parameters (a positive focal length for the pinhole models),
+    at least one image, each with a finite, non-zero pose: else a UserError naming the file and the entry."""
+    fix = "fix it or re-run convert.py"
+    for cam in cameras.values():
+        if cam.width < 1 or cam.height < 1:
+            raise UserError(f"camera {cam.id} in {cameras_path} is {cam.width}x{cam.height} pixels: width and height "
+                            f"must be at least 1; {fix}")
+        params = np.asarray(cam.params, dtype=np.float64)
+        if not np.isfinite(params).all():
+            raise UserError(f"camera {cam.id} in {cameras_path} has NaN or infinite parameters "
+                            f"({' '.join(map(str, params))}); {fix}")
+        if cam.model in ("PINHOLE", "SIMPLE_PINHOLE"):
+            focal = params[:2] if cam.model == "PINHOLE" else params[:1]
+            if (focal <= 0).any():
+                raise UserError(f"camera {cam.id} in {cameras_path} has focal length "
+                                f"{' / '.join(map(str, focal))}: it must be positive; {fix}")
+    if not images:
+        raise UserError(f"{images_path} lists no images: a scene needs registered images (re-run convert.py)")
+    for im in images.values():
+        q, t = np.asarray(im.qvec, dtype=np.float64), np.asarray(im.tvec, dtype=np.float64)
+        if not np.isfinite(q).all() or not np.isfinite(t).all() or not np.linalg.norm(q) > 0:
+            raise UserError(f"image {im.name} (id {im.id}) in {images_path} has a NaN, infinite or zero pose "
+                            f"(qvec {' '.join(map(str, q))}, tvec {' '.join(map(str, t))}); {fix}")
+
+
+def check_points_finite(xyz, path):
+    """A UserError naming ``path`` when a point has a NaN or infinite coordinate."""
+    bad = ~np.isfinite(np.asarray(xyz, dtype=np.float64)).all(axis=1)
+    if bad.any():
+        raise UserError(f"{path}: {int(bad.sum())} of {len(bad)} points have NaN or infinite coordinates (the first "
+                        f"is point number {int(np.flatnonzero(bad)[0]) + 1} in the file); remove them or re-run "
+                        f"convert.py")
+
+
 def detect_model_ext(sparse_dir):
     """'.bin' if cameras/images/points3D.bin all exist in ``sparse_dir``, else '.txt' if the .txt trio does,
     else a UserError naming the folder and what is missing."""

@@ -47,7 +47,8 @@ def target_size(width, height, resolution):
 def load_image(path, size=None, background=None):
     """Read an image as uint8 [3, H, W]; RGBA is composited on ``background`` (RGB in [0, 1]).
 
-    Resizes to ``size`` = (w, h) with area interpolation. Unreadable files raise UserError.
+    Resizes to ``size`` = (w, h) with area interpolation; ``size`` may also be a function of the image's
+    own (w, h) returning the size. Unreadable files raise UserError.
     """
     arr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if arr is None:
@@ -56,6 +57,10 @@ def load_image(path, size=None, background=None):
         arr = (arr / 257.0).round().astype(np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.shape[2] == 2:  # gray + alpha
+        arr = arr[:, :, [0, 0, 0, 1]]
+    if callable(size):
+        size = size(arr.shape[1], arr.shape[0])
     if arr.shape[2] == 4:
         rgb = arr[:, :, [2, 1, 0]].astype(np.float32) / 255.0
         a = arr[:, :, 3:4].astype(np.float32) / 255.0
@@ -85,6 +90,24 @@ def split_eval(items, names, eval_mode, hold=8):
     return train, test
 
 
+def _source_size(name, size, cam, cameras_path, notes):
+    """The size an image is trained from: its own when it is the camera's, or a scaled copy of it (same
+    aspect ratio, e.g. -i images_4 with the full-size cameras, as graphdeco reads them); otherwise a
+    UserError. A scaled copy is reported once in ``notes``."""
+    w0, h0 = size
+    if (w0, h0) == (cam.width, cam.height):
+        return w0, h0
+    if abs(w0 * cam.height - h0 * cam.width) <= max(cam.width, cam.height):  # same aspect up to a pixel
+        if not notes:
+            notes.append(f"note: images such as {name} are {w0}x{h0} but their camera {cam.id} in {cameras_path} "
+                         f"is {cam.width}x{cam.height}: read as scaled copies (same aspect ratio), trained from "
+                         f"the image size")
+        return w0, h0
+    raise UserError(f"image {name} is {w0}x{h0} pixels but its camera {cam.id} in {cameras_path} is "
+                    f"{cam.width}x{cam.height} (another aspect ratio): the image does not belong to this camera; "
+                    f"replace the image or fix the camera (re-run convert.py)")
+
+
 def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1, data_device="cpu",
                       depths_dir="", load_images=True):
     sparse = os.path.join(path, "sparse", "0")
@@ -94,6 +117,7 @@ def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1,
     ext = cl.detect_model_ext(sparse)
     cameras = cl.read_cameras(os.path.join(sparse, "cameras" + ext))
     images = cl.read_images(os.path.join(sparse, "images" + ext))
+    cl.check_model(cameras, images, os.path.join(sparse, "cameras" + ext), os.path.join(sparse, "images" + ext))
     img_root = os.path.join(path, images_dir)
     if not os.path.isdir(img_root):
         raise UserError(f"image folder {img_root} does not exist (set --images if it has another name)")
@@ -108,7 +132,7 @@ def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1,
                         f"(first: {missing[0]}); restore them or re-run convert.py")
     depth_params = _read_depth_params(sparse, depths_dir)
 
-    cams, names = [], []
+    cams, names, notes = [], [], []
     for uid, im in enumerate(sorted(images.values(), key=lambda im: im.name)):
         cam = cameras.get(im.camera_id)
         if cam is None:
@@ -116,19 +140,28 @@ def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1,
         fx = cam.params[0]
         fy = cam.params[0] if cam.model == "SIMPLE_PINHOLE" else cam.params[1]
         R = cl.qvec2rotmat(im.qvec).T
-        w, h = target_size(cam.width, cam.height, resolution)
-        image = load_image(os.path.join(img_root, im.name), (w, h)) if load_images else None
-        if image is not None and image.shape[1:] != (h, w):
-            raise UserError(f"image {im.name} does not match the size of camera {cam.id} in {sparse}")
+        if load_images:
+            def size_for(w0, h0, im=im, cam=cam):
+                return target_size(*_source_size(im.name, (w0, h0), cam, os.path.join(sparse, "cameras" + ext),
+                                                 notes), resolution)
+            image = load_image(os.path.join(img_root, im.name), size_for)
+            h, w = image.shape[1:]
+        else:
+            image = None
+            w, h = target_size(cam.width, cam.height, resolution)
         depth, reliable = _load_depth(depths_dir, im.name, (w, h), depth_params) if depths_dir else (None, False)
         cams.append(Camera(uid, R, np.asarray(im.tvec), focal2fov(fx, cam.width), focal2fov(fy, cam.height),
                            w, h, os.path.splitext(im.name)[0], image, data_device, depth=depth,
                            depth_reliable=reliable))
         names.append(im.name)
+    for n in notes:
+        print(n)
     train, test = split_eval(cams, names, eval_mode)
-    xyz, rgb, _ = cl.read_points3D_arrays(os.path.join(sparse, "points3D" + ext))
+    points_path = os.path.join(sparse, "points3D" + ext)
+    xyz, rgb, _ = cl.read_points3D_arrays(points_path)
     if len(xyz) == 0:
         raise UserError(f"{sparse} has no 3D points to start from: re-run structure from motion (convert.py)")
+    cl.check_points_finite(xyz, points_path)
     center, radius = camera_normalization(train or cams)
     return SceneInfo(train, test, xyz.astype(np.float32), (rgb / 255.0).astype(np.float32), center, radius,
                      "colmap")
@@ -182,10 +215,15 @@ def _load_depth(depths_dir, image_name, size, depth_params):
 def read_blender_scene(path, white_background=False, eval_mode=False, resolution=-1, data_device="cpu",
                        num_random_points=100_000, seed=0, load_images=True):
     bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
+    if num_random_points < 1:
+        raise UserError(f"--num_random_points {num_random_points} must be at least 1: a NeRF-synthetic scene starts "
+                        f"from random points")
     train = _blender_split(path, "transforms_train.json", bg, resolution, data_device, 0, load_images)
     test = _blender_split(path, "transforms_test.json", bg, resolution, data_device, len(train), load_images)
     if not eval_mode:
         train, test = train + test, []
+    if not train:
+        raise UserError(f"{os.path.join(path, 'transforms_train.json')} lists no frames: there is nothing to train on")
     rng = np.random.default_rng(seed)
     # NeRF-synthetic objects sit inside [-1.3, 1.3]^3: start from random points there
     xyz = rng.random((num_random_points, 3)) * 2.6 - 1.3
@@ -206,15 +244,19 @@ def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
         frames = meta["frames"]
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{fpath} is not a valid transforms file ({exc.__class__.__name__}: {exc})")
+    if not (math.isfinite(fovx) and 0 < fovx < math.pi):
+        raise UserError(f"{fpath}: camera_angle_x {fovx} must be a horizontal field of view in radians, between 0 "
+                        f"and pi")
+    if not isinstance(frames, list):
+        raise UserError(f"{fpath}: 'frames' must be a list of {{\"file_path\", \"transform_matrix\"}} entries")
     cams = []
     for i, fr in enumerate(frames):
-        rel = fr["file_path"]
+        c2w, rel = _blender_frame(fpath, i, fr)
         img_path = os.path.join(path, rel)
         if not os.path.splitext(img_path)[1]:
             img_path += ".png"
         if not os.path.isfile(img_path):
             raise UserError(f"image {img_path} listed in {fpath} is missing")
-        c2w = np.array(fr["transform_matrix"], dtype=np.float64)
         c2w[:3, 1:3] *= -1  # OpenGL/Blender (y up, z back) -> COLMAP (y down, z forward)
         w2c = np.linalg.inv(c2w)
         R, T = w2c[:3, :3].T, w2c[:3, 3]
@@ -233,14 +275,67 @@ def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
     return cams
 
 
+def _blender_frame(fpath, i, fr):
+    """(camera-to-world 4x4, file_path) of frame ``i`` of a transforms file, checked; else a UserError."""
+    where = f"{fpath}: frame {i}"
+    if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str) or not fr["file_path"]:
+        raise UserError(f"{where} has no file_path (the image, relative to the scene folder); fix the frame")
+    where += f" ({fr['file_path']})"
+    if "transform_matrix" not in fr:
+        raise UserError(f"{where} has no transform_matrix (its 4x4 camera-to-world pose); fix the frame")
+    try:
+        c2w = np.array(fr["transform_matrix"], dtype=np.float64)
+    except (ValueError, TypeError):
+        c2w = None
+    if c2w is None or c2w.shape != (4, 4):
+        shape = "not a matrix of numbers" if c2w is None else f"shape {tuple(c2w.shape)}"
+        raise UserError(f"{where}: transform_matrix must be a 4x4 camera-to-world matrix, got {shape}")
+    if not np.isfinite(c2w).all():
+        raise UserError(f"{where}: transform_matrix holds NaN or infinite values")
+    if abs(np.linalg.det(c2w[:3, :3])) < 1e-6 or not np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-6):
+        raise UserError(f"{where}: transform_matrix is not a camera pose (its 3x3 rotation part is singular or its "
+                        f"last row is not 0 0 0 1)")
+    return c2w, fr["file_path"]
+
+
+def check_data_device(data_device):
+    """--data_device: cpu, or cuda where a CUDA device exists; else a UserError."""
+    try:
+        kind = torch.device(data_device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"--data_device {data_device} is unknown: use cpu or cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--data_device {data_device}: no CUDA device is available here; use --data_device cpu")
+
+
+def resolve_depths(source_path, depths):
+    """-d/--depths as graphdeco reads it: relative to the scene folder first, else to the working directory."""
+    if not depths:
+        return depths
+    in_scene = os.path.join(source_path, depths)
+    if os.path.isdir(in_scene):
+        return in_scene
+    if os.path.isdir(depths):
+        return depths
+    raise UserError(f"-d/--depths {depths} is not a folder: neither {in_scene} (in the scene) nor {depths} (from the "
+                    f"working directory) exists")
+
+
 def read_scene(source_path, images="images", eval_mode=False, resolution=-1, white_background=False,
                data_device="cpu", depths="", num_random_points=100_000):
     check_resolution(resolution)
+    check_data_device(data_device)
     if not os.path.isdir(source_path):
         raise UserError(f"scene folder {source_path} (-s/--source_path) does not exist")
     if os.path.isdir(os.path.join(source_path, "sparse")):
-        return read_colmap_scene(source_path, images, eval_mode, resolution, data_device, depths)
+        return read_colmap_scene(source_path, images, eval_mode, resolution, data_device,
+                                 resolve_depths(source_path, depths))
     if os.path.isfile(os.path.join(source_path, "transforms_train.json")):
+        if depths:
+            raise UserError(f"-d/--depths needs a COLMAP scene (sparse/0 with depth_params.json); {source_path} is "
+                            f"NeRF-synthetic")
         return read_blender_scene(source_path, white_background, eval_mode, resolution, data_device,
                                   num_random_points)
     raise UserError(f"could not recognise the scene type of {source_path}: expected sparse/0 (COLMAP) or "

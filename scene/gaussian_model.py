@@ -6,7 +6,7 @@ import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError
 
 from training.optim import SparseGaussianAdam, make_optimizer
-from utils.errors import UserError
+from utils.errors import NonFiniteError, UserError
 from utils.general_utils import exponential_lr, inverse_sigmoid
 from utils.knn import mean_sq_dist_3nn
 from utils.sh_utils import RGB2SH
@@ -76,6 +76,7 @@ class GaussianModel:
         # tensors (any device, e.g. the student's re-initialisation on the GPU) or array-likes
         xyz, rgb = (torch.as_tensor(v if torch.is_tensor(v) else np.asarray(v), dtype=torch.float32,
                                     device=self.device) for v in (xyz, rgb))
+        xyz = xyz.clone()  # as_tensor shares float32 memory: training would move the caller's points in place
         n = xyz.shape[0]
         k = (self.max_sh_degree + 1) ** 2
         dist2 = torch.clamp_min(mean_sq_dist_3nn(xyz), 1e-7)
@@ -162,9 +163,25 @@ class GaussianModel:
         names += ["opacity"] + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)]
         return names
 
+    def nonfinite_summary(self):
+        """None when every parameter is finite, else 'k of n Gaussians (xyz, scaling)': what is not."""
+        with torch.no_grad():
+            bad = {k: ~torch.isfinite(v).flatten(1).all(dim=1) for k, v in self.params.items() if v.numel()}
+            rows = None
+            for m in bad.values():
+                rows = m if rows is None else rows | m
+            if rows is None or not bool(rows.any()):
+                return None
+            names = [k for k, m in bad.items() if bool(m.any())]
+            return f"{int(rows.sum())} of {self.num_points} Gaussians ({', '.join(names)})"
+
     def save_ply(self, path):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+        bad = [k for k, v in p.items() if not np.isfinite(v).all()]
+        if bad:  # never write a PLY that no viewer can use
+            raise NonFiniteError(f"refusing to write {path}: the Gaussians' {', '.join(bad)} hold NaN or infinite "
+                                 f"values (the training diverged: lower the learning rates or loss weights)")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         n = p["xyz"].shape[0]
         # PLY stores SH channel-major per Gaussian (f_rest_0..14 = red, ...), as graphdeco
         f_dc = p["f_dc"].transpose(0, 2, 1).reshape(n, -1)
@@ -192,6 +209,16 @@ class GaussianModel:
         except (OSError, ValueError, KeyError, IndexError, PlyHeaderParseError, PlyElementParseError) as exc:
             raise UserError(f"cannot read Gaussians from {path} ({exc.__class__.__name__}: {exc}); "
                             f"is it a 3DGS point_cloud.ply?")
+        arrays = dict(xyz=xyz, f_dc=f_dc, f_rest=f_rest, opacity=opacity, scaling=scaling, rotation=rotation)
+        bad = {k: ~np.isfinite(np.asarray(a, dtype=np.float64)).reshape(n, -1).all(axis=1) if n else np.zeros(0, bool)
+               for k, a in arrays.items()}
+        rows = np.zeros(n, dtype=bool)
+        for m in bad.values():
+            rows |= m
+        if rows.any():
+            raise NonFiniteError(f"{path} holds {int(rows.sum())} of {n} Gaussians with NaN or infinite values (in "
+                                 f"{', '.join(k for k, m in bad.items() if m.any())}); it cannot be rendered: "
+                                 f"re-train the model")
         degree = int(round(np.sqrt(k_rest + 1))) - 1
         if (degree + 1) ** 2 != k_rest + 1:
             raise UserError(f"{path} has {len(rest)} f_rest values per Gaussian, not an SH layout")

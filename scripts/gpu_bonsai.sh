@@ -86,14 +86,14 @@ for step in "$@"; do
       if [ ${#extra[@]} -gt 0 ]; then k=$(( ${k:-0} + 1 )); name=bonsai_${kind}_$k
         echo "== $name: ${extra[*]}" | tee "$LOG/$name.flags"; fi
       if [ "$kind" != distill ]; then
-        train "$name" --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"}
+        train "$name" --overwrite --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"}
       else
-        train "$name" --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
+        train "$name" --overwrite --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
           --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 1000000 ${extra[@]+"${extra[@]}"}
       fi ;;
-    std) train bonsai_std --steps_scale 0.25 --test_iterations 30000 ;;
+    std) train bonsai_std --overwrite --steps_scale 0.25 --test_iterations 30000 ;;
     views6) for v in 6 1; do  # the same short schedule with 6 and with 1 view per step
-              train bonsai_views$v --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
+              train bonsai_views$v --overwrite --num_models 4 --steps_scale 0.05 --imp_metric indoor --test_iterations 30000 \
                 --views_per_step $v; done ;;
     student:*)
       n=$(( ${n:-0} + 1 )); dst="$MODELS/bonsai_student$n"

@@ -1,14 +1,17 @@
 """The one training loop. Teacher variants and the student plug in through a Role (see roles)."""
 import os
+import pickle
 import random
 import time
+import zipfile
+from collections import namedtuple
 
 import torch
 from tqdm import tqdm
 
 from gaussian_renderer import render
 from training.densify import DensifyStrategy
-from utils.errors import UserError
+from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
 from utils.loss_utils import photometric_loss, ssim
@@ -80,23 +83,102 @@ def save_checkpoint(path, model, strategy, role, iteration):
         torch.save(state, tmp)
 
 
-def load_checkpoint(path, model, strategy, role, opt):
+# a checkpoint read (and checked) before the run writes anything: train_model's start_checkpoint takes it
+# instead of a path, so the file is read once
+Checkpoint = namedtuple("Checkpoint", ["path", "state"])
+CHECKPOINT_KEYS = ("iteration", "params", "optimizer", "active_sh_degree", "spatial_lr_scale", "role", "strategy",
+                   "rng")
+
+
+def read_checkpoint(path):
+    """Checkpoint(path, state) of a chkpnt<it>.pth written by train.py; a UserError naming the file otherwise."""
+    if not os.path.isfile(path):
+        raise UserError(f"--start_checkpoint {path} does not exist (or is not a file)")
     try:
-        state = torch.load(path, map_location=model.device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, ValueError, KeyError,
+            AttributeError, ImportError, IndexError, TypeError, UnicodeDecodeError) as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"--start_checkpoint {path} is not a checkpoint written by train.py ({exc.__class__.__name__}"
+                        f": {detail}); pass a chkpnt<it>.pth (a point_cloud.ply cannot be resumed from)")
+    params = state.get("params") if isinstance(state, dict) else None
+    if not isinstance(params, dict) or any(k not in state for k in CHECKPOINT_KEYS) or any(
+            not torch.is_tensor(params.get(k)) for k in ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")):
+        raise UserError(f"--start_checkpoint {path} is not a checkpoint written by train.py (it lacks the model's "
+                        f"parameters or training state); pass a chkpnt<it>.pth")
+    return Checkpoint(path, state)
+
+
+def checkpoint_sh_degree(state):
+    """The maximum SH degree of a checkpoint's model (from its f_rest width)."""
+    k = state["params"]["f_rest"].shape[1] + 1
+    return int(round(k ** 0.5)) - 1
+
+
+def load_checkpoint(path, model, strategy, role, opt):
+    """Restore a checkpoint (a path, or a Checkpoint from read_checkpoint) into model, strategy and role;
+    returns its iteration."""
+    if isinstance(path, Checkpoint):
+        path, state = path
+    else:
+        state = read_checkpoint(path).state
+    try:
         model._set(*(state["params"][k] for k in ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")))
         model.spatial_lr_scale = state["spatial_lr_scale"]
         model.active_sh_degree = state["active_sh_degree"]
         model.training_setup(opt)
         model.optimizer.load_state_dict(state["optimizer"])
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:
-        raise UserError(f"cannot resume from {path} ({exc.__class__.__name__}: {exc}); it must be a "
-                        f"chkpnt<it>.pth written by train.py with the same settings")
-    for k, v in state["strategy"].items():
-        setattr(strategy, k, v)
-    role.load_state_dict(state["role"])
+        on_device = lambda v: v.to(model.device) if torch.is_tensor(v) else v  # noqa: E731 (read on the CPU)
+        for k, v in state["strategy"].items():
+            setattr(strategy, k, on_device(v))
+        role.load_state_dict({k: on_device(v) for k, v in state["role"].items()})
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"cannot resume from {path} ({exc.__class__.__name__}: {detail}); it must be a "
+                        f"chkpnt<it>.pth written by train.py for this model with the same settings")
     random.setstate(state["rng"]["python"])
     torch.set_rng_state(state["rng"]["torch"])
     return state["iteration"]
+
+
+class DivergenceGuard:
+    """Stops a run whose loss or parameters became NaN or infinite, with one line naming the model, the
+    iteration and the last good checkpoint. It reads the device only at check points (where the loop
+    reads values anyway: the progress bar's loss every 10 steps, densification, saves), never every step;
+    the loss it reads is the running mean, which stays non-finite once one step's loss was."""
+
+    def __init__(self, label, every, checkpoint=None):
+        self.label, self.every = label or "model", every
+        self.last_ok = None  # last iteration whose check passed
+        self.checkpoint = checkpoint  # last checkpoint written from finite parameters (or resumed from)
+        self.saved = None  # last iteration saved as a PLY
+
+    def check(self, it, model, ema=None, bar=None):
+        """Raise NonFiniteError if ``ema`` (the running loss, a device scalar) or a parameter is not finite;
+        returns the loss as a float (one transfer for all of it)."""
+        flags = [torch.isfinite(p).all() for p in model.params.values()]
+        vals = torch.stack([(ema if ema is not None else torch.zeros((), device=model.device)).float().reshape(())]
+                           + [f.float() for f in flags]).tolist()
+        loss, finite = vals[0], all(v == 1.0 for v in vals[1:])
+        if finite and (loss == loss and abs(loss) != float("inf")):
+            self.last_ok = it
+            return loss
+        if bar is not None:
+            bar.close()
+        what = []
+        if not (loss == loss and abs(loss) != float("inf")):
+            what.append(f"the loss ({loss})")
+        if not finite:
+            what.append(f"the parameters of {model.nonfinite_summary()}")
+        since = (f"the last check passed at iteration {self.last_ok}" if self.last_ok is not None
+                 else "no earlier check")
+        kept = (f"last good checkpoint: {self.checkpoint} (resume with --start_checkpoint)" if self.checkpoint
+                else "no good checkpoint (--checkpoint_iterations writes them)")
+        saved = f", last PLY saved at iteration {self.saved}" if self.saved is not None else ""
+        raise NonFiniteError(f"{self.label}: {' and '.join(what)} became NaN or infinite by iteration {it} ({since}; "
+                             f"checked every {self.every} iterations and before every save); training stopped, "
+                             f"nothing non-finite was written; {kept}{saved}; lower the learning rates or loss "
+                             f"weights")
 
 
 def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_iterations=(),
@@ -117,6 +199,10 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     first = 1
     if start_checkpoint:
         first = load_checkpoint(start_checkpoint, model, strategy, role, opt) + 1
+    # checks where the loop reads values anyway: the progress bar every 10 steps, else densification's interval
+    # (at most 100 steps apart, also after densification ends)
+    guard = DivergenceGuard(label, 10 if not quiet else max(10, min(100, opt.densification_interval)),
+                            getattr(start_checkpoint, "path", start_checkpoint))
     writer = None  # opt-in: importing TensorBoard costs seconds, and each logged loss waits for the GPU
     if pipe.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # train.py checked that the package is there
@@ -176,8 +262,10 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             model.optimizer_step(visible)
         step_loss = step_loss / opt.views_per_step
         ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
-        if it % 10 == 0 and not quiet:  # float() waits for the GPU: not in quiet runs
-            bar.set_postfix(loss=f"{float(ema):.4f}", gaussians=model.num_points)
+        if it % guard.every == 0 or it in test_iterations or it in save_iterations or it == opt.iterations:
+            loss_now = guard.check(it, model, ema, bar)  # waits for the GPU: only every guard.every steps
+            if it % 10 == 0 and not quiet:
+                bar.set_postfix(loss=f"{loss_now:.4f}", gaussians=model.num_points)
         if it % count_every == 0 or it == first:
             counts.append([it, model.num_points])
         if it % 10 == 0 and writer is not None:
@@ -195,6 +283,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 writer.add_scalar(f"{label}/{split}_psnr", res["psnr"], it)
         if it in save_iterations:
             model.save_ply(os.path.join(out_dir, f"iteration_{it}", "point_cloud.ply"))
+            guard.saved = it
         io_seconds += time.time() - t_io
         # densification and role events come after the report, so a test at an opacity-reset
         # iteration sees the trained model (as graphdeco's report precedes its densification); none
@@ -208,7 +297,9 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 role.after_step(it, model, strategy, out)
         timer.end_step()
         if it in checkpoint_iterations:  # after this iteration's edits, so a resume continues exactly
-            save_checkpoint(os.path.join(dataset.model_path, f"chkpnt{label}{it}.pth"), model, strategy, role, it)
+            guard.check(it, model, ema, bar)  # densification can overflow (a split of an infinite scale)
+            guard.checkpoint = os.path.join(dataset.model_path, f"chkpnt{label}{it}.pth")
+            save_checkpoint(guard.checkpoint, model, strategy, role, it)
     bar.close()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -216,6 +307,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     steps = max(1, opt.iterations - first + 1)
     final_ply = os.path.join(out_dir, f"iteration_{opt.iterations}", "point_cloud.ply")
     if not os.path.isfile(final_ply):
+        guard.check(opt.iterations, model, ema)
         model.save_ply(final_ply)
     summary = dict(gaussians=model.num_points, ply_mb=round(os.path.getsize(final_ply) / 1e6, 2), train_seconds=round(wall, 2),
                    setup_seconds=round(t0 - t_enter, 2),  # optimizer, logging, checkpoint: before the loop

@@ -17,3 +17,7 @@ def run_cli(main, argv=None):
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+class NonFiniteError(UserError):
+    """NaN or infinite values where finite numbers are needed (a diverged training run, a broken PLY)."""

@@ -25,3 +25,15 @@ def to_staging(t, device):
     if t.device.type == "cpu" and torch.cuda.is_available():
         t = t.pin_memory()
     return t
+
+
+def seed_all(*key):
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) generators from a tuple of integers, e.g. (seed,
+    model index): each model of a run gets its own stream, so a model trained alone (train.py --start K)
+    draws the same numbers as in the uninterrupted run."""
+    import random
+    s = int(np.random.SeedSequence([int(k) & 0xFFFFFFFFFFFFFFFF for k in key]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    return s

@@ -196,6 +196,7 @@ def make_depth_scale(base_dir, depths_dir, model_dir=None, min_points=10, zbuffe
     images = cl.read_images(os.path.join(sparse, "images" + ext))
     if not images:
         raise UserError(f"the model in {sparse} has no images")
+    cl.check_model(cams, images, os.path.join(sparse, "cameras" + ext), os.path.join(sparse, "images" + ext))
     for cam in cams.values():
         intrinsics(cam)
     missing = [im.name for im in images.values()
@@ -215,6 +216,7 @@ def make_depth_scale(base_dir, depths_dir, model_dir=None, min_points=10, zbuffe
         all_xyz = cl.read_points3D_arrays(points_path)[0]
     if len(all_xyz) == 0:
         raise UserError(f"the model in {sparse} has no 3D points to fit depth scales to")
+    cl.check_points_finite(all_xyz, points_path)
 
     fits = {}
     for im in tqdm(sorted(images.values(), key=lambda i: i.name), desc="depth scales", unit="img",
