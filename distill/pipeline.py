@@ -6,7 +6,9 @@ import time
 
 import torch
 
-from distill.roles import MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, teacher_mean_renders
+from distill.importance import gaussian_importance
+from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_init, fine_tune_schedule,
+                           student_from_std, student_target, teacher_mean_renders)
 from gaussian_renderer import render
 from scene.gaussian_model import GaussianModel
 from training.loop import Role, evaluate, train_model
@@ -87,6 +89,7 @@ def print_table(summary):
 
 def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
                      quiet=False):
+    check_student_init(dp)
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = dict(models={})
     if os.path.isfile(path) and dp.start > 0:
@@ -99,9 +102,10 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
     for i in range(dp.start, 4):
         t0 = time.time()
-        model = GaussianModel(dataset.sh_degree, device)
-        model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
         opt_i = copy.deepcopy(opt)
+        if i < 3 or dp.student_init == "sfm":
+            model = GaussianModel(dataset.sh_degree, device)
+            model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
         if i == 0:
             role = PerturbRole(dp, opt_i, scene.cameras_extent)
         elif i == 1:
@@ -109,8 +113,13 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         elif i == 2:
             role = Role()
         else:
-            role = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
+            if dp.student_init == "std":  # fine-tuning: the position LR starts where G_std's ended
+                fine_tune_schedule(opt_i, dp)
+            role, start = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
+            if start is not None:
+                model = start
             trained.clear()
+            n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
@@ -123,7 +132,11 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if hasattr(role, "log"):
             res["events"] = role.log
         if i == 3:
-            res["num_max_effective"] = role.num_max  # the growth cap the student ran with
+            res["num_max_effective"] = role.num_max  # the growth cap the student ran with (0: no growth)
+            res["init"] = dp.student_init  # how it started, and with how many Gaussians
+            res["init_gaussians"] = n_init
+            if dp.student_init == "std":
+                res["init_position_lr"] = opt_i.position_lr_init  # times the extent
         summary["models"][MODEL_NAMES[i]] = res
         if i < 3:  # kept on the host, so the later stages' peak GPU memory is their own
             trained[i] = model.to("cpu")
@@ -139,7 +152,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
 
 def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     """The student's role: mean teacher renders (teachers from ``trained`` or their saved PLYs) and
-    G_std's positions for the structure loss."""
+    G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
+    starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
+    --imp_metric importance over the training views), None with sfm (the caller's SfM model)."""
     trained = trained or {}
     teachers = [trained[i].to(device) if i in trained else
                 load_trained(dataset.model_path, i, device, dataset.sh_degree)[0] for i in range(3)]
@@ -148,5 +163,10 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     store = device if dataset.data_device == "cuda" else "cpu"
     means = teacher_mean_renders(teachers, scene.getTrainCameras(), pipe, bg, store)
     std_xyz = teachers[2].get_xyz.detach().clone()
+    start = None
+    if dp.student_init == "std":
+        imp = gaussian_importance(teachers[2], scene.getTrainCameras(), pipe, bg, dp.imp_metric)
+        start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
+        del imp
     del teachers
-    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras())
+    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras()), start
