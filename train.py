@@ -21,6 +21,7 @@ from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineP
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill.pipeline import check_teachers, run_distillation  # noqa: E402
+from distill.roles import check_student_init  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
 from training.loop import checkpoint_sh_degree, read_checkpoint, train_model  # noqa: E402
@@ -195,6 +196,8 @@ def main(argv=None):
         raise UserError(f"--student_max_ratio {dp.student_max_ratio} must be between 0 (off) and 1")
     if dp.num_max_ratio < 0:
         raise UserError(f"--num_max_ratio {dp.num_max_ratio} must be >= 0 (0 = off: --num_max applies)")
+    if dp.num_models == 4:
+        check_student_init(dp)  # before anything is written
     if dp.start and not args.model_path:
         raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
     if args.overwrite and dp.start:

@@ -149,6 +149,13 @@ class DistillParams(ParamGroup):
         ("prune_importance_fraction", 0.01, "share of the total importance removed by the second prune"),
         ("student_max_ratio", 0.0, "second prune: also remove the next least important Gaussians until the "
                                    "student has at most this fraction of G_std's count (0 = off, the reference)"),
+        ("student_init", "sfm", "how the student starts: sfm (the SfM points, grown by densification and pruned "
+                                "at --second_prune_iter, the reference) or std (G_std's trained Gaussians, the "
+                                "--student_max_ratio most important by --imp_metric, all parameters copied, then "
+                                "fine-tuned without growth; needs --student_max_ratio > 0)"),
+        ("student_position_lr_init", 0.0, "--student_init std: the student's initial position learning rate (times "
+                                          "the extent), decaying to --position_lr_final over its iterations; 0 = "
+                                          "the rate G_std's schedule reached at its last iteration"),
         ("num_max", 4_500_000, "student: no densification growth above this many Gaussians"),
         ("num_max_ratio", 0.0, "student: no clone/split growth once it has at least this multiple of G_std's "
                                "Gaussian count (e.g. 0.6); replaces --num_max when > 0 (0 = off)"),

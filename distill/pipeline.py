@@ -7,7 +7,9 @@ import time
 
 import torch
 
-from distill.roles import MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, teacher_mean_renders
+from distill.importance import gaussian_importance
+from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_init, fine_tune_schedule,
+                           student_from_std, student_target, teacher_mean_renders)
 from gaussian_renderer import render
 from scene.gaussian_model import GaussianModel
 from training.loop import Role, evaluate, train_model
@@ -126,6 +128,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
     random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
     run's models K..3. distill.json is rewritten after every model."""
+    check_student_init(dp)
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = _earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -135,9 +138,10 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     for i in range(dp.start, 4):
         t0 = time.time()
         seed_all(seed, i)
-        model = GaussianModel(dataset.sh_degree, device)
-        model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
         opt_i = copy.deepcopy(opt)
+        if i < 3 or dp.student_init == "sfm":
+            model = GaussianModel(dataset.sh_degree, device)
+            model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
         if i == 0:
             role = PerturbRole(dp, opt_i, scene.cameras_extent)
         elif i == 1:
@@ -145,8 +149,13 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         elif i == 2:
             role = Role()
         else:
-            role = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
+            if dp.student_init == "std":  # fine-tuning: the position LR starts where G_std's ended
+                fine_tune_schedule(opt_i, dp)
+            role, start = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
+            if start is not None:
+                model = start
             trained.clear()
+            n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
@@ -159,7 +168,11 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if hasattr(role, "log"):
             res["events"] = role.log
         if i == 3:
-            res["num_max_effective"] = role.num_max  # the growth cap the student ran with
+            res["num_max_effective"] = role.num_max  # the growth cap the student ran with (0: no growth)
+            res["init"] = dp.student_init  # how it started, and with how many Gaussians
+            res["init_gaussians"] = n_init
+            if dp.student_init == "std":
+                res["init_position_lr"] = opt_i.position_lr_init  # times the extent
         summary["models"][MODEL_NAMES[i]] = res
         summary["iterations"] = opt.iterations
         write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
@@ -176,7 +189,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
 
 def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     """The student's role: mean teacher renders (teachers from ``trained`` or their saved PLYs) and
-    G_std's positions for the structure loss."""
+    G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
+    starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
+    --imp_metric importance over the training views), None with sfm (the caller's SfM model)."""
     trained = trained or {}
     teachers = [trained[i].to(device) if i in trained else
                 load_trained(dataset.model_path, i, device, dataset.sh_degree, opt.iterations)[0] for i in range(3)]
@@ -185,5 +200,10 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     store = device if dataset.data_device == "cuda" else "cpu"
     means = teacher_mean_renders(teachers, scene.getTrainCameras(), pipe, bg, store)
     std_xyz = teachers[2].get_xyz.detach().clone()
+    start = None
+    if dp.student_init == "std":
+        imp = gaussian_importance(teachers[2], scene.getTrainCameras(), pipe, bg, dp.imp_metric)
+        start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
+        del imp
     del teachers
-    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras())
+    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras()), start

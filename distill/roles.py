@@ -4,13 +4,15 @@ import torch
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
 from distill.structure import structure_loss
 from gaussian_renderer import render
-from scene.gaussian_model import GaussianModel
+from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from training.densify import DensifyStrategy
 from training.loop import Role
-from utils.general_utils import to_staging
+from utils.errors import UserError
+from utils.general_utils import exponential_lr, to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
 
 MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")
+STUDENT_INITS = ("sfm", "std")
 
 
 def schedule(start, end, interval):
@@ -121,16 +123,22 @@ class DropoutRole(Role):
 
 class StudentStrategy(DensifyStrategy):
     """Student densification: gradient clone/split plus the Mini-Splatting blur split, no opacity
-    reset, no growth at or above num_max (default: dp.num_max)."""
+    reset, no growth at or above num_max (default: dp.num_max).
 
-    def __init__(self, opt, extent, white_background, dp, num_max=None):
+    ``grow=False`` (the student started from G_std): no clone, split or blur split at all, only the
+    prunes of transparent (and, after --opacity_reset_interval, huge) Gaussians, so it never grows."""
+
+    def __init__(self, opt, extent, white_background, dp, num_max=None, grow=True):
         super().__init__(opt, extent, white_background)
         self.opacity_reset = False
-        self.num_max = dp.num_max if num_max is None else num_max
+        self.grow = grow
+        self.num_max = (dp.num_max if num_max is None else num_max) if grow else 0
         self.blur_ratio = dp.blur_split_ratio
         self.blur = None
 
     def wants_stats(self, iteration):
+        if not self.grow:  # no blur split: no stats to ask the rasterizer for
+            return ()
         # only area_max: the rasterizer then skips the per-contribution atomics of the other two
         return ("area_max",) if iteration < self.opt.densify_until_iter else ()
 
@@ -148,8 +156,68 @@ class StudentStrategy(DensifyStrategy):
 
 
 def student_num_max(dp, std_count):
-    """The student's growth cap: --num_max_ratio x G_std's count when that ratio is > 0, else --num_max."""
+    """The student's growth cap: --num_max_ratio x G_std's count when that ratio is > 0, else --num_max;
+    0 (no growth) for a student started from G_std."""
+    if dp.student_init == "std":
+        return 0
     return int(round(dp.num_max_ratio * std_count)) if dp.num_max_ratio > 0 else dp.num_max
+
+
+def student_target(dp, std_count):
+    """--student_max_ratio x G_std's count (the second prune's cap, the std start's size), or None when off."""
+    return int(dp.student_max_ratio * std_count) if dp.student_max_ratio > 0 else None
+
+
+def check_student_init(dp):
+    """One-line errors for --student_init values and combinations that cannot work."""
+    if dp.student_init not in STUDENT_INITS:
+        raise UserError(f"--student_init {dp.student_init} is unknown: use sfm (grow from the SfM points) or std "
+                        f"(start from G_std's most important Gaussians)")
+    if dp.student_position_lr_init < 0:
+        raise UserError(f"--student_position_lr_init {dp.student_position_lr_init} must be >= 0 (0 = G_std's "
+                        f"final position learning rate)")
+    if dp.student_init == "sfm":
+        if dp.student_position_lr_init > 0:
+            raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
+                            "follows the teachers' position schedule)")
+        return
+    if dp.student_max_ratio <= 0:
+        raise UserError("--student_init std needs --student_max_ratio > 0: the fraction of G_std's Gaussians the "
+                        "student keeps (e.g. 0.15)")
+    if dp.firstPrune:
+        raise UserError("--student_init std cannot be combined with --firstPrune: its re-initialisation would "
+                        "discard the parameters copied from G_std")
+
+
+def student_position_lr(opt, dp):
+    """The std-started student's initial position LR (times the extent): --student_position_lr_init when
+    > 0, else the rate G_std's schedule (the same flags) reached at its last iteration."""
+    if dp.student_position_lr_init > 0:
+        return dp.student_position_lr_init
+    steps = opt.position_lr_max_steps if opt.position_lr_max_steps > 0 else opt.iterations
+    return exponential_lr(opt.position_lr_init, opt.position_lr_final, steps)(opt.iterations)
+
+
+def fine_tune_schedule(opt, dp):
+    """Set ``opt`` (the student's copy) to the std start's position schedule: from student_position_lr
+    log-linearly to --position_lr_final over the student's iterations (constant when G_std's decay had
+    finished, as with the default 30000-step decay over 30000 iterations). Returns ``opt``."""
+    opt.position_lr_init = student_position_lr(opt, dp)
+    opt.position_lr_max_steps = opt.iterations
+    return opt
+
+
+@torch.no_grad()
+def student_from_std(std, imp, target, spatial_lr_scale):
+    """The std start: a GaussianModel holding G_std's ``target`` most important Gaussians (importance
+    ``imp``; never one of importance 0, so fewer when fewer are > 0), every parameter copied, SH degree
+    at its maximum."""
+    student = GaussianModel(std.max_sh_degree, std.device)
+    student._set(*(std.params[k].detach() for k in PARAM_NAMES))  # shares storage until the prune below
+    student.prune(prune_least_important(imp, 0.0, target))  # the edit path: new tensors, G_std untouched
+    student.active_sh_degree = student.max_sh_degree
+    student.spatial_lr_scale = float(spatial_lr_scale)
+    return student
 
 
 class StudentRole(Role):
@@ -162,13 +230,15 @@ class StudentRole(Role):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
         self.teacher_means = teacher_means  # uid -> fp16 [3, H, W]
         self.std_xyz = std_xyz
+        self.init = dp.student_init
         self.num_max = student_num_max(dp, std_xyz.shape[0])
+        self.target = student_target(dp, std_xyz.shape[0])
         self.cameras = train_cameras
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
-        return StudentStrategy(opt, extent, white_background, self.dp, self.num_max)
+        return StudentStrategy(opt, extent, white_background, self.dp, self.num_max, grow=self.init == "sfm")
 
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0:
@@ -185,14 +255,15 @@ class StudentRole(Role):
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it != self.dp.second_prune_iter:
             return
+        if self.init == "std" and model.num_points <= self.target:
+            return  # started at the target and never grows: no second prune
         n0 = model.num_points
         imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric)
         if first:
             keep = sample_by_importance(imp, self.dp.factor)
             reinitialise(model, keep)
         else:
-            cap = int(self.dp.student_max_ratio * self.std_xyz.shape[0]) if self.dp.student_max_ratio > 0 else None
-            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction, cap))
+            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction, self.target))
         model.training_setup(self.opt)  # fresh optimizer after each prune
         model.update_learning_rate(it)
         strategy.reset_stats(model.num_points, model.device)

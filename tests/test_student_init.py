@@ -1,0 +1,182 @@
+"""--student_init std: the student starts from G_std's most important Gaussians and is fine-tuned without growth."""
+import json
+import os
+
+import pytest
+import torch
+
+import distill.pipeline
+import train
+from arguments import DistillParams
+from distill.roles import StudentStrategy, fine_tune_schedule, student_from_std
+from scene.gaussian_model import PARAM_NAMES, GaussianModel
+from scripts.make_synthetic_scene import make_synthetic_scene
+from tests.test_training import opt_defaults, random_model
+from utils.errors import run_cli
+from utils.general_utils import exponential_lr
+
+RATIO = 0.15
+
+
+def test_student_from_std_keeps_the_most_important_rows_with_all_parameters():
+    std = random_model(40)
+    std.active_sh_degree = 1
+    before = {k: v.detach().clone() for k, v in std.params.items()}
+    imp = torch.arange(40, dtype=torch.float32).flip(0)  # row 0 the most important, row 39 zero
+    s = student_from_std(std, imp, 6, spatial_lr_scale=3.0)
+    assert s.num_points == 6 and s.active_sh_degree == s.max_sh_degree == 3 and s.spatial_lr_scale == 3.0
+    for k in PARAM_NAMES:
+        torch.testing.assert_close(s.params[k].detach(), before[k][:6], rtol=0, atol=0)
+        torch.testing.assert_close(std.params[k].detach(), before[k], rtol=0, atol=0)  # G_std untouched
+    # a Gaussian of importance 0 is never kept, even below the target
+    assert student_from_std(std, imp, 100, 1.0).num_points == 39
+
+
+def test_no_growth_strategy_only_prunes():
+    m = random_model(30)
+    m.training_setup(opt_defaults())
+    dp = DistillParams.defaults(student_init="std")
+    st = StudentStrategy(opt_defaults(), 1.0, False, dp, num_max=10 ** 6, grow=False)
+    assert st.num_max == 0 and st.wants_stats(1) == ()
+    st.reset_stats(30, m.device)
+    st.grad_accum += 1.0  # every Gaussian hot, half of them "big" (split candidates), all blurred
+    st.denom += 1.0
+    st.blur[:] = True
+    with torch.no_grad():
+        m.params["opacity"][:5] = -10.0  # transparent
+    st.densify_and_prune(m)
+    assert m.num_points == 25
+
+
+def test_fine_tune_schedule_starts_where_g_std_ended():
+    opt = opt_defaults(iterations=7500, position_lr_max_steps=7500)
+    g_std_end = exponential_lr(opt.position_lr_init, opt.position_lr_final, 7500)(7500)
+    fine_tune_schedule(opt, DistillParams.defaults(student_init="std"))
+    assert opt.position_lr_init == pytest.approx(g_std_end) and opt.position_lr_init == pytest.approx(1.6e-6)
+    assert opt.position_lr_max_steps == 7500
+    m = random_model(10)  # spatial_lr_scale 2: the LR is per extent
+    m.training_setup(opt)
+    assert m.update_learning_rate(1) == pytest.approx(1.6e-6 * 2) == pytest.approx(m.update_learning_rate(7500))
+    # a G_std whose decay had not finished (30000 steps over 7500 iterations), and the explicit flag
+    opt = fine_tune_schedule(opt_defaults(iterations=7500), DistillParams.defaults(student_init="std"))
+    assert opt.position_lr_init == pytest.approx(exponential_lr(1.6e-4, 1.6e-6, 30000)(7500))
+    opt = fine_tune_schedule(opt_defaults(iterations=100), DistillParams.defaults(student_position_lr_init=1e-5))
+    m.training_setup(opt)
+    assert m.update_learning_rate(0) == pytest.approx(2e-5) and m.update_learning_rate(100) == pytest.approx(3.2e-6)
+
+
+def _argv(scene, out, init="std"):
+    # 150 iterations a model; teachers never clone or split (a high gradient threshold), so stages are quick
+    return ["-s", scene, "-m", out, "--eval", "--num_models", "4", "--views_per_step", "1", "--quiet",
+            "--steps_scale", "0.005", "--densification_interval", "2000", "--densify_grad_threshold", "1.0",
+            "--opacity_reset_interval", "100000", "--test_iterations", "30000", "--student_init", init,
+            "--student_max_ratio", str(RATIO)]
+
+
+def _watch_student(monkeypatch, seen):
+    """Record the student's model when its training starts and its count after every step."""
+    real_train, real_step = distill.pipeline.train_model, StudentStrategy.step
+
+    def train_model(scene, model, opt, *a, **kw):
+        if kw.get("label") == "student":
+            seen["start"] = {k: v.detach().clone() for k, v in model.params.items()}
+            seen["sh"] = model.active_sh_degree
+            seen["lr"] = opt.position_lr_init
+        return real_train(scene, model, opt, *a, **kw)
+
+    def step(self, model, *a, **kw):
+        r = real_step(self, model, *a, **kw)
+        seen.setdefault("counts", []).append(model.num_points)
+        return r
+    monkeypatch.setattr(distill.pipeline, "train_model", train_model)
+    monkeypatch.setattr(StudentStrategy, "step", step)
+
+
+def _ply(out, i):
+    return GaussianModel(3).load_ply(os.path.join(out, f"point_cloud_{i}", "iteration_150", "point_cloud.ply"))
+
+
+def _check_subset(start, std):
+    """Every start row is a row of G_std (all parameters), no row twice."""
+    flat = lambda p: torch.cat([p[k].detach().reshape(p["xyz"].shape[0], -1) for k in PARAM_NAMES], 1)  # noqa
+    a, b = flat(start), flat(std.params)
+    match = (a[:, None, :] == b[None, :, :]).all(-1)  # [n_student, n_std]
+    assert (match.sum(1) >= 1).all()
+    assert len(set(match.float().argmax(1).tolist())) == a.shape[0]
+
+
+@pytest.fixture(scope="module")
+def std_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stdinit")
+    scene = make_synthetic_scene(str(root / "scene"), num_views=8, width=32, height=24, num_points=300, seed=1)
+    out = str(root / "out")
+    seen = {}
+    with pytest.MonkeyPatch.context() as mp:
+        _watch_student(mp, seen)
+        summary = train.main(_argv(scene, out))
+    return scene, out, summary, seen
+
+
+def test_std_start_is_a_pruned_copy_of_g_std_and_never_grows(std_run):
+    scene, out, summary, seen = std_run
+    std = _ply(out, 2)  # G_std as trained (the in-memory model the student was cut from)
+    target = int(RATIO * std.num_points)
+    assert target > 0
+    start = seen["start"]
+    assert start["xyz"].shape[0] == target and seen["sh"] == 3
+    _check_subset(start, std)
+    assert seen["counts"] and max(seen["counts"]) <= target
+    assert seen["lr"] == pytest.approx(1.6e-6)  # G_std's schedule (150 of 150 steps) had reached the final LR
+    s = summary["models"]["student"]
+    assert s["init"] == "std" and s["init_gaussians"] == target and 0 < s["gaussians"] <= target
+    assert s["events"] == [] and s["num_max_effective"] == 0  # no second prune, no growth
+    assert os.path.isfile(os.path.join(out, "point_cloud_3", "iteration_150", "point_cloud.ply"))
+    on_disk = json.load(open(os.path.join(out, "distill.json")))["models"]["student"]
+    assert on_disk["init"] == "std" and on_disk["init_gaussians"] == target
+
+
+def test_start_3_std_from_the_plys(std_run, monkeypatch):
+    scene, out, _, _ = std_run
+    teachers = [os.path.join(out, f"point_cloud_{i}", "iteration_150", "point_cloud.ply") for i in range(3)]
+    stamps = [os.path.getmtime(f) for f in teachers]
+    seen = {}
+    _watch_student(monkeypatch, seen)
+    summary = train.main(_argv(scene, out) + ["--start", "3", "--student_max_ratio", "0.1",
+                                              "--student_position_lr_init", "1e-5"])
+    assert [os.path.getmtime(f) for f in teachers] == stamps
+    std = _ply(out, 2)
+    target = int(0.1 * std.num_points)
+    _check_subset(seen["start"], std)
+    assert seen["start"]["xyz"].shape[0] == target and max(seen["counts"]) <= target
+    assert seen["lr"] == 1e-5
+    s = json.load(open(os.path.join(out, "distill.json")))["models"]["student"]
+    assert s == json.loads(json.dumps(summary["models"]["student"]))
+    assert s["init"] == "std" and s["init_gaussians"] == target and s["init_position_lr"] == 1e-5
+    assert _ply(out, 3).num_points == s["gaussians"] <= target
+
+
+def test_start_3_sfm_records_its_start(std_run):
+    scene, out, _, _ = std_run
+    # (--num_max: the blur split of this tiny scene would otherwise double the student at each densification)
+    summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600"])
+    s = summary["models"]["student"]
+    assert s["init"] == "sfm" and s["init_gaussians"] == 300 and "init_position_lr" not in s
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--student_init", "teacher"], "--student_init teacher is unknown"),
+    (["--student_init", "std", "--student_max_ratio", "0"], "needs --student_max_ratio > 0"),
+    (["--student_init", "std", "--firstPrune"], "cannot be combined with --firstPrune"),
+    (["--student_init", "sfm", "--student_position_lr_init", "1e-5"], "applies only to --student_init std"),
+    (["--student_init", "std", "--student_position_lr_init", "-1"], "must be >= 0"),
+])
+def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, ["-s", scene, "-m", str(tmp_path / "o"), "--num_models", "4", "--quiet",
+                             "--views_per_step", "6", "--student_max_ratio", "0.15"] + flags)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not os.path.isdir(os.path.join(tmp_path, "o", "point_cloud_0"))
