@@ -54,8 +54,9 @@ class GaussianRasterizer(torch_rasterizer.GaussianRasterizer):
                             "area_max): use --backend cuda or torch for distillation")
         if (shs is None) == (colors_precomp is None):
             raise ValueError("provide exactly one of shs or colors_precomp")
-        gsplat = load_gsplat()
         s = self.raster_settings
+        torch_rasterizer.check_image_size(s)  # gsplat 1.5.3 kills the process (SIGFPE) on an empty image
+        gsplat = load_gsplat()
         W, H = s.image_width, s.image_height
         viewmat = s.viewmatrix.T.contiguous()  # ours is transposed (row vectors), gsplat's is world-to-camera
         # principal point at the centre: gsplat's pixel centres at +0.5 then put the 2D means where ours are

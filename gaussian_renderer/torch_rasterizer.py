@@ -130,12 +130,17 @@ def _sh_basis(deg, dirs):
     return torch.stack(b, dim=1)
 
 
-def check_settings(s):
-    """ValueError for settings no image can come from: a size below 1x1, a field of view that is not positive
-    and finite, non-finite camera matrices."""
+def check_image_size(s):
+    """ValueError for an image below 1x1 (no host-device sync: the GPU backends call it on every render)."""
     H, W = int(s.image_height), int(s.image_width)
     if H < 1 or W < 1:
         raise ValueError(f"image_width x image_height is {W}x{H}: both must be at least 1")
+
+
+def check_settings(s):
+    """ValueError for settings no image can come from: a size below 1x1, a field of view that is not positive
+    and finite, non-finite camera matrices."""
+    check_image_size(s)
     for name in ("tanfovx", "tanfovy"):
         v = float(getattr(s, name))
         if not (math.isfinite(v) and v > 0):

@@ -39,10 +39,11 @@ class Camera:
         return self.image.to(device, non_blocking=True).float().div_(255.0)
 
     def matrices(self, device):
-        """(viewmatrix, projmatrix, campos) on ``device``, cached per device."""
+        """(viewmatrix, projmatrix, campos) on ``device``, cached per device; the first upload of each goes
+        through pinned memory, so it does not make the host wait for the GPU."""
         cache = self.__dict__.setdefault("_mats", {})
         key = str(device)
         if key not in cache:
-            cache[key] = tuple(m.to(device) for m in (self.world_view_transform, self.full_proj_transform,
-                                                       self.camera_center))
+            cache[key] = tuple(to_staging(m, "cpu").to(device, non_blocking=True) for m in (
+                self.world_view_transform, self.full_proj_transform, self.camera_center))
         return cache[key]

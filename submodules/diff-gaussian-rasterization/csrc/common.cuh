@@ -14,9 +14,14 @@ constexpr float ALPHA_MAX = 0.99f;
 constexpr float T_MIN = 1e-4f;
 constexpr float DILATION = 0.3f;
 constexpr float AA_MIN_RATIO = 0.000025f;
+constexpr float COLOR_MAX = 1e15f;  // larger colours are culled: their blending gradients would overflow
 constexpr int GRAD_STRIDE = 10;  // per-Gaussian screen-space gradients: mx my ca cb cc op r g b invz
 constexpr int PRE_BLOCK = 128;   // threads per block of the per-Gaussian kernels
 constexpr int SH_PAD = 49;       // shared-memory row stride (floats) of a 48-float SH row: odd, no bank conflicts
+
+__device__ __forceinline__ bool usable_color(float3 c) {
+  return fabsf(c.x) <= COLOR_MAX && fabsf(c.y) <= COLOR_MAX && fabsf(c.z) <= COLOR_MAX;  // false for NaN too
+}
 
 // A warp moves the 48-float SH rows of Gaussians g0 .. g0+31 between global memory (contiguous, 16-byte
 // aligned) and shared memory (row stride SH_PAD) with coalesced 16-byte accesses; rows >= P are skipped.

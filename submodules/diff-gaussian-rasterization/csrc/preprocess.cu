@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
   if (colors_precomp != nullptr) {
     if (vis) {
       col = make_float3(colors_precomp[3 * i], colors_precomp[3 * i + 1], colors_precomp[3 * i + 2]);
-      vis = finitef(col.x) && finitef(col.y) && finitef(col.z);
+      vis = usable_color(col);
     }
   } else {
     const float* sh;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
         }
       }
       col = make_float3(fmaxf(r + 0.5f, 0.f), fmaxf(g + 0.5f, 0.f), fmaxf(bl + 0.5f, 0.f));
-      vis = shok;
+      vis = shok && usable_color(col);
     }
   }
   if (i >= P) return;

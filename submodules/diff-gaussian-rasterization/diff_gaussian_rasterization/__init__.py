@@ -150,6 +150,8 @@ class GaussianRasterizer(nn.Module):
             raise ValueError("provide either scales and rotations, or cov3D_precomp")
         if not means3D.is_cuda:
             raise ValueError("diff_gaussian_rasterization needs CUDA tensors; use the PyTorch rasterizer on CPU")
+        if s.image_width < 1 or s.image_height < 1:
+            raise ValueError(f"image_width x image_height is {s.image_width}x{s.image_height}: both must be at least 1")
         if shs is not None and any(t.dim() != 3 for t in (shs if isinstance(shs, (tuple, list)) else (shs,))):
             raise ValueError("shs must be [P, K, 3] or a pair of [P, 1, 3] and [P, K - 1, 3] tensors")
         names, mode = stats_request(return_stats)
