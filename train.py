@@ -167,6 +167,11 @@ def prepare_output_folder(model_path, overwrite, dp, ckpt):
     elif dp.start:
         first = dp.start + (1 if ckpt else 0)  # a resumed model K keeps its folder (its earlier iterations)
         doomed = [p for i in range(first, 4) if os.path.isdir(p := os.path.join(model_path, f"point_cloud_{i}"))]
+        # and the checkpoints of the models it trains again (a later --resume must not pick one of the old run)
+        keep = os.path.abspath(ckpt.path) if ckpt else None
+        doomed += [p for n in sorted(os.listdir(model_path)) if (m := CHECKPOINT_NAME.match(n))
+                   and m.group("label") in MODEL_NAMES[first:] and os.path.abspath(
+                       p := os.path.join(model_path, n)) != keep]
     for p in doomed:
         if os.path.isdir(p) and not os.path.islink(p):
             shutil.rmtree(p)

@@ -176,8 +176,9 @@ def distilled(scene, tmp_path_factory):
 
 @pytest.mark.parametrize("keep,models", [("chkpntG_drop22.pth", (1, 2, 3)),
                                          ("chkpntstudent7.pth", (3,)),
-                                         ("chkpntstudent17.pth", (3,))])
-def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path, keep, models):
+                                         ("chkpntstudent17.pth", (3,)),
+                                         ("chkpntG_perb7.pth", (3,))])  # the student starts again (no checkpoint)
+def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path, capsys, keep, models):
     st = torch.load(os.path.join(distilled, keep), weights_only=False)
     if keep == "chkpntstudent7.pth":  # during its densification, before its prunes, with a blur mask
         assert st["strategy"]["blur"].any() and st["strategy"]["denom"].sum() > 0 and not st["role"]["log"]
@@ -186,7 +187,17 @@ def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path,
     d = _only_checkpoint(distilled, str(tmp_path / "r"), keep)
     for i in models:
         shutil.rmtree(os.path.join(d, f"point_cloud_{i}"))
+    if keep == "chkpntstudent17.pth":  # an older checkpoint of the same model stays; a later model's is stale
+        shutil.copy(os.path.join(distilled, "chkpntstudent7.pth"), d)
+    if keep == "chkpntG_drop22.pth":  # (an iteration the resumed run does not checkpoint again)
+        shutil.copy(os.path.join(distilled, "chkpntstudent22.pth"), os.path.join(d, "chkpntstudent23.pth"))
     train.main(["-m", d, "--resume"])
+    left = set(n for n in os.listdir(d) if n.startswith("chkpnt"))
+    assert keep in left and "chkpntstudent23.pth" not in left
+    if keep == "chkpntstudent17.pth":
+        assert "chkpntstudent7.pth" in left
+    if keep == "chkpntG_perb7.pth":
+        assert "Resuming at the start of student" in capsys.readouterr().out
     for i in range(4):
         assert _ply(d, f"point_cloud_{i}", 25) == _ply(distilled, f"point_cloud_{i}", 25), f"model {i} differs"
     models_json = json.load(open(os.path.join(d, "distill.json")))["models"]
