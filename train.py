@@ -6,7 +6,9 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -24,7 +26,9 @@ from distill.pipeline import check_teachers, run_distillation  # noqa: E402
 from distill.roles import check_student_init  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
-from training.loop import checkpoint_sh_degree, read_checkpoint, train_model  # noqa: E402
+from arguments import load_config  # noqa: E402
+from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,  # noqa: E402
+                           train_model)
 from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.report import report_at_end  # noqa: E402
@@ -32,6 +36,11 @@ from utils.system_utils import sweep_stale_temp_files  # noqa: E402
 
 
 MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS = 20
+# flags that --resume lets differ from the saved run's (they change no trained value)
+RESUME_FREE_FLAGS = {"model_path", "resume", "quiet", "checkpoint_every_minutes", "checkpoint_iterations",
+                     "test_iterations"}
+# saved flags that describe how the run was started, not what it trains: --resume sets them itself
+_RESUME_SET = {"start", "start_checkpoint", "overwrite", "resume"}
 
 
 def build_parser():
@@ -47,6 +56,13 @@ def build_parser():
     p.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[],
                    help="iterations at which a resumable chkpnt<it>.pth is written")
     p.add_argument("--start_checkpoint", type=str, default=None, help="resume from a chkpnt<it>.pth")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in -m from its newest checkpoint (also inside the four-model run: the "
+                        "finished models are reused), with the flags saved in its cfg_args.json; flags given as "
+                        "well must match them, except " + ", ".join("--" + k for k in sorted(RESUME_FREE_FLAGS)))
+    p.add_argument("--checkpoint_every_minutes", type=float, default=10.0,
+                   help="write an automatic chkpnt<model><it>.auto.pth this often (wall clock; only the newest of "
+                        "each model is kept), so a killed run loses at most this much; 0 = off")
     p.add_argument("--overwrite", action="store_true",
                    help="the -m folder holds an earlier run: delete its outputs (point_cloud*, cfg_args.json, "
                         "distill.json, checkpoints, renders, metrics) before training; without it train.py refuses "
@@ -112,8 +128,6 @@ def check_output_folder(model_path):
                         f"({exc.strerror}); fix its permissions or pick another -m")
 
 
-# the training state each model's role keeps in a checkpoint (a checkpoint of another model does not fit)
-_ROLE_STATE = {0: {"grad", "count", "log"}, 1: set(), 2: set(), 3: {"log"}}
 
 
 def check_start_checkpoint(path, dataset, opt, dp):
@@ -129,8 +143,8 @@ def check_start_checkpoint(path, dataset, opt, dp):
                         f"last iteration {opt.iterations} (--iterations after --steps_scale): pass --iterations "
                         f"above {state['iteration']}")
     index = dp.start if dp.num_models == 4 else 2
-    role = state["role"] if isinstance(state["role"], dict) else {}
-    if set(role) != _ROLE_STATE[index]:
+    got = state["model"].get("index")
+    if (2 if got is None else got) != index:  # a vanilla model and G_std train alike
         which = f"{MODEL_NAMES[index]} (--start {dp.start})" if dp.num_models == 4 else "a vanilla model"
         raise UserError(f"--start_checkpoint {path} is a checkpoint of another model than {which}: its training "
                         f"state does not fit (the distillation names them chkpnt<model name><it>.pth)")
@@ -153,6 +167,11 @@ def prepare_output_folder(model_path, overwrite, dp, ckpt):
     elif dp.start:
         first = dp.start + (1 if ckpt else 0)  # a resumed model K keeps its folder (its earlier iterations)
         doomed = [p for i in range(first, 4) if os.path.isdir(p := os.path.join(model_path, f"point_cloud_{i}"))]
+        # and the checkpoints of the models it trains again (a later --resume must not pick one of the old run)
+        keep = os.path.abspath(ckpt.path) if ckpt else None
+        doomed += [p for n in sorted(os.listdir(model_path)) if (m := CHECKPOINT_NAME.match(n))
+                   and m.group("label") in MODEL_NAMES[first:] and os.path.abspath(
+                       p := os.path.join(model_path, n)) != keep]
     for p in doomed:
         if os.path.isdir(p) and not os.path.islink(p):
             shutil.rmtree(p)
@@ -163,8 +182,110 @@ def prepare_output_folder(model_path, overwrite, dp, ckpt):
         print(f"Deleted {', '.join(os.path.basename(p) for p in doomed)} from {model_path} ({why})")
 
 
+def _explicit_flags(parser, argv):
+    """The destinations of the flags given in ``argv`` (not their defaults)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kw = dict(dest=action.dest, default=argparse.SUPPRESS)
+            if isinstance(action, argparse._StoreTrueAction):
+                kw["action"] = "store_true"
+            elif action.nargs is not None:
+                kw["nargs"] = action.nargs
+            probe.add_argument(*action.option_strings, **kw)
+    return set(vars(probe.parse_known_args(argv)[0]))
+
+
+def _final_ply(model_path, folder, iterations):
+    return os.path.isfile(os.path.join(model_path, folder, f"iteration_{iterations}", "point_cloud.ply"))
+
+
+def resume_args(parser, argv, args):
+    """--resume: the flags of the run in -m (its cfg_args.json) and where to continue: the first model without its
+    final PLY, from its newest checkpoint (without one, from its start when earlier models finished)."""
+    folder = args.model_path
+    if not folder:
+        raise UserError("--resume needs -m/--model_path: the folder of the run to continue")
+    given = _explicit_flags(parser, sys.argv[1:] if argv is None else argv)
+    clash = sorted(given & {"start", "start_checkpoint", "overwrite"})
+    if clash:
+        raise UserError(f"--resume picks the checkpoint itself: leave out --{clash[0]}")
+    if not os.path.isdir(folder):
+        raise UserError(f"--resume: -m {folder} does not exist")
+    cfg = load_config(folder)
+    if not cfg:
+        raise UserError(f"--resume: {folder} has no cfg_args.json, so it holds no run of train.py to continue")
+    names = [n for n in sorted(os.listdir(folder)) if CHECKPOINT_NAME.match(n)]
+    if not names:
+        raise UserError(f"--resume: {folder} holds no checkpoint (chkpnt*.pth) to continue from; train it again "
+                        f"with --overwrite")
+    for k, v in cfg.items():
+        if k in _RESUME_SET or k == "model_path" or not hasattr(args, k):
+            continue
+        if k in given and k not in RESUME_FREE_FLAGS and getattr(args, k) != v:
+            raise UserError(f"--resume continues with the flags saved in {os.path.join(folder, 'cfg_args.json')}: "
+                            f"--{k} {getattr(args, k)} differs from its {v}; leave --{k} out")
+        if k not in given:
+            setattr(args, k, v)
+    last = max(1, int(round(args.iterations * args.steps_scale)))  # as scale_steps
+    labels = list(MODEL_NAMES) if args.num_models == 4 else [""]
+    folders = [f"point_cloud_{i}" for i in range(4)] if args.num_models == 4 else ["point_cloud"]
+    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, last)), None)
+    if stage is None:
+        what = "models have" if len(folders) > 1 else "model has"
+        raise UserError(f"--resume: the run in {folder} has finished (its {what} iteration {last}): nothing to "
+                        f"continue")
+    mine = [(int(m.group("it")), n) for n in names if (m := CHECKPOINT_NAME.match(n)).group("label") == labels[stage]]
+    args.overwrite, args.resume = False, True
+    args.start = stage if args.num_models == 4 else 0
+    args.start_checkpoint = os.path.join(folder, max(mine)[1]) if mine else None
+    if not mine and not args.start:
+        raise UserError(f"--resume: {folder} holds no checkpoint of {labels[stage] or 'its model'} to continue from")
+    where = f"{labels[stage]} " if labels[stage] else ""
+    print(f"Resuming {where}from {args.start_checkpoint}" if mine else
+          f"Resuming at the start of {labels[stage]} (the models before it are finished; it has no checkpoint)")
+    return args
+
+
+def resume_command(model_path):
+    script = os.path.relpath(os.path.abspath(__file__))
+    if script.startswith(".."):
+        script = os.path.abspath(__file__)
+    return f"python {shlex.quote(script)} -m {shlex.quote(model_path)} --resume"
+
+
+def _on_signal(signum, frame):
+    if STOP["signal"] is not None:  # a second signal: stop at once, as without the handler
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    STOP["signal"] = signum
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Train; SIGINT/SIGTERM during it write a checkpoint after the current iteration and exit 130/143 with the
+    command that resumes."""
+    STOP["signal"] = None
+    handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(argv)
+    except Interrupted as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"{name}: stopped {stop.label or 'training'} after iteration {stop.iteration} and wrote "
+              f"{stop.checkpoint}; resume with: {resume_command(_main.model_path)}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        STOP["signal"] = None
+
+
+def _main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        args = resume_args(parser, argv, args)
+    if not (args.checkpoint_every_minutes >= 0):
+        raise UserError(f"--checkpoint_every_minutes {args.checkpoint_every_minutes} must be >= 0 (0 = off)")
     dataset, opt, pipe = ModelParams.extract(args), OptimizationParams.extract(args), PipelineParams.extract(args)
     dp = DistillParams.extract(args)
     if not dataset.source_path:
@@ -229,10 +350,11 @@ def main(argv=None):
     check_output_folder(dataset.model_path)
     ckpt = check_start_checkpoint(args.start_checkpoint, dataset, opt, dp) if args.start_checkpoint else None
     previous = earlier_run(dataset.model_path)
-    if previous and not (args.overwrite or dp.start or ckpt):
+    if previous and not (args.overwrite or dp.start or ckpt or args.resume):
         shown = ", ".join(previous[:3]) + (f" and {len(previous) - 3} more" if len(previous) > 3 else "")
         raise UserError(f"-m {dataset.model_path} already holds a run ({shown}): pass --overwrite to delete its "
-                        f"outputs first, --start K to continue its distillation or --start_checkpoint to resume it, "
+                        f"outputs first, --resume to continue it from its newest checkpoint, --start K to continue "
+                        f"its distillation or --start_checkpoint to resume it, "
                         f"or pick another -m")
     ckpt_file = os.path.abspath(ckpt.path) if ckpt else None
     if args.overwrite and ckpt and any(ckpt_file == p or ckpt_file.startswith(p + os.sep)
@@ -244,20 +366,24 @@ def main(argv=None):
 
     scene = Scene(dataset)  # reads and checks all input before anything is written
     prepare_output_folder(dataset.model_path, args.overwrite and previous, dp, ckpt)
-    save_config(dataset.model_path, args)
+    if not args.resume:  # a resumed run keeps the cfg_args.json it continues
+        save_config(dataset.model_path, args)
+    _main.model_path = dataset.model_path  # for the resume line after a signal
     print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
           f"test views, {len(scene.points)} initial points, device {device})")
 
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
-                                   ckpt, args.quiet, seed=args.seed)
+                                   ckpt, args.quiet, seed=args.seed,
+                                   checkpoint_every_minutes=args.checkpoint_every_minutes)
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns
         return summary
     model = GaussianModel(dataset.sh_degree, device)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
                           test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
-                          start_checkpoint=ckpt, quiet=args.quiet)
+                          start_checkpoint=ckpt, quiet=args.quiet,
+                          checkpoint_every_minutes=args.checkpoint_every_minutes)
     peak = summary["peak_memory_gib"]
     print(f"Training complete: {summary['gaussians']} Gaussians, {summary['ply_mb']} MB, "
           f"{summary['train_seconds']} s ({summary['ms_per_step']} ms/step"

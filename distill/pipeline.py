@@ -124,7 +124,7 @@ def _earlier_summary(path, start):
 
 
 def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
-                     quiet=False, seed=0):
+                     quiet=False, seed=0, checkpoint_every_minutes=0.0):
     """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
     random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
     run's models K..3. distill.json is rewritten after every model."""
@@ -160,7 +160,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
-                          label=MODEL_NAMES[i], quiet=quiet)
+                          label=MODEL_NAMES[i], quiet=quiet, stage=i,
+                          checkpoint_every_minutes=checkpoint_every_minutes)
         res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
         res["init_seconds"] = round(init_seconds, 2)
         res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))

@@ -128,6 +128,8 @@ class StudentStrategy(DensifyStrategy):
     ``grow=False`` (the student started from G_std): no clone, split or blur split at all, only the
     prunes of transparent (and, after --opacity_reset_interval, huge) Gaussians, so it never grows."""
 
+    STATE = DensifyStrategy.STATE + ("blur",)  # the blur-split mask accumulates between densifications
+
     def __init__(self, opt, extent, white_background, dp, num_max=None, grow=True):
         super().__init__(opt, extent, white_background)
         self.opacity_reset = False
@@ -148,6 +150,8 @@ class StudentStrategy(DensifyStrategy):
 
     def observe(self, model, out, camera):
         self._ensure(model)
+        if self.blur is None:  # statistics restored without a mask (cannot happen with version 2 checkpoints)
+            self.blur = torch.zeros(model.num_points, dtype=torch.bool, device=model.device)
         limit = camera.image_height * camera.image_width / self.blur_ratio
         self.blur |= out["area_max"] > limit
 
@@ -271,10 +275,14 @@ class StudentRole(Role):
                              after=model.num_points))
 
     def state_dict(self):
-        return dict(log=self.log)
+        # the prune schedule is fixed by the iteration; log says which prunes ran, and the caps they used
+        return dict(log=self.log, num_max=self.num_max, target=self.target)
 
     def load_state_dict(self, state):
-        self.log = state["log"]
+        if (state.get("num_max"), state.get("target")) != (self.num_max, self.target):
+            raise ValueError(f"the student's growth cap / prune target {state.get('num_max')}/{state.get('target')} "
+                             f"differ from this run's {self.num_max}/{self.target} (another G_std or other flags)")
+        self.log = list(state["log"])
 
 
 def reinitialise(model, keep):

@@ -32,6 +32,19 @@ class DensifyStrategy:
         self.denom = torch.zeros(n, device=device)
         self.max_radii2D = torch.zeros(n, device=device)
 
+    # the running statistics a checkpoint keeps (a resume mid-densification continues exactly)
+    STATE = ("grad_accum", "denom", "max_radii2D")
+
+    def state_dict(self):
+        return {k: getattr(self, k) for k in self.STATE}
+
+    def load_state_dict(self, state):
+        missing = [k for k in self.STATE if k not in state]
+        if missing:
+            raise KeyError(f"densification statistics {', '.join(missing)}")
+        for k in self.STATE:
+            setattr(self, k, state[k])
+
     def _ensure(self, model):
         if self.grad_accum is None or self.grad_accum.shape[0] != model.num_points:
             self.reset_stats(model.num_points, model.device)

@@ -2,10 +2,12 @@
 import os
 import pickle
 import random
+import re
 import time
 import zipfile
 from collections import namedtuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -73,21 +75,64 @@ def evaluate(model, cameras, pipe, bg, limit=None):
     return dict(psnr=sum(ps) / n, ssim=sum(ss) / n, l1=sum(ls) / n, views=n)
 
 
-def save_checkpoint(path, model, strategy, role, iteration):
-    state = dict(iteration=iteration, params={k: v.detach() for k, v in model.params.items()},
+# the checkpoint layout; a checkpoint of another version is refused with one line (never half-loaded)
+CHECKPOINT_VERSION = 2
+CHECKPOINT_KEYS = ("version", "iteration", "model", "params", "optimizer", "active_sh_degree", "spatial_lr_scale",
+                   "role", "strategy", "loop", "rng")
+# chkpnt<label><it>.pth (--checkpoint_iterations) and chkpnt<label><it>.auto.pth (time cadence, signals; only the
+# newest automatic one of each model is kept)
+CHECKPOINT_NAME = re.compile(r"^chkpnt(?P<label>[A-Za-z_]*?)(?P<it>\d+)(?P<auto>\.auto)?\.pth$")
+
+
+def checkpoint_name(label, it, auto=False):
+    return f"chkpnt{label}{it}{'.auto' if auto else ''}.pth"
+
+
+def rng_state():
+    """Python, NumPy, torch CPU (and CUDA, when there is one) generator states."""
+    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, model, strategy, role, iteration, meta=None, loop=None):
+    """Write everything a resume needs to continue exactly after ``iteration`` (atomically): parameters, optimizer,
+    densification statistics, role state, the loop's state (camera stack, running loss, logs) and the RNGs.
+    ``meta``: which model this is (index in the four-model run or None, label, last iteration)."""
+    cpu = lambda v: v.detach().cpu() if torch.is_tensor(v) else v  # noqa: E731
+    state = dict(version=CHECKPOINT_VERSION, iteration=iteration, model=dict(meta or {}),
+                 params={k: v.detach() for k, v in model.params.items()},
                  optimizer=model.optimizer.state_dict(), active_sh_degree=model.active_sh_degree,
                  spatial_lr_scale=model.spatial_lr_scale, role=role.state_dict(),
-                 strategy={k: getattr(strategy, k) for k in ("grad_accum", "denom", "max_radii2D")},
-                 rng=dict(python=random.getstate(), torch=torch.get_rng_state()))
+                 strategy=strategy.state_dict(), loop={k: cpu(v) for k, v in (loop or {}).items()},
+                 rng=rng_state())
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def prune_auto_checkpoints(folder, label, keep):
+    """Delete the automatic checkpoints of model ``label`` in ``folder`` other than ``keep`` (a file name)."""
+    for name in os.listdir(folder):
+        m = CHECKPOINT_NAME.match(name)
+        if m and m.group("auto") and m.group("label") == label and name != keep:
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 # a checkpoint read (and checked) before the run writes anything: train_model's start_checkpoint takes it
 # instead of a path, so the file is read once
 Checkpoint = namedtuple("Checkpoint", ["path", "state"])
-CHECKPOINT_KEYS = ("iteration", "params", "optimizer", "active_sh_degree", "spatial_lr_scale", "role", "strategy",
-                   "rng")
 
 
 def read_checkpoint(path):
@@ -102,10 +147,20 @@ def read_checkpoint(path):
         raise UserError(f"--start_checkpoint {path} is not a checkpoint written by train.py ({exc.__class__.__name__}"
                         f": {detail}); pass a chkpnt<it>.pth (a point_cloud.ply cannot be resumed from)")
     params = state.get("params") if isinstance(state, dict) else None
-    if not isinstance(params, dict) or any(k not in state for k in CHECKPOINT_KEYS) or any(
+    if not isinstance(params, dict) or any(
             not torch.is_tensor(params.get(k)) for k in ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")):
         raise UserError(f"--start_checkpoint {path} is not a checkpoint written by train.py (it lacks the model's "
                         f"parameters or training state); pass a chkpnt<it>.pth")
+    version = state.get("version")
+    if version != CHECKPOINT_VERSION:
+        seen = version or "none: written before versioned checkpoints"
+        raise UserError(f"{path} is a checkpoint of another version ({seen}; this train.py reads version "
+                        f"{CHECKPOINT_VERSION}): it cannot be resumed; "
+                        f"train that model again, or resume it with the train.py that wrote it")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing or not isinstance(state["loop"], dict) or not isinstance(state["model"], dict):
+        raise UserError(f"{path} has another layout than a version {CHECKPOINT_VERSION} checkpoint (missing "
+                        f"{', '.join(missing) or 'loop/model dictionaries'}): it cannot be resumed")
     return Checkpoint(path, state)
 
 
@@ -116,8 +171,8 @@ def checkpoint_sh_degree(state):
 
 
 def load_checkpoint(path, model, strategy, role, opt):
-    """Restore a checkpoint (a path, or a Checkpoint from read_checkpoint) into model, strategy and role;
-    returns its iteration."""
+    """Restore a checkpoint (a path, or a Checkpoint from read_checkpoint) into model, strategy and role and the
+    random generators; returns (its iteration, the loop state it saved)."""
     if isinstance(path, Checkpoint):
         path, state = path
     else:
@@ -129,16 +184,28 @@ def load_checkpoint(path, model, strategy, role, opt):
         model.training_setup(opt)
         model.optimizer.load_state_dict(state["optimizer"])
         on_device = lambda v: v.to(model.device) if torch.is_tensor(v) else v  # noqa: E731 (read on the CPU)
-        for k, v in state["strategy"].items():
-            setattr(strategy, k, on_device(v))
+        strategy.load_state_dict({k: on_device(v) for k, v in state["strategy"].items()})
         role.load_state_dict({k: on_device(v) for k, v in state["role"].items()})
+        loop = {k: on_device(v) for k, v in state["loop"].items()}
+        set_rng_state(state["rng"])
     except (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise UserError(f"cannot resume from {path} ({exc.__class__.__name__}: {detail}); it must be a "
                         f"chkpnt<it>.pth written by train.py for this model with the same settings")
-    random.setstate(state["rng"]["python"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return state["iteration"]
+    return state["iteration"], loop
+
+
+# SIGINT / SIGTERM: the handler only records the signal; the loop checks it once per iteration (a Python value,
+# no device read), writes a checkpoint after that iteration and raises Interrupted
+STOP = dict(signal=None)
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after writing ``checkpoint``."""
+
+    def __init__(self, signum, checkpoint, label, iteration):
+        super().__init__(f"signal {signum}")
+        self.signum, self.checkpoint, self.label, self.iteration = signum, checkpoint, label, iteration
 
 
 class DivergenceGuard:
@@ -183,11 +250,15 @@ class DivergenceGuard:
 
 def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_iterations=(),
                 save_iterations=(), checkpoint_iterations=(), start_checkpoint=None, label="", quiet=False,
-                step_hook=None):
+                step_hook=None, stage=None, checkpoint_every_minutes=0.0):
     """Train ``model`` on ``scene``; write PLYs to <out_dir>/iteration_<it>/point_cloud.ply.
 
     Returns a summary dict (Gaussians, PLY MB, wall time, ms/step, peak memory, last test metrics).
     ``step_hook(it)``, if given, is called at the start of every iteration (scripts/profile_step.py).
+    ``stage``: the model's index in the four-model run (None: a vanilla run), recorded in its checkpoints.
+    ``checkpoint_every_minutes`` > 0 writes an automatic chkpnt<label><it>.auto.pth at the end of the first
+    iteration after each such interval (only the newest is kept). After a SIGINT/SIGTERM (STOP) the loop writes
+    one at the end of the current iteration and raises Interrupted.
     """
     t_enter = time.time()
     role = role or Role()
@@ -196,9 +267,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     strategy = role.make_strategy(opt, scene.cameras_extent, dataset.white_background)
     if model.optimizer is None:
         model.training_setup(opt)
-    first = 1
+    first, resumed = 1, {}
     if start_checkpoint:
-        first = load_checkpoint(start_checkpoint, model, strategy, role, opt) + 1
+        first, resumed = load_checkpoint(start_checkpoint, model, strategy, role, opt)
+        first += 1
+    meta = dict(index=stage, label=label, iterations=opt.iterations)
     # checks where the loop reads values anyway: the progress bar every 10 steps, else densification's interval
     # (at most 100 steps apart, also after densification ends)
     guard = DivergenceGuard(label, 10 if not quiet else max(10, min(100, opt.densification_interval)),
@@ -215,6 +288,15 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     stack, history = [], []
     counts, count_every = [], max(1, opt.iterations // 200)  # [iteration, Gaussians] for the report
     ema = None
+    if resumed:  # the loop's own state: the remaining shuffled cameras, the running loss, the logs so far
+        by_uid = {c.uid: c for c in train_cams}
+        if any(u not in by_uid for u in resumed["stack"]):
+            raise UserError(f"cannot resume from {getattr(start_checkpoint, 'path', start_checkpoint)}: its camera "
+                            f"order names training views this scene does not have (another scene or --eval split)")
+        stack = [by_uid[u] for u in resumed["stack"]]
+        ema, history, counts = resumed["ema"], list(resumed["history"]), list(resumed["counts"])
+    every_s = 60.0 * checkpoint_every_minutes
+    last_auto = time.time()
     io_seconds = 0.0  # evaluation and saving, left out of ms/step
     timer = PhaseTimer(dev, pipe.profile)
     t0 = time.time()
@@ -266,7 +348,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             loss_now = guard.check(it, model, ema, bar)  # waits for the GPU: only every guard.every steps
             if it % 10 == 0 and not quiet:
                 bar.set_postfix(loss=f"{loss_now:.4f}", gaussians=model.num_points)
-        if it % count_every == 0 or it == first:
+        if it % count_every == 0 or (it == first and not resumed):
             counts.append([it, model.num_points])
         if it % 10 == 0 and writer is not None:
             writer.add_scalar(f"{label}/loss", float(step_loss), it)
@@ -296,10 +378,25 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             with timer("role events"):
                 role.after_step(it, model, strategy, out)
         timer.end_step()
-        if it in checkpoint_iterations:  # after this iteration's edits, so a resume continues exactly
+        # after this iteration's edits, so a resume continues exactly; the signal flag is a Python value and the
+        # cadence reads the wall clock: neither waits for the device
+        signum = STOP["signal"]
+        auto = signum is not None or (every_s > 0 and it < opt.iterations and time.time() - last_auto >= every_s)
+        if it in checkpoint_iterations or auto:
+            t_io = time.time()
             guard.check(it, model, ema, bar)  # densification can overflow (a split of an infinite scale)
-            guard.checkpoint = os.path.join(dataset.model_path, f"chkpnt{label}{it}.pth")
-            save_checkpoint(guard.checkpoint, model, strategy, role, it)
+            loop_state = dict(stack=[c.uid for c in stack], ema=ema, history=history, counts=counts)
+            for name in ([checkpoint_name(label, it)] if it in checkpoint_iterations else []) + (
+                    [checkpoint_name(label, it, auto=True)] if auto else []):
+                guard.checkpoint = os.path.join(dataset.model_path, name)
+                save_checkpoint(guard.checkpoint, model, strategy, role, it, meta, loop_state)
+            if auto:
+                prune_auto_checkpoints(dataset.model_path, label, os.path.basename(guard.checkpoint))
+                last_auto = time.time()
+            io_seconds += time.time() - t_io
+        if signum is not None:
+            bar.close()
+            raise Interrupted(signum, guard.checkpoint, label, it)
     bar.close()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
