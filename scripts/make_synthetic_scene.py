@@ -30,6 +30,7 @@ if _REPO not in sys.path:
 
 from scene.colmap_loader import Camera, Image, Point3D, rotmat2qvec, write_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.graphics_utils import look_at  # noqa: E402
 
 _EPS = 1e-7
 _LIGHT = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])  # towards the light
@@ -224,16 +225,6 @@ def _shade(objects, room, p, idx):
 # cameras
 
 
-def _look_at(center, target, up=(0.0, 0.0, 1.0)):
-    """World-to-camera rotation (rows: camera x right, y down, z forward in world coordinates)."""
-    fwd = target - center
-    fwd = fwd / np.linalg.norm(fwd)
-    right = np.cross(fwd, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    return np.stack([right, down, fwd])
-
-
 def _make_cameras(num_views, rng):
     phase = rng.uniform(0, 2 * np.pi)
     poses = []
@@ -243,7 +234,7 @@ def _make_cameras(num_views, rng):
         height = (1.3 if k % 2 == 0 else 2.6) + rng.uniform(-0.15, 0.15)
         C = np.array([radius * np.cos(az), radius * np.sin(az), height])
         target = _TARGET + rng.uniform(-0.1, 0.1, size=3)
-        R = _look_at(C, target)
+        R = look_at(C, target, (0.0, 0.0, 1.0))
         poses.append((R, -R @ C, C))
     return poses
 
