@@ -31,6 +31,7 @@ if _REPO not in sys.path:
 from scene.colmap_loader import Camera, Image, Point3D, rotmat2qvec, write_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.graphics_utils import look_at  # noqa: E402
+from utils.system_utils import write_file  # noqa: E402
 
 _EPS = 1e-7
 _LIGHT = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])  # towards the light
@@ -270,13 +271,6 @@ def _encode_png(rgb):
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def _write_bytes_atomic(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # main entry
 
@@ -326,7 +320,7 @@ def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_point
         img = col.reshape(H, S, W, S, 3).mean(axis=(1, 3))
         img8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
         name = f"view_{k:03d}.png"
-        _write_bytes_atomic(os.path.join(img_dir, name), _encode_png(img8))
+        write_file(os.path.join(img_dir, name), _encode_png(img8))
         names.append(name)
     keep = set(names)
     for old in os.listdir(img_dir):  # views left from an earlier, larger run
