@@ -43,10 +43,6 @@ def look_at(position, target, up):
     return np.stack([right, np.cross(f, right), f])
 
 
-def fov2focal(fov, pixels):
-    return pixels / (2 * math.tan(fov / 2))
-
-
 def focal2fov(focal, pixels):
     return 2 * math.atan(pixels / (2 * focal))
 
