@@ -31,13 +31,13 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from arguments import ModelParams, PipelineParams, combined_args, load_config  # noqa: E402
-from gaussian_renderer import pick_backend, render  # noqa: E402
+from gaussian_renderer import background, pick_backend, render  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from utils.camera_path import camera_path  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.image_utils import to_uint8  # noqa: E402
-from utils.system_utils import atomic_path  # noqa: E402
+from utils.system_utils import atomic_path, saved_iterations  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 
 ROLE_NAMES = dict(enumerate(MODEL_NAMES))
@@ -86,16 +86,6 @@ def _describe(indexed, plain):
     return ", ".join(names) if names else "none"
 
 
-def _saved_iterations(folder):
-    its = []
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            m = re.fullmatch(r"iteration_(\d+)", name)
-            if m and os.path.isfile(os.path.join(folder, name, "point_cloud.ply")):
-                its.append(int(m.group(1)))
-    return sorted(its)
-
-
 def resolve_checkpoint(model_path, itrain=None, iteration=-1):
     """(ply path, iteration, label) of the model to render; a UserError lists what exists otherwise."""
     indexed, plain = model_folders(model_path)
@@ -113,7 +103,7 @@ def resolve_checkpoint(model_path, itrain=None, iteration=-1):
     else:
         raise UserError(f"{model_path} holds no trained model (no point_cloud or point_cloud_<i> folder): "
                         f"train one with `python train.py -s <scene> -m {model_path}`")
-    its = _saved_iterations(folder)
+    its = saved_iterations(folder, "point_cloud.ply")
     if iteration is None or iteration < 0:
         if not its:
             raise UserError(f"{folder} has no saved iteration_<N>/point_cloud.ply")
@@ -131,7 +121,7 @@ def compare_checkpoints(model_path, iteration=-1):
         raise UserError(f"--compare needs a distillation run (point_cloud_2 = G_std and point_cloud_3 = student, "
                         f"from train.py --num_models 4); {model_path} has {_describe(indexed, plain)}")
     student, it, _ = resolve_checkpoint(model_path, 3, iteration)
-    std_its = _saved_iterations(indexed[2])
+    std_its = saved_iterations(indexed[2], "point_cloud.ply")
     std, _, _ = resolve_checkpoint(model_path, 2, it if it in std_its else iteration)
     return student, std, it
 
@@ -289,7 +279,7 @@ def main(argv=None):
     if compare and not scene.getTestCameras():
         raise UserError("--compare needs test views: this run was trained without --eval (pass --eval to hold out "
                         "every 8th image as train.py --eval does)")
-    bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)
+    bg = background(dataset.white_background, device)
     print(f"Rendering {label} at iteration {iteration} ({model.num_points} Gaussians, device {device})")
 
     written = {}

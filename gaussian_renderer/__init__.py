@@ -43,6 +43,11 @@ def pick_backend(device, requested="auto"):
     return torch_rasterizer
 
 
+def background(white, device="cpu"):
+    """The background colour [3]: white for -w/--white_background scenes, else black."""
+    return torch.tensor([1.0, 1.0, 1.0] if white else [0.0, 0.0, 0.0], device=device)
+
+
 def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None, opacity=None,
            return_stats=False):
     """Render ``pc`` from ``camera``.

@@ -446,15 +446,41 @@ def write_images(images, path):
 # points3D
 
 
-def _read_points3D_bin(path):
-    r = _BinReader(path, _read_bytes(path))
-    n = r.count("points", _PT_HEAD.size)
-    points = {}
+def _points_bin_records(path):
+    """points3D.bin -> (its bytes, the headers [N] as _PT_HEAD_DTYPE, each header's byte offset [N]); a point's
+    track (track_len x _TRACK_DTYPE) follows its header."""
+    data = _read_bytes(path)
+    n = _BinReader(path, data).count("points", _PT_HEAD.size)
+    rec = _PT_HEAD.size
+    if len(data) == 8 + n * rec:
+        # Every record is exactly its 51-byte header, so no point can have a track: read them all at once.
+        heads = np.frombuffer(data, dtype=_PT_HEAD_DTYPE, count=n, offset=8)
+        if np.any(heads["track_len"] != 0):
+            raise _corrupt(path, "a point claims a track but the file has no room for it")
+        return data, heads, 8 + rec * np.arange(n, dtype=np.int64)
+    # Tracks vary in length: walk the records to find where each header starts, then gather them at once.
+    offsets = np.empty(n, dtype=np.int64)
+    pos, size = 8, len(data)
     for i in range(n):
-        pid, x, y, z, cr, cg, cb, err, tlen = r.unpack(_PT_HEAD, f"point {i + 1} of {n}")
-        track = r.array(_TRACK_DTYPE, tlen, f"the {tlen}-long track of point {pid}")
+        if pos + rec > size:
+            raise _corrupt(path, f"expected {rec} bytes for point {i + 1} of {n} at byte {pos}, "
+                                 f"but the file has {size} bytes")
+        offsets[i] = pos
+        pos += rec + 8 * _U64.unpack_from(data, pos + rec - 8)[0]
+    if pos > size:
+        raise _corrupt(path, f"the track of point {n} of {n} ends at byte {pos}, but the file has {size} bytes")
+    raw = np.frombuffer(data, dtype=np.uint8)
+    heads = raw[offsets[:, None] + np.arange(rec)].reshape(-1).view(_PT_HEAD_DTYPE)
+    return data, heads, offsets
+
+
+def _read_points3D_bin(path):
+    data, heads, offsets = _points_bin_records(path)
+    points = {}
+    for (pid, xyz, rgb, err, tlen), off in zip(heads.tolist(), offsets.tolist()):
+        track = np.frombuffer(data, dtype=_TRACK_DTYPE, count=tlen, offset=off + _PT_HEAD.size)
         points[pid] = Point3D(
-            id=pid, xyz=np.array([x, y, z]), rgb=np.array([cr, cg, cb], dtype=np.uint8), error=err,
+            id=pid, xyz=np.array(xyz), rgb=np.array(rgb, dtype=np.uint8), error=err,
             image_ids=track["image_id"].astype(np.int64), point2D_idxs=track["point2D_idx"].astype(np.int64),
         )
     return points
@@ -494,29 +520,7 @@ def read_points3D(path):
 
 
 def _points_arrays_bin(path):
-    data = _read_bytes(path)
-    r = _BinReader(path, data)
-    n = r.count("points", _PT_HEAD.size)
-    rec = _PT_HEAD.size
-    if len(data) == 8 + n * rec:
-        # Every record is exactly its 51-byte header, so no point can have a track: read them all at once.
-        heads = np.frombuffer(data, dtype=_PT_HEAD_DTYPE, count=n, offset=8)
-        if np.any(heads["track_len"] != 0):
-            raise _corrupt(path, "a point claims a track but the file has no room for it")
-    else:
-        # Tracks vary in length: walk the records to find where each header starts, then gather them at once.
-        offsets = np.empty(n, dtype=np.int64)
-        pos, size = 8, len(data)
-        for i in range(n):
-            if pos + rec > size:
-                raise _corrupt(path, f"expected {rec} bytes for point {i + 1} of {n} at byte {pos}, "
-                                     f"but the file has {size} bytes")
-            offsets[i] = pos
-            pos += rec + 8 * _U64.unpack_from(data, pos + rec - 8)[0]
-        if pos > size:
-            raise _corrupt(path, f"the track of point {n} of {n} ends at byte {pos}, but the file has {size} bytes")
-        raw = np.frombuffer(data, dtype=np.uint8)
-        heads = raw[offsets[:, None] + np.arange(rec)].reshape(-1).view(_PT_HEAD_DTYPE)
+    _, heads, _ = _points_bin_records(path)
     return (heads["xyz"].astype(np.float64), heads["rgb"].astype(np.uint8), heads["error"].astype(np.float64))
 
 

@@ -10,6 +10,7 @@ import torch
 
 from scene import colmap_loader as cl
 from scene.cameras import Camera
+from utils.depth_maps import read_inverse_depth
 from utils.errors import UserError
 from utils.graphics_utils import focal2fov
 
@@ -24,9 +25,7 @@ class SceneInfo:
     test_cameras: list
     points: np.ndarray  # [N, 3] float32
     colors: np.ndarray  # [N, 3] float32 in [0, 1]
-    center: np.ndarray  # camera centroid
     radius: float  # scene extent: 1.1 x max camera distance from the centroid
-    kind: str  # "colmap" or "blender"
 
 
 def check_resolution(r):
@@ -73,12 +72,11 @@ def load_image(path, size=None, background=None):
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
-def camera_normalization(cameras):
-    """Centre and radius (1.1 x max distance of camera centres from their centroid)."""
+def camera_extent(cameras):
+    """1.1 x the largest distance of the camera centres from their centroid (the scene radius)."""
     centers = np.stack([c.camera_center.numpy() for c in cameras]).astype(np.float64)
-    center = centers.mean(axis=0)
-    radius = float(np.linalg.norm(centers - center, axis=1).max()) * 1.1
-    return center, max(radius, 1e-6)
+    radius = float(np.linalg.norm(centers - centers.mean(axis=0), axis=1).max()) * 1.1
+    return max(radius, 1e-6)
 
 
 def split_eval(items, names, eval_mode, hold=8):
@@ -162,9 +160,8 @@ def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1,
     if len(xyz) == 0:
         raise UserError(f"{sparse} has no 3D points to start from: re-run structure from motion (convert.py)")
     cl.check_points_finite(xyz, points_path)
-    center, radius = camera_normalization(train or cams)
-    return SceneInfo(train, test, xyz.astype(np.float32), (rgb / 255.0).astype(np.float32), center, radius,
-                     "colmap")
+    return SceneInfo(train, test, xyz.astype(np.float32), (rgb / 255.0).astype(np.float32),
+                     camera_extent(train or cams))
 
 
 def _read_depth_params(sparse, depths_dir):
@@ -194,12 +191,7 @@ def _load_depth(depths_dir, image_name, size, depth_params):
     path = os.path.join(depths_dir, stem + ".png")
     if not os.path.isfile(path):
         raise UserError(f"depth map for image {image_name} is missing: expected {path}")
-    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise UserError(f"cannot read depth map {path}")
-    if raw.ndim == 3:
-        raw = raw[..., 0]
-    inv = raw.astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    inv = read_inverse_depth(path)
     p = depth_params["params"].get(stem) or depth_params["params"].get(image_name)
     if p is None:
         raise UserError(f"image {image_name} has no entry in depth_params.json: re-run utils/make_depth_scale.py")
@@ -228,8 +220,7 @@ def read_blender_scene(path, white_background=False, eval_mode=False, resolution
     # NeRF-synthetic objects sit inside [-1.3, 1.3]^3: start from random points there
     xyz = rng.random((num_random_points, 3)) * 2.6 - 1.3
     rgb = rng.random((num_random_points, 3))
-    center, radius = camera_normalization(train)
-    return SceneInfo(train, test, xyz.astype(np.float32), rgb.astype(np.float32), center, radius, "blender")
+    return SceneInfo(train, test, xyz.astype(np.float32), rgb.astype(np.float32), camera_extent(train))
 
 
 def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):

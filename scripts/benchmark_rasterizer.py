@@ -14,7 +14,6 @@ import argparse
 import math
 import os
 import statistics
-import struct
 import sys
 
 import numpy as np
@@ -22,70 +21,24 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from scene.colmap_loader import (  # noqa: E402
+    detect_model_ext, qvec2rotmat, read_cameras, read_images, read_points3D_arrays,
+)
+
 
 # ----------------------------------------------------------------------------------------------- scene
-def _read_model_minimal(sparse_dir):
-    """Minimal COLMAP binary reader (fallback when scene.colmap_loader is unavailable).
-
-    Returns (cameras {id: (model, w, h, params)}, images [(qvec, tvec, camera_id, name)], xyz [N,3])."""
-    n_params = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8, 5: 8, 6: 12, 7: 5, 8: 4, 9: 5, 10: 12}
-    names = {0: "SIMPLE_PINHOLE", 1: "PINHOLE", 2: "SIMPLE_RADIAL", 3: "RADIAL", 4: "OPENCV"}
-    cams = {}
-    with open(os.path.join(sparse_dir, "cameras.bin"), "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        for _ in range(n):
-            cid, mid, w, h = struct.unpack("<iiQQ", f.read(24))
-            params = struct.unpack("<%dd" % n_params[mid], f.read(8 * n_params[mid]))
-            cams[cid] = (names.get(mid, str(mid)), w, h, np.array(params))
-    images = []
-    with open(os.path.join(sparse_dir, "images.bin"), "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        for _ in range(n):
-            head = struct.unpack("<idddddddi", f.read(64))
-            name = b""
-            while True:
-                c = f.read(1)
-                if c == b"\x00":
-                    break
-                name += c
-            (k,) = struct.unpack("<Q", f.read(8))
-            f.read(24 * k)
-            images.append((np.array(head[1:5]), np.array(head[5:8]), head[8], name.decode()))
-    with open(os.path.join(sparse_dir, "points3D.bin"), "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        xyz = np.empty((n, 3))
-        for i in range(n):
-            rec = struct.unpack("<QdddBBBd", f.read(43))
-            xyz[i] = rec[1:4]
-            (tl,) = struct.unpack("<Q", f.read(8))
-            f.read(8 * tl)
-    return cams, images, xyz
-
-
 def load_scene(scene):
     sparse = os.path.join(scene, "sparse", "0")
     if not os.path.isdir(sparse):
         sys.exit(f"error: {sparse} not found; pass --scene <COLMAP scene folder with sparse/0>")
-    try:
-        from scene.colmap_loader import read_model, read_points3D_arrays  # noqa: PLC0415
-
-        cameras, images, _ = read_model(sparse)
-        pts_file = next(os.path.join(sparse, f) for f in ("points3D.bin", "points3D.txt")
-                        if os.path.exists(os.path.join(sparse, f)))
-        xyz = read_points3D_arrays(pts_file)[0]
-        cams = {k: (c.model, c.width, c.height, np.asarray(c.params)) for k, c in cameras.items()}
-        imgs = [(np.asarray(im.qvec), np.asarray(im.tvec), im.camera_id, im.name) for im in images.values()]
-    except ImportError:
-        cams, imgs, xyz = _read_model_minimal(sparse)
-    imgs.sort(key=lambda t: t[3])
+    ext = detect_model_ext(sparse)
+    cameras = read_cameras(os.path.join(sparse, "cameras" + ext))
+    images = read_images(os.path.join(sparse, "images" + ext))
+    xyz = read_points3D_arrays(os.path.join(sparse, "points3D" + ext))[0]
+    cams = {k: (c.model, c.width, c.height, np.asarray(c.params)) for k, c in cameras.items()}
+    imgs = sorted(((np.asarray(im.qvec), np.asarray(im.tvec), im.camera_id, im.name) for im in images.values()),
+                  key=lambda t: t[3])
     return cams, imgs, np.asarray(xyz, dtype=np.float64)
-
-
-def qvec2rotmat(q):
-    w, x, y, z = q
-    return np.array([[1 - 2 * y * y - 2 * z * z, 2 * x * y - 2 * w * z, 2 * z * x + 2 * w * y],
-                     [2 * x * y + 2 * w * z, 1 - 2 * x * x - 2 * z * z, 2 * y * z - 2 * w * x],
-                     [2 * z * x - 2 * w * y, 2 * y * z + 2 * w * x, 1 - 2 * x * x - 2 * y * y]])
 
 
 def make_views(cams, imgs, width, n_views, device):

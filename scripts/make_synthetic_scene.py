@@ -30,6 +30,8 @@ if _REPO not in sys.path:
 
 from scene.colmap_loader import Camera, Image, Point3D, rotmat2qvec, write_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.graphics_utils import look_at  # noqa: E402
+from utils.system_utils import write_file  # noqa: E402
 
 _EPS = 1e-7
 _LIGHT = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])  # towards the light
@@ -224,16 +226,6 @@ def _shade(objects, room, p, idx):
 # cameras
 
 
-def _look_at(center, target, up=(0.0, 0.0, 1.0)):
-    """World-to-camera rotation (rows: camera x right, y down, z forward in world coordinates)."""
-    fwd = target - center
-    fwd = fwd / np.linalg.norm(fwd)
-    right = np.cross(fwd, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    return np.stack([right, down, fwd])
-
-
 def _make_cameras(num_views, rng):
     phase = rng.uniform(0, 2 * np.pi)
     poses = []
@@ -243,7 +235,7 @@ def _make_cameras(num_views, rng):
         height = (1.3 if k % 2 == 0 else 2.6) + rng.uniform(-0.15, 0.15)
         C = np.array([radius * np.cos(az), radius * np.sin(az), height])
         target = _TARGET + rng.uniform(-0.1, 0.1, size=3)
-        R = _look_at(C, target)
+        R = look_at(C, target, (0.0, 0.0, 1.0))
         poses.append((R, -R @ C, C))
     return poses
 
@@ -279,23 +271,12 @@ def _encode_png(rgb):
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def _write_bytes_atomic(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # main entry
 
 
-def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_points=4000, seed=0, fmt="bin",
-                         camera_model="PINHOLE", jitter=0.004):
-    """Render the scene and write images/ and sparse/0/ under ``out_dir``; returns ``out_dir``.
-
-    ``jitter`` is the std (world units) of Gaussian noise added to the point positions (SfM-like error).
-    """
+def _check_options(fmt, camera_model, num_views, width, height, num_points):
+    """The format (bin or txt) once every option is valid, else a UserError naming the option."""
     fmt = str(fmt).lstrip(".").lower()
     if fmt not in ("bin", "txt"):
         raise UserError(f"--format {fmt!r} is not supported; use --format bin or --format txt")
@@ -307,21 +288,13 @@ def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_point
         raise UserError(f"--width {width} --height {height}: each must be between 8 and 4096 pixels")
     if int(num_points) < 0:
         raise UserError(f"--num_points {num_points} must be 0 or more")
-    num_views, W, H, num_points = int(num_views), int(width), int(height), int(num_points)
+    return fmt
 
-    rng = np.random.default_rng(seed)
-    objects, room = _build_scene()
-    poses = _make_cameras(num_views, rng)
-    f = 0.5 * W / np.tan(np.deg2rad(_HFOV_DEG) / 2)
+
+def _render_views(objects, room, poses, f, W, H, img_dir):
+    """Write view_<k>.png for every pose (SxS supersampled), removing views of an earlier, larger run; returns
+    the image names."""
     cx, cy = W / 2.0, H / 2.0
-
-    out_dir = os.fspath(out_dir)
-    img_dir = os.path.join(out_dir, "images")
-    sparse_dir = os.path.join(out_dir, "sparse", "0")
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(sparse_dir, exist_ok=True)
-
-    # --- render every view with SxS supersampling
     S = _SUPERSAMPLE
     sub = (np.arange(S) + 0.5) / S
     uu = (np.arange(W)[:, None] + sub[None, :]).reshape(-1)  # [W*S]
@@ -335,14 +308,19 @@ def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_point
         img = col.reshape(H, S, W, S, 3).mean(axis=(1, 3))
         img8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
         name = f"view_{k:03d}.png"
-        _write_bytes_atomic(os.path.join(img_dir, name), _encode_png(img8))
+        write_file(os.path.join(img_dir, name), _encode_png(img8))
         names.append(name)
     keep = set(names)
     for old in os.listdir(img_dir):  # views left from an earlier, larger run
         if old.startswith("view_") and old.endswith(".png") and old not in keep:
             os.remove(os.path.join(img_dir, old))
+    return names
 
-    # --- sample surface points where random rays of random views land (visible surfaces, true colours)
+
+def _sample_points(objects, room, poses, f, W, H, num_points, rng):
+    """Surface points where random rays of random views land (visible surfaces) and their true colours."""
+    cx, cy = W / 2.0, H / 2.0
+    num_views = len(poses)
     view_of = rng.integers(0, num_views, size=num_points)
     us, vs = rng.uniform(0, W, size=num_points), rng.uniform(0, H, size=num_points)
     P = np.zeros((num_points, 3))
@@ -356,9 +334,14 @@ def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_point
             obj_of[m] = idx
     colours = _shade(objects, room, P, obj_of)
     rgb = np.clip(np.round(colours * 255.0), 0, 255).astype(np.uint8)
-    xyz = P + rng.normal(scale=jitter, size=P.shape) if jitter > 0 else P.copy()
+    return P, rgb
 
-    # --- observations: every view where the true surface point is in the image and not occluded
+
+def _observations(objects, room, poses, P, f, W, H):
+    """Every view where a true surface point is in the image and not occluded: per point its (view, xy) and
+    (image id, point2D index) lists, per image its (xys, point indices)."""
+    cx, cy = W / 2.0, H / 2.0
+    num_points = len(P)
     obs_xy = [[] for _ in range(num_points)]
     obs_img = [[] for _ in range(num_points)]
     per_image = []
@@ -380,8 +363,12 @@ def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_point
         for j, pidx in enumerate(vis):
             obs_img[pidx].append((k + 1, j))
             obs_xy[pidx].append((k, xys[j]))
+    return obs_xy, obs_img, per_image
 
-    # reprojection error of the jittered point against its observations
+
+def _reprojection_errors(poses, xyz, obs_xy, f, cx, cy):
+    """Mean reprojection error of each (jittered) point against its observations (0 for unobserved points)."""
+    num_points = len(xyz)
     errors = np.zeros(num_points)
     for i in range(num_points):
         if obs_xy[i]:
@@ -391,6 +378,38 @@ def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_point
                 Xc = R @ xyz[i] + t
                 e.append(np.hypot(f * Xc[0] / Xc[2] + cx - xy[0], f * Xc[1] / Xc[2] + cy - xy[1]))
             errors[i] = float(np.mean(e))
+    return errors
+
+
+def make_synthetic_scene(out_dir, num_views=24, width=160, height=120, num_points=4000, seed=0, fmt="bin",
+                         camera_model="PINHOLE", jitter=0.004):
+    """Render the scene and write images/ and sparse/0/ under ``out_dir``; returns ``out_dir``.
+
+    ``jitter`` is the std (world units) of Gaussian noise added to the point positions (SfM-like error).
+    """
+    fmt = _check_options(fmt, camera_model, num_views, width, height, num_points)
+    num_views, W, H, num_points = int(num_views), int(width), int(height), int(num_points)
+
+    rng = np.random.default_rng(seed)
+    objects, room = _build_scene()
+    poses = _make_cameras(num_views, rng)
+    f = 0.5 * W / np.tan(np.deg2rad(_HFOV_DEG) / 2)
+    cx, cy = W / 2.0, H / 2.0
+
+    out_dir = os.fspath(out_dir)
+    img_dir = os.path.join(out_dir, "images")
+    sparse_dir = os.path.join(out_dir, "sparse", "0")
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(sparse_dir, exist_ok=True)
+
+    names = _render_views(objects, room, poses, f, W, H, img_dir)
+
+    P, rgb = _sample_points(objects, room, poses, f, W, H, num_points, rng)
+    xyz = P + rng.normal(scale=jitter, size=P.shape) if jitter > 0 else P.copy()
+
+    obs_xy, obs_img, per_image = _observations(objects, room, poses, P, f, W, H)
+
+    errors = _reprojection_errors(poses, xyz, obs_xy, f, cx, cy)
 
     if camera_model == "PINHOLE":
         params = np.array([f, f, cx, cy])

@@ -5,21 +5,14 @@ import numpy as np
 import torch
 
 from gaussian_renderer.torch_rasterizer import GaussianRasterizationSettings
-from utils.graphics_utils import projection_matrix
+from utils.graphics_utils import look_at, projection_matrix
 
 
 def look_at_settings(W=40, H=30, fov_deg=60.0, eye=(0.0, 0.0, -4.0), sh_degree=0, bg=(0.1, 0.2, 0.3),
                      antialiasing=False, dtype=torch.float32, device="cpu"):
     """Camera at ``eye`` looking at the origin, y down (COLMAP/OpenCV axes)."""
     eye = np.asarray(eye, dtype=np.float64)
-    fwd = -eye / np.linalg.norm(eye)
-    up = np.array([0.0, -1.0, 0.0])
-    right = np.cross(up, fwd)
-    if np.linalg.norm(right) < 1e-6:
-        right = np.array([1.0, 0.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    R = np.stack([right, down, fwd])  # world -> camera rotation (rows)
+    R = look_at(eye, (0.0, 0.0, 0.0), (0.0, 1.0, 0.0))  # world -> camera rotation (rows)
     w2c = np.eye(4)
     w2c[:3, :3] = R
     w2c[:3, 3] = -R @ eye

@@ -1,5 +1,4 @@
 """COLMAP model I/O: binary/text agreement, round trips, rotations, and clean errors for broken files."""
-import importlib.util
 import os
 import sys
 
@@ -11,15 +10,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from scene import colmap_loader as cl  # noqa: E402
+from scripts import make_synthetic_scene as mss  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_synthetic_scene",
-                                                  os.path.join(ROOT, "scripts", "make_synthetic_scene.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 EXPECTED_MODELS = {
@@ -110,10 +102,9 @@ def test_binary_and_text_identical(tmp_path):
 
 
 def test_synthetic_scene_binary_and_text_identical(tmp_path):
-    gen = _load_generator()
     kw = dict(num_views=4, width=48, height=36, num_points=300, seed=3)
-    gen.make_synthetic_scene(tmp_path / "b", fmt="bin", **kw)
-    gen.make_synthetic_scene(tmp_path / "t", fmt="txt", **kw)
+    mss.make_synthetic_scene(tmp_path / "b", fmt="bin", **kw)
+    mss.make_synthetic_scene(tmp_path / "t", fmt="txt", **kw)
     assert cl.detect_model_ext(tmp_path / "b" / "sparse" / "0") == ".bin"
     assert cl.detect_model_ext(tmp_path / "t" / "sparse" / "0") == ".txt"
     b = cl.read_model(str(tmp_path / "b" / "sparse" / "0"))

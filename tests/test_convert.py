@@ -16,6 +16,7 @@ import pytest
 import convert
 from scene import colmap_loader as cl
 from utils.errors import UserError
+from utils.graphics_utils import look_at
 
 pycolmap = pytest.importorskip("pycolmap")
 
@@ -108,21 +109,13 @@ def render(textures, R, t, K, width, height, dist=None, ss=2):
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _look_at(C, target, up=(0.0, 0.0, 1.0)):
-    f = target - C
-    f /= np.linalg.norm(f)
-    r = np.cross(f, up)
-    r /= np.linalg.norm(r)
-    return np.stack([r, np.cross(f, r), f])
-
-
 def ring_poses(n, seed=1, radius=4.2):
     rng = np.random.default_rng(seed)
     poses = []
     for k in range(n):
         az = 2 * np.pi * k / n
         C = np.array([radius * np.cos(az), radius * np.sin(az), 1.0 + 0.6 * (k % 2)])
-        R = _look_at(C, rng.uniform(-0.2, 0.2, 3))
+        R = look_at(C, rng.uniform(-0.2, 0.2, 3), (0.0, 0.0, 1.0))
         poses.append((R, -R @ C))
     return poses
 

@@ -1,5 +1,4 @@
 """The synthetic scene generator: COLMAP conventions (checked against the rendered pixels), determinism, CLI."""
-import importlib.util
 import os
 import sys
 
@@ -11,20 +10,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from scene import colmap_loader as cl  # noqa: E402
+from scripts import make_synthetic_scene as gen  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 cv2 = pytest.importorskip("cv2")
 
 
-def _gen():
-    spec = importlib.util.spec_from_file_location("make_synthetic_scene",
-                                                  os.path.join(ROOT, "scripts", "make_synthetic_scene.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _gen()
 SMALL = dict(num_views=6, width=96, height=72, num_points=800)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from scene.cameras import Camera
 from utils.errors import UserError
+from utils.graphics_utils import look_at
 
 # resultant length of the cameras' horizontal viewing directions below which they "surround" the scene:
 # a uniform arc of width w gives sin(w/2)/(w/2), so 0.7 ~ an arc wider than ~160 degrees; LLFF gives ~0.99
@@ -43,20 +44,6 @@ def camera_poses(cameras):
     forward = R[:, :, 2]  # camera +z in world space
     up = -R[:, :, 1]  # camera -y in world space
     return centres, forward, up
-
-
-def look_at(position, target, up):
-    """Camera-to-world rotation [3, 3] (columns right, down, forward) of a camera at ``position`` looking at
-    ``target`` with ``up`` pointing up on screen (as nearly as it can)."""
-    f = _normalize(np.asarray(target, np.float64) - np.asarray(position, np.float64))
-    down = -_normalize(up)
-    right = np.cross(down, f)
-    if np.linalg.norm(right) < 1e-6:  # looking straight along up: pick any perpendicular
-        helper = np.eye(3)[int(np.argmin(np.abs(f)))]
-        right = np.cross(helper, f)
-    right = _normalize(right)
-    down = np.cross(f, right)
-    return np.stack([right, down, f], axis=1)
 
 
 def make_camera(uid, R, position, ref, name):
@@ -160,7 +147,7 @@ def ellipse_path(cameras, n_frames):
     for k in range(n_frames):
         t = theta0 + direction * 2 * math.pi * k / n_frames
         pos = base + radii[1] * math.cos(t) * axis_a + radii[0] * math.sin(t) * axis_b
-        path.append(make_camera(k, look_at(pos, target, u), pos, ref, f"path_{k:05d}"))
+        path.append(make_camera(k, look_at(pos, target, u).T, pos, ref, f"path_{k:05d}"))
     return path
 
 
@@ -175,7 +162,7 @@ def spiral_path(cameras, n_frames, points=None, rotations=2, zrate=0.5, percenti
     """
     centres, forward, up = camera_poses(cameras)
     c0 = centres.mean(axis=0)
-    R0 = look_at(c0, c0 + _normalize(forward.mean(axis=0)), mean_up(up))  # the mean pose
+    R0 = look_at(c0, c0 + _normalize(forward.mean(axis=0)), mean_up(up)).T  # the mean pose
     right, down, fwd = R0[:, 0], R0[:, 1], R0[:, 2]
     rel = centres - c0
     radii = np.percentile(np.abs(np.stack([rel @ right, rel @ down, rel @ fwd], axis=1)), percentile, axis=0)
@@ -203,7 +190,7 @@ def spiral_path(cameras, n_frames, points=None, rotations=2, zrate=0.5, percenti
         t = 2 * math.pi * rotations * k / n_frames
         pos = (c0 + radii[0] * math.cos(t) * right - radii[1] * math.sin(t) * down
                + radii[2] * math.sin(zrate * t) * fwd)
-        path.append(make_camera(k, look_at(pos, target, -down), pos, ref, f"path_{k:05d}"))
+        path.append(make_camera(k, look_at(pos, target, -down).T, pos, ref, f"path_{k:05d}"))
     return path
 
 

@@ -29,8 +29,18 @@ def projection_matrix(znear, zfar, fovX, fovY):
     return P
 
 
-def fov2focal(fov, pixels):
-    return pixels / (2 * math.tan(fov / 2))
+def look_at(position, target, up):
+    """World-to-camera rotation [3, 3] (COLMAP's: rows right, down, forward in world coordinates) of a camera at
+    ``position`` looking at ``target`` with ``up`` pointing up on screen (as nearly as it can)."""
+    def unit(v):
+        return v / max(np.linalg.norm(v), 1e-12)
+
+    f = unit(np.asarray(target, np.float64) - np.asarray(position, np.float64))
+    right = np.cross(f, unit(np.asarray(up, np.float64)))
+    if np.linalg.norm(right) < 1e-6:  # looking straight along up: pick any perpendicular
+        right = np.cross(np.eye(3)[int(np.argmin(np.abs(f)))], f)
+    right = unit(right)
+    return np.stack([right, np.cross(f, right), f])
 
 
 def focal2fov(focal, pixels):

@@ -26,36 +26,15 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scene import colmap_loader as cl  # noqa: E402
+from utils.depth_maps import read_inverse_depth, write_inverse_depth  # noqa: E402,F401 (tests write with it)
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.system_utils import write_json  # noqa: E402
 
 DEPTH_EXT = ".png"
-
-
-def read_inverse_depth(path):
-    """16-bit (or 8-bit) PNG -> float32 [H, W] in [0, 1], normalised as the training reader does."""
-    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise UserError(f"cannot read depth map {path}: the file is missing or not an image")
-    if raw.ndim == 3:
-        raw = raw[..., 0]
-    if raw.dtype == np.uint16:
-        return raw.astype(np.float32) / 65535.0
-    if raw.dtype == np.uint8:
-        return raw.astype(np.float32) / 255.0
-    return raw.astype(np.float32)
-
-
-def write_inverse_depth(path, inv):
-    """float [H, W] in [0, 1] -> 16-bit PNG (the inverse of read_inverse_depth)."""
-    q = np.clip(np.round(np.asarray(inv, dtype=np.float64) * 65535.0), 0, 65535).astype(np.uint16)
-    if not cv2.imwrite(path, q):
-        raise UserError(f"cannot write {path}")
 
 
 def intrinsics(cam):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from utils.errors import UserError
 from utils.splats import ply_vertex_count
+from utils.system_utils import saved_iterations
 
 MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")  # as distill.roles.MODEL_NAMES (which imports torch)
 SUMMARY_NAME = "distill.json"
@@ -33,16 +34,6 @@ def read_json(path):
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def saved_iterations(folder):
-    its = []
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            m = re.fullmatch(r"iteration_(\d+)", name)
-            if m and os.path.isfile(os.path.join(folder, name, "point_cloud.ply")):
-                its.append(int(m.group(1)))
-    return sorted(its)
 
 
 def model_folders(model_path):
@@ -111,7 +102,7 @@ def discover_models(model_path, iteration=-1, notes=None):
     kind, folders = model_folders(model_path)
     models, skipped = [], []
     for index, folder in folders:
-        its = saved_iterations(folder)
+        its = saved_iterations(folder, "point_cloud.ply")
         if not its or (iteration >= 0 and iteration not in its):
             skipped.append(f"{os.path.basename(folder)} (saved iterations: {', '.join(map(str, its)) or 'none'})")
             if notes is not None:

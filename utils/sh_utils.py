@@ -39,6 +39,3 @@ def eval_sh(deg, sh, dirs):
 def RGB2SH(rgb):
     return (rgb - 0.5) / C0
 
-
-def SH2RGB(sh):
-    return sh * C0 + 0.5

@@ -101,10 +101,16 @@ def write_file(path, data):
                 f.write(data)
 
 
+def saved_iterations(folder, holding=None):
+    """Sorted N of the ``iteration_N`` folders in ``folder`` (only those holding the file ``holding`` when given;
+    [] when ``folder`` does not exist)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(n.split("_")[1]) for n in os.listdir(folder) if _ITERATION_DIR.fullmatch(n)
+                  and (holding is None or os.path.isfile(os.path.join(folder, n, holding))))
+
+
 def search_for_max_iteration(folder):
     """Largest N among ``iteration_N`` entries of ``folder`` (None when there are none)."""
-    if not os.path.isdir(folder):
-        return None
-    its = [int(n.split("_")[-1]) for n in os.listdir(folder)
-           if n.startswith("iteration_") and n.split("_")[-1].isdigit()]
-    return max(its) if its else None
+    its = saved_iterations(folder)
+    return its[-1] if its else None
