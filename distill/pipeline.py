@@ -10,13 +10,13 @@ import torch
 from distill.importance import gaussian_importance
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_init, fine_tune_schedule,
                            student_from_std, student_target, teacher_mean_renders)
-from gaussian_renderer import render
+from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training.loop import Role, evaluate, train_model
 from utils.errors import UserError
 from utils.general_utils import seed_all
 from utils.lpips_utils import load_lpips
-from utils.system_utils import search_for_max_iteration, write_json
+from utils.system_utils import saved_iterations, search_for_max_iteration, write_json
 
 SUMMARY_NAME = "distill.json"
 
@@ -36,8 +36,7 @@ def load_trained(model_path, index, device, sh_degree, iteration=None):
     it = latest if iteration is None else iteration
     path = os.path.join(folder, f"iteration_{it}", "point_cloud.ply")
     if not os.path.isfile(path):
-        saved = sorted(int(n.split("_")[-1]) for n in os.listdir(folder) if n.startswith("iteration_")
-                       and n.split("_")[-1].isdigit() and os.path.isfile(os.path.join(folder, n, "point_cloud.ply")))
+        saved = saved_iterations(folder, "point_cloud.ply")
         raise UserError(f"{MODEL_NAMES[index]} (model {index}) has no {path}: this run ends at iteration {it} "
                         f"(--iterations after --steps_scale) but {folder} holds iteration(s) "
                         f"{', '.join(map(str, saved)) or 'none'}; pass the --iterations/--steps_scale it was trained "
@@ -132,7 +131,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = _earlier_summary(path, dp.start)
     summary["total_seconds"] = None
-    bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=device)
+    bg = background(dataset.white_background, device)
     t_all = time.time()
     trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
     for i in range(dp.start, 4):

@@ -43,8 +43,6 @@ class PerturbRole(Role):
     those after --perturb_start). No statistics are kept outside that window.
     """
 
-    name = "perb"
-
     def __init__(self, dp, opt, extent):
         self.events = schedule(dp.perturb_start, dp.perturb_end, dp.perturb_interval)
         self.window = (dp.perturb_start, max(self.events, default=0))
@@ -102,8 +100,6 @@ class PerturbRole(Role):
 class DropoutRole(Role):
     """G_drop: on scheduled iterations every training render drops each Gaussian with probability p
     and scales the survivors' opacity by 1 / (1 - p). Evaluation renders never drop."""
-
-    name = "drop"
 
     def __init__(self, dp):
         self.events = schedule(dp.drop_start, dp.drop_end, dp.drop_interval)
@@ -227,8 +223,6 @@ def student_from_std(std, imp, target, spatial_lr_scale):
 class StudentRole(Role):
     """The student: distillation against the cached mean teacher render, importance pruning,
     and the structure loss against G_std's positions."""
-
-    name = "student"
 
     def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg

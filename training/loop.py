@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gaussian_renderer import render
+from gaussian_renderer import background, render
 from training.densify import DensifyStrategy
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
@@ -23,8 +23,6 @@ from utils.system_utils import atomic_path, write_json
 
 class Role:
     """Hooks a model variant fills in; the defaults give vanilla 3DGS (G_std)."""
-
-    name = "std"
 
     def make_strategy(self, opt, extent, white_background):
         return DensifyStrategy(opt, extent, white_background)
@@ -263,7 +261,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     t_enter = time.time()
     role = role or Role()
     dev = model.device
-    bg = torch.tensor([1.0, 1.0, 1.0] if dataset.white_background else [0.0, 0.0, 0.0], device=dev)
+    bg = background(dataset.white_background, dev)
     strategy = role.make_strategy(opt, scene.cameras_extent, dataset.white_background)
     if model.optimizer is None:
         model.training_setup(opt)
