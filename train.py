@@ -18,15 +18,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineParams, save_config,  # noqa: E402
-                       scale_steps)
+from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineParams, explicit_flags,  # noqa: E402
+                       load_config, save_config, scale_steps)
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill.pipeline import check_teachers, run_distillation  # noqa: E402
 from distill.roles import check_student_init  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
-from arguments import load_config  # noqa: E402
 from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,  # noqa: E402
                            train_model)
 from training.optim import OPTIMIZER_TYPES  # noqa: E402
@@ -182,20 +181,6 @@ def prepare_output_folder(model_path, overwrite, dp, ckpt):
         print(f"Deleted {', '.join(os.path.basename(p) for p in doomed)} from {model_path} ({why})")
 
 
-def _explicit_flags(parser, argv):
-    """The destinations of the flags given in ``argv`` (not their defaults)."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            kw = dict(dest=action.dest, default=argparse.SUPPRESS)
-            if isinstance(action, argparse._StoreTrueAction):
-                kw["action"] = "store_true"
-            elif action.nargs is not None:
-                kw["nargs"] = action.nargs
-            probe.add_argument(*action.option_strings, **kw)
-    return set(vars(probe.parse_known_args(argv)[0]))
-
-
 def _final_ply(model_path, folder, iterations):
     return os.path.isfile(os.path.join(model_path, folder, f"iteration_{iterations}", "point_cloud.ply"))
 
@@ -206,7 +191,7 @@ def resume_args(parser, argv, args):
     folder = args.model_path
     if not folder:
         raise UserError("--resume needs -m/--model_path: the folder of the run to continue")
-    given = _explicit_flags(parser, sys.argv[1:] if argv is None else argv)
+    given = explicit_flags(parser, sys.argv[1:] if argv is None else argv)
     clash = sorted(given & {"start", "start_checkpoint", "overwrite"})
     if clash:
         raise UserError(f"--resume picks the checkpoint itself: leave out --{clash[0]}")

@@ -207,9 +207,8 @@ def load_config(model_path):
     return cfg
 
 
-def combined_args(parser, argv=None):
-    """Parse ``argv``; flags not given explicitly take the value saved in <model>/cfg_args.json."""
-    args = parser.parse_args(argv)
+def explicit_flags(parser, argv):
+    """The destinations of the flags given in ``argv`` (not those left at their defaults)."""
     probe = argparse.ArgumentParser(add_help=False)
     for action in parser._actions:
         if action.option_strings and action.dest != "help":
@@ -219,13 +218,19 @@ def combined_args(parser, argv=None):
             elif action.nargs is not None:
                 kw["nargs"] = action.nargs
             probe.add_argument(*action.option_strings, **kw)
-    given, _ = probe.parse_known_args(argv)
+    return set(vars(probe.parse_known_args(argv)[0]))
+
+
+def combined_args(parser, argv=None):
+    """Parse ``argv``; flags not given explicitly take the value saved in <model>/cfg_args.json."""
+    args = parser.parse_args(argv)
+    given = explicit_flags(parser, argv)
     if not args.model_path:
         raise UserError("-m/--model_path is required: the folder train.py wrote")
     if not os.path.isdir(args.model_path):
         raise UserError(f"model folder {args.model_path} (-m) does not exist")
     saved = load_config(args.model_path)
     for k, v in saved.items():
-        if k not in vars(given) and hasattr(args, k):
+        if k not in given and hasattr(args, k):
             setattr(args, k, v)
     return args

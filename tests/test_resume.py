@@ -13,7 +13,7 @@ import torch
 import train
 from scene.gaussian_model import GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
-from utils.errors import run_cli
+from tests.test_training import _expect_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,13 +71,7 @@ def test_vanilla_resume_is_bit_exact_mid_densification(scene, vanilla, tmp_path)
 
 
 def _error(capsys, argv, *fragments):
-    with pytest.raises(SystemExit) as e:
-        run_cli(train.main, argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for f in fragments:
-        assert f in err[0], (f, err[0])
+    _expect_error(capsys, argv, *fragments)
 
 
 def test_checkpoints_of_another_version_or_layout_and_folders_without_one(scene, vanilla, tmp_path, capsys):
