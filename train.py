@@ -22,6 +22,7 @@ from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineP
                        load_config, save_config, scale_steps)
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
+from distill import distributed  # noqa: E402
 from distill.pipeline import check_teachers, run_distillation  # noqa: E402
 from distill.roles import check_student_init  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
@@ -37,7 +38,7 @@ from utils.system_utils import sweep_stale_temp_files  # noqa: E402
 MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS = 20
 # flags that --resume lets differ from the saved run's (they change no trained value)
 RESUME_FREE_FLAGS = {"model_path", "resume", "quiet", "checkpoint_every_minutes", "checkpoint_iterations",
-                     "test_iterations"}
+                     "test_iterations", "dist_timeout_minutes"}
 # saved flags that describe how the run was started, not what it trains: --resume sets them itself
 _RESUME_SET = {"start", "start_checkpoint", "overwrite", "resume"}
 
@@ -66,6 +67,9 @@ def build_parser():
                    help="the -m folder holds an earlier run: delete its outputs (point_cloud*, cfg_args.json, "
                         "distill.json, checkpoints, renders, metrics) before training; without it train.py refuses "
                         "such a folder unless --start K or --start_checkpoint continues that run")
+    p.add_argument("--dist_timeout_minutes", type=float, default=30.0,
+                   help="under torchrun: how long a rank waits at a barrier for the others before it stops with an "
+                        "error (a failed or hung rank)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -251,6 +255,7 @@ def main(argv=None):
     command that resumes."""
     STOP["signal"] = None
     handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    _main.dist = None
     try:
         return _main(argv)
     except Interrupted as stop:
@@ -259,6 +264,8 @@ def main(argv=None):
               f"{stop.checkpoint}; resume with: {resume_command(_main.model_path)}", file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
     finally:
+        distributed.close(_main.dist)
+        _main.dist = None
         for s, h in handlers.items():
             signal.signal(s, h)
         STOP["signal"] = None
@@ -341,6 +348,13 @@ def _main(argv=None):
                         f"outputs first, --resume to continue it from its newest checkpoint, --start K to continue "
                         f"its distillation or --start_checkpoint to resume it, "
                         f"or pick another -m")
+    dist = None
+    if distributed.launched_distributed():
+        if dp.num_models != 4:
+            raise UserError("torchrun spreads the teachers of --num_models 4 over the ranks; train one model with "
+                            "plain python train.py")
+        dist = distributed.init_distributed(args.dist_timeout_minutes)
+        _main.dist = dist
     ckpt_file = os.path.abspath(ckpt.path) if ckpt else None
     if args.overwrite and ckpt and any(ckpt_file == p or ckpt_file.startswith(p + os.sep)
                                        for p in map(os.path.abspath, run_outputs(dataset.model_path))):
@@ -350,9 +364,14 @@ def _main(argv=None):
         check_teachers(dataset.model_path, dp.start, device, dataset.sh_degree, opt.iterations)
 
     scene = Scene(dataset)  # reads and checks all input before anything is written
-    prepare_output_folder(dataset.model_path, args.overwrite and previous, dp, ckpt)
-    if not args.resume:  # a resumed run keeps the cfg_args.json it continues
-        save_config(dataset.model_path, args)
+    if dist is not None:  # every rank checked the folder before rank 0 changes it
+        distributed.barrier(dist, "the barrier before preparing the output folder")
+    if dist is None or dist.rank == 0:
+        prepare_output_folder(dataset.model_path, args.overwrite and previous, dp, ckpt)
+        if not args.resume:  # a resumed run keeps the cfg_args.json it continues
+            save_config(dataset.model_path, args)
+    if dist is not None:  # the other ranks write only into the prepared folder
+        distributed.barrier(dist, "the barrier after preparing the output folder")
     _main.model_path = dataset.model_path  # for the resume line after a signal
     print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
           f"test views, {len(scene.points)} initial points, device {device})")
@@ -360,7 +379,9 @@ def _main(argv=None):
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
                                    ckpt, args.quiet, seed=args.seed,
-                                   checkpoint_every_minutes=args.checkpoint_every_minutes)
+                                   checkpoint_every_minutes=args.checkpoint_every_minutes, dist=dist)
+        if summary is None:  # a rank other than 0 under torchrun: its teachers are written, the student is rank 0's
+            return None
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns
         return summary
     model = GaussianModel(dataset.sh_degree, device)

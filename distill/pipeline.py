@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from distill import distributed
 from distill.importance import gaussian_importance
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_init, fine_tune_schedule,
                            student_from_std, student_target, teacher_mean_renders)
@@ -123,10 +124,14 @@ def _earlier_summary(path, start):
 
 
 def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
-                     quiet=False, seed=0, checkpoint_every_minutes=0.0):
+                     quiet=False, seed=0, checkpoint_every_minutes=0.0, dist=None):
     """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
     random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
-    run's models K..3. distill.json is rewritten after every model."""
+    run's models K..3. distill.json is rewritten after every model.
+
+    ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers; after a barrier
+    rank 0 gathers their entries, writes distill.json and trains the student from the teachers' PLYs; the
+    other ranks return None."""
     check_student_init(dp)
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = _earlier_summary(path, dp.start)
@@ -134,7 +139,15 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     bg = background(dataset.white_background, device)
     t_all = time.time()
     trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
+    if dist is not None:
+        distributed.test_fail_hook(dist)
     for i in range(dp.start, 4):
+        if dist is not None and i == 3:
+            summary = _join_teachers(dist, summary, path, dp, opt)
+            if summary is None:
+                return None
+        if dist is not None and not dist.trains(i):
+            continue
         t0 = time.time()
         seed_all(seed, i)
         opt_i = copy.deepcopy(opt)
@@ -175,8 +188,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                 res["init_position_lr"] = opt_i.position_lr_init  # times the extent
         summary["models"][MODEL_NAMES[i]] = res
         summary["iterations"] = opt.iterations
-        write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
-        if i < 3:  # kept on the host, so the later stages' peak GPU memory is their own
+        if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
+            write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
+        if i < 3 and dist is None:  # (under torchrun the student reads the PLYs) kept on the host, so the later stages' peak GPU memory is their own
             trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":
@@ -184,6 +198,23 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     summary["total_seconds"] = round(time.time() - t_all, 2) if dp.start == 0 else None
     write_json(path, summary)
     print_table(summary)
+    return summary
+
+
+def _join_teachers(dist, summary, path, dp, opt):
+    """Under torchrun, before the student: wait until every rank wrote its teachers, then give rank 0 their
+    distill.json entries (in model order, as a sequential run writes them) and write it there. Returns the
+    summary on rank 0, None on the others."""
+    distributed.barrier(dist, "the barrier after the teachers")
+    mine = {k: v for k, v in summary["models"].items() if k in MODEL_NAMES[dp.start:3]}
+    gathered = distributed.gather_to_rank0(dist, mine, "gathering the teachers' distill.json entries")
+    if gathered is None:
+        return None
+    entries = {k: v for part in gathered for k, v in part.items()}
+    earlier = {k: v for k, v in summary["models"].items() if k in MODEL_NAMES[:dp.start]}
+    summary["models"] = {**earlier, **{name: entries[name] for name in MODEL_NAMES[dp.start:3]}}  # model order
+    summary["iterations"] = opt.iterations
+    write_json(path, summary)
     return summary
 
 
