@@ -9,7 +9,7 @@ import torch
 
 from distill import distributed
 from distill.importance import gaussian_importance
-from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_init, fine_tune_schedule,
+from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
                            student_from_std, student_target, teacher_mean_renders)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
@@ -132,7 +132,6 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers; after a barrier
     rank 0 gathers their entries, writes distill.json and trains the student from the teachers' PLYs; the
     other ranks return None."""
-    check_student_init(dp)
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = _earlier_summary(path, dp.start)
     summary["total_seconds"] = None
