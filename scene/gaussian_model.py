@@ -7,7 +7,7 @@ from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseErr
 
 from training.optim import SparseGaussianAdam, make_optimizer
 from utils.errors import NonFiniteError, UserError
-from utils.general_utils import exponential_lr, inverse_sigmoid
+from utils.general_utils import exponential_lr, inverse_sigmoid, nonfinite_rows
 from utils.knn import mean_sq_dist_3nn
 from utils.sh_utils import RGB2SH
 from utils.system_utils import atomic_path
@@ -164,16 +164,10 @@ class GaussianModel:
         return names
 
     def nonfinite_summary(self):
-        """None when every parameter is finite, else 'k of n Gaussians (xyz, scaling)': what is not."""
-        with torch.no_grad():
-            bad = {k: ~torch.isfinite(v).flatten(1).all(dim=1) for k, v in self.params.items() if v.numel()}
-            rows = None
-            for m in bad.values():
-                rows = m if rows is None else rows | m
-            if rows is None or not bool(rows.any()):
-                return None
-            names = [k for k, m in bad.items() if bool(m.any())]
-            return f"{int(rows.sum())} of {self.num_points} Gaussians ({', '.join(names)})"
+        """None when every parameter is finite, else 'k of n Gaussians (xyz, scaling)': what is not (read only
+        when the divergence guard fires)."""
+        rows, names = nonfinite_rows(self.params)
+        return f"{int(rows.sum())} of {self.num_points} Gaussians ({', '.join(names)})" if rows.any() else None
 
     def save_ply(self, path):
         p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
@@ -210,15 +204,10 @@ class GaussianModel:
             raise UserError(f"cannot read Gaussians from {path} ({exc.__class__.__name__}: {exc}); "
                             f"is it a 3DGS point_cloud.ply?")
         arrays = dict(xyz=xyz, f_dc=f_dc, f_rest=f_rest, opacity=opacity, scaling=scaling, rotation=rotation)
-        bad = {k: ~np.isfinite(np.asarray(a, dtype=np.float64)).reshape(n, -1).all(axis=1) if n else np.zeros(0, bool)
-               for k, a in arrays.items()}
-        rows = np.zeros(n, dtype=bool)
-        for m in bad.values():
-            rows |= m
+        rows, names = nonfinite_rows(arrays)
         if rows.any():
             raise NonFiniteError(f"{path} holds {int(rows.sum())} of {n} Gaussians with NaN or infinite values (in "
-                                 f"{', '.join(k for k, m in bad.items() if m.any())}); it cannot be rendered: "
-                                 f"re-train the model")
+                                 f"{', '.join(names)}); it cannot be rendered: re-train the model")
         degree = int(round(np.sqrt(k_rest + 1))) - 1
         if (degree + 1) ** 2 != k_rest + 1:
             raise UserError(f"{path} has {len(rest)} f_rest values per Gaussian, not an SH layout")

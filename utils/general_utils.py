@@ -37,3 +37,14 @@ def seed_all(*key):
     np.random.seed(s)
     torch.manual_seed(s)
     return s
+
+
+def nonfinite_rows(arrays):
+    """Which rows (Gaussians) hold NaN or infinite values, for named arrays of N rows each (NumPy, or tensors
+    on any device): (bool [N] mask, names of the arrays with such rows)."""
+    bad = {}
+    for name, a in arrays.items():
+        a = a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a)
+        bad[name] = ~np.isfinite(a).reshape(len(a), -1).all(axis=1) if len(a) else np.zeros(0, dtype=bool)
+    rows = np.logical_or.reduce(list(bad.values())) if bad else np.zeros(0, dtype=bool)
+    return rows, [k for k, m in bad.items() if m.any()]

@@ -19,6 +19,7 @@ import numpy as np
 from plyfile import PlyData, PlyElementParseError, PlyHeaderParseError
 
 from utils.errors import UserError
+from utils.general_utils import nonfinite_rows
 from utils.sh_utils import C0
 
 FIELDS = dict(xyz=("x", "y", "z"), f_dc=("f_dc_0", "f_dc_1", "f_dc_2"), opacity=("opacity",),
@@ -63,10 +64,9 @@ def read_gaussians(path):
         raise UserError(f"cannot read Gaussians from {path} ({exc.__class__.__name__}: {exc}); "
                         f"is it a 3DGS point_cloud.ply?")
     raw["opacity"] = raw["opacity"][:, 0]
-    bad = {k: ~np.isfinite(v).reshape(len(v), -1).all(axis=1) for k, v in raw.items()}
-    any_bad = np.logical_or.reduce(list(bad.values()))
+    any_bad, names = nonfinite_rows(raw)
     if any_bad.any():
-        which = ", ".join(k for k, b in bad.items() if b.any())
+        which = ", ".join(names)
         raise UserError(f"{path}: {int(any_bad.sum())} of {len(any_bad)} Gaussians have non-finite {which} values "
                         f"(NaN or infinity; first at index {int(np.argmax(any_bad))}): the model diverged or the "
                         f"file is damaged")
