@@ -309,6 +309,12 @@ def _main(argv=None):
         raise UserError(f"--student_max_ratio {dp.student_max_ratio} must be between 0 (off) and 1")
     if dp.num_max_ratio < 0:
         raise UserError(f"--num_max_ratio {dp.num_max_ratio} must be >= 0 (0 = off: --num_max applies)")
+    if dp.novel_views < 0:
+        raise UserError(f"--novel_views {dp.novel_views} must be >= 0 (0 = off)")
+    if not 0 <= dp.novel_view_prob <= 1:
+        raise UserError(f"--novel_view_prob {dp.novel_view_prob} must be between 0 and 1")
+    if dp.lambda_novel < 0:
+        raise UserError(f"--lambda_novel {dp.lambda_novel} must be >= 0")
     if dp.num_models == 4:
         check_student_init(dp)  # before anything is written
     if dp.start and not args.model_path:

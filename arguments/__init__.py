@@ -161,6 +161,10 @@ class DistillParams(ParamGroup):
                                "Gaussian count (e.g. 0.6); replaces --num_max when > 0 (0 = off)"),
         ("blur_split_ratio", 5000.0, "student blur split: split Gaussians whose area_max exceeds H x W / this"),
         ("lambda_distill", 0.4, "weight of the distillation term against the mean teacher render"),
+        ("novel_views", 0, "student: poses between each training view and a near neighbour whose mean teacher "
+                           "render it also learns (this many per training view, rendered once; 0 = off)"),
+        ("novel_view_prob", 0.5, "--novel_views: probability that a step adds the loss of one such view"),
+        ("lambda_novel", 1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the mean teacher render)"),
         ("lambda_structure", 1.0, "weight of the structure (spatial distribution) loss"),
         ("structure_start", 21_000, "first structure-loss iteration"),
         ("structure_end", 29_000, "last structure-loss iteration"),

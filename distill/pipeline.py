@@ -9,6 +9,7 @@ import torch
 
 from distill import distributed
 from distill.importance import gaussian_importance
+from distill.novel_views import interpolated_cameras
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
                            student_from_std, student_target, teacher_mean_renders)
 from gaussian_renderer import background, render
@@ -183,6 +184,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             res["num_max_effective"] = role.num_max  # the growth cap the student ran with (0: no growth)
             res["init"] = dp.student_init  # how it started, and with how many Gaussians
             res["init_gaussians"] = n_init
+            res["novel_views"] = len(role.novel)  # poses between training views the student also learned
             if dp.student_init == "std":
                 res["init_position_lr"] = opt_i.position_lr_init  # times the extent
         summary["models"][MODEL_NAMES[i]] = res
@@ -228,7 +230,8 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     for t in teachers:
         t.active_sh_degree = t.max_sh_degree
     store = device if dataset.data_device == "cuda" else "cpu"
-    means = teacher_mean_renders(teachers, scene.getTrainCameras(), pipe, bg, store)
+    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views)
+    means = teacher_mean_renders(teachers, scene.getTrainCameras() + novel, pipe, bg, store)
     std_xyz = teachers[2].get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":
@@ -236,4 +239,4 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
         start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
     del teachers
-    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras()), start
+    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras(), novel), start

@@ -1,4 +1,6 @@
 """The three teacher variants and the student, as small Roles plugged into the one training loop."""
+import random
+
 import torch
 
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
@@ -10,6 +12,7 @@ from training.loop import Role
 from utils.errors import UserError
 from utils.general_utils import exponential_lr, to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
+from utils.loss_utils import photometric_loss
 
 MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")
 STUDENT_INITS = ("sfm", "std")
@@ -224,9 +227,10 @@ class StudentRole(Role):
     """The student: distillation against the cached mean teacher render, importance pruning,
     and the structure loss against G_std's positions."""
 
-    def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras):
+    def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras, novel_cameras=()):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
-        self.teacher_means = teacher_means  # uid -> fp16 [3, H, W]
+        self.teacher_means = teacher_means  # uid -> fp16 [3, H, W], also of the novel cameras (negative uids)
+        self.novel = list(novel_cameras)
         self.std_xyz = std_xyz
         self.init = dp.student_init
         self.num_max = student_num_max(dp, std_xyz.shape[0])
@@ -244,9 +248,16 @@ class StudentRole(Role):
         return self.teacher_means[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
 
     def step_loss(self, it, model):
-        if it not in self.structure_events or self.dp.lambda_structure == 0:
-            return None
-        return self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)
+        loss = None
+        if self.novel and self.dp.lambda_novel > 0 and random.random() < self.dp.novel_view_prob:
+            cam = self.novel[random.randrange(len(self.novel))]  # the loop's RNG: a resumed run draws the same
+            target = self.teacher_means[cam.uid].to(model.device, non_blocking=True).float()
+            out = render(cam, model, self.pipe, self.bg)
+            loss = self.dp.lambda_novel * photometric_loss(out["render"], target, self.opt.lambda_dssim)
+        if it in self.structure_events and self.dp.lambda_structure > 0:
+            s = self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)
+            loss = s if loss is None else loss + s
+        return loss
 
     @torch.no_grad()
     def after_step(self, it, model, strategy, out):

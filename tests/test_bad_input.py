@@ -374,6 +374,9 @@ for flag, value, frag in (("--iterations", "0", "--iterations 0"), ("--iteration
                           ("--imp_metric", "attic", "--imp_metric attic"),
                           ("--optimizer_type", "sgd", "--optimizer_type sgd"),
                           ("--student_max_ratio", "1.5", "--student_max_ratio 1.5"),
+                          ("--novel_views", "-1", "--novel_views -1"),
+                          ("--novel_view_prob", "1.5", "--novel_view_prob 1.5"),
+                          ("--lambda_novel", "-0.5", "--lambda_novel -0.5"),
                           ("--backend", "vulkan", "--backend vulkan"), ("--data_device", "tpu", "--data_device tpu")):
     add(f"{flag} {value}", "train", lambda b, tmp, f=flag, v=value: (T(b, tmp, f, v), out(tmp)), [frag])
 add("--data_device cuda without a GPU", "train",

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import distill.pipeline
+import distill.roles
 import train
 from arguments import DistillParams
 from distill.roles import StudentStrategy, fine_tune_schedule, student_from_std
@@ -180,3 +181,18 @@ def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message)
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert not os.path.isdir(os.path.join(tmp_path, "o", "point_cloud_0"))
+
+
+def test_start_3_with_novel_views(std_run, monkeypatch):
+    scene, out, _, _ = std_run
+    uids = []
+    real = distill.roles.render
+    monkeypatch.setattr(distill.roles, "render", lambda cam, *a, **kw: uids.append(cam.uid) or real(cam, *a, **kw))
+    summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "2",
+                                                     "--novel_view_prob", "1"])
+    s = summary["models"]["student"]
+    n_train = 8 - 1  # --eval holds out every 8th view
+    assert s["novel_views"] == 2 * n_train
+    novel = [u for u in uids if u < 0]
+    # each teacher renders each novel view once, then the student one a step (prob 1)
+    assert len(novel) == 3 * 2 * n_train + 150 and set(novel) == set(range(-2 * n_train, 0))
