@@ -273,7 +273,9 @@ def build_parser():
     p.add_argument("--students_only", metavar="TEACHERS",
                    help="a train.py --num_models 4 output folder: train only students (--start 3) on its "
                         "point_cloud_0..2, copied into each seed's folder with its distill.json (G_std's "
-                        "numbers come from there); pass the teachers' schedule flags (--steps_scale ...) after --")
+                        "numbers come from there); or an earlier study's folder: each seed's student on that "
+                        "seed's teachers (seed_<s>/), which --compare then pairs seed by seed; pass the "
+                        "teachers' schedule flags (--steps_scale ...) after --")
     p.add_argument("--parallel", type=int, default=1, help="number of seeds run at once (default 1; several "
                                                             "fit on one large GPU)")
     p.add_argument("--gpus", nargs="+", help="CUDA device ids to spread the parallel runs over, round-robin "
@@ -282,7 +284,8 @@ def build_parser():
                    help="keep seeds whose seed_<s>/distill.json already has all four models; run the others")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="compare two studies (seed_study.json files or their folders): B - A of the mean "
-                        "student - G_std, with a Welch 95%% interval; runs nothing")
+                        "student - G_std, with a 95%% interval: paired seed by seed when B trained students on A's "
+                        "teachers (--students_only A), else Welch's; runs nothing")
     return p
 
 
@@ -324,6 +327,14 @@ def seed_list(args):
     return list(args.seeds)
 
 
+def teachers_of(folder, seed):
+    """The teachers folder for ``seed``: a study folder (seed_<s>/ sub-folders, e.g. an earlier seed study)
+    gives each seed its own seed's teachers, so the two studies compare seed by seed (--compare pairs them);
+    a train.py output folder gives every seed the same teachers."""
+    per_seed = not os.path.isdir(os.path.join(folder, "point_cloud_0")) and os.path.isdir(seed_dir(folder, seed))
+    return seed_dir(folder, seed) if per_seed else folder
+
+
 def check_teachers(folder):
     if not os.path.isdir(folder):
         raise UserError(f"--students_only {folder} does not exist")
@@ -355,7 +366,8 @@ def main(argv=None):
         raise UserError(f"--parallel {args.parallel} must be at least 1")
     teachers = os.path.abspath(args.students_only) if args.students_only else None
     if teachers:
-        check_teachers(teachers)
+        for seed in seeds:
+            check_teachers(teachers_of(teachers, seed))
     check_train_flags(train_flags)
     out = os.path.abspath(args.out)
     if teachers and os.path.commonpath([teachers, out]) == out:
@@ -391,8 +403,8 @@ def main(argv=None):
         with lock:
             print(f"seed {seed}: training into {seed_dir(out, seed)} (log {os.path.join(out, f'seed_{seed}.log')})",
                   flush=True)
-        rec = run_seed(seed, command(seed), seed_dir(out, seed), os.path.join(out, f"seed_{seed}.log"), teachers,
-                       slots, args.gpus)
+        rec = run_seed(seed, command(seed), seed_dir(out, seed), os.path.join(out, f"seed_{seed}.log"),
+                       teachers and teachers_of(teachers, seed), slots, args.gpus)
         with lock:
             if rec["status"] == "ok":
                 m = rec["distill"]["models"]
@@ -452,12 +464,36 @@ def per_seed_values(study, key):
     return vals if vals and all(v is not None for v in vals) else None
 
 
+def paired_seeds(a, b):
+    """The seeds B trained on A's own teachers (B ran --students_only on A's folder), or None: only there do
+    the two students of a seed share their G_std, so B - A can be taken seed by seed."""
+    if b.get("mode") != "students_only" or not b.get("teachers") or os.path.normpath(b["teachers"]) != \
+            os.path.normpath(a.get("out") or ""):
+        return None
+    ok_a = {r["seed"] for r in a["runs"] if r["status"] == "ok"}
+    common = [r["seed"] for r in b["runs"] if r["status"] == "ok" and r["seed"] in ok_a]
+    return common or None
+
+
 def compare_studies(a, b):
-    """For each statistic: the two studies' summaries and welch(A values, B values) (B - A)."""
+    """For each statistic: the two studies' summaries and B - A: the paired mean difference with its t
+    interval over the seeds B trained on A's teachers (paired_seeds), else welch(A values, B values)."""
     out = {}
+    seeds = paired_seeds(a, b)
     for k in STAT_KEYS:
         va, vb = per_seed_values(a, k), per_seed_values(b, k)
-        out[k] = None if va is None or vb is None else dict(a=summarize(va), b=summarize(vb), b_minus_a=welch(va, vb))
+        if va is None or vb is None:
+            out[k] = None
+            continue
+        res = dict(a=summarize(va), b=summarize(vb), b_minus_a=welch(va, vb), test="welch")
+        if seeds:
+            by = lambda study: {r["seed"]: (r["student_minus_G_std"][k] if k in DELTA_METRICS  # noqa: E731
+                                            else r["gaussian_ratio"]) for r in study["runs"] if r["status"] == "ok"}
+            ba, bb = by(a), by(b)
+            d = summarize([bb[s] - ba[s] for s in seeds])
+            res.update(b_minus_a=dict(diff=d["mean"], ci95_low=d["ci95_low"], ci95_high=d["ci95_high"], df=None,
+                                      n=d["n"]), test="paired")
+        out[k] = res
     return out
 
 
@@ -468,7 +504,7 @@ def compare(path_a, path_b):
     if la == lb:
         la, lb = f"A ({la})", f"B ({lb})"
     print(f"B - A of the mean student - G_std: A = '{la}' ({path_a}), B = '{lb}' ({path_b})")
-    head = f"{'':<16}{'A mean':>10}{'n':>4}{'B mean':>10}{'n':>4}{'B - A':>10}   Welch 95% CI"
+    head = f"{'':<16}{'A mean':>10}{'n':>4}{'B mean':>10}{'n':>4}{'B - A':>10}   95% CI"
     print(head)
     print("-" * (len(head) + 14))
     names = dict(psnr="PSNR (dB)", ssim="SSIM", lpips="LPIPS", gaussian_ratio="Gaussian ratio")
@@ -480,6 +516,7 @@ def compare(path_a, path_b):
         w = r["b_minus_a"]
         ci = (f"[{w['ci95_low']:+.4f}, {w['ci95_high']:+.4f}]" + (f" (df {w['df']:.1f})" if w["df"] else "")
               if w["ci95_low"] is not None else "needs 2 seeds in each study")
+        ci += f" paired over {w['n']} seeds" if r["test"] == "paired" else " Welch"
         v = ">+10.4f" if k in DELTA_METRICS else ">10.4f"
         print(f"{names[k]:<16}{r['a']['mean']:{v}}{r['a']['n']:>4}{r['b']['mean']:{v}}{r['b']['n']:>4}"
               f"{w['diff']:>+10.4f}   {ci}")

@@ -194,7 +194,7 @@ def test_compare_two_studies(study, capsys):
     va = [r["student_minus_G_std"]["psnr"] for r in a["runs"]]
     vb = [r["student_minus_G_std"]["psnr"] for r in b["runs"]]
     assert w == pytest.approx(seed_study.welch(va, vb))
-    assert f"{w['diff']:+.4f}" in text and "Welch 95% CI" in text
+    assert f"{w['diff']:+.4f}" in text and "Welch" in text and "paired" not in text
 
 
 def _err_of(argv, capsys):
@@ -249,3 +249,48 @@ def test_num_max_ratio_caps_the_students_growth_at_a_multiple_of_G_std(study, tm
     with pytest.raises(SystemExit):
         run_cli(train.main, ["-s", study["scene"], "-m", folder, "--num_models", "4", "--num_max_ratio", "-1"])
     shutil.rmtree(folder)
+
+
+FAKE_PAIRED = '''
+import json, os, sys
+a = sys.argv
+seed, out = int(a[a.index("--seed") + 1]), a[a.index("-m") + 1]
+os.makedirs(out, exist_ok=True)
+if "--start" in a:  # a student on the copied teachers: 0.3 dB better than the first study's student of its seed
+    d = json.load(open(os.path.join(out, "distill.json")))
+    d["models"]["student"] = dict(psnr=d["models"]["G_std"]["psnr"] - 0.5 + 0.3, ssim=0.8, lpips=None, gaussians=150)
+else:
+    for i in range(3):
+        os.makedirs(os.path.join(out, f"point_cloud_{i}"), exist_ok=True)
+    m = dict(psnr=20.0 + 3 * seed, ssim=0.8, lpips=None, gaussians=1000)
+    d = dict(models=dict(G_perb=m, G_drop=m, G_std=m, student=dict(m, psnr=19.5 + 3 * seed, gaussians=150)))
+json.dump(d, open(os.path.join(out, "distill.json"), "w"))
+'''
+
+
+def test_students_on_a_study_pair_with_it(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_PAIRED)
+    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
+    (tmp_path / "scene").mkdir()
+    a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
+    assert seed_study.main(["-s", str(tmp_path / "scene"), "-o", a_dir, "--seeds", "0", "1", "2"]) == 0
+    assert seed_study.main(["-s", str(tmp_path / "scene"), "-o", b_dir, "--students_only", a_dir,
+                            "--seeds", "0", "1", "2"]) == 0
+    capsys.readouterr()
+    b = json.load(open(os.path.join(b_dir, "seed_study.json")))
+    for r in b["runs"]:  # each seed's student ran on that seed's teachers (G_std 20 + 3 seed)
+        assert r["distill"]["models"]["G_std"]["psnr"] == 20.0 + 3 * r["seed"]
+    assert seed_study.main(["--compare", a_dir, b_dir]) == 0
+    text = capsys.readouterr().out
+    a = json.load(open(os.path.join(a_dir, "seed_study.json")))
+    res = seed_study.compare_studies(a, b)["psnr"]
+    assert res["test"] == "paired" and res["b_minus_a"]["n"] == 3
+    assert res["b_minus_a"]["diff"] == pytest.approx(0.3)
+    assert res["b_minus_a"]["ci95_low"] == pytest.approx(0.3) and res["b_minus_a"]["ci95_high"] == pytest.approx(0.3)
+    assert "paired over 3 seeds" in text
+    # a seed the first study does not have: one line, before anything runs
+    with pytest.raises(SystemExit) as e:
+        run_cli(seed_study.main, ["-s", str(tmp_path / "scene"), "-o", str(tmp_path / "c"), "--students_only",
+                                  a_dir, "--seeds", "7"])
+    assert e.value.code == 2 and "point_cloud_0" in capsys.readouterr().err
