@@ -30,7 +30,7 @@ def train(args, name, extra):
            "--save_iterations", str(args.iterations), "--seed", "0"] + extra + args.flags
     subprocess.run(cmd, check=True)
     ply = os.path.join(out, "point_cloud", f"iteration_{args.iterations}", "point_cloud.ply")
-    with open(os.path.join(out, "training_log.json")) as f:
+    with open(os.path.join(out, "point_cloud", "training_log.json")) as f:
         psnr = json.load(f).get("psnr")
     return GaussianModel(3).load_ply(ply), psnr
 

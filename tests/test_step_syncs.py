@@ -31,10 +31,13 @@ class SyncRecorder:
     def __init__(self):
         self.where = []
         self._show = None
+        self._in_hook = False
 
     def _record(self, message, category, filename, lineno, file=None, line=None):
         if "synchroniz" not in str(message):  # other warnings are not this test's business
             return self._show(message, category, filename, lineno, file, line)
+        if self._in_hook:  # (switching the debug mode on can itself report once: not the step's)
+            return None
         frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(PROJECT)
                   and "tests" not in os.path.relpath(f.filename, PROJECT).split(os.sep)[:1]]
         self.where.append(f"{os.path.relpath(frames[-1].filename, PROJECT)}:{frames[-1].lineno}" if frames
@@ -46,7 +49,9 @@ class SyncRecorder:
             self._show = warnings.showwarning
             warnings.showwarning = self._record
             warnings.simplefilter("always")
+            self._in_hook = True
             torch.cuda.set_sync_debug_mode("warn")
+            self._in_hook = False
         elif it == LAST:
             torch.cuda.set_sync_debug_mode("default")
             warnings.showwarning = self._show
