@@ -62,7 +62,7 @@ def edge_case_gaussians(case, s, P=40, seed=0, dtype=torch.float32, device="cpu"
                          device=device)
     m, sc, op = g["means3D"], g["scales"], g["opacities"]
     if case == "behind camera":
-        m[:4, 2] = torch.tensor([-5.0, -4.0, -3.85, -3.7999])  # behind, on the plane, z = 0.15, z = 0.2001
+        m[:4, 2] = torch.tensor([-5.0, -4.0, -3.85, -3.7999]).to(m)  # behind, on the plane, z = 0.15, z = 0.2001
     elif case == "tile borders":
         W, H = s.image_width, s.image_height
         xs = [15.0, 15.5, 16.0, 16.49, 31.99, 32.0, 0.0, W - 1.0, -0.5, W + 0.2, 8.0, 20.0]
@@ -70,17 +70,17 @@ def edge_case_gaussians(case, s, P=40, seed=0, dtype=torch.float32, device="cpu"
         m[:12] = unproject(s, xs, ys, np.linspace(3.0, 5.0, 12), dtype, device)
         sc[:12] = sc[:12] * 0.3
     elif case == "huge and tiny":
-        m[0] = torch.tensor([0.0, 0.0, -2.5])  # 1.5 in front of the camera
-        sc[0] = torch.tensor([3.0, 2.0, 0.5])
-        sc[1:4] = torch.tensor([1e-6, 1e-4, 1e-3])[:, None]
+        m[0] = torch.tensor([0.0, 0.0, -2.5]).to(m)  # 1.5 in front of the camera
+        sc[0] = torch.tensor([3.0, 2.0, 0.5]).to(sc)
+        sc[1:4] = torch.tensor([1e-6, 1e-4, 1e-3]).to(sc)[:, None]
         sc[4, 2] = 0.0
     elif case == "transparent":
-        op[:6] = torch.tensor([0.0, 0.0, 1e-3, 0.0039, 0.5 / 255, 1e-8])[:, None]
+        op[:6] = torch.tensor([0.0, 0.0, 1e-3, 0.0039, 0.5 / 255, 1e-8]).to(op)[:, None]
         sc[:6] = 0.2  # large enough to cover others if they were drawn
     elif case == "saturated":
-        m[:12] = m[:12] * 0.2 + torch.tensor([0.0, 0.0, -1.0])  # a crowd in front of the others
+        m[:12] = m[:12] * 0.2 + torch.tensor([0.0, 0.0, -1.0]).to(m)  # a crowd in front of the others
         sc[:12] = 0.25
-        op[:12] = torch.linspace(0.9, 1.0, 12)[:, None]
+        op[:12] = torch.linspace(0.9, 1.0, 12).to(op)[:, None]
     else:
         raise ValueError(case)
     return g
