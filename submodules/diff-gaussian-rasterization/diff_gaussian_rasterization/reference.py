@@ -44,7 +44,7 @@ def finite_rows(*tensors):
     ok = None
     for t in tensors:
         if t is not None:
-            f = torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+            f = torch.isfinite(t).flatten(1).all(dim=1) if t.dim() > 1 else torch.isfinite(t)
             ok = f if ok is None else ok & f
     return ok
 
@@ -207,8 +207,10 @@ def composite(s, means2D, conics, opacities, colors, depths, radii, return_stats
     ys, xs = torch.meshgrid(torch.arange(H, dtype=dt, device=dev), torch.arange(W, dtype=dt, device=dev),
                             indexing="ij")
     T = torch.ones(H, W, dtype=dt, device=dev)
-    color = torch.zeros(3, H, W, dtype=dt, device=dev)
-    invdepth = torch.zeros(H, W, dtype=dt, device=dev)
+    # zero times every input: the outputs stay in their autograd graph when no Gaussian is drawn (zero gradients)
+    anchor = sum((t * 0).sum() for t in (means2D, conics, opacities, colors, depths))
+    color = torch.zeros(3, H, W, dtype=dt, device=dev) + anchor
+    invdepth = torch.zeros(H, W, dtype=dt, device=dev) + anchor
     done = torch.zeros(H, W, dtype=torch.bool, device=dev)
     accum = torch.zeros(P, dtype=dt, device=dev)
     area = torch.zeros(P, dtype=dt, device=dev)
