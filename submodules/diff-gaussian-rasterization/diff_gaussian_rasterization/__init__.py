@@ -25,6 +25,9 @@ with reference.preprocess, the readable per-stage PyTorch reference (reference.p
 contract.py (settings, constants, input checks) and reference.py are pure Python: they import without the
 compiled extension, which is loaded when present (``_C`` is None in a source tree that was not built).
 """
+import glob
+import os
+
 import torch
 import torch.nn as nn
 
@@ -42,7 +45,9 @@ from .loss import HAS_FUSED_LOSS, fused_photometric_loss  # noqa: F401,E402 (re-
 def extension():
     """The compiled kernels (the _C module); ImportError with the build command where it was not built."""
     if _C is None:
-        raise ImportError(f"diff_gaussian_rasterization was not built ({_C_ERROR}): run `pip install "
+        built = glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_C*"))
+        why = f"its build does not load ({_C_ERROR})" if built else "it was not built"
+        raise ImportError(f"diff_gaussian_rasterization has no CUDA kernels here: {why}; run `pip install "
                           "--no-build-isolation ./submodules/diff-gaussian-rasterization`")
     return _C
 
