@@ -36,7 +36,7 @@ from .contract import (GaussianRasterizationSettings, STAT_NAMES, check_image_si
 
 try:
     from . import _C
-except ImportError as exc:  # not built: contract and reference still work; the kernels raise _missing()
+except ImportError as exc:  # not built: contract and reference still work; extension() says how to build
     _C, _C_ERROR = None, exc
 
 from .loss import HAS_FUSED_LOSS, fused_photometric_loss  # noqa: F401,E402 (re-exported)
