@@ -1,20 +1,17 @@
 """render(): one entry point for both rasterizer backends (our CUDA extension or the PyTorch spec)."""
 import torch
 
-from gaussian_renderer import torch_rasterizer
+from gaussian_renderer import cuda_package, torch_rasterizer
 from utils.errors import UserError
 
 _cuda_module = None
 
 
 def cuda_extension():
+    """The CUDA package diff_gaussian_rasterization where its kernels are built, else False."""
     global _cuda_module
     if _cuda_module is None:
-        try:
-            import diff_gaussian_rasterization as m
-        except ImportError:
-            m = False
-        _cuda_module = m
+        _cuda_module = cuda_package.package if cuda_package.has_kernels() else False
     return _cuda_module
 
 

@@ -1,7 +1,8 @@
 """PyTorch Gaussian rasterizer: the executable specification of the rasterizer contract.
 
-Same API as the CUDA package ``diff_gaussian_rasterization`` (METHOD.md section 4); its kernels are
-tested against this file. Semantics follow graphdeco's rasterizer:
+Same API as the CUDA package ``diff_gaussian_rasterization`` (METHOD.md section 4), the fast path on the CPU.
+The package's per-stage reference (reference.py) states the semantics, after graphdeco's rasterizer; this file
+and the CUDA kernels are tested against it. In short:
 
 * cull p_view.z <= 0.2 and anything non-finite; 2D mean = ((ndc + 1) * S - 1) / 2 in pixels;
 * EWA 2D covariance with the Jacobian's x/z, y/z clamped to 1.3 tan(fov), dilated by 0.3 px;
@@ -25,7 +26,6 @@ How it is computed (none of this changes the results beyond float rounding):
   the chunk plan, its backward recomputes each chunk and applies the analytic gradient (as the
   CUDA backward does), back to front over the chunks of a split sub-tile.
 """
-from collections import namedtuple
 import math
 
 import torch
@@ -33,14 +33,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from gaussian_renderer.cuda_package import contract, reference
 from utils.graphics_utils import quaternion_to_matrix
-from utils.sh_utils import C0, C1, C2, C3
 
-TILE = 16
-NEAR_Z = 0.2
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
+# the contract (settings, kernel constants, checks) and the reference's small helpers, re-exported: other
+# backends and the tests take them from here
+GaussianRasterizationSettings = contract.GaussianRasterizationSettings
+TILE, NEAR_Z, ALPHA_MIN, ALPHA_MAX, T_MIN = contract.TILE, contract.NEAR_Z, contract.ALPHA_MIN, contract.ALPHA_MAX, \
+    contract.T_MIN
+COLOR_MAX = contract.COLOR_MAX
+check_image_size, check_settings, sh_features = contract.check_image_size, contract.check_settings, \
+    contract.sh_features
+covariance_3d, cov_from_upper = reference.covariance_3d, reference.cov_from_upper
+
 LOG_T_MIN = math.log(T_MIN)
 # (Gaussian, pixel) entries of one chunk; bounds the compositing's peak memory (~20 float tensors of
 # this size). Measured on 2 CPU threads: 2^18 fastest (2^17 with one thread; 2^19 slower: cache)
@@ -53,39 +58,6 @@ LOG_FLOOR = -80.0
 T_ZERO = 1e-30
 # side of the square sub-tiles the compositing works on (divides TILE); 8 measured faster than 4, 16
 SUB = 8
-# a Gaussian whose colour (an image is in [0, 1]) exceeds this in magnitude is culled like a non-finite one:
-# summed over pixels in the backward pass, colours near the float32 limit overflow to NaN gradients
-COLOR_MAX = 1e15
-
-STAT_NAMES = ("accum_weights", "area_proj", "area_max")
-
-
-def stat_names(return_stats):
-    """return_stats (False, True = all, one name, or a collection of STAT_NAMES) -> the requested names,
-    in STAT_NAMES order (the CUDA package parses it the same way: it cannot import this file)."""
-    if return_stats is None or isinstance(return_stats, bool):
-        return STAT_NAMES if return_stats else ()
-    asked = {return_stats} if isinstance(return_stats, str) else set(return_stats)
-    if asked - set(STAT_NAMES):
-        raise ValueError(f"unknown stats {sorted(asked - set(STAT_NAMES))}; choose from {STAT_NAMES}")
-    return tuple(n for n in STAT_NAMES if n in asked)
-
-GaussianRasterizationSettings = namedtuple(
-    "GaussianRasterizationSettings",
-    ["image_height", "image_width", "tanfovx", "tanfovy", "bg", "scale_modifier", "viewmatrix",
-     "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing"])
-
-
-def covariance_3d(scales, rotations, scale_modifier=1.0):
-    """Sigma = R S S^T R^T. scales [P, 3] (activated), rotations [P, 4]. Returns [P, 3, 3]."""
-    M = quaternion_to_matrix(rotations) * (scales * scale_modifier)[:, None, :]  # R S
-    return M @ M.transpose(1, 2)
-
-
-def cov_from_upper(c6):
-    """[P, 6] (xx, xy, xz, yy, yz, zz) -> symmetric [P, 3, 3]."""
-    a, b, c, d, e, f = c6.unbind(-1)
-    return torch.stack([a, b, c, b, d, e, c, e, f], dim=-1).reshape(-1, 3, 3)
 
 
 def _bmm_2x3_3x3(A, B):
@@ -111,43 +83,6 @@ def _zero_bad(t, ok):
         return t
     mask = ok.reshape(-1, *([1] * (t.dim() - 1)))
     return torch.where(mask, t, torch.zeros_like(t))
-
-
-def _sh_basis(deg, dirs):
-    """Real SH basis values [P, (deg+1)^2] of utils.sh_utils.eval_sh: eval_sh(deg, sh, d) = sum_k Y_k sh_k."""
-    x, y, z = dirs[:, 0], dirs[:, 1], dirs[:, 2]
-    b = [torch.full_like(x, C0)]
-    if deg > 0:
-        b += [-C1 * y, C1 * z, -C1 * x]
-    if deg > 1:
-        xx, yy, zz = x * x, y * y, z * z
-        xy, yz, xz = x * y, y * z, x * z
-        b += [C2[0] * xy, C2[1] * yz, C2[2] * (2.0 * zz - xx - yy), C2[3] * xz, C2[4] * (xx - yy)]
-        if deg > 2:
-            b += [C3[0] * y * (3 * xx - yy), C3[1] * xy * z, C3[2] * y * (4 * zz - xx - yy),
-                  C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[4] * x * (4 * zz - xx - yy),
-                  C3[5] * z * (xx - yy), C3[6] * x * (xx - 3 * yy)]
-    return torch.stack(b, dim=1)
-
-
-def check_image_size(s):
-    """ValueError for an image below 1x1 (no host-device sync: the GPU backends call it on every render)."""
-    H, W = int(s.image_height), int(s.image_width)
-    if H < 1 or W < 1:
-        raise ValueError(f"image_width x image_height is {W}x{H}: both must be at least 1")
-
-
-def check_settings(s):
-    """ValueError for settings no image can come from: a size below 1x1, a field of view that is not positive
-    and finite, non-finite camera matrices."""
-    check_image_size(s)
-    for name in ("tanfovx", "tanfovy"):
-        v = float(getattr(s, name))
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} is {v}: it must be positive and finite")
-    for name in ("viewmatrix", "projmatrix", "campos"):
-        if not bool(torch.isfinite(getattr(s, name)).all()):
-            raise ValueError(f"{name} holds NaN or infinite values")
 
 
 def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rotations, cov3D_precomp, _cull=None):
@@ -182,7 +117,7 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
 
     fx = W / (2.0 * s.tanfovx)
     fy = H / (2.0 * s.tanfovy)
-    limx, limy = 1.3 * s.tanfovx, 1.3 * s.tanfovy
+    limx, limy = contract.JACOBIAN_CLAMP * s.tanfovx, contract.JACOBIAN_CLAMP * s.tanfovy
     tx = (p_view[:, 0] / z_safe).clamp(-limx, limx) * z_safe
     ty = (p_view[:, 1] / z_safe).clamp(-limy, limy) * z_safe
     zero = torch.zeros_like(z_safe)
@@ -198,7 +133,7 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
     a0 = (TS[:, 0] * TR[:, 0]).sum(-1)
     b = (TS[:, 0] * TR[:, 1]).sum(-1)
     c0 = (TS[:, 1] * TR[:, 1]).sum(-1)
-    a, c = a0 + 0.3, c0 + 0.3
+    a, c = a0 + contract.DILATION, c0 + contract.DILATION
     det = a * c - b * b
     if P:
         with torch.no_grad():
@@ -212,7 +147,7 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
     opacity = opacities.reshape(-1)
     if s.antialiasing:
         det0 = a0 * c0 - b * b
-        opacity = opacity * torch.sqrt(torch.clamp(det0 / det_safe, min=0.000025))
+        opacity = opacity * torch.sqrt(torch.clamp(det0 / det_safe, min=contract.AA_MIN_RATIO))
 
     with torch.no_grad():
         mid = 0.5 * (a + c)
@@ -235,7 +170,8 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
     else:
         dirs = means3D - s.campos.to(dt)[None]
         dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        basis = _sh_basis(s.sh_degree, dirs)  # [P, K]: eval_sh as a product and one GEMM
+        # the basis [P, K] of the degree the kernels use: eval_sh as a product and one GEMM
+        basis = reference.sh_basis(contract.sh_degree_used(s.sh_degree, shs.shape[1]), dirs)
         K = basis.shape[1]
         prod = (shs[:, :K] * basis[:, :, None]).reshape(P, 3 * K)
         color = torch.clamp_min(prod @ torch.eye(3, device=dev, dtype=dt).repeat(K, 1) + 0.5, 0.0)
@@ -609,12 +545,6 @@ def rasterize(s, pre, return_stats=False):
     return rgb, img[3:4], plan.stats
 
 
-def sh_features(shs):
-    """shs as one [P, K, 3] tensor; a pair (DC [P, 1, 3], higher bands [P, K - 1, 3]), the form render() passes
-    so that the CUDA kernels read the model's two parameters in place, is concatenated."""
-    return torch.cat(shs, dim=1) if isinstance(shs, (tuple, list)) else shs
-
-
 class GaussianRasterizer(nn.Module):
     def __init__(self, raster_settings):
         super().__init__()
@@ -628,15 +558,11 @@ class GaussianRasterizer(nn.Module):
     def forward(self, means3D, means2D, opacities, shs=None, colors_precomp=None, scales=None,
                 rotations=None, cov3D_precomp=None, return_stats=False):
         s = self.raster_settings
-        if (shs is None) == (colors_precomp is None):
-            raise ValueError("provide exactly one of shs or colors_precomp")
-        if ((scales is None or rotations is None) and cov3D_precomp is None) or \
-                (scales is not None and cov3D_precomp is not None):
-            raise ValueError("provide either scales and rotations, or cov3D_precomp")
+        contract.check_inputs(shs, colors_precomp, scales, rotations, cov3D_precomp)
         check_settings(s)
         pre = preprocess(s, means3D, means2D, opacities, shs if shs is None else sh_features(shs), colors_precomp,
                          scales, rotations, cov3D_precomp)
-        names = stat_names(return_stats)
+        names, _ = contract.stats_request(return_stats)
         color, invdepth, stats = rasterize(s, pre, bool(names))
         if names:
             return color, pre["radii"], invdepth, {n: stats[n] for n in names}

@@ -22,5 +22,5 @@ if [ "${SKIP_BUILD:-0}" != "1" ]; then
 fi
 echo "== tests"
 $PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py tests/test_gsplat_backend.py tests/test_simple_knn.py tests/test_optim.py \
-  tests/test_fused_loss.py tests/test_step_syncs.py tests/test_raster_fuzz.py \
+  tests/test_fused_loss.py tests/test_step_syncs.py tests/test_raster_fuzz.py tests/test_raster_invariance.py \
   tests/test_distill.py::test_reinitialise_keeps_positions_and_dc_only "$@"

@@ -39,6 +39,53 @@ def random_gaussians(P, seed=0, sh_degree=0, spread=1.0, scale=(-3.0, -1.5), dty
     return {k: v.to(dtype=dtype, device=device) for k, v in out.items()}
 
 
+def unproject(s, px, py, depth, dtype=torch.float32, device="cpu"):
+    """World points [n, 3] whose 2D mean lands on pixel coordinates (px, py) at view depth ``depth``."""
+    W, H = s.image_width, s.image_height
+    V = s.viewmatrix.double().cpu().numpy().T  # world -> camera
+    # pixel = ((ndc + 1) S - 1) / 2 and ndc.x = x_cam / (z tanfovx) for graphdeco's projection
+    ndc_x = (2 * np.asarray(px, dtype=np.float64) + 1) / W - 1
+    ndc_y = (2 * np.asarray(py, dtype=np.float64) + 1) / H - 1
+    z = np.broadcast_to(np.asarray(depth, dtype=np.float64), ndc_x.shape)
+    cam = np.stack([ndc_x * z * s.tanfovx, ndc_y * z * s.tanfovy, z, np.ones_like(z)], -1)
+    world = cam @ np.linalg.inv(V).T
+    return torch.tensor(world[:, :3], dtype=dtype, device=device)
+
+
+def edge_case_gaussians(case, s, P=40, seed=0, dtype=torch.float32, device="cpu"):
+    """A random scene of P Gaussians for camera ``s`` (look_at_settings, eye at z = -4) whose first rows are one
+    edge case: "behind camera" (behind it, on its plane, just before and just past the near plane), "tile
+    borders" (2D means on and next to 16-pixel tile borders, and just outside the image), "huge and tiny" (scales
+    3 near the camera, 1e-6, flat), "transparent" (opacity 0 and just under 1/255) or "saturated" (opaque layers:
+    alpha clamped at 0.99, pixels that stop early, Gaussians hidden behind them)."""
+    g = random_gaussians(P, seed=seed, sh_degree=s.sh_degree, spread=0.8, scale=(-2.5, -1.2), dtype=dtype,
+                         device=device)
+    m, sc, op = g["means3D"], g["scales"], g["opacities"]
+    if case == "behind camera":
+        m[:4, 2] = torch.tensor([-5.0, -4.0, -3.85, -3.7999]).to(m)  # behind, on the plane, z = 0.15, z = 0.2001
+    elif case == "tile borders":
+        W, H = s.image_width, s.image_height
+        xs = [15.0, 15.5, 16.0, 16.49, 31.99, 32.0, 0.0, W - 1.0, -0.5, W + 0.2, 8.0, 20.0]
+        ys = [15.5, 16.0, 31.5, 0.0, 16.0, H - 1.0, 8.0, 20.0, 10.0, 12.0, -0.6, H + 0.3]
+        m[:12] = unproject(s, xs, ys, np.linspace(3.0, 5.0, 12), dtype, device)
+        sc[:12] = sc[:12] * 0.3
+    elif case == "huge and tiny":
+        m[0] = torch.tensor([0.0, 0.0, -2.5]).to(m)  # 1.5 in front of the camera
+        sc[0] = torch.tensor([3.0, 2.0, 0.5]).to(sc)
+        sc[1:4] = torch.tensor([1e-6, 1e-4, 1e-3]).to(sc)[:, None]
+        sc[4, 2] = 0.0
+    elif case == "transparent":
+        op[:6] = torch.tensor([0.0, 0.0, 1e-3, 0.0039, 0.5 / 255, 1e-8]).to(op)[:, None]
+        sc[:6] = 0.2  # large enough to cover others if they were drawn
+    elif case == "saturated":
+        m[:12] = m[:12] * 0.2 + torch.tensor([0.0, 0.0, -1.0]).to(m)  # a crowd in front of the others
+        sc[:12] = 0.25
+        op[:12] = torch.linspace(0.9, 1.0, 12).to(op)[:, None]
+    else:
+        raise ValueError(case)
+    return g
+
+
 def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False, split_sh=False):
     """Render ``g`` with one rasterizer implementation and back-propagate sum(w * outputs).
     Returns the outputs and the gradient of every input (means2D included). ``split_sh`` passes the SH as

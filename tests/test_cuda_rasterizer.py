@@ -1,14 +1,18 @@
-"""CUDA rasterizer (submodules/diff-gaussian-rasterization) against the PyTorch reference rasterizer.
+"""CUDA rasterizer (submodules/diff-gaussian-rasterization) against the PyTorch rasterizers.
 
-Forward images agree to ~1e-5 relative, every gradient to ~1e-3 relative (norm-wise), radii exactly,
-stats to float tolerance. Skipped without CUDA.
+Stage by stage: the preprocessing kernel's outputs (means2D, depths, conics, opacities, colours, radii) against
+the per-stage reference (diff_gaussian_rasterization.reference, float64). End to end: images and gradients against
+the reference and the chunked PyTorch rasterizer. Forward values agree to ~1e-5 relative, every gradient to ~1e-3
+relative (norm-wise), radii exactly, stats to float tolerance. Skipped without CUDA.
 """
 import numpy as np
 import pytest
 import torch
 
+from gaussian_renderer.cuda_package import reference
 from gaussian_renderer.torch_rasterizer import GaussianRasterizer as TR
-from tests.raster_helpers import look_at_settings, loss_weights, random_gaussians, rel_err, render_with_grads
+from tests.raster_helpers import (edge_case_gaussians, look_at_settings, loss_weights, random_gaussians, rel_err,
+                                  render_with_grads, unproject)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -18,7 +22,10 @@ GRAD_RTOL = 1e-3
 
 
 def _cuda_module():
-    import diff_gaussian_rasterization as dgr  # noqa: PLC0415 (only importable where it was built)
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415
+    dgr = cuda_extension()
+    if not dgr:
+        pytest.skip("the diff_gaussian_rasterization extension is not built")
     return dgr
 
 
@@ -31,10 +38,17 @@ def _to_cuda_settings(s):
     return dgr.GaussianRasterizationSettings(*s)
 
 
-def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=GRAD_RTOL, split_sh=False):
+def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=GRAD_RTOL, split_sh=False,
+             against="torch"):
+    """CUDA against the chunked PyTorch rasterizer (float32, same device) or, against="reference", the per-stage
+    reference in float64."""
     dgr = _cuda_module()
     w = loss_weights(s, seed, color, depth, DEV)
-    ref = render_with_grads(TR, s, g, w, use_precomp=use_precomp)
+    if against == "reference":
+        ref = render_with_grads(reference.ReferenceRasterizer, s, {k: v.double() for k, v in g.items()}, w,
+                                use_precomp=use_precomp)
+    else:
+        ref = render_with_grads(TR, s, g, w, use_precomp=use_precomp)
     cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, use_precomp=use_precomp,
                             split_sh=split_sh)
     assert torch.equal(cud["radii"].long().cpu(), ref["radii"].long().cpu())
@@ -123,26 +137,13 @@ def test_precomputed_colors_and_covariances():
     _compare(s, g2, seed=6, use_precomp=True)
 
 
-def _unproject(s, px, py, depth):
-    """World points whose 2D mean lands on pixel coordinates (px, py) at view depth ``depth``."""
-    W, H = s.image_width, s.image_height
-    V = s.viewmatrix.double().cpu().numpy().T  # world -> camera
-    # pixel = ((ndc + 1) S - 1) / 2 and ndc.x ~ x_cam / (z tanfovx) for graphdeco's projection
-    ndc_x = (2 * np.asarray(px) + 1) / W - 1
-    ndc_y = (2 * np.asarray(py) + 1) / H - 1
-    z = np.asarray(depth, dtype=np.float64)
-    cam = np.stack([ndc_x * z * s.tanfovx, ndc_y * z * s.tanfovy, z, np.ones_like(z)], -1)
-    world = cam @ np.linalg.inv(V).T
-    return torch.tensor(world[:, :3], dtype=torch.float32, device=DEV)
-
-
 def test_tile_borders():
     s = _settings(W=64, H=48)
     xs = np.array([15.0, 15.5, 16.0, 16.49, 31.99, 32.0, 47.5, 0.0, 63.0, -0.5, 64.2])
     ys = np.array([15.5, 16.0, 31.5, 32.0, 0.0, 47.0, 8.0, 47.9, 16.0, 20.0, 24.0])
     n = len(xs)
     g = random_gaussians(n, seed=7, scale=(-5.0, -3.5), device=DEV)
-    g["means3D"] = _unproject(s, xs, ys, np.linspace(3.0, 5.0, n))
+    g["means3D"] = unproject(s, xs, ys, np.linspace(3.0, 5.0, n), device=DEV)
     g["opacities"] = torch.full((n, 1), 0.9, device=DEV)
     _compare(s, g, seed=7)
 
@@ -290,3 +291,76 @@ def test_large_tile_grid_uses_32bit_keys():
     s = _settings(W=4100, H=4100, fov_deg=40.0)
     g = random_gaussians(60, seed=23, spread=0.8, scale=(-2.5, -1.5), device=DEV)
     _compare(s, g, seed=23)
+
+
+# ---- stage by stage: the preprocessing kernel against reference.preprocess ----
+
+STAGES = ("means2D", "depths", "conics", "opacities", "colors")
+
+
+def _compare_stages(s, g, use_precomp=False, split_sh=False):
+    """stage_outputs (float32 kernels) against reference.preprocess (float64) on the same float32 inputs."""
+    dgr = _cuda_module()
+    if use_precomp:
+        kw = dict(colors_precomp=g["colors"], cov3D_precomp=g["cov3D"])
+    else:
+        kw = dict(shs=g["shs"], scales=g["scales"], rotations=g["rotations"])
+    got = dgr.stage_outputs(_to_cuda_settings(s), g["means3D"], g["opacities"],
+                            **(dict(kw, shs=(g["shs"][:, :1], g["shs"][:, 1:])) if split_sh else kw))
+    ref = reference.preprocess(s, g["means3D"].double(), g["opacities"].double(),
+                               **{k: v.double() for k, v in kw.items()})
+    assert torch.equal(got["radii"], ref["radii"])
+    vis = ref["visible"]
+    assert vis.any()
+    for k in STAGES:
+        assert got[k].shape == ref[k].shape, k
+        assert rel_err(got[k][vis], ref[k][vis]) < FWD_RTOL, (k, rel_err(got[k][vis], ref[k][vis]))
+        assert (got[k][~vis] == 0).all(), k
+    # tiles: within the radius's tile rect (the kernels drop tiles the alpha >= 1/255 ellipse misses)
+    rect = reference.tile_rects(s, ref["means2D"], ref["radii"])
+    area = (rect[:, 2] - rect[:, 0]) * (rect[:, 3] - rect[:, 1])
+    tiles = got["tiles_touched"].long()
+    assert (tiles[vis] <= area[vis]).all() and (tiles[~vis] == 0).all()
+    return got, ref
+
+
+@pytest.mark.parametrize("sh_degree", [0, 1, 2, 3])
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_stages_match_reference(sh_degree, antialiasing):
+    s = _settings(W=83, H=61, sh_degree=sh_degree, antialiasing=antialiasing)
+    g = random_gaussians(300, seed=30 + sh_degree, sh_degree=sh_degree, device=DEV)
+    _compare_stages(s, g)
+
+
+def test_stages_with_split_sh_and_a_wide_scene():
+    # 16 coefficients in two parts (the kernels' shared-memory path); beyond the view: the clamped Jacobian
+    s = _settings(W=64, H=48, sh_degree=3)
+    g = random_gaussians(400, seed=31, sh_degree=3, spread=4.0, scale=(-2.0, -0.5), device=DEV)
+    _compare_stages(s, g, split_sh=True)
+
+
+def test_stages_with_precomputed_inputs():
+    s = _settings(W=70, H=50)
+    g = random_gaussians(200, seed=32, device=DEV)
+    cov = reference.covariance_3d(g["scales"], g["rotations"])
+    g = dict(means3D=g["means3D"], opacities=g["opacities"], colors=torch.rand(200, 3, device=DEV) * 2 - 0.5,
+             cov3D=cov[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]].contiguous())
+    _compare_stages(s, g, use_precomp=True)
+
+
+EDGE_CASES = ["behind camera", "tile borders", "huge and tiny", "transparent", "saturated"]
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_edge_case_stages_and_end_to_end_match_reference(case):
+    s = _settings(W=64, H=48, sh_degree=1)
+    g = edge_case_gaussians(case, s, P=60, seed=33, device=DEV)
+    _compare_stages(s, g)
+    _compare(s, g, seed=33, against="reference")
+
+
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_end_to_end_matches_reference(antialiasing):
+    s = _settings(W=83, H=61, sh_degree=2, antialiasing=antialiasing)
+    g = random_gaussians(300, seed=34, sh_degree=2, device=DEV)
+    _compare(s, g, seed=34, against="reference")

@@ -3,14 +3,16 @@ Gaussians on and behind the camera plane, huge colours, 1x1 and zero-size images
 
 The contract: a finite image and finite gradients for every input, or a ValueError that says what is wrong.
 Where one Gaussian is broken ("culled" cases) it is dropped: the image is the one rendered without it, and its
-gradients are zero. The PyTorch rasterizer always runs; the CUDA extension and gsplat need a GPU (and a build).
+gradients are zero. The PyTorch rasterizer and the per-stage reference always run; the CUDA extension and gsplat
+need a GPU (and a build).
 """
 import math
 
 import pytest
 import torch
 
-from gaussian_renderer import torch_rasterizer
+from gaussian_renderer import cuda_extension, torch_rasterizer
+from gaussian_renderer.cuda_package import reference
 from tests.raster_helpers import look_at_settings, loss_weights, random_gaussians, render_with_grads
 
 P = 24
@@ -20,12 +22,13 @@ NAN, INF = float("nan"), float("inf")
 def _backend(name):
     if name == "torch":
         return torch_rasterizer, "cpu"
+    if name == "reference":
+        return _Reference, "cpu"
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     if name == "cuda":
-        try:
-            import diff_gaussian_rasterization as dgr  # noqa: PLC0415 (only where it was built)
-        except ImportError:
+        dgr = cuda_extension()
+        if not dgr:
             pytest.skip("the diff_gaussian_rasterization extension is not built")
         return dgr, "cuda"
     from gaussian_renderer import gsplat_backend  # noqa: PLC0415
@@ -37,10 +40,14 @@ def _backend(name):
     return gsplat_backend, "cuda"
 
 
-# our two rasterizers; gsplat (--backend gsplat, a comparison backend) is not ours to fix and fails the table
+class _Reference:  # the per-stage reference as a backend module
+    GaussianRasterizer = reference.ReferenceRasterizer
+
+
+# our three rasterizers; gsplat (--backend gsplat, a comparison backend) is not ours to fix and fails the table
 # (measured on an H200: gsplat 1.5.3 renders NaN for a NaN mean, and an empty image killed the process with
 # SIGFPE before the backend checked the size): test_gsplat_empty_image_is_a_value_error covers the latter
-BACKENDS = ["torch", "cuda"]
+BACKENDS = ["torch", "reference", "cuda"]
 
 
 def _scene(dev, sh_degree=1, **kw):

@@ -1,94 +1,13 @@
-"""The PyTorch rasterizer against a brute-force float64 per-pixel evaluation, and finite differences."""
-import math
-
-import numpy as np
+"""The chunked PyTorch rasterizer against the per-stage reference (diff_gaussian_rasterization.reference) in
+float64, images, stats and the gradient of every input, and both against finite differences."""
 import pytest
 import torch
 
 from gaussian_renderer import torch_rasterizer as tr
+from gaussian_renderer.cuda_package import reference
 from gaussian_renderer.torch_rasterizer import GaussianRasterizer
-from tests.raster_helpers import look_at_settings, random_gaussians
-from utils.sh_utils import eval_sh
-
-
-def brute_force(s, g):
-    """Direct float64 evaluation of the contract, pixel by pixel (numpy, no tiles batching)."""
-    H, W = s.image_height, s.image_width
-    V = s.viewmatrix.double().numpy().T  # world -> camera
-    Pm = s.projmatrix.double().numpy().T
-    means = g["means3D"].double().numpy()
-    n = means.shape[0]
-    hom = np.concatenate([means, np.ones((n, 1))], 1)
-    pv = hom @ V.T
-    pp = hom @ Pm.T
-    ndc = pp[:, :2] / (pp[:, 3:4] + 1e-7)
-    mean2d = ((ndc + 1) * np.array([W, H]) - 1) * 0.5
-    fx, fy = W / (2 * s.tanfovx), H / (2 * s.tanfovy)
-    sh = g["shs"].double()
-    dirs = g["means3D"].double() - s.campos.double()
-    dirs = dirs / dirs.norm(dim=1, keepdim=True)
-    colors = np.maximum(eval_sh(s.sh_degree, sh, dirs).numpy() + 0.5, 0)
-    items = []
-    for i in range(n):
-        z = pv[i, 2]
-        if z <= 0.2:
-            continue
-        q = g["rotations"][i].double().numpy()
-        q = q / np.linalg.norm(q)
-        w, x, y, zq = q
-        R = np.array([[1 - 2 * (y * y + zq * zq), 2 * (x * y - w * zq), 2 * (x * zq + w * y)],
-                      [2 * (x * y + w * zq), 1 - 2 * (x * x + zq * zq), 2 * (y * zq - w * x)],
-                      [2 * (x * zq - w * y), 2 * (y * zq + w * x), 1 - 2 * (x * x + y * y)]])
-        Sd = np.diag(g["scales"][i].double().numpy())
-        Sigma = R @ Sd @ Sd @ R.T
-        tx = np.clip(pv[i, 0] / z, -1.3 * s.tanfovx, 1.3 * s.tanfovx) * z
-        ty = np.clip(pv[i, 1] / z, -1.3 * s.tanfovy, 1.3 * s.tanfovy) * z
-        J = np.array([[fx / z, 0, -fx * tx / z ** 2], [0, fy / z, -fy * ty / z ** 2]])
-        cov = J @ V[:3, :3] @ Sigma @ V[:3, :3].T @ J.T
-        det0 = cov[0, 0] * cov[1, 1] - cov[0, 1] ** 2
-        cov = cov + 0.3 * np.eye(2)
-        det = np.linalg.det(cov)
-        if det <= 0:
-            continue
-        conic = np.linalg.inv(cov)
-        mid = 0.5 * (cov[0, 0] + cov[1, 1])
-        lam = mid + math.sqrt(max(0.1, mid * mid - det))
-        r = math.ceil(3 * math.sqrt(lam))
-        gx, gy = (W + 15) // 16, (H + 15) // 16
-        x0 = min(max(int((mean2d[i, 0] - r) / 16), 0), gx)
-        x1 = min(max(int((mean2d[i, 0] + r + 15) / 16), 0), gx)
-        y0 = min(max(int((mean2d[i, 1] - r) / 16), 0), gy)
-        y1 = min(max(int((mean2d[i, 1] + r + 15) / 16), 0), gy)
-        if (x1 - x0) * (y1 - y0) == 0:
-            continue
-        o = float(g["opacities"][i])
-        if s.antialiasing:
-            o *= math.sqrt(max(0.000025, det0 / det))
-        items.append((z, i, mean2d[i], conic, o, (x0 * 16, x1 * 16, y0 * 16, y1 * 16)))
-    items.sort(key=lambda t: t[0])
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
-    T = np.ones((H, W))
-    done = np.zeros((H, W), bool)
-    C = np.zeros((3, H, W))
-    D = np.zeros((H, W))
-    acc = np.zeros(n)
-    for z, i, m, con, o, (xa, xb, ya, yb) in items:
-        dx, dy = m[0] - xs, m[1] - ys
-        power = -0.5 * (con[0, 0] * dx * dx + con[1, 1] * dy * dy) - con[0, 1] * dx * dy
-        alpha = np.minimum(0.99, o * np.exp(power))
-        inrect = (xs >= xa) & (xs < xb) & (ys >= ya) & (ys < yb)
-        ok = inrect & (power <= 0) & (alpha >= 1 / 255) & ~done
-        test_T = T * (1 - alpha)
-        stop = ok & (test_T < 1e-4)
-        done |= stop
-        ok &= ~stop
-        w = np.where(ok, alpha * T, 0)
-        C += w[None] * colors[i][:, None, None]
-        D += w / z
-        acc[i] = w.sum()
-        T = np.where(ok, test_T, T)
-    C += T[None] * s.bg.double().numpy()[:, None, None]
-    return C, D, acc
+from tests.raster_helpers import (edge_case_gaussians, look_at_settings, loss_weights, random_gaussians, rel_err,
+                                  render_with_grads, unproject)
 
 
 def render(s, g, **kw):
@@ -96,8 +15,12 @@ def render(s, g, **kw):
     return GaussianRasterizer(s)(means2D=m2, **g, **kw)
 
 
+def _render_reference(s, g, **kw):
+    return reference.ReferenceRasterizer(s)(means2D=torch.zeros_like(g["means3D"]), **g, **kw)
+
+
 @pytest.mark.parametrize("case", ["plain", "sh3", "aa", "dense", "behind"])
-def test_forward_matches_brute_force(case):
+def test_forward_matches_reference(case):
     kw = dict(sh_degree=3) if case == "sh3" else {}
     s = look_at_settings(W=37, H=29, antialiasing=(case == "aa"), dtype=torch.float64, **kw)
     P = 300 if case == "dense" else 40
@@ -107,12 +30,78 @@ def test_forward_matches_brute_force(case):
         g["means3D"][:10, 2] = -4.1  # at or behind the camera plane
         g["means3D"][10:15, 2] = -3.85  # in front but closer than the near plane
     color, radii, invd, stats = render(s, g, return_stats=True)
-    C, D, acc = brute_force(s, g)
-    np.testing.assert_allclose(color.detach().numpy(), C, atol=1e-9, rtol=1e-7)
-    np.testing.assert_allclose(invd[0].detach().numpy(), D, atol=1e-9, rtol=1e-7)
-    np.testing.assert_allclose(stats["accum_weights"].numpy(), acc, atol=1e-5, rtol=1e-5)
+    C, r, D, st = _render_reference(s, g, return_stats=True)
+    assert torch.equal(radii, r)
+    torch.testing.assert_close(color, C, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(invd, D, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(stats["accum_weights"].double(), st["accum_weights"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(stats["area_proj"].double(), st["area_proj"])
+    assert torch.equal(stats["area_max"].double(), st["area_max"])
     if case == "behind":
         assert (radii[:15] == 0).all()
+
+
+# scenes of the edge cases (tests/raster_helpers.edge_case_gaussians), rendered in float64
+EDGE_CASES = ["behind camera", "tile borders", "huge and tiny", "transparent", "saturated"]
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_images_and_gradients_match_reference(case):
+    """Colour, inverse depth and the gradient of every input (means2D included), float64: equal to rounding."""
+    s = look_at_settings(W=40, H=34, sh_degree=1, dtype=torch.float64)
+    g = edge_case_gaussians(case, s, dtype=torch.float64)
+    w = tuple(t.double() for t in loss_weights(s, 3))
+    got = render_with_grads(GaussianRasterizer, s, g, w)
+    ref = render_with_grads(reference.ReferenceRasterizer, s, g, w)
+    assert torch.equal(got["radii"], ref["radii"]) and (ref["radii"] > 0).any()
+    assert rel_err(got["color"], ref["color"]) < 1e-10 and rel_err(got["invdepth"], ref["invdepth"]) < 1e-10
+    for k, gr in ref["grads"].items():
+        assert rel_err(got["grads"][k], gr) < 1e-8, (k, rel_err(got["grads"][k], gr))
+        assert torch.equal(got["grads"][k][ref["radii"] == 0] != 0, gr[ref["radii"] == 0] != 0), k
+
+
+def test_precomputed_inputs_match_reference():
+    s = look_at_settings(W=30, H=26, dtype=torch.float64)
+    g = random_gaussians(50, seed=8, dtype=torch.float64)
+    cov = reference.covariance_3d(g["scales"], g["rotations"])
+    g = dict(means3D=g["means3D"], opacities=g["opacities"], colors=torch.rand(50, 3, dtype=torch.float64),
+             cov3D=cov[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]])
+    w = tuple(t.double() for t in loss_weights(s, 4))
+    got = render_with_grads(GaussianRasterizer, s, g, w, use_precomp=True)
+    ref = render_with_grads(reference.ReferenceRasterizer, s, g, w, use_precomp=True)
+    assert rel_err(got["color"], ref["color"]) < 1e-10
+    for k, gr in ref["grads"].items():
+        assert rel_err(got["grads"][k], gr) < 1e-8, k
+
+
+def test_reference_single_gaussian_closed_form():
+    """One Gaussian centred on a pixel: there alpha = opacity, colour = c alpha + (1 - alpha) bg, inverse depth
+    alpha / z; the pixel centre is its 2D mean."""
+    s = look_at_settings(W=32, H=32, dtype=torch.float64)
+    g = random_gaussians(1, seed=1, dtype=torch.float64)
+    g["means3D"] = unproject(s, [16.0], [16.0], [4.0], torch.float64)
+    pre = reference.preprocess(s, g["means3D"], g["opacities"], shs=g["shs"], scales=g["scales"],
+                               rotations=g["rotations"])
+    torch.testing.assert_close(pre["means2D"][0], torch.tensor([16.0, 16.0], dtype=torch.float64))
+    color, _, invd = _render_reference(s, g)
+    o, c = float(g["opacities"][0]), pre["colors"][0]
+    torch.testing.assert_close(color[:, 16, 16], c * o + (1 - o) * s.bg)
+    torch.testing.assert_close(invd[0, 16, 16], torch.tensor(o / 4.0, dtype=torch.float64))
+
+
+def test_reference_matches_finite_differences():
+    s = look_at_settings(W=12, H=10, sh_degree=1, antialiasing=True, dtype=torch.float64)
+    g = random_gaussians(3, seed=2, sh_degree=1, spread=0.5, scale=(-1.6, -1.0), dtype=torch.float64)
+    keys = ["means3D", "scales", "rotations", "opacities", "shs"]
+    weights = torch.rand(3, 10, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def f(means2D, *vals):
+        c, _, d = reference.ReferenceRasterizer(s)(means2D=means2D, **dict(zip(keys, vals)))
+        return (c * weights).sum() + 0.3 * d.sum()
+
+    inputs = [torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)]
+    inputs += [g[k].clone().requires_grad_(True) for k in keys]
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-4, rtol=1e-3)
 
 
 def test_stats_subset_returns_only_what_is_asked():
@@ -226,39 +215,6 @@ def test_empty_and_all_culled():
     assert radii.shape == (0,) and (d == 0).all()
 
 
-def reference_composite(s, pre):
-    """Plain autograd composition of the contract over the whole image (CUDA-style T product).
-
-    Takes preprocess()'s per-Gaussian tensors, loops over visible Gaussians front to back, and is
-    differentiated by autograd: the reference for the analytic backward of the compositing Function.
-    """
-    H, W = s.image_height, s.image_width
-    dt = pre["mean2d"].dtype
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=dt), torch.arange(W, dtype=dt), indexing="ij")
-    T = torch.ones(H, W, dtype=dt)
-    C = torch.zeros(3, H, W, dtype=dt)
-    D = torch.zeros(H, W, dtype=dt)
-    done = torch.zeros(H, W, dtype=torch.bool)
-    vis = torch.nonzero(pre["visible"]).squeeze(1)
-    for i in vis[torch.sort(pre["z"].detach()[vis], stable=True)[1]].tolist():
-        x0, y0, x1, y1 = (int(v) * 16 for v in pre["rect"][i])
-        inrect = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-        dx, dy = pre["mean2d"][i, 0] - xs, pre["mean2d"][i, 1] - ys
-        a, b, c = pre["conic"][i]
-        power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
-        alpha = torch.clamp_max(pre["opacity"][i] * torch.exp(power), 0.99)
-        ok = inrect & (power <= 0) & (alpha >= 1 / 255) & ~done
-        test_t = T * (1 - alpha)
-        stop = ok & (test_t < 1e-4)
-        done = done | stop
-        ok = ok & ~stop
-        w = torch.where(ok, alpha * T, torch.zeros_like(alpha))
-        C = C + w * pre["color"][i][:, None, None]
-        D = D + w * pre["inv_z"][i]
-        T = torch.where(ok, test_t, T)
-    return C + T * s.bg[:, None, None], D[None]
-
-
 @pytest.mark.parametrize("split", [False, True])
 def test_composite_function_grads_match_autograd_composition(split, monkeypatch):
     s = look_at_settings(W=36, H=28, sh_degree=1, dtype=torch.float64)
@@ -282,7 +238,12 @@ def test_composite_function_grads_match_autograd_composition(split, monkeypatch)
         gs = torch.autograd.grad((c * wc).sum() + (d * wd).sum(), [pre[k] for k in keys] + [s.bg])
         return c.detach(), d.detach(), gs
 
-    c0, d0, g0 = grads(lambda: reference_composite(s, pre))
+    def composite_reference():  # the reference's stage 6 on the same per-Gaussian tensors
+        c, d, _, _ = reference.composite(s, pre["mean2d"], pre["conic"], pre["opacity"], pre["color"],
+                                         1.0 / pre["inv_z"], pre["radii"])
+        return c, d
+
+    c0, d0, g0 = grads(composite_reference)
     c1, d1, g1 = grads(lambda: tr.rasterize(s, pre))
     assert g0[2].abs().sum() > 0 and (c0 < 0.5).any()
     torch.testing.assert_close(c1, c0, atol=1e-12, rtol=1e-10)
@@ -299,15 +260,14 @@ def test_alpha_culling_is_exact_for_thin_faint_gaussians():
     g["scales"][:, 1:] = torch.exp(torch.empty(150, 2).uniform_(-6, -4, generator=gen))
     g["opacities"][:] = torch.rand(150, 1, generator=gen) * 0.05 + 0.003  # many near 1/255
     color, _, invd, st = render(s, g, return_stats=True)
-    C, D, acc = brute_force(s, {k: v.double() for k, v in g.items()})
-    np.testing.assert_allclose(color.detach().numpy(), C, atol=2e-6)
-    np.testing.assert_allclose(invd[0].detach().numpy(), D, atol=2e-6)
-    np.testing.assert_allclose(st["accum_weights"].numpy(), acc, atol=1e-4, rtol=1e-4)
+    C, _, D, st_ref = _render_reference(s, {k: v.double() for k, v in g.items()}, return_stats=True)
+    torch.testing.assert_close(color.double(), C, atol=2e-6, rtol=0)
+    torch.testing.assert_close(invd.double(), D, atol=2e-6, rtol=0)
+    torch.testing.assert_close(st["accum_weights"].double(), st_ref["accum_weights"], atol=1e-4, rtol=1e-4)
 
 
 def test_sh_pair_equals_concatenated_sh():
     """render() passes SH as (DC, higher bands): the PyTorch rasterizer gives the same image and gradients."""
-    from tests.raster_helpers import loss_weights, render_with_grads  # noqa: PLC0415
     s = look_at_settings(W=30, H=20, sh_degree=2)
     g = random_gaussians(60, seed=3, sh_degree=2)
     w = loss_weights(s, 1)

@@ -82,6 +82,20 @@ int sh_degree_used(int sh_degree, int M) {
   return std::max(0, std::min((int)sh_degree, avail));
 }
 
+// The per-Gaussian inputs the preprocessing reads: P opacities, a colour source and a shape source.
+void check_gaussians(int P, const torch::Tensor& opacity, const torch::Tensor& colors, const torch::Tensor& shs,
+                     const torch::Tensor& scales, const torch::Tensor& rotations, const torch::Tensor& cov3D) {
+  TORCH_CHECK(opacity.numel() == P, "opacities must have P entries");
+  TORCH_CHECK(colors.numel() > 0 || shs.numel() > 0 || P == 0, "provide shs or colors_precomp");
+  TORCH_CHECK(cov3D.numel() > 0 || (scales.numel() == 3 * P && rotations.numel() == 4 * P),
+              "provide scales and rotations, or cov3D_precomp");
+}
+
+// The forward preprocessing stages SH rows through shared memory for 16 coefficients, split or 16-byte aligned.
+bool sh_fast_path(int M, const torch::Tensor& shs, bool split) {
+  return M == 16 && shs.numel() > 0 && (split || reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0);
+}
+
 int bits_for(uint32_t n) {
   int b = 1;
   while (b < 32 && (1u << b) <= n) b++;
@@ -142,11 +156,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, sh_rest, view, proj, cpos, bg] =
       checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, sh_rest_in,
                      viewmatrix, projmatrix, campos, background);
-  TORCH_CHECK(opacity.numel() == P, "opacities must have P entries");
+  check_gaussians(P, opacity, colors, shs, scales, rotations, cov3D);
   TORCH_CHECK(stats_mode >= STATS_NONE && stats_mode <= STATS_ALL, "stats_mode must be 0, 1 or 2");
-  TORCH_CHECK(colors.numel() > 0 || shs.numel() > 0 || P == 0, "provide shs or colors_precomp");
-  TORCH_CHECK(cov3D.numel() > 0 || (scales.numel() == 3 * P && rotations.numel() == 4 * P),
-              "provide scales and rotations, or cov3D_precomp");
   const int M = sh_coeffs(shs, sh_rest);
   const int deg = sh_degree_used(sh_degree, M);
   const bool split = sh_rest.numel() > 0;
@@ -156,8 +167,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
   const int num_tiles = cam.tiles_x * cam.tiles_y;
 
-  const bool sh_fast =
-      M == 16 && shs.numel() > 0 && (split || reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0);
+  const bool sh_fast = sh_fast_path(M, shs, split);
   auto radii = torch::zeros({P}, iopt);
   auto out_color = torch::empty({3, H, W}, fopt);
   auto out_invdepth = torch::empty({1, H, W}, fopt);
@@ -337,6 +347,48 @@ std::vector<torch::Tensor> rasterize_backward(
   check_launch(debug, "preprocess backward");
   return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations,
           dL_dsh_rest};
+}
+
+std::vector<torch::Tensor> preprocess_forward(const torch::Tensor& means3D_in, const torch::Tensor& colors_in,
+                                              const torch::Tensor& opacity_in, const torch::Tensor& scales_in,
+                                              const torch::Tensor& rotations_in, double scale_modifier,
+                                              const torch::Tensor& cov3D_in, const torch::Tensor& viewmatrix,
+                                              const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
+                                              int64_t image_height, int64_t image_width, const torch::Tensor& sh_in,
+                                              const torch::Tensor& sh_rest_in, int64_t sh_degree,
+                                              const torch::Tensor& campos, bool antialiasing) {
+  TORCH_CHECK(means3D_in.dim() == 2 && means3D_in.size(1) == 3, "means3D must be [P, 3]");
+  CHECK_CUDA_T(means3D_in, "means3D");
+  const at::cuda::CUDAGuard guard(means3D_in.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int P = means3D_in.size(0);
+  const auto no_bg = torch::empty({0}, means3D_in.options());
+  const auto [means3D, colors, opacity, scales, rotations, cov3D, shs, sh_rest, view, proj, cpos, bg] =
+      checked_inputs(means3D_in, colors_in, opacity_in, scales_in, rotations_in, cov3D_in, sh_in, sh_rest_in,
+                     viewmatrix, projmatrix, campos, no_bg);
+  check_gaussians(P, opacity, colors, shs, scales, rotations, cov3D);
+  const int M = sh_coeffs(shs, sh_rest);
+  const bool split = sh_rest.numel() > 0;
+  const Cam cam = make_cam(image_height, image_width, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj,
+                           cpos);
+  const auto fopt = means3D.options().dtype(torch::kFloat32);
+  const auto iopt = means3D.options().dtype(torch::kInt32);
+  // zeros: the kernel writes xy, conic_op and rgbd of the drawn Gaussians only
+  auto radii = torch::zeros({P}, iopt);
+  auto xy = torch::zeros({P, 2}, fopt);
+  auto conic_op = torch::zeros({P, 4}, fopt);
+  auto rgbd = torch::zeros({P, 4}, fopt);
+  auto tiles_touched = torch::zeros({P}, iopt);
+  auto depth_keys = torch::empty({P}, iopt);
+  launch_preprocess_fwd(P, sh_degree_used(sh_degree, M), M, sh_fast_path(M, shs, split), means3D.data_ptr<float>(),
+                        opt_ptr(scales), opt_ptr(rotations), opacity.data_ptr<float>(), opt_ptr(shs),
+                        opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D), cam, radii.data_ptr<int>(),
+                        reinterpret_cast<float2*>(xy.data_ptr<float>()),
+                        reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
+                        reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
+                        reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), tiles_touched.data_ptr<int>(), stream);
+  check_launch(false, "preprocess stage");
+  return {radii, xy, conic_op, rgbd, tiles_touched};
 }
 
 torch::Tensor mark_visible(const torch::Tensor& means3D_in, const torch::Tensor& viewmatrix,

@@ -35,6 +35,18 @@ std::vector<torch::Tensor> rasterize_backward(
     const torch::Tensor& final_T, const torch::Tensor& n_contrib, int64_t means2D_dim, bool antialiasing,
     bool debug);
 
+// The forward preprocessing kernel alone, for stage-by-stage tests: radii [P] int32, xy [P, 2] (pixel means),
+// conic_op [P, 4] (conic a, b, c and the effective opacity), rgbd [P, 4] (colour and 1 / view z), tiles_touched
+// [P] int32; rows of culled Gaussians (radius 0) are zero. Arguments as rasterize_forward's.
+std::vector<torch::Tensor> preprocess_forward(const torch::Tensor& means3D, const torch::Tensor& colors,
+                                              const torch::Tensor& opacity, const torch::Tensor& scales,
+                                              const torch::Tensor& rotations, double scale_modifier,
+                                              const torch::Tensor& cov3D_precomp, const torch::Tensor& viewmatrix,
+                                              const torch::Tensor& projmatrix, double tanfovx, double tanfovy,
+                                              int64_t image_height, int64_t image_width, const torch::Tensor& sh,
+                                              const torch::Tensor& sh_rest, int64_t sh_degree,
+                                              const torch::Tensor& campos, bool antialiasing);
+
 torch::Tensor mark_visible(const torch::Tensor& means3D, const torch::Tensor& viewmatrix,
                            const torch::Tensor& projmatrix);
 

@@ -1,6 +1,7 @@
 """Differentiable tile rasterizer of 3D Gaussians (CUDA).
 
-Same API as the PyTorch reference in gaussian_renderer/torch_rasterizer.py (graphdeco's interface):
+Same API (graphdeco's interface) as the per-stage reference (reference.py) and the chunked PyTorch rasterizer
+(gaussian_renderer/torch_rasterizer.py):
 
     s = GaussianRasterizationSettings(image_height, image_width, tanfovx, tanfovy, bg, scale_modifier,
                                       viewmatrix, projmatrix, sh_degree, campos, prefiltered, debug,
@@ -16,35 +17,39 @@ gives only them, e.g. ("area_max",) skips the two per-contribution atomics the o
 
 fused_photometric_loss(render, targets, weights, lambda_dssim) is the training step's L1 + SSIM image loss
 in one kernel each way (loss.py); HAS_FUSED_LOSS says whether the compiled extension has it.
+
+stage_outputs(settings, means3D, opacities, ...) runs only the preprocessing kernel and returns its per-Gaussian
+outputs (means2D, depths, conics, opacities, colors, radii, tiles_touched): what tests compare, stage by stage,
+with reference.preprocess, the readable per-stage PyTorch reference (reference.py).
+
+contract.py (settings, constants, input checks) and reference.py are pure Python: they import without the
+compiled extension, which is loaded when present (``_C`` is None in a source tree that was not built).
 """
-from collections import namedtuple
+import glob
+import os
 
 import torch
 import torch.nn as nn
 
-from . import _C
-from .loss import HAS_FUSED_LOSS, fused_photometric_loss  # noqa: F401 (re-exported)
+from .contract import (GaussianRasterizationSettings, STAT_NAMES, check_image_size, check_inputs,  # noqa: F401
+                       stats_request)
 
-GaussianRasterizationSettings = namedtuple(
-    "GaussianRasterizationSettings",
-    ["image_height", "image_width", "tanfovx", "tanfovy", "bg", "scale_modifier", "viewmatrix",
-     "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing"])
+try:
+    from . import _C
+except ImportError as exc:  # not built: contract and reference still work; extension() says how to build
+    _C, _C_ERROR = None, exc
+
+from .loss import HAS_FUSED_LOSS, fused_photometric_loss  # noqa: F401,E402 (re-exported)
 
 
-STAT_NAMES = ("accum_weights", "area_proj", "area_max")
-
-
-def stats_request(return_stats):
-    """return_stats (False, True = all, one name, or a collection of STAT_NAMES) -> (the requested names in
-    STAT_NAMES order, kernel mode: 0 none, 1 area_max only, 2 all)."""
-    if return_stats is None or isinstance(return_stats, bool):
-        names = STAT_NAMES if return_stats else ()
-    else:
-        asked = {return_stats} if isinstance(return_stats, str) else set(return_stats)
-        if asked - set(STAT_NAMES):
-            raise ValueError(f"unknown stats {sorted(asked - set(STAT_NAMES))}; choose from {STAT_NAMES}")
-        names = tuple(n for n in STAT_NAMES if n in asked)
-    return names, (0 if not names else 1 if names == ("area_max",) else 2)
+def extension():
+    """The compiled kernels (the _C module); ImportError with the build command where it was not built."""
+    if _C is None:
+        built = glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_C*"))
+        why = f"its build does not load ({_C_ERROR})" if built else "it was not built"
+        raise ImportError(f"diff_gaussian_rasterization has no CUDA kernels here: {why}; run `pip install "
+                          "--no-build-isolation ./submodules/diff-gaussian-rasterization`")
+    return _C
 
 
 def sh_parts(shs):
@@ -56,6 +61,11 @@ def sh_parts(shs):
     if dc.dim() == 3 and dc.shape[1] == 1 and rest.dim() == 3 and rest.shape[1] == 15:
         return dc, rest
     return torch.cat([dc, rest], dim=1), None
+
+
+def _camera(s, device):
+    """The settings' view and projection matrices and camera centre as float32 contiguous tensors on ``device``."""
+    return tuple(t.to(device=device, dtype=torch.float32).contiguous() for t in (s.viewmatrix, s.projmatrix, s.campos))
 
 
 def _empty(device):
@@ -76,11 +86,9 @@ class _RasterizeGaussians(torch.autograd.Function):
         s = settings
         dev = means3D.device
         bg = s.bg.to(device=dev, dtype=torch.float32).contiguous()
-        view = s.viewmatrix.to(device=dev, dtype=torch.float32).contiguous()
-        proj = s.projmatrix.to(device=dev, dtype=torch.float32).contiguous()
-        campos = s.campos.to(device=dev, dtype=torch.float32).contiguous()
+        view, proj, campos = _camera(s, dev)
         (color, invdepth, radii, rank, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib,
-         accum_w, area_proj, area_max) = _C.rasterize_forward(
+         accum_w, area_proj, area_max) = extension().rasterize_forward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
             view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs, sh_rest,
             int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), int(stats_mode),
@@ -101,7 +109,7 @@ class _RasterizeGaussians(torch.autograd.Function):
         shape2 = ctx.means2D_shape
         n2 = 2 if len(shape2) == 2 and shape2[-1] == 2 else 3
         (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations,
-         d_sh_rest) = _C.rasterize_backward(
+         d_sh_rest) = extension().rasterize_backward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
             cov3D_precomp, view, proj, float(s.tanfovx), float(s.tanfovy), grad_color,
             grad_invdepth, shs, sh_rest, int(s.sh_degree), campos, rank, xy, conic_op, rgbd, point_list, ranges,
@@ -127,6 +135,29 @@ def rasterize_gaussians(means3D, means2D, sh, colors_precomp, opacities, scales,
     return _RasterizeGaussians.apply(*args, raster_settings, int(stats_mode))
 
 
+def stage_outputs(settings, means3D, opacities, shs=None, colors_precomp=None, scales=None, rotations=None,
+                  cov3D_precomp=None):
+    """The preprocessing kernel alone (no gradient): dict of means2D [P, 2] (pixels), depths [P] (view z),
+    conics [P, 3], opacities [P] (with the antialiasing factor), colors [P, 3], radii [P] int32 and
+    tiles_touched [P] int32; culled rows (radius 0) are zero. reference.preprocess computes the same keys."""
+    s = settings
+    check_inputs(shs, colors_precomp, scales, rotations, cov3D_precomp)
+    dev = means3D.device
+    sh, sh_rest = sh_parts(shs) if shs is not None else (None, None)
+    args = [_prep(t, dev) for t in (means3D, colors_precomp, opacities, scales, rotations, cov3D_precomp, sh,
+                                    sh_rest)]
+    view, proj, campos = _camera(s, dev)
+    with torch.no_grad():
+        radii, xy, conic_op, rgbd, tiles = extension().preprocess_forward(
+            *args[:5], float(s.scale_modifier), args[5], view, proj, float(s.tanfovx), float(s.tanfovy),
+            int(s.image_height), int(s.image_width), args[6], args[7], int(s.sh_degree), campos,
+            bool(s.antialiasing))
+    drawn = radii > 0
+    depths = torch.where(drawn, 1.0 / torch.where(drawn, rgbd[:, 3], 1.0), 0.0)
+    return dict(means2D=xy, depths=depths, conics=conic_op[:, :3], opacities=conic_op[:, 3], colors=rgbd[:, :3],
+                radii=radii, tiles_touched=tiles)
+
+
 class GaussianRasterizer(nn.Module):
     def __init__(self, raster_settings):
         super().__init__()
@@ -137,23 +168,16 @@ class GaussianRasterizer(nn.Module):
         with torch.no_grad():
             s = self.raster_settings
             dev = positions.device
-            return _C.mark_visible(positions.float().contiguous(), s.viewmatrix.to(dev, torch.float32).contiguous(),
-                                   s.projmatrix.to(dev, torch.float32).contiguous())
+            view, proj, _ = _camera(s, dev)
+            return extension().mark_visible(positions.float().contiguous(), view, proj)
 
     def forward(self, means3D, means2D, opacities, shs=None, colors_precomp=None, scales=None, rotations=None,
                 cov3D_precomp=None, return_stats=False):
         s = self.raster_settings
-        if (shs is None) == (colors_precomp is None):
-            raise ValueError("provide exactly one of shs or colors_precomp")
-        if ((scales is None or rotations is None) and cov3D_precomp is None) or \
-                (scales is not None and cov3D_precomp is not None):
-            raise ValueError("provide either scales and rotations, or cov3D_precomp")
+        check_inputs(shs, colors_precomp, scales, rotations, cov3D_precomp)
         if not means3D.is_cuda:
             raise ValueError("diff_gaussian_rasterization needs CUDA tensors; use the PyTorch rasterizer on CPU")
-        if s.image_width < 1 or s.image_height < 1:
-            raise ValueError(f"image_width x image_height is {s.image_width}x{s.image_height}: both must be at least 1")
-        if shs is not None and any(t.dim() != 3 for t in (shs if isinstance(shs, (tuple, list)) else (shs,))):
-            raise ValueError("shs must be [P, K, 3] or a pair of [P, 1, 3] and [P, K - 1, 3] tensors")
+        check_image_size(s)
         names, mode = stats_request(return_stats)
         color, radii, invdepth, aw, ap, am = rasterize_gaussians(
             means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, s, mode)

@@ -8,7 +8,7 @@ render gets a gradient; the targets are constants.
 """
 import torch
 
-from . import _C
+from . import _C  # None where the package was not built
 
 HAS_FUSED_LOSS = hasattr(_C, "fused_loss_forward") and hasattr(_C, "fused_loss_backward")
 
