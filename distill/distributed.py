@@ -47,7 +47,7 @@ def launched_distributed():
 
 
 def init_distributed(timeout_minutes):
-    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl with one GPU per rank, else gloo) and
+    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl with one GPU per rank, gloo on the CPU) and
     return its DistContext; otherwise None (a plain run uses no process group)."""
     if not launched_distributed():
         return None
@@ -57,7 +57,11 @@ def init_distributed(timeout_minutes):
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "gloo"
-    if torch.cuda.is_available() and local < torch.cuda.device_count():
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local >= gpus:  # (a rank sharing a GPU could not use NCCL, and every rank must use the same backend)
+            raise UserError(f"torchrun started local rank {local} but this machine has {gpus} GPU(s): pass "
+                            f"--nproc_per_node {gpus} or less")
         torch.cuda.set_device(local)  # "cuda" means cuda:LOCAL_RANK from here on
         backend = "nccl"
     timeout = datetime.timedelta(minutes=timeout_minutes)

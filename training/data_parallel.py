@@ -77,7 +77,10 @@ class StepSync:
         last = out if self.renders(self.views - 1) else None
         masks = _per_view_masks(strategy, model)
         zeros = lambda *shape: torch.zeros(*shape, device=dev)  # noqa: E731
-        grads = [p.grad if p.grad is not None else zeros(p.shape) for p in (model.params[k] for k in PARAM_NAMES)]
+        # (an empty parameter, f_rest of SH degree 0, gets no gradient from the renderer: it keeps none here too)
+        names = [k for k in PARAM_NAMES if model.params[k].numel() > 0]
+        grads = [model.params[k].grad if model.params[k].grad is not None else zeros(model.params[k].shape)
+                 for k in names]
         view_grad = last["viewspace_points"].grad if last is not None else None
         parts = grads + [view_grad if view_grad is not None else zeros(n, 3),
                          last["radii"].float() if last is not None else zeros(n),
@@ -86,10 +89,10 @@ class StepSync:
         flat = torch.cat([t.reshape(-1) for t in parts])
         distributed.all_reduce_sum(self.ctx, flat, "the all-reduce of a training step")
         parts = [c.view(t.shape) for c, t in zip(flat.split([t.numel() for t in parts]), parts)]
-        for k, g in zip(PARAM_NAMES, parts):
+        for k, g in zip(names, parts):
             model.params[k].grad = g
-        view_grad, radii, seen = parts[len(PARAM_NAMES):len(PARAM_NAMES) + 3]
-        for m, summed in zip(masks, parts[len(PARAM_NAMES) + 3:-1]):
+        view_grad, radii, seen = parts[len(names):len(names) + 3]
+        for m, summed in zip(masks, parts[len(names) + 3:-1]):
             m.copy_(summed > 0)
         stats_out = dict(radii=radii, visibility_filter=radii > 0, viewspace_points=_Grad(view_grad))
         return parts[-1].reshape(()), seen > 0, stats_out
