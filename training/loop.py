@@ -341,8 +341,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 if want_stats:
                     strategy.observe(model, out, cam)
         with timer("role events"):
-            extra = role.step_loss(it, model) if lead else None  # (added once: the sum over ranks has it)
-            if extra is not None:
+            extra = role.step_loss(it, model)  # (on every rank: its random draws keep the ranks in step)
+            if extra is not None and lead:  # (added once: the sum over the ranks has it)
                 extra.backward()
                 step_loss += extra.detach()
         if sync is not None:
