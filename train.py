@@ -27,6 +27,7 @@ from distill.pipeline import check_teachers, run_distillation  # noqa: E402
 from distill.roles import check_student_init  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
+from training import data_parallel  # noqa: E402
 from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,  # noqa: E402
                            train_model)
 from training.optim import OPTIMIZER_TYPES  # noqa: E402
@@ -260,8 +261,9 @@ def main(argv=None):
         return _main(argv)
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
+        wrote = stop.checkpoint or "no checkpoint (rank 0 writes those of a data-parallel model)"
         print(f"{name}: stopped {stop.label or 'training'} after iteration {stop.iteration} and wrote "
-              f"{stop.checkpoint}; resume with: {resume_command(_main.model_path)}", file=sys.stderr, flush=True)
+              f"{wrote}; resume with: {resume_command(_main.model_path)}", file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
     finally:
         distributed.close(_main.dist)
@@ -355,10 +357,8 @@ def _main(argv=None):
                         f"its distillation or --start_checkpoint to resume it, "
                         f"or pick another -m")
     dist = None
-    if distributed.launched_distributed():
-        if dp.num_models != 4:
-            raise UserError("torchrun spreads the teachers of --num_models 4 over the ranks; train one model with "
-                            "plain python train.py")
+    if distributed.launched_distributed():  # the teachers spread over the ranks; the student, or the one model of
+        # --num_models 1, data-parallel over all of them
         dist = distributed.init_distributed(args.dist_timeout_minutes)
         _main.dist = dist
     ckpt_file = os.path.abspath(ckpt.path) if ckpt else None
@@ -392,10 +392,16 @@ def _main(argv=None):
         return summary
     model = GaussianModel(dataset.sh_degree, device)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    sync = None
+    if dist is not None:
+        sync = data_parallel.start(dist, opt.views_per_step, "the model")
+        sync.broadcast_model(model)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
                           test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
                           start_checkpoint=ckpt, quiet=args.quiet,
-                          checkpoint_every_minutes=args.checkpoint_every_minutes)
+                          checkpoint_every_minutes=args.checkpoint_every_minutes, sync=sync)
+    if sync is not None and not sync.is_writer:
+        return None  # rank 0 wrote the model and prints its summary
     peak = summary["peak_memory_gib"]
     print(f"Training complete: {summary['gaussians']} Gaussians, {summary['ply_mb']} MB, "
           f"{summary['train_seconds']} s ({summary['ms_per_step']} ms/step"

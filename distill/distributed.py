@@ -1,8 +1,9 @@
-"""The four-model run under torchrun: the teachers spread over the ranks, the student on rank 0.
+"""Runs under torchrun: the process group, and every collective wrapped in a one-line error.
 
-Rank r trains the teachers i (0..2, from --start on) with i % world_size == r and writes them to disk as a
-sequential run does; a barrier waits for all of them; rank 0 gathers their distill.json entries and trains
-the student from the teachers' PLYs (the path --start 3 takes); the other ranks stop after the barrier.
+The four-model run: rank r trains the teachers i (0..2, from --start on) with i % world_size == r and writes
+them to disk as a sequential run does; a barrier waits for all of them; rank 0 gathers their distill.json
+entries; then every rank trains the student from the teachers' PLYs (the path --start 3 takes), data-parallel
+(training/data_parallel.py), as they train the one model of --num_models 1.
 Every collective runs under the process group's timeout (--dist_timeout_minutes), so a failed rank makes
 the others stop with a one-line error instead of waiting forever.
 """
@@ -14,8 +15,10 @@ import torch
 
 from utils.errors import UserError
 
-# a hook for tests only: the rank named here fails before it trains its teachers
+# hooks for tests only: the rank named here fails before it trains its teachers, or, with FAIL_STEP_ENV, at that
+# data-parallel step (1 = the first step of the student or of --num_models 1)
 FAIL_RANK_ENV = "DISTILLED3DGS_TEST_FAIL_RANK"
+FAIL_STEP_ENV = "DISTILLED3DGS_TEST_FAIL_STEP"
 
 
 class DistributedFailure(UserError):
@@ -30,8 +33,13 @@ class DistContext:
     timeout: datetime.timedelta
 
     def trains(self, index):
-        """Whether this rank trains model ``index`` (teachers round-robin, the student on rank 0)."""
-        return self.rank == 0 if index == 3 else index % self.world_size == self.rank
+        """Whether this rank trains model ``index`` (teachers round-robin, the student on every rank)."""
+        return index == 3 or index % self.world_size == self.rank
+
+    @property
+    def is_writer(self):
+        """Rank 0 writes the files of what every rank trains together (the student, a --num_models 1 model)."""
+        return self.rank == 0
 
 
 def launched_distributed():
@@ -39,7 +47,7 @@ def launched_distributed():
 
 
 def init_distributed(timeout_minutes):
-    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl with one GPU per rank, else gloo) and
+    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl with one GPU per rank, gloo on the CPU) and
     return its DistContext; otherwise None (a plain run uses no process group)."""
     if not launched_distributed():
         return None
@@ -49,7 +57,11 @@ def init_distributed(timeout_minutes):
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "gloo"
-    if torch.cuda.is_available() and local < torch.cuda.device_count():
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local >= gpus:  # (a rank sharing a GPU could not use NCCL, and every rank must use the same backend)
+            raise UserError(f"torchrun started local rank {local} but this machine has {gpus} GPU(s): pass "
+                            f"--nproc_per_node {gpus} or less")
         torch.cuda.set_device(local)  # "cuda" means cuda:LOCAL_RANK from here on
         backend = "nccl"
     timeout = datetime.timedelta(minutes=timeout_minutes)
@@ -64,32 +76,60 @@ def _failed(ctx, what, exc):
                               f"({exc.__class__.__name__}: {first[:200]})")
 
 
+def _collective(ctx, what, call, *args, **kwargs):
+    """``call(*args, **kwargs)`` (a torch.distributed collective); a failure is a one-line DistributedFailure."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 (gloo/nccl raise RuntimeError subclasses of several kinds)
+        raise _failed(ctx, what, exc) from None
+
+
 def barrier(ctx, what):
     """Wait for every rank, at most the timeout; a failure is a one-line DistributedFailure."""
     import torch.distributed as dist
-    try:
-        if ctx.backend == "gloo":
-            dist.monitored_barrier(timeout=ctx.timeout, wait_all_ranks=True)
-        else:
-            dist.barrier()
-    except Exception as exc:  # noqa: BLE001 (gloo/nccl raise RuntimeError subclasses of several kinds)
-        raise _failed(ctx, what, exc) from None
+    if ctx.backend == "gloo":
+        _collective(ctx, what, dist.monitored_barrier, timeout=ctx.timeout, wait_all_ranks=True)
+    else:
+        _collective(ctx, what, dist.barrier)
 
 
 def gather_to_rank0(ctx, obj, what):
     """``obj`` of every rank, in rank order, on rank 0 (None on the others)."""
     import torch.distributed as dist
     out = [None] * ctx.world_size
-    try:
-        dist.all_gather_object(out, obj)
-    except Exception as exc:  # noqa: BLE001
-        raise _failed(ctx, what, exc) from None
+    _collective(ctx, what, dist.all_gather_object, out, obj)
     return out if ctx.rank == 0 else None
 
 
-def test_fail_hook(ctx):
-    if os.environ.get(FAIL_RANK_ENV) == str(ctx.rank):
-        raise UserError(f"rank {ctx.rank}: failing on purpose ({FAIL_RANK_ENV}={ctx.rank}, a test hook)")
+def all_reduce_sum(ctx, tensor, what):
+    """Sum ``tensor`` over the ranks, in place (every rank receives the same values)."""
+    import torch.distributed as dist
+    _collective(ctx, what, dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
+
+
+def broadcast_from_rank0(ctx, tensors, what):
+    """Rank 0's ``tensors`` on every rank, the others' replaced in place (same shapes and dtypes everywhere)."""
+    import torch.distributed as dist
+    for t in tensors:
+        _collective(ctx, what, dist.broadcast, t, src=0)
+
+
+def broadcast_object_from_rank0(ctx, obj, what):
+    """Rank 0's ``obj`` (picklable) on every rank."""
+    import torch.distributed as dist
+    box = [obj]
+    _collective(ctx, what, dist.broadcast_object_list, box, src=0)
+    return box[0]
+
+
+def test_fail_hook(ctx, step=None):
+    """Fail this rank if the test hook names it: before its teachers (``step`` None) or at data-parallel ``step``."""
+    if os.environ.get(FAIL_RANK_ENV) != str(ctx.rank):
+        return
+    at = os.environ.get(FAIL_STEP_ENV)
+    if (step is None and at is None) or (step is not None and at == str(step)):
+        where = "" if step is None else f" at data-parallel step {step}"
+        raise UserError(f"rank {ctx.rank}: failing on purpose{where} ({FAIL_RANK_ENV}={ctx.rank}, a test hook)")
 
 
 def close(ctx):

@@ -5,8 +5,9 @@ from gaussian_renderer import render
 
 
 @torch.no_grad()
-def gaussian_importance(model, cameras, pipe, bg, metric="indoor"):
-    """Importance over all ``cameras``.
+def gaussian_importance(model, cameras, pipe, bg, metric="indoor", sync=None):
+    """Importance over all ``cameras`` (with ``sync``, a data_parallel.StepSync: this rank's share, summed over the
+    ranks).
 
     indoor: sum over views of accum_weights (sum of alpha T over the Gaussian's pixels);
     outdoor: over views where area_max > 0, sum of accum_weights / area_proj.
@@ -14,7 +15,7 @@ def gaussian_importance(model, cameras, pipe, bg, metric="indoor"):
     """
     imp = torch.zeros(model.num_points, device=model.device)
     area_max_total = torch.zeros_like(imp)
-    for cam in cameras:
+    for cam in (cameras if sync is None else sync.share(cameras)):
         out = render(cam, model, pipe, bg, return_stats=True)
         w, proj, amax = out["accum_weights"], out["area_proj"], out["area_max"]
         if metric == "indoor":
@@ -22,6 +23,8 @@ def gaussian_importance(model, cameras, pipe, bg, metric="indoor"):
         else:
             imp += torch.where(amax > 0, w / proj.clamp_min(1), torch.zeros_like(w))
         area_max_total += amax
+    if sync is not None:
+        sync.sum_([imp, area_max_total], "the all-reduce of the importance scores")
     imp[area_max_total == 0] = 0
     return imp
 

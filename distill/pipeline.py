@@ -1,4 +1,5 @@
-"""The four-model Distilled-3DGS run: G_perb, G_drop, G_std, then the student, in one process."""
+"""The four-model Distilled-3DGS run: G_perb, G_drop, G_std, then the student (in one process, or under torchrun:
+the teachers spread over the ranks, the student data-parallel over all of them)."""
 import copy
 import json
 import os
@@ -14,6 +15,7 @@ from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, f
                            student_from_std, student_target, teacher_mean_renders)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
+from training import data_parallel
 from training.loop import Role, evaluate, train_model
 from utils.errors import UserError
 from utils.general_utils import seed_all
@@ -131,8 +133,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     run's models K..3. distill.json is rewritten after every model.
 
     ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers; after a barrier
-    rank 0 gathers their entries, writes distill.json and trains the student from the teachers' PLYs; the
-    other ranks return None."""
+    rank 0 gathers their entries and writes distill.json; every rank trains the student from the teachers' PLYs,
+    data-parallel (rank 0 writes it); the other ranks return None."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = _earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -141,11 +143,11 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
     if dist is not None:
         distributed.test_fail_hook(dist)
+    sync = None
     for i in range(dp.start, 4):
         if dist is not None and i == 3:
             summary = _join_teachers(dist, summary, path, dp, opt)
-            if summary is None:
-                return None
+            sync = data_parallel.start(dist, opt.views_per_step, "the student")
         if dist is not None and not dist.trains(i):
             continue
         t0 = time.time()
@@ -163,9 +165,11 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         else:
             if dp.student_init == "std":  # fine-tuning: the position LR starts where G_std's ended
                 fine_tune_schedule(opt_i, dp)
-            role, start = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained)
+            role, start = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained, sync)
             if start is not None:
                 model = start
+            if sync is not None:
+                sync.broadcast_model(model)
             trained.clear()
             n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
@@ -173,7 +177,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet, stage=i,
-                          checkpoint_every_minutes=checkpoint_every_minutes)
+                          checkpoint_every_minutes=checkpoint_every_minutes, sync=sync)
+        if sync is not None and not sync.is_writer:
+            return None  # rank 0 writes the student and distill.json
         res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
         res["init_seconds"] = round(init_seconds, 2)
         res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
@@ -205,12 +211,12 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
 def _join_teachers(dist, summary, path, dp, opt):
     """Under torchrun, before the student: wait until every rank wrote its teachers, then give rank 0 their
     distill.json entries (in model order, as a sequential run writes them) and write it there. Returns the
-    summary on rank 0, None on the others."""
+    summary on rank 0, the rank's own (never written) on the others."""
     distributed.barrier(dist, "the barrier after the teachers")
     mine = {k: v for k, v in summary["models"].items() if k in MODEL_NAMES[dp.start:3]}
     gathered = distributed.gather_to_rank0(dist, mine, "gathering the teachers' distill.json entries")
     if gathered is None:
-        return None
+        return summary
     entries = {k: v for part in gathered for k, v in part.items()}
     earlier = {k: v for k, v in summary["models"].items() if k in MODEL_NAMES[:dp.start]}
     summary["models"] = {**earlier, **{name: entries[name] for name in MODEL_NAMES[dp.start:3]}}  # model order
@@ -219,11 +225,13 @@ def _join_teachers(dist, summary, path, dp, opt):
     return summary
 
 
-def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
+def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None, sync=None):
     """The student's role: mean teacher renders (teachers from ``trained`` or their saved PLYs) and
     G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
     starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
-    --imp_metric importance over the training views), None with sfm (the caller's SfM model)."""
+    --imp_metric importance over the training views), None with sfm (the caller's SfM model).
+    ``sync`` (data-parallel): importance scores are split over the ranks; every rank renders every view's mean
+    teacher render (any rank may draw any view)."""
     trained = trained or {}
     teachers = [trained[i].to(device) if i in trained else
                 load_trained(dataset.model_path, i, device, dataset.sh_degree, opt.iterations)[0] for i in range(3)]
@@ -235,8 +243,8 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None):
     std_xyz = teachers[2].get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":
-        imp = gaussian_importance(teachers[2], scene.getTrainCameras(), pipe, bg, dp.imp_metric)
+        imp = gaussian_importance(teachers[2], scene.getTrainCameras(), pipe, bg, dp.imp_metric, sync)
         start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
     del teachers
-    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras(), novel), start
+    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras(), novel, sync), start

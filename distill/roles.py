@@ -227,8 +227,9 @@ class StudentRole(Role):
     """The student: distillation against the cached mean teacher render, importance pruning,
     and the structure loss against G_std's positions."""
 
-    def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras, novel_cameras=()):
+    def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras, novel_cameras=(), sync=None):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
+        self.sync = sync  # data-parallel: the importance scores are split over the ranks
         self.teacher_means = teacher_means  # uid -> fp16 [3, H, W], also of the novel cameras (negative uids)
         self.novel = list(novel_cameras)
         self.std_xyz = std_xyz
@@ -267,7 +268,7 @@ class StudentRole(Role):
         if self.init == "std" and model.num_points <= self.target:
             return  # started at the target and never grows: no second prune
         n0 = model.num_points
-        imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric)
+        imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
         if first:
             keep = sample_by_importance(imp, self.dp.factor)
             reinitialise(model, keep)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Distilled-3DGS on Deep Blending. Usage: bash scripts/run_db.sh [extra train.py flags]
+# Distilled-3DGS on Deep Blending.
+# Usage: bash scripts/run_db.sh [--gpus N] [extra train.py flags]
+# (several GPUs or machines, DRY_RUN=1: see scripts/distill_scenes.sh)
 DATA_ROOT="${DATA_ROOT:-data/db}"
 OUT_ROOT="${OUT_ROOT:-output/db}"
 SCENES=(drjohnson playroom)

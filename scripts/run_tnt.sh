@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Distilled-3DGS on Tanks and Temples. Usage: bash scripts/run_tnt.sh [extra train.py flags]
+# Distilled-3DGS on Tanks and Temples.
+# Usage: bash scripts/run_tnt.sh [--gpus N] [extra train.py flags]
+# (several GPUs or machines, DRY_RUN=1: see scripts/distill_scenes.sh)
 DATA_ROOT="${DATA_ROOT:-data/tandt}"
 OUT_ROOT="${OUT_ROOT:-output/tandt}"
 SCENES=(train truck)

@@ -248,7 +248,7 @@ class DivergenceGuard:
 
 def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_iterations=(),
                 save_iterations=(), checkpoint_iterations=(), start_checkpoint=None, label="", quiet=False,
-                step_hook=None, stage=None, checkpoint_every_minutes=0.0):
+                step_hook=None, stage=None, checkpoint_every_minutes=0.0, sync=None):
     """Train ``model`` on ``scene``; write PLYs to <out_dir>/iteration_<it>/point_cloud.ply.
 
     Returns a summary dict (Gaussians, PLY MB, wall time, ms/step, peak memory, last test metrics).
@@ -257,8 +257,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     ``checkpoint_every_minutes`` > 0 writes an automatic chkpnt<label><it>.auto.pth at the end of the first
     iteration after each such interval (only the newest is kept). After a SIGINT/SIGTERM (STOP) the loop writes
     one at the end of the current iteration and raises Interrupted.
+    ``sync`` (a training.data_parallel.StepSync under torchrun): this rank renders its share of each step's views,
+    the step is summed over the ranks before the optimizer step, and only the writer rank writes files.
     """
     t_enter = time.time()
+    lead = sync is None or sync.is_writer  # writes files and adds the once-per-step loss
     role = role or Role()
     dev = model.device
     bg = background(dataset.white_background, dev)
@@ -275,7 +278,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     guard = DivergenceGuard(label, 10 if not quiet else max(10, min(100, opt.densification_interval)),
                             getattr(start_checkpoint, "path", start_checkpoint))
     writer = None  # opt-in: importing TensorBoard costs seconds, and each logged loss waits for the GPU
-    if pipe.tensorboard:
+    if pipe.tensorboard and lead:
         from torch.utils.tensorboard import SummaryWriter  # train.py checked that the package is there
         writer = SummaryWriter(dataset.model_path)
     train_cams = scene.getTrainCameras()
@@ -298,7 +301,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     io_seconds = 0.0  # evaluation and saving, left out of ms/step
     timer = PhaseTimer(dev, pipe.profile)
     t0 = time.time()
-    bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet or not lead,
+               dynamic_ncols=True)
     for it in bar:
         if step_hook is not None:
             step_hook(it)
@@ -310,12 +314,15 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         want_stats = strategy.wants_stats(it)
         step_loss = torch.zeros((), device=dev)
         visible = None  # Gaussians seen by any view of the step (sparse_adam updates only these)
-        for _ in range(opt.views_per_step):
+        out = None
+        for j in range(opt.views_per_step):
             if not stack:
                 stack = list(train_cams)
                 random.shuffle(stack)
             cam = stack.pop()
             bgc = torch.rand(3, device=dev) if opt.random_background else bg
+            if sync is not None and not sync.renders(j):  # (after the draws: every rank's RNG stays in step)
+                continue
             with timer("render"):
                 opacity = role.render_opacity(it, model)
                 out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
@@ -334,10 +341,13 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 if want_stats:
                     strategy.observe(model, out, cam)
         with timer("role events"):
-            extra = role.step_loss(it, model)
-            if extra is not None:
+            extra = role.step_loss(it, model)  # (on every rank: its random draws keep the ranks in step)
+            if extra is not None and lead:  # (added once: the sum over the ranks has it)
                 extra.backward()
                 step_loss += extra.detach()
+        if sync is not None:
+            with timer("all-reduce"):
+                step_loss, visible, out = sync.reduce_step(model, strategy, step_loss, visible, out)
         with timer("optimizer"):
             model.optimizer_step(visible)
         step_loss = step_loss / opt.views_per_step
@@ -357,11 +367,12 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             split = "test" if test_cams else "train"
             res.update(iteration=it, split=split, gaussians=model.num_points)
             history.append(res)
-            tqdm.write(f"[{label or 'model'} it {it}] {split} PSNR {res['psnr']:.2f} SSIM {res['ssim']:.4f} "
-                       f"L1 {res['l1']:.4f} ({model.num_points} Gaussians)")
+            if lead:
+                tqdm.write(f"[{label or 'model'} it {it}] {split} PSNR {res['psnr']:.2f} SSIM {res['ssim']:.4f} "
+                           f"L1 {res['l1']:.4f} ({model.num_points} Gaussians)")
             if writer is not None:
                 writer.add_scalar(f"{label}/{split}_psnr", res["psnr"], it)
-        if it in save_iterations:
+        if it in save_iterations and lead:
             model.save_ply(os.path.join(out_dir, f"iteration_{it}", "point_cloud.ply"))
             guard.saved = it
         io_seconds += time.time() - t_io
@@ -380,7 +391,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         # cadence reads the wall clock: neither waits for the device
         signum = STOP["signal"]
         auto = signum is not None or (every_s > 0 and it < opt.iterations and time.time() - last_auto >= every_s)
-        if it in checkpoint_iterations or auto:
+        if lead and (it in checkpoint_iterations or auto):
             t_io = time.time()
             guard.check(it, model, ema, bar)  # densification can overflow (a split of an infinite scale)
             loop_state = dict(stack=[c.uid for c in stack], ema=ema, history=history, counts=counts)
@@ -401,10 +412,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     wall = time.time() - t0
     steps = max(1, opt.iterations - first + 1)
     final_ply = os.path.join(out_dir, f"iteration_{opt.iterations}", "point_cloud.ply")
-    if not os.path.isfile(final_ply):
+    if lead and not os.path.isfile(final_ply):
         guard.check(opt.iterations, model, ema)
         model.save_ply(final_ply)
-    summary = dict(gaussians=model.num_points, ply_mb=round(os.path.getsize(final_ply) / 1e6, 2), train_seconds=round(wall, 2),
+    ply_mb = round(os.path.getsize(final_ply) / 1e6, 2) if lead else None  # (the writer's file)
+    summary = dict(gaussians=model.num_points, ply_mb=ply_mb, train_seconds=round(wall, 2),
                    setup_seconds=round(t0 - t_enter, 2),  # optimizer, logging, checkpoint: before the loop
                    ms_per_step=round(1000 * (wall - io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
@@ -416,7 +428,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                    + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
     if history:
         summary.update({k: history[-1][k] for k in ("psnr", "ssim", "split")})
-    write_json(os.path.join(out_dir, "training_log.json"), dict(summary, gaussian_counts=counts))
+    if lead:
+        write_json(os.path.join(out_dir, "training_log.json"), dict(summary, gaussian_counts=counts))
     if writer is not None:
         writer.close()
     return summary

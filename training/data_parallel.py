@@ -1,0 +1,120 @@
+"""One model trained data-parallel over the ranks of a torchrun launch (the student, or --num_models 1).
+
+Every rank holds the same parameters (rank 0's, broadcast before training) and draws the same random numbers,
+so it pops the same views in the same order. Of a step's views j = 0..V-1 (--views_per_step V) rank r renders
+those with j % W == r and backpropagates their losses with the weights of a one-process run; then one all-reduce
+(SUM) of one flat buffer gives every rank:
+- the gradients of all V views (and of the once-per-step loss, which rank 0 alone adds),
+- the step's loss, the Gaussians visible in any of its views (sparse_adam),
+- the densification inputs of the step's last view, which the strategy reads after the optimizer step (view-space
+  gradients and screen radii: its renderer contributes them, every other rank zeros, so the sum is exact),
+- the strategy's per-view masks (the student's blur split), OR-ed.
+The statistics are then updated alike on every rank, so every densification and prune decision, and the random
+positions of split children, are the same everywhere, and a checkpoint holds the whole state. Importance scores
+split the views over the ranks and sum the parts (``share`` / ``sum_``). Only rank 0 writes files.
+"""
+import torch
+
+from distill import distributed
+from scene.gaussian_model import PARAM_NAMES
+
+
+class _Grad:
+    """Stands in for the render output's viewspace_points: only its ``grad`` is read by the statistics."""
+
+    def __init__(self, grad):
+        self.grad = grad
+
+
+class StepSync:
+    """What train_model calls under data parallelism (``sync``): which views to render, the per-step reduction,
+    and which rank writes. ``ctx``: the distributed.DistContext."""
+
+    def __init__(self, ctx, views_per_step):
+        self.ctx, self.rank, self.world = ctx, ctx.rank, ctx.world_size
+        self.views = views_per_step
+        self.steps = 0  # data-parallel steps so far (the test hook's clock)
+
+    @property
+    def is_writer(self):
+        """Rank 0 writes the files, prints, and adds the once-per-step loss (structure loss) to its gradients."""
+        return self.rank == 0
+
+    def renders(self, j):
+        """Whether this rank renders view ``j`` (0..V-1) of a step."""
+        return j % self.world == self.rank
+
+    def share(self, items):
+        """This rank's part of ``items`` (for work split over the ranks and summed with ``sum_``)."""
+        return items[self.rank::self.world]
+
+    def sum_(self, tensors, what):
+        """Sum float ``tensors`` over the ranks in place, in one all-reduce."""
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        distributed.all_reduce_sum(self.ctx, flat, what)
+        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(part.view_as(t))
+
+    def broadcast_model(self, model):
+        """Give every rank rank 0's parameters (a model made alike on every rank can still differ: GPU importance
+        sums, kNN); before the optimizer exists."""
+        assert model.optimizer is None, "broadcast the parameters before training_setup"
+        shapes = distributed.broadcast_object_from_rank0(
+            self.ctx, [tuple(model.params[k].shape) for k in PARAM_NAMES], "broadcasting the model's size")
+        values = [model.params[k].detach().contiguous() if tuple(model.params[k].shape) == s
+                  else torch.empty(s, device=model.device) for k, s in zip(PARAM_NAMES, shapes)]
+        distributed.broadcast_from_rank0(self.ctx, values, "broadcasting the model's parameters")
+        model._set(*values)
+
+    def reduce_step(self, model, strategy, step_loss, visible, out):
+        """After the step's backward passes, before the optimizer step: sum everything the step's views gave on
+        each rank (see the module's docstring). ``out``: the render output of this rank's last view (None if it
+        rendered none). Returns (step_loss, visible, stats_out): the step's summed loss, the Gaussians visible in
+        any view, and the last view's densification inputs as a render output for the strategy."""
+        self.steps += 1
+        distributed.test_fail_hook(self.ctx, self.steps)
+        n, dev = model.num_points, model.device
+        last = out if self.renders(self.views - 1) else None
+        masks = _per_view_masks(strategy, model)
+        zeros = lambda *shape: torch.zeros(*shape, device=dev)  # noqa: E731
+        # (an empty parameter, f_rest of SH degree 0, gets no gradient from the renderer: it keeps none here too)
+        names = [k for k in PARAM_NAMES if model.params[k].numel() > 0]
+        grads = [model.params[k].grad if model.params[k].grad is not None else zeros(model.params[k].shape)
+                 for k in names]
+        view_grad = last["viewspace_points"].grad if last is not None else None
+        parts = grads + [view_grad if view_grad is not None else zeros(n, 3),
+                         last["radii"].float() if last is not None else zeros(n),
+                         visible.float() if visible is not None else zeros(n),
+                         *(m.float() for m in masks), step_loss.float().reshape(1)]
+        flat = torch.cat([t.reshape(-1) for t in parts])
+        distributed.all_reduce_sum(self.ctx, flat, "the all-reduce of a training step")
+        parts = [c.view(t.shape) for c, t in zip(flat.split([t.numel() for t in parts]), parts)]
+        for k, g in zip(names, parts):
+            model.params[k].grad = g
+        view_grad, radii, seen = parts[len(names):len(names) + 3]
+        for m, summed in zip(masks, parts[len(names) + 3:-1]):
+            m.copy_(summed > 0)
+        stats_out = dict(radii=radii, visibility_filter=radii > 0, viewspace_points=_Grad(view_grad))
+        return parts[-1].reshape(()), seen > 0, stats_out
+
+
+def _per_view_masks(strategy, model):
+    """The strategy's boolean per-Gaussian state (masks its per-view hook ORs in, e.g. the student's blur split):
+    the same list on every rank, so made first where a rank has rendered nothing yet."""
+    state = strategy.state_dict()
+    if any(v is None for v in state.values()):  # no statistics yet (what the first statistics update makes)
+        strategy.reset_stats(model.num_points, model.device)
+        state = strategy.state_dict()
+    n = model.num_points
+    return [v for v in state.values() if torch.is_tensor(v) and v.dtype == torch.bool and v.shape[0] == n]
+
+
+def start(ctx, views_per_step, label):
+    """The StepSync of a data-parallel stage (the caller broadcasts the model once made); says when
+    --views_per_step leaves ranks idle."""
+    sync = StepSync(ctx, views_per_step)
+    if views_per_step < ctx.world_size and sync.is_writer:
+        print(f"note: --views_per_step {views_per_step} limits {label} to {views_per_step} of {ctx.world_size} ranks "
+              f"(the others wait at each step's all-reduce with zero contributions): correct, not faster; raise "
+              f"--views_per_step to at least {ctx.world_size}", flush=True)
+    return sync
