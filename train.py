@@ -6,6 +6,7 @@ import math
 import os
 import random
 import re
+import json
 import shlex
 import shutil
 import signal
@@ -23,7 +24,7 @@ from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineP
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill import distributed  # noqa: E402
-from distill.pipeline import check_teachers, run_distillation  # noqa: E402
+from distill.pipeline import SUMMARY_NAME, check_teachers, run_distillation  # noqa: E402
 from distill.roles import check_student_init  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
@@ -190,9 +191,21 @@ def _final_ply(model_path, folder, iterations):
     return os.path.isfile(os.path.join(model_path, folder, f"iteration_{iterations}", "point_cloud.ply"))
 
 
+def _summary_models(model_path):
+    """The models with an entry in <model>/distill.json ({} when it is missing or unreadable)."""
+    try:
+        with open(os.path.join(model_path, SUMMARY_NAME)) as f:
+            models = json.load(f).get("models")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k for k, v in models.items() if isinstance(v, dict) and v.get("gaussians") is not None} \
+        if isinstance(models, dict) else {}
+
+
 def resume_args(parser, argv, args):
     """--resume: the flags of the run in -m (its cfg_args.json) and where to continue: the first model without its
-    final PLY, from its newest checkpoint (without one, from its start when earlier models finished)."""
+    final PLY or distill.json entry, from its newest checkpoint (without one, from its start when earlier models
+    finished)."""
     folder = args.model_path
     if not folder:
         raise UserError("--resume needs -m/--model_path: the folder of the run to continue")
@@ -220,7 +233,11 @@ def resume_args(parser, argv, args):
     last = max(1, int(round(args.iterations * args.steps_scale)))  # as scale_steps
     labels = list(MODEL_NAMES) if args.num_models == 4 else [""]
     folders = [f"point_cloud_{i}" for i in range(4)] if args.num_models == 4 else ["point_cloud"]
-    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, last)), None)
+    # a model is finished with its final PLY and, in the four-model run, its distill.json entry (a kill between
+    # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
+    entries = _summary_models(folder) if args.num_models == 4 else None
+    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, last)
+                  or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:
         what = "models have" if len(folders) > 1 else "model has"
         raise UserError(f"--resume: the run in {folder} has finished (its {what} iteration {last}): nothing to "

@@ -203,3 +203,20 @@ def test_kill_minus_9_then_resume_ends_with_the_uninterrupted_result(tmp_path):
     PLYs equal the uninterrupted run's (3 kills here; the 20-kill run is in the issue notes)."""
     from scripts import kill_resume_check  # noqa: PLC0415
     assert kill_resume_check.main(["--kills", "3", "-o", str(tmp_path), "--seed", "1"]) == 0
+
+
+def test_a_run_killed_after_the_last_ply_but_before_its_summary_entry_resumes(scene, distilled, tmp_path, capsys):
+    # a kill during the student's final evaluation: every final PLY is there, distill.json lacks the student
+    d = _only_checkpoint(distilled, str(tmp_path / "r"), "chkpntstudent22.pth")
+    path = os.path.join(d, "distill.json")
+    summary = json.load(open(path))
+    del summary["models"]["student"]
+    json.dump(summary, open(path, "w"))
+    train.main(["-m", d, "--resume"])
+    assert "Resuming student from" in capsys.readouterr().out
+    assert _ply(d, "point_cloud_3", 25) == _ply(distilled, "point_cloud_3", 25)
+    done = json.load(open(path))["models"]
+    assert set(done) == {"G_perb", "G_drop", "G_std", "student"}
+    assert done["student"]["gaussians"] == json.load(open(os.path.join(distilled, "distill.json")))["models"][
+        "student"]["gaussians"]
+    _error(capsys, ["-m", d, "--resume"], "has finished")  # now it is finished
