@@ -30,7 +30,9 @@ VANILLA = ["--num_models", "1", "--iterations", "30", "--views_per_step", "2", "
 
 
 def _env(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    # the repository first, then whatever the caller's PYTHONPATH holds (e.g. a prebuilt extension, plyfile)
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     env.pop("DISTILLED3DGS_TEST_FAIL_RANK", None)
     env.update(extra)
     return env
