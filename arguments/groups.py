@@ -3,6 +3,7 @@
 Attribute names are the reference implementation's (``opt.iterations``, ``dp.firstPrune``, ...), which the saved
 cfg_args.json also uses. Fields marked ``steps=True`` are iteration counts that --steps_scale rescales.
 """
+import re
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -12,6 +13,7 @@ from utils.errors import UserError
 MAX_WIDTH = 1600  # px: without -r, images wider than this are downscaled to it (scene.dataset_readers)
 
 _non_negative = at_least(0)
+_DEVICE = Check(lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None, "cpu, cuda or cuda:<index>")
 
 
 class FlagGroup:
@@ -38,12 +40,12 @@ class ModelParams(FlagGroup):
     white_background: bool = flag(False, "composite RGBA (NeRF-synthetic) images on white instead of black",
                                   short="-w")
     sh_degree: int = flag(3, "maximum spherical-harmonics degree", check=between(0, 3))
-    data_device: Literal["cpu", "cuda"] = flag("cpu", "where the ground-truth images are kept (cpu saves GPU "
-                                                      "memory)")
+    data_device: str = flag("cpu", "where the ground-truth images are kept: cpu (saves GPU memory), cuda or "
+                                   "cuda:<index>", check=_DEVICE)
     eval: bool = flag(False, "hold out every 8th image (sorted by name) as the test split; NeRF-synthetic scenes "
                              "use their test split")
     num_random_points: int = flag(100_000, "number of random initial points for scenes without SfM points "
-                                           "(NeRF-synthetic)", check=at_least(1))
+                                           "(NeRF-synthetic scenes start from them)", check=at_least(1))
 
 
 @dataclass

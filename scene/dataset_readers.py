@@ -200,9 +200,6 @@ def _load_depth(depths_dir, image_name, size, depth_params):
 def read_blender_scene(path, white_background=False, eval_mode=False, resolution=None, data_device="cpu",
                        num_random_points=100_000, seed=0, load_images=True):
     bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
-    if num_random_points < 1:
-        raise UserError(f"--num_random_points {num_random_points} must be at least 1: a NeRF-synthetic scene starts "
-                        f"from random points")
     train = _blender_split(path, "transforms_train.json", bg, resolution, data_device, 0, load_images)
     test = _blender_split(path, "transforms_test.json", bg, resolution, data_device, len(train), load_images)
     if not eval_mode:
