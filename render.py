@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from arguments import FlagParser, ModelParams, PipelineParams, load_config, saved_flags  # noqa: E402
+from arguments import FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags  # noqa: E402
 from arguments.fields import at_least, flag, positive  # noqa: E402
 from gaussian_renderer import background, pick_backend, render  # noqa: E402
 from scene import Scene  # noqa: E402
@@ -47,7 +47,7 @@ ROLE_NAMES = dict(enumerate(MODEL_NAMES))
 
 
 @dataclass
-class RenderParams:
+class RenderParams(FlagGroup):
     """render.py's own flags (never taken from the training run's cfg_args.json)."""
     title = "Rendering outputs"
     iteration: Optional[int] = flag(None, "saved iteration to render", check=at_least(0), legacy_none=-1,

@@ -72,7 +72,7 @@ class OptimizationParams(FlagGroup):
                                     check=_non_negative)
     position_lr_max_steps: Optional[int] = flag(
         30_000, "iterations over which the position learning rate decays exponentially", steps=True,
-        check=at_least(1), legacy_none=-1, none="--iterations")
+        check=at_least(1), legacy_none=-1, none="decay over --iterations")
     feature_lr: float = flag(0.0025, "SH DC learning rate (the higher bands use it / 20)", check=_non_negative)
     opacity_lr: float = flag(0.025, "opacity learning rate", check=_non_negative)
     scaling_lr: float = flag(0.005, "log-scale learning rate", check=_non_negative)

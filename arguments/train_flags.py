@@ -3,11 +3,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from arguments.fields import Check, flag, positive
+from arguments.groups import FlagGroup
 from utils.errors import UserError
 
 
 @dataclass
-class TrainRunParams:
+class TrainRunParams(FlagGroup):
     title = "Run"
     test_iterations: list[int] = flag([7_000, 30_000], "iterations at which the test PSNR is printed",
                                       steps=True)
