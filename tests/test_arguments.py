@@ -8,7 +8,7 @@ import pytest
 
 import render
 import train
-from arguments import (CONFIG_NAME, DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,
+from arguments import (CONFIG_NAME, DistillParams, ModelParams, OptimizationParams, PipelineParams,
                        TrainRunParams, check_group, config_dict, flag_specs, save_config, saved_flags, scale_steps,
                        steps_fields)
 from utils.errors import UserError
