@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Render a trained model's train/test views (and optionally a fly-through video).
 
-    python render.py -m <model> [-s <scene>] [--iteration N|-1] [--itrain N] [--skip_train] [--skip_test]
+    python render.py -m <model> [-s <scene>] [--iteration N] [--itrain N] [--skip_train] [--skip_test]
                      [--quiet] [--video] [--video_frames 240] [--fps 30] [--compare]
 
 Scene settings (source path, resolution, white background, --eval) are read back from
@@ -24,13 +24,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import re  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Optional  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from arguments import ModelParams, PipelineParams, combined_args, load_config  # noqa: E402
+from arguments import FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags  # noqa: E402
+from arguments.fields import at_least, flag, positive  # noqa: E402
 from gaussian_renderer import background, pick_backend, render  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
@@ -41,30 +44,46 @@ from utils.system_utils import atomic_path, saved_iterations  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 
 ROLE_NAMES = dict(enumerate(MODEL_NAMES))
-# flags of this script only: never taken from the training run's cfg_args.json (train.py saves its own --quiet)
-OWN_FLAGS = ("iteration", "itrain", "skip_train", "skip_test", "quiet", "video", "video_frames", "fps", "compare")
+
+
+@dataclass
+class RenderParams(FlagGroup):
+    """render.py's own flags (never taken from the training run's cfg_args.json)."""
+    title = "Rendering outputs"
+    iteration: Optional[int] = flag(None, "saved iteration to render", check=at_least(0), legacy_none=-1,
+                                    none="the latest one of the chosen model")
+    itrain: Optional[int] = flag(None, "distillation model to render: point_cloud_<N> (0 G_perb, 1 G_drop, 2 G_std, "
+                                       "3 student)", check=at_least(0, " (a model index)"),
+                                 none="the highest present, or point_cloud for a single-model run")
+    skip_train: bool = flag(False, "do not render the training views")
+    skip_test: bool = flag(False, "do not render the test views")
+    quiet: bool = flag(False, "no progress bars")
+    video: bool = flag(False, "also render a fly-through video along a smooth path built from the training cameras")
+    video_frames: int = flag(240, "number of video frames", check=at_least(1))
+    fps: int = flag(30, "video frame rate", check=positive())
+    compare: bool = flag(False, "distillation runs: also write test/ours_<it>/compare/<view>.png, the student | "
+                                "G_std | ground truth | the student's error (|student - GT| x4) side by side, per "
+                                "test view")
+
+
+SAVED_GROUPS = (ModelParams, PipelineParams)  # what the training run's cfg_args.json supplies
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ModelParams.add_args(p)
-    PipelineParams.add_args(p)
-    p.add_argument("--iteration", type=int, default=-1,
-                   help="saved iteration to render; -1 = the latest one of the chosen model")
-    p.add_argument("--itrain", type=int, default=None,
-                   help="distillation model to render: point_cloud_<N> (0 G_perb, 1 G_drop, 2 G_std, 3 student); "
-                        "default: the highest present, or point_cloud for a single-model run")
-    p.add_argument("--skip_train", action="store_true", help="do not render the training views")
-    p.add_argument("--skip_test", action="store_true", help="do not render the test views")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--video", action="store_true",
-                   help="also render a fly-through video along a smooth path built from the training cameras")
-    p.add_argument("--video_frames", type=int, default=240, help="number of video frames")
-    p.add_argument("--fps", type=int, default=30, help="video frame rate")
-    p.add_argument("--compare", action="store_true",
-                   help="distillation runs: also write test/ours_<it>/compare/<view>.png, the student | G_std | "
-                        "ground truth | the student's error (|student - GT| x4) side by side, per test view")
-    return p
+    return FlagParser(SAVED_GROUPS + (RenderParams,), description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def read_flags(argv=None):
+    """(dataset, pipe, own flags): defaults < the model's cfg_args.json < the flags given here."""
+    parser = build_parser()
+    given = parser.given(argv)
+    model_path = given.get("model_path")
+    if not model_path:
+        raise UserError("-m/--model_path is required: the folder train.py wrote")
+    if not os.path.isdir(model_path):
+        raise UserError(f"model folder {model_path} (-m) does not exist")
+    return parser.build(given, saved_flags(model_path, SAVED_GROUPS))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,7 +105,7 @@ def _describe(indexed, plain):
     return ", ".join(names) if names else "none"
 
 
-def resolve_checkpoint(model_path, itrain=None, iteration=-1):
+def resolve_checkpoint(model_path, itrain=None, iteration=None):
     """(ply path, iteration, label) of the model to render; a UserError lists what exists otherwise."""
     indexed, plain = model_folders(model_path)
     if itrain is not None:
@@ -104,17 +123,17 @@ def resolve_checkpoint(model_path, itrain=None, iteration=-1):
         raise UserError(f"{model_path} holds no trained model (no point_cloud or point_cloud_<i> folder): "
                         f"train one with `python train.py -s <scene> -m {model_path}`")
     its = saved_iterations(folder, "point_cloud.ply")
-    if iteration is None or iteration < 0:
+    if iteration is None:
         if not its:
             raise UserError(f"{folder} has no saved iteration_<N>/point_cloud.ply")
         iteration = max(its)
     elif iteration not in its:
         raise UserError(f"{folder} has no iteration_{iteration}/point_cloud.ply; saved iterations: "
-                        f"{', '.join(map(str, its)) if its else 'none'} (--iteration -1 takes the latest)")
+                        f"{', '.join(map(str, its)) if its else 'none'} (without --iteration: the latest)")
     return os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply"), iteration, label
 
 
-def compare_checkpoints(model_path, iteration=-1):
+def compare_checkpoints(model_path, iteration=None):
     """(student ply, G_std ply, student iteration) for --compare; a UserError for a single-model run."""
     indexed, plain = model_folders(model_path)
     if 2 not in indexed or 3 not in indexed:
@@ -133,7 +152,7 @@ def run_compare(compare, scene, dataset, pipe, bg, device, args):
     cams = scene.getTestCameras()
     student = GaussianModel(dataset.sh_degree, device).load_ply(student_ply)
     std = GaussianModel(dataset.sh_degree, device).load_ply(std_ply)
-    out_dir = os.path.join(args.model_path, "test", f"ours_{iteration}", "compare")
+    out_dir = os.path.join(dataset.model_path, "test", f"ours_{iteration}", "compare")
     n, ps, pt = write_compare(out_dir, cams, student, std, pipe, bg, write_png, quiet=args.quiet)
     print(f"compare: {n} test views, student {ps:.2f} dB, G_std {pt:.2f} dB (mean PSNR of the 8-bit renders) "
           f"-> {out_dir}")
@@ -151,7 +170,7 @@ def run_last_iteration(model_path):
 
 
 def prefer_run_iteration(model_path, ply, iteration):
-    """With --iteration -1: the model of the run in cfg_args.json, not a newer-numbered one an earlier, longer
+    """Without --iteration: the model of the run in cfg_args.json, not a newer-numbered one an earlier, longer
     run left behind; says which iteration it renders when the two differ. Returns (ply, iteration)."""
     last = run_last_iteration(model_path)
     if last is None or last == iteration:
@@ -251,25 +270,13 @@ def render_video(video_dir, iteration, cameras, model, pipe, bg, frames, fps, qu
 # ----------------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    parser = build_parser()
-    args = combined_args(parser, argv)
-    plain = parser.parse_args(argv)
-    for k in OWN_FLAGS:
-        setattr(args, k, getattr(plain, k))
-    dataset, pipe = ModelParams.extract(args), PipelineParams.extract(args)
-    if args.video and args.video_frames < 1:
-        raise UserError(f"--video_frames {args.video_frames} must be at least 1")
-    if args.itrain is not None and args.itrain < 0:
-        raise UserError(f"--itrain {args.itrain} must be a model index >= 0")
-    if args.video and args.fps <= 0:
-        raise UserError(f"--fps {args.fps} must be positive")
-
-    ply, iteration, label = resolve_checkpoint(args.model_path, args.itrain, args.iteration)
-    if args.iteration is None or args.iteration < 0:
-        ply, iteration = prefer_run_iteration(args.model_path, ply, iteration)
-    compare = compare_checkpoints(args.model_path, args.iteration) if args.compare else None
+    dataset, pipe, args = read_flags(argv)
+    ply, iteration, label = resolve_checkpoint(dataset.model_path, args.itrain, args.iteration)
+    if args.iteration is None:
+        ply, iteration = prefer_run_iteration(dataset.model_path, ply, iteration)
+    compare = compare_checkpoints(dataset.model_path, args.iteration) if args.compare else None
     if not dataset.source_path:
-        raise UserError(f"no scene folder: pass -s <scene> (none saved in {args.model_path}/cfg_args.json)")
+        raise UserError(f"no scene folder: pass -s <scene> (none saved in {dataset.model_path}/cfg_args.json)")
     if not os.path.isdir(dataset.source_path):
         raise UserError(f"scene folder {dataset.source_path} does not exist: pass -s <scene>")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -287,7 +294,7 @@ def main(argv=None):
                               ("test", args.skip_test, scene.getTestCameras())):
         if skip:
             continue
-        out_dir = os.path.join(args.model_path, split, f"ours_{iteration}")
+        out_dir = os.path.join(dataset.model_path, split, f"ours_{iteration}")
         if not cams:
             print(f"No {split} cameras" + (" (trained without --eval)" if split == "test" else "") + "; skipped")
             continue
@@ -297,7 +304,7 @@ def main(argv=None):
     if args.video:
         if not scene.getTrainCameras():
             raise UserError("--video needs training cameras to build its camera path")
-        video = render_video(os.path.join(args.model_path, "video"), iteration, scene.getTrainCameras(), model,
+        video = render_video(os.path.join(dataset.model_path, "video"), iteration, scene.getTrainCameras(), model,
                              pipe, bg, args.video_frames, args.fps, quiet=args.quiet)
         written["video"] = video
         print(f"video: {args.video_frames} frames at {args.fps} fps -> {video}")

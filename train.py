@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """Train 3D Gaussian Splatting models (one vanilla model, or the Distilled-3DGS teachers and student)."""
-import argparse
 import importlib.util
-import math
 import os
 import random
 import re
@@ -19,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from arguments import (DistillParams, ModelParams, OptimizationParams, PipelineParams, explicit_flags,  # noqa: E402
-                       load_config, save_config, scale_steps)
+from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,  # noqa: E402
+                       TrainRunParams, check_train_combinations, config_dict, load_config, save_config, saved_flags,
+                       scale_steps)
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill import distributed  # noqa: E402
@@ -31,7 +30,6 @@ from gaussian_renderer import pick_backend  # noqa: E402
 from training import data_parallel  # noqa: E402
 from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,  # noqa: E402
                            train_model)
-from training.optim import OPTIMIZER_TYPES  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.report import report_at_end  # noqa: E402
 from utils.system_utils import sweep_stale_temp_files  # noqa: E402
@@ -43,42 +41,24 @@ RESUME_FREE_FLAGS = {"model_path", "resume", "quiet", "checkpoint_every_minutes"
                      "test_iterations", "dist_timeout_minutes"}
 # saved flags that describe how the run was started, not what it trains: --resume sets them itself
 _RESUME_SET = {"start", "start_checkpoint", "overwrite", "resume"}
+TRAIN_GROUPS = (ModelParams, OptimizationParams, PipelineParams, DistillParams, TrainRunParams)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__)
-    ModelParams.add_args(p)
-    OptimizationParams.add_args(p)
-    PipelineParams.add_args(p)
-    DistillParams.add_args(p)
-    p.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000],
-                   help="iterations at which test PSNR is printed (rescaled by --steps_scale)")
-    p.add_argument("--save_iterations", nargs="+", type=int, default=[7_000, 30_000],
-                   help="iterations at which point_cloud.ply is saved; the last iteration is always saved")
-    p.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[],
-                   help="iterations at which a resumable chkpnt<it>.pth is written")
-    p.add_argument("--start_checkpoint", type=str, default=None, help="resume from a chkpnt<it>.pth")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in -m from its newest checkpoint (also inside the four-model run: the "
-                        "finished models are reused), with the flags saved in its cfg_args.json; flags given as "
-                        "well must match them, except " + ", ".join("--" + k for k in sorted(RESUME_FREE_FLAGS)))
-    p.add_argument("--checkpoint_every_minutes", type=float, default=10.0,
-                   help="write an automatic chkpnt<model><it>.auto.pth this often (wall clock; only the newest of "
-                        "each model is kept), so a killed run loses at most this much; 0 = off")
-    p.add_argument("--overwrite", action="store_true",
-                   help="the -m folder holds an earlier run: delete its outputs (point_cloud*, cfg_args.json, "
-                        "distill.json, checkpoints, renders, metrics) before training; without it train.py refuses "
-                        "such a folder unless --start K or --start_checkpoint continues that run")
-    p.add_argument("--dist_timeout_minutes", type=float, default=30.0,
-                   help="under torchrun: how long a rank waits at a barrier for the others before it stops with an "
-                        "error (a failed or hung rank)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return FlagParser(TRAIN_GROUPS, description=__doc__)
 
 
-def scaled_iterations(values, f, last):
-    return sorted({min(last, max(1, int(round(v * f)))) for v in values})
+def read_flags(argv=None):
+    """The validated flag groups (dataset, opt, pipe, dp, run) of a train.py command line; with --resume the
+    flags come from the run it continues."""
+    parser = build_parser()
+    given = parser.given(argv)
+    saved = resume_flags(given) if given.get("resume") else {}
+    dataset, opt, pipe, dp, run = parser.build(given, saved)
+    if run.resume:
+        resume_point(dataset.model_path, opt, dp, run)
+    check_train_combinations(dataset, pipe, dp, run)
+    return dataset, opt, pipe, dp, run
 
 
 # what train.py, render.py and metrics.py write into a model folder (--overwrite deletes these only)
@@ -202,15 +182,13 @@ def _summary_models(model_path):
         if isinstance(models, dict) else {}
 
 
-def resume_args(parser, argv, args):
-    """--resume: the flags of the run in -m (its cfg_args.json) and where to continue: the first model without its
-    final PLY or distill.json entry, from its newest checkpoint (without one, from its start when earlier models
-    finished)."""
-    folder = args.model_path
+def resume_flags(given):
+    """--resume: the flags saved in the cfg_args.json of the run in -m (typed); flags given as well must match
+    them, except RESUME_FREE_FLAGS."""
+    folder = given.get("model_path")
     if not folder:
         raise UserError("--resume needs -m/--model_path: the folder of the run to continue")
-    given = explicit_flags(parser, sys.argv[1:] if argv is None else argv)
-    clash = sorted(given & {"start", "start_checkpoint", "overwrite"})
+    clash = sorted(set(given) & {"start", "start_checkpoint", "overwrite"})
     if clash:
         raise UserError(f"--resume picks the checkpoint itself: leave out --{clash[0]}")
     if not os.path.isdir(folder):
@@ -218,24 +196,29 @@ def resume_args(parser, argv, args):
     cfg = load_config(folder)
     if not cfg:
         raise UserError(f"--resume: {folder} has no cfg_args.json, so it holds no run of train.py to continue")
-    names = [n for n in sorted(os.listdir(folder)) if CHECKPOINT_NAME.match(n)]
-    if not names:
+    if not any(CHECKPOINT_NAME.match(n) for n in os.listdir(folder)):
         raise UserError(f"--resume: {folder} holds no checkpoint (chkpnt*.pth) to continue from; train it again "
                         f"with --overwrite")
-    for k, v in cfg.items():
-        if k in _RESUME_SET or k == "model_path" or not hasattr(args, k):
-            continue
-        if k in given and k not in RESUME_FREE_FLAGS and getattr(args, k) != v:
+    saved = saved_flags(folder, TRAIN_GROUPS, cfg)
+    for k in _RESUME_SET | {"model_path"}:
+        saved.pop(k, None)
+    for k, v in saved.items():
+        if k in given and k not in RESUME_FREE_FLAGS and given[k] != v:
             raise UserError(f"--resume continues with the flags saved in {os.path.join(folder, 'cfg_args.json')}: "
-                            f"--{k} {getattr(args, k)} differs from its {v}; leave --{k} out")
-        if k not in given:
-            setattr(args, k, v)
-    last = max(1, int(round(args.iterations * args.steps_scale)))  # as scale_steps
-    labels = list(MODEL_NAMES) if args.num_models == 4 else [""]
-    folders = [f"point_cloud_{i}" for i in range(4)] if args.num_models == 4 else ["point_cloud"]
+                            f"--{k} {given[k]} differs from its {v}; leave --{k} out")
+    return saved
+
+
+def resume_point(folder, opt, dp, run):
+    """--resume: where to continue: the first model without its final PLY or distill.json entry, from its newest
+    checkpoint (without one, from its start when earlier models finished). Sets dp.start and run.start_checkpoint."""
+    names = [n for n in sorted(os.listdir(folder)) if CHECKPOINT_NAME.match(n)]
+    last = max(1, int(round(opt.iterations * opt.steps_scale)))  # as scale_steps
+    labels = list(MODEL_NAMES) if dp.num_models == 4 else [""]
+    folders = [f"point_cloud_{i}" for i in range(4)] if dp.num_models == 4 else ["point_cloud"]
     # a model is finished with its final PLY and, in the four-model run, its distill.json entry (a kill between
     # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
-    entries = _summary_models(folder) if args.num_models == 4 else None
+    entries = _summary_models(folder) if dp.num_models == 4 else None
     stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, last)
                   or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:
@@ -243,15 +226,13 @@ def resume_args(parser, argv, args):
         raise UserError(f"--resume: the run in {folder} has finished (its {what} iteration {last}): nothing to "
                         f"continue")
     mine = [(int(m.group("it")), n) for n in names if (m := CHECKPOINT_NAME.match(n)).group("label") == labels[stage]]
-    args.overwrite, args.resume = False, True
-    args.start = stage if args.num_models == 4 else 0
-    args.start_checkpoint = os.path.join(folder, max(mine)[1]) if mine else None
-    if not mine and not args.start:
+    dp.start = stage if dp.num_models == 4 else 0
+    run.start_checkpoint = os.path.join(folder, max(mine)[1]) if mine else None
+    if not mine and not dp.start:
         raise UserError(f"--resume: {folder} holds no checkpoint of {labels[stage] or 'its model'} to continue from")
     where = f"{labels[stage]} " if labels[stage] else ""
-    print(f"Resuming {where}from {args.start_checkpoint}" if mine else
+    print(f"Resuming {where}from {run.start_checkpoint}" if mine else
           f"Resuming at the start of {labels[stage]} (the models before it are finished; it has no checkpoint)")
-    return args
 
 
 def resume_command(model_path):
@@ -291,61 +272,22 @@ def main(argv=None):
 
 
 def _main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.resume:
-        args = resume_args(parser, argv, args)
-    if not (args.checkpoint_every_minutes >= 0):
-        raise UserError(f"--checkpoint_every_minutes {args.checkpoint_every_minutes} must be >= 0 (0 = off)")
-    dataset, opt, pipe = ModelParams.extract(args), OptimizationParams.extract(args), PipelineParams.extract(args)
-    dp = DistillParams.extract(args)
-    if not dataset.source_path:
-        raise UserError("-s/--source_path is required: the scene folder to train on")
-    if not 0 <= dataset.sh_degree <= 3:
-        raise UserError(f"--sh_degree {dataset.sh_degree} must be between 0 and 3")
-    if opt.views_per_step < 1:
-        raise UserError(f"--views_per_step {opt.views_per_step} must be at least 1")
-    for name, value in sorted(vars(args).items()):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"--{name} {value} must be a finite number")
-    if opt.iterations < 1:
-        raise UserError(f"--iterations {opt.iterations} must be at least 1")
-    if args.start_checkpoint and not os.path.isfile(args.start_checkpoint):
-        raise UserError(f"--start_checkpoint {args.start_checkpoint} does not exist")
+    dataset, opt, pipe, dp, run = read_flags(argv)
+    if run.start_checkpoint and not os.path.isfile(run.start_checkpoint):
+        raise UserError(f"--start_checkpoint {run.start_checkpoint} does not exist")
     if pipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard, or leave the flag "
                         "out (train.py writes training_log.json either way)")
-    if dp.num_models not in (1, 4):
-        raise UserError(f"--num_models {dp.num_models} is not supported: use 1 (one vanilla model) or 4 "
-                        f"(three teachers and the student)")
-    if not 0 <= dp.start <= 3 or (dp.start and dp.num_models != 4):
-        raise UserError(f"--start {dp.start} must be 0..3 and needs --num_models 4")
-    if dp.imp_metric not in ("indoor", "outdoor"):
-        raise UserError(f"--imp_metric {dp.imp_metric} is unknown: use indoor or outdoor")
-    if opt.optimizer_type not in OPTIMIZER_TYPES:
-        raise UserError(f"--optimizer_type {opt.optimizer_type} is unknown: use " + " or ".join(OPTIMIZER_TYPES))
-    if not 0 <= dp.student_max_ratio <= 1:
-        raise UserError(f"--student_max_ratio {dp.student_max_ratio} must be between 0 (off) and 1")
-    if dp.num_max_ratio < 0:
-        raise UserError(f"--num_max_ratio {dp.num_max_ratio} must be >= 0 (0 = off: --num_max applies)")
-    if dp.novel_views < 0:
-        raise UserError(f"--novel_views {dp.novel_views} must be >= 0 (0 = off)")
-    if not 0 <= dp.novel_view_prob <= 1:
-        raise UserError(f"--novel_view_prob {dp.novel_view_prob} must be between 0 and 1")
-    if dp.lambda_novel < 0:
-        raise UserError(f"--lambda_novel {dp.lambda_novel} must be >= 0")
     if dp.num_models == 4:
         check_student_init(dp)  # before anything is written
-    if dp.start and not args.model_path:
-        raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
-    if args.overwrite and dp.start:
-        raise UserError(f"--overwrite deletes the models that --start {dp.start} reuses: pass one of the two")
-    f = opt.steps_scale
-    scale_steps(opt, f)
-    scale_steps(dp, f)
-    tests = scaled_iterations(args.test_iterations, f, opt.iterations)
-    saves = scaled_iterations(args.save_iterations, f, opt.iterations) + [opt.iterations]
-    ckpts = scaled_iterations(args.checkpoint_iterations, f, opt.iterations)
+    if not dataset.model_path:
+        dataset.model_path = os.path.join("output", uuid.uuid4().hex[:10])
+    config = config_dict(dataset, opt, pipe, dp, run)  # as given: cfg_args.json holds the unscaled counts
+    for group in (opt, dp, run):
+        scale_steps(group, opt.steps_scale)
+    tests = sorted({min(opt.iterations, it) for it in run.test_iterations})
+    saves = sorted({min(opt.iterations, it) for it in run.save_iterations}) + [opt.iterations]
+    ckpts = sorted({min(opt.iterations, it) for it in run.checkpoint_iterations})
     views_between = opt.densification_interval * opt.views_per_step
     if dp.num_models == 4 and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
         # measured on bonsai: 25 views between densifications (--steps_scale 0.25, 1 view) and 30 (0.05,
@@ -354,20 +296,15 @@ def _main(argv=None):
               f"{opt.densification_interval} after --steps_scale x --views_per_step {opt.views_per_step}); with "
               f"fewer than {MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS} its blur split can grow untrained fragments "
               f"and ruin it: raise --views_per_step or --steps_scale", file=sys.stderr)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    random.seed(run.seed)
+    np.random.seed(run.seed)
+    torch.manual_seed(run.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if pipe.backend == "gsplat" and dp.num_models == 4:
-        raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
-                        "blur split need: train the distillation with --backend auto, cuda or torch")
-    pick_backend(device, pipe.backend)  # an unknown or unusable --backend stops here, before any output
-    if not dataset.model_path:
-        dataset.model_path = args.model_path = os.path.join("output", uuid.uuid4().hex[:10])
+    pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here, before output
     check_output_folder(dataset.model_path)
-    ckpt = check_start_checkpoint(args.start_checkpoint, dataset, opt, dp) if args.start_checkpoint else None
+    ckpt = check_start_checkpoint(run.start_checkpoint, dataset, opt, dp) if run.start_checkpoint else None
     previous = earlier_run(dataset.model_path)
-    if previous and not (args.overwrite or dp.start or ckpt or args.resume):
+    if previous and not (run.overwrite or dp.start or ckpt or run.resume):
         shown = ", ".join(previous[:3]) + (f" and {len(previous) - 3} more" if len(previous) > 3 else "")
         raise UserError(f"-m {dataset.model_path} already holds a run ({shown}): pass --overwrite to delete its "
                         f"outputs first, --resume to continue it from its newest checkpoint, --start K to continue "
@@ -376,10 +313,10 @@ def _main(argv=None):
     dist = None
     if distributed.launched_distributed():  # the teachers spread over the ranks; the student, or the one model of
         # --num_models 1, data-parallel over all of them
-        dist = distributed.init_distributed(args.dist_timeout_minutes)
+        dist = distributed.init_distributed(run.dist_timeout_minutes)
         _main.dist = dist
     ckpt_file = os.path.abspath(ckpt.path) if ckpt else None
-    if args.overwrite and ckpt and any(ckpt_file == p or ckpt_file.startswith(p + os.sep)
+    if run.overwrite and ckpt and any(ckpt_file == p or ckpt_file.startswith(p + os.sep)
                                        for p in map(os.path.abspath, run_outputs(dataset.model_path))):
         raise UserError(f"--overwrite would delete --start_checkpoint {ckpt.path}: move it out of "
                         f"{dataset.model_path} first, or leave out --overwrite")
@@ -390,9 +327,9 @@ def _main(argv=None):
     if dist is not None:  # every rank checked the folder before rank 0 changes it
         distributed.barrier(dist, "the barrier before preparing the output folder")
     if dist is None or dist.rank == 0:
-        prepare_output_folder(dataset.model_path, args.overwrite and previous, dp, ckpt)
-        if not args.resume:  # a resumed run keeps the cfg_args.json it continues
-            save_config(dataset.model_path, args)
+        prepare_output_folder(dataset.model_path, run.overwrite and previous, dp, ckpt)
+        if not run.resume:  # a resumed run keeps the cfg_args.json it continues
+            save_config(dataset.model_path, config)
     if dist is not None:  # the other ranks write only into the prepared folder
         distributed.barrier(dist, "the barrier after preparing the output folder")
     _main.model_path = dataset.model_path  # for the resume line after a signal
@@ -401,8 +338,8 @@ def _main(argv=None):
 
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
-                                   ckpt, args.quiet, seed=args.seed,
-                                   checkpoint_every_minutes=args.checkpoint_every_minutes, dist=dist)
+                                   ckpt, run.quiet, seed=run.seed,
+                                   checkpoint_every_minutes=run.checkpoint_every_minutes, dist=dist)
         if summary is None:  # a rank other than 0 under torchrun: its teachers are written, the student is rank 0's
             return None
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns
@@ -415,8 +352,8 @@ def _main(argv=None):
         sync.broadcast_model(model)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
                           test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
-                          start_checkpoint=ckpt, quiet=args.quiet,
-                          checkpoint_every_minutes=args.checkpoint_every_minutes, sync=sync)
+                          start_checkpoint=ckpt, quiet=run.quiet,
+                          checkpoint_every_minutes=run.checkpoint_every_minutes, sync=sync)
     if sync is not None and not sync.is_writer:
         return None  # rank 0 wrote the model and prints its summary
     peak = summary["peak_memory_gib"]

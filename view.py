@@ -100,7 +100,8 @@ def load_cameras(model_path, source_override=None):
         return [], [], white, f"scene folder {source} is not reachable from here; pass -s <scene> to list its cameras"
     try:
         from scene.dataset_readers import read_blender_scene, read_colmap_scene  # imports torch: only when needed
-        res = int(cfg.get("resolution", -1))
+        from arguments import ModelParams, saved_flags
+        res = saved_flags(model_path, [ModelParams], cfg).get("resolution")  # earlier versions saved -1 for None
         if os.path.isdir(os.path.join(source, "sparse")):
             info = read_colmap_scene(source, cfg.get("images") or "images", bool(cfg.get("eval")), res,
                                      load_images=False)

@@ -159,16 +159,16 @@ class StudentStrategy(DensifyStrategy):
 
 
 def student_num_max(dp, std_count):
-    """The student's growth cap: --num_max_ratio x G_std's count when that ratio is > 0, else --num_max;
+    """The student's growth cap: --num_max_ratio x G_std's count when that ratio is set, else --num_max;
     0 (no growth) for a student started from G_std."""
     if dp.student_init == "std":
         return 0
-    return int(round(dp.num_max_ratio * std_count)) if dp.num_max_ratio > 0 else dp.num_max
+    return int(round(dp.num_max_ratio * std_count)) if dp.num_max_ratio is not None else dp.num_max
 
 
 def student_target(dp, std_count):
     """--student_max_ratio x G_std's count (the second prune's cap, the std start's size), or None when off."""
-    return int(dp.student_max_ratio * std_count) if dp.student_max_ratio > 0 else None
+    return int(dp.student_max_ratio * std_count) if dp.student_max_ratio is not None else None
 
 
 def check_student_init(dp):
@@ -176,15 +176,12 @@ def check_student_init(dp):
     if dp.student_init not in STUDENT_INITS:
         raise UserError(f"--student_init {dp.student_init} is unknown: use sfm (grow from the SfM points) or std "
                         f"(start from G_std's most important Gaussians)")
-    if dp.student_position_lr_init < 0:
-        raise UserError(f"--student_position_lr_init {dp.student_position_lr_init} must be >= 0 (0 = G_std's "
-                        f"final position learning rate)")
     if dp.student_init == "sfm":
-        if dp.student_position_lr_init > 0:
+        if dp.student_position_lr_init is not None:
             raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
                             "follows the teachers' position schedule)")
         return
-    if dp.student_max_ratio <= 0:
+    if dp.student_max_ratio is None:
         raise UserError("--student_init std needs --student_max_ratio > 0: the fraction of G_std's Gaussians the "
                         "student keeps (e.g. 0.15)")
     if dp.firstPrune:
@@ -194,10 +191,10 @@ def check_student_init(dp):
 
 def student_position_lr(opt, dp):
     """The std-started student's initial position LR (times the extent): --student_position_lr_init when
-    > 0, else the rate G_std's schedule (the same flags) reached at its last iteration."""
-    if dp.student_position_lr_init > 0:
+    set, else the rate G_std's schedule (the same flags) reached at its last iteration."""
+    if dp.student_position_lr_init is not None:
         return dp.student_position_lr_init
-    steps = opt.position_lr_max_steps if opt.position_lr_max_steps > 0 else opt.iterations
+    steps = opt.position_lr_max_steps if opt.position_lr_max_steps is not None else opt.iterations
     return exponential_lr(opt.position_lr_init, opt.position_lr_final, steps)(opt.iterations)
 
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from arguments.groups import MAX_WIDTH
 from scene import colmap_loader as cl
 from scene.cameras import Camera
 from utils.depth_maps import read_inverse_depth
@@ -15,8 +16,6 @@ from utils.errors import UserError
 from utils.graphics_utils import focal2fov
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-RESOLUTIONS = (-1, 1, 2, 4, 8)
-MAX_WIDTH = 1600
 
 
 @dataclass
@@ -28,15 +27,9 @@ class SceneInfo:
     radius: float  # scene extent: 1.1 x max camera distance from the centroid
 
 
-def check_resolution(r):
-    if r not in RESOLUTIONS:
-        raise UserError(f"--resolution {r} is not supported: use 1, 2, 4 or 8 (downscale factor) "
-                        f"or -1 (keep, capping the width at {MAX_WIDTH} px)")
-
-
 def target_size(width, height, resolution):
-    """Output (w, h) for a -r setting: a factor, or -1 to cap the width at 1600 px."""
-    if resolution == -1:
+    """Output (w, h) for a -r setting: a downscale factor, or None to cap the width at MAX_WIDTH px."""
+    if resolution is None:
         f = max(1.0, width / MAX_WIDTH)
     else:
         f = float(resolution)
@@ -106,7 +99,7 @@ def _source_size(name, size, cam, cameras_path, notes):
                     f"replace the image or fix the camera (re-run convert.py)")
 
 
-def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=-1, data_device="cpu",
+def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=None, data_device="cpu",
                       depths_dir="", load_images=True):
     sparse = os.path.join(path, "sparse", "0")
     if not os.path.isdir(sparse):
@@ -204,12 +197,9 @@ def _load_depth(depths_dir, image_name, size, depth_params):
     return torch.from_numpy(inv)[None], reliable
 
 
-def read_blender_scene(path, white_background=False, eval_mode=False, resolution=-1, data_device="cpu",
+def read_blender_scene(path, white_background=False, eval_mode=False, resolution=None, data_device="cpu",
                        num_random_points=100_000, seed=0, load_images=True):
     bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
-    if num_random_points < 1:
-        raise UserError(f"--num_random_points {num_random_points} must be at least 1: a NeRF-synthetic scene starts "
-                        f"from random points")
     train = _blender_split(path, "transforms_train.json", bg, resolution, data_device, 0, load_images)
     test = _blender_split(path, "transforms_test.json", bg, resolution, data_device, len(train), load_images)
     if not eval_mode:
@@ -314,9 +304,8 @@ def resolve_depths(source_path, depths):
                     f"working directory) exists")
 
 
-def read_scene(source_path, images="images", eval_mode=False, resolution=-1, white_background=False,
+def read_scene(source_path, images="images", eval_mode=False, resolution=None, white_background=False,
                data_device="cpu", depths="", num_random_points=100_000):
-    check_resolution(resolution)
     check_data_device(data_device)
     if not os.path.isdir(source_path):
         raise UserError(f"scene folder {source_path} (-s/--source_path) does not exist")

@@ -96,7 +96,7 @@ class GaussianModel:
         self.optimizer = make_optimizer(groups, opt.optimizer_type, self.device)
         self._xyz_lr = exponential_lr(opt.position_lr_init * self.spatial_lr_scale,
                                       opt.position_lr_final * self.spatial_lr_scale,
-                                      opt.position_lr_max_steps if opt.position_lr_max_steps > 0
+                                      opt.position_lr_max_steps if opt.position_lr_max_steps is not None
                                       else opt.iterations)
 
     def optimizer_step(self, visible):

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import train  # noqa: E402
-from arguments import ModelParams, OptimizationParams, PipelineParams, scale_steps  # noqa: E402
+from arguments import scale_steps  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from training.loop import train_model  # noqa: E402
@@ -122,8 +122,7 @@ def main(argv=None):
                      help="iterations to examine: syncs over the first half, the profiler over the second")
     own.add_argument("--trace", default="", help="write the profiler's Chrome trace here (.json or .json.gz)")
     mine, rest = own.parse_known_args(argv)
-    args = train.build_parser().parse_args(rest)
-    dataset, opt, pipe = ModelParams.extract(args), OptimizationParams.extract(args), PipelineParams.extract(args)
+    dataset, opt, pipe, _, run = train.read_flags(rest)
     scale_steps(opt, opt.steps_scale)
     start, count = mine.window
     if not torch.cuda.is_available():
@@ -131,7 +130,7 @@ def main(argv=None):
     if count < 4 or start < 2 or start + count > opt.iterations:
         raise UserError(f"--window {start} {count} must lie inside the run's {opt.iterations} iterations "
                         f"(start >= 2, count >= 4)")
-    torch.manual_seed(args.seed)
+    torch.manual_seed(run.seed)
     scene = Scene(dataset)
     out = dataset.model_path or os.path.join("output", "profile_step")
     dataset.model_path = out

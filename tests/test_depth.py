@@ -4,7 +4,6 @@ Scenes come from scripts/make_synthetic_scene.py; the true inverse depth of ever
 scene description (its _build_scene/_cast/_pixel_rays), and a "monocular" map is made from it as
 a * true_inverse_depth + b (+ noise and outliers), so the fit must return scale 1/a and offset -b/a.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -168,7 +167,7 @@ def _depth_error(scene, model_dir, iteration):
     info = read_colmap_scene(scene, resolution=1, load_images=False)
     model = GaussianModel(0).load_ply(os.path.join(model_dir, "point_cloud", f"iteration_{iteration}",
                                                    "point_cloud.ply"))
-    pipe = PipelineParams.extract(PipelineParams.add_args(argparse.ArgumentParser()).parse_args([]))
+    pipe = PipelineParams.defaults()
     cams, images = (cl.read_cameras(os.path.join(scene, "sparse", "0", "cameras.bin")),
                     cl.read_images(os.path.join(scene, "sparse", "0", "images.bin")))
     by_stem = {os.path.splitext(im.name)[0]: im for im in images.values()}

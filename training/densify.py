@@ -59,7 +59,7 @@ class DensifyStrategy:
         # dense masked updates: boolean indexing would make the host wait for the GPU every step
         self.grad_accum += torch.where(vis, grad[:, :2].norm(dim=-1), 0.0)
         self.denom += vis
-        if self.opt.max_screen_size > 0:  # only the screen-size prune reads it
+        if self.opt.max_screen_size is not None:  # only the screen-size prune reads it
             self.max_radii2D = torch.where(vis, torch.maximum(self.max_radii2D, out["radii"].float()),
                                            self.max_radii2D)
 
@@ -81,7 +81,7 @@ class DensifyStrategy:
 
     def densify_and_prune(self, model, prune_large=False):
         """Clone / split the Gaussians with high view-space gradients, then prune transparent ones and,
-        with ``prune_large``, those above --max_world_scale (and --max_screen_size when it is > 0)."""
+        with ``prune_large``, those above --max_world_scale (and --max_screen_size when it is set)."""
         self._ensure(model)
         o = self.opt
         grads = torch.nan_to_num(self.grad_accum / self.denom, nan=0.0)
@@ -104,7 +104,7 @@ class DensifyStrategy:
         remove = torch.cat([split, torch.zeros(n_new, dtype=torch.bool, device=split.device)])
         remove |= (model.get_opacity < o.min_opacity).squeeze(1)
         if prune_large:
-            if o.max_screen_size > 0:
+            if o.max_screen_size is not None:
                 radii = torch.cat([self.max_radii2D, torch.zeros(n_new, device=model.device)])
                 remove |= radii > o.max_screen_size
             remove |= model.get_scaling.max(dim=1).values > o.max_world_scale * self.extent

@@ -283,7 +283,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         writer = SummaryWriter(dataset.model_path)
     train_cams = scene.getTrainCameras()
     test_cams = scene.getTestCameras()
-    vw = opt.view_weight if opt.view_weight >= 0 else (0.6 if opt.views_per_step > 1 else 1.0)
+    vw = opt.view_weight if opt.view_weight is not None else (0.6 if opt.views_per_step > 1 else 1.0)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     stack, history = [], []

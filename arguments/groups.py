@@ -1,0 +1,194 @@
+"""The flag groups shared by the CLIs: scene and model, rendering, optimisation, distillation.
+
+Attribute names are the reference implementation's (``opt.iterations``, ``dp.firstPrune``, ...), which the saved
+cfg_args.json also uses. Fields marked ``steps=True`` are iteration counts that --steps_scale rescales.
+"""
+import re
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from arguments.fields import Check, at_least, between, flag, positive
+from utils.errors import UserError
+
+MAX_WIDTH = 1600  # px: without -r, images wider than this are downscaled to it (scene.dataset_readers)
+
+_non_negative = at_least(0)
+_DEVICE = Check(lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None, "cpu, cuda or cuda:<index>")
+
+
+class FlagGroup:
+    """Shared helpers of the flag group dataclasses."""
+
+    @classmethod
+    def defaults(cls, **overrides):
+        """The group's default values, with ``overrides`` (unknown names raise TypeError)."""
+        return cls(**overrides)
+
+
+@dataclass
+class ModelParams(FlagGroup):
+    title = "Scene and model"
+    source_path: str = flag("", "scene folder: COLMAP (images/ + sparse/0) or NeRF-synthetic (transforms_*.json)",
+                            short="-s")
+    model_path: str = flag("", "output folder for the trained model(s); empty: output/<random name>", short="-m")
+    images: str = flag("images", "name of the image folder inside the scene", short="-i")
+    depths: str = flag("", "folder of 16-bit PNG inverse-depth maps for depth regularisation (needs "
+                           "sparse/0/depth_params.json from utils/make_depth_scale.py); empty: none", short="-d")
+    resolution: Optional[Literal[1, 2, 4, 8]] = flag(
+        None, "image downscale factor", short="-r", legacy_none=-1,
+        none=f"keep the size, capping the width at {MAX_WIDTH} px")
+    white_background: bool = flag(False, "composite RGBA (NeRF-synthetic) images on white instead of black",
+                                  short="-w")
+    sh_degree: int = flag(3, "maximum spherical-harmonics degree", check=between(0, 3))
+    data_device: str = flag("cpu", "where the ground-truth images are kept: cpu (saves GPU memory), cuda or "
+                                   "cuda:<index>", check=_DEVICE)
+    eval: bool = flag(False, "hold out every 8th image (sorted by name) as the test split; NeRF-synthetic scenes "
+                             "use their test split")
+    num_random_points: int = flag(100_000, "number of random initial points for scenes without SfM points "
+                                           "(NeRF-synthetic scenes start from them)", check=at_least(1))
+
+
+@dataclass
+class PipelineParams(FlagGroup):
+    title = "Rendering"
+    backend: Literal["auto", "cuda", "torch", "gsplat"] = flag(
+        "auto", "rasterizer: auto (the CUDA extension for CUDA tensors, else PyTorch), cuda, torch, or gsplat "
+                "(gsplat's rasterizer, for comparisons; CUDA only, no distillation)")
+    antialiasing: bool = flag(False, "scale opacity by sqrt(det S / det(S + 0.3 I)), a 2D anti-aliasing filter")
+    debug: bool = flag(False, "rasterizer debug checks")
+    profile: bool = flag(False, "time the phases of every training step (render, loss, backward, optimizer, "
+                                "densification, ...) and report the mean ms per step of each")
+    tensorboard: bool = flag(False, "log the loss, Gaussian count and test PSNR to TensorBoard event files in the "
+                                    "model folder (needs the tensorboard package)")
+
+
+@dataclass
+class OptimizationParams(FlagGroup):
+    title = "Optimisation"
+    iterations: int = flag(30_000, "training iterations per model", steps=True, check=at_least(1))
+    position_lr_init: float = flag(0.00016, "initial position learning rate (times the scene extent)",
+                                   check=_non_negative)
+    position_lr_final: float = flag(0.0000016, "final position learning rate (times the scene extent)",
+                                    check=_non_negative)
+    position_lr_max_steps: Optional[int] = flag(
+        30_000, "iterations over which the position learning rate decays exponentially", steps=True,
+        check=at_least(1), legacy_none=-1, none="decay over --iterations")
+    feature_lr: float = flag(0.0025, "SH DC learning rate (the higher bands use it / 20)", check=_non_negative)
+    opacity_lr: float = flag(0.025, "opacity learning rate", check=_non_negative)
+    scaling_lr: float = flag(0.005, "log-scale learning rate", check=_non_negative)
+    rotation_lr: float = flag(0.001, "quaternion learning rate", check=_non_negative)
+    optimizer_type: Literal["default", "sparse_adam"] = flag(
+        "default", "default (torch Adam, fused on CUDA) or sparse_adam (Adam over the Gaussians visible in the "
+                   "step's views only)")
+    lambda_dssim: float = flag(0.2, "weight of (1 - SSIM) in the image loss", check=_non_negative)
+    percent_dense: float = flag(0.01, "densification clones a Gaussian whose largest scale is at most this "
+                                      "fraction of the scene extent, else splits it", check=_non_negative)
+    densification_interval: int = flag(100, "densify every N iterations", steps=True, check=at_least(1))
+    opacity_reset_interval: int = flag(3000, "reset opacities to at most 0.01 every N iterations; the "
+                                             "screen-size prune starts at the first of these", steps=True,
+                                       check=at_least(1))
+    no_opacity_reset: bool = flag(False, "never reset opacities (the large-Gaussian prune still starts after "
+                                         "--opacity_reset_interval)")
+    densify_from_iter: int = flag(500, "first densification iteration", steps=True, check=_non_negative)
+    densify_until_iter: int = flag(15_000, "last densification iteration", steps=True, check=_non_negative)
+    densify_grad_threshold: float = flag(0.0002, "densify Gaussians whose mean view-space gradient norm exceeds "
+                                                 "this", check=_non_negative)
+    min_opacity: float = flag(0.005, "densification prunes Gaussians below this opacity", check=between(0, 1))
+    max_screen_size: Optional[int] = flag(
+        None, "after the first opacity reset, also prune Gaussians whose screen radius exceeded this many "
+              "pixels", check=positive(), legacy_none=0, none="off")
+    max_world_scale: float = flag(0.1, "after the first opacity reset, prune Gaussians larger than this fraction "
+                                       "of the scene extent", check=_non_negative)
+    sh_increase_interval: int = flag(1000, "add one SH band every N iterations", steps=True, check=at_least(1))
+    views_per_step: int = flag(6, "training views whose losses are summed before one optimizer step "
+                                  "(densification statistics come from the last)", check=at_least(1))
+    view_weight: Optional[float] = flag(
+        None, "loss weight of each view in a step", check=_non_negative, legacy_none=-1,
+        none="0.6 when --views_per_step > 1, else 1")
+    depth_l1_weight_init: float = flag(1.0, "initial weight of the inverse-depth L1 term (with -d)",
+                                       check=_non_negative)
+    depth_l1_weight_final: float = flag(0.01, "final weight of the inverse-depth L1 term (log-linear decay)",
+                                        check=_non_negative)
+    random_background: bool = flag(False, "a random background colour each step")
+    steps_scale: float = flag(1.0, "multiply every iteration count (the iterations, schedules, test/save/"
+                                   "checkpoint iterations) by this, for short runs", check=positive())
+
+
+@dataclass
+class DistillParams(FlagGroup):
+    title = "Distillation (Distilled-3DGS)"
+    num_models: Literal[1, 4] = flag(1, "1 trains one vanilla model into point_cloud/; 4 trains G_perb (0), "
+                                        "G_drop (1), G_std (2) and the student (3) into point_cloud_<i>/")
+    start: int = flag(0, "with --num_models 4: the first model to train; the earlier ones are read from "
+                         "point_cloud_<i>/", check=between(0, 3))
+    perturb_start: int = flag(15_000, "G_perb's noise events happen at iterations strictly after this...",
+                              steps=True, check=_non_negative)
+    perturb_end: int = flag(25_000, "...and strictly before this...", steps=True, check=_non_negative)
+    perturb_interval: int = flag(1000, "...that are multiples of this", steps=True, check=at_least(1))
+    perturb_scale: float = flag(0.1, "noise std as a fraction of max(1, mean |parameter|)", check=_non_negative)
+    drop_start: int = flag(15_000, "G_drop drops Gaussians at iterations strictly after this...", steps=True,
+                           check=_non_negative)
+    drop_end: int = flag(25_000, "...and strictly before this...", steps=True, check=_non_negative)
+    drop_interval: int = flag(1000, "...that are multiples of this (1: every iteration)", steps=True,
+                              check=at_least(1))
+    drop_rate: float = flag(0.2, "drop probability p = drop_rate x (it - drop_ramp_start) / (drop_ramp_end - "
+                                 "drop_ramp_start), clamped to [0, 0.9]", check=_non_negative)
+    drop_ramp_start: int = flag(500, "iteration where the drop probability is 0", steps=True, check=_non_negative)
+    drop_ramp_end: int = flag(15_000, "iteration where the drop probability reaches --drop_rate", steps=True,
+                              check=_non_negative)
+    imp_metric: Literal["indoor", "outdoor"] = flag(
+        "indoor", "student importance: indoor (sum of alpha T) or outdoor (per-view mean alpha T over the pixels "
+                  "a Gaussian touches)")
+    firstPrune: bool = flag(False, "student: importance-sampled prune and re-initialisation at "
+                                   "--first_prune_iter")
+    factor: float = flag(0.9, "the first prune keeps N x factor x (fraction with importance > 0) Gaussians",
+                         check=positive())
+    first_prune_iter: int = flag(15_000, "iteration of the first (sampling) prune", steps=True,
+                                 check=_non_negative)
+    second_prune_iter: int = flag(20_000, "iteration of the second prune (the least important Gaussians)",
+                                  steps=True, check=_non_negative)
+    prune_importance_fraction: float = flag(0.01, "share of the total importance the second prune removes",
+                                            check=between(0, 1))
+    student_max_ratio: Optional[float] = flag(
+        None, "the second prune also removes the next least important Gaussians until the student has at most "
+              "this fraction of G_std's count", check=Check(lambda v: 0 <= v <= 1, "between 0 (off) and 1"),
+        legacy_none=0, none="off")
+    student_init: Literal["sfm", "std"] = flag(
+        "sfm", "how the student starts: sfm (the SfM points, grown by densification, pruned at "
+               "--second_prune_iter) or std (G_std's --student_max_ratio most important Gaussians by "
+               "--imp_metric, all parameters copied, fine-tuned without growth; needs --student_max_ratio)")
+    student_position_lr_init: Optional[float] = flag(
+        None, "with --student_init std: the student's initial position learning rate (times the extent), "
+              "decaying to --position_lr_final over its iterations",
+        check=Check(lambda v: v >= 0, ">= 0 (0 = the rate G_std's schedule reached at its last iteration)"),
+        legacy_none=0, none="the rate G_std's schedule reached at its last iteration")
+    num_max: int = flag(4_500_000, "student: no densification growth above this many Gaussians",
+                        check=_non_negative)
+    num_max_ratio: Optional[float] = flag(
+        None, "student: no clone/split growth once it has this multiple of G_std's Gaussian count (e.g. 0.6); "
+              "replaces --num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"),
+        legacy_none=0, none="off: --num_max applies")
+    blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
+                                           "exceeds H x W / this", check=positive())
+    lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
+                                 check=_non_negative)
+    novel_views: int = flag(0, "student: poses between each training view and a near neighbour whose mean teacher "
+                               "render it also learns (this many per training view, rendered once; 0 = off)",
+                            check=_non_negative)
+    novel_view_prob: float = flag(0.5, "--novel_views: probability that a step adds the loss of one such view",
+                                  check=between(0, 1))
+    lambda_novel: float = flag(1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the mean teacher "
+                                    "render)", check=_non_negative)
+    lambda_structure: float = flag(1.0, "weight of the structure (spatial distribution) loss",
+                                   check=_non_negative)
+    structure_start: int = flag(21_000, "first structure-loss iteration", steps=True, check=_non_negative)
+    structure_end: int = flag(29_000, "last structure-loss iteration", steps=True, check=_non_negative)
+    structure_interval: int = flag(1000, "structure loss every N iterations between start and end", steps=True,
+                                   check=at_least(1))
+    structure_bins: int = flag(256, "histogram cells per axis of the structure loss", check=at_least(1))
+
+    def check_combinations(self):
+        if self.start and self.num_models != 4:
+            raise UserError(f"--start {self.start} needs --num_models 4 (it picks the first of the four models "
+                            f"to train)")
+

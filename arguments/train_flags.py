@@ -1,0 +1,50 @@
+"""train.py's own flags (when to test, save and checkpoint; resuming; the seed) and the rules that combine groups."""
+from dataclasses import dataclass
+from typing import Optional
+
+from arguments.fields import Check, flag, positive
+from arguments.groups import FlagGroup
+from utils.errors import UserError
+
+
+@dataclass
+class TrainRunParams(FlagGroup):
+    title = "Run"
+    test_iterations: list[int] = flag([7_000, 30_000], "iterations at which the test PSNR is printed",
+                                      steps=True)
+    save_iterations: list[int] = flag([7_000, 30_000], "iterations at which point_cloud.ply is saved; the last "
+                                                       "iteration is always saved", steps=True)
+    checkpoint_iterations: list[int] = flag([], "iterations at which a resumable chkpnt<it>.pth is written",
+                                            steps=True)
+    start_checkpoint: Optional[str] = flag(None, "resume from this chkpnt<it>.pth", none="none")
+    resume: bool = flag(False, "continue the run in -m from its newest checkpoint (in a four-model run the "
+                               "finished models are reused), with the flags saved in its cfg_args.json; flags "
+                               "given as well must match them, except the ones that change no trained value "
+                               "(-m, --quiet, --checkpoint_every_minutes, --checkpoint_iterations, "
+                               "--test_iterations, --dist_timeout_minutes)")
+    checkpoint_every_minutes: float = flag(
+        10.0, "write an automatic chkpnt<model><it>.auto.pth this often (wall clock; only the newest of each model "
+              "is kept), so a killed run loses at most this much; 0 = off",
+        check=Check(lambda v: v >= 0, ">= 0 (0 = off)"))
+    overwrite: bool = flag(False, "the -m folder holds an earlier run: delete its outputs (point_cloud*, "
+                                  "cfg_args.json, distill.json, checkpoints, renders, metrics) before training; "
+                                  "without it train.py refuses such a folder unless --start K or "
+                                  "--start_checkpoint continues that run")
+    dist_timeout_minutes: float = flag(30.0, "under torchrun: how long a rank waits at a barrier for the others "
+                                             "before it stops with an error (a failed or hung rank)",
+                                       check=positive())
+    seed: int = flag(0, "random seed")
+    quiet: bool = flag(False, "no progress bar")
+
+
+def check_train_combinations(dataset, pipe, dp, run):
+    """The rules that tie flags of different groups together (train.py calls it after parsing)."""
+    if not dataset.source_path:
+        raise UserError("-s/--source_path is required: the scene folder to train on")
+    if dp.start and not dataset.model_path:
+        raise UserError("--start needs -m/--model_path: the folder holding the earlier models")
+    if run.overwrite and dp.start:
+        raise UserError(f"--overwrite deletes the models that --start {dp.start} reuses: pass one of the two")
+    if pipe.backend == "gsplat" and dp.num_models == 4:
+        raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
+                        "blur split need: train the distillation with --backend auto, cuda or torch")
