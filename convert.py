@@ -481,31 +481,7 @@ def convert(args):
     summary = dict(scene=scene)
     t_start = time.time()
 
-    if args.skip_matching:
-        cams, imgs = _check_skip_matching_inputs(scene, paths)
-        names = sorted(im.name for im in imgs.values())
-        check_images(paths["input"], names, args.num_threads)
-        print(f"Undistorting the model in {paths['distorted_sparse']} ({len(imgs)} images, cameras: "
-              f"{', '.join(sorted({c.model for c in cams.values()}))})")
-    else:
-        names = _input_names(scene, paths["input"])
-        shapes = check_images(paths["input"], names, args.num_threads)
-        single = args.single_camera
-        sizes = sorted(set(shapes.values()))
-        if len(sizes) > 1:
-            if single:
-                raise UserError(f"--single_camera needs photos of one size, but {paths['input']} holds "
-                                f"{len(sizes)} sizes; pass --no_single_camera or resize the photos")
-            if single is None:
-                print(f"note: the photos have {len(sizes)} different sizes: estimating intrinsics per photo "
-                      f"(--no_single_camera)")
-            single = False
-        elif single is None:
-            single = True
-        summary.update(total=len(names), single_camera=single)
-        if args.matcher == "exhaustive" and len(names) > 300:
-            print(f"note: exhaustive matching of {len(names)} photos tries {len(names) * (len(names) - 1) // 2} "
-                  f"pairs; for video frames --matcher sequential is much faster")
+    names, single = _check_inputs(scene, paths, args, summary)
 
     pycolmap = _pycolmap(args.verbose)
     _clean_stale_tmp(scene)
@@ -534,10 +510,49 @@ def convert(args):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary.update(images_written=n_und, total_s=round(time.time() - t_start, 1))
+    _report(scene, args, summary, had_depth)
+    print(f"Train with: python train.py -s {args.source_path} -m <output> --eval")
+    return summary
+
+
+def _check_inputs(scene, paths, args, summary):
+    """Check the photos (or the model to undistort with --skip_matching) before anything is written; returns
+    whether SfM shares one camera between the photos (None with --skip_matching)."""
+    single = None
+    if args.skip_matching:
+        cams, imgs = _check_skip_matching_inputs(scene, paths)
+        names = sorted(im.name for im in imgs.values())
+        check_images(paths["input"], names, args.num_threads)
+        print(f"Undistorting the model in {paths['distorted_sparse']} ({len(imgs)} images, cameras: "
+              f"{', '.join(sorted({c.model for c in cams.values()}))})")
+    else:
+        names = _input_names(scene, paths["input"])
+        shapes = check_images(paths["input"], names, args.num_threads)
+        single = args.single_camera
+        sizes = sorted(set(shapes.values()))
+        if len(sizes) > 1:
+            if single:
+                raise UserError(f"--single_camera needs photos of one size, but {paths['input']} holds "
+                                f"{len(sizes)} sizes; pass --no_single_camera or resize the photos")
+            if single is None:
+                print(f"note: the photos have {len(sizes)} different sizes: estimating intrinsics per photo "
+                      f"(--no_single_camera)")
+            single = False
+        elif single is None:
+            single = True
+        summary.update(total=len(names), single_camera=single)
+        if args.matcher == "exhaustive" and len(names) > 300:
+            print(f"note: exhaustive matching of {len(names)} photos tries {len(names) * (len(names) - 1) // 2} "
+                  f"pairs; for video frames --matcher sequential is much faster")
+    return names, single
+
+
+def _report(scene, args, summary, had_depth):
+    """What was written, and notes on what was not."""
     und = cl.read_cameras(os.path.join(scene, "sparse", "0", "cameras.bin"))
     c = next(iter(und.values()))
-    print(f"Wrote {n_und} undistorted images to {os.path.join(scene, 'images')} and the PINHOLE model to "
-          f"{os.path.join(scene, 'sparse', '0')} ({len(und)} camera(s), first {c.width}x{c.height}, "
+    print(f"Wrote {summary['images_written']} undistorted images to {os.path.join(scene, 'images')} and the "
+          f"PINHOLE model to {os.path.join(scene, 'sparse', '0')} ({len(und)} camera(s), first {c.width}x{c.height}, "
           f"fx {c.params[0]:.1f})" + (", plus images_2/4/8" if args.resize else ""))
     if not args.resize:
         stale = [f"images_{f}" for f in RESIZE_FACTORS if os.path.isdir(os.path.join(scene, f"images_{f}"))]
@@ -550,8 +565,6 @@ def convert(args):
     if "registered" in summary:
         print(f"Registered {summary['registered']}/{summary['total']} photos; SfM took {summary['sfm_s']:.1f} s, "
               f"total {summary['total_s']:.1f} s")
-    print(f"Train with: python train.py -s {args.source_path} -m <output> --eval")
-    return summary
 
 
 def _input_names(scene, input_dir):

@@ -283,19 +283,7 @@ def _main(argv=None):
     if not dataset.model_path:
         dataset.model_path = os.path.join("output", uuid.uuid4().hex[:10])
     config = config_dict(dataset, opt, pipe, dp, run)  # as given: cfg_args.json holds the unscaled counts
-    for group in (opt, dp, run):
-        scale_steps(group, opt.steps_scale)
-    tests = sorted({min(opt.iterations, it) for it in run.test_iterations})
-    saves = sorted({min(opt.iterations, it) for it in run.save_iterations}) + [opt.iterations]
-    ckpts = sorted({min(opt.iterations, it) for it in run.checkpoint_iterations})
-    views_between = opt.densification_interval * opt.views_per_step
-    if dp.num_models == 4 and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
-        # measured on bonsai: 25 views between densifications (--steps_scale 0.25, 1 view) and 30 (0.05,
-        # 6 views) train a good student; 5 (0.05, 1 view) made it split into millions of untrained fragments
-        print(f"warning: the student densifies every {views_between} training views (--densification_interval "
-              f"{opt.densification_interval} after --steps_scale x --views_per_step {opt.views_per_step}); with "
-              f"fewer than {MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS} its blur split can grow untrained fragments "
-              f"and ruin it: raise --views_per_step or --steps_scale", file=sys.stderr)
+    tests, saves, ckpts = scaled_schedule(opt, dp, run)
     random.seed(run.seed)
     np.random.seed(run.seed)
     torch.manual_seed(run.seed)
@@ -344,6 +332,29 @@ def _main(argv=None):
             return None
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns
         return summary
+    return train_vanilla(scene, dataset, opt, pipe, run, device, dist, ckpt, tests, saves, ckpts)
+
+def scaled_schedule(opt, dp, run):
+    """--steps_scale applied to every iteration count; returns the test, save and checkpoint iterations. Warns
+    when the student would densify too often for its blur split."""
+    for group in (opt, dp, run):
+        scale_steps(group, opt.steps_scale)
+    tests = sorted({min(opt.iterations, it) for it in run.test_iterations})
+    saves = sorted({min(opt.iterations, it) for it in run.save_iterations}) + [opt.iterations]
+    ckpts = sorted({min(opt.iterations, it) for it in run.checkpoint_iterations})
+    views_between = opt.densification_interval * opt.views_per_step
+    if dp.num_models == 4 and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
+        # measured on bonsai: 25 views between densifications (--steps_scale 0.25, 1 view) and 30 (0.05,
+        # 6 views) train a good student; 5 (0.05, 1 view) made it split into millions of untrained fragments
+        print(f"warning: the student densifies every {views_between} training views (--densification_interval "
+              f"{opt.densification_interval} after --steps_scale x --views_per_step {opt.views_per_step}); with "
+              f"fewer than {MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS} its blur split can grow untrained fragments "
+              f"and ruin it: raise --views_per_step or --steps_scale", file=sys.stderr)
+    return tests, saves, ckpts
+
+
+def train_vanilla(scene, dataset, opt, pipe, run, device, dist, ckpt, tests, saves, ckpts):
+    """--num_models 1: one model from the scene's points (data-parallel under torchrun); prints its summary."""
     model = GaussianModel(dataset.sh_degree, device)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     sync = None

@@ -33,5 +33,6 @@ def interpolated_cameras(cameras, per_view, seed=0):
             rots = Rotation.from_matrix(np.stack([cam.R, cameras[j].R]))
             R = Slerp([0.0, 1.0], rots)([t]).as_matrix()[0]
             centre = (1.0 - t) * centres[i] + t * centres[j]
-            out.append(make_camera(-(len(out) + 1), R, centre, cam, f"between_{cam.image_name}_{cameras[j].image_name}"))
+            name = f"between_{cam.image_name}_{cameras[j].image_name}"
+            out.append(make_camera(-(len(out) + 1), R, centre, cam, name))
     return out

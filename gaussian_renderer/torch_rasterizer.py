@@ -149,32 +149,9 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
         det0 = a0 * c0 - b * b
         opacity = opacity * torch.sqrt(torch.clamp(det0 / det_safe, min=contract.AA_MIN_RATIO))
 
-    with torch.no_grad():
-        mid = 0.5 * (a + c)
-        disc = torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
-        radius = torch.ceil(3.0 * torch.sqrt(torch.maximum(mid + disc, mid - disc)))
-        good = good & torch.isfinite(radius) & torch.isfinite(conic).all(dim=1)
-        radius = torch.where(good, radius, torch.zeros_like(radius))
-        m = torch.where(good[:, None], mean2d, torch.zeros_like(mean2d))
-        gx, gy = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
-        # float -> int truncation toward zero, then clamp, as the CUDA getRect
-        x0 = torch.clamp(((m[:, 0] - radius) / TILE).to(torch.int64), 0, gx)
-        x1 = torch.clamp(((m[:, 0] + radius + TILE - 1) / TILE).to(torch.int64), 0, gx)
-        y0 = torch.clamp(((m[:, 1] - radius) / TILE).to(torch.int64), 0, gy)
-        y1 = torch.clamp(((m[:, 1] + radius + TILE - 1) / TILE).to(torch.int64), 0, gy)
-        good = good & ((x1 - x0) * (y1 - y0) > 0)
-        radii = torch.where(good, radius, torch.zeros_like(radius)).to(torch.int32)
+    radii, good, rect, grid = _radii_and_tiles(a, c, det, mean2d, conic, good, W, H)
 
-    if colors_precomp is not None:
-        color = colors_precomp
-    else:
-        dirs = means3D - s.campos.to(dt)[None]
-        dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        # the basis [P, K] of the degree the kernels use: eval_sh as a product and one GEMM
-        basis = reference.sh_basis(contract.sh_degree_used(s.sh_degree, shs.shape[1]), dirs)
-        K = basis.shape[1]
-        prod = (shs[:, :K] * basis[:, :, None]).reshape(P, 3 * K)
-        color = torch.clamp_min(prod @ torch.eye(3, device=dev, dtype=dt).repeat(K, 1) + 0.5, 0.0)
+    color = colors_precomp if colors_precomp is not None else _sh_colour(s, means3D, shs)
     if P:
         with torch.no_grad():  # huge colours (SH coefficients) would overflow the blending's gradients
             over = ok & ~(color.detach().abs() <= COLOR_MAX).all(dim=1)
@@ -183,7 +160,40 @@ def preprocess(s, means3D, means2D, opacities, shs, colors_precomp, scales, rota
                               cov3D_precomp, _cull=over if _cull is None else _cull | over)
     return dict(mean2d=mean2d, conic=conic, opacity=opacity, color=color, inv_z=1.0 / z_safe, z=z,
                 cov_diag=torch.stack([a, c], dim=1).detach(), visible=good, radii=radii,
-                rect=torch.stack([x0, y0, x1, y1], dim=1), grid=(gx, gy))
+                rect=rect, grid=grid)
+
+
+@torch.no_grad()
+def _radii_and_tiles(a, c, det, mean2d, conic, good, W, H):
+    """The kernels' screen radius (3 sigma along the larger eigenvalue of the 2D covariance) and tile rectangle
+    [P, 4] (x0, y0, x1, y1); rows with an empty rectangle or non-finite values are not drawn (radius 0)."""
+    mid = 0.5 * (a + c)
+    disc = torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
+    radius = torch.ceil(3.0 * torch.sqrt(torch.maximum(mid + disc, mid - disc)))
+    good = good & torch.isfinite(radius) & torch.isfinite(conic).all(dim=1)
+    radius = torch.where(good, radius, torch.zeros_like(radius))
+    m = torch.where(good[:, None], mean2d, torch.zeros_like(mean2d))
+    gx, gy = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
+    # float -> int truncation toward zero, then clamp, as the CUDA getRect
+    x0 = torch.clamp(((m[:, 0] - radius) / TILE).to(torch.int64), 0, gx)
+    x1 = torch.clamp(((m[:, 0] + radius + TILE - 1) / TILE).to(torch.int64), 0, gx)
+    y0 = torch.clamp(((m[:, 1] - radius) / TILE).to(torch.int64), 0, gy)
+    y1 = torch.clamp(((m[:, 1] + radius + TILE - 1) / TILE).to(torch.int64), 0, gy)
+    good = good & ((x1 - x0) * (y1 - y0) > 0)
+    radii = torch.where(good, radius, torch.zeros_like(radius)).to(torch.int32)
+    return radii, good, torch.stack([x0, y0, x1, y1], dim=1), (gx, gy)
+
+
+def _sh_colour(s, means3D, shs):
+    """RGB [P, 3] from the SH coefficients at the degree the kernels use, for the view direction, + 0.5, >= 0."""
+    P, dev, dt = means3D.shape[0], means3D.device, means3D.dtype
+    dirs = means3D - s.campos.to(dt)[None]
+    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    # the basis [P, K] of the degree the kernels use: eval_sh as a product and one GEMM
+    basis = reference.sh_basis(contract.sh_degree_used(s.sh_degree, shs.shape[1]), dirs)
+    K = basis.shape[1]
+    prod = (shs[:, :K] * basis[:, :, None]).reshape(P, 3 * K)
+    return torch.clamp_min(prod @ torch.eye(3, device=dev, dtype=dt).repeat(K, 1) + 0.5, 0.0)
 
 
 def _reach(pre, vis):

@@ -350,11 +350,8 @@ def check_teachers(folder):
         raise UserError(f"{os.path.join(folder, SUMMARY_NAME)} has no G_std entry")
 
 
-def main(argv=None):
-    own, train_flags = split_argv(argv)
-    args = build_parser().parse_args(own)
-    if args.compare:
-        return compare(*args.compare)
+def check_study(args, train_flags):
+    """The study's flags checked before anything runs; returns (seeds, teachers folder or None, out folder)."""
     if not args.source_path:
         raise UserError("-s/--source_path is required: the scene folder to train on")
     if not os.path.isdir(args.source_path):
@@ -372,6 +369,15 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     if teachers and os.path.commonpath([teachers, out]) == out:
         raise UserError(f"--out {args.out} contains the teachers folder: pick another study folder")
+    return seeds, teachers, out
+
+
+def main(argv=None):
+    own, train_flags = split_argv(argv)
+    args = build_parser().parse_args(own)
+    if args.compare:
+        return compare(*args.compare)
+    seeds, teachers, out = check_study(args, train_flags)
     done = {s: read_summary(os.path.join(seed_dir(out, s), SUMMARY_NAME)) for s in seeds}
     done = {s: v for s, v in done.items() if is_complete(v)}
     if done and not args.resume:
