@@ -172,8 +172,9 @@ class DistillParams(FlagGroup):
                                            "exceeds H x W / this", check=positive())
     lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
                                  check=_non_negative)
-    novel_views: int = flag(0, "student: poses between each training view and a near neighbour whose mean teacher "
-                               "render it also learns (this many per training view, rendered once; 0 = off)",
+    novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose mean teacher "
+                               "render it also learns (this many per training view, rendered once; 0 = off, "
+                               "the reference)",
                             check=_non_negative)
     novel_view_prob: float = flag(0.5, "--novel_views: probability that a step adds the loss of one such view",
                                   check=between(0, 1))
