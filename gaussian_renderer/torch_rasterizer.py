@@ -555,16 +555,7 @@ def rasterize(s, pre, return_stats=False):
     return rgb, img[3:4], plan.stats
 
 
-class GaussianRasterizer(nn.Module):
-    def __init__(self, raster_settings):
-        super().__init__()
-        self.raster_settings = raster_settings
-
-    def markVisible(self, positions):
-        with torch.no_grad():
-            p = torch.cat([positions, torch.ones_like(positions[:, :1])], 1) @ self.raster_settings.viewmatrix
-            return p[:, 2] > NEAR_Z
-
+class GaussianRasterizer(contract.RasterizerModule):
     def forward(self, means3D, means2D, opacities, shs=None, colors_precomp=None, scales=None,
                 rotations=None, cov3D_precomp=None, return_stats=False):
         s = self.raster_settings

@@ -6,12 +6,7 @@
 # scripts/gpu_resume_check.py. Then on both GPUs (side by side: quality only): students on that pipeline's
 # teachers, four student seeds per variant: the baseline, --novel_views 2 (prob 0.5) and --novel_views 4
 # --novel_view_prob 1.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-R=/tmp/res; S=/tmp/study; mkdir -p $R/logs $S
-stamp() { echo "[$(date +%T)] $*" | tee -a $R/summary.txt; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/plyfile*.whl
-export PYTHONPATH=/tmp/site
+source "$(dirname "$0")/gpu_session_env.sh"
 mkdir -p data && ln -sfn ../.devdata/bonsai data/bonsai
 stamp build
 SAVE_BUILD=/tmp/prebuilt LOG=$R/logs bash scripts/gpu_bonsai.sh > $R/logs/build.txt 2>&1 \

@@ -6,12 +6,7 @@
 # GPU 0 (timed, seed 0; GPU 1 meanwhile runs the sync test and the GPU resume check), then under torchrun on
 # both GPUs (timed, alone); B: the baseline pipelines of bonsai seeds 1-3 and lego seeds 0-3 (quality only:
 # several runs share each GPU); C: students with --novel_views on each seed's teachers, compared seed by seed.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-R=/tmp/res; S=/tmp/study; mkdir -p $R/logs $S
-stamp() { echo "[$(date +%T)] $*" | tee -a $R/summary.txt; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/plyfile*.whl
-export PYTHONPATH=/tmp/site
+source "$(dirname "$0")/gpu_session_env.sh"
 nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a $R/summary.txt
 mkdir -p data && for s in bonsai lego; do ln -sfn ../.devdata/$s data/$s; done
 stamp build

@@ -29,8 +29,8 @@ import glob
 import os
 
 import torch
-import torch.nn as nn
 
+from . import contract
 from .contract import (GaussianRasterizationSettings, STAT_NAMES, check_image_size, check_inputs,  # noqa: F401
                        stats_request)
 
@@ -158,13 +158,9 @@ def stage_outputs(settings, means3D, opacities, shs=None, colors_precomp=None, s
                 radii=radii, tiles_touched=tiles)
 
 
-class GaussianRasterizer(nn.Module):
-    def __init__(self, raster_settings):
-        super().__init__()
-        self.raster_settings = raster_settings
-
+class GaussianRasterizer(contract.RasterizerModule):
     def markVisible(self, positions):
-        """bool [P]: True where the point is in front of the near plane (view z > 0.2)."""
+        """bool [P]: True where the point is in front of the near plane (view z > 0.2), by our kernel."""
         with torch.no_grad():
             s = self.raster_settings
             dev = positions.device

@@ -85,3 +85,17 @@ def sh_degree_used(sh_degree, n_coeffs):
     while avail < 3 and (avail + 2) ** 2 <= n_coeffs:
         avail += 1
     return max(0, min(int(sh_degree), avail)) if n_coeffs else 0
+
+
+class RasterizerModule(torch.nn.Module):
+    """What every rasterizer module shares: its settings, and markVisible (view z > NEAR_Z) in PyTorch."""
+
+    def __init__(self, raster_settings):
+        super().__init__()
+        self.raster_settings = raster_settings
+
+    def markVisible(self, positions):
+        """bool [P]: True where the point is in front of the near plane."""
+        with torch.no_grad():
+            view = self.raster_settings.viewmatrix.to(positions.device, positions.dtype)
+            return (torch.cat([positions, torch.ones_like(positions[:, :1])], 1) @ view)[:, 2] > NEAR_Z

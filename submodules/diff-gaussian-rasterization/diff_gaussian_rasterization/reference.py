@@ -26,8 +26,8 @@ Stages (csrc/preprocess.cu, geometry.cuh, common.cuh, render.cu):
    < T_MIN; colour += c alpha T, inverse depth += alpha T / z, T *= 1 - alpha; colour += T bg at the end.
 """
 import torch
-import torch.nn as nn
 
+from . import contract
 from .contract import (AA_MIN_RATIO, ALPHA_MAX, ALPHA_MIN, COLOR_MAX, DILATION, JACOBIAN_CLAMP, NEAR_Z, T_MIN, TILE,
                        check_inputs, check_settings, sh_degree_used, sh_features, stats_request)
 
@@ -264,16 +264,8 @@ def rasterize_reference(s, means3D, means2D, opacities, shs=None, colors_precomp
     return color, pre["radii"], invdepth
 
 
-class ReferenceRasterizer(nn.Module):
+class ReferenceRasterizer(contract.RasterizerModule):
     """rasterize_reference behind the GaussianRasterizer interface (drop-in for tests)."""
-
-    def __init__(self, raster_settings):
-        super().__init__()
-        self.raster_settings = raster_settings
-
-    def markVisible(self, positions):
-        with torch.no_grad():
-            return project_means(self.raster_settings, positions)[1][:, 2] > NEAR_Z
 
     def forward(self, means3D, means2D, opacities, shs=None, colors_precomp=None, scales=None, rotations=None,
                 cov3D_precomp=None, return_stats=False):
