@@ -54,7 +54,7 @@ def vanilla(scene, tmp_path_factory):
 
 def test_vanilla_resume_is_bit_exact_mid_densification(scene, vanilla, tmp_path):
     st = torch.load(os.path.join(vanilla, "chkpnt11.pth"), weights_only=False)
-    assert st["version"] == 2 and st["model"]["index"] is None
+    assert st["version"] == 3 and st["model"]["index"] is None
     assert st["strategy"]["denom"].sum() > 0  # between densifications, with statistics
     assert len(st["loop"]["stack"]) == 2  # 22 views drawn: not on an epoch boundary
     log = json.load(open(os.path.join(vanilla, "point_cloud", "training_log.json")))
