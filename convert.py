@@ -465,6 +465,37 @@ def _check_skip_matching_inputs(scene, paths):
     return cams, imgs
 
 
+def _photos(args, scene, paths, summary):
+    """The photo names to convert, checked, and whether they share one camera (None with --skip_matching, whose
+    model already has its cameras); notes go to stdout, counts to ``summary``."""
+    if args.skip_matching:
+        cams, imgs = _check_skip_matching_inputs(scene, paths)
+        names = sorted(im.name for im in imgs.values())
+        check_images(paths["input"], names, args.num_threads)
+        print(f"Undistorting the model in {paths['distorted_sparse']} ({len(imgs)} images, cameras: "
+              f"{', '.join(sorted({c.model for c in cams.values()}))})")
+        return names, None
+    names = _input_names(scene, paths["input"])
+    shapes = check_images(paths["input"], names, args.num_threads)
+    single = args.single_camera
+    sizes = sorted(set(shapes.values()))
+    if len(sizes) > 1:
+        if single:
+            raise UserError(f"--single_camera needs photos of one size, but {paths['input']} holds "
+                            f"{len(sizes)} sizes; pass --no_single_camera or resize the photos")
+        if single is None:
+            print(f"note: the photos have {len(sizes)} different sizes: estimating intrinsics per photo "
+                  f"(--no_single_camera)")
+        single = False
+    elif single is None:
+        single = True
+    summary.update(total=len(names), single_camera=single)
+    if args.matcher == "exhaustive" and len(names) > 300:
+        print(f"note: exhaustive matching of {len(names)} photos tries {len(names) * (len(names) - 1) // 2} "
+              f"pairs; for video frames --matcher sequential is much faster")
+    return names, single
+
+
 def convert(args):
     """Run the whole conversion for parsed ``args``; returns a summary dict."""
     scene = os.path.abspath(args.source_path)
@@ -481,31 +512,7 @@ def convert(args):
     summary = dict(scene=scene)
     t_start = time.time()
 
-    if args.skip_matching:
-        cams, imgs = _check_skip_matching_inputs(scene, paths)
-        names = sorted(im.name for im in imgs.values())
-        check_images(paths["input"], names, args.num_threads)
-        print(f"Undistorting the model in {paths['distorted_sparse']} ({len(imgs)} images, cameras: "
-              f"{', '.join(sorted({c.model for c in cams.values()}))})")
-    else:
-        names = _input_names(scene, paths["input"])
-        shapes = check_images(paths["input"], names, args.num_threads)
-        single = args.single_camera
-        sizes = sorted(set(shapes.values()))
-        if len(sizes) > 1:
-            if single:
-                raise UserError(f"--single_camera needs photos of one size, but {paths['input']} holds "
-                                f"{len(sizes)} sizes; pass --no_single_camera or resize the photos")
-            if single is None:
-                print(f"note: the photos have {len(sizes)} different sizes: estimating intrinsics per photo "
-                      f"(--no_single_camera)")
-            single = False
-        elif single is None:
-            single = True
-        summary.update(total=len(names), single_camera=single)
-        if args.matcher == "exhaustive" and len(names) > 300:
-            print(f"note: exhaustive matching of {len(names)} photos tries {len(names) * (len(names) - 1) // 2} "
-                  f"pairs; for video frames --matcher sequential is much faster")
+    names, single = _photos(args, scene, paths, summary)
 
     pycolmap = _pycolmap(args.verbose)
     _clean_stale_tmp(scene)

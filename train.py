@@ -337,6 +337,13 @@ def _main(argv=None):
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
     pick_backend(device, pipe.backend)  # an unknown or unusable --backend stops here, before any output
+    scene, ckpt, dist = _prepare_run(args, dataset, opt, dp, device)
+    return _train(args, scene, dataset, opt, pipe, dp, device, (tests, saves, ckpts), ckpt, dist)
+
+
+def _prepare_run(args, dataset, opt, dp, device):
+    """Check the output folder, the checkpoint to resume and the earlier models, read the scene, then prepare the
+    folder (rank 0 under torchrun); returns (scene, checkpoint or None, DistContext or None)."""
     if not dataset.model_path:
         dataset.model_path = args.model_path = os.path.join("output", uuid.uuid4().hex[:10])
     check_output_folder(dataset.model_path)
@@ -375,7 +382,12 @@ def _main(argv=None):
     _main.model_path = dataset.model_path  # for the resume line after a signal
     print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
           f"test views, {len(scene.points)} initial points, device {device})")
+    return scene, ckpt, dist
 
+
+def _train(args, scene, dataset, opt, pipe, dp, device, iterations, ckpt, dist):
+    """Train the four-model distillation or one vanilla model; ``iterations``: (tests, saves, checkpoints)."""
+    tests, saves, ckpts = iterations
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
                                    ckpt, args.quiet, seed=args.seed,

@@ -209,7 +209,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         summary["iterations"] = opt.iterations
         if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
             write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
-        if i < 3 and dist is None:  # (under torchrun the student reads the PLYs) kept on the host, so the later stages' peak GPU memory is their own
+        # kept on the host, so the later stages' peak GPU memory is their own (under torchrun the student reads PLYs)
+        if i < 3 and dist is None:
             trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":

@@ -131,6 +131,8 @@ class GaussianModel:
         Gaussian (a mismatch is a bug, never reset).
         """
         state_fn = state_fn or fn
+        if rows is not None:
+            check_rows(rows, self.num_points)
         for k in PARAM_NAMES:
             old = self.params[k]
             new = torch.nn.Parameter(fn(k, old.detach()).contiguous())
@@ -143,10 +145,9 @@ class GaussianModel:
                     self.optimizer.state[new] = st
                 group["params"][0] = new
             self.params[k] = new
-        if rows is not None and row_fn is not None:
-            for k in rows:
-                rows[k] = row_fn(rows[k])
         if rows is not None:
+            for k in rows if row_fn is not None else ():
+                rows[k] = row_fn(rows[k])
             check_rows(rows, self.num_points)
 
     def prune(self, remove_mask, rows=None):

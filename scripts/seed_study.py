@@ -339,11 +339,8 @@ def check_teachers(folder):
         raise UserError(f"{os.path.join(folder, SUMMARY_NAME)} has no G_std entry")
 
 
-def main(argv=None):
-    own, train_flags = split_argv(argv)
-    args = build_parser().parse_args(own)
-    if args.compare:
-        return compare(*args.compare)
+def _checked_study(args, train_flags):
+    """(seeds, teachers folder or None, study folder) of a study's flags; a UserError names a bad one."""
     if not args.source_path:
         raise UserError("-s/--source_path is required: the scene folder to train on")
     if not os.path.isdir(args.source_path):
@@ -360,6 +357,15 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     if teachers and os.path.commonpath([teachers, out]) == out:
         raise UserError(f"--out {args.out} contains the teachers folder: pick another study folder")
+    return seeds, teachers, out
+
+
+def main(argv=None):
+    own, train_flags = split_argv(argv)
+    args = build_parser().parse_args(own)
+    if args.compare:
+        return compare(*args.compare)
+    seeds, teachers, out = _checked_study(args, train_flags)
     done = {s: read_summary(os.path.join(seed_dir(out, s), SUMMARY_NAME)) for s in seeds}
     done = {s: v for s, v in done.items() if is_complete(v)}
     if done and not args.resume:

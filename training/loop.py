@@ -120,7 +120,8 @@ def set_rng_state(state):
 
 def save_checkpoint(path, model, stats, role, iteration, meta=None, loop=None):
     """Write everything a resume needs to continue exactly after ``iteration`` (atomically): parameters, optimizer,
-    the strategy state ``stats`` (per-Gaussian statistics), role state, the loop's state (camera stack, running loss, logs) and the RNGs.
+    the strategy state ``stats`` (per-Gaussian statistics), role state, the loop's state (camera stack, running
+    loss, logs) and the RNGs.
     ``meta``: which model this is (index in the four-model run or None, label, last iteration)."""
     cpu = lambda v: v.detach().cpu() if torch.is_tensor(v) else v  # noqa: E731
     state = dict(version=CHECKPOINT_VERSION, iteration=iteration, model=dict(meta or {}),
