@@ -198,6 +198,23 @@ def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path,
     assert set(models_json) == {"G_perb", "G_drop", "G_std", "student"}
 
 
+def test_a_version_2_checkpoint_resumes_bit_exact(distilled, tmp_path):
+    """Version 2 (before the strategy state was one dict) kept G_perb's statistics in its role as grad/count."""
+    keep = "chkpntG_perb17.pth"
+    st = torch.load(os.path.join(distilled, keep), weights_only=False)
+    rows = st["strategy"]
+    assert rows["perturb_count"].any()  # inside G_perb's statistics window
+    v2 = dict(st, version=2, strategy={k: v for k, v in rows.items() if not k.startswith("perturb_")},
+              role=dict(st["role"], grad=rows["perturb_grad"], count=rows["perturb_count"]))
+    d = _only_checkpoint(distilled, str(tmp_path / "r"), keep)
+    torch.save(v2, os.path.join(d, keep))
+    for i in range(4):
+        shutil.rmtree(os.path.join(d, f"point_cloud_{i}"))
+    train.main(["-m", d, "--resume"])
+    for i in range(4):
+        assert _ply(d, f"point_cloud_{i}", 25) == _ply(distilled, f"point_cloud_{i}", 25), f"model {i} differs"
+
+
 def test_kill_minus_9_then_resume_ends_with_the_uninterrupted_result(tmp_path):
     """scripts/kill_resume_check.py: SIGKILL at random moments of a four-model run, --resume after each; the
     PLYs equal the uninterrupted run's (3 kills here; the 20-kill run is in the issue notes)."""
