@@ -296,6 +296,9 @@ class _Run:
         self.stack, self.history, self.ema = [], [], None
         self.counts, self.count_every = [], max(1, opt.iterations // 200)  # [iteration, Gaussians] for the report
         self.stats = None  # the strategy state: per-Gaussian statistics every edit of the model carries
+        self.test_iterations = self.save_iterations = self.checkpoint_iterations = ()
+        self.first, self.resumed = 1, False  # the first iteration to train; whether it continues a checkpoint
+        self.every_s, self.last_auto = 0.0, 0.0  # automatic checkpoints: the cadence, the last one's time
         self.writer = self.guard = self.timer = self.bar = None
         self.io_seconds = 0.0  # evaluation and saving, left out of ms/step
 
