@@ -126,6 +126,41 @@ def _earlier_summary(path, start):
     return summary
 
 
+def _sfm_model(scene, dataset, device):
+    """A model initialised from the scene's SfM points (every teacher, and the student with --student_init sfm)."""
+    model = GaussianModel(dataset.sh_degree, device)
+    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    return model
+
+
+def _perturb_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+    return _sfm_model(scene, dataset, device), PerturbRole(dp, opt, scene.cameras_extent)
+
+
+def _dropout_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+    return _sfm_model(scene, dataset, device), DropoutRole(dp)
+
+
+def _std_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+    return _sfm_model(scene, dataset, device), Role()
+
+
+def _student_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+    """The student: from the SfM points (made before its role, as the teachers'), or from G_std with
+    --student_init std, whose fine-tuning position LR starts where G_std's ended (``opt`` is the student's copy)."""
+    model = _sfm_model(scene, dataset, device) if dp.student_init == "sfm" else None
+    if dp.student_init == "std":
+        fine_tune_schedule(opt, dp)
+    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained, sync)
+    trained.clear()  # the teachers' host copies: the student's role holds what it needs of them
+    return (start if start is not None else model), role
+
+
+# the four models in training order: name -> factory(scene, dataset, opt (the model's own copy), pipe, dp, device,
+# bg, trained teachers, data-parallel StepSync or None) -> (initial model, role)
+STAGES = dict(zip(MODEL_NAMES, (_perturb_stage, _dropout_stage, _std_stage, _student_stage)))
+
+
 def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
                      quiet=False, seed=0, checkpoint_every_minutes=0.0, dist=None):
     """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
@@ -153,25 +188,10 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         t0 = time.time()
         seed_all(seed, i)
         opt_i = copy.deepcopy(opt)
-        if i < 3 or dp.student_init == "sfm":
-            model = GaussianModel(dataset.sh_degree, device)
-            model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
-        if i == 0:
-            role = PerturbRole(dp, opt_i, scene.cameras_extent)
-        elif i == 1:
-            role = DropoutRole(dp)
-        elif i == 2:
-            role = Role()
-        else:
-            if dp.student_init == "std":  # fine-tuning: the position LR starts where G_std's ended
-                fine_tune_schedule(opt_i, dp)
-            role, start = make_student_role(scene, dataset, opt_i, pipe, dp, device, bg, trained, sync)
-            if start is not None:
-                model = start
-            if sync is not None:
-                sync.broadcast_model(model)
-            trained.clear()
-            n_init = model.num_points
+        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp, device, bg, trained, sync)
+        if sync is not None:  # (the student under torchrun) every rank starts from rank 0's parameters
+            sync.broadcast_model(model)
+        n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
@@ -197,7 +217,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         summary["iterations"] = opt.iterations
         if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
             write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
-        if i < 3 and dist is None:  # (under torchrun the student reads the PLYs) kept on the host, so the later stages' peak GPU memory is their own
+        # kept on the host, so the later stages' peak GPU memory is their own (under torchrun the student reads PLYs)
+        if i < 3 and dist is None:
             trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":

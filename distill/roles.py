@@ -1,5 +1,6 @@
 """The three teacher variants and the student, as small Roles plugged into the one training loop."""
 import random
+from dataclasses import dataclass
 
 import torch
 
@@ -7,7 +8,7 @@ from distill.importance import gaussian_importance, prune_least_important, sampl
 from distill.structure import structure_loss
 from gaussian_renderer import render
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
-from training.densify import DensifyStrategy
+from training.densify import DensifyConfig, DensifyStrategy, accumulate_grad_norms, restart_stats
 from training.loop import Role
 from utils.errors import UserError
 from utils.general_utils import exponential_lr, to_staging
@@ -43,8 +44,12 @@ class PerturbRole(Role):
     Candidate statistics (mean view-space gradient) accumulate every step, also after
     densification stops (the reference froze them at 15000, so every event hit the same set);
     they restart after each event, so each event sees the steps since the one before (the first:
-    those after --perturb_start). No statistics are kept outside that window.
+    those after --perturb_start). None accumulate outside that window. They are two rows of the state
+    the loop holds (next to the densification statistics, so every edit carries them and a densification
+    restarts them too); the role itself keeps only its log.
     """
+
+    STATS = ("perturb_grad", "perturb_count")
 
     def __init__(self, dp, opt, extent):
         self.events = schedule(dp.perturb_start, dp.perturb_end, dp.perturb_interval)
@@ -52,33 +57,24 @@ class PerturbRole(Role):
         self.frac = dp.perturb_scale
         self.threshold = opt.densify_grad_threshold
         self.max_scale = opt.percent_dense * extent
-        self.grad = self.count = None
         self.log = []
 
-    def after_step(self, it, model, strategy, out):
-        if not self.window[0] < it < self.window[1]:
-            return
-        n = model.num_points
-        if self.grad is None or self.grad.shape[0] != n:
-            self.grad = torch.zeros(n, device=model.device)
-            self.count = torch.zeros(n, device=model.device)
-        g = out["viewspace_points"].grad
-        if g is not None and g.shape[0] == n:
-            vis = out["visibility_filter"]
-            self.grad += torch.where(vis, g[:, :2].norm(dim=-1), 0.0)
-            self.count += vis
+    def initialize_state(self, n, device):
+        return {k: torch.zeros(n, device=device) for k in self.STATS}
 
-    def candidates(self, model):
-        if self.grad is None or self.grad.shape[0] != model.num_points:
-            return torch.zeros(model.num_points, dtype=torch.bool, device=model.device)
-        mean = torch.nan_to_num(self.grad / self.count, nan=0.0)
+    def update_stats(self, it, state, out):
+        if self.window[0] < it < self.window[1]:
+            accumulate_grad_norms(state, *self.STATS, out)
+
+    def candidates(self, model, state):
+        mean = torch.nan_to_num(state["perturb_grad"] / state["perturb_count"], nan=0.0)
         return (mean >= self.threshold) & (model.get_scaling.max(dim=1).values <= self.max_scale)
 
     @torch.no_grad()
-    def before_step(self, it, model, strategy):
+    def before_step(self, it, model, state):
         if it not in self.events:
             return
-        rows = self.candidates(model).float()
+        rows = self.candidates(model, state).float()
         p = model.params
         for name in ("xyz", "opacity", "scaling"):
             p[name].add_(_noise_like(p[name], self.frac, rows))
@@ -89,15 +85,14 @@ class PerturbRole(Role):
         sel = rows.bool()
         p["rotation"][sel] = q[sel]
         self.log.append((it, int(sel.sum())))
-        if self.grad is not None:  # None when no step fell inside the window before this event (tiny schedules)
-            self.grad.zero_()
-            self.count.zero_()
+        for k in self.STATS:
+            state[k].zero_()
 
     def state_dict(self):
-        return dict(grad=self.grad, count=self.count, log=self.log)
+        return dict(log=self.log)
 
     def load_state_dict(self, state):
-        self.grad, self.count, self.log = state["grad"], state["count"], state["log"]
+        self.log = state["log"]
 
 
 class DropoutRole(Role):
@@ -120,42 +115,43 @@ class DropoutRole(Role):
         return model.get_opacity * keep / (1.0 - p)
 
 
+@dataclass(frozen=True)
+class StudentConfig(DensifyConfig):
+    """The student's densification: DensifyConfig without opacity reset, plus the blur split."""
+    blur_split_ratio: float = 5000.0  # split Gaussians whose area_max exceeds H x W / this
+    grow: bool = True  # False (started from G_std): no clone, split or blur split, only the prunes
+
+    @classmethod
+    def from_flags(cls, opt, extent, white_background, dp, num_max=None, grow=True):
+        """From the optimisation flags and the distillation flags ``dp``; ``num_max`` (default --num_max) is the
+        growth cap, 0 without growth."""
+        cap = (dp.num_max if num_max is None else num_max) if grow else 0
+        return cls.from_opt(opt, extent, white_background, opacity_reset=False, num_max=cap,
+                            blur_split_ratio=dp.blur_split_ratio, grow=grow)
+
+
 class StudentStrategy(DensifyStrategy):
     """Student densification: gradient clone/split plus the Mini-Splatting blur split, no opacity
-    reset, no growth at or above num_max (default: dp.num_max).
-
-    ``grow=False`` (the student started from G_std): no clone, split or blur split at all, only the
+    reset, no growth at or above num_max. Without ``grow`` (the student started from G_std) only the
     prunes of transparent (and, after --opacity_reset_interval, huge) Gaussians, so it never grows."""
 
-    STATE = DensifyStrategy.STATE + ("blur",)  # the blur-split mask accumulates between densifications
-
-    def __init__(self, opt, extent, white_background, dp, num_max=None, grow=True):
-        super().__init__(opt, extent, white_background)
-        self.opacity_reset = False
-        self.grow = grow
-        self.num_max = (dp.num_max if num_max is None else num_max) if grow else 0
-        self.blur_ratio = dp.blur_split_ratio
-        self.blur = None
+    def initialize_state(self, n, device):
+        state = super().initialize_state(n, device)
+        state["blur"] = torch.zeros(n, dtype=torch.bool, device=device)  # accumulates between densifications
+        return state
 
     def wants_stats(self, iteration):
-        if not self.grow:  # no blur split: no stats to ask the rasterizer for
+        if not self.config.grow:  # no blur split: no stats to ask the rasterizer for
             return ()
         # only area_max: the rasterizer then skips the per-contribution atomics of the other two
-        return ("area_max",) if iteration < self.opt.densify_until_iter else ()
+        return ("area_max",) if iteration < self.config.densify_until_iter else ()
 
-    def reset_stats(self, n, device):
-        super().reset_stats(n, device)
-        self.blur = torch.zeros(n, dtype=torch.bool, device=device)
+    def observe(self, state, out, camera):
+        limit = camera.image_height * camera.image_width / self.config.blur_split_ratio
+        state["blur"] |= out["area_max"] > limit
 
-    def observe(self, model, out, camera):
-        self._ensure(model)
-        if self.blur is None:  # statistics restored without a mask (cannot happen with version 2 checkpoints)
-            self.blur = torch.zeros(model.num_points, dtype=torch.bool, device=model.device)
-        limit = camera.image_height * camera.image_width / self.blur_ratio
-        self.blur |= out["area_max"] > limit
-
-    def extra_split_mask(self, model):
-        return self.blur
+    def extra_split_mask(self, state):
+        return state["blur"]
 
 
 def student_num_max(dp, std_count):
@@ -238,7 +234,8 @@ class StudentRole(Role):
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
-        return StudentStrategy(opt, extent, white_background, self.dp, self.num_max, grow=self.init == "sfm")
+        return StudentStrategy(StudentConfig.from_flags(opt, extent, white_background, self.dp, self.num_max,
+                                                        grow=self.init == "sfm"))
 
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0:
@@ -258,7 +255,7 @@ class StudentRole(Role):
         return loss
 
     @torch.no_grad()
-    def after_step(self, it, model, strategy, out):
+    def after_step(self, it, model, state, out):
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it != self.dp.second_prune_iter:
             return
@@ -267,13 +264,12 @@ class StudentRole(Role):
         n0 = model.num_points
         imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
         if first:
-            keep = sample_by_importance(imp, self.dp.factor)
-            reinitialise(model, keep)
+            reinitialise(model, sample_by_importance(imp, self.dp.factor), state)
         else:
-            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction, self.target))
-        model.training_setup(self.opt)  # fresh optimizer after each prune
-        model.update_learning_rate(it)
-        strategy.reset_stats(model.num_points, model.device)
+            model.prune(prune_least_important(imp, self.dp.prune_importance_fraction, self.target), rows=state)
+        # the reference's state after each prune: a fresh optimizer, and the statistics start over
+        model.restart_optimizer(self.opt, it)
+        restart_stats(state)
         self.log.append(dict(iteration=it, kind="first" if first else "second", before=n0,
                              after=model.num_points))
 
@@ -288,16 +284,16 @@ class StudentRole(Role):
         self.log = list(state["log"])
 
 
-def reinitialise(model, keep):
-    """Keep positions and DC colour of the kept Gaussians; zero higher SH, kNN scales, opacity 0.1,
-    identity rotation (the student's re-initialisation after the first prune)."""
+def reinitialise(model, keep, rows=None):
+    """Keep positions and DC colour of the kept Gaussians (``keep``: [N] bool or an index); zero higher SH, kNN
+    scales, opacity 0.1, identity rotation (the student's re-initialisation after the first prune). Their Adam
+    moments and ``rows`` (the strategy state) follow them."""
     xyz = model.params["xyz"].detach()[keep]
     rgb_dc = model.params["f_dc"].detach()[keep]
     fresh = GaussianModel(model.max_sh_degree, model.device)
     fresh.create_from_points(xyz, torch.zeros_like(xyz), model.spatial_lr_scale)
     fresh.params["f_dc"].data.copy_(rgb_dc)
-    model.params = fresh.params
-    model.optimizer = None
+    model.replace(keep, {k: v.detach() for k, v in fresh.params.items()}, rows)
 
 
 @torch.no_grad()

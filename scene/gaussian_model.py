@@ -15,11 +15,18 @@ from utils.system_utils import atomic_path
 PARAM_NAMES = ("xyz", "f_dc", "f_rest", "opacity", "scaling", "rotation")
 
 
+def check_rows(rows, n):
+    """Every per-Gaussian row tensor of ``rows`` has ``n`` entries (an AssertionError names the first that
+    does not: an edit forgot it)."""
+    for k, t in rows.items():
+        assert t.shape[0] == n, f"strategy state {k!r} has {t.shape[0]} rows for {n} Gaussians"
+
+
 class GaussianModel:
     """Raw parameters (positions, SH, opacity logits, log-scales, quaternions) and their Adam state.
 
-    Every edit that adds or removes Gaussians goes through :meth:`edit_params`, so parameters and
-    optimizer moments stay aligned.
+    Every edit that adds or removes Gaussians goes through :meth:`edit_params`, so parameters, optimizer
+    moments and the strategy's per-Gaussian statistics (when the caller passes them) stay aligned.
     """
 
     def __init__(self, sh_degree=3, device="cpu"):
@@ -114,12 +121,18 @@ class GaussianModel:
                 g["lr"] = self._xyz_lr(iteration)
                 return g["lr"]
 
-    def edit_params(self, fn, state_fn=None):
-        """Replace every parameter p by fn(name, p) and its Adam moments by state_fn(name, m).
+    def edit_params(self, fn, state_fn=None, rows=None, row_fn=None):
+        """Replace every parameter p by fn(name, p), its Adam moments by state_fn(name, m) and, in the same call,
+        every per-Gaussian row tensor of ``rows`` (the strategy state the loop holds, edited in place) by
+        row_fn(t), so parameters, optimizer state and statistics never disagree on the Gaussians.
 
-        ``state_fn`` defaults to ``fn``; to append Gaussians, pass a state_fn that appends zeros.
+        ``state_fn`` defaults to ``fn``; to append Gaussians, pass a state_fn that appends zeros. An edit that
+        changes the count needs ``row_fn`` when ``rows`` is given; afterwards every row must have one entry per
+        Gaussian (a mismatch is a bug, never reset).
         """
         state_fn = state_fn or fn
+        if rows is not None:
+            check_rows(rows, self.num_points)
         for k in PARAM_NAMES:
             old = self.params[k]
             new = torch.nn.Parameter(fn(k, old.detach()).contiguous())
@@ -132,15 +145,35 @@ class GaussianModel:
                     self.optimizer.state[new] = st
                 group["params"][0] = new
             self.params[k] = new
+        if rows is not None:
+            for k in rows if row_fn is not None else ():
+                rows[k] = row_fn(rows[k])
+            check_rows(rows, self.num_points)
 
-    def prune(self, remove_mask):
+    def prune(self, remove_mask, rows=None):
+        """Remove the Gaussians of ``remove_mask`` [N] bool, with their Adam moments and their ``rows``."""
         keep = ~remove_mask
-        self.edit_params(lambda k, t: t[keep])
+        self.edit_params(lambda k, t: t[keep], rows=rows, row_fn=lambda t: t[keep])
 
-    def append(self, new_values):
-        """Add Gaussians given raw values for every parameter name; their Adam moments start at zero."""
+    def append(self, new_values, rows=None):
+        """Add Gaussians given raw values for every parameter name; their Adam moments and ``rows`` start at
+        zero."""
+        n_new = new_values["xyz"].shape[0]
         self.edit_params(lambda k, t: torch.cat([t, new_values[k].to(t.dtype)], 0),
-                         lambda k, t: torch.cat([t, torch.zeros_like(new_values[k], dtype=t.dtype)], 0))
+                         lambda k, t: torch.cat([t, torch.zeros_like(new_values[k], dtype=t.dtype)], 0),
+                         rows, lambda t: torch.cat([t, t.new_zeros((n_new, *t.shape[1:]))], 0))
+
+    def replace(self, keep, new_values, rows=None):
+        """Keep the Gaussians ``keep`` (an index or [N] bool) with new raw values for every parameter: their Adam
+        moments and ``rows`` follow them (the student's re-initialisation)."""
+        self.edit_params(lambda k, t: new_values[k].to(t.dtype), lambda k, t: t[keep], rows,
+                         lambda t: t[keep])
+
+    def restart_optimizer(self, opt, iteration):
+        """A new optimizer (no Adam state) at ``iteration``'s learning rates, after an edit whose survivors should
+        not keep their moments (the student's prunes, as the reference)."""
+        self.training_setup(opt)
+        self.update_learning_rate(iteration)
 
     def set_param(self, name, value, reset_state=True):
         """Overwrite one parameter's values (same shape); optionally zero its Adam moments."""

@@ -31,14 +31,13 @@ def test_noise_event_changes_only_candidates_and_not_colours():
     torch.manual_seed(0)
     m = random_model(60)
     role = PerturbRole(dp_defaults(), opt_defaults(), extent=100.0)
-    n = m.num_points
-    role.grad = torch.zeros(n)
-    role.count = torch.ones(n)
-    role.grad[:20] = 1.0  # candidates: hot, and small (max scale <= 0.01 x 100)
-    cand = role.candidates(m)
+    state = role.initialize_state(m.num_points, "cpu")
+    state["perturb_count"][:] = 1.0
+    state["perturb_grad"][:20] = 1.0  # candidates: hot, and small (max scale <= 0.01 x 100)
+    cand = role.candidates(m, state)
     assert cand[:20].any() and not cand[20:].any()
     before = {k: v.detach().clone() for k, v in m.params.items()}
-    role.before_step(16000, m, None)
+    role.before_step(16000, m, state)
     for k in ("xyz", "opacity", "scaling", "rotation"):
         changed = (m.params[k].detach() != before[k]).flatten(1).any(1)
         assert changed[cand].all(), k
@@ -46,26 +45,27 @@ def test_noise_event_changes_only_candidates_and_not_colours():
     for k in ("f_dc", "f_rest"):
         assert torch.equal(m.params[k].detach(), before[k])
     assert role.log == [(16000, int(cand.sum()))]
+    assert not state["perturb_grad"].any() and not state["perturb_count"].any()  # restarted by the event
     # not an event: nothing moves
     snap = {k: v.detach().clone() for k, v in m.params.items()}
-    role.before_step(16500, m, None)
+    role.before_step(16500, m, state)
     assert all(torch.equal(m.params[k].detach(), snap[k]) for k in snap)
 
 
 def test_candidate_statistics_only_between_perturb_start_and_the_last_event():
     dp = dp_defaults(perturb_start=100, perturb_end=400, perturb_interval=100)  # events 200 and 300
-    m = random_model(10)
     role = PerturbRole(dp, opt_defaults(), extent=100.0)
+    state = role.initialize_state(10, "cpu")
     xy = torch.zeros(10, 3)
     xy.grad = torch.full((10, 3), 0.5)
     out = dict(viewspace_points=xy, visibility_filter=torch.ones(10, dtype=torch.bool))
     for it in (50, 100, 300, 350):  # before the window, its start, the last event, after it
-        role.after_step(it, m, None, out)
-    assert role.grad is None
-    role.after_step(150, m, None, out)
-    role.after_step(250, m, None, out)
-    assert role.count.tolist() == [2.0] * 10
-    torch.testing.assert_close(role.grad, torch.full((10,), 2 * 0.5 * 2 ** 0.5))
+        role.update_stats(it, state, out)
+    assert not state["perturb_grad"].any() and not state["perturb_count"].any()
+    role.update_stats(150, state, out)
+    role.update_stats(250, state, out)
+    assert state["perturb_count"].tolist() == [2.0] * 10
+    torch.testing.assert_close(state["perturb_grad"], torch.full((10,), 2 * 0.5 * 2 ** 0.5))
 
 
 def test_rotation_6d_round_trip():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from training.densify import DensifyStrategy
+from training.densify import DensifyConfig, DensifyStrategy
 from training.optim import SparseGaussianAdam, adam_rows_torch
 from tests.test_training import opt_defaults, random_model
 
@@ -62,11 +62,11 @@ def test_densification_edits_sparse_adam_state():
     for _ in range(2):
         sum((p ** 2).sum() for p in m.params.values()).backward()
         m.optimizer_step(torch.ones(m.num_points, dtype=torch.bool))
-    s = DensifyStrategy(opt, extent=1.0)
-    s.reset_stats(40, "cpu")
-    s.grad_accum[:10] = 1.0
-    s.denom[:] = 1.0
-    s.densify_and_prune(m)
+    s = DensifyStrategy(DensifyConfig.from_opt(opt, extent=1.0))
+    state = s.initialize_state(40, "cpu")
+    state["grad_accum"][:10] = 1.0
+    state["denom"][:] = 1.0
+    s.densify_and_prune(m, state)
     sum((p ** 2).sum() for p in m.params.values()).backward()
     m.optimizer_step(torch.ones(m.num_points, dtype=torch.bool))  # shapes still line up
     for p in m.params.values():

@@ -54,7 +54,7 @@ def vanilla(scene, tmp_path_factory):
 
 def test_vanilla_resume_is_bit_exact_mid_densification(scene, vanilla, tmp_path):
     st = torch.load(os.path.join(vanilla, "chkpnt11.pth"), weights_only=False)
-    assert st["version"] == 2 and st["model"]["index"] is None
+    assert st["version"] == 3 and st["model"]["index"] is None
     assert st["strategy"]["denom"].sum() > 0  # between densifications, with statistics
     assert len(st["loop"]["stack"]) == 2  # 22 views drawn: not on an epoch boundary
     log = json.load(open(os.path.join(vanilla, "point_cloud", "training_log.json")))
@@ -196,6 +196,23 @@ def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path,
         assert _ply(d, f"point_cloud_{i}", 25) == _ply(distilled, f"point_cloud_{i}", 25), f"model {i} differs"
     models_json = json.load(open(os.path.join(d, "distill.json")))["models"]
     assert set(models_json) == {"G_perb", "G_drop", "G_std", "student"}
+
+
+def test_a_version_2_checkpoint_resumes_bit_exact(distilled, tmp_path):
+    """Version 2 (before the strategy state was one dict) kept G_perb's statistics in its role as grad/count."""
+    keep = "chkpntG_perb17.pth"
+    st = torch.load(os.path.join(distilled, keep), weights_only=False)
+    rows = st["strategy"]
+    assert rows["perturb_count"].any()  # inside G_perb's statistics window
+    v2 = dict(st, version=2, strategy={k: v for k, v in rows.items() if not k.startswith("perturb_")},
+              role=dict(st["role"], grad=rows["perturb_grad"], count=rows["perturb_count"]))
+    d = _only_checkpoint(distilled, str(tmp_path / "r"), keep)
+    torch.save(v2, os.path.join(d, keep))
+    for i in range(4):
+        shutil.rmtree(os.path.join(d, f"point_cloud_{i}"))
+    train.main(["-m", d, "--resume"])
+    for i in range(4):
+        assert _ply(d, f"point_cloud_{i}", 25) == _ply(distilled, f"point_cloud_{i}", 25), f"model {i} differs"
 
 
 def test_kill_minus_9_then_resume_ends_with_the_uninterrupted_result(tmp_path):

@@ -112,7 +112,7 @@ def test_perturb_event_before_any_statistics():
     m = random_model(20)
     role = PerturbRole(dp_defaults(perturb_start=15, perturb_end=25, perturb_interval=1), opt_defaults(), 1.0)
     before = m.params["xyz"].detach().clone()
-    role.before_step(16, m, None)
+    role.before_step(16, m, role.initialize_state(20, "cpu"))
     assert torch.equal(m.params["xyz"].detach(), before) and role.log == [(16, 0)]
 
 

@@ -231,10 +231,10 @@ def test_num_max_ratio_caps_the_students_growth_at_a_multiple_of_G_std(study, tm
     calls = []
     densify = StudentStrategy.densify_and_prune
 
-    def recording(self, model, prune_large=False):
+    def recording(self, model, state, prune_large=False):
         n0 = model.num_points
-        res = densify(self, model, prune_large)
-        calls.append((n0, model.num_points, self.num_max))
+        res = densify(self, model, state, prune_large)
+        calls.append((n0, model.num_points, self.config.num_max))
         return res
     monkeypatch.setattr(StudentStrategy, "densify_and_prune", recording)
     summary = train.main(["-s", study["scene"], "-m", folder, "--num_models", "4", "--start", "3",

@@ -9,7 +9,7 @@ import distill.pipeline
 import distill.roles
 import train
 from arguments import DistillParams
-from distill.roles import StudentStrategy, fine_tune_schedule, student_from_std
+from distill.roles import StudentConfig, StudentStrategy, fine_tune_schedule, student_from_std
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.test_training import opt_defaults, random_model
@@ -37,15 +37,15 @@ def test_no_growth_strategy_only_prunes():
     m = random_model(30)
     m.training_setup(opt_defaults())
     dp = DistillParams.defaults(student_init="std")
-    st = StudentStrategy(opt_defaults(), 1.0, False, dp, num_max=10 ** 6, grow=False)
-    assert st.num_max == 0 and st.wants_stats(1) == ()
-    st.reset_stats(30, m.device)
-    st.grad_accum += 1.0  # every Gaussian hot, half of them "big" (split candidates), all blurred
-    st.denom += 1.0
-    st.blur[:] = True
+    st = StudentStrategy(StudentConfig.from_flags(opt_defaults(), 1.0, False, dp, num_max=10 ** 6, grow=False))
+    assert st.config.num_max == 0 and st.wants_stats(1) == ()
+    state = st.initialize_state(30, m.device)
+    state["grad_accum"] += 1.0  # every Gaussian hot, half of them "big" (split candidates), all blurred
+    state["denom"] += 1.0
+    state["blur"][:] = True
     with torch.no_grad():
         m.params["opacity"][:5] = -10.0  # transparent
-    st.densify_and_prune(m)
+    st.densify_and_prune(m, state)
     assert m.num_points == 25
 
 

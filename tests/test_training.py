@@ -11,7 +11,7 @@ import train
 from arguments import OptimizationParams
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
-from training.densify import DensifyStrategy
+from training.densify import DensifyConfig, DensifyStrategy
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +95,11 @@ def test_densification_keeps_params_and_adam_state_aligned():
     m.params["opacity"].data[30] = -10  # transparent -> pruned
     before = {k: (m.params[k].detach().clone(), m.optimizer.state[m.params[k]]["exp_avg"].clone())
               for k in PARAM_NAMES}
-    s = DensifyStrategy(opt, extent=1.0)
-    s.reset_stats(40, "cpu")
-    s.grad_accum[:10] = 1.0  # hot
-    s.denom[:] = 1.0
-    info = s.densify_and_prune(m)
+    s = DensifyStrategy(DensifyConfig.from_opt(opt, extent=1.0))
+    state = s.initialize_state(40, "cpu")
+    state["grad_accum"][:10] = 1.0  # hot
+    state["denom"][:] = 1.0
+    info = s.densify_and_prune(m, state)
     assert info["cloned"] == 5 and info["split"] == 5
     n = m.num_points
     assert n == 40 + 5 + 10 - 5 - 1
@@ -119,7 +119,7 @@ def test_densification_keeps_params_and_adam_state_aligned():
     torch.testing.assert_close(m.params["xyz"].detach()[len(keep):len(keep) + 5], before["xyz"][0][5:10])
     tail = m.optimizer.state[m.params["xyz"]]["exp_avg"][-15:]
     assert (tail == 0).all()
-    assert s.grad_accum.shape[0] == n
+    assert all(t.shape[0] == n and not t.any() for t in state.values())  # rows followed, then restarted
 
 
 @pytest.mark.parametrize("no_reset", [False, True])
@@ -130,13 +130,14 @@ def test_opacity_reset_and_no_opacity_reset(no_reset):
     m.params["opacity"].data[:] = 2.0  # opacity 0.88
     m.params["scaling"].data[:] = np.log(0.01)
     m.params["scaling"].data[0] = np.log(5.0)  # above --max_world_scale x extent
-    s = DensifyStrategy(opt, extent=1.0)
+    s = DensifyStrategy(DensifyConfig.from_opt(opt, extent=1.0))
+    state = s.initialize_state(30, "cpu")
     out = dict(visibility_filter=torch.ones(30, dtype=torch.bool), viewspace_points=torch.zeros(30, 3))
-    s.step(m, opt.opacity_reset_interval, out, None)
+    s.step(m, state, opt.opacity_reset_interval, out, None)
     top = float(m.get_opacity.detach().max())
     assert top == pytest.approx(0.88, abs=0.01) if no_reset else top == pytest.approx(0.01, abs=1e-4)
     assert m.num_points == 30  # the large-Gaussian prune starts only after the interval...
-    s.step(m, opt.opacity_reset_interval + opt.densification_interval, out, None)
+    s.step(m, state, opt.opacity_reset_interval + opt.densification_interval, out, None)
     assert m.num_points == 29  # ...with or without the reset
     assert float(m.get_scaling.detach().max()) < 1.0
 

@@ -66,16 +66,17 @@ class StepSync:
         distributed.broadcast_from_rank0(self.ctx, values, "broadcasting the model's parameters")
         model._set(*values)
 
-    def reduce_step(self, model, strategy, step_loss, visible, out):
+    def reduce_step(self, model, stats, step_loss, visible, out):
         """After the step's backward passes, before the optimizer step: sum everything the step's views gave on
         each rank (see the module's docstring). ``out``: the render output of this rank's last view (None if it
         rendered none). Returns (step_loss, visible, stats_out): the step's summed loss, the Gaussians visible in
-        any view, and the last view's densification inputs as a render output for the strategy."""
+        any view, and the last view's densification inputs as a render output for the strategy. ``stats``: the
+        strategy state the loop holds (its boolean rows are OR-ed in place)."""
         self.steps += 1
         distributed.test_fail_hook(self.ctx, self.steps)
         n, dev = model.num_points, model.device
         last = out if self.renders(self.views - 1) else None
-        masks = _per_view_masks(strategy, model)
+        masks = _per_view_masks(stats, model.num_points)
         zeros = lambda *shape: torch.zeros(*shape, device=dev)  # noqa: E731
         # (an empty parameter, f_rest of SH degree 0, gets no gradient from the renderer: it keeps none here too)
         names = [k for k in PARAM_NAMES if model.params[k].numel() > 0]
@@ -98,15 +99,10 @@ class StepSync:
         return parts[-1].reshape(()), seen > 0, stats_out
 
 
-def _per_view_masks(strategy, model):
-    """The strategy's boolean per-Gaussian state (masks its per-view hook ORs in, e.g. the student's blur split):
-    the same list on every rank, so made first where a rank has rendered nothing yet."""
-    state = strategy.state_dict()
-    if any(v is None for v in state.values()):  # no statistics yet (what the first statistics update makes)
-        strategy.reset_stats(model.num_points, model.device)
-        state = strategy.state_dict()
-    n = model.num_points
-    return [v for v in state.values() if torch.is_tensor(v) and v.dtype == torch.bool and v.shape[0] == n]
+def _per_view_masks(stats, n):
+    """The strategy state's boolean per-Gaussian rows (masks its per-view hook ORs in, e.g. the student's blur
+    split), in the state's order: the same list on every rank."""
+    return [v for v in stats.values() if torch.is_tensor(v) and v.dtype == torch.bool and v.shape[0] == n]
 
 
 def start(ctx, views_per_step, label):

@@ -1,115 +1,144 @@
 """Adaptive density control (3DGS clone / split / prune / opacity reset) as a strategy object.
 
-The strategy keeps its running statistics (view-space gradient sums, counts, max screen radii) and
-edits the model through GaussianModel.append / prune, which keep the Adam state aligned.
+A strategy is its typed configuration and nothing else: the per-Gaussian statistics (view-space gradient sums,
+counts, max screen radii, and whatever a subclass or a role adds) live in a state dict that the training loop
+holds (``initialize_state``), that every edit of the model updates in the same call as the parameters and their
+Adam moments (GaussianModel.edit_params with ``rows=state``), and that a checkpoint saves.
 """
+import math
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from scene.gaussian_model import PARAM_NAMES
+from scene.gaussian_model import PARAM_NAMES, check_rows
 from utils.graphics_utils import quaternion_to_matrix
 
 
-class DensifyStrategy:
-    """Vanilla 3DGS densification. Subclasses add split candidates via :meth:`extra_split_mask`."""
+@dataclass(frozen=True)
+class DensifyConfig:
+    """What vanilla 3DGS densification reads, taken once from the optimisation flags (:meth:`from_opt`)."""
+    extent: float  # scene radius: --percent_dense and --max_world_scale are fractions of it
+    densify_from_iter: int
+    densify_until_iter: int
+    densification_interval: int
+    opacity_reset_interval: int  # also when the large-Gaussian prune starts
+    densify_grad_threshold: float
+    percent_dense: float
+    min_opacity: float
+    max_screen_size: Optional[float]  # None: no screen-size prune (and no max-radius statistics)
+    max_world_scale: float
+    opacity_reset: bool = True  # False with --no_opacity_reset (and for the student)
+    white_background: bool = False  # a white background also resets opacities at densify_from_iter (graphdeco)
+    num_max: float = math.inf  # no clone/split growth at or above this many Gaussians
 
-    def __init__(self, opt, extent, white_background=False):
-        self.opt = opt
-        self.extent = extent
-        self.white_background = white_background
-        self.opacity_reset = not opt.no_opacity_reset  # the student turns it off too
-        self.num_max = float("inf")  # no clone/split growth at or above this many Gaussians
-        self.grad_accum = self.denom = self.max_radii2D = None
+    @classmethod
+    def from_opt(cls, opt, extent, white_background=False, **fields):
+        """The config of the flags ``opt`` (OptimizationParams), with ``fields`` overriding any of them."""
+        values = dict(extent=extent, densify_from_iter=opt.densify_from_iter,
+                      densify_until_iter=opt.densify_until_iter, densification_interval=opt.densification_interval,
+                      opacity_reset_interval=opt.opacity_reset_interval,
+                      densify_grad_threshold=opt.densify_grad_threshold, percent_dense=opt.percent_dense,
+                      min_opacity=opt.min_opacity, max_screen_size=opt.max_screen_size,
+                      max_world_scale=opt.max_world_scale, opacity_reset=not opt.no_opacity_reset,
+                      white_background=bool(white_background))
+        values.update(fields)
+        return cls(**values)
+
+
+def accumulate_grad_norms(state, sum_key, count_key, out):
+    """Add the view-space gradient norm of the Gaussians visible in ``out`` (a render whose backward ran) to
+    state[sum_key] and count them in state[count_key]. Dense masked updates: boolean indexing would make the host
+    wait for the GPU every step."""
+    grad = out["viewspace_points"].grad
+    if grad is None:
+        return
+    vis = out["visibility_filter"]
+    state[sum_key] += torch.where(vis, grad[:, :2].norm(dim=-1), 0.0)
+    state[count_key] += vis
+
+
+def restart_stats(state):
+    """Zero every per-Gaussian statistic of ``state`` in place of the old tensors: after a densification (as
+    graphdeco's densification_postfix) and after the student's prunes."""
+    for k, t in state.items():
+        state[k] = torch.zeros_like(t)
+
+
+class DensifyStrategy:
+    """Vanilla 3DGS densification. Subclasses add statistics and split candidates (:meth:`extra_split_mask`)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def initialize_state(self, n, device):
+        """The statistics of ``n`` Gaussians before any view: the state dict the loop holds ([N] each)."""
+        return dict(grad_accum=torch.zeros(n, device=device),  # summed view-space gradient norms
+                    denom=torch.zeros(n, device=device),  # views that saw each Gaussian
+                    max_radii2D=torch.zeros(n, device=device))  # largest screen radius (the screen-size prune)
 
     def wants_stats(self, iteration):
         """The per-Gaussian stats render() must return this step (render's return_stats)."""
         return ()
 
-    def observe(self, model, out, camera):
+    def observe(self, state, out, camera):
         """Per-view hook for strategies that read the per-Gaussian stats of every view."""
 
-    def reset_stats(self, n, device):
-        self.grad_accum = torch.zeros(n, device=device)
-        self.denom = torch.zeros(n, device=device)
-        self.max_radii2D = torch.zeros(n, device=device)
-
-    # the running statistics a checkpoint keeps (a resume mid-densification continues exactly)
-    STATE = ("grad_accum", "denom", "max_radii2D")
-
-    def state_dict(self):
-        return {k: getattr(self, k) for k in self.STATE}
-
-    def load_state_dict(self, state):
-        missing = [k for k in self.STATE if k not in state]
-        if missing:
-            raise KeyError(f"densification statistics {', '.join(missing)}")
-        for k in self.STATE:
-            setattr(self, k, state[k])
-
-    def _ensure(self, model):
-        if self.grad_accum is None or self.grad_accum.shape[0] != model.num_points:
-            self.reset_stats(model.num_points, model.device)
-
-    def update_stats(self, model, out, camera):
+    def update_stats(self, state, out):
         """Accumulate the view-space gradient norm and max radius of one rendered view."""
-        self._ensure(model)
-        vis = out["visibility_filter"]
-        grad = out["viewspace_points"].grad
-        if grad is None:
-            return
-        # dense masked updates: boolean indexing would make the host wait for the GPU every step
-        self.grad_accum += torch.where(vis, grad[:, :2].norm(dim=-1), 0.0)
-        self.denom += vis
-        if self.opt.max_screen_size is not None:  # only the screen-size prune reads it
-            self.max_radii2D = torch.where(vis, torch.maximum(self.max_radii2D, out["radii"].float()),
-                                           self.max_radii2D)
+        accumulate_grad_norms(state, "grad_accum", "denom", out)
+        # only the screen-size prune reads the max radii
+        if self.config.max_screen_size is not None and out["viewspace_points"].grad is not None:
+            state["max_radii2D"] = torch.where(out["visibility_filter"],
+                                               torch.maximum(state["max_radii2D"], out["radii"].float()),
+                                               state["max_radii2D"])
 
-    def step(self, model, iteration, out, camera):
+    def step(self, model, state, iteration, out, camera):
         """Called once per optimizer step (after it) with the last view's render output."""
-        o = self.opt
-        if iteration < o.densify_until_iter:
-            self.update_stats(model, out, camera)
-            if iteration > o.densify_from_iter and iteration % o.densification_interval == 0:
-                self.densify_and_prune(model, prune_large=iteration > o.opacity_reset_interval)
-            if self.opacity_reset and (iteration % o.opacity_reset_interval == 0 or (
-                    self.white_background and iteration == o.densify_from_iter)):
+        c = self.config
+        if iteration < c.densify_until_iter:
+            check_rows(state, model.num_points)
+            self.update_stats(state, out)
+            if iteration > c.densify_from_iter and iteration % c.densification_interval == 0:
+                self.densify_and_prune(model, state, prune_large=iteration > c.opacity_reset_interval)
+            if c.opacity_reset and (iteration % c.opacity_reset_interval == 0 or (
+                    c.white_background and iteration == c.densify_from_iter)):
                 model.reset_opacity()
 
     # ---- the edits ---------------------------------------------------------------------------
-    def extra_split_mask(self, model):
+    def extra_split_mask(self, state):
         """Additional Gaussians to split (the student's blur split); None for vanilla 3DGS."""
         return None
 
-    def densify_and_prune(self, model, prune_large=False):
+    def densify_and_prune(self, model, state, prune_large=False):
         """Clone / split the Gaussians with high view-space gradients, then prune transparent ones and,
-        with ``prune_large``, those above --max_world_scale (and --max_screen_size when it is set)."""
-        self._ensure(model)
-        o = self.opt
-        grads = torch.nan_to_num(self.grad_accum / self.denom, nan=0.0)
+        with ``prune_large``, those above --max_world_scale (and --max_screen_size when it is set); the rows of
+        ``state`` follow their Gaussians through both edits, then every statistic restarts."""
+        c = self.config
+        grads = torch.nan_to_num(state["grad_accum"] / state["denom"], nan=0.0)
         n0 = model.num_points
-        max_scale = model.get_scaling.max(dim=1).values
-        big = max_scale > o.percent_dense * self.extent
-        hot = grads >= o.densify_grad_threshold
-        if n0 >= self.num_max:
+        big = model.get_scaling.max(dim=1).values > c.percent_dense * c.extent
+        hot = grads >= c.densify_grad_threshold
+        if n0 >= c.num_max:
             hot = torch.zeros_like(hot)
         clone = hot & ~big
         split = hot & big
-        extra = self.extra_split_mask(model)
-        if extra is not None and n0 < self.num_max:
+        extra = self.extra_split_mask(state)
+        if extra is not None and n0 < c.num_max:
             split |= extra
         clone_vals = {k: model.params[k].detach()[clone] for k in PARAM_NAMES}
         split_vals = split_values(model, split)
-        model.append({k: torch.cat([clone_vals[k], split_vals[k]]) for k in PARAM_NAMES})
+        model.append({k: torch.cat([clone_vals[k], split_vals[k]]) for k in PARAM_NAMES}, rows=state)
         n_new = model.num_points - n0
         # originals that were split go away, as do transparent (and, later, huge) Gaussians
         remove = torch.cat([split, torch.zeros(n_new, dtype=torch.bool, device=split.device)])
-        remove |= (model.get_opacity < o.min_opacity).squeeze(1)
+        remove |= (model.get_opacity < c.min_opacity).squeeze(1)
         if prune_large:
-            if o.max_screen_size is not None:
-                radii = torch.cat([self.max_radii2D, torch.zeros(n_new, device=model.device)])
-                remove |= radii > o.max_screen_size
-            remove |= model.get_scaling.max(dim=1).values > o.max_world_scale * self.extent
-        model.prune(remove)
-        self.reset_stats(model.num_points, model.device)
+            if c.max_screen_size is not None:  # (the appended Gaussians' rows are zero)
+                remove |= state["max_radii2D"] > c.max_screen_size
+            remove |= model.get_scaling.max(dim=1).values > c.max_world_scale * c.extent
+        model.prune(remove, rows=state)
+        restart_stats(state)
         return dict(cloned=int(clone.sum()), split=int(split.sum()), pruned=int(remove.sum()))
 
 

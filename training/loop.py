@@ -12,7 +12,8 @@ import torch
 from tqdm import tqdm
 
 from gaussian_renderer import background, render
-from training.densify import DensifyStrategy
+from scene.gaussian_model import check_rows
+from training.densify import DensifyConfig, DensifyStrategy
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
@@ -22,12 +23,20 @@ from utils.system_utils import atomic_path, write_json
 
 
 class Role:
-    """Hooks a model variant fills in; the defaults give vanilla 3DGS (G_std)."""
+    """Hooks a model variant fills in; the defaults give vanilla 3DGS (G_std).
+
+    ``state`` is the per-Gaussian statistics dict the loop holds (the strategy's rows and the role's own, from
+    :meth:`initialize_state`): every edit of the model carries its rows, and checkpoints save it.
+    """
 
     def make_strategy(self, opt, extent, white_background):
-        return DensifyStrategy(opt, extent, white_background)
+        return DensifyStrategy(DensifyConfig.from_opt(opt, extent, white_background))
 
-    def before_step(self, it, model, strategy):
+    def initialize_state(self, n, device):
+        """The role's own per-Gaussian statistics of ``n`` Gaussians ([N] tensors), added to the strategy's."""
+        return {}
+
+    def before_step(self, it, model, state):
         """Called before the views of a step are rendered (noise events)."""
 
     def render_opacity(self, it, model):
@@ -43,9 +52,13 @@ class Role:
         """Extra loss once per step (structure loss), or None."""
         return None
 
-    def after_step(self, it, model, strategy, out):
+    def update_stats(self, it, state, out):
+        """Called after the optimizer step, before densification edits the model, with the last view's render
+        output (statistics of the role's own rows)."""
+
+    def after_step(self, it, model, state, out):
         """Called after the optimizer step and densification with the last view's render output
-        (pruning schedules, statistics)."""
+        (pruning schedules)."""
 
     def state_dict(self):
         return {}
@@ -74,7 +87,10 @@ def evaluate(model, cameras, pipe, bg, limit=None):
 
 
 # the checkpoint layout; a checkpoint of another version is refused with one line (never half-loaded)
-CHECKPOINT_VERSION = 2
+# version 3 (the strategy state as one dict of per-Gaussian rows) also reads version 2 (statistics split between
+# the strategy and G_perb's role, converted on load)
+CHECKPOINT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 CHECKPOINT_KEYS = ("version", "iteration", "model", "params", "optimizer", "active_sh_degree", "spatial_lr_scale",
                    "role", "strategy", "loop", "rng")
 # chkpnt<label><it>.pth (--checkpoint_iterations) and chkpnt<label><it>.auto.pth (time cadence, signals; only the
@@ -102,16 +118,17 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, model, strategy, role, iteration, meta=None, loop=None):
+def save_checkpoint(path, model, stats, role, iteration, meta=None, loop=None):
     """Write everything a resume needs to continue exactly after ``iteration`` (atomically): parameters, optimizer,
-    densification statistics, role state, the loop's state (camera stack, running loss, logs) and the RNGs.
+    the strategy state ``stats`` (per-Gaussian statistics), role state, the loop's state (camera stack, running
+    loss, logs) and the RNGs.
     ``meta``: which model this is (index in the four-model run or None, label, last iteration)."""
     cpu = lambda v: v.detach().cpu() if torch.is_tensor(v) else v  # noqa: E731
     state = dict(version=CHECKPOINT_VERSION, iteration=iteration, model=dict(meta or {}),
                  params={k: v.detach() for k, v in model.params.items()},
                  optimizer=model.optimizer.state_dict(), active_sh_degree=model.active_sh_degree,
                  spatial_lr_scale=model.spatial_lr_scale, role=role.state_dict(),
-                 strategy=strategy.state_dict(), loop={k: cpu(v) for k, v in (loop or {}).items()},
+                 strategy={k: cpu(v) for k, v in stats.items()}, loop={k: cpu(v) for k, v in (loop or {}).items()},
                  rng=rng_state())
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -150,14 +167,14 @@ def read_checkpoint(path):
         raise UserError(f"--start_checkpoint {path} is not a checkpoint written by train.py (it lacks the model's "
                         f"parameters or training state); pass a chkpnt<it>.pth")
     version = state.get("version")
-    if version != CHECKPOINT_VERSION:
+    if version not in READABLE_VERSIONS:
         seen = version or "none: written before versioned checkpoints"
-        raise UserError(f"{path} is a checkpoint of another version ({seen}; this train.py reads version "
-                        f"{CHECKPOINT_VERSION}): it cannot be resumed; "
+        raise UserError(f"{path} is a checkpoint of another version ({seen}; this train.py reads versions "
+                        f"{' and '.join(map(str, READABLE_VERSIONS))}): it cannot be resumed; "
                         f"train that model again, or resume it with the train.py that wrote it")
     missing = [k for k in CHECKPOINT_KEYS if k not in state]
     if missing or not isinstance(state["loop"], dict) or not isinstance(state["model"], dict):
-        raise UserError(f"{path} has another layout than a version {CHECKPOINT_VERSION} checkpoint (missing "
+        raise UserError(f"{path} has another layout than a version {version} checkpoint (missing "
                         f"{', '.join(missing) or 'loop/model dictionaries'}): it cannot be resumed")
     return Checkpoint(path, state)
 
@@ -168,9 +185,25 @@ def checkpoint_sh_degree(state):
     return int(round(k ** 0.5)) - 1
 
 
-def load_checkpoint(path, model, strategy, role, opt):
-    """Restore a checkpoint (a path, or a Checkpoint from read_checkpoint) into model, strategy and role and the
-    random generators; returns (its iteration, the loop state it saved)."""
+def _stats_of(state, fresh, role_state):
+    """The strategy state a checkpoint saved, checked against ``fresh`` (the run's initial state: its keys and
+    row count). A version 2 checkpoint kept G_perb's statistics in its role as grad/count and could hold rows
+    of a stale count, or None, that the next step replaced by zeros: they are converted the same way."""
+    saved = dict(state["strategy"])
+    if state["version"] == 2:
+        saved.update(perturb_grad=role_state.pop("grad", None), perturb_count=role_state.pop("count", None))
+        n = next(iter(fresh.values())).shape[0]
+        saved = {k: v if torch.is_tensor(v) and v.shape[0] == n else fresh[k] for k, v in saved.items() if k in fresh}
+    if set(saved) != set(fresh):
+        raise ValueError(f"its strategy state holds {', '.join(sorted(saved))}, this run's "
+                         f"{', '.join(sorted(fresh))} (another model of the four-model run or other flags)")
+    return {k: saved[k].to(fresh[k].device) for k in fresh}
+
+
+def load_checkpoint(path, model, role, opt, initial_stats):
+    """Restore a checkpoint (a path, or a Checkpoint from read_checkpoint) into model and role and the random
+    generators; ``initial_stats(n, device)`` makes the run's initial strategy state (what the saved one must
+    match). Returns (its iteration, the loop state it saved, the strategy state)."""
     if isinstance(path, Checkpoint):
         path, state = path
     else:
@@ -182,15 +215,17 @@ def load_checkpoint(path, model, strategy, role, opt):
         model.training_setup(opt)
         model.optimizer.load_state_dict(state["optimizer"])
         on_device = lambda v: v.to(model.device) if torch.is_tensor(v) else v  # noqa: E731 (read on the CPU)
-        strategy.load_state_dict({k: on_device(v) for k, v in state["strategy"].items()})
-        role.load_state_dict({k: on_device(v) for k, v in state["role"].items()})
+        role_state = dict(state["role"])
+        stats = _stats_of(state, initial_stats(model.num_points, model.device), role_state)
+        check_rows(stats, model.num_points)
+        role.load_state_dict({k: on_device(v) for k, v in role_state.items()})
         loop = {k: on_device(v) for k, v in state["loop"].items()}
         set_rng_state(state["rng"])
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError, AssertionError) as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise UserError(f"cannot resume from {path} ({exc.__class__.__name__}: {detail}); it must be a "
                         f"chkpnt<it>.pth written by train.py for this model with the same settings")
-    return state["iteration"], loop
+    return state["iteration"], loop, stats
 
 
 # SIGINT / SIGTERM: the handler only records the signal; the loop checks it once per iteration (a Python value,
@@ -246,6 +281,176 @@ class DivergenceGuard:
                              f"weights")
 
 
+class _Run:
+    """What train_model's pieces share: the run's fixed settings and the loop's running values (the camera stack,
+    the running loss, the logs, the strategy state), which a checkpoint saves."""
+
+    def __init__(self, scene, model, opt, pipe, dataset, out_dir, role, label, quiet):
+        self.scene, self.model, self.opt, self.pipe, self.dataset = scene, model, opt, pipe, dataset
+        self.out_dir, self.role, self.label, self.quiet = out_dir, role, label, quiet
+        self.dev = model.device
+        self.bg = background(dataset.white_background, self.dev)
+        self.strategy = role.make_strategy(opt, scene.cameras_extent, dataset.white_background)
+        self.train_cams, self.test_cams = scene.getTrainCameras(), scene.getTestCameras()
+        self.view_weight = opt.view_weight if opt.view_weight is not None else (0.6 if opt.views_per_step > 1 else 1.0)
+        self.stack, self.history, self.ema = [], [], None
+        self.counts, self.count_every = [], max(1, opt.iterations // 200)  # [iteration, Gaussians] for the report
+        self.stats = None  # the strategy state: per-Gaussian statistics every edit of the model carries
+        self.test_iterations = self.save_iterations = self.checkpoint_iterations = ()
+        self.first, self.resumed = 1, False  # the first iteration to train; whether it continues a checkpoint
+        self.every_s, self.last_auto = 0.0, 0.0  # automatic checkpoints: the cadence, the last one's time
+        self.writer = self.guard = self.timer = self.bar = None
+        self.sync, self.lead = None, True  # data-parallel: the StepSync; whether this rank writes files
+        self.io_seconds = 0.0  # evaluation and saving, left out of ms/step
+
+    def initial_stats(self, n, device):
+        """The strategy's and the role's statistics of ``n`` Gaussians before any view."""
+        return {**self.strategy.initialize_state(n, device), **self.role.initialize_state(n, device)}
+
+    def loop_state(self):
+        return dict(stack=[c.uid for c in self.stack], ema=self.ema, history=self.history, counts=self.counts)
+
+
+def _start(run, start_checkpoint):
+    """Set up the optimizer and the strategy state, or restore both and the loop's state from
+    ``start_checkpoint``; returns the first iteration to train."""
+    model = run.model
+    if model.optimizer is None:
+        model.training_setup(run.opt)
+    if not start_checkpoint:
+        run.stats = run.initial_stats(model.num_points, run.dev)
+        return 1
+    it, resumed, run.stats = load_checkpoint(start_checkpoint, model, run.role, run.opt, run.initial_stats)
+    # the loop's own state: the remaining shuffled cameras, the running loss, the logs so far
+    by_uid = {c.uid: c for c in run.train_cams}
+    if any(u not in by_uid for u in resumed["stack"]):
+        raise UserError(f"cannot resume from {getattr(start_checkpoint, 'path', start_checkpoint)}: its camera "
+                        f"order names training views this scene does not have (another scene or --eval split)")
+    run.stack = [by_uid[u] for u in resumed["stack"]]
+    run.ema, run.history, run.counts = resumed["ema"], list(resumed["history"]), list(resumed["counts"])
+    return it + 1
+
+
+def _render_views(run, it, want_stats):
+    """Render, score and back-propagate the step's views; returns (last render output, its camera, summed loss,
+    Gaussians seen by any view: sparse_adam updates only these)."""
+    model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
+    step_loss = torch.zeros((), device=dev)
+    visible = None
+    out = None
+    for j in range(opt.views_per_step):
+        if not run.stack:
+            run.stack = list(run.train_cams)
+            random.shuffle(run.stack)
+        cam = run.stack.pop()
+        bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
+        if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step)
+            continue
+        with timer("render"):
+            opacity = role.render_opacity(it, model)
+            out = render(cam, model, run.pipe, bgc, opacity=opacity, return_stats=want_stats)
+        with timer("loss"):
+            gt = cam.original_image(dev)
+            loss = photometric_loss(out["render"], gt, opt.lambda_dssim, role.view_target(it, cam, dev))
+            if cam.depth is not None and cam.depth_reliable:
+                w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
+                loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
+        with timer("backward"):
+            (run.view_weight * loss).backward()
+        with timer("statistics"):
+            step_loss += loss.detach()
+            vis = out["visibility_filter"]
+            visible = vis if visible is None else visible | vis
+            if want_stats:
+                run.strategy.observe(run.stats, out, cam)
+    return out, cam, step_loss, visible
+
+
+def _report(run, it, step_loss):
+    """The divergence check, progress bar, Gaussian counts, TensorBoard, test evaluation and PLY saves of
+    iteration ``it`` (time spent evaluating and saving goes to run.io_seconds)."""
+    model, opt, guard, label = run.model, run.opt, run.guard, run.label
+    if it % guard.every == 0 or it in run.test_iterations or it in run.save_iterations or it == opt.iterations:
+        loss_now = guard.check(it, model, run.ema, run.bar)  # waits for the GPU: only every guard.every steps
+        if it % 10 == 0 and not run.quiet:
+            run.bar.set_postfix(loss=f"{loss_now:.4f}", gaussians=model.num_points)
+    if it % run.count_every == 0 or (it == run.first and not run.resumed):
+        run.counts.append([it, model.num_points])
+    if it % 10 == 0 and run.writer is not None:
+        run.writer.add_scalar(f"{label}/loss", float(step_loss), it)
+        run.writer.add_scalar(f"{label}/gaussians", model.num_points, it)
+    t_io = time.time()
+    if it in run.test_iterations:
+        res = (evaluate(model, run.test_cams, run.pipe, run.bg)
+               or evaluate(model, run.train_cams, run.pipe, run.bg, limit=8))
+        split = "test" if run.test_cams else "train"
+        res.update(iteration=it, split=split, gaussians=model.num_points)
+        run.history.append(res)
+        if run.lead:
+            tqdm.write(f"[{label or 'model'} it {it}] {split} PSNR {res['psnr']:.2f} SSIM {res['ssim']:.4f} "
+                       f"L1 {res['l1']:.4f} ({model.num_points} Gaussians)")
+        if run.writer is not None:
+            run.writer.add_scalar(f"{label}/{split}_psnr", res["psnr"], it)
+    if it in run.save_iterations and run.lead:
+        model.save_ply(os.path.join(run.out_dir, f"iteration_{it}", "point_cloud.ply"))
+        guard.saved = it
+    run.io_seconds += time.time() - t_io
+
+
+def _checkpoint_if_due(run, it, meta):
+    """Write chkpnt<label><it>.pth at --checkpoint_iterations, and an automatic one after a signal or when the
+    time cadence is due; returns the signal number (or None). The signal flag is a Python value and the cadence
+    reads the wall clock: neither waits for the device."""
+    signum = STOP["signal"]
+    auto = signum is not None or (run.every_s > 0 and it < run.opt.iterations
+                                  and time.time() - run.last_auto >= run.every_s)
+    if not run.lead or (it not in run.checkpoint_iterations and not auto):
+        return signum
+    t_io = time.time()
+    run.guard.check(it, run.model, run.ema, run.bar)  # densification can overflow (a split of an infinite scale)
+    for name in ([checkpoint_name(run.label, it)] if it in run.checkpoint_iterations else []) + (
+            [checkpoint_name(run.label, it, auto=True)] if auto else []):
+        run.guard.checkpoint = os.path.join(run.dataset.model_path, name)
+        save_checkpoint(run.guard.checkpoint, run.model, run.stats, run.role, it, meta, run.loop_state())
+    if auto:
+        prune_auto_checkpoints(run.dataset.model_path, run.label, os.path.basename(run.guard.checkpoint))
+        run.last_auto = time.time()
+    run.io_seconds += time.time() - t_io
+    return signum
+
+
+def _finish(run, t_enter, t0):
+    """Save the final PLY if the loop did not, write training_log.json and return the summary."""
+    model, opt, dev = run.model, run.opt, run.dev
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    wall = time.time() - t0
+    steps = max(1, opt.iterations - run.first + 1)
+    final_ply = os.path.join(run.out_dir, f"iteration_{opt.iterations}", "point_cloud.ply")
+    if run.lead and not os.path.isfile(final_ply):
+        run.guard.check(opt.iterations, model, run.ema)
+        model.save_ply(final_ply)
+    ply_mb = round(os.path.getsize(final_ply) / 1e6, 2) if run.lead else None  # (the writer's file)
+    summary = dict(gaussians=model.num_points, ply_mb=ply_mb,
+                   train_seconds=round(wall, 2),
+                   setup_seconds=round(t0 - t_enter, 2),  # optimizer, logging, checkpoint: before the loop
+                   ms_per_step=round(1000 * (wall - run.io_seconds) / steps, 2),
+                   peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
+                   else None, history=run.history)
+    phases = run.timer.summary()
+    if phases:
+        summary["phase_ms"] = phases
+        tqdm.write(f"[{run.label or 'model'}] mean ms per step: "
+                   + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+    if run.history:
+        summary.update({k: run.history[-1][k] for k in ("psnr", "ssim", "split")})
+    if run.lead:
+        write_json(os.path.join(run.out_dir, "training_log.json"), dict(summary, gaussian_counts=run.counts))
+    if run.writer is not None:
+        run.writer.close()
+    return summary
+
+
 def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_iterations=(),
                 save_iterations=(), checkpoint_iterations=(), start_checkpoint=None, label="", quiet=False,
                 step_hook=None, stage=None, checkpoint_every_minutes=0.0, sync=None):
@@ -261,175 +466,68 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     the step is summed over the ranks before the optimizer step, and only the writer rank writes files.
     """
     t_enter = time.time()
-    lead = sync is None or sync.is_writer  # writes files and adds the once-per-step loss
-    role = role or Role()
-    dev = model.device
-    bg = background(dataset.white_background, dev)
-    strategy = role.make_strategy(opt, scene.cameras_extent, dataset.white_background)
-    if model.optimizer is None:
-        model.training_setup(opt)
-    first, resumed = 1, {}
-    if start_checkpoint:
-        first, resumed = load_checkpoint(start_checkpoint, model, strategy, role, opt)
-        first += 1
+    run = _Run(scene, model, opt, pipe, dataset, out_dir, role or Role(), label, quiet)
+    run.sync, run.lead = sync, sync is None or sync.is_writer
+    run.test_iterations, run.save_iterations = test_iterations, save_iterations
+    run.checkpoint_iterations = checkpoint_iterations
+    run.first = _start(run, start_checkpoint)
+    run.resumed = bool(start_checkpoint)
+    role, strategy, dev = run.role, run.strategy, run.dev
     meta = dict(index=stage, label=label, iterations=opt.iterations)
     # checks where the loop reads values anyway: the progress bar every 10 steps, else densification's interval
     # (at most 100 steps apart, also after densification ends)
-    guard = DivergenceGuard(label, 10 if not quiet else max(10, min(100, opt.densification_interval)),
-                            getattr(start_checkpoint, "path", start_checkpoint))
-    writer = None  # opt-in: importing TensorBoard costs seconds, and each logged loss waits for the GPU
-    if pipe.tensorboard and lead:
+    run.guard = DivergenceGuard(label, 10 if not quiet else max(10, min(100, opt.densification_interval)),
+                                getattr(start_checkpoint, "path", start_checkpoint))
+    # opt-in: importing TensorBoard costs seconds, and each logged loss waits for the GPU
+    if pipe.tensorboard and run.lead:
         from torch.utils.tensorboard import SummaryWriter  # train.py checked that the package is there
-        writer = SummaryWriter(dataset.model_path)
-    train_cams = scene.getTrainCameras()
-    test_cams = scene.getTestCameras()
-    vw = opt.view_weight if opt.view_weight is not None else (0.6 if opt.views_per_step > 1 else 1.0)
+        run.writer = SummaryWriter(dataset.model_path)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    stack, history = [], []
-    counts, count_every = [], max(1, opt.iterations // 200)  # [iteration, Gaussians] for the report
-    ema = None
-    if resumed:  # the loop's own state: the remaining shuffled cameras, the running loss, the logs so far
-        by_uid = {c.uid: c for c in train_cams}
-        if any(u not in by_uid for u in resumed["stack"]):
-            raise UserError(f"cannot resume from {getattr(start_checkpoint, 'path', start_checkpoint)}: its camera "
-                            f"order names training views this scene does not have (another scene or --eval split)")
-        stack = [by_uid[u] for u in resumed["stack"]]
-        ema, history, counts = resumed["ema"], list(resumed["history"]), list(resumed["counts"])
-    every_s = 60.0 * checkpoint_every_minutes
-    last_auto = time.time()
-    io_seconds = 0.0  # evaluation and saving, left out of ms/step
-    timer = PhaseTimer(dev, pipe.profile)
+    run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
+    run.timer = timer = PhaseTimer(dev, pipe.profile)
     t0 = time.time()
-    bar = tqdm(range(first, opt.iterations + 1), desc=label or "training", disable=quiet or not lead,
-               dynamic_ncols=True)
-    for it in bar:
+    run.bar = tqdm(range(run.first, opt.iterations + 1), desc=label or "training", disable=quiet or not run.lead,
+                   dynamic_ncols=True)
+    for it in run.bar:
         if step_hook is not None:
             step_hook(it)
         model.update_learning_rate(it)
         if it % opt.sh_increase_interval == 0:
             model.oneup_sh_degree()
         with timer("role events"):
-            role.before_step(it, model, strategy)
-        want_stats = strategy.wants_stats(it)
-        step_loss = torch.zeros((), device=dev)
-        visible = None  # Gaussians seen by any view of the step (sparse_adam updates only these)
-        out = None
-        for j in range(opt.views_per_step):
-            if not stack:
-                stack = list(train_cams)
-                random.shuffle(stack)
-            cam = stack.pop()
-            bgc = torch.rand(3, device=dev) if opt.random_background else bg
-            if sync is not None and not sync.renders(j):  # (after the draws: every rank's RNG stays in step)
-                continue
-            with timer("render"):
-                opacity = role.render_opacity(it, model)
-                out = render(cam, model, pipe, bgc, opacity=opacity, return_stats=want_stats)
-            with timer("loss"):
-                gt = cam.original_image(dev)
-                loss = photometric_loss(out["render"], gt, opt.lambda_dssim, role.view_target(it, cam, dev))
-                if cam.depth is not None and cam.depth_reliable:
-                    w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
-                    loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
-            with timer("backward"):
-                (vw * loss).backward()
-            with timer("statistics"):
-                step_loss += loss.detach()
-                vis = out["visibility_filter"]
-                visible = vis if visible is None else visible | vis
-                if want_stats:
-                    strategy.observe(model, out, cam)
+            role.before_step(it, model, run.stats)
+        out, cam, step_loss, visible = _render_views(run, it, strategy.wants_stats(it))
         with timer("role events"):
             extra = role.step_loss(it, model)  # (on every rank: its random draws keep the ranks in step)
-            if extra is not None and lead:  # (added once: the sum over the ranks has it)
+            if extra is not None and run.lead:  # (added once: the sum over the ranks has it)
                 extra.backward()
                 step_loss += extra.detach()
         if sync is not None:
             with timer("all-reduce"):
-                step_loss, visible, out = sync.reduce_step(model, strategy, step_loss, visible, out)
+                step_loss, visible, out = sync.reduce_step(model, run.stats, step_loss, visible, out)
         with timer("optimizer"):
             model.optimizer_step(visible)
         step_loss = step_loss / opt.views_per_step
-        ema = step_loss if ema is None else 0.4 * step_loss + 0.6 * ema  # stays on the device: no sync
-        if it % guard.every == 0 or it in test_iterations or it in save_iterations or it == opt.iterations:
-            loss_now = guard.check(it, model, ema, bar)  # waits for the GPU: only every guard.every steps
-            if it % 10 == 0 and not quiet:
-                bar.set_postfix(loss=f"{loss_now:.4f}", gaussians=model.num_points)
-        if it % count_every == 0 or (it == first and not resumed):
-            counts.append([it, model.num_points])
-        if it % 10 == 0 and writer is not None:
-            writer.add_scalar(f"{label}/loss", float(step_loss), it)
-            writer.add_scalar(f"{label}/gaussians", model.num_points, it)
-        t_io = time.time()
-        if it in test_iterations:
-            res = evaluate(model, test_cams, pipe, bg) or evaluate(model, train_cams, pipe, bg, limit=8)
-            split = "test" if test_cams else "train"
-            res.update(iteration=it, split=split, gaussians=model.num_points)
-            history.append(res)
-            if lead:
-                tqdm.write(f"[{label or 'model'} it {it}] {split} PSNR {res['psnr']:.2f} SSIM {res['ssim']:.4f} "
-                           f"L1 {res['l1']:.4f} ({model.num_points} Gaussians)")
-            if writer is not None:
-                writer.add_scalar(f"{label}/{split}_psnr", res["psnr"], it)
-        if it in save_iterations and lead:
-            model.save_ply(os.path.join(out_dir, f"iteration_{it}", "point_cloud.ply"))
-            guard.saved = it
-        io_seconds += time.time() - t_io
+        run.ema = step_loss if run.ema is None else 0.4 * step_loss + 0.6 * run.ema  # stays on the device: no sync
+        _report(run, it, step_loss)
         # densification and role events come after the report, so a test at an opacity-reset
         # iteration sees the trained model (as graphdeco's report precedes its densification); none
         # after the last iteration: its new Gaussians would never be trained, and the saved model and
         # the reported count are the evaluated model's
         with torch.no_grad():
+            with timer("role events"):
+                role.update_stats(it, run.stats, out)
             if it < opt.iterations:
                 with timer("densification"):
-                    strategy.step(model, it, out, cam)
+                    strategy.step(model, run.stats, it, out, cam)
             with timer("role events"):
-                role.after_step(it, model, strategy, out)
+                role.after_step(it, model, run.stats, out)
         timer.end_step()
-        # after this iteration's edits, so a resume continues exactly; the signal flag is a Python value and the
-        # cadence reads the wall clock: neither waits for the device
-        signum = STOP["signal"]
-        auto = signum is not None or (every_s > 0 and it < opt.iterations and time.time() - last_auto >= every_s)
-        if lead and (it in checkpoint_iterations or auto):
-            t_io = time.time()
-            guard.check(it, model, ema, bar)  # densification can overflow (a split of an infinite scale)
-            loop_state = dict(stack=[c.uid for c in stack], ema=ema, history=history, counts=counts)
-            for name in ([checkpoint_name(label, it)] if it in checkpoint_iterations else []) + (
-                    [checkpoint_name(label, it, auto=True)] if auto else []):
-                guard.checkpoint = os.path.join(dataset.model_path, name)
-                save_checkpoint(guard.checkpoint, model, strategy, role, it, meta, loop_state)
-            if auto:
-                prune_auto_checkpoints(dataset.model_path, label, os.path.basename(guard.checkpoint))
-                last_auto = time.time()
-            io_seconds += time.time() - t_io
+        # after this iteration's edits, so a resume continues exactly
+        signum = _checkpoint_if_due(run, it, meta)
         if signum is not None:
-            bar.close()
-            raise Interrupted(signum, guard.checkpoint, label, it)
-    bar.close()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    wall = time.time() - t0
-    steps = max(1, opt.iterations - first + 1)
-    final_ply = os.path.join(out_dir, f"iteration_{opt.iterations}", "point_cloud.ply")
-    if lead and not os.path.isfile(final_ply):
-        guard.check(opt.iterations, model, ema)
-        model.save_ply(final_ply)
-    ply_mb = round(os.path.getsize(final_ply) / 1e6, 2) if lead else None  # (the writer's file)
-    summary = dict(gaussians=model.num_points, ply_mb=ply_mb, train_seconds=round(wall, 2),
-                   setup_seconds=round(t0 - t_enter, 2),  # optimizer, logging, checkpoint: before the loop
-                   ms_per_step=round(1000 * (wall - io_seconds) / steps, 2),
-                   peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
-                   else None, history=history)
-    phases = timer.summary()
-    if phases:
-        summary["phase_ms"] = phases
-        tqdm.write(f"[{label or 'model'}] mean ms per step: "
-                   + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
-    if history:
-        summary.update({k: history[-1][k] for k in ("psnr", "ssim", "split")})
-    if lead:
-        write_json(os.path.join(out_dir, "training_log.json"), dict(summary, gaussian_counts=counts))
-    if writer is not None:
-        writer.close()
-    return summary
+            run.bar.close()
+            raise Interrupted(signum, run.guard.checkpoint, label, it)
+    run.bar.close()
+    return _finish(run, t_enter, t0)
