@@ -4,7 +4,6 @@ import importlib.util
 import os
 import random
 import re
-import json
 import shlex
 import shutil
 import signal
@@ -23,8 +22,7 @@ from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParam
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill import distributed  # noqa: E402
-from distill.pipeline import SUMMARY_NAME, check_teachers, run_distillation  # noqa: E402
-from distill.roles import check_student_init  # noqa: E402
+from distill.pipeline import SUMMARY_NAME, check_teachers, earlier_summary, run_distillation  # noqa: E402
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
 from training import data_parallel  # noqa: E402
@@ -171,17 +169,6 @@ def _final_ply(model_path, folder, iterations):
     return os.path.isfile(os.path.join(model_path, folder, f"iteration_{iterations}", "point_cloud.ply"))
 
 
-def _summary_models(model_path):
-    """The models with an entry in <model>/distill.json ({} when it is missing or unreadable)."""
-    try:
-        with open(os.path.join(model_path, SUMMARY_NAME)) as f:
-            models = json.load(f).get("models")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {k for k, v in models.items() if isinstance(v, dict) and v.get("gaussians") is not None} \
-        if isinstance(models, dict) else {}
-
-
 def resume_flags(given):
     """--resume: the flags saved in the cfg_args.json of the run in -m (typed); flags given as well must match
     them, except RESUME_FREE_FLAGS."""
@@ -218,7 +205,7 @@ def resume_point(folder, opt, dp, run):
     folders = [f"point_cloud_{i}" for i in range(4)] if dp.num_models == 4 else ["point_cloud"]
     # a model is finished with its final PLY and, in the four-model run, its distill.json entry (a kill between
     # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
-    entries = _summary_models(folder) if dp.num_models == 4 else None
+    entries = earlier_summary(os.path.join(folder, SUMMARY_NAME), 4)["models"] if dp.num_models == 4 else None
     stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, last)
                   or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:
@@ -278,8 +265,6 @@ def _main(argv=None):
     if pipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard, or leave the flag "
                         "out (train.py writes training_log.json either way)")
-    if dp.num_models == 4:
-        check_student_init(dp)  # before anything is written
     if not dataset.model_path:
         dataset.model_path = os.path.join("output", uuid.uuid4().hex[:10])
     config = config_dict(dataset, opt, pipe, dp, run)  # as given: cfg_args.json holds the unscaled counts

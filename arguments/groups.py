@@ -192,4 +192,20 @@ class DistillParams(FlagGroup):
         if self.start and self.num_models != 4:
             raise UserError(f"--start {self.start} needs --num_models 4 (it picks the first of the four models "
                             f"to train)")
+        if self.num_models == 4:
+            self._check_student_init()
+
+    def _check_student_init(self):
+        """The --student_init combinations that cannot work (its value itself is a Literal)."""
+        if self.student_init == "sfm":
+            if self.student_position_lr_init is not None:
+                raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
+                                "follows the teachers' position schedule)")
+            return
+        if self.student_max_ratio is None:
+            raise UserError("--student_init std needs --student_max_ratio > 0: the fraction of G_std's Gaussians the "
+                            "student keeps (e.g. 0.15)")
+        if self.firstPrune:
+            raise UserError("--student_init std cannot be combined with --firstPrune: its re-initialisation would "
+                            "discard the parameters copied from G_std")
 

@@ -108,7 +108,7 @@ def check_teachers(model_path, start, device, sh_degree, iteration):
         load_trained(model_path, i, device, sh_degree, iteration)
 
 
-def _earlier_summary(path, start):
+def earlier_summary(path, start):
     """distill.json's entries of the models before ``start`` (kept when --start K resumes a run)."""
     if start == 0 or not os.path.isfile(path):
         return dict(models={})
@@ -171,7 +171,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     rank 0 gathers their entries and writes distill.json; every rank trains the student from the teachers' PLYs,
     data-parallel (rank 0 writes it); the other ranks return None."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
-    summary = _earlier_summary(path, dp.start)
+    summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
     bg = background(dataset.white_background, device)
     t_all = time.time()

@@ -10,7 +10,6 @@ from gaussian_renderer import render
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from training.densify import DensifyConfig, DensifyStrategy, accumulate_grad_norms, restart_stats
 from training.loop import Role
-from utils.errors import UserError
 from utils.general_utils import exponential_lr, to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
 from utils.loss_utils import photometric_loss
@@ -167,24 +166,6 @@ def student_target(dp, std_count):
     return int(dp.student_max_ratio * std_count) if dp.student_max_ratio is not None else None
 
 
-def check_student_init(dp):
-    """One-line errors for --student_init values and combinations that cannot work."""
-    if dp.student_init not in STUDENT_INITS:
-        raise UserError(f"--student_init {dp.student_init} is unknown: use sfm (grow from the SfM points) or std "
-                        f"(start from G_std's most important Gaussians)")
-    if dp.student_init == "sfm":
-        if dp.student_position_lr_init is not None:
-            raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
-                            "follows the teachers' position schedule)")
-        return
-    if dp.student_max_ratio is None:
-        raise UserError("--student_init std needs --student_max_ratio > 0: the fraction of G_std's Gaussians the "
-                        "student keeps (e.g. 0.15)")
-    if dp.firstPrune:
-        raise UserError("--student_init std cannot be combined with --firstPrune: its re-initialisation would "
-                        "discard the parameters copied from G_std")
-
-
 def student_position_lr(opt, dp):
     """The std-started student's initial position LR (times the extent): --student_position_lr_init when
     set, else the rate G_std's schedule (the same flags) reached at its last iteration."""
@@ -244,8 +225,12 @@ class StudentRole(Role):
 
     def step_loss(self, it, model):
         loss = None
+        cam = None
         if self.novel and self.dp.lambda_novel > 0 and random.random() < self.dp.novel_view_prob:
             cam = self.novel[random.randrange(len(self.novel))]  # the loop's RNG: a resumed run draws the same
+        if self.sync is not None and not self.sync.is_writer:
+            return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)
+        if cam is not None:
             target = self.teacher_means[cam.uid].to(model.device, non_blocking=True).float()
             out = render(cam, model, self.pipe, self.bg)
             loss = self.dp.lambda_novel * photometric_loss(out["render"], target, self.opt.lambda_dssim)

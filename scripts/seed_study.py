@@ -131,12 +131,17 @@ def derived(models):
     return out
 
 
+def stat_value(rec, key):
+    """One seed's value of a statistic: student - G_std in a metric, or the Gaussian ratio."""
+    return rec["student_minus_G_std"][key] if key in DELTA_METRICS else rec["gaussian_ratio"]
+
+
 def statistics(records):
     """summarize() of each derived value over the successful seeds; None for a value missing in any seed."""
     ok = [r for r in records if r["status"] == "ok"]
     stats = {}
     for k in STAT_KEYS:
-        vals = [r["student_minus_G_std"][k] if k in DELTA_METRICS else r["gaussian_ratio"] for r in ok]
+        vals = [stat_value(r, k) for r in ok]
         stats[k] = summarize(vals) if ok and all(v is not None for v in vals) else None
     return stats
 
@@ -466,7 +471,7 @@ def load_study(path):
 
 def per_seed_values(study, key):
     ok = [r for r in study["runs"] if r["status"] == "ok"]
-    vals = [r["student_minus_G_std"][key] if key in DELTA_METRICS else r["gaussian_ratio"] for r in ok]
+    vals = [stat_value(r, key) for r in ok]
     return vals if vals and all(v is not None for v in vals) else None
 
 
@@ -491,14 +496,14 @@ def compare_studies(a, b):
         if va is None or vb is None:
             out[k] = None
             continue
-        res = dict(a=summarize(va), b=summarize(vb), b_minus_a=welch(va, vb), test="welch")
+        res = dict(a=summarize(va), b=summarize(vb))
         if seeds:
-            by = lambda study: {r["seed"]: (r["student_minus_G_std"][k] if k in DELTA_METRICS  # noqa: E731
-                                            else r["gaussian_ratio"]) for r in study["runs"] if r["status"] == "ok"}
-            ba, bb = by(a), by(b)
+            ba, bb = ({r["seed"]: stat_value(r, k) for r in study["runs"] if r["status"] == "ok"} for study in (a, b))
             d = summarize([bb[s] - ba[s] for s in seeds])
             res.update(b_minus_a=dict(diff=d["mean"], ci95_low=d["ci95_low"], ci95_high=d["ci95_high"], df=None,
                                       n=d["n"]), test="paired")
+        else:
+            res.update(b_minus_a=welch(va, vb), test="welch")
         out[k] = res
     return out
 

@@ -48,12 +48,17 @@ class StepSync:
         """This rank's part of ``items`` (for work split over the ranks and summed with ``sum_``)."""
         return items[self.rank::self.world]
 
-    def sum_(self, tensors, what):
-        """Sum float ``tensors`` over the ranks in place, in one all-reduce."""
+    def summed(self, tensors, what):
+        """The sums over the ranks of float ``tensors``, in one all-reduce of one flat buffer (new tensors of the
+        same shapes)."""
         flat = torch.cat([t.reshape(-1) for t in tensors])
         distributed.all_reduce_sum(self.ctx, flat, what)
-        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
-            t.copy_(part.view_as(t))
+        return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+    def sum_(self, tensors, what):
+        """Sum float ``tensors`` over the ranks in place, in one all-reduce."""
+        for t, total in zip(tensors, self.summed(tensors, what)):
+            t.copy_(total)
 
     def broadcast_model(self, model):
         """Give every rank rank 0's parameters (a model made alike on every rank can still differ: GPU importance
@@ -87,9 +92,7 @@ class StepSync:
                          last["radii"].float() if last is not None else zeros(n),
                          visible.float() if visible is not None else zeros(n),
                          *(m.float() for m in masks), step_loss.float().reshape(1)]
-        flat = torch.cat([t.reshape(-1) for t in parts])
-        distributed.all_reduce_sum(self.ctx, flat, "the all-reduce of a training step")
-        parts = [c.view(t.shape) for c, t in zip(flat.split([t.numel() for t in parts]), parts)]
+        parts = self.summed(parts, "the all-reduce of a training step")
         for k, g in zip(names, parts):
             model.params[k].grad = g
         view_grad, radii, seen = parts[len(names):len(names) + 3]
