@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from arguments import FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags  # noqa: E402
+from arguments import (FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags,  # noqa: E402
+                       scaled_count)
 from arguments.fields import at_least, flag, positive  # noqa: E402
 from gaussian_renderer import background, pick_backend, render  # noqa: E402
 from scene import Scene  # noqa: E402
@@ -159,23 +160,27 @@ def run_compare(compare, scene, dataset, pipe, bg, device, args):
     return out_dir
 
 
-def run_last_iteration(model_path):
-    """The last iteration of the run that wrote <model>/cfg_args.json (--iterations x --steps_scale), or None."""
+def run_last_iteration(model_path, student=False):
+    """The last iteration of the run that wrote <model>/cfg_args.json (--iterations x --steps_scale, and x
+    --student_steps_scale for the ``student``), or None."""
     cfg = load_config(model_path)
     try:
         its, scale = int(cfg["iterations"]), float(cfg.get("steps_scale", 1.0))
-        return max(1, int(round(its * scale))) if its > 0 and scale > 0 else None
+        stretch = float(cfg.get("student_steps_scale", 1.0)) if student else 1.0
+        if its > 0 and scale > 0 and stretch > 0:
+            return scaled_count(scaled_count(its, scale), stretch)
     except (KeyError, TypeError, ValueError, OverflowError):
-        return None
+        pass
+    return None
 
 
 def prefer_run_iteration(model_path, ply, iteration):
     """Without --iteration: the model of the run in cfg_args.json, not a newer-numbered one an earlier, longer
     run left behind; says which iteration it renders when the two differ. Returns (ply, iteration)."""
-    last = run_last_iteration(model_path)
+    folder = os.path.dirname(os.path.dirname(ply))
+    last = run_last_iteration(model_path, student=os.path.basename(folder) == "point_cloud_3")
     if last is None or last == iteration:
         return ply, iteration
-    folder = os.path.dirname(os.path.dirname(ply))
     own = os.path.join(folder, f"iteration_{last}", "point_cloud.ply")
     if iteration > last and os.path.isfile(own):
         print(f"note: {folder} also holds iteration_{iteration}, newer than the last iteration {last} of the run in "

@@ -18,11 +18,12 @@ import torch  # noqa: E402
 
 from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,  # noqa: E402
                        TrainRunParams, check_train_combinations, config_dict, load_config, save_config, saved_flags,
-                       scale_steps)
+                       scale_steps, scaled_count)
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from distill import distributed  # noqa: E402
-from distill.pipeline import SUMMARY_NAME, check_teachers, earlier_summary, run_distillation  # noqa: E402
+from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, final_iteration,  # noqa: E402
+                             run_distillation)
 from distill.roles import MODEL_NAMES  # noqa: E402
 from gaussian_renderer import pick_backend  # noqa: E402
 from training import data_parallel  # noqa: E402
@@ -121,11 +122,12 @@ def check_start_checkpoint(path, dataset, opt, dp):
     if degree != dataset.sh_degree:
         raise UserError(f"--start_checkpoint {path} holds a model of SH degree {degree} but this run has --sh_degree "
                         f"{dataset.sh_degree}: pass --sh_degree {degree}")
-    if state["iteration"] > opt.iterations:
-        raise UserError(f"--start_checkpoint {path} was written at iteration {state['iteration']}, after this run's "
-                        f"last iteration {opt.iterations} (--iterations after --steps_scale): pass --iterations "
-                        f"above {state['iteration']}")
     index = dp.start if dp.num_models == 4 else 2
+    last = final_iteration(index, opt.iterations, dp)
+    if state["iteration"] > last:
+        raise UserError(f"--start_checkpoint {path} was written at iteration {state['iteration']}, after this "
+                        f"model's last iteration {last} (--iterations after --steps_scale, and "
+                        f"--student_steps_scale for the student): pass --iterations above {state['iteration']}")
     got = state["model"].get("index")
     if (2 if got is None else got) != index:  # a vanilla model and G_std train alike
         which = f"{MODEL_NAMES[index]} (--start {dp.start})" if dp.num_models == 4 else "a vanilla model"
@@ -200,17 +202,17 @@ def resume_point(folder, opt, dp, run):
     """--resume: where to continue: the first model without its final PLY or distill.json entry, from its newest
     checkpoint (without one, from its start when earlier models finished). Sets dp.start and run.start_checkpoint."""
     names = [n for n in sorted(os.listdir(folder)) if CHECKPOINT_NAME.match(n)]
-    last = max(1, int(round(opt.iterations * opt.steps_scale)))  # as scale_steps
+    last = scaled_count(opt.iterations, opt.steps_scale)
     labels = list(MODEL_NAMES) if dp.num_models == 4 else [""]
     folders = [f"point_cloud_{i}" for i in range(4)] if dp.num_models == 4 else ["point_cloud"]
     # a model is finished with its final PLY and, in the four-model run, its distill.json entry (a kill between
     # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
     entries = earlier_summary(os.path.join(folder, SUMMARY_NAME), 4)["models"] if dp.num_models == 4 else None
-    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, last)
+    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, final_iteration(i, last, dp))
                   or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:
         what = "models have" if len(folders) > 1 else "model has"
-        raise UserError(f"--resume: the run in {folder} has finished (its {what} iteration {last}): nothing to "
+        raise UserError(f"--resume: the run in {folder} has finished (its {what} their last iteration): nothing to "
                         f"continue")
     mine = [(int(m.group("it")), n) for n in names if (m := CHECKPOINT_NAME.match(n)).group("label") == labels[stage]]
     dp.start = stage if dp.num_models == 4 else 0

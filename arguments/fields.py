@@ -145,6 +145,11 @@ def check_group(group):
     return group
 
 
+def scaled_count(count, f):
+    """An iteration count rescaled by ``f`` (rounded, at least 1)."""
+    return max(1, int(round(count * f)))
+
+
 def scale_steps(group, f):
     """Rescale the fields of ``group`` marked ``steps=True`` in place by ``f`` (each count stays >= 1; None, an
     automatic value, stays None). Returns ``group``."""
@@ -153,7 +158,7 @@ def scale_steps(group, f):
     for name in steps_fields(type(group)):
         value = getattr(group, name)
         if isinstance(value, list):
-            setattr(group, name, [max(1, int(round(v * f))) for v in value])
+            setattr(group, name, [scaled_count(v, f) for v in value])
         elif value is not None:
-            setattr(group, name, max(1, int(round(value * f))))
+            setattr(group, name, scaled_count(value, f))
     return group

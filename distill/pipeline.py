@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from arguments import scale_steps, scaled_count
 from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
@@ -126,6 +127,21 @@ def earlier_summary(path, start):
     return summary
 
 
+def stage_schedule(index, opt, dp, tests, saves, ckpts):
+    """Model ``index``'s own copies of the flags and its test, save and checkpoint iterations: the run's, and for
+    the student the teachers' schedule stretched by --student_steps_scale (the same at 1)."""
+    f = dp.student_steps_scale if index == 3 else 1.0
+    opt_i = scale_steps(copy.deepcopy(opt), f)
+    dp_i = scale_steps(copy.deepcopy(dp), f) if f != 1.0 else dp
+    at = lambda its: {scaled_count(it, f) for it in its}  # noqa: E731
+    return opt_i, dp_i, sorted(at(tests)), at(saves) | {opt_i.iterations}, at(ckpts)
+
+
+def final_iteration(index, iterations, dp):
+    """The last iteration of model ``index`` in a run whose teachers end at ``iterations``."""
+    return scaled_count(iterations, dp.student_steps_scale) if index == 3 else iterations
+
+
 def _sfm_model(scene, dataset, device):
     """A model initialised from the scene's SfM points (every teacher, and the student with --student_init sfm)."""
     model = GaussianModel(dataset.sh_degree, device)
@@ -133,31 +149,45 @@ def _sfm_model(scene, dataset, device):
     return model
 
 
-def _perturb_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+class Teachers:
+    """Where the student's teachers come from: the models this process trained (host copies), else their PLYs
+    at the teachers' last iteration ``iteration`` (not the student's, which --student_steps_scale stretches)."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+        self.trained = {}
+
+    def load(self, index, dataset, device):
+        if index in self.trained:
+            return self.trained[index].to(device)
+        return load_trained(dataset.model_path, index, device, dataset.sh_degree, self.iteration)[0]
+
+
+def _perturb_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     return _sfm_model(scene, dataset, device), PerturbRole(dp, opt, scene.cameras_extent)
 
 
-def _dropout_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+def _dropout_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     return _sfm_model(scene, dataset, device), DropoutRole(dp)
 
 
-def _std_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+def _std_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     return _sfm_model(scene, dataset, device), Role()
 
 
-def _student_stage(scene, dataset, opt, pipe, dp, device, bg, trained, sync=None):
+def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     """The student: from the SfM points (made before its role, as the teachers'), or from G_std with
     --student_init std, whose fine-tuning position LR starts where G_std's ended (``opt`` is the student's copy)."""
     model = _sfm_model(scene, dataset, device) if dp.student_init == "sfm" else None
     if dp.student_init == "std":
         fine_tune_schedule(opt, dp)
-    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained, sync)
-    trained.clear()  # the teachers' host copies: the student's role holds what it needs of them
+    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync)
+    teachers.trained.clear()  # the teachers' host copies: the student's role holds what it needs of them
     return (start if start is not None else model), role
 
 
 # the four models in training order: name -> factory(scene, dataset, opt (the model's own copy), pipe, dp, device,
-# bg, trained teachers, data-parallel StepSync or None) -> (initial model, role)
+# bg, Teachers, data-parallel StepSync or None) -> (initial model, role)
 STAGES = dict(zip(MODEL_NAMES, (_perturb_stage, _dropout_stage, _std_stage, _student_stage)))
 
 
@@ -175,7 +205,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     summary["total_seconds"] = None
     bg = background(dataset.white_background, device)
     t_all = time.time()
-    trained = {}  # teachers trained in this process: the student reuses them instead of re-reading PLYs
+    teachers = Teachers(opt.iterations)  # the student reuses this process's teachers instead of re-reading PLYs
     if dist is not None:
         distributed.test_fail_hook(dist)
     sync = None
@@ -187,14 +217,14 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             continue
         t0 = time.time()
         seed_all(seed, i)
-        opt_i = copy.deepcopy(opt)
-        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp, device, bg, trained, sync)
+        opt_i, dp_i, tests_i, saves_i, ckpts_i = stage_schedule(i, opt, dp, tests, saves, ckpts)
+        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp_i, device, bg, teachers, sync)
         if sync is not None:  # (the student under torchrun) every rank starts from rank 0's parameters
             sync.broadcast_model(model)
         n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
-                          test_iterations=tests, save_iterations=saves, checkpoint_iterations=ckpts,
+                          test_iterations=tests_i, save_iterations=saves_i, checkpoint_iterations=ckpts_i,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet, stage=i,
                           checkpoint_every_minutes=checkpoint_every_minutes, sync=sync)
@@ -202,6 +232,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             return None  # rank 0 writes the student and distill.json
         res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
         res["init_seconds"] = round(init_seconds, 2)
+        res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
         res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
         res.pop("history", None)
         if hasattr(role, "log"):
@@ -219,7 +250,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
         # kept on the host, so the later stages' peak GPU memory is their own (under torchrun the student reads PLYs)
         if i < 3 and dist is None:
-            trained[i] = model.to("cpu")
+            teachers.trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -246,16 +277,14 @@ def _join_teachers(dist, summary, path, dp, opt):
     return summary
 
 
-def make_student_role(scene, dataset, opt, pipe, dp, device, bg, trained=None, sync=None):
-    """The student's role: mean teacher renders (teachers from ``trained`` or their saved PLYs) and
+def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
+    """The student's role: mean teacher renders (``teachers``: a Teachers) and
     G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
     starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
     --imp_metric importance over the training views), None with sfm (the caller's SfM model).
     ``sync`` (data-parallel): importance scores are split over the ranks; every rank renders every view's mean
     teacher render (any rank may draw any view)."""
-    trained = trained or {}
-    teachers = [trained[i].to(device) if i in trained else
-                load_trained(dataset.model_path, i, device, dataset.sh_degree, opt.iterations)[0] for i in range(3)]
+    teachers = [teachers.load(i, dataset, device) for i in range(3)]
     for t in teachers:
         t.active_sh_degree = t.max_sh_degree
     store = device if dataset.data_device == "cuda" else "cpu"

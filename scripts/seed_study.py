@@ -152,13 +152,22 @@ def seed_dir(out, seed):
     return os.path.join(out, f"seed_{seed}")
 
 
+def _link_or_copy(src, dst):
+    # the teachers' PLYs are only read by the --start 3 runs: hard links save gigabytes per student
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def prepare_students_only(teachers, folder):
-    """Copy the teachers' point_cloud_0..2 and their distill.json (without a student entry, so the
-    folder's summary is complete only once this seed's student is trained) into ``folder``."""
+    """Put the teachers' point_cloud_0..2 (hard links where the file system allows, else copies) and their
+    distill.json (without a student entry, so the folder's summary is complete only once this seed's student is
+    trained) into ``folder``."""
     os.makedirs(folder, exist_ok=True)
     for i in range(3):
         shutil.copytree(os.path.join(teachers, f"point_cloud_{i}"), os.path.join(folder, f"point_cloud_{i}"),
-                        dirs_exist_ok=True)
+                        copy_function=_link_or_copy, dirs_exist_ok=True)
     summary = read_summary(os.path.join(teachers, SUMMARY_NAME))
     summary["models"] = {k: v for k, v in summary["models"].items() if k in TEACHERS}
     with open(os.path.join(folder, SUMMARY_NAME), "w") as f:

@@ -125,7 +125,10 @@ def test_students_only_on_one_set_of_teachers(study):
         m = r["distill"]["models"]
         for k in ("G_perb", "G_drop", "G_std"):  # the teachers' numbers, from their distill.json
             assert m[k] == t_models[k]
-        assert os.path.isfile(os.path.join(r["folder"], "point_cloud_2", "iteration_90", "point_cloud.ply"))
+        ply = os.path.join("point_cloud_2", "iteration_90", "point_cloud.ply")
+        assert os.path.isfile(os.path.join(r["folder"], ply))
+        # the teachers' PLYs are shared with the study they come from (hard links), not copied
+        assert os.path.samefile(os.path.join(r["folder"], ply), os.path.join(teachers, ply))
         students.append(m["student"])
     assert students[0]["psnr"] != students[1]["psnr"] or students[0]["gaussians"] != students[1]["gaussians"]
     assert s["stats"]["psnr"] == pytest.approx(

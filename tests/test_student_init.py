@@ -1,4 +1,5 @@
-"""--student_init std: the student starts from G_std's most important Gaussians and is fine-tuned without growth."""
+"""--student_init std: the student starts from G_std's most important Gaussians and is fine-tuned without growth;
+the student's own schedule (--student_steps_scale)."""
 import json
 import os
 
@@ -7,14 +8,16 @@ import torch
 
 import distill.pipeline
 import distill.roles
+import render
 import train
 from arguments import DistillParams
 from distill.roles import StudentConfig, StudentStrategy, fine_tune_schedule, student_from_std
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.test_training import opt_defaults, random_model
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 from utils.general_utils import exponential_lr
+from utils.run_models import discover_models
 
 RATIO = 0.15
 
@@ -196,3 +199,26 @@ def test_start_3_with_novel_views(std_run, monkeypatch):
     novel = [u for u in uids if u < 0]
     # each teacher renders each novel view once, then the student one a step (prob 1)
     assert len(novel) == 3 * 2 * n_train + 150 and set(novel) == set(range(-2 * n_train, 0))
+
+
+def test_start_3_with_a_stretched_student_schedule(std_run, capsys):
+    scene, out, _, _ = std_run
+    teachers = [os.path.join(out, f"point_cloud_{i}", "iteration_150", "point_cloud.ply") for i in range(3)]
+    stamps = [os.path.getmtime(f) for f in teachers]
+    argv = _argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--student_steps_scale", "1.4",
+                                       "--checkpoint_iterations", "30000"]
+    summary = train.main(argv)
+    assert [os.path.getmtime(f) for f in teachers] == stamps  # read at the teachers' own last iteration
+    s = summary["models"]["student"]
+    # 150 teacher iterations x 1.4; the second prune at 20000 x 0.005 x 1.4
+    assert s["iterations"] == 210 and summary["iterations"] == 150
+    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 140)]
+    assert os.path.isfile(os.path.join(out, "point_cloud_3", "iteration_210", "point_cloud.ply"))
+    assert os.path.isfile(os.path.join(out, "chkpntstudent210.pth"))
+    assert not os.path.isdir(os.path.join(out, "point_cloud_3", "iteration_150"))
+    assert render.run_last_iteration(out, student=True) == 210 and render.run_last_iteration(out) == 150
+    models = {m.name: m for m in discover_models(out)[1]}
+    assert models["student"].iteration == 210 and models["student"].psnr == pytest.approx(s["psnr"])
+    capsys.readouterr()
+    with pytest.raises(UserError, match="has finished"):  # the student's last iteration is 210, not 150
+        train.main(["-m", out, "--resume"])

@@ -82,7 +82,8 @@ def _find_psnr(model_path, kind, name, iteration, log):
     if kind == "distill":
         summary = read_json(os.path.join(model_path, SUMMARY_NAME)) or {}
         entry = (summary.get("models") or {}).get(name) or {}
-        if entry.get("psnr") is not None and summary.get("iterations") == iteration:
+        # (each entry's own last iteration: the student's differs with --student_steps_scale)
+        if entry.get("psnr") is not None and entry.get("iterations", summary.get("iterations")) == iteration:
             return float(entry["psnr"]), f"{entry.get('split') or 'test'} views, {SUMMARY_NAME}"
     else:
         results = read_json(os.path.join(model_path, "results.json")) or {}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The 2-GPU session of 2026-11-30 (device kind nvidia-h200-x2) for the student's recipe (issue 13), run detached
+# with setsid so it can outlast one device command (.devdata/x2_call.sh polls it); results under /tmp/res.
+# Needs, in the git-ignored .devdata/: bonsai and lego (from ../shared/data); plyfile's wheel in .whl/.
+# Both GPUs: the 2-GPU data-parallel test. GPU 0: the baseline pipelines (today's defaults) of bonsai seeds 0-3,
+# then students on each seed's own teachers (paired by seed), one variant at a time, four seeds at once (quality
+# only), and between them a timed G_std + student run alone on the GPU. GPU 1: the GPU tests, the lego baseline
+# pipelines and lego variants, then the last bonsai variants. Each variant's table and paired comparison is
+# appended to summary.txt as soon as it ends.
+source "$(dirname "$0")/gpu_session_env.sh"
+nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a $R/summary.txt
+mkdir -p data && for s in bonsai lego; do ln -sfn ../.devdata/$s data/$s; done
+stamp build
+SAVE_BUILD=/tmp/prebuilt LOG=$R/logs bash scripts/gpu_bonsai.sh > $R/logs/build.txt 2>&1 \
+  || { stamp "BUILD FAILED"; tail -40 $R/logs/build.txt >> $R/summary.txt; touch /tmp/x2.done; exit 1; }
+tar czf /tmp/prebuilt.tgz -C /tmp prebuilt
+export PYTHONPATH=/tmp/prebuilt:/tmp/site
+COMMON="--eval --data_device cuda --quiet --views_per_step 1 --steps_scale 0.25 --test_iterations 30000 --imp_metric indoor --second_prune_iter 16000 --num_max_ratio 0.6 --student_max_ratio 0.12"
+stamp "2-GPU data-parallel test"
+python3 -m pytest -q -rfE -p no:cacheprovider tests/test_distributed.py -k gpu > $R/logs/gpu_dist.txt 2>&1
+tail -3 $R/logs/gpu_dist.txt >> $R/summary.txt
+
+collect() {  # every finished study's JSON in one file (fetched by each poll)
+  python3 - <<'PY'
+import glob, json
+out = {}
+for f in sorted(glob.glob("/tmp/study/*/seed_study.json")) + sorted(glob.glob("/tmp/timed*/distill.json")):
+    try:
+        out[f] = json.load(open(f))
+    except (OSError, ValueError):
+        pass
+json.dump(out, open("/tmp/res/studies.json.tmp", "w"), indent=1)
+PY
+  mv /tmp/res/studies.json.tmp /tmp/res/studies.json
+}
+
+base() {  # scene gpu [train.py flags]: the baseline pipelines of seeds 0-3
+  local scene=$1 gpu=$2; shift 2
+  python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_base --seeds 0 1 2 3 --parallel 4 --gpus $gpu \
+    --label ${scene}_base -- $COMMON "$@" > $R/logs/${scene}_base.txt 2>&1
+  stamp "$scene baseline pipelines done"; tail -14 $R/logs/${scene}_base.txt >> $R/summary.txt; collect
+}
+
+variant() {  # scene name gpu [train.py flags]: students on each seed's baseline teachers, compared seed by seed
+  local scene=$1 name=$2 gpu=$3; shift 3
+  local extra=""; [ $scene = lego ] && extra=-w
+  python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_$name --students_only $S/${scene}_base \
+    --seeds 0 1 2 3 --parallel 4 --gpus $gpu --label ${scene}_$name -- $COMMON $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
+  { stamp "$scene $name: $*"; tail -12 $R/logs/${scene}_$name.txt | head -9
+    python3 scripts/seed_study.py --compare $S/${scene}_base $S/${scene}_$name; } >> $R/summary.txt 2>&1
+  rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
+}
+
+timed() {  # the stage times alone on GPU 0: G_std and the default student, then students with a longer schedule
+  cp -al $S/bonsai_base/seed_0 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
+  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $COMMON \
+    > $R/logs/timed.txt 2>&1
+  for f in 1.2 1.4; do
+    cp -al /tmp/timed /tmp/timed_$f && rm -rf /tmp/timed_$f/point_cloud_3
+    CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$f --num_models 4 --start 3 --seed 0 $COMMON \
+      --student_steps_scale $f >> $R/logs/timed.txt 2>&1
+  done
+  { stamp "timed alone on GPU 0 (seed 0): stage seconds"
+    python3 - <<'PY'
+import json
+for name in ("/tmp/timed", "/tmp/timed_1.2", "/tmp/timed_1.4"):
+    try:
+        m = json.load(open(name + "/distill.json"))["models"]
+    except (OSError, ValueError) as exc:
+        print(name, "missing", exc); continue
+    for k in ("G_std", "student"):
+        r = m.get(k)
+        if r and (k == "student" or name == "/tmp/timed"):
+            print(f"{name:<16} {k:<8} stage {r.get('stage_seconds')} s  train {r.get('train_seconds')} s  "
+                  f"iterations {r.get('iterations')}  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}")
+PY
+  } >> $R/summary.txt 2>&1
+  collect
+}
+
+gpu0() {
+  base bonsai 0
+  variant bonsai s12 0 --student_steps_scale 1.2
+  variant bonsai s14 0 --student_steps_scale 1.4
+  timed
+  variant bonsai std 0 --student_init std
+  variant bonsai ld1 0 --lambda_distill 1.0
+  variant bonsai nv4 0 --novel_views 4 --novel_view_prob 1
+}
+
+gpu1() {
+  CUDA_VISIBLE_DEVICES=1 python3 -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py \
+    tests/test_raster_invariance.py tests/test_raster_fuzz.py tests/test_step_syncs.py tests/test_fused_loss.py \
+    tests/test_optim.py tests/test_simple_knn.py > $R/logs/gpu_tests.txt 2>&1
+  CUDA_VISIBLE_DEVICES=1 python3 -m pytest -q -rfE -p no:cacheprovider tests/test_distill.py tests/test_training.py \
+    tests/test_bad_input.py -k cuda > $R/logs/gpu_tests_k.txt 2>&1
+  { stamp "GPU tests"; for f in gpu_tests gpu_tests_k; do tail -1 $R/logs/$f.txt
+      grep -E "^(FAILED|ERROR)" $R/logs/$f.txt | head -20; done; } >> $R/summary.txt
+  base lego 1 -w
+  variant lego s14 1 --student_steps_scale 1.4
+  variant lego std 1 --student_init std
+  variant lego std_s14 1 --student_init std --student_steps_scale 1.4
+  variant lego r25 1 --student_max_ratio 0.25
+  while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
+  variant bonsai std_s14 1 --student_init std --student_steps_scale 1.4
+  variant bonsai nostruct 1 --lambda_structure 0
+}
+
+stamp "GPU 0: bonsai | GPU 1: GPU tests, lego"
+gpu0 & gpu1 & wait
+stamp done
+touch /tmp/x2.done
