@@ -53,46 +53,55 @@ def build_parser():
                     "<scene>/images and <scene>/sparse/0 for train.py.")
     p.add_argument("-s", "--source_path", required=True,
                    help="scene folder; the photos go in <scene>/input (results are written next to it)")
-    p.add_argument("--camera", default="OPENCV", choices=CAMERA_MODELS,
-                   help="COLMAP camera model estimated during SfM (default OPENCV, as the 3DGS reference); "
-                        "SIMPLE_RADIAL is more stable with few photos; PINHOLE/SIMPLE_PINHOLE assume no lens "
-                        "distortion; OPENCV_FISHEYE for fisheye lenses")
-    single = p.add_mutually_exclusive_group()
+    p.add_argument("--skip_matching", action="store_true",
+                   help="skip SfM: only undistort the existing model in <scene>/distorted/sparse/0 (e.g. from "
+                        "your own COLMAP run, any camera model) with the photos in <scene>/input")
+    p.add_argument("--resize", action="store_true",
+                   help="also write images_2, images_4 and images_8 (1/2, 1/4, 1/8 size copies of images/)")
+    p.add_argument("--num_threads", type=int, default=-1,
+                   help="CPU threads for extraction, matching, mapping and undistortion (default -1: all)")
+    p.add_argument("--no_gpu", action="store_true",
+                   help="run SIFT on the CPU even when pycolmap was built with CUDA")
+    p.add_argument("--verbose", action="store_true", help="show COLMAP's own log messages")
+
+    # the settings of each SfM step, in a --help section of their own
+    extraction = p.add_argument_group("feature extraction")
+    extraction.add_argument("--camera", default="OPENCV", choices=CAMERA_MODELS,
+                            help="COLMAP camera model estimated during SfM (default OPENCV, as the 3DGS reference); "
+                                 "SIMPLE_RADIAL is more stable with few photos; PINHOLE/SIMPLE_PINHOLE assume no "
+                                 "lens distortion; OPENCV_FISHEYE for fisheye lenses")
+    single = extraction.add_mutually_exclusive_group()
     single.add_argument("--single_camera", dest="single_camera", action="store_true", default=None,
                         help="all photos share one set of intrinsics (the default when all photos have the same "
                              "size)")
     single.add_argument("--no_single_camera", dest="single_camera", action="store_false",
                         help="estimate intrinsics for every photo (photos from several cameras or zoom "
                              "settings; chosen automatically when the photo sizes differ)")
-    p.add_argument("--skip_matching", action="store_true",
-                   help="skip SfM: only undistort the existing model in <scene>/distorted/sparse/0 (e.g. from "
-                        "your own COLMAP run, any camera model) with the photos in <scene>/input")
-    p.add_argument("--matcher", default="exhaustive", choices=("exhaustive", "sequential"),
-                   help="which photo pairs to match: exhaustive (all pairs; best for unordered photos, "
-                        "quadratic cost) or sequential (neighbours in name order; for video frames)")
-    p.add_argument("--sequential_overlap", type=int, default=10,
-                   help="with --matcher sequential: match each photo with this many following ones (default 10)")
-    p.add_argument("--resize", action="store_true",
-                   help="also write images_2, images_4 and images_8 (1/2, 1/4, 1/8 size copies of images/)")
-    p.add_argument("--max_image_size", type=int, default=3200,
-                   help="photos larger than this (pixels, longest side) are downscaled for feature extraction "
-                        "only (default 3200)")
-    p.add_argument("--max_num_features", type=int, default=8192,
-                   help="most SIFT features per photo (default 8192)")
-    p.add_argument("--num_threads", type=int, default=-1,
-                   help="CPU threads for extraction, matching, mapping and undistortion (default -1: all)")
-    p.add_argument("--no_gpu", action="store_true",
-                   help="run SIFT on the CPU even when pycolmap was built with CUDA")
-    p.add_argument("--min_registered_fraction", type=float, default=0.5,
-                   help="fail (keeping the model in distorted/sparse/0) when fewer than this fraction of the "
-                        "photos is registered (default 0.5; 0 accepts any model with 3+ photos)")
-    p.add_argument("--two_stage", default="auto", choices=("auto", "always", "never"),
-                   help="auto (default): if the first solve looks unreliable (photos left out, fx/fy far from 1, "
-                        "reprojection error > 1 px), solve again registering with one focal length and no "
-                        "distortion, then refine the --camera intrinsics in a final bundle adjustment, and keep "
-                        "the better model; always: only that solve; never: only the reference's single mapper run")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the mapper (default 0)")
-    p.add_argument("--verbose", action="store_true", help="show COLMAP's own log messages")
+    extraction.add_argument("--max_image_size", type=int, default=3200,
+                            help="photos larger than this (pixels, longest side) are downscaled for feature "
+                                 "extraction only (default 3200)")
+    extraction.add_argument("--max_num_features", type=int, default=8192,
+                            help="most SIFT features per photo (default 8192)")
+
+    matching = p.add_argument_group("matching")
+    matching.add_argument("--matcher", default="exhaustive", choices=("exhaustive", "sequential"),
+                          help="which photo pairs to match: exhaustive (all pairs; best for unordered photos, "
+                               "quadratic cost) or sequential (neighbours in name order; for video frames)")
+    matching.add_argument("--sequential_overlap", type=int, default=10,
+                          help="with --matcher sequential: match each photo with this many following ones "
+                               "(default 10)")
+
+    mapping = p.add_argument_group("mapping")
+    mapping.add_argument("--min_registered_fraction", type=float, default=0.5,
+                         help="fail (keeping the model in distorted/sparse/0) when fewer than this fraction of the "
+                              "photos is registered (default 0.5; 0 accepts any model with 3+ photos)")
+    mapping.add_argument("--two_stage", default="auto", choices=("auto", "always", "never"),
+                         help="auto (default): if the first solve looks unreliable (photos left out, fx/fy far from "
+                              "1, reprojection error > 1 px), solve again registering with one focal length and no "
+                              "distortion, then refine the --camera intrinsics in a final bundle adjustment, and "
+                              "keep the better model; always: only that solve; never: only the reference's single "
+                              "mapper run")
+    mapping.add_argument("--seed", type=int, default=0, help="random seed of the mapper (default 0)")
     return p
 
 

@@ -296,13 +296,18 @@ def _check_camera(cam):
     return m, params
 
 
-def _write_cameras_bin(cameras, path):
-    parts = [_U64.pack(len(cameras))]
-    for cam in cameras.values():
-        m, params = _check_camera(cam)
-        parts.append(_CAM_HEAD.pack(int(cam.id), m.model_id, int(cam.width), int(cam.height)))
-        parts.append(params.astype("<f8").tobytes())
-    write_file(path, b"".join(parts))
+def _write_records(records, path, pack, write_txt):
+    """{id: record} -> ``path`` (by suffix), written atomically. The .bin layout of all three files: the number of
+    records (uint64), then each record as ``pack`` packs it; .txt: ``write_txt(records, path)``."""
+    if _suffix(path) == ".bin":
+        write_file(path, b"".join([_U64.pack(len(records))] + [pack(r) for r in records.values()]))
+    else:
+        write_txt(records, path)
+
+
+def _camera_bytes(cam):
+    m, params = _check_camera(cam)
+    return _CAM_HEAD.pack(int(cam.id), m.model_id, int(cam.width), int(cam.height)) + params.astype("<f8").tobytes()
 
 
 def _write_cameras_txt(cameras, path):
@@ -320,7 +325,7 @@ def _write_cameras_txt(cameras, path):
 
 def write_cameras(cameras, path):
     """{camera_id: Camera} -> cameras.bin / cameras.txt (by suffix), written atomically."""
-    (_write_cameras_bin if _suffix(path) == ".bin" else _write_cameras_txt)(cameras, path)
+    _write_records(cameras, path, _camera_bytes, _write_cameras_txt)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -402,20 +407,15 @@ def _image_points(img):
     return xys, ids
 
 
-def _write_images_bin(images, path):
-    parts = [_U64.pack(len(images))]
-    for img in images.values():
-        xys, ids = _image_points(img)
-        name = img.name.encode("utf-8", errors="surrogateescape")
-        if b"\x00" in name:
-            raise ValueError(f"image {img.id}: name contains a NUL byte")
-        parts.append(_IMG_HEAD.pack(int(img.id), *map(float, img.qvec), *map(float, img.tvec), int(img.camera_id)))
-        parts.append(name + b"\x00")
-        parts.append(_U64.pack(len(ids)))
-        pts = np.empty(len(ids), dtype=_POINT2D_DTYPE)
-        pts["x"], pts["y"], pts["id"] = xys[:, 0], xys[:, 1], ids
-        parts.append(pts.tobytes())
-    write_file(path, b"".join(parts))
+def _image_bytes(img):
+    xys, ids = _image_points(img)
+    name = img.name.encode("utf-8", errors="surrogateescape")
+    if b"\x00" in name:
+        raise ValueError(f"image {img.id}: name contains a NUL byte")
+    pts = np.empty(len(ids), dtype=_POINT2D_DTYPE)
+    pts["x"], pts["y"], pts["id"] = xys[:, 0], xys[:, 1], ids
+    head = _IMG_HEAD.pack(int(img.id), *map(float, img.qvec), *map(float, img.tvec), int(img.camera_id))
+    return head + name + b"\x00" + _U64.pack(len(ids)) + pts.tobytes()
 
 
 def _write_images_txt(images, path):
@@ -439,7 +439,7 @@ def _write_images_txt(images, path):
 
 def write_images(images, path):
     """{image_id: Image} -> images.bin / images.txt (by suffix), written atomically."""
-    (_write_images_bin if _suffix(path) == ".bin" else _write_images_txt)(images, path)
+    _write_records(images, path, _image_bytes, _write_images_txt)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -568,16 +568,13 @@ def _rgb_u8(rgb):
     return rgb
 
 
-def _write_points3D_bin(points3D, path):
-    parts = [_U64.pack(len(points3D))]
-    for p in points3D.values():
-        image_ids, idxs = _point_track(p)
-        rgb = _rgb_u8(p.rgb).reshape(3)
-        parts.append(_PT_HEAD.pack(int(p.id), *map(float, p.xyz), *map(int, rgb), float(p.error), len(image_ids)))
-        track = np.empty(len(image_ids), dtype=_TRACK_DTYPE)
-        track["image_id"], track["point2D_idx"] = image_ids, idxs
-        parts.append(track.tobytes())
-    write_file(path, b"".join(parts))
+def _point_bytes(p):
+    image_ids, idxs = _point_track(p)
+    rgb = _rgb_u8(p.rgb).reshape(3)
+    track = np.empty(len(image_ids), dtype=_TRACK_DTYPE)
+    track["image_id"], track["point2D_idx"] = image_ids, idxs
+    head = _PT_HEAD.pack(int(p.id), *map(float, p.xyz), *map(int, rgb), float(p.error), len(image_ids))
+    return head + track.tobytes()
 
 
 def _points_header(n, mean_track):
@@ -604,7 +601,7 @@ def _write_points3D_txt(points3D, path):
 
 def write_points3D(points3D, path):
     """{point3D_id: Point3D} -> points3D.bin / points3D.txt (by suffix), written atomically."""
-    (_write_points3D_bin if _suffix(path) == ".bin" else _write_points3D_txt)(points3D, path)
+    _write_records(points3D, path, _point_bytes, _write_points3D_txt)
 
 
 def write_points3D_arrays(path, xyz, rgb, error=None):

@@ -157,19 +157,26 @@ def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=Non
                      camera_extent(train or cams))
 
 
+def _read_json(path, missing, invalid):
+    """The JSON in ``path``, else a UserError: ``missing`` when there is no such file, ``invalid(exc)`` when it
+    cannot be read or parsed (each message names the file and how to fix it)."""
+    if not os.path.isfile(path):
+        raise UserError(missing)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(invalid(exc))
+
+
 def _read_depth_params(sparse, depths_dir):
     """Per-image scale/offset for the monocular depths, with unreliable images flagged."""
     if not depths_dir:
         return None
     path = os.path.join(sparse, "depth_params.json")
-    if not os.path.isfile(path):
-        raise UserError(f"-d/--depths is set but {path} is missing: run `python utils/make_depth_scale.py "
-                        f"--base_dir <scene> --depths_dir {depths_dir}` first")
-    try:
-        with open(path) as f:
-            params = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); regenerate it with utils/make_depth_scale.py")
+    params = _read_json(path, f"-d/--depths is set but {path} is missing: run `python utils/make_depth_scale.py "
+                              f"--base_dir <scene> --depths_dir {depths_dir}` first",
+                        lambda exc: f"{path} is not valid JSON ({exc}); regenerate it with utils/make_depth_scale.py")
     try:
         scales = np.array([float(p["scale"]) for p in params.values() if float(p.get("scale", 0)) > 0])
     except (AttributeError, TypeError, KeyError, ValueError):
@@ -215,16 +222,17 @@ def read_blender_scene(path, white_background=False, eval_mode=False, resolution
 
 def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
     fpath = os.path.join(path, fname)
-    if not os.path.isfile(fpath):
-        raise UserError(f"{fpath} is missing: a NeRF-synthetic scene needs transforms_train.json and "
-                        f"transforms_test.json")
+
+    def invalid(exc):
+        return f"{fpath} is not a valid transforms file ({exc.__class__.__name__}: {exc})"
+
+    meta = _read_json(fpath, f"{fpath} is missing: a NeRF-synthetic scene needs transforms_train.json and "
+                             f"transforms_test.json", invalid)
     try:
-        with open(fpath) as f:
-            meta = json.load(f)
         fovx = float(meta["camera_angle_x"])
         frames = meta["frames"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{fpath} is not a valid transforms file ({exc.__class__.__name__}: {exc})")
+        raise UserError(invalid(exc))
     if not (math.isfinite(fovx) and 0 < fovx < math.pi):
         raise UserError(f"{fpath}: camera_angle_x {fovx} must be a horizontal field of view in radians, between 0 "
                         f"and pi")

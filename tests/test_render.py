@@ -14,8 +14,8 @@ import render
 import train
 from scene.cameras import Camera
 from scripts.make_synthetic_scene import make_synthetic_scene
+from tests.cli_helpers import cli_error
 from utils import camera_path as cp
-from utils.errors import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 W, H = 64, 48
@@ -265,26 +265,17 @@ def test_itrain_picks_point_cloud_folder(distilled):
     assert out["iteration"] == 5 and "point_cloud_0" in out["ply"] and out["outputs"] == {}
 
 
-def _cli_error(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        run_cli(render.main, argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    return err
-
-
 def test_errors_exit_2_with_one_line(distilled, tmp_path, capsys):
     scene, d = distilled
-    err = _cli_error(["-m", str(tmp_path / "missing")], capsys)
+    err = cli_error(render.main, ["-m", str(tmp_path / "missing")], capsys)
     assert "missing" in err and "does not exist" in err
-    err = _cli_error(["-m", d, "--itrain", "7"], capsys)
+    err = cli_error(render.main, ["-m", d, "--itrain", "7"], capsys)
     assert "point_cloud_7" in err and "point_cloud_0, point_cloud_1, point_cloud_2, point_cloud_3" in err
-    err = _cli_error(["-m", d, "--itrain", "2", "--iteration", "99"], capsys)
+    err = cli_error(render.main, ["-m", d, "--itrain", "2", "--iteration", "99"], capsys)
     assert "iteration_99" in err and "saved iterations: 7" in err
     empty = tmp_path / "empty"
     empty.mkdir()
-    err = _cli_error(["-m", str(empty), "-s", scene], capsys)
+    err = cli_error(render.main, ["-m", str(empty), "-s", scene], capsys)
     assert "no trained model" in err
 
 

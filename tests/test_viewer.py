@@ -18,9 +18,10 @@ from plyfile import PlyData
 import view
 from gaussian_renderer.torch_rasterizer import covariance_3d
 from scene.gaussian_model import GaussianModel
+from tests.cli_helpers import cli_error
 from tests.viewer_helpers import make_distill_run, write_ball
 from utils import splats
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 from utils.run_models import discover_models, training_curves
 from utils.sh_utils import C0
 
@@ -182,35 +183,26 @@ def test_discovery_errors(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # view.py
 
-def _cli_error(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        run_cli(view.main, argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    return err
-
-
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert "does not exist" in _cli_error(["-m", str(tmp_path / "missing")], capsys)
+    assert "does not exist" in cli_error(view.main, ["-m", str(tmp_path / "missing")], capsys)
     os.makedirs(tmp_path / "noply" / "point_cloud" / "iteration_3")
-    assert "point_cloud.ply" in _cli_error(["-m", str(tmp_path / "noply")], capsys)
+    assert "point_cloud.ply" in cli_error(view.main, ["-m", str(tmp_path / "noply")], capsys)
     run = make_distill_run(tmp_path / "run")
     bad = os.path.join(run, "point_cloud_2", "iteration_20", "point_cloud.ply")
     ply = PlyData.read(bad)
     ply["vertex"]["opacity"][0] = np.nan
     ply.write(bad + ".tmp")  # not over the memory-mapped file being read
     os.replace(bad + ".tmp", bad)
-    err = _cli_error(["-m", run], capsys)
+    err = cli_error(view.main, ["-m", run], capsys)
     assert "point_cloud_2" in err and "non-finite opacity" in err
     good = make_distill_run(tmp_path / "good")
-    assert "--show G_xyz" in _cli_error(["-m", good, "--show", "G_xyz"], capsys)
-    assert "--max_splats" in _cli_error(["-m", good, "--max_splats", "0"], capsys)
+    assert "--show G_xyz" in cli_error(view.main, ["-m", good, "--show", "G_xyz"], capsys)
+    assert "--max_splats" in cli_error(view.main, ["-m", good, "--max_splats", "0"], capsys)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        err = _cli_error(["-m", good, "--port", str(port)], capsys)
+        err = cli_error(view.main, ["-m", good, "--port", str(port)], capsys)
     assert f"port {port}" in err and "in use" in err
 
 
