@@ -21,19 +21,14 @@ import concurrent.futures
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-_REPO = os.path.dirname(os.path.abspath(__file__))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
+import cv2
+from tqdm import tqdm
 
-import cv2  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from scene import colmap_loader as cl  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from scene import colmap_loader as cl
+from utils.errors import UserError, run_cli
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 CAMERA_MODELS = ("OPENCV", "SIMPLE_RADIAL", "RADIAL", "PINHOLE", "SIMPLE_PINHOLE", "FULL_OPENCV", "OPENCV_FISHEYE")

@@ -21,30 +21,26 @@ Conventions:
   are not on this machine (offline), LPIPS is recorded as null and PSNR/SSIM are still written.
 * Alpha channels are dropped (RGB only); 8- and 16-bit PNGs are read.
 """
+import argparse
+import collections
+import itertools
+import math
 import os
-import sys
+import re
+from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import itertools  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from utils.errors import UserError, run_cli  # noqa: E402
-from utils.image_utils import from_uint8, psnr  # noqa: E402
-from utils.loss_utils import ssim_map  # noqa: E402
-from utils.lpips_utils import load_lpips  # noqa: E402
-from utils.report import results_markdown  # noqa: E402
-from utils.system_utils import write_file, write_json  # noqa: E402
+from utils.errors import UserError, run_cli
+from utils.image_utils import from_uint8, psnr
+from utils.loss_utils import ssim_map
+from utils.lpips_utils import load_lpips
+from utils.report import results_markdown
+from utils.system_utils import write_file, write_json
 
 
 # ----------------------------------------------------------------------------------------------

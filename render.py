@@ -17,32 +17,28 @@ A single-model run is read from <model>/point_cloud/iteration_<it>/; a distillat
 (--num_models 4) from <model>/point_cloud_<i>/iteration_<it>/, where --itrain picks i
 (0 = G_perb, 1 = G_drop, 2 = G_std, 3 = student; default: the highest present, i.e. the student).
 """
+import argparse
 import os
-import sys
+import re
+from dataclasses import dataclass
+from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import re  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Optional  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from arguments import (FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags,  # noqa: E402
+from arguments import (FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags,
                        scaled_count)
-from arguments.fields import at_least, flag, positive  # noqa: E402
-from gaussian_renderer import background, pick_backend, render  # noqa: E402
-from scene import Scene  # noqa: E402
-from scene.gaussian_model import GaussianModel  # noqa: E402
-from utils.camera_path import camera_path  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
-from utils.image_utils import to_uint8  # noqa: E402
-from utils.system_utils import atomic_path, saved_iterations  # noqa: E402
-from distill.roles import MODEL_NAMES  # noqa: E402
+from arguments.fields import at_least, flag, positive
+from gaussian_renderer import background, pick_backend, render
+from scene import Scene
+from scene.gaussian_model import GaussianModel
+from utils.camera_path import camera_path
+from utils.errors import UserError, run_cli
+from utils.image_utils import to_uint8
+from utils.system_utils import atomic_path, saved_iterations
+from distill.roles import MODEL_NAMES
 
 ROLE_NAMES = dict(enumerate(MODEL_NAMES))
 

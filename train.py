@@ -11,27 +11,25 @@ import sys
 import tempfile
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,  # noqa: E402
+from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,
                        TrainRunParams, check_train_combinations, config_dict, load_config, save_config, saved_flags,
                        scale_steps, scaled_count)
-from scene import Scene  # noqa: E402
-from scene.gaussian_model import GaussianModel  # noqa: E402
-from distill import distributed  # noqa: E402
-from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, final_iteration,  # noqa: E402
+from scene import Scene
+from scene.gaussian_model import GaussianModel
+from distill import distributed
+from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, final_iteration,
                              run_distillation)
-from distill.roles import MODEL_NAMES  # noqa: E402
-from gaussian_renderer import pick_backend  # noqa: E402
-from training import data_parallel  # noqa: E402
-from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,  # noqa: E402
+from distill.roles import MODEL_NAMES
+from gaussian_renderer import pick_backend
+from training import data_parallel
+from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,
                            train_model)
-from utils.errors import UserError, run_cli  # noqa: E402
-from utils.report import report_at_end  # noqa: E402
-from utils.system_utils import sweep_stale_temp_files  # noqa: E402
+from utils.errors import UserError, run_cli
+from utils.report import report_at_end
+from utils.system_utils import sweep_stale_temp_files
 
 
 MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS = 20

@@ -13,22 +13,18 @@ between models keeps your camera; "Camera" jumps to a training or test view of t
 At most --max_splats Gaussians are sent to the browser at once (split between the models shown): above
 that, the most visible Gaussians (opacity x area) are kept, and the panel says so.
 """
+import argparse
+import errno
 import os
-import sys
+import socket
+import threading
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import argparse  # noqa: E402
-import errno  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from utils.errors import UserError, run_cli  # noqa: E402
-from utils.run_models import discover_models, read_json  # noqa: E402
-from utils.splats import length_unit, read_gaussians, to_splats, visibility_order  # noqa: E402
+from utils.errors import UserError, run_cli
+from utils.run_models import discover_models, read_json
+from utils.splats import length_unit, read_gaussians, to_splats, visibility_order
 
 DEFAULT_MAX_SPLATS = 1_000_000  # 32 MB of splat data in the browser; sorting that on a laptop CPU takes ~0.1 s
 NONE = "(none)"

@@ -171,9 +171,9 @@ class DistillParams(FlagGroup):
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(
-        1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
-             "test/save/checkpoint iterations) is the teachers' stretched by this factor: a student holding a "
-             "fraction of G_std's Gaussians can take more steps in G_std's stage time", check=positive())
+        1.4, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
+             "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
+             "teachers' own); the pruned student's steps are cheaper than G_std's", check=positive())
     lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
                                  check=_non_negative)
     novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose mean teacher "

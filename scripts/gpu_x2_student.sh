@@ -8,14 +8,7 @@
 # pipelines and lego variants, then the last bonsai variants. Each variant's table and paired comparison is
 # appended to summary.txt as soon as it ends.
 source "$(dirname "$0")/gpu_session_env.sh"
-nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a $R/summary.txt
-mkdir -p data && for s in bonsai lego; do ln -sfn ../.devdata/$s data/$s; done
-stamp build
-SAVE_BUILD=/tmp/prebuilt LOG=$R/logs bash scripts/gpu_bonsai.sh > $R/logs/build.txt 2>&1 \
-  || { stamp "BUILD FAILED"; tail -40 $R/logs/build.txt >> $R/summary.txt; touch /tmp/x2.done; exit 1; }
-tar czf /tmp/prebuilt.tgz -C /tmp prebuilt
-export PYTHONPATH=/tmp/prebuilt:/tmp/site
-COMMON="--eval --data_device cuda --quiet --views_per_step 1 --steps_scale 0.25 --test_iterations 30000 --imp_metric indoor --second_prune_iter 16000 --num_max_ratio 0.6 --student_max_ratio 0.12"
+build_extensions
 stamp "2-GPU data-parallel test"
 python3 -m pytest -q -rfE -p no:cacheprovider tests/test_distributed.py -k gpu > $R/logs/gpu_dist.txt 2>&1
 tail -3 $R/logs/gpu_dist.txt >> $R/summary.txt
@@ -37,7 +30,7 @@ PY
 base() {  # scene gpu [train.py flags]: the baseline pipelines of seeds 0-3
   local scene=$1 gpu=$2; shift 2
   python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_base --seeds 0 1 2 3 --parallel 4 --gpus $gpu \
-    --label ${scene}_base -- $COMMON "$@" > $R/logs/${scene}_base.txt 2>&1
+    --label ${scene}_base -- $RECIPE "$@" > $R/logs/${scene}_base.txt 2>&1
   stamp "$scene baseline pipelines done"; tail -14 $R/logs/${scene}_base.txt >> $R/summary.txt; collect
 }
 
@@ -45,7 +38,7 @@ variant() {  # scene name gpu [train.py flags]: students on each seed's baseline
   local scene=$1 name=$2 gpu=$3; shift 3
   local extra=""; [ $scene = lego ] && extra=-w
   python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_$name --students_only $S/${scene}_base \
-    --seeds 0 1 2 3 --parallel 4 --gpus $gpu --label ${scene}_$name -- $COMMON $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
+    --seeds 0 1 2 3 --parallel 4 --gpus $gpu --label ${scene}_$name -- $RECIPE $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
   { stamp "$scene $name: $*"; tail -12 $R/logs/${scene}_$name.txt | head -9
     python3 scripts/seed_study.py --compare $S/${scene}_base $S/${scene}_$name; } >> $R/summary.txt 2>&1
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
@@ -53,11 +46,11 @@ variant() {  # scene name gpu [train.py flags]: students on each seed's baseline
 
 timed() {  # the stage times alone on GPU 0: G_std and the default student, then students with a longer schedule
   cp -al $S/bonsai_base/seed_0 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
-  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $COMMON \
+  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $RECIPE \
     > $R/logs/timed.txt 2>&1
   for f in 1.2 1.4; do
     cp -al /tmp/timed /tmp/timed_$f && rm -rf /tmp/timed_$f/point_cloud_3
-    CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$f --num_models 4 --start 3 --seed 0 $COMMON \
+    CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$f --num_models 4 --start 3 --seed 0 $RECIPE \
       --student_steps_scale $f >> $R/logs/timed.txt 2>&1
   done
   { stamp "timed alone on GPU 0 (seed 0): stage seconds"
@@ -109,4 +102,4 @@ gpu1() {
 stamp "GPU 0: bonsai | GPU 1: GPU tests, lego"
 gpu0 & gpu1 & wait
 stamp done
-touch /tmp/x2.done
+touch $DONE

@@ -7,30 +7,19 @@
 # B: the gsplat peer and ours on its 7,000-step schedule (GPU 0), the peer's 7,500-step run and the step
 # profile (GPU 1), four lego pipelines (GPUs 2, 3); C: fern 7k + profile (GPU 0) and the --student_init std
 # students on the teachers of phase A and B (GPUs 1-3).
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-R=/tmp/res; mkdir -p $R/logs
-stamp() { echo "[$(date +%T)] $*" | tee -a $R/summary.txt; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site
-nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a $R/summary.txt
-mkdir -p data && for s in bonsai fern lego; do ln -sfn ../.devdata/$s data/$s; done
+DONE=/tmp/x4.done SCENES="bonsai fern lego"
+source "$(dirname "$0")/gpu_session_env.sh"
 mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
 export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
-stamp build
-SAVE_BUILD=/tmp/prebuilt LOG=$R/logs bash scripts/gpu_bonsai.sh > $R/logs/build.txt 2>&1 || { stamp "BUILD FAILED"; tail -40 $R/logs/build.txt >> $R/summary.txt; touch /tmp/x4.done; exit 1; }
-tar czf /tmp/prebuilt.tgz -C /tmp prebuilt
-export PYTHONPATH=/tmp/prebuilt:/tmp/site
+build_extensions
 stamp "GPU tests"
 CUDA_VISIBLE_DEVICES=0 python3 -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py tests/test_optim.py \
   tests/test_fused_loss.py tests/test_simple_knn.py tests/test_gsplat_backend.py > $R/logs/gpu_tests.txt 2>&1
 tail -6 $R/logs/gpu_tests.txt >> $R/summary.txt
 if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|error" $R/logs/gpu_tests.txt; then
-  stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt; touch /tmp/x4.done; exit 1; fi
-COMMON="--eval --data_device cuda --quiet --views_per_step 1 --steps_scale 0.25 --test_iterations 30000 --imp_metric indoor --second_prune_iter 16000 --num_max_ratio 0.6 --student_max_ratio 0.12"
-S=/tmp/study
+  stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt; touch $DONE; exit 1; fi
 stamp "phase A: bonsai pipelines, one per GPU (timed)"
-python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_sfm --seeds 0 1 2 3 --parallel 4 --gpus 0 1 2 3 --label bonsai_sfm -- $COMMON > $R/logs/bonsai_sfm.txt 2>&1
+python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_sfm --seeds 0 1 2 3 --parallel 4 --gpus 0 1 2 3 --label bonsai_sfm -- $RECIPE > $R/logs/bonsai_sfm.txt 2>&1
 tail -22 $R/logs/bonsai_sfm.txt >> $R/summary.txt
 stamp "phase B: peer 7000 + ours (GPU0), peer 7500 + profile (GPU1), lego pipelines (GPU2, 3)"
 ( export CUDA_VISIBLE_DEVICES=0; LOG=$R/logs/peer MODELS=/tmp/models0 PREBUILT=/tmp/prebuilt bash scripts/gpu_bonsai.sh peer > $R/logs/peer_step.txt 2>&1 ) &
@@ -43,7 +32,7 @@ sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 PY
   LOG=$R/logs/prof MODELS=/tmp/models1 PREBUILT=/tmp/prebuilt bash scripts/gpu_bonsai.sh profile > /dev/null 2>&1 ) &
-python3 scripts/seed_study.py -s data/lego -o $S/lego_sfm --seeds 0 1 2 3 --parallel 4 --gpus 2 3 --label lego_sfm -- $COMMON -w > $R/logs/lego_sfm.txt 2>&1
+python3 scripts/seed_study.py -s data/lego -o $S/lego_sfm --seeds 0 1 2 3 --parallel 4 --gpus 2 3 --label lego_sfm -- $RECIPE -w > $R/logs/lego_sfm.txt 2>&1
 wait
 tail -8 $R/logs/peer_step.txt >> $R/summary.txt; tail -1 $R/logs/peer7500.txt >> $R/summary.txt
 tail -4 $R/logs/prof/profile_bonsai.txt >> $R/summary.txt; tail -22 $R/logs/lego_sfm.txt >> $R/summary.txt
@@ -56,7 +45,7 @@ if python3 train.py --help | grep -q student_init; then
     for s in 0 1 2 3; do
       g=$(( 1 + i % 3 )); i=$((i + 1))
       python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_std_$s --students_only $S/${scene}_sfm/seed_$s --seeds $s \
-        --gpus $g --label ${scene}_std -- $COMMON $extra --student_init std > $R/logs/${scene}_std_$s.txt 2>&1 &
+        --gpus $g --label ${scene}_std -- $RECIPE $extra --student_init std > $R/logs/${scene}_std_$s.txt 2>&1 &
     done
   done
 fi
@@ -71,4 +60,4 @@ for f in sorted(glob.glob("/tmp/study/*/seed_*/distill.json")):
 json.dump(out, open("/tmp/res/studies.json", "w"), indent=1)
 PY
 stamp done
-touch /tmp/x4.done
+touch $DONE
