@@ -64,7 +64,8 @@ def _typed(spec, value, where):
 
 def saved_flags(model_path, groups, cfg=None):
     """{flag: typed value} of the fields of ``groups`` saved in <model>/cfg_args.json (``cfg``: its contents,
-    when already read). Keys of other flags (another CLI's, a removed flag) are ignored."""
+    when already read). Keys of other flags (another CLI's, a removed flag) are ignored; a flag the file lacks (it
+    was written before the flag existed) gets the value that means that version's behaviour, where declared."""
     where = os.path.join(model_path, CONFIG_NAME)
     cfg = load_config(model_path) if cfg is None else cfg
     out = {}
@@ -72,4 +73,6 @@ def saved_flags(model_path, groups, cfg=None):
         for spec in flag_specs(cls):
             if spec.name in cfg:
                 out[spec.name] = _typed(spec, cfg[spec.name], where)
+            elif cfg and spec.absent_value() != spec.default:
+                out[spec.name] = spec.absent_value()
     return out

@@ -35,15 +35,18 @@ def between(low, high, note=""):
     return Check(lambda v: low <= v <= high, f"between {low} and {high}{note}")
 
 
-def flag(default, help, *, short=None, steps=False, check=None, none=None, legacy_none=_NO_LEGACY):
+def flag(default, help, *, short=None, steps=False, check=None, none=None, legacy_none=_NO_LEGACY,
+         absent=_NO_LEGACY):
     """A dataclass field for one flag.
 
     steps: an iteration count (or list of them) that --steps_scale rescales.
     none: what None means, for Optional fields (shown in --help).
     legacy_none: the number earlier versions used for None (-1 or 0); still accepted on the command line and in
     cfg_args.json, read as None.
+    absent: the value a saved cfg_args.json without this flag means (the behaviour of the versions before the flag
+    existed), when it differs from the default; so --resume continues such a run as it began.
     """
-    meta = dict(help=help, short=short, steps=steps, check=check, none=none, legacy_none=legacy_none)
+    meta = dict(help=help, short=short, steps=steps, check=check, none=none, legacy_none=legacy_none, absent=absent)
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -66,6 +69,11 @@ class FlagSpec:
 
     def has_legacy_none(self):
         return self.legacy_none is not _NO_LEGACY
+
+    def absent_value(self):
+        """What a saved configuration without this flag means: ``absent`` when declared, else the default."""
+        absent = self.meta.get("absent", _NO_LEGACY)
+        return self.default if absent is _NO_LEGACY else absent
 
 
 def _unwrap(hint):

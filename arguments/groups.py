@@ -173,13 +173,13 @@ class DistillParams(FlagGroup):
     student_steps_scale: float = flag(
         1.4, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
-             "teachers' own); the pruned student's steps are cheaper than G_std's", check=positive())
+             "teachers' own); the pruned student's steps are cheaper than G_std's", check=positive(), absent=1.0)
     lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
                                  check=_non_negative)
     novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose mean teacher "
                                "render it also learns (this many per training view, rendered once; 0 = off, "
                                "the reference)",
-                            check=_non_negative)
+                            check=_non_negative, absent=0)
     novel_view_prob: float = flag(0.5, "--novel_views: probability that a step adds the loss of one such view",
                                   check=between(0, 1))
     lambda_novel: float = flag(1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the mean teacher "

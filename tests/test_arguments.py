@@ -141,6 +141,13 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     assert opt.view_weight is None and dp.student_max_ratio is None and dp.num_max_ratio is None
     assert dp.student_position_lr_init is None and dp.num_models == 4 and opt.steps_scale == 0.001
     assert isinstance(opt.iterations, int) and run.quiet
+    # flags added later with another default: the file means the behaviour of its version (what --resume continues)
+    assert dp.student_steps_scale == 1.0 and dp.novel_views == 0
+    assert DistillParams().student_steps_scale == 1.4 and DistillParams().novel_views == 2
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(dict(OLD_CONFIG, student_steps_scale=1.2, novel_views=3)))
+    assert {k: saved_flags(str(tmp_path), train.TRAIN_GROUPS)[k] for k in ("student_steps_scale", "novel_views")} \
+        == dict(student_steps_scale=1.2, novel_views=3)
+    assert saved_flags(str(tmp_path / "none"), train.TRAIN_GROUPS) == {}  # no saved run: nothing, not the old values
     # render.py: the saved scene settings, its own flags never from the file, explicit flags win
     dataset, pipe, own = render.read_flags(["-m", str(tmp_path), "--sh_degree", "2"])
     assert (dataset.source_path, dataset.eval, dataset.resolution) == ("scene", True, None)
