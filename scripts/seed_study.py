@@ -5,7 +5,8 @@ Runs ``train.py --num_models 4`` once per seed (as subprocesses of the same Pyth
 or, with --students_only <teachers folder>, trains only students (``--start 3``) on one set of trained
 teachers, copied into each seed's folder. Prints a per-seed table and the mean, sample standard deviation
 and 95% confidence interval (Student t) of student - G_std in PSNR, SSIM, LPIPS and of the student/G_std
-Gaussian ratio, and writes everything to <out>/seed_study.json. --compare A B compares two such studies.
+Gaussian ratio, and writes everything to <out>/seed_study.json. --compare A B compares two such studies;
+--compare A1 B1 A2 B2 ... several pairs (one change on several scenes), each and all their seed pairs pooled.
 
 Usage:
   python scripts/seed_study.py -s <scene> -o <out> --seeds 0 1 2 3 --parallel 4 --label base \\
@@ -296,10 +297,11 @@ def build_parser():
                                              "(CUDA_VISIBLE_DEVICES of each run; default: leave it as is)")
     p.add_argument("--resume", action="store_true",
                    help="keep seeds whose seed_<s>/distill.json already has all four models; run the others")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+    p.add_argument("--compare", nargs="+", metavar="A B",
                    help="compare two studies (seed_study.json files or their folders): B - A of the mean "
                         "student - G_std, with a 95%% interval: paired seed by seed when B trained students on A's "
-                        "teachers (--students_only A), else Welch's; runs nothing")
+                        "teachers (--students_only A), else Welch's; several pairs (A1 B1 A2 B2 ..., e.g. one "
+                        "change on several scenes): each, then all their seed pairs pooled; runs nothing")
     return p
 
 
@@ -390,7 +392,7 @@ def main(argv=None):
     own, train_flags = split_argv(argv)
     args = build_parser().parse_args(own)
     if args.compare:
-        return compare(*args.compare)
+        return compare(args.compare)
     seeds, teachers, out = check_study(args, train_flags)
     done = {s: read_summary(os.path.join(seed_dir(out, s), SUMMARY_NAME)) for s in seeds}
     done = {s: v for s, v in done.items() if is_complete(v)}
@@ -463,6 +465,9 @@ def main(argv=None):
 
 # ---- --compare --------------------------------------------------------------------------------------------
 
+STAT_NAMES = dict(psnr="PSNR (dB)", ssim="SSIM", lpips="LPIPS", gaussian_ratio="Gaussian ratio")
+
+
 def load_study(path):
     if os.path.isdir(path):
         path = os.path.join(path, STUDY_NAME)
@@ -517,8 +522,47 @@ def compare_studies(a, b):
     return out
 
 
-def compare(path_a, path_b):
-    a, b = load_study(path_a), load_study(path_b)
+def compare(paths):
+    """--compare A B [A B ...]: each pair's table; with several pairs, their seed pairs pooled."""
+    if len(paths) % 2:
+        raise UserError(f"--compare takes pairs of studies (A B, or A1 B1 A2 B2 ...): got {len(paths)} paths")
+    pairs = [(load_study(a), load_study(b)) for a, b in zip(paths[::2], paths[1::2])]
+    for (a, b), path_a, path_b in zip(pairs, paths[::2], paths[1::2]):
+        print_comparison(a, b, path_a, path_b)
+    if len(pairs) > 1:
+        print_pooled(pairs)
+    return 0
+
+
+def pooled_differences(pairs, key):
+    """B - A seed by seed over every pair (each paired: B trained on A's teachers), or None when a pair is not
+    paired or lacks the statistic."""
+    diffs = []
+    for a, b in pairs:
+        seeds = paired_seeds(a, b)
+        if not seeds:
+            return None
+        ba, bb = ({r["seed"]: stat_value(r, key) for r in study["runs"] if r["status"] == "ok"} for study in (a, b))
+        if any(ba[s] is None or bb[s] is None for s in seeds):
+            return None
+        diffs += [bb[s] - ba[s] for s in seeds]
+    return diffs
+
+
+def print_pooled(pairs):
+    print(f"B - A pooled over the {len(pairs)} comparisons (every seed pair counts once)")
+    for k in STAT_KEYS:
+        diffs = pooled_differences(pairs, k)
+        if diffs is None:
+            print(f"{STAT_NAMES[k]:<16}not available: every comparison must be paired (B trained on A's teachers) "
+                  f"and have it for every seed")
+            continue
+        d = summarize(diffs)
+        ci = f"[{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}]" if d["ci95_low"] is not None else "needs 2 seed pairs"
+        print(f"{STAT_NAMES[k]:<16}{d['mean']:>+10.4f}   {ci} paired over {d['n']} seeds")
+
+
+def print_comparison(a, b, path_a, path_b):
     res = compare_studies(a, b)
     la, lb = a.get("label") or "A", b.get("label") or "B"
     if la == lb:
@@ -527,20 +571,18 @@ def compare(path_a, path_b):
     head = f"{'':<16}{'A mean':>10}{'n':>4}{'B mean':>10}{'n':>4}{'B - A':>10}   95% CI"
     print(head)
     print("-" * (len(head) + 14))
-    names = dict(psnr="PSNR (dB)", ssim="SSIM", lpips="LPIPS", gaussian_ratio="Gaussian ratio")
     for k in STAT_KEYS:
         r = res[k]
         if r is None:
-            print(f"{names[k]:<16}not available for every seed of both studies")
+            print(f"{STAT_NAMES[k]:<16}not available for every seed of both studies")
             continue
         w = r["b_minus_a"]
         ci = (f"[{w['ci95_low']:+.4f}, {w['ci95_high']:+.4f}]" + (f" (df {w['df']:.1f})" if w["df"] else "")
               if w["ci95_low"] is not None else "needs 2 seeds in each study")
         ci += f" paired over {w['n']} seeds" if r["test"] == "paired" else " Welch"
         v = ">+10.4f" if k in DELTA_METRICS else ">10.4f"
-        print(f"{names[k]:<16}{r['a']['mean']:{v}}{r['a']['n']:>4}{r['b']['mean']:{v}}{r['b']['n']:>4}"
+        print(f"{STAT_NAMES[k]:<16}{r['a']['mean']:{v}}{r['a']['n']:>4}{r['b']['mean']:{v}}{r['b']['n']:>4}"
               f"{w['diff']:>+10.4f}   {ci}")
-    return 0
 
 
 if __name__ == "__main__":

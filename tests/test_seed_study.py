@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 
 import pytest
@@ -292,6 +293,14 @@ def test_students_on_a_study_pair_with_it(tmp_path, monkeypatch, capsys):
     assert res["b_minus_a"]["diff"] == pytest.approx(0.3)
     assert res["b_minus_a"]["ci95_low"] == pytest.approx(0.3) and res["b_minus_a"]["ci95_high"] == pytest.approx(0.3)
     assert "paired over 3 seeds" in text
+    # several pairs (here the same twice, as one change measured on two scenes): each, then every seed pair pooled
+    assert seed_study.main(["--compare", a_dir, b_dir, a_dir, b_dir]) == 0
+    pooled = capsys.readouterr().out.split("pooled over the 2 comparisons")[1]
+    assert re.search(r"PSNR \(dB\)\s+\+0\.3000\s+\[\+0\.3000, \+0\.3000\] paired over 6 seeds", pooled), pooled
+    assert seed_study.pooled_differences([(a, b), (b, a)], "psnr") is None  # a's runs did not use b's teachers
+    with pytest.raises(SystemExit) as e:
+        run_cli(seed_study.main, ["--compare", a_dir, b_dir, a_dir])
+    assert e.value.code == 2 and "pairs of studies" in capsys.readouterr().err
     # a seed the first study does not have: one line, before anything runs
     with pytest.raises(SystemExit) as e:
         run_cli(seed_study.main, ["-s", str(tmp_path / "scene"), "-o", str(tmp_path / "c"), "--students_only",
