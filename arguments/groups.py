@@ -145,14 +145,14 @@ class DistillParams(FlagGroup):
                          check=positive())
     first_prune_iter: int = flag(15_000, "iteration of the first (sampling) prune", steps=True,
                                  check=_non_negative)
-    second_prune_iter: int = flag(20_000, "iteration of the second prune (the least important Gaussians)",
-                                  steps=True, check=_non_negative)
+    second_prune_iter: int = flag(16_000, "iteration of the second prune (the least important Gaussians; the "
+                                          "reference's is 20000)", steps=True, check=_non_negative, absent=20_000)
     prune_importance_fraction: float = flag(0.01, "share of the total importance the second prune removes",
                                             check=between(0, 1))
     student_max_ratio: Optional[float] = flag(
-        None, "the second prune also removes the next least important Gaussians until the student has at most "
+        0.12, "the second prune also removes the next least important Gaussians until the student has at most "
               "this fraction of G_std's count", check=Check(lambda v: 0 <= v <= 1, "between 0 (off) and 1"),
-        legacy_none=0, none="off")
+        legacy_none=0, none="off, as the reference", absent=None)
     student_init: Literal["sfm", "std"] = flag(
         "sfm", "how the student starts: sfm (the SfM points, grown by densification, pruned at "
                "--second_prune_iter) or std (G_std's --student_max_ratio most important Gaussians by "
@@ -165,9 +165,9 @@ class DistillParams(FlagGroup):
     num_max: int = flag(4_500_000, "student: no densification growth above this many Gaussians",
                         check=_non_negative)
     num_max_ratio: Optional[float] = flag(
-        None, "student: no clone/split growth once it has this multiple of G_std's Gaussian count (e.g. 0.6); "
-              "replaces --num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"),
-        legacy_none=0, none="off: --num_max applies")
+        0.6, "student: no clone/split growth once it has this multiple of G_std's Gaussian count; replaces "
+             "--num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"), legacy_none=0,
+        none="off: --num_max applies, as the reference", absent=None)
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(

@@ -156,10 +156,11 @@ def test_sigint_to_a_subprocess_then_resume(scene, tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------------
 # the four-model run: 25 iterations a teacher (densification at 5 and 10, until 15); the student's schedule is 1.4x
-# that (the default --student_steps_scale): 35 iterations, densification until 21, prunes at 21 and 28, checkpoints
-# at 10, 24 and 31
+# that (the default --student_steps_scale): 35 iterations, densification until 21, prunes at 21 and 28 (the
+# reference's 20000 for the second), checkpoints at 10, 24 and 31
 DISTILL = ["--num_models", "4", "--steps_scale", "0.001", "--iterations", "25000", "--views_per_step", "1",
            "--densification_interval", "5000", "--opacity_reset_interval", "1000000", "--firstPrune",
+           "--second_prune_iter", "20000",
            "--test_iterations", "30000", "--eval", "--quiet", "--checkpoint_every_minutes", "0"]
 
 

@@ -42,7 +42,7 @@ def _files(folder):
 # A. seeds per model, --start K
 
 # 30 iterations a teacher; densification every 20 views (no warning); the student (1.4x the schedule, the default)
-# trains 42 and prunes at 21 and 28
+# trains 42 and prunes at 21 and 22
 DISTILL = ["--num_models", "4", "--steps_scale", "0.001", "--views_per_step", "1", "--densification_interval", "20000",
            "--opacity_reset_interval", "1000000", "--firstPrune", "--test_iterations", "30000", "--eval", "--quiet"]
 

@@ -211,9 +211,9 @@ def test_start_3_with_a_stretched_student_schedule(std_run, capsys):
     summary = train.main(argv)
     assert [os.path.getmtime(f) for f in teachers] == stamps  # read at the teachers' own last iteration
     s = summary["models"]["student"]
-    # 150 teacher iterations x 1.4; the second prune at 20000 x 0.005 x 1.4
+    # 150 teacher iterations x 1.4; the second prune at 16000 x 0.005 x 1.4
     assert s["iterations"] == 210 and summary["iterations"] == 150
-    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 140)]
+    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112)]
     assert os.path.isfile(os.path.join(out, "point_cloud_3", "iteration_210", "point_cloud.ply"))
     assert os.path.isfile(os.path.join(out, "chkpntstudent210.pth"))
     assert not os.path.isdir(os.path.join(out, "point_cloud_3", "iteration_150"))
