@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a CPU: make the synthetic scene, train the three teachers and the student,
-# render the student's test views and print the metrics. Output in output/demo. About 4.5 min on 2 cores.
+# render the student's test views and print the metrics. Output in output/demo. About 4 min on 2 cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
