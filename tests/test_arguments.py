@@ -148,6 +148,11 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     assert {k: saved_flags(str(tmp_path), train.TRAIN_GROUPS)[k] for k in ("student_steps_scale", "novel_views")} \
         == dict(student_steps_scale=1.2, novel_views=3)
     assert saved_flags(str(tmp_path / "none"), train.TRAIN_GROUPS) == {}  # no saved run: nothing, not the old values
+    older = {k: v for k, v in OLD_CONFIG.items() if k not in ("num_max_ratio", "student_max_ratio", "second_prune_iter")}
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(older))
+    dp = train.build_parser().build({}, saved_flags(str(tmp_path), train.TRAIN_GROUPS))[3]
+    assert (dp.num_max_ratio, dp.student_max_ratio, dp.second_prune_iter) == (None, None, 20000)
+    assert (DistillParams().num_max_ratio, DistillParams().student_max_ratio) == (0.6, 0.12)
     # render.py: the saved scene settings, its own flags never from the file, explicit flags win
     dataset, pipe, own = render.read_flags(["-m", str(tmp_path), "--sh_degree", "2"])
     assert (dataset.source_path, dataset.eval, dataset.resolution) == ("scene", True, None)
