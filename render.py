@@ -38,6 +38,7 @@ from utils.camera_path import camera_path
 from utils.errors import UserError, run_cli
 from utils.image_utils import to_uint8
 from utils.system_utils import atomic_path, saved_iterations
+from distill.pipeline import final_iteration
 from distill.roles import MODEL_NAMES
 
 ROLE_NAMES = dict(enumerate(MODEL_NAMES))
@@ -162,9 +163,9 @@ def run_last_iteration(model_path, student=False):
     cfg = load_config(model_path)
     try:
         its, scale = int(cfg["iterations"]), float(cfg.get("steps_scale", 1.0))
-        stretch = float(cfg.get("student_steps_scale", 1.0)) if student else 1.0
+        stretch = float(cfg.get("student_steps_scale", 1.0))  # (absent: a run from before the flag, 1)
         if its > 0 and scale > 0 and stretch > 0:
-            return scaled_count(scaled_count(its, scale), stretch)
+            return final_iteration(3 if student else 0, scaled_count(its, scale), stretch)
     except (KeyError, TypeError, ValueError, OverflowError):
         pass
     return None

@@ -121,7 +121,7 @@ def check_start_checkpoint(path, dataset, opt, dp):
         raise UserError(f"--start_checkpoint {path} holds a model of SH degree {degree} but this run has --sh_degree "
                         f"{dataset.sh_degree}: pass --sh_degree {degree}")
     index = dp.start if dp.num_models == 4 else 2
-    last = final_iteration(index, opt.iterations, dp)
+    last = final_iteration(index, opt.iterations, dp.student_steps_scale)
     if state["iteration"] > last:
         raise UserError(f"--start_checkpoint {path} was written at iteration {state['iteration']}, after this "
                         f"model's last iteration {last} (--iterations after --steps_scale, and "
@@ -206,11 +206,12 @@ def resume_point(folder, opt, dp, run):
     # a model is finished with its final PLY and, in the four-model run, its distill.json entry (a kill between
     # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
     entries = earlier_summary(os.path.join(folder, SUMMARY_NAME), 4)["models"] if dp.num_models == 4 else None
-    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, final_iteration(i, last, dp))
+    lasts = [final_iteration(i, last, dp.student_steps_scale) for i in range(len(folders))]
+    stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, lasts[i])
                   or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:
-        what = "models have" if len(folders) > 1 else "model has"
-        raise UserError(f"--resume: the run in {folder} has finished (its {what} their last iteration): nothing to "
+        what = "every model has its" if len(folders) > 1 else "its model has its"
+        raise UserError(f"--resume: the run in {folder} has finished ({what} final PLY): nothing to "
                         f"continue")
     mine = [(int(m.group("it")), n) for n in names if (m := CHECKPOINT_NAME.match(n)).group("label") == labels[stage]]
     dp.start = stage if dp.num_models == 4 else 0

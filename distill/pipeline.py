@@ -137,9 +137,9 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
     return opt_i, dp_i, sorted(at(tests)), at(saves) | {opt_i.iterations}, at(ckpts)
 
 
-def final_iteration(index, iterations, dp):
+def final_iteration(index, iterations, student_steps_scale):
     """The last iteration of model ``index`` in a run whose teachers end at ``iterations``."""
-    return scaled_count(iterations, dp.student_steps_scale) if index == 3 else iterations
+    return scaled_count(iterations, student_steps_scale) if index == 3 else iterations
 
 
 def _sfm_model(scene, dataset, device):

@@ -37,8 +37,9 @@ class StepSync:
 
     @property
     def is_writer(self):
-        """Rank 0 writes the files, prints, and adds the once-per-step loss (structure loss) to its gradients."""
-        return self.rank == 0
+        """The rank that writes the files, prints, and adds the once-per-step loss (structure loss) to its
+        gradients (the DistContext's writer)."""
+        return self.ctx.is_writer
 
     def renders(self, j):
         """Whether this rank renders view ``j`` (0..V-1) of a step."""
