@@ -18,25 +18,26 @@ struct AdamSegment {
   const float* grad;
   float* exp_avg;
   float* exp_avg_sq;
+  int64_t n;           // elements
   int64_t D;
   float step_size;     // lr / (1 - beta1^step)
   float inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^step)
+  bool vec;            // all four arrays 16-byte aligned: whole chunks move as float4
 };
 
 // Passed by value as a kernel argument: no device copy of the pointer table, so no extra launch.
 struct AdamSegments {
   AdamSegment seg[kMaxSegments];
-  int64_t begin[kMaxSegments + 1];  // element offsets of each segment in the flattened range
+  int64_t begin[kMaxSegments + 1];  // offsets of each segment's 4-element chunks in the flattened range
   int count;
 };
 
-__device__ __forceinline__ void adam_element(const AdamSegment& s, int64_t i, float beta1, float beta2, float eps) {
-  const float g = s.grad[i];
-  const float m = beta1 * s.exp_avg[i] + (1.f - beta1) * g;
-  const float v = beta2 * s.exp_avg_sq[i] + (1.f - beta2) * g * g;
-  s.exp_avg[i] = m;
-  s.exp_avg_sq[i] = v;
-  s.param[i] -= s.step_size * m / (sqrtf(v) * s.inv_sqrt_bc2 + eps);
+// torch.optim.Adam's order of operations: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+__device__ __forceinline__ void adam_update(float& p, float g, float& m, float& v, float step_size,
+                                            float inv_sqrt_bc2, float beta1, float beta2, float eps) {
+  m = beta1 * m + (1.f - beta1) * g;
+  v = beta2 * v + (1.f - beta2) * g * g;
+  p -= step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
 }
 
 __global__ void adam_rows_kernel(float* __restrict__ param, const float* __restrict__ grad,
@@ -45,24 +46,46 @@ __global__ void adam_rows_kernel(float* __restrict__ param, const float* __restr
                                  float beta1, float beta2, float eps, float inv_sqrt_bc2) {
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= n || !visible[i / D]) return;
-  // torch.optim.Adam's order of operations: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-  const AdamSegment s{param, grad, exp_avg, exp_avg_sq, D, step_size, inv_sqrt_bc2};
-  adam_element(s, i, beta1, beta2, eps);
+  adam_update(param[i], grad[i], exp_avg[i], exp_avg_sq[i], step_size, inv_sqrt_bc2, beta1, beta2, eps);
 }
 
+// One thread per 4-element chunk of a segment (float4 loads and stores when aligned: the step is bound by
+// memory bandwidth); rows not visible keep their value and moments.
 __global__ void adam_multi_kernel(const AdamSegments segs, const bool* __restrict__ visible, float beta1,
                                   float beta2, float eps) {
   const int64_t total = segs.begin[segs.count];
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total; j += stride) {
+  for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < total; c += stride) {
     int k = 0;
-    while (j >= segs.begin[k + 1]) k++;  // at most kMaxSegments steps; segments are large and contiguous
+    while (c >= segs.begin[k + 1]) k++;  // at most kMaxSegments steps; segments are large and contiguous
     const AdamSegment& s = segs.seg[k];
-    const int64_t i = j - segs.begin[k];
-    if (visible != nullptr && !visible[i / s.D]) continue;
-    adam_element(s, i, beta1, beta2, eps);
+    const int64_t i0 = (c - segs.begin[k]) * 4;
+    if (s.vec && i0 + 4 <= s.n) {
+      float4 p = *reinterpret_cast<const float4*>(s.param + i0);
+      const float4 g = *reinterpret_cast<const float4*>(s.grad + i0);
+      float4 m = *reinterpret_cast<const float4*>(s.exp_avg + i0);
+      float4 v = *reinterpret_cast<const float4*>(s.exp_avg_sq + i0);
+      float* pp[4] = {&p.x, &p.y, &p.z, &p.w};
+      float* mm[4] = {&m.x, &m.y, &m.z, &m.w};
+      float* vv[4] = {&v.x, &v.y, &v.z, &v.w};
+      const float gg[4] = {g.x, g.y, g.z, g.w};
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        if (visible == nullptr || visible[(i0 + e) / s.D])
+          adam_update(*pp[e], gg[e], *mm[e], *vv[e], s.step_size, s.inv_sqrt_bc2, beta1, beta2, eps);
+      *reinterpret_cast<float4*>(s.param + i0) = p;
+      *reinterpret_cast<float4*>(s.exp_avg + i0) = m;
+      *reinterpret_cast<float4*>(s.exp_avg_sq + i0) = v;
+    } else {
+      for (int64_t i = i0; i < min(i0 + 4, s.n); i++)
+        if (visible == nullptr || visible[i / s.D])
+          adam_update(s.param[i], s.grad[i], s.exp_avg[i], s.exp_avg_sq[i], s.step_size, s.inv_sqrt_bc2, beta1,
+                      beta2, eps);
+    }
   }
 }
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 void check_operand(const torch::Tensor& t, const torch::Tensor& param, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(), name,
@@ -124,11 +147,13 @@ void adam_multi_(std::vector<torch::Tensor> params, const std::vector<torch::Ten
     const int64_t rows = params[k].dim() > 0 ? params[k].size(0) : 1;
     const double bc1 = 1.0 - std::pow(beta1, (double)steps[k]);
     const double bc2 = 1.0 - std::pow(beta2, (double)steps[k]);
-    segs.seg[k] = AdamSegment{params[k].data_ptr<float>(), grads[k].data_ptr<float>(), exp_avgs[k].data_ptr<float>(),
-                              exp_avg_sqs[k].data_ptr<float>(), rows > 0 ? params[k].numel() / rows : 1,
-                              (float)(lrs[k] / bc1), (float)(1.0 / std::sqrt(bc2))};
+    AdamSegment& s = segs.seg[k];
+    s = AdamSegment{params[k].data_ptr<float>(), grads[k].data_ptr<float>(), exp_avgs[k].data_ptr<float>(),
+                    exp_avg_sqs[k].data_ptr<float>(), params[k].numel(), rows > 0 ? params[k].numel() / rows : 1,
+                    (float)(lrs[k] / bc1), (float)(1.0 / std::sqrt(bc2)), false};
+    s.vec = aligned16(s.param) && aligned16(s.grad) && aligned16(s.exp_avg) && aligned16(s.exp_avg_sq);
     segs.begin[k] = total;
-    total += params[k].numel();
+    total += (s.n + 3) / 4;
   }
   segs.begin[n] = total;
   segs.count = (int)n;

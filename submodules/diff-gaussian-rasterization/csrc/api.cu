@@ -134,6 +134,29 @@ torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch:
   return vals[vb.selector];
 }
 
+// Tiles in decreasing order of their work estimate (launch_tile_work; max_work bounds it). Blocks start
+// roughly in launch order, so with the heavy tiles first the light ones fill the end of the grid instead
+// of leaving most multiprocessors idle behind a few long tiles.
+torch::Tensor heavy_first(int num_tiles, int tiles_x, int W, int H, const torch::Tensor& ranges, const int* n_contrib,
+                          int64_t max_work, cudaStream_t stream) {
+  const auto iopt = ranges.options();
+  auto in = torch::empty({2, num_tiles}, iopt), out = torch::empty({2, num_tiles}, iopt);
+  int* work = in.data_ptr<int>();
+  int* ids = work + num_tiles;
+  int* work_sorted = out.data_ptr<int>();
+  int* order = work_sorted + num_tiles;
+  launch_tile_work(num_tiles, tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()), n_contrib, work,
+                   ids, stream);
+  const int end_bit = bits_for((uint32_t)std::min<int64_t>(max_work, INT32_MAX));
+  size_t temp_bytes = 0;
+  cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, work, work_sorted, ids, order, num_tiles, 0, end_bit,
+                                            stream);
+  auto temp = torch::empty({(int64_t)temp_bytes}, iopt.dtype(torch::kUInt8));
+  cub::DeviceRadixSort::SortPairsDescending(temp.data_ptr(), temp_bytes, work, work_sorted, ids, order, num_tiles, 0,
+                                            end_bit, stream);
+  return out[1];
+}
+
 }  // namespace
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
@@ -259,6 +282,11 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
         point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, debug, stream);
     }
   }
+  torch::Tensor tile_order = torch::empty({0}, iopt);
+  if (point_list.numel() > 0) {
+    tile_order = heavy_first(num_tiles, cam.tiles_x, W, H, ranges, nullptr, point_list.numel(), stream);
+    check_launch(debug, "tile order");
+  }
   launch_render_fwd(static_cast<int>(stats_mode), num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
                     point_list.numel() > 0 ? point_list.data_ptr<int>() : nullptr,
                     reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
@@ -267,7 +295,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                     out_color.data_ptr<float>(), out_invdepth.data_ptr<float>(), final_T.data_ptr<float>(),
                     n_contrib.data_ptr<int>(), order.numel() > 0 ? order.data_ptr<int>() : nullptr,
                     all_stats ? accum_w.data_ptr<float>() : nullptr, all_stats ? area_proj.data_ptr<float>() : nullptr,
-                    stats_mode != STATS_NONE ? area_max.data_ptr<float>() : nullptr, stream);
+                    stats_mode != STATS_NONE ? area_max.data_ptr<float>() : nullptr,
+                    tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, stream);
   check_launch(debug, "render");
   return {out_color, out_invdepth, radii,     rank,     xy_c,      conic_c,  rgbd_c,
           point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max};
@@ -321,6 +350,9 @@ std::vector<torch::Tensor> rasterize_backward(
   const int V = xy.size(0);
   auto grad = torch::zeros({V, GRAD_STRIDE}, fopt);  // screen-space gradients of the visible Gaussians (by rank)
   if (point_list.numel() > 0) {
+    const auto tile_order =
+        heavy_first(num_tiles, cam.tiles_x, W, H, ranges, n_contrib.data_ptr<int>(), point_list.numel(), stream);
+    check_launch(debug, "tile order");
     launch_render_bwd(num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
                       point_list.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
                       reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
@@ -328,7 +360,7 @@ std::vector<torch::Tensor> rasterize_backward(
                       final_T.data_ptr<float>(), n_contrib.data_ptr<int>(), dL_dcolor.data_ptr<float>(),
                       (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
                       dL_dinvdepth.data_ptr<float>(), (int)dL_dinvdepth.stride(1), (int)dL_dinvdepth.stride(2),
-                      grad.data_ptr<float>(), stream);
+                      grad.data_ptr<float>(), tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, stream);
     check_launch(debug, "render backward");
   }
   const bool sh_fast = M == 16 && shs.numel() > 0 &&

@@ -48,12 +48,21 @@ enum StatsMode { STATS_NONE = 0, STATS_AREA_MAX = 1, STATS_ALL = 2 };
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
-                       const int* order, float* accum_w, float* area_proj, float* area_max, cudaStream_t stream);
+                       const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
+                       cudaStream_t stream);
 
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
-                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, cudaStream_t stream);
+                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, const int* tile_order,
+                       cudaStream_t stream);
+
+// The render kernels run their tiles in tile_order (heavy first; nullptr: tile id order). The forward has one
+// 256-thread block per tile, the backward several smaller blocks per tile (render.cu's BWD_WARPS).
+// launch_tile_work writes the sort keys: work[t] = tile t's number of pairs (n_contrib == nullptr, the
+// forward's cost) or its pixels' largest n_contrib (the backward's); ids[t] = t.
+void launch_tile_work(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* n_contrib, int* work,
+                      int* ids, cudaStream_t stream);
 
 void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,

@@ -14,19 +14,22 @@ __device__ __forceinline__ void thread_pixel(int t, int& lx, int& ly) {
 
 // STATS: STATS_NONE, STATS_AREA_MAX (only area_max: one atomic per pixel, what training densification
 // reads) or STATS_ALL (also accum_weights and area_proj: two atomics per pixel-Gaussian contribution).
+// Each warp stages its tile's Gaussians 32 at a time and stops when its own pixels are done: no block
+// barrier, so a warp whose pixels saturate early neither waits for the others nor holds them up.
 template <int STATS>
 __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
     const float* __restrict__ bg, float* __restrict__ out_color, float* __restrict__ out_invdepth,
     float* __restrict__ final_T, int* __restrict__ n_contrib, const int* __restrict__ order,
-    float* __restrict__ accum_w, float* __restrict__ area_proj, float* __restrict__ area_max) {
+    float* __restrict__ accum_w, float* __restrict__ area_proj, float* __restrict__ area_max,
+    const int* __restrict__ tile_order) {
   __shared__ int s_id[BLOCK];
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
   __shared__ float4 s_cd[BLOCK];
 
-  const int tile = blockIdx.x;
+  const int tile = tile_order ? tile_order[blockIdx.x] : blockIdx.x;
   const int t = threadIdx.x;
   int lx, ly;
   thread_pixel(t, lx, ly);
@@ -37,7 +40,6 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
 
   const int2 range = ranges[tile];
   const int todo = range.y - range.x;
-  const int rounds = (todo + BLOCK - 1) / BLOCK;
 
   bool done = !inside;
   float T = 1.f;
@@ -46,45 +48,49 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
   float best_w = 0.f;
   int best_g = -1;
 
-  for (int r = 0; r < rounds; r++) {
-    if (__syncthreads_count(done) == BLOCK) break;
-    const int idx = range.x + r * BLOCK + t;
-    if (idx < range.y) {
-      const int g = point_list[idx];  // rank of the Gaussian (depth order)
-      if (STATS != STATS_NONE) s_id[t] = order[g];    // its index, for the per-Gaussian stats
-      s_xy[t] = xy[g];
-      s_co[t] = conic_op[g];
-      s_cd[t] = rgbd[g];
+  auto stage = [&](int slot, int idx) {
+    const int g = point_list[idx];  // rank of the Gaussian (depth order)
+    if (STATS != STATS_NONE) s_id[slot] = order[g];  // its index, for the per-Gaussian stats
+    s_xy[slot] = xy[g];
+    s_co[slot] = conic_op[g];
+    s_cd[slot] = rgbd[g];
+  };
+  auto blend = [&](int k) {  // the Gaussian staged in slot k, in front-to-back order
+    contributor++;
+    const float4 co = s_co[k];
+    const AlphaEval e = eval_alpha(s_xy[k], co, fpx, fpy);
+    if (!e.ok) return;
+    const float test_T = T * (1.f - e.alpha);
+    if (test_T < T_MIN) {
+      done = true;
+      return;
     }
-    __syncthreads();
-    const int n = min(BLOCK, todo - r * BLOCK);
-    for (int j = 0; j < n && !done; j++) {
-      contributor++;
-      const float4 co = s_co[j];
-      const AlphaEval e = eval_alpha(s_xy[j], co, fpx, fpy);
-      if (!e.ok) continue;
-      const float test_T = T * (1.f - e.alpha);
-      if (test_T < T_MIN) {
-        done = true;
-        break;
-      }
-      const float w = e.alpha * T;
-      const float4 cd = s_cd[j];
-      C0 += cd.x * w;
-      C1 += cd.y * w;
-      C2 += cd.z * w;
-      D += cd.w * w;
-      T = test_T;
-      last = contributor;
-      if (STATS == STATS_ALL) {
-        atomicAdd(accum_w + s_id[j], w);
-        atomicAdd(area_proj + s_id[j], 1.f);
-      }
-      if (STATS != STATS_NONE && w > best_w) {
-        best_w = w;
-        best_g = s_id[j];
-      }
+    const float w = e.alpha * T;
+    const float4 cd = s_cd[k];
+    C0 += cd.x * w;
+    C1 += cd.y * w;
+    C2 += cd.z * w;
+    D += cd.w * w;
+    T = test_T;
+    last = contributor;
+    if (STATS == STATS_ALL) {
+      atomicAdd(accum_w + s_id[k], w);
+      atomicAdd(area_proj + s_id[k], 1.f);
     }
+    if (STATS != STATS_NONE && w > best_w) {
+      best_w = w;
+      best_g = s_id[k];
+    }
+  };
+
+  const int lane = t & 31, base = t & ~31;  // this warp's staging slots
+  for (int start = 0; start < todo; start += 32) {
+    if (__all_sync(0xffffffffu, done)) break;
+    __syncwarp();
+    if (start + lane < todo) stage(base + lane, range.x + start + lane);
+    __syncwarp();
+    const int n = min(32, todo - start);
+    for (int j = 0; j < n && !done; j++) blend(base + j);
   }
   if (inside) {
     const int pix = py * W + px;
@@ -102,12 +108,14 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
-                       const int* order, float* accum_w, float* area_proj, float* area_max, cudaStream_t stream) {
+                       const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
+                       cudaStream_t stream) {
   if (num_tiles == 0) return;
   auto kernel = stats == STATS_ALL ? render_fwd_kernel<STATS_ALL>
                 : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX> : render_fwd_kernel<STATS_NONE>;
   kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, out_color,
-                                          out_invdepth, final_T, n_contrib, order, accum_w, area_proj, area_max);
+                                          out_invdepth, final_T, n_contrib, order, accum_w, area_proj, area_max,
+                                          tile_order);
 }
 
 // Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the
@@ -130,23 +138,28 @@ __device__ __forceinline__ void warp_sum10_atomic(float v[16], int lane, float* 
   if ((lane & 1) == 0 && slot < GRAD_STRIDE) atomicAdd(dst + slot, total);
 }
 
-__global__ void __launch_bounds__(BLOCK) render_bwd_kernel(
+// Warps per block of the backward: each warp stages and walks its own pixels' Gaussians back to front, 32 at
+// a time with no block barrier (a warp whose pixels blend few Gaussians neither waits for the others nor
+// holds them up), and small blocks free their resources as soon as their warps are done.
+constexpr int BWD_WARPS = 2;
+constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile
+
+__global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
     const float* __restrict__ bg, const float* __restrict__ final_T, const int* __restrict__ n_contrib,
     const float* __restrict__ dL_dcolor, int cs0, int cs1, int cs2, const float* __restrict__ dL_dinvdepth, int ds1,
-    int ds2, float* __restrict__ grad) {
-  __shared__ int s_id[BLOCK];
-  __shared__ float2 s_xy[BLOCK];
-  __shared__ float4 s_co[BLOCK];
-  __shared__ float4 s_cd[BLOCK];
-  __shared__ int s_wmax[BLOCK / 32];
+    int ds2, float* __restrict__ grad, const int* __restrict__ tile_order) {
+  __shared__ int s_id[BWD_WARPS * 32];
+  __shared__ float2 s_xy[BWD_WARPS * 32];
+  __shared__ float4 s_co[BWD_WARPS * 32];
+  __shared__ float4 s_cd[BWD_WARPS * 32];
 
-  const int tile = blockIdx.x;
+  const int tile = tile_order ? tile_order[blockIdx.x / BWD_SPLIT] : blockIdx.x / BWD_SPLIT;
   const int t = threadIdx.x;
-  const int lane = t & 31, warp = t >> 5;
+  const int lane = t & 31;
   int lx, ly;
-  thread_pixel(t, lx, ly);
+  thread_pixel((blockIdx.x % BWD_SPLIT) * BWD_WARPS * 32 + t, lx, ly);
   const int px = (tile % tiles_x) * TILE + lx;
   const int py = (tile / tiles_x) * TILE + ly;
   const bool inside = px < W && py < H;
@@ -168,82 +181,110 @@ __global__ void __launch_bounds__(BLOCK) render_bwd_kernel(
     gD = dL_dinvdepth[(int64_t)py * ds1 + (int64_t)px * ds2];
   }
   const int warp_last = __reduce_max_sync(0xffffffffu, last);
-  if (lane == 0) s_wmax[warp] = warp_last;
-  __syncthreads();
-  int block_last = 0;
-#pragma unroll
-  for (int k = 0; k < BLOCK / 32; k++) block_last = max(block_last, s_wmax[k]);
 
   // accumulated colour / inverse depth of everything behind the current Gaussian, normalised by the
   // transmittance just after it (starts with the background, which weighs T_final)
   float acc0 = bg[0], acc1 = bg[1], acc2 = bg[2], accD = 0.f;
 
-  const int rounds = (block_last + BLOCK - 1) / BLOCK;
-  for (int r = 0; r < rounds; r++) {
-    const int end = block_last - r * BLOCK;  // relative positions [start, end) in this round
-    const int start = max(0, end - BLOCK);
-    __syncthreads();
-    const int li = start + t;
-    if (li < end) {
-      const int g = point_list[range.x + li];
-      s_id[t] = g;
-      s_xy[t] = xy[g];
-      s_co[t] = conic_op[g];
-      s_cd[t] = rgbd[g];
+  // Gaussian j of the tile's list, staged in slot k: its gradient contributions from this warp's pixels
+  auto blend_back = [&](int k, int j) {
+    const float4 co = s_co[k];
+    const float2 m = s_xy[k];
+    bool valid = j < last;
+    AlphaEval e;
+    if (valid) {
+      e = eval_alpha(m, co, fpx, fpy);
+      valid = e.ok;
     }
-    __syncthreads();
-    for (int j = end - 1; j >= start; j--) {
-      if (j >= warp_last) continue;  // warp-uniform
-      const int k = j - start;
-      const float4 co = s_co[k];
-      const float2 m = s_xy[k];
-      bool valid = j < last;
-      AlphaEval e;
-      if (valid) {
-        e = eval_alpha(m, co, fpx, fpy);
-        valid = e.ok;
-      }
-      if (!__any_sync(0xffffffffu, valid)) continue;
-      float v[16];
+    if (!__any_sync(0xffffffffu, valid)) return;
+    float v[16];
 #pragma unroll
-      for (int q = 0; q < 16; q++) v[q] = 0.f;
-      if (valid) {
-        const float4 cd = s_cd[k];
-        T = T / (1.f - e.alpha);  // transmittance in front of this Gaussian
-        const float w = e.alpha * T;
-        v[6] = w * g0;
-        v[7] = w * g1;
-        v[8] = w * g2;
-        v[9] = w * gD;
-        const float dL_dalpha =
-            T * ((cd.x - acc0) * g0 + (cd.y - acc1) * g1 + (cd.z - acc2) * g2 + (cd.w - accD) * gD);
-        acc0 = e.alpha * cd.x + (1.f - e.alpha) * acc0;
-        acc1 = e.alpha * cd.y + (1.f - e.alpha) * acc1;
-        acc2 = e.alpha * cd.z + (1.f - e.alpha) * acc2;
-        accD = e.alpha * cd.w + (1.f - e.alpha) * accD;
-        if (e.raw <= ALPHA_MAX) {  // alpha not clamped: it depends on opacity and power
-          v[5] = e.G * dL_dalpha;
-          const float dL_dpower = e.raw * dL_dalpha;
-          v[0] = dL_dpower * (-co.x * e.dx - co.y * e.dy);
-          v[1] = dL_dpower * (-co.y * e.dx - co.z * e.dy);
-          v[2] = -0.5f * e.dx * e.dx * dL_dpower;
-          v[3] = -e.dx * e.dy * dL_dpower;
-          v[4] = -0.5f * e.dy * e.dy * dL_dpower;
-        }
+    for (int q = 0; q < 16; q++) v[q] = 0.f;
+    if (valid) {
+      const float4 cd = s_cd[k];
+      T = T / (1.f - e.alpha);  // transmittance in front of this Gaussian
+      const float w = e.alpha * T;
+      v[6] = w * g0;
+      v[7] = w * g1;
+      v[8] = w * g2;
+      v[9] = w * gD;
+      const float dL_dalpha =
+          T * ((cd.x - acc0) * g0 + (cd.y - acc1) * g1 + (cd.z - acc2) * g2 + (cd.w - accD) * gD);
+      acc0 = e.alpha * cd.x + (1.f - e.alpha) * acc0;
+      acc1 = e.alpha * cd.y + (1.f - e.alpha) * acc1;
+      acc2 = e.alpha * cd.z + (1.f - e.alpha) * acc2;
+      accD = e.alpha * cd.w + (1.f - e.alpha) * accD;
+      if (e.raw <= ALPHA_MAX) {  // alpha not clamped: it depends on opacity and power
+        v[5] = e.G * dL_dalpha;
+        const float dL_dpower = e.raw * dL_dalpha;
+        v[0] = dL_dpower * (-co.x * e.dx - co.y * e.dy);
+        v[1] = dL_dpower * (-co.y * e.dx - co.z * e.dy);
+        v[2] = -0.5f * e.dx * e.dx * dL_dpower;
+        v[3] = -e.dx * e.dy * dL_dpower;
+        v[4] = -0.5f * e.dy * e.dy * dL_dpower;
       }
-      warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
     }
+    warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
+  };
+  auto stage = [&](int slot, int li) {
+    const int g = point_list[range.x + li];
+    s_id[slot] = g;
+    s_xy[slot] = xy[g];
+    s_co[slot] = conic_op[g];
+    s_cd[slot] = rgbd[g];
+  };
+
+  const int base = t & ~31;  // this warp's staging slots
+  for (int end = warp_last; end > 0; end -= 32) {
+    const int start = max(0, end - 32);
+    __syncwarp();
+    if (start + lane < end) stage(base + lane, start + lane);
+    __syncwarp();
+    for (int j = end - 1; j >= start; j--) blend_back(base + j - start, j);
   }
 }
 
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
-                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, cudaStream_t stream) {
+                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, const int* tile_order,
+                       cudaStream_t stream) {
   if (num_tiles == 0) return;
-  render_bwd_kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
-                                                     final_T, n_contrib, dL_dcolor, cs0, cs1, cs2, dL_dinvdepth, ds1,
-                                                     ds2, grad);
+  render_bwd_kernel<<<num_tiles * BWD_SPLIT, BWD_WARPS * 32, 0, stream>>>(
+      tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, final_T, n_contrib, dL_dcolor, cs0, cs1, cs2,
+      dL_dinvdepth, ds1, ds2, grad, tile_order);
+}
+
+// One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the
+// largest number of Gaussians one of its pixels blends (what bounds the backward's loop); ids[t] = t.
+__global__ void tile_work_kernel(int num_tiles, int tiles_x, int W, int H, const int2* __restrict__ ranges,
+                                 const int* __restrict__ n_contrib, int* __restrict__ work, int* __restrict__ ids) {
+  const int tile = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (tile >= num_tiles) return;
+  int w;
+  if (n_contrib == nullptr) {
+    const int2 r = ranges[tile];
+    w = r.y - r.x;
+  } else {
+    const int x0 = (tile % tiles_x) * TILE, y0 = (tile / tiles_x) * TILE;
+    int m = 0;
+    for (int k = lane; k < BLOCK; k += 32) {
+      const int px = x0 + (k % TILE), py = y0 + k / TILE;
+      if (px < W && py < H) m = max(m, n_contrib[py * W + px]);
+    }
+    w = __reduce_max_sync(0xffffffffu, m);
+  }
+  if (lane == 0) {
+    work[tile] = w;
+    ids[tile] = tile;
+  }
+}
+
+void launch_tile_work(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* n_contrib, int* work,
+                      int* ids, cudaStream_t stream) {
+  if (num_tiles == 0) return;
+  tile_work_kernel<<<(num_tiles * 32 + 255) / 256, 256, 0, stream>>>(num_tiles, tiles_x, W, H, ranges, n_contrib,
+                                                                     work, ids);
 }
 
 }  // namespace dgr
