@@ -47,7 +47,7 @@ from utils.system_utils import write_file, write_json
 # files
 
 def _method_key(name):
-    m = re.fullmatch(r"ours_(\d+)", name)
+    m = re.fullmatch(r"ours_(\d+)(_\w+)?", name)  # render.py's ours_<it>, a teacher's ours_<it>_<role>
     return (0, int(m.group(1)), name) if m else (1, 0, name)
 
 

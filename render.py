@@ -16,10 +16,11 @@ Scene settings (source path, resolution, white background, --eval) are read back
 A single-model run is read from <model>/point_cloud/iteration_<it>/; a distillation run
 (--num_models 4) from <model>/point_cloud_<i>/iteration_<it>/, where --itrain picks i
 (0 = G_perb, 1 = G_drop, 2 = G_std, 3 = student; default: the highest present, i.e. the student).
+A teacher's renders and video carry its role, ours_<it>_G_std etc., so that they never overwrite the
+student's ours_<it> when both ended at the same iteration.
 """
 import argparse
 import os
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,9 +40,7 @@ from utils.errors import UserError, run_cli
 from utils.image_utils import to_uint8
 from utils.system_utils import atomic_path, saved_iterations
 from distill.pipeline import final_iteration
-from distill.roles import MODEL_NAMES
-
-ROLE_NAMES = dict(enumerate(MODEL_NAMES))
+from utils.run_models import model_folders, renders_name, role_name
 
 
 @dataclass
@@ -87,39 +86,21 @@ def read_flags(argv=None):
 # ----------------------------------------------------------------------------------------------------------------
 # which model / iteration
 
-def model_folders(model_path):
-    """{index: folder} of point_cloud_<i> folders, and whether a plain point_cloud folder exists."""
-    indexed = {}
-    for name in os.listdir(model_path):
-        m = re.fullmatch(r"point_cloud_(\d+)", name)
-        if m and os.path.isdir(os.path.join(model_path, name)):
-            indexed[int(m.group(1))] = os.path.join(model_path, name)
-    plain = os.path.isdir(os.path.join(model_path, "point_cloud"))
-    return indexed, plain
-
-
-def _describe(indexed, plain):
-    names = (["point_cloud"] if plain else []) + [f"point_cloud_{i}" for i in sorted(indexed)]
-    return ", ".join(names) if names else "none"
+def _describe(folders):
+    return ", ".join(os.path.basename(folder) for _, folder in folders)
 
 
 def resolve_checkpoint(model_path, itrain=None, iteration=None):
-    """(ply path, iteration, label) of the model to render; a UserError lists what exists otherwise."""
-    indexed, plain = model_folders(model_path)
-    if itrain is not None:
-        if itrain not in indexed:
-            raise UserError(f"{model_path} has no point_cloud_{itrain} (--itrain {itrain}); found: "
-                            f"{_describe(indexed, plain)}" + ("; omit --itrain for a single-model run"
-                                                              if plain and not indexed else ""))
-        folder, label = indexed[itrain], f"point_cloud_{itrain} ({ROLE_NAMES.get(itrain, 'model')})"
-    elif indexed:
-        i = max(indexed)
-        folder, label = indexed[i], f"point_cloud_{i} ({ROLE_NAMES.get(i, 'model')})"
-    elif plain:
-        folder, label = os.path.join(model_path, "point_cloud"), "point_cloud"
-    else:
-        raise UserError(f"{model_path} holds no trained model (no point_cloud or point_cloud_<i> folder): "
-                        f"train one with `python train.py -s <scene> -m {model_path}`")
+    """(ply path, iteration, label, index) of the model to render (index None for a vanilla run); a UserError
+    lists what exists otherwise."""
+    kind, folders = model_folders(model_path)
+    indexed = dict(folders) if kind == "distill" else {}
+    if itrain is not None and itrain not in indexed:
+        raise UserError(f"{model_path} has no point_cloud_{itrain} (--itrain {itrain}); found: "
+                        f"{_describe(folders)}" + ("; omit --itrain for a single-model run" if not indexed else ""))
+    index = itrain if itrain is not None else max(indexed) if indexed else None
+    folder = indexed[index] if index is not None else folders[0][1]
+    label = f"point_cloud_{index} ({role_name(index)})" if index is not None else "point_cloud"
     its = saved_iterations(folder, "point_cloud.ply")
     if iteration is None:
         if not its:
@@ -128,18 +109,19 @@ def resolve_checkpoint(model_path, itrain=None, iteration=None):
     elif iteration not in its:
         raise UserError(f"{folder} has no iteration_{iteration}/point_cloud.ply; saved iterations: "
                         f"{', '.join(map(str, its)) if its else 'none'} (without --iteration: the latest)")
-    return os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply"), iteration, label
+    return os.path.join(folder, f"iteration_{iteration}", "point_cloud.ply"), iteration, label, index
 
 
 def compare_checkpoints(model_path, iteration=None):
     """(student ply, G_std ply, student iteration) for --compare; a UserError for a single-model run."""
-    indexed, plain = model_folders(model_path)
+    kind, folders = model_folders(model_path)
+    indexed = dict(folders) if kind == "distill" else {}
     if 2 not in indexed or 3 not in indexed:
         raise UserError(f"--compare needs a distillation run (point_cloud_2 = G_std and point_cloud_3 = student, "
-                        f"from train.py --num_models 4); {model_path} has {_describe(indexed, plain)}")
-    student, it, _ = resolve_checkpoint(model_path, 3, iteration)
+                        f"from train.py --num_models 4); {model_path} has {_describe(folders)}")
+    student, it, _, _ = resolve_checkpoint(model_path, 3, iteration)
     std_its = saved_iterations(indexed[2], "point_cloud.ply")
-    std, _, _ = resolve_checkpoint(model_path, 2, it if it in std_its else iteration)
+    std, _, _, _ = resolve_checkpoint(model_path, 2, it if it in std_its else iteration)
     return student, std, it
 
 
@@ -235,8 +217,8 @@ def _open_writer(path, fourcc, fps, size):
     return None
 
 
-def render_video(video_dir, iteration, cameras, model, pipe, bg, frames, fps, quiet=False):
-    """Render a path of ``frames`` views along the training cameras into ours_<it>.mp4 (or .avi)."""
+def render_video(video_dir, name, cameras, model, pipe, bg, frames, fps, quiet=False):
+    """Render a path of ``frames`` views along the training cameras into <name>.mp4 (or .avi)."""
     if fps <= 0:
         raise UserError(f"--fps {fps} must be positive")
     pts = model.get_xyz.detach()
@@ -247,8 +229,8 @@ def render_video(video_dir, iteration, cameras, model, pipe, bg, frames, fps, qu
     os.makedirs(video_dir, exist_ok=True)
     writer = None
     for ext, fourcc in ((".mp4", "mp4v"), (".avi", "MJPG")):
-        final = os.path.join(video_dir, f"ours_{iteration}{ext}")
-        tmp = os.path.join(video_dir, f".ours_{iteration}.partial{ext}")  # VideoWriter picks the container by name
+        final = os.path.join(video_dir, f"{name}{ext}")
+        tmp = os.path.join(video_dir, f".{name}.partial{ext}")  # VideoWriter picks the container by name
         writer = _open_writer(tmp, fourcc, fps, size)
         if writer is not None:
             break
@@ -273,7 +255,8 @@ def render_video(video_dir, iteration, cameras, model, pipe, bg, frames, fps, qu
 
 def main(argv=None):
     dataset, pipe, args = read_flags(argv)
-    ply, iteration, label = resolve_checkpoint(dataset.model_path, args.itrain, args.iteration)
+    ply, iteration, label, index = resolve_checkpoint(dataset.model_path, args.itrain, args.iteration)
+    name = renders_name(iteration, index)
     if args.iteration is None:
         ply, iteration = prefer_run_iteration(dataset.model_path, ply, iteration)
     compare = compare_checkpoints(dataset.model_path, args.iteration) if args.compare else None
@@ -296,7 +279,7 @@ def main(argv=None):
                               ("test", args.skip_test, scene.getTestCameras())):
         if skip:
             continue
-        out_dir = os.path.join(dataset.model_path, split, f"ours_{iteration}")
+        out_dir = os.path.join(dataset.model_path, split, name)
         if not cams:
             print(f"No {split} cameras" + (" (trained without --eval)" if split == "test" else "") + "; skipped")
             continue
@@ -306,7 +289,7 @@ def main(argv=None):
     if args.video:
         if not scene.getTrainCameras():
             raise UserError("--video needs training cameras to build its camera path")
-        video = render_video(os.path.join(dataset.model_path, "video"), iteration, scene.getTrainCameras(), model,
+        video = render_video(os.path.join(dataset.model_path, "video"), name, scene.getTrainCameras(), model,
                              pipe, bg, args.video_frames, args.fps, quiet=args.quiet)
         written["video"] = video
         print(f"video: {args.video_frames} frames at {args.fps} fps -> {video}")

@@ -1,4 +1,5 @@
 """render.py (file layout, iteration/model choice, video, errors) and utils/camera_path.py (ellipse / spiral)."""
+import json
 import math
 import os
 import shutil
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from plyfile import PlyData
 
+import metrics
 import render
 import train
 from scene.cameras import Camera
@@ -259,10 +261,28 @@ def test_itrain_picks_point_cloud_folder(distilled):
     assert student.std() > 0.02
     out = render.main(["-m", d, "--itrain", "1", "--skip_train", "--quiet"])
     assert out["iteration"] == 6 and "point_cloud_1" in out["ply"]
-    dropped = _read_rgb(os.path.join(d, "test", "ours_6", "renders", "00000.png"))
+    dropped = _read_rgb(os.path.join(d, "test", "ours_6_G_drop", "renders", "00000.png"))
     assert dropped.max() < 0.02  # point_cloud_1 (transparent Gaussians) was really the one rendered
     out = render.main(["-m", d, "--itrain", "0", "--iteration", "5", "--skip_train", "--skip_test", "--quiet"])
     assert out["iteration"] == 5 and "point_cloud_0" in out["ply"] and out["outputs"] == {}
+
+
+def test_teacher_and_student_of_one_iteration_keep_their_renders(distilled, tmp_path):
+    """A teacher that ended at the student's iteration (--student_steps_scale 1) renders into ours_<it>_<role>:
+    rendering both leaves both, and metrics.py scores both."""
+    scene, d = distilled
+    run = str(tmp_path / "run")
+    shutil.copytree(d, run, ignore=shutil.ignore_patterns("test", "train"))  # only the models
+    shutil.copytree(os.path.join(run, "point_cloud_1", "iteration_6"), os.path.join(run, "point_cloud_1", "iteration_8"))
+    for extra in ([], ["--itrain", "1"]):
+        render.main(["-m", run, "-s", scene, "--skip_train", "--quiet", "--iteration", "8", *extra])
+    student = _read_rgb(os.path.join(run, "test", "ours_8", "renders", "00000.png"))
+    teacher = _read_rgb(os.path.join(run, "test", "ours_8_G_drop", "renders", "00000.png"))
+    assert student.std() > 0.02 and teacher.max() < 0.02
+    metrics.main(["-m", run, "--skip_lpips"])
+    with open(os.path.join(run, "results.json")) as f:
+        results = json.load(f)
+    assert set(results) == {"ours_8", "ours_8_G_drop"} and results["ours_8"]["PSNR"] != results["ours_8_G_drop"]["PSNR"]
 
 
 def test_errors_exit_2_with_one_line(distilled, tmp_path, capsys):

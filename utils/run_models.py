@@ -26,6 +26,15 @@ def role_name(index):
     return MODEL_NAMES[index] if 0 <= index < len(MODEL_NAMES) else f"model_{index}"
 
 
+def renders_name(iteration, index=None):
+    """render.py's folder (and video) name for the model of index ``index`` (None: a vanilla run) at ``iteration``:
+    ``ours_<it>`` for a vanilla run and for the student, as the reference writes them; a teacher's carries its role,
+    ``ours_<it>_G_std``, so that a teacher and a student of the same iteration never overwrite each other."""
+    if index is None or role_name(index) == "student":
+        return f"ours_{iteration}"
+    return f"ours_{iteration}_{role_name(index)}"
+
+
 def read_json(path):
     """The JSON object in ``path``, or None when the file is missing or not valid JSON."""
     try:
