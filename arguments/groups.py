@@ -182,6 +182,10 @@ class DistillParams(FlagGroup):
                             check=_non_negative, absent=0)
     novel_view_prob: float = flag(0.5, "--novel_views: probability that a step adds the loss of one such view",
                                   check=between(0, 1))
+    novel_view_start: int = flag(0, "--novel_views: the first iteration whose step may add such a view's loss; e.g. "
+                                    "the second prune's, so that the growth phase, where the student's steps cost "
+                                    "the most, learns from the training views alone", steps=True,
+                                 check=_non_negative)
     lambda_novel: float = flag(1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the mean teacher "
                                     "render)", check=_non_negative)
     lambda_structure: float = flag(1.0, "weight of the structure (spatial distribution) loss",

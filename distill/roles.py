@@ -226,7 +226,8 @@ class StudentRole(Role):
     def step_loss(self, it, model):
         loss = None
         cam = None
-        if self.novel and self.dp.lambda_novel > 0 and random.random() < self.dp.novel_view_prob:
+        if (self.novel and self.dp.lambda_novel > 0 and it >= self.dp.novel_view_start
+                and random.random() < self.dp.novel_view_prob):
             cam = self.novel[random.randrange(len(self.novel))]  # the loop's RNG: a resumed run draws the same
         if self.sync is not None and not self.sync.is_writer:
             return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)

@@ -187,19 +187,21 @@ def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message)
     assert not os.path.isdir(os.path.join(tmp_path, "o", "point_cloud_0"))
 
 
-def test_start_3_with_novel_views(std_run, monkeypatch):
+@pytest.mark.parametrize("start, novel_steps", [(None, 150), (12000, 91)])  # 12000 x 0.005: iterations 60-150
+def test_start_3_with_novel_views(std_run, monkeypatch, start, novel_steps):
     scene, out, _, _ = std_run
     uids = []
     real = distill.roles.render
     monkeypatch.setattr(distill.roles, "render", lambda cam, *a, **kw: uids.append(cam.uid) or real(cam, *a, **kw))
     summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "2",
-                                                     "--novel_view_prob", "1"])
+                                                     "--novel_view_prob", "1"]
+                         + ([] if start is None else ["--novel_view_start", str(start)]))
     s = summary["models"]["student"]
     n_train = 8 - 1  # --eval holds out every 8th view
     assert s["novel_views"] == 2 * n_train
     novel = [u for u in uids if u < 0]
-    # each teacher renders each novel view once, then the student one a step (prob 1)
-    assert len(novel) == 3 * 2 * n_train + 150 and set(novel) == set(range(-2 * n_train, 0))
+    # each teacher renders each novel view once, then the student one a step (prob 1) from --novel_view_start on
+    assert len(novel) == 3 * 2 * n_train + novel_steps and set(novel) == set(range(-2 * n_train, 0))
 
 
 def test_start_3_with_a_stretched_student_schedule(std_run, capsys):
