@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The 2-GPU session of 2026-11-30 (device kind nvidia-h200-x2) for the student's recipe (issue 13), run detached
-# with setsid so it can outlast one device command (.devdata/x2_call.sh polls it); results under /tmp/res.
+# A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13), run detached with setsid so
+# it can outlast one device command (.devdata/x2_call.sh polls it); results under /tmp/res.
 # Needs, in the git-ignored .devdata/: bonsai and lego (from ../shared/data); plyfile's wheel in .whl/.
-# Both GPUs: the 2-GPU data-parallel test. GPU 0: the baseline pipelines (today's defaults) of bonsai seeds 0-3,
+# Both GPUs: the 2-GPU data-parallel test. GPU 0: the baseline pipelines (the defaults) of bonsai seeds 0-3,
 # then students on each seed's own teachers (paired by seed), one variant at a time, four seeds at once (quality
-# only), and between them a timed G_std + student run alone on the GPU. GPU 1: the GPU tests, the lego baseline
+# only), and between them G_std and students timed alone on the GPU. GPU 1: the GPU tests, the lego baseline
 # pipelines and lego variants, then the last bonsai variants. Each variant's table and paired comparison is
-# appended to summary.txt as soon as it ends.
+# appended to summary.txt as soon as it ends. (The 2026-11-30 night's variants: docs/BENCHMARKS.md; the ones
+# below target a student stage no longer than G_std's: cheaper growth phases.)
 source "$(dirname "$0")/gpu_session_env.sh"
 build_extensions
 stamp "2-GPU data-parallel test"
@@ -44,19 +45,22 @@ variant() {  # scene name gpu [train.py flags]: students on each seed's baseline
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
 }
 
-timed() {  # the stage times alone on GPU 0: G_std and the default student, then students with a longer schedule
+timed() {  # the stage times alone on GPU 0 (seed 0): G_std and its student, then the same student and variants
+  # trained again on those teachers
   cp -al $S/bonsai_base/seed_0 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
   CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $RECIPE \
     > $R/logs/timed.txt 2>&1
-  for f in 1.2 1.4; do
-    cp -al /tmp/timed /tmp/timed_$f && rm -rf /tmp/timed_$f/point_cloud_3
-    CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$f --num_models 4 --start 3 --seed 0 $RECIPE \
-      --student_steps_scale $f >> $R/logs/timed.txt 2>&1
+  local v name flags
+  for v in default: nvs16:--novel_view_start,16000 nmr04:--num_max_ratio,0.4; do  # name:comma-separated flags
+    name=${v%%:*}; flags=${v#*:}
+    cp -al /tmp/timed /tmp/timed_$name && rm -rf /tmp/timed_$name/point_cloud_3
+    CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$name --num_models 4 --start 3 --seed 0 \
+      $RECIPE ${flags//,/ } >> $R/logs/timed.txt 2>&1
   done
   { stamp "timed alone on GPU 0 (seed 0): stage seconds"
     python3 - <<'PY'
-import json
-for name in ("/tmp/timed", "/tmp/timed_1.2", "/tmp/timed_1.4"):
+import glob, json
+for name in ["/tmp/timed"] + sorted(glob.glob("/tmp/timed_*")):
     try:
         m = json.load(open(name + "/distill.json"))["models"]
     except (OSError, ValueError) as exc:
@@ -73,12 +77,10 @@ PY
 
 gpu0() {
   base bonsai 0
-  variant bonsai s12 0 --student_steps_scale 1.2
-  variant bonsai s14 0 --student_steps_scale 1.4
+  variant bonsai nvs16 0 --novel_view_start 16000
   timed
-  variant bonsai std 0 --student_init std
+  variant bonsai nmr04 0 --num_max_ratio 0.4
   variant bonsai ld1 0 --lambda_distill 1.0
-  variant bonsai nv4 0 --novel_views 4 --novel_view_prob 1
 }
 
 gpu1() {
@@ -90,13 +92,10 @@ gpu1() {
   { stamp "GPU tests"; for f in gpu_tests gpu_tests_k; do tail -1 $R/logs/$f.txt
       grep -E "^(FAILED|ERROR)" $R/logs/$f.txt | head -20; done; } >> $R/summary.txt
   base lego 1 -w
-  variant lego s14 1 --student_steps_scale 1.4
-  variant lego std 1 --student_init std
-  variant lego std_s14 1 --student_init std --student_steps_scale 1.4
-  variant lego r25 1 --student_max_ratio 0.25
+  variant lego nvs16 1 --novel_view_start 16000
+  variant lego nmr04 1 --num_max_ratio 0.4
   while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
-  variant bonsai std_s14 1 --student_init std --student_steps_scale 1.4
-  variant bonsai nostruct 1 --lambda_structure 0
+  variant bonsai nv4 1 --novel_views 4 --novel_view_prob 1
 }
 
 stamp "GPU 0: bonsai | GPU 1: GPU tests, lego"
