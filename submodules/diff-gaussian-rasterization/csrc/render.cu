@@ -14,8 +14,8 @@ __device__ __forceinline__ void thread_pixel(int t, int& lx, int& ly) {
 
 // STATS: STATS_NONE, STATS_AREA_MAX (only area_max: one atomic per pixel, what training densification
 // reads) or STATS_ALL (also accum_weights and area_proj: two atomics per pixel-Gaussian contribution).
-// Each warp stages its tile's Gaussians 32 at a time and stops when its own pixels are done: no block
-// barrier, so a warp whose pixels saturate early neither waits for the others nor holds them up.
+// The block stages 256 of the tile's Gaussians at a time and stops when all its pixels are done (staging per
+// warp, as the backward does, made the render phase slower when measured: docs/BENCHMARKS.md, 2026-11-30).
 template <int STATS>
 __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
@@ -83,14 +83,14 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     }
   };
 
-  const int lane = t & 31, base = t & ~31;  // this warp's staging slots
-  for (int start = 0; start < todo; start += 32) {
-    if (__all_sync(0xffffffffu, done)) break;
-    __syncwarp();
-    if (start + lane < todo) stage(base + lane, range.x + start + lane);
-    __syncwarp();
-    const int n = min(32, todo - start);
-    for (int j = 0; j < n && !done; j++) blend(base + j);
+  const int rounds = (todo + BLOCK - 1) / BLOCK;
+  for (int r = 0; r < rounds; r++) {
+    if (__syncthreads_count(done) == BLOCK) break;
+    const int idx = range.x + r * BLOCK + t;
+    if (idx < range.y) stage(t, idx);
+    __syncthreads();
+    const int n = min(BLOCK, todo - r * BLOCK);
+    for (int j = 0; j < n && !done; j++) blend(j);
   }
   if (inside) {
     const int pix = py * W + px;
