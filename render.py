@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from arguments import (FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags,
-                       scaled_count)
+from arguments import FlagGroup, FlagParser, ModelParams, PipelineParams, load_config, saved_flags
 from arguments.fields import at_least, flag, positive
 from gaussian_renderer import background, pick_backend, render
 from scene import Scene
@@ -39,7 +38,7 @@ from utils.camera_path import camera_path
 from utils.errors import UserError, run_cli
 from utils.image_utils import to_uint8
 from utils.system_utils import atomic_path, saved_iterations
-from distill.pipeline import final_iteration
+from distill.pipeline import unscaled_final_iteration
 from utils.run_models import model_folders, renders_name, role_name
 
 
@@ -140,14 +139,15 @@ def run_compare(compare, scene, dataset, pipe, bg, device, args):
 
 
 def run_last_iteration(model_path, student=False):
-    """The last iteration of the run that wrote <model>/cfg_args.json (--iterations x --steps_scale, and x
-    --student_steps_scale for the ``student``), or None."""
+    """The last iteration of the run that wrote <model>/cfg_args.json (--iterations x --steps_scale, and for the
+    ``student`` x --student_steps_scale plus its --student_extra_steps), or None."""
     cfg = load_config(model_path)
     try:
         its, scale = int(cfg["iterations"]), float(cfg.get("steps_scale", 1.0))
         stretch = float(cfg.get("student_steps_scale", 1.0))  # (absent: a run from before the flag, 1)
+        tail = int(cfg.get("student_extra_steps") or 0)
         if its > 0 and scale > 0 and stretch > 0:
-            return final_iteration(3 if student else 0, scaled_count(its, scale), stretch)
+            return unscaled_final_iteration(3 if student else 0, its, scale, stretch, tail)
     except (KeyError, TypeError, ValueError, OverflowError):
         pass
     return None

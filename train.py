@@ -16,12 +16,12 @@ import torch
 
 from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,
                        TrainRunParams, check_train_combinations, config_dict, load_config, save_config, saved_flags,
-                       scale_steps, scaled_count)
+                       scale_steps)
 from scene import Scene
 from scene.gaussian_model import GaussianModel
 from distill import distributed
 from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, final_iteration,
-                             run_distillation)
+                             run_distillation, unscaled_final_iteration)
 from distill.roles import MODEL_NAMES
 from gaussian_renderer import pick_backend
 from training import data_parallel
@@ -121,7 +121,7 @@ def check_start_checkpoint(path, dataset, opt, dp):
         raise UserError(f"--start_checkpoint {path} holds a model of SH degree {degree} but this run has --sh_degree "
                         f"{dataset.sh_degree}: pass --sh_degree {degree}")
     index = dp.start if dp.num_models == 4 else 2
-    last = final_iteration(index, opt.iterations, dp.student_steps_scale)
+    last = final_iteration(index, opt.iterations, dp.student_steps_scale, dp.student_extra_steps)
     if state["iteration"] > last:
         raise UserError(f"--start_checkpoint {path} was written at iteration {state['iteration']}, after this "
                         f"model's last iteration {last} (--iterations after --steps_scale, and "
@@ -200,13 +200,13 @@ def resume_point(folder, opt, dp, run):
     """--resume: where to continue: the first model without its final PLY or distill.json entry, from its newest
     checkpoint (without one, from its start when earlier models finished). Sets dp.start and run.start_checkpoint."""
     names = [n for n in sorted(os.listdir(folder)) if CHECKPOINT_NAME.match(n)]
-    last = scaled_count(opt.iterations, opt.steps_scale)
     labels = list(MODEL_NAMES) if dp.num_models == 4 else [""]
     folders = [f"point_cloud_{i}" for i in range(4)] if dp.num_models == 4 else ["point_cloud"]
     # a model is finished with its final PLY and, in the four-model run, its distill.json entry (a kill between
     # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
     entries = earlier_summary(os.path.join(folder, SUMMARY_NAME), 4)["models"] if dp.num_models == 4 else None
-    lasts = [final_iteration(i, last, dp.student_steps_scale) for i in range(len(folders))]
+    lasts = [unscaled_final_iteration(i, opt.iterations, opt.steps_scale, dp.student_steps_scale,
+                                      dp.student_extra_steps) for i in range(len(folders))]
     stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, lasts[i])
                   or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:

@@ -174,6 +174,11 @@ class DistillParams(FlagGroup):
         1.4, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
              "teachers' own); the pruned student's steps are cheaper than G_std's", check=positive(), absent=1.0)
+    student_extra_steps: Optional[int] = flag(
+        None, "the student trains this many iterations more after its schedule (stretched by --student_steps_scale "
+              "like every count) ends: a fine-tuning tail without densification, prune or structure loss, at the "
+              "position learning rate the schedule ended with; the pruned student's steps are cheap",
+        steps=True, check=at_least(1), legacy_none=0, none="no tail")
     lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
                                  check=_non_negative)
     novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose mean teacher "

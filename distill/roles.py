@@ -171,16 +171,22 @@ def student_position_lr(opt, dp):
     set, else the rate G_std's schedule (the same flags) reached at its last iteration."""
     if dp.student_position_lr_init is not None:
         return dp.student_position_lr_init
-    steps = opt.position_lr_max_steps if opt.position_lr_max_steps is not None else opt.iterations
-    return exponential_lr(opt.position_lr_init, opt.position_lr_final, steps)(opt.iterations)
+    end = schedule_end(opt, dp)
+    steps = opt.position_lr_max_steps if opt.position_lr_max_steps is not None else end
+    return exponential_lr(opt.position_lr_init, opt.position_lr_final, steps)(end)
+
+
+def schedule_end(opt, dp):
+    """The last iteration of the student's schedule: its iterations before the --student_extra_steps tail."""
+    return opt.iterations - (dp.student_extra_steps or 0)
 
 
 def fine_tune_schedule(opt, dp):
     """Set ``opt`` (the student's copy) to the std start's position schedule: from student_position_lr
-    log-linearly to --position_lr_final over the student's iterations (constant when G_std's decay had
+    log-linearly to --position_lr_final over the student's schedule (constant when G_std's decay had
     finished, as with the default 30000-step decay over 30000 iterations). Returns ``opt``."""
     opt.position_lr_init = student_position_lr(opt, dp)
-    opt.position_lr_max_steps = opt.iterations
+    opt.position_lr_max_steps = schedule_end(opt, dp)
     return opt
 
 

@@ -11,6 +11,7 @@ import distill.roles
 import render
 import train
 from arguments import DistillParams
+from distill.pipeline import stage_schedule
 from distill.roles import StudentConfig, StudentStrategy, fine_tune_schedule, student_from_std
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
@@ -185,6 +186,44 @@ def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message)
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert not os.path.isdir(os.path.join(tmp_path, "o", "point_cloud_0"))
+
+
+def test_start_3_with_a_fine_tuning_tail(std_run):
+    """--student_extra_steps: the stretched schedule, then a tail with no events at the schedule's last position LR."""
+    scene, out, _, _ = std_run
+    argv = _argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--student_steps_scale", "1.4",
+                                       "--student_extra_steps", "8000", "--checkpoint_iterations", "30000"]
+    summary = train.main(argv)
+    s = summary["models"]["student"]
+    # 150 x 1.4 = 210, then 8000 x 0.005 x 1.4 = 56 more; the second prune still at 16000 x 0.005 x 1.4
+    assert s["iterations"] == 266 and summary["iterations"] == 150
+    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112)]
+    for it in (210, 266):  # saved (and evaluated) at the end of the schedule and of the tail
+        assert os.path.isfile(os.path.join(out, "point_cloud_3", f"iteration_{it}", "point_cloud.ply"))
+    with open(os.path.join(out, "point_cloud_3", "training_log.json")) as f:
+        assert [h["iteration"] for h in json.load(f)["history"]][-2:] == [210, 266]
+    assert render.run_last_iteration(out, student=True) == 266
+    assert {m.name: m.iteration for m in discover_models(out)[1]}["student"] == 266
+    with pytest.raises(UserError, match="has finished"):
+        train.main(["-m", out, "--resume"])
+
+
+def test_the_tail_keeps_the_schedules_last_position_lr():
+    opt = opt_defaults(iterations=100, position_lr_max_steps=None)  # decay over the schedule
+    dp = DistillParams.defaults(student_extra_steps=50, student_steps_scale=2.0)
+    opt_s, dp_s, tests, saves, _ = stage_schedule(3, opt, dp, [100], [100], [])
+    assert (opt_s.iterations, opt_s.position_lr_max_steps, tests, saves) == (300, 200, [200, 300], {200, 300})
+    m = random_model(10)
+    m.training_setup(opt_s)
+    assert m.update_learning_rate(300) == m.update_learning_rate(200) == pytest.approx(1.6e-6 * 2)
+    assert m.update_learning_rate(100) > 1.6e-6 * 2
+    assert stage_schedule(2, opt, dp, [100], [100], [])[0].iterations == 100  # the teachers have no tail
+    # the std start's fine-tuning decay spans the schedule, not the tail
+    dp = DistillParams.defaults(student_init="std", student_position_lr_init=1e-5, student_extra_steps=50,
+                                student_steps_scale=1.0)
+    opt_s, dp_s = stage_schedule(3, opt_defaults(iterations=100), dp, [], [], [])[:2]
+    fine_tune_schedule(opt_s, dp_s)
+    assert (opt_s.iterations, opt_s.position_lr_max_steps, opt_s.position_lr_init) == (150, 100, 1e-5)
 
 
 @pytest.mark.parametrize("start, novel_steps", [(None, 150), (12000, 91)])  # 12000 x 0.005: iterations 60-150
