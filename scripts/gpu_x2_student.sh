@@ -7,7 +7,7 @@
 # only), and between them G_std and students timed alone on the GPU. GPU 1: the GPU tests, the lego baseline
 # pipelines and lego variants, then the last bonsai variants. Each variant's table and paired comparison is
 # appended to summary.txt as soon as it ends. (The 2026-11-30 night's variants: docs/BENCHMARKS.md; the ones
-# below target a student stage no longer than G_std's: cheaper growth phases.)
+# below target a student stage no longer than G_std's: cheaper growth phases, extra steps only after the prune.)
 source "$(dirname "$0")/gpu_session_env.sh"
 build_extensions
 stamp "2-GPU data-parallel test"
@@ -51,7 +51,8 @@ timed() {  # the stage times alone on GPU 0 (seed 0): G_std and its student, the
   CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $RECIPE \
     > $R/logs/timed.txt 2>&1
   local v name flags
-  for v in default: nvs16:--novel_view_start,16000 nmr04:--num_max_ratio,0.4; do  # name:comma-separated flags
+  for v in default: tail:--student_steps_scale,1,--student_extra_steps,12000 nvs16:--novel_view_start,16000 \
+           nmr04:--num_max_ratio,0.4; do  # name:comma-separated flags
     name=${v%%:*}; flags=${v#*:}
     cp -al /tmp/timed /tmp/timed_$name && rm -rf /tmp/timed_$name/point_cloud_3
     CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$name --num_models 4 --start 3 --seed 0 \
@@ -77,6 +78,7 @@ PY
 
 gpu0() {
   base bonsai 0
+  variant bonsai tail 0 --student_steps_scale 1 --student_extra_steps 12000  # as many steps as the 1.4 stretch
   variant bonsai nvs16 0 --novel_view_start 16000
   timed
   variant bonsai nmr04 0 --num_max_ratio 0.4
@@ -92,6 +94,7 @@ gpu1() {
   { stamp "GPU tests"; for f in gpu_tests gpu_tests_k; do tail -1 $R/logs/$f.txt
       grep -E "^(FAILED|ERROR)" $R/logs/$f.txt | head -20; done; } >> $R/summary.txt
   base lego 1 -w
+  variant lego tail 1 --student_steps_scale 1 --student_extra_steps 12000
   variant lego nvs16 1 --novel_view_start 16000
   variant lego nmr04 1 --num_max_ratio 0.4
   while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
