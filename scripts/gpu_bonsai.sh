@@ -11,9 +11,10 @@
 #            rasterizer (gsplat installed; GSPLAT_PREBUILT_SO=<gsplat_cuda .so> skips its first-use compile)
 #   std      the G_std stage alone (one vanilla model with the distill step's schedule), for the
 #            pipeline's wall-time ratio
-#   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the compact-student
-#            flags (student growth capped at 1M, pruned to <= 15% of G_std at 16000 x 0.25); distill:FLAGS
-#            adds flags, e.g. distill:--seed,1 for a replicate
+#   distill  the four-model pipeline at --steps_scale 0.25, 1 view per step, with the default student recipe;
+#            distill:FLAGS adds flags, e.g. distill:--seed,1 for a replicate
+#   pipeline the gsplat peer's 7,500-step run (PEER as for peer) and the distill step, each alone, then the
+#            ratio of the pipeline's wall time to the peer's (issue 12's pipeline target)
 #   views6   a short four-model pipeline (--steps_scale 0.05) with --views_per_step 6, then with 1
 #   student:FLAGS  another student on the teachers of the distill step (run it first), with the
 #            comma-separated extra train.py flags, e.g. student:--num_max,1500000
@@ -64,12 +65,24 @@ train() {  # name, then train.py flags; the log ends with the process's wall tim
   echo "process wall time $((ms / 1000)).$(printf %03d $((ms % 1000))) s" | tee -a "$LOG/$name.txt"
   if [ -f "$MODELS/$name/distill.json" ]; then cp "$MODELS/$name/distill.json" "$LOG/$name.json"; fi
 }
+# the four-model pipeline of the distill and pipeline steps (the default student recipe)
+DISTILL_FLAGS=(--num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000)
 # the gsplat peer's 7000-step schedule (../shared/data/README.md)
 PEER_FLAGS=(--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
             --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05)
 summary_field() {  # name, key: a field of the model folder's training_log.json
   python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" \
     "$MODELS/$1/point_cloud/training_log.json" "$2"
+}
+run_peer() {  # peer script, scene, steps: the gsplat peer alone (seed 0)
+  [ -f "$1" ] || { echo "error: peer script $1 not found (copy ../shared/bench/peer_gsplat_train.py there)" >&2; exit 2; }
+  python - "$1" "$2" "$3" 0 <<'PY'
+import runpy, sys
+from gaussian_renderer.gsplat_backend import load_gsplat
+load_gsplat()  # with GSPLAT_PREBUILT_SO, gsplat's compiled extension instead of its first-use compile
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+PY
 }
 extra_flags() {  # the comma-separated train.py flags after "step:" into the array extra (none without ":")
   extra=()
@@ -88,8 +101,7 @@ for step in "$@"; do
       if [ "$kind" != distill ]; then
         train "$name" --overwrite --iterations 7000 --test_iterations 7000 --save_iterations 7000 ${extra[@]+"${extra[@]}"}
       else
-        train "$name" --overwrite --num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000 \
-          --second_prune_iter 16000 --student_max_ratio 0.15 --num_max 1000000 ${extra[@]+"${extra[@]}"}
+        train "$name" --overwrite "${DISTILL_FLAGS[@]}" ${extra[@]+"${extra[@]}"}
       fi ;;
     std) train bonsai_std --overwrite --steps_scale 0.25 --test_iterations 30000 ;;
     views6) for v in 6 1; do  # the same short schedule with 6 and with 1 view per step
@@ -109,15 +121,7 @@ for step in "$@"; do
         --data_device cuda --iterations 2000 --window 1901 30 --trace "$LOG/trace_$tag.json.gz" \
         ${extra[@]+"${extra[@]}"} 2>&1 | tee "$LOG/profile_$tag.txt" ;;
     peer)
-      PEER=${PEER:-.devdata/peer_gsplat_train.py}
-      [ -f "$PEER" ] || { echo "error: peer script $PEER not found (copy ../shared/bench/peer_gsplat_train.py there)" >&2; exit 2; }
-      python - "$PEER" "$SCENE" 7000 0 <<'PY' 2>&1 | tee "$LOG/peer.txt"
-import runpy, sys
-from gaussian_renderer.gsplat_backend import load_gsplat
-load_gsplat()  # with GSPLAT_PREBUILT_SO, gsplat's compiled extension instead of its first-use compile
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-PY
+      run_peer "${PEER:-.devdata/peer_gsplat_train.py}" "$SCENE" 7000 2>&1 | tee "$LOG/peer.txt"
       train peer_ours "${PEER_FLAGS[@]}" --test_iterations 7000 --save_iterations 7000
       python - "$LOG/peer.txt" "$MODELS/peer_ours/point_cloud/training_log.json" <<'PY'
 import json, sys
@@ -131,10 +135,20 @@ for name, a, b in rows:
     print(f"| {name} | {a:.4g} | {b:.4g} | {a / b:.3f} |")
 PY
       ;;
+    pipeline)
+      t0=$(date +%s%N)
+      run_peer "${PEER:-.devdata/peer_gsplat_train.py}" "$SCENE" 7500 > "$LOG/peer7500.txt" 2>&1
+      peer_s=$(( ($(date +%s%N) - t0) / 1000000 ))
+      train bonsai_pipeline --overwrite "${DISTILL_FLAGS[@]}" > /dev/null
+      ours_s=$(grep -o "process wall time [0-9.]*" "$LOG/bonsai_pipeline.txt" | awk '{print $4}')
+      python -c "import sys; o, p = float(sys.argv[1]), float(sys.argv[2]) / 1000
+print('| four-model pipeline, --steps_scale 0.25 | ours (process) | gsplat peer, 7,500 steps (process) | ratio |')
+print('|---|---|---|---|'); print(f'| wall time | {o:.1f} s | {p:.1f} s | {o / p:.2f} |')" "$ours_s" "$peer_s" \
+        | tee "$LOG/pipeline.txt" ;;
     small:*)
       scene=${step#small:}; name=small_$(basename "$scene")
       SCENE=$scene train "$name" --iterations 7000 --test_iterations 7000 --save_iterations 7000 ;;
-    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], peer7k[:FLAGS], std, distill[:FLAGS], views6, student:FLAGS, profile[:FLAGS], peer, small:SCENE)" >&2
+    *) echo "error: unknown step $step (tests, bench, std7k[:FLAGS], peer7k[:FLAGS], std, distill[:FLAGS], pipeline, views6, student:FLAGS, profile[:FLAGS], peer, small:SCENE)" >&2
        exit 2 ;;
   esac
 done
