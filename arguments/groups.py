@@ -178,7 +178,7 @@ class DistillParams(FlagGroup):
         None, "the student trains this many iterations more after its schedule (stretched by --student_steps_scale "
               "like every count) ends: a fine-tuning tail without densification, prune or structure loss, at the "
               "position learning rate the schedule ended with; the pruned student's steps are cheap",
-        steps=True, check=at_least(1), legacy_none=0, none="no tail")
+        steps=True, check=at_least(1, " (0: no tail)"), legacy_none=0, none="no tail")
     lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
                                  check=_non_negative)
     novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose mean teacher "
