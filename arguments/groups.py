@@ -179,9 +179,12 @@ class DistillParams(FlagGroup):
               "like every count) ends: a fine-tuning tail without densification, prune or structure loss, at the "
               "position learning rate the schedule ended with; the pruned student's steps are cheap",
         steps=True, check=at_least(1, " (0: no tail)"), legacy_none=0, none="no tail")
-    lambda_distill: float = flag(0.4, "weight of the distillation term against the mean teacher render",
+    teacher_combine: Literal["mean", "median"] = flag(
+        "mean", "how the student's target combines the teachers' renders of a view, per pixel and channel: mean (the "
+                "reference) or median (the middle of the three: what only one teacher shows does not reach it)")
+    lambda_distill: float = flag(0.4, "weight of the distillation term against the teachers' combined render",
                                  check=_non_negative)
-    novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose mean teacher "
+    novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose teacher "
                                "render it also learns (this many per training view, rendered once; 0 = off, "
                                "the reference)",
                             check=_non_negative, absent=0)
@@ -191,8 +194,8 @@ class DistillParams(FlagGroup):
                                     "the second prune's, so that the growth phase, where the student's steps cost "
                                     "the most, learns from the training views alone", steps=True,
                                  check=_non_negative)
-    lambda_novel: float = flag(1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the mean teacher "
-                                    "render)", check=_non_negative)
+    lambda_novel: float = flag(1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the teachers' "
+                                    "combined render)", check=_non_negative)
     lambda_structure: float = flag(1.0, "weight of the structure (spatial distribution) loss",
                                    check=_non_negative)
     structure_start: int = flag(21_000, "first structure-loss iteration", steps=True, check=_non_negative)

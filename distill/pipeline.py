@@ -13,7 +13,7 @@ from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
-                           student_from_std, student_target, teacher_mean_renders)
+                           student_from_std, student_target, teacher_renders)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel
@@ -295,7 +295,7 @@ def _join_teachers(dist, summary, path, dp, opt):
 
 
 def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
-    """The student's role: mean teacher renders (``teachers``: a Teachers) and
+    """The student's role: the teachers' renders combined by --teacher_combine (``teachers``: a Teachers) and
     G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
     starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
     --imp_metric importance over the training views), None with sfm (the caller's SfM model).
@@ -306,7 +306,7 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         t.active_sh_degree = t.max_sh_degree
     store = device if dataset.data_device == "cuda" else "cpu"
     novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views)
-    means = teacher_mean_renders(teachers, scene.getTrainCameras() + novel, pipe, bg, store)
+    means = teacher_renders(teachers, scene.getTrainCameras() + novel, pipe, bg, store, dp.teacher_combine)
     std_xyz = teachers[2].get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":

@@ -204,13 +204,14 @@ def student_from_std(std, imp, target, spatial_lr_scale):
 
 
 class StudentRole(Role):
-    """The student: distillation against the cached mean teacher render, importance pruning,
-    and the structure loss against G_std's positions."""
+    """The student: distillation against the cached teacher renders (combined by --teacher_combine), importance
+    pruning, and the structure loss against G_std's positions."""
 
     def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras, novel_cameras=(), sync=None):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
         self.sync = sync  # data-parallel: the importance scores are split over the ranks
-        self.teacher_means = teacher_means  # uid -> fp16 [3, H, W], also of the novel cameras (negative uids)
+        self.teacher_means = teacher_means  # uid -> fp16 [3, H, W] (teacher_renders), also of the novel cameras
+        # (negative uids)
         self.novel = list(novel_cameras)
         self.std_xyz = std_xyz
         self.init = dp.student_init
@@ -288,14 +289,22 @@ def reinitialise(model, keep, rows=None):
     model.replace(keep, {k: v.detach() for k, v in fresh.params.items()}, rows)
 
 
+def combine_renders(imgs, how="mean"):
+    """The student's target from the teachers' renders of one view ([T, 3, H, W]), per pixel and channel: their
+    mean (the reference), or their median (with three teachers the middle one: what only one teacher shows, a
+    floater or a blur of its own, does not reach the target)."""
+    if how == "mean":
+        return imgs.mean(dim=0)
+    if how == "median":
+        return imgs.median(dim=0).values
+    raise ValueError(f"unknown teacher combination {how}")
+
+
 @torch.no_grad()
-def teacher_mean_renders(teachers, cameras, pipe, bg, store_device="cpu"):
-    """Pixel-wise mean of the teachers' renders of every training view, computed once (fp16)."""
+def teacher_renders(teachers, cameras, pipe, bg, store_device="cpu", combine="mean"):
+    """uid -> the teachers' renders of each camera combined by ``combine`` (combine_renders), computed once (fp16)."""
     out = {}
     for cam in cameras:
-        acc = None
-        for t in teachers:
-            img = render(cam, t, pipe, bg)["render"]
-            acc = img if acc is None else acc + img
-        out[cam.uid] = to_staging((acc / len(teachers)).clamp(0, 1).half(), store_device)
+        imgs = torch.stack([render(cam, t, pipe, bg)["render"] for t in teachers])
+        out[cam.uid] = to_staging(combine_renders(imgs, combine).clamp(0, 1).half(), store_device)
     return out

@@ -82,6 +82,7 @@ gpu0() {
   variant bonsai nvs16 0 --novel_view_start 16000
   timed
   variant bonsai nmr04 0 --num_max_ratio 0.4
+  variant bonsai median 0 --teacher_combine median
   variant bonsai ld1 0 --lambda_distill 1.0
 }
 
@@ -97,6 +98,7 @@ gpu1() {
   variant lego tail 1 --student_steps_scale 1 --student_extra_steps 12000
   variant lego nvs16 1 --novel_view_start 16000
   variant lego nmr04 1 --num_max_ratio 0.4
+  variant lego median 1 --teacher_combine median
   while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
   variant bonsai nv4 1 --novel_views 4 --novel_view_prob 1
 }

@@ -12,7 +12,9 @@ import render
 import train
 from arguments import DistillParams
 from distill.pipeline import stage_schedule
-from distill.roles import StudentConfig, StudentStrategy, fine_tune_schedule, student_from_std
+from distill.roles import StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, student_from_std
+from gaussian_renderer import render as render_view
+from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.test_training import opt_defaults, random_model
@@ -224,6 +226,40 @@ def test_the_tail_keeps_the_schedules_last_position_lr():
     opt_s, dp_s = stage_schedule(3, opt_defaults(iterations=100), dp, [], [], [])[:2]
     fine_tune_schedule(opt_s, dp_s)
     assert (opt_s.iterations, opt_s.position_lr_max_steps, opt_s.position_lr_init) == (150, 100, 1e-5)
+
+
+def test_combine_renders_mean_and_median():
+    imgs = torch.zeros(3, 3, 2, 2)
+    imgs[1] += 0.2
+    imgs[2, :, 0, 0] = 1.0  # one teacher's floater
+    assert torch.allclose(combine_renders(imgs, "mean")[:, 0, 0], torch.full((3,), 0.4))
+    med = combine_renders(imgs, "median")
+    assert torch.allclose(med[:, 0, 0], torch.full((3,), 0.2)) and torch.allclose(med[:, 1, 1], torch.zeros(3))
+    with pytest.raises(ValueError):
+        combine_renders(imgs, "max")
+
+
+def test_start_3_learns_the_median_teacher_render(std_run, monkeypatch):
+    scene, out, _, _ = std_run
+    seen = {"how": set()}
+    real_init, real_combine = distill.pipeline.StudentRole.__init__, distill.roles.combine_renders
+
+    def init(self, dp, opt, pipe, bg, teacher_means, *a, **kw):
+        seen.update(targets=teacher_means, bg=bg, pipe=pipe)
+        real_init(self, dp, opt, pipe, bg, teacher_means, *a, **kw)
+    monkeypatch.setattr(distill.pipeline.StudentRole, "__init__", init)
+    monkeypatch.setattr(distill.roles, "combine_renders", lambda imgs, how: seen["how"].add(how) or
+                        real_combine(imgs, how))
+    train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "0",
+                                           "--teacher_combine", "median"])
+    assert seen["how"] == {"median"}
+    teachers = [distill.pipeline.load_trained(out, i, "cpu", 3, 150)[0] for i in range(3)]
+    for t in teachers:
+        t.active_sh_degree = t.max_sh_degree
+    cams = {c.uid: c for c in Scene(train.read_flags(["-s", scene, "-m", out, "--eval"])[0]).getTrainCameras()}
+    for uid in sorted(seen["targets"])[:2]:
+        imgs = torch.stack([render_view(cams[uid], t, seen["pipe"], seen["bg"])["render"] for t in teachers])
+        assert torch.allclose(seen["targets"][uid].float(), imgs.median(dim=0).values.clamp(0, 1), atol=2e-3)
 
 
 @pytest.mark.parametrize("start, novel_steps", [(None, 150), (12000, 91)])  # 12000 x 0.005: iterations 60-150
