@@ -306,7 +306,7 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         t.active_sh_degree = t.max_sh_degree
     store = device if dataset.data_device == "cuda" else "cpu"
     novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views)
-    means = teacher_renders(teachers, scene.getTrainCameras() + novel, pipe, bg, store, dp.teacher_combine)
+    targets = teacher_renders(teachers, scene.getTrainCameras() + novel, pipe, bg, store, dp.teacher_combine)
     std_xyz = teachers[2].get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":
@@ -314,4 +314,4 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
     del teachers
-    return StudentRole(dp, opt, pipe, bg, means, std_xyz, scene.getTrainCameras(), novel, sync), start
+    return StudentRole(dp, opt, pipe, bg, targets, std_xyz, scene.getTrainCameras(), novel, sync), start

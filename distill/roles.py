@@ -207,10 +207,10 @@ class StudentRole(Role):
     """The student: distillation against the cached teacher renders (combined by --teacher_combine), importance
     pruning, and the structure loss against G_std's positions."""
 
-    def __init__(self, dp, opt, pipe, bg, teacher_means, std_xyz, train_cameras, novel_cameras=(), sync=None):
+    def __init__(self, dp, opt, pipe, bg, teacher_targets, std_xyz, train_cameras, novel_cameras=(), sync=None):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
         self.sync = sync  # data-parallel: the importance scores are split over the ranks
-        self.teacher_means = teacher_means  # uid -> fp16 [3, H, W] (teacher_renders), also of the novel cameras
+        self.teacher_targets = teacher_targets  # uid -> fp16 [3, H, W] (teacher_renders), also of the novel cameras
         # (negative uids)
         self.novel = list(novel_cameras)
         self.std_xyz = std_xyz
@@ -228,7 +228,7 @@ class StudentRole(Role):
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0:
             return None
-        return self.teacher_means[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
+        return self.teacher_targets[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
 
     def step_loss(self, it, model):
         loss = None
@@ -239,7 +239,7 @@ class StudentRole(Role):
         if self.sync is not None and not self.sync.is_writer:
             return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)
         if cam is not None:
-            target = self.teacher_means[cam.uid].to(model.device, non_blocking=True).float()
+            target = self.teacher_targets[cam.uid].to(model.device, non_blocking=True).float()
             out = render(cam, model, self.pipe, self.bg)
             loss = self.dp.lambda_novel * photometric_loss(out["render"], target, self.opt.lambda_dssim)
         if it in self.structure_events and self.dp.lambda_structure > 0:

@@ -244,9 +244,9 @@ def test_start_3_learns_the_median_teacher_render(std_run, monkeypatch):
     seen = {"how": set()}
     real_init, real_combine = distill.pipeline.StudentRole.__init__, distill.roles.combine_renders
 
-    def init(self, dp, opt, pipe, bg, teacher_means, *a, **kw):
-        seen.update(targets=teacher_means, bg=bg, pipe=pipe)
-        real_init(self, dp, opt, pipe, bg, teacher_means, *a, **kw)
+    def init(self, dp, opt, pipe, bg, teacher_targets, *a, **kw):
+        seen.update(targets=teacher_targets, bg=bg, pipe=pipe)
+        real_init(self, dp, opt, pipe, bg, teacher_targets, *a, **kw)
     monkeypatch.setattr(distill.pipeline.StudentRole, "__init__", init)
     monkeypatch.setattr(distill.roles, "combine_renders", lambda imgs, how: seen["how"].add(how) or
                         real_combine(imgs, how))
