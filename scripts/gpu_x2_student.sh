@@ -76,13 +76,13 @@ PY
   collect
 }
 
-gpu0() {
+gpu0() {  # in order of priority: the budget may end the session before the last ones
   base bonsai 0
   variant bonsai tail 0 --student_steps_scale 1 --student_extra_steps 12000  # as many steps as the 1.4 stretch
-  variant bonsai nvs16 0 --novel_view_start 16000
-  timed
-  variant bonsai nmr04 0 --num_max_ratio 0.4
   variant bonsai median 0 --teacher_combine median
+  timed
+  variant bonsai nvs16 0 --novel_view_start 16000
+  variant bonsai nmr04 0 --num_max_ratio 0.4
   variant bonsai ld1 0 --lambda_distill 1.0
 }
 
@@ -96,9 +96,9 @@ gpu1() {
       grep -E "^(FAILED|ERROR)" $R/logs/$f.txt | head -20; done; } >> $R/summary.txt
   base lego 1 -w
   variant lego tail 1 --student_steps_scale 1 --student_extra_steps 12000
+  variant lego median 1 --teacher_combine median
   variant lego nvs16 1 --novel_view_start 16000
   variant lego nmr04 1 --num_max_ratio 0.4
-  variant lego median 1 --teacher_combine median
   while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
   variant bonsai nv4 1 --novel_views 4 --novel_view_prob 1
 }
