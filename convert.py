@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from scene import colmap_loader as cl
 from utils.errors import UserError, run_cli
+from utils.image_io import read_image_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 CAMERA_MODELS = ("OPENCV", "SIMPLE_RADIAL", "RADIAL", "PINHOLE", "SIMPLE_PINHOLE", "FULL_OPENCV", "OPENCV_FISHEYE")
@@ -121,10 +122,9 @@ def _probe(path):
     """Decode an image cheaply (1/8 size for JPEG); returns its (reduced) shape or None if unreadable."""
     flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        arr = cv2.imread(path, flags)
-    except cv2.error:
-        arr = None
-    return None if arr is None else arr.shape[:2]
+        return read_image_file(path, flags=flags, retry_s=0).shape[:2]
+    except (UserError, cv2.error):
+        return None
 
 
 def check_images(folder, names, num_threads=-1):
@@ -389,9 +389,7 @@ def write_resized(images_dir, out_root, names, num_threads=-1):
     params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95]}
 
     def one(name):
-        img = cv2.imread(os.path.join(images_dir, name), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise UserError(f"cannot read the undistorted image {os.path.join(images_dir, name)}")
+        img = read_image_file(os.path.join(images_dir, name), "the undistorted image")
         h, w = img.shape[:2]
         for f in RESIZE_FACTORS:
             small = cv2.resize(img, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)

@@ -29,13 +29,13 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
 from utils.errors import UserError, run_cli
+from utils.image_io import read_image_file
 from utils.image_utils import from_uint8, psnr
 from utils.loss_utils import ssim_map
 from utils.lpips_utils import load_lpips
@@ -111,9 +111,7 @@ def _png_size(path):
 
 def read_image(path):
     """PNG -> [3, H, W] float32 in [0, 1] (RGB; alpha dropped; gray expanded)."""
-    arr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise UserError(f"cannot read image {path} (missing or not a valid PNG)")
+    arr = read_image_file(path)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.shape[2] == 1:

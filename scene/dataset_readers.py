@@ -14,6 +14,7 @@ from scene.cameras import Camera
 from utils.depth_maps import read_inverse_depth
 from utils.errors import UserError
 from utils.graphics_utils import focal2fov
+from utils.image_io import read_image_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -42,9 +43,7 @@ def load_image(path, size=None, background=None):
     Resizes to ``size`` = (w, h) with area interpolation; ``size`` may also be a function of the image's
     own (w, h) returning the size. Unreadable files raise UserError.
     """
-    arr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise UserError(f"cannot read image {path}: the file is missing or not an image")
+    arr = read_image_file(path)
     if arr.dtype == np.uint16:
         arr = (arr / 257.0).round().astype(np.uint8)
     if arr.ndim == 2:
@@ -250,9 +249,7 @@ def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
         w2c = np.linalg.inv(c2w)
         R, T = w2c[:3, :3].T, w2c[:3, 3]
         if load_images:
-            probe = cv2.imread(img_path, cv2.IMREAD_UNCHANGED)
-            if probe is None:
-                raise UserError(f"cannot read image {img_path}")
+            probe = read_image_file(img_path)
             W0, H0 = probe.shape[1], probe.shape[0]
         else:
             W0 = H0 = 800

@@ -3,13 +3,12 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
+from utils.image_io import read_image_file
 
 
 def read_inverse_depth(path):
     """16-bit (or 8-bit) PNG -> float32 [H, W] in [0, 1]; the first channel of a colour image."""
-    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise UserError(f"cannot read depth map {path}: the file is missing or not an image")
+    raw = read_image_file(path, "depth map")
     if raw.ndim == 3:
         raw = raw[..., 0]
     if raw.dtype == np.uint16:
