@@ -248,13 +248,11 @@ def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
         c2w[:3, 1:3] *= -1  # OpenGL/Blender (y up, z back) -> COLMAP (y down, z forward)
         w2c = np.linalg.inv(c2w)
         R, T = w2c[:3, :3].T, w2c[:3, 3]
-        if load_images:
-            probe = read_image_file(img_path)
-            W0, H0 = probe.shape[1], probe.shape[0]
+        if load_images:  # the size follows from the image's own, decoded once
+            image = load_image(img_path, lambda W0, H0: target_size(W0, H0, resolution), bg)
+            h, w = image.shape[1], image.shape[2]
         else:
-            W0 = H0 = 800
-        w, h = target_size(W0, H0, resolution)
-        image = load_image(img_path, (w, h), bg) if load_images else None
+            image, (w, h) = None, target_size(800, 800, resolution)
         fovy = focal2fov(0.5 * w / math.tan(0.5 * fovx), h)
         cams.append(Camera(uid0 + i, R, T, fovx, fovy, w, h, os.path.splitext(os.path.basename(rel))[0],
                            image, data_device))
