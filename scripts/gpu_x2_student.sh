@@ -51,8 +51,7 @@ timed() {  # the stage times alone on GPU 0 (seed 0): G_std and its student, the
   CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $RECIPE \
     > $R/logs/timed.txt 2>&1
   local v name flags
-  for v in default: tail:--student_steps_scale,1,--student_extra_steps,12000 nvs16:--novel_view_start,16000 \
-           nmr04:--num_max_ratio,0.4; do  # name:comma-separated flags
+  for v in default: tail:--student_steps_scale,1,--student_extra_steps,12000 cheap:$CHEAP; do  # name:flags
     name=${v%%:*}; flags=${v#*:}
     cp -al /tmp/timed /tmp/timed_$name && rm -rf /tmp/timed_$name/point_cloud_3
     CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$name --num_models 4 --start 3 --seed 0 \
@@ -81,8 +80,8 @@ gpu0() {  # in order of priority: the budget may end the session before the last
   variant bonsai tail 0 --student_steps_scale 1 --student_extra_steps 12000  # as many steps as the 1.4 stretch
   variant bonsai median 0 --teacher_combine median
   timed
+  variant bonsai cheap 0 ${CHEAP//,/ }
   variant bonsai nvs16 0 --novel_view_start 16000
-  variant bonsai nmr04 0 --num_max_ratio 0.4
   variant bonsai ld1 0 --lambda_distill 1.0
 }
 
@@ -94,16 +93,28 @@ gpu1() {
     tests/test_bad_input.py -k cuda > $R/logs/gpu_tests_k.txt 2>&1
   { stamp "GPU tests"; for f in gpu_tests gpu_tests_k; do tail -1 $R/logs/$f.txt
       grep -E "^(FAILED|ERROR)" $R/logs/$f.txt | head -20; done; } >> $R/summary.txt
+  # issue 12 on the final kernels, each run alone on GPU 1: the peer table, the pipeline against the peer's
+  # 7,500 steps, the rasterizer against gsplat, lego's step profile
+  ( export CUDA_VISIBLE_DEVICES=1 LOG=$R/logs/i12 MODELS=/tmp/models1 PREBUILT=/tmp/prebuilt
+    bash scripts/gpu_bonsai.sh peer pipeline bench > $R/logs/i12_bonsai.txt 2>&1
+    SCENE=data/lego bash scripts/gpu_bonsai.sh profile > $R/logs/i12_lego.txt 2>&1 )
+  { stamp "issue 12 (GPU 1 alone)"; grep -A7 "^| 7000 steps" $R/logs/i12_bonsai.txt
+    grep -A2 "^| four-model" $R/logs/i12_bonsai.txt; tail -12 $R/logs/i12/benchmark.txt
+    tail -25 $R/logs/i12_lego.txt; } >> $R/summary.txt 2>&1
   base lego 1 -w
   variant lego tail 1 --student_steps_scale 1 --student_extra_steps 12000
+  variant lego cheap 1 ${CHEAP//,/ }
   variant lego median 1 --teacher_combine median
-  variant lego nvs16 1 --novel_view_start 16000
-  variant lego nmr04 1 --num_max_ratio 0.4
   while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
   variant bonsai nv4 1 --novel_views 4 --novel_view_prob 1
 }
 
-stamp "GPU 0: bonsai | GPU 1: GPU tests, lego"
+# the candidate whose student stage should not exceed G_std's: growth capped at 0.4x G_std, novel views only after
+# the prune, no stretch, and the saved time spent in a fine-tuning tail at the pruned size
+CHEAP=--student_steps_scale,1,--student_extra_steps,12000,--novel_view_start,16000,--num_max_ratio,0.4
+mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
+export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
+stamp "GPU 0: bonsai | GPU 1: GPU tests, issue 12, lego"
 gpu0 & gpu1 & wait
 stamp done
 touch $DONE
