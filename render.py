@@ -140,12 +140,12 @@ def run_compare(compare, scene, dataset, pipe, bg, device, args):
 
 def run_last_iteration(model_path, student=False):
     """The last iteration of the run that wrote <model>/cfg_args.json (--iterations x --steps_scale, and for the
-    ``student`` x --student_steps_scale plus its --student_extra_steps), or None."""
+    ``student`` x --student_steps_scale plus its --student_tail), or None."""
     cfg = load_config(model_path)
     try:
         its, scale = int(cfg["iterations"]), float(cfg.get("steps_scale", 1.0))
         stretch = float(cfg.get("student_steps_scale", 1.0))  # (absent: a run from before the flag, 1)
-        tail = int(cfg.get("student_extra_steps") or 0)
+        tail = float(cfg.get("student_tail") or 0)  # (absent: before the flag, no tail)
         if its > 0 and scale > 0 and stretch > 0:
             return unscaled_final_iteration(3 if student else 0, its, scale, stretch, tail)
     except (KeyError, TypeError, ValueError, OverflowError):

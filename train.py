@@ -121,7 +121,7 @@ def check_start_checkpoint(path, dataset, opt, dp):
         raise UserError(f"--start_checkpoint {path} holds a model of SH degree {degree} but this run has --sh_degree "
                         f"{dataset.sh_degree}: pass --sh_degree {degree}")
     index = dp.start if dp.num_models == 4 else 2
-    last = final_iteration(index, opt.iterations, dp.student_steps_scale, dp.student_extra_steps)
+    last = final_iteration(index, opt.iterations, dp.student_steps_scale, dp.student_tail)
     if state["iteration"] > last:
         raise UserError(f"--start_checkpoint {path} was written at iteration {state['iteration']}, after this "
                         f"model's last iteration {last} (--iterations after --steps_scale, and "
@@ -206,7 +206,7 @@ def resume_point(folder, opt, dp, run):
     # the two, e.g. during the final evaluation, continues that model from its newest checkpoint)
     entries = earlier_summary(os.path.join(folder, SUMMARY_NAME), 4)["models"] if dp.num_models == 4 else None
     lasts = [unscaled_final_iteration(i, opt.iterations, opt.steps_scale, dp.student_steps_scale,
-                                      dp.student_extra_steps) for i in range(len(folders))]
+                                      dp.student_tail) for i in range(len(folders))]
     stage = next((i for i, f in enumerate(folders) if not _final_ply(folder, f, lasts[i])
                   or (entries is not None and MODEL_NAMES[i] not in entries)), None)
     if stage is None:

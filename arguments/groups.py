@@ -165,20 +165,19 @@ class DistillParams(FlagGroup):
     num_max: int = flag(4_500_000, "student: no densification growth above this many Gaussians",
                         check=_non_negative)
     num_max_ratio: Optional[float] = flag(
-        0.6, "student: no clone/split growth once it has this multiple of G_std's Gaussian count; replaces "
+        0.4, "student: no clone/split growth once it has this multiple of G_std's Gaussian count; replaces "
              "--num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"), legacy_none=0,
         none="off: --num_max applies, as the reference", absent=None)
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(
-        1.4, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
+        1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
-             "teachers' own); the pruned student's steps are cheaper than G_std's", check=positive(), absent=1.0)
-    student_extra_steps: Optional[int] = flag(
-        None, "the student trains this many iterations more after its schedule (stretched by --student_steps_scale "
-              "like every count) ends: a fine-tuning tail without densification, prune or structure loss, at the "
-              "position learning rate the schedule ended with; the pruned student's steps are cheap",
-        steps=True, check=at_least(1, " (0: no tail)"), legacy_none=0, none="no tail")
+             "teachers' own)", check=positive())
+    student_tail: float = flag(
+        0.4, "after its schedule the student trains this fraction of the schedule's iterations more: a fine-tuning "
+             "tail without densification, prune or structure loss, at the position learning rate the schedule ended "
+             "with, all at the pruned student's cost (0: no tail, the reference)", check=_non_negative, absent=0.0)
     teacher_combine: Literal["mean", "median"] = flag(
         "mean", "how the student's target combines the teachers' renders of a view, per pixel and channel: mean (the "
                 "reference) or median (the middle of the three: what only one teacher shows does not reach it)")
@@ -190,10 +189,11 @@ class DistillParams(FlagGroup):
                             check=_non_negative, absent=0)
     novel_view_prob: float = flag(0.5, "--novel_views: probability that a step adds the loss of one such view",
                                   check=between(0, 1))
-    novel_view_start: int = flag(0, "--novel_views: the first iteration whose step may add such a view's loss; e.g. "
-                                    "the second prune's, so that the growth phase, where the student's steps cost "
-                                    "the most, learns from the training views alone", steps=True,
-                                 check=_non_negative)
+    novel_view_start: Optional[int] = flag(
+        None, "--novel_views: the first iteration whose step may add such a view's loss (0: from the start)",
+        steps=True, check=_non_negative, absent=0,
+        none="the second prune's (--second_prune_iter), so that the growth phase, where the student's steps cost the "
+             "most, learns from the training views alone; 0 with --student_init std, which does not grow")
     lambda_novel: float = flag(1.0, "--novel_views: weight of that loss (L1 + D-SSIM against the teachers' "
                                     "combined render)", check=_non_negative)
     lambda_structure: float = flag(1.0, "weight of the structure (spatial distribution) loss",

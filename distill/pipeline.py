@@ -130,33 +130,38 @@ def earlier_summary(path, start):
 def stage_schedule(index, opt, dp, tests, saves, ckpts):
     """Model ``index``'s own copies of the flags and its test, save and checkpoint iterations: the run's, and for
     the student the teachers' schedule stretched by --student_steps_scale (the same at 1), then its
-    --student_extra_steps (evaluated and saved at the end of both)."""
+    --student_tail (evaluated and saved at the end of both)."""
     f = dp.student_steps_scale if index == 3 else 1.0
     opt_i = scale_steps(copy.deepcopy(opt), f)
     dp_i = scale_steps(copy.deepcopy(dp), f) if f != 1.0 else dp
     at = lambda its: {scaled_count(it, f) for it in its}  # noqa: E731
     tests_i, saves_i = at(tests), at(saves) | {opt_i.iterations}
-    if index == 3 and dp_i.student_extra_steps:
+    tail = tail_iterations(opt_i.iterations, dp.student_tail) if index == 3 else 0
+    if tail:
         if opt_i.position_lr_max_steps is None:  # (decay over the schedule: the tail keeps its final rate)
             opt_i.position_lr_max_steps = opt_i.iterations
-        opt_i.iterations += dp_i.student_extra_steps
+        opt_i.iterations += tail
         tests_i.add(opt_i.iterations)
         saves_i.add(opt_i.iterations)
     return opt_i, dp_i, sorted(tests_i), saves_i, at(ckpts)
 
 
-def final_iteration(index, iterations, student_steps_scale, student_extra_steps=None):
+def tail_iterations(schedule, tail):
+    """The --student_tail iterations after a student schedule of ``schedule`` iterations."""
+    return int(round(schedule * tail)) if tail else 0
+
+
+def final_iteration(index, iterations, student_steps_scale, student_tail=0.0):
     """The last iteration of model ``index`` in a run whose teachers end at ``iterations``."""
     if index != 3:
         return iterations
-    tail = scaled_count(student_extra_steps, student_steps_scale) if student_extra_steps else 0
-    return scaled_count(iterations, student_steps_scale) + tail
+    schedule = scaled_count(iterations, student_steps_scale)
+    return schedule + tail_iterations(schedule, student_tail)
 
 
-def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_extra_steps=None):
+def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_tail=0.0):
     """final_iteration from the counts as given (cfg_args.json, or a command line before --steps_scale applies)."""
-    tail = scaled_count(student_extra_steps, steps_scale) if student_extra_steps else None
-    return final_iteration(index, scaled_count(iterations, steps_scale), student_steps_scale, tail)
+    return final_iteration(index, scaled_count(iterations, steps_scale), student_steps_scale, student_tail)
 
 
 def _sfm_model(scene, dataset, device):

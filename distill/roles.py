@@ -166,6 +166,14 @@ def student_target(dp, std_count):
     return int(dp.student_max_ratio * std_count) if dp.student_max_ratio is not None else None
 
 
+def novel_view_start(dp):
+    """The first iteration of the novel-view losses: --novel_view_start, else the second prune's for a student
+    that grows (the growth phase's steps are its dearest) and 0 for a std-started one."""
+    if dp.novel_view_start is not None:
+        return dp.novel_view_start
+    return dp.second_prune_iter if dp.student_init == "sfm" else 0
+
+
 def student_position_lr(opt, dp):
     """The std-started student's initial position LR (times the extent): --student_position_lr_init when
     set, else the rate G_std's schedule (the same flags) reached at its last iteration."""
@@ -177,8 +185,10 @@ def student_position_lr(opt, dp):
 
 
 def schedule_end(opt, dp):
-    """The last iteration of the student's schedule: its iterations before the --student_extra_steps tail."""
-    return opt.iterations - (dp.student_extra_steps or 0)
+    """The last iteration of the student's schedule: its iterations (``opt``: the student's copy) before the
+    --student_tail. Exact: the tail adds round(S x t) to S, so S + t S is within 1/2 of the total and
+    total / (1 + t) within 1/2 / (1 + t) of S."""
+    return int(round(opt.iterations / (1.0 + dp.student_tail)))
 
 
 def fine_tune_schedule(opt, dp):
@@ -219,6 +229,7 @@ class StudentRole(Role):
         self.target = student_target(dp, std_xyz.shape[0])
         self.cameras = train_cameras
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
+        self.novel_start = novel_view_start(dp)
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
@@ -233,7 +244,7 @@ class StudentRole(Role):
     def step_loss(self, it, model):
         loss = None
         cam = None
-        if (self.novel and self.dp.lambda_novel > 0 and it >= self.dp.novel_view_start
+        if (self.novel and self.dp.lambda_novel > 0 and it >= self.novel_start
                 and random.random() < self.dp.novel_view_prob):
             cam = self.novel[random.randrange(len(self.novel))]  # the loop's RNG: a resumed run draws the same
         if self.sync is not None and not self.sync.is_writer:

@@ -1,7 +1,8 @@
 # Sourced by the detached GPU session drivers (scripts/gpu_x2_*.sh, gpu_x4_session.sh): strict mode, NVLink
 # multicast off (the device machines' rule), results folder $R with stamp(), study folder $S, the carried wheels
 # installed into /tmp/site (the GPU machines have no package registry), build_extensions, and RECIPE: the
-# student-recipe flags of the seed studies in docs/BENCHMARKS.md. SCENES (default bonsai lego) are linked as
+# run-length and evaluation flags of the seed studies (the student's recipe: train.py's defaults; the flags of
+# earlier sessions' studies are written out in docs/BENCHMARKS.md). SCENES (default bonsai lego) are linked as
 # data/<scene> from .devdata/. DONE names the file that tells the poll the
 # session ended (.devdata/x2_call.sh waits for /tmp/x2.done).
 set -uo pipefail
@@ -13,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a $R/summary.txt
 mkdir -p data && for s in ${SCENES:-bonsai lego}; do ln -sfn ../.devdata/$s data/$s; done  # the carried scenes
-RECIPE="--eval --data_device cuda --quiet --views_per_step 1 --steps_scale 0.25 --test_iterations 30000 --imp_metric indoor --second_prune_iter 16000 --num_max_ratio 0.6 --student_max_ratio 0.12"
+RECIPE="--eval --data_device cuda --quiet --views_per_step 1 --steps_scale 0.25 --test_iterations 30000"
 
 build_extensions() {  # our CUDA extensions into /tmp/prebuilt (a carried .devdata/prebuilt/prebuilt.tgz of the same
   # sources is used instead, see scripts/gpu_bonsai.sh), kept as /tmp/prebuilt.tgz for the poll to bring back

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13), run detached with setsid so
-# it can outlast one device command (.devdata/x2_call.sh polls it); results under /tmp/res.
-# Needs, in the git-ignored .devdata/: bonsai and lego (from ../shared/data); plyfile's wheel in .whl/.
-# Both GPUs: the 2-GPU data-parallel test. GPU 0: the baseline pipelines (the defaults) of bonsai seeds 0-3,
-# then students on each seed's own teachers (paired by seed), one variant at a time, four seeds at once (quality
-# only), and between them G_std and students timed alone on the GPU. GPU 1: the GPU tests, the lego baseline
-# pipelines and lego variants, then the last bonsai variants. Each variant's table and paired comparison is
-# appended to summary.txt as soon as it ends. (The 2026-11-30 night's variants: docs/BENCHMARKS.md; the ones
-# below target a student stage no longer than G_std's: cheaper growth phases, extra steps only after the prune.)
+# A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13) and the pipeline's wall time
+# (issue 12), run detached with setsid so it can outlast one device command (.devdata/x2_call.sh polls it:
+# SCRIPT=scripts/gpu_x2_student.sh bash .devdata/x2_call.sh 570, then bash .devdata/x2_call.sh 575); results
+# under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from ../shared/data), the gsplat peer
+# script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's and gsplat's wheels in .whl/.
+# In order of priority (the budget may end the session first):
+#   both GPUs: the full-schedule bonsai pipelines (--steps_scale 1, one view per step), seeds 0 and 1;
+#   GPU 0: the default recipe's bonsai pipelines on four new seeds (4-7: a replicate of the 2026-11-30 study,
+#          whose seeds 0-3 chose it), then G_std and the default student timed alone, the student twice;
+#   GPU 1: lego on seeds 4-7, lego students that keep the whole 12% budget (--prune_importance_fraction 0: the
+#          cap alone sets the second prune's count), then the issue-12 pipeline step alone (gsplat's 7,500 steps
+#          and the four-model pipeline with the default recipe).
 source "$(dirname "$0")/gpu_session_env.sh"
 build_extensions
-stamp "2-GPU data-parallel test"
-python3 -m pytest -q -rfE -p no:cacheprovider tests/test_distributed.py -k gpu > $R/logs/gpu_dist.txt 2>&1
-tail -3 $R/logs/gpu_dist.txt >> $R/summary.txt
+mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
+export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
 
 collect() {  # every finished study's JSON in one file (fetched by each poll)
   python3 - <<'PY'
@@ -28,93 +30,66 @@ PY
   mv /tmp/res/studies.json.tmp /tmp/res/studies.json
 }
 
-base() {  # scene gpu [train.py flags]: the baseline pipelines of seeds 0-3
+base() {  # scene gpu [train.py flags]: the default pipelines of seeds 4-7
   local scene=$1 gpu=$2; shift 2
-  python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_base --seeds 0 1 2 3 --parallel 4 --gpus $gpu \
+  python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_base --seeds 4 5 6 7 --parallel 4 --gpus $gpu \
     --label ${scene}_base -- $RECIPE "$@" > $R/logs/${scene}_base.txt 2>&1
-  stamp "$scene baseline pipelines done"; tail -14 $R/logs/${scene}_base.txt >> $R/summary.txt; collect
+  stamp "$scene default pipelines, seeds 4-7"; tail -14 $R/logs/${scene}_base.txt >> $R/summary.txt; collect
 }
 
-variant() {  # scene name gpu [train.py flags]: students on each seed's baseline teachers, compared seed by seed
+variant() {  # scene name gpu [train.py flags]: students on each seed's teachers, compared seed by seed
   local scene=$1 name=$2 gpu=$3; shift 3
   local extra=""; [ $scene = lego ] && extra=-w
   python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_$name --students_only $S/${scene}_base \
-    --seeds 0 1 2 3 --parallel 4 --gpus $gpu --label ${scene}_$name -- $RECIPE $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
+    --seeds 4 5 6 7 --parallel 4 --gpus $gpu --label ${scene}_$name -- $RECIPE $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
   { stamp "$scene $name: $*"; tail -12 $R/logs/${scene}_$name.txt | head -9
     python3 scripts/seed_study.py --compare $S/${scene}_base $S/${scene}_$name; } >> $R/summary.txt 2>&1
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
 }
 
-timed() {  # the stage times alone on GPU 0 (seed 0): G_std and its student, then the same student and variants
-  # trained again on those teachers
-  cp -al $S/bonsai_base/seed_0 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
-  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 0 $RECIPE \
+timed() {  # alone on GPU 0 (seed 4's teachers): G_std, then the default student twice (the stage times' noise)
+  cp -al $S/bonsai_base/seed_4 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
+  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 4 $RECIPE \
     > $R/logs/timed.txt 2>&1
-  local v name flags
-  for v in default: tail:--student_steps_scale,1,--student_extra_steps,12000 cheap:$CHEAP; do  # name:flags
-    name=${v%%:*}; flags=${v#*:}
-    cp -al /tmp/timed /tmp/timed_$name && rm -rf /tmp/timed_$name/point_cloud_3
-    CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_$name --num_models 4 --start 3 --seed 0 \
-      $RECIPE ${flags//,/ } >> $R/logs/timed.txt 2>&1
-  done
-  { stamp "timed alone on GPU 0 (seed 0): stage seconds"
+  cp -al /tmp/timed /tmp/timed_again && rm -rf /tmp/timed_again/point_cloud_3
+  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_again --num_models 4 --start 3 --seed 4 \
+    $RECIPE >> $R/logs/timed.txt 2>&1
+  { stamp "timed alone on GPU 0 (seed 4): stage seconds"
     python3 - <<'PY'
-import glob, json
-for name in ["/tmp/timed"] + sorted(glob.glob("/tmp/timed_*")):
+import json
+for name in ("/tmp/timed", "/tmp/timed_again"):
     try:
         m = json.load(open(name + "/distill.json"))["models"]
     except (OSError, ValueError) as exc:
         print(name, "missing", exc); continue
-    for k in ("G_std", "student"):
-        r = m.get(k)
-        if r and (k == "student" or name == "/tmp/timed"):
-            print(f"{name:<16} {k:<8} stage {r.get('stage_seconds')} s  train {r.get('train_seconds')} s  "
-                  f"iterations {r.get('iterations')}  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}")
+    for k in ("G_std", "student") if name == "/tmp/timed" else ("student",):
+        r = m[k]
+        print(f"{name:<16} {k:<8} stage {r.get('stage_seconds')} s  train {r.get('train_seconds')} s  "
+              f"iterations {r.get('iterations')}  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}")
 PY
   } >> $R/summary.txt 2>&1
   collect
 }
 
-gpu0() {  # in order of priority: the budget may end the session before the last ones
+stamp "full-schedule bonsai pipelines: seed 0 on GPU 0, seed 1 on GPU 1"
+python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds 0 1 --parallel 2 --gpus 0 1 --label bonsai_full \
+  -- --eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000 > $R/logs/bonsai_full.txt 2>&1
+tail -14 $R/logs/bonsai_full.txt >> $R/summary.txt; collect
+
+gpu0() {
   base bonsai 0
-  variant bonsai tail 0 --student_steps_scale 1 --student_extra_steps 12000  # as many steps as the 1.4 stretch
-  variant bonsai median 0 --teacher_combine median
   timed
-  variant bonsai cheap 0 ${CHEAP//,/ }
-  variant bonsai nvs16 0 --novel_view_start 16000
-  variant bonsai ld1 0 --lambda_distill 1.0
 }
 
 gpu1() {
-  CUDA_VISIBLE_DEVICES=1 python3 -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py \
-    tests/test_raster_invariance.py tests/test_raster_fuzz.py tests/test_step_syncs.py tests/test_fused_loss.py \
-    tests/test_optim.py tests/test_simple_knn.py > $R/logs/gpu_tests.txt 2>&1
-  CUDA_VISIBLE_DEVICES=1 python3 -m pytest -q -rfE -p no:cacheprovider tests/test_distill.py tests/test_training.py \
-    tests/test_bad_input.py -k cuda > $R/logs/gpu_tests_k.txt 2>&1
-  { stamp "GPU tests"; for f in gpu_tests gpu_tests_k; do tail -1 $R/logs/$f.txt
-      grep -E "^(FAILED|ERROR)" $R/logs/$f.txt | head -20; done; } >> $R/summary.txt
-  # issue 12 on the final kernels, each run alone on GPU 1: the peer table, the pipeline against the peer's
-  # 7,500 steps, the rasterizer against gsplat, lego's step profile
-  ( export CUDA_VISIBLE_DEVICES=1 LOG=$R/logs/i12 MODELS=/tmp/models1 PREBUILT=/tmp/prebuilt
-    bash scripts/gpu_bonsai.sh peer pipeline bench > $R/logs/i12_bonsai.txt 2>&1
-    SCENE=data/lego bash scripts/gpu_bonsai.sh profile > $R/logs/i12_lego.txt 2>&1 )
-  { stamp "issue 12 (GPU 1 alone)"; grep -A7 "^| 7000 steps" $R/logs/i12_bonsai.txt
-    grep -A2 "^| four-model" $R/logs/i12_bonsai.txt; tail -12 $R/logs/i12/benchmark.txt
-    tail -25 $R/logs/i12_lego.txt; } >> $R/summary.txt 2>&1
   base lego 1 -w
-  variant lego tail 1 --student_steps_scale 1 --student_extra_steps 12000
-  variant lego cheap 1 ${CHEAP//,/ }
-  variant lego median 1 --teacher_combine median
-  while [ ! -f $S/bonsai_base/seed_study.json ]; do sleep 5; done
-  variant bonsai nv4 1 --novel_views 4 --novel_view_prob 1
+  variant lego fill 1 --prune_importance_fraction 0
+  ( export CUDA_VISIBLE_DEVICES=1 LOG=$R/logs/i12 MODELS=/tmp/models1 PREBUILT=/tmp/prebuilt
+    bash scripts/gpu_bonsai.sh pipeline > $R/logs/i12_bonsai.txt 2>&1 )
+  { stamp "issue 12 pipeline (GPU 1 alone)"; grep -A2 "^| four-model" $R/logs/i12_bonsai.txt; } >> $R/summary.txt 2>&1
 }
 
-# the candidate whose student stage should not exceed G_std's: growth capped at 0.4x G_std, novel views only after
-# the prune, no stretch, and the saved time spent in a fine-tuning tail at the pruned size
-CHEAP=--student_steps_scale,1,--student_extra_steps,12000,--novel_view_start,16000,--num_max_ratio,0.4
-mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
-export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
-stamp "GPU 0: bonsai | GPU 1: GPU tests, issue 12, lego"
+stamp "GPU 0: bonsai seeds 4-7, timed | GPU 1: lego seeds 4-7, lego fill, issue-12 pipeline"
 gpu0 & gpu1 & wait
 stamp done
 touch $DONE

@@ -81,7 +81,7 @@ def test_steps_marker_names_the_iteration_counts():
            "perturb_interval", "drop_start", "drop_end", "drop_interval", "drop_ramp_start", "drop_ramp_end",
            "first_prune_iter", "second_prune_iter", "structure_start", "structure_end", "structure_interval"}
     marked = set(steps_fields(OptimizationParams)) | set(steps_fields(DistillParams))
-    assert marked == old | {"novel_view_start", "student_extra_steps"}  # (added since)
+    assert marked == old | {"novel_view_start"}  # (added since; --student_tail is a fraction of the schedule)
     assert set(steps_fields(TrainRunParams)) == {"test_iterations", "save_iterations", "checkpoint_iterations"}
     assert not steps_fields(ModelParams) and not steps_fields(PipelineParams)
 
@@ -142,8 +142,9 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     assert dp.student_position_lr_init is None and dp.num_models == 4 and opt.steps_scale == 0.001
     assert isinstance(opt.iterations, int) and run.quiet
     # flags added later with another default: the file means the behaviour of its version (what --resume continues)
-    assert dp.student_steps_scale == 1.0 and dp.novel_views == 0
-    assert DistillParams().student_steps_scale == 1.4 and DistillParams().novel_views == 2
+    assert dp.student_steps_scale == 1.0 and dp.novel_views == 0 and dp.student_tail == 0 and dp.novel_view_start == 0
+    assert DistillParams().novel_views == 2 and DistillParams().student_tail == 0.4
+    assert DistillParams().novel_view_start is None  # (the second prune's iteration)
     (tmp_path / CONFIG_NAME).write_text(json.dumps(dict(OLD_CONFIG, student_steps_scale=1.2, novel_views=3)))
     assert {k: saved_flags(str(tmp_path), train.TRAIN_GROUPS)[k] for k in ("student_steps_scale", "novel_views")} \
         == dict(student_steps_scale=1.2, novel_views=3)
@@ -152,7 +153,7 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     (tmp_path / CONFIG_NAME).write_text(json.dumps(older))
     dp = train.build_parser().build({}, saved_flags(str(tmp_path), train.TRAIN_GROUPS))[3]
     assert (dp.num_max_ratio, dp.student_max_ratio, dp.second_prune_iter) == (None, None, 20000)
-    assert (DistillParams().num_max_ratio, DistillParams().student_max_ratio) == (0.6, 0.12)
+    assert (DistillParams().num_max_ratio, DistillParams().student_max_ratio) == (0.4, 0.12)
     # render.py: the saved scene settings, its own flags never from the file, explicit flags win
     dataset, pipe, own = render.read_flags(["-m", str(tmp_path), "--sh_degree", "2"])
     assert (dataset.source_path, dataset.eval, dataset.resolution) == ("scene", True, None)

@@ -372,7 +372,7 @@ for flag, value in (("--iterations", "0"), ("--iterations", "-5"), ("--steps_sca
                     ("--views_per_step", "0"), ("--resolution", "3"), ("--num_models", "2"), ("--start", "2"),
                     ("--imp_metric", "attic"), ("--optimizer_type", "sgd"), ("--student_max_ratio", "1.5"),
                     ("--novel_views", "-1"), ("--novel_view_prob", "1.5"), ("--lambda_novel", "-0.5"),
-                    ("--novel_view_start", "-1"), ("--student_extra_steps", "-5"),
+                    ("--novel_view_start", "-1"), ("--student_tail", "-0.5"),
                     ("--backend", "vulkan"), ("--data_device", "tpu")):
     add(f"{flag} {value}", "train", lambda b, tmp, f=flag, v=value: (T(b, tmp, f, v), out(tmp)), [f"{flag} {value}"])
 add("--data_device cuda without a GPU", "train",

@@ -60,11 +60,11 @@ def test_nothing_to_interpolate():
     assert interpolated_cameras(_ring(), 0) == [] and interpolated_cameras(_ring(1), 2) == []
 
 
-def _student(prob, lam=2.0, structure=False):
+def _student(prob, lam=2.0, structure=False, start=0):
     cams = _ring(4)
     novel = interpolated_cameras(cams, 1)
     dp = DistillParams.defaults(novel_views=1, novel_view_prob=prob, lambda_novel=lam,
-                                lambda_structure=1.0 if structure else 0.0)
+                                lambda_structure=1.0 if structure else 0.0, novel_view_start=start)
     opt = type("Opt", (), {"lambda_dssim": 0.2})()
     means = {c.uid: torch.rand(3, 24, 32).half() for c in cams + novel}
     g = torch.Generator().manual_seed(0)
@@ -86,6 +86,8 @@ def test_step_loss_is_the_novel_views_loss(monkeypatch):
     assert loss is not None and torch.allclose(loss, want)
     loss.backward()
     assert model.params["xyz"].grad is not None and model.params["xyz"].grad.abs().sum() > 0
+    role = _student(prob=1.0, start=None)[0]  # by default from the second prune (16000) on
+    assert role.step_loss(15999, model) is None and role.step_loss(16000, model) is not None
 
 
 def test_step_loss_off():

@@ -155,9 +155,10 @@ def test_sigint_to_a_subprocess_then_resume(scene, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the four-model run: 25 iterations a teacher (densification at 5 and 10, until 15); the student's schedule is 1.4x
-# that (the default --student_steps_scale): 35 iterations, densification until 21, prunes at 21 and 28 (the
-# reference's 20000 for the second), checkpoints at 10, 24 and 31
+# the four-model run: 25 iterations a teacher (densification at 5 and 10, until 15); the student's schedule is the
+# teachers' (prunes at 15 and 20, the reference's 20000 for the second), then its default --student_tail 0.4: 10
+# iterations more, 35 in all; checkpoints at 7, 17 and 22 (every model: checkpoint iterations past the teachers'
+# last one mean their last, so the student's tail has none; resuming at 22 trains it)
 DISTILL = ["--num_models", "4", "--steps_scale", "0.001", "--iterations", "25000", "--views_per_step", "1",
            "--densification_interval", "5000", "--opacity_reset_interval", "1000000", "--firstPrune",
            "--second_prune_iter", "20000",
@@ -175,27 +176,27 @@ LAST = (25, 25, 25, 35)  # each model's last iteration
 
 
 @pytest.mark.parametrize("keep,models", [("chkpntG_drop22.pth", (1, 2, 3)),
-                                         ("chkpntstudent10.pth", (3,)),
-                                         ("chkpntstudent24.pth", (3,)),
+                                         ("chkpntstudent7.pth", (3,)),
+                                         ("chkpntstudent17.pth", (3,)),
                                          ("chkpntG_perb7.pth", (3,))])  # the student starts again (no checkpoint)
 def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path, capsys, keep, models):
     st = torch.load(os.path.join(distilled, keep), weights_only=False)
-    if keep == "chkpntstudent10.pth":  # during its densification, before its prunes, with a blur mask
+    if keep == "chkpntstudent7.pth":  # during its densification, before its prunes, with a blur mask
         assert st["strategy"]["blur"].any() and st["strategy"]["denom"].sum() > 0 and not st["role"]["log"]
-    if keep == "chkpntstudent24.pth":
+    if keep == "chkpntstudent17.pth":
         assert [e["kind"] for e in st["role"]["log"]] == ["first"]  # between its two prunes
     d = _only_checkpoint(distilled, str(tmp_path / "r"), keep)
     for i in models:
         shutil.rmtree(os.path.join(d, f"point_cloud_{i}"))
-    if keep == "chkpntstudent24.pth":  # an older checkpoint of the same model stays; a later model's is stale
-        shutil.copy(os.path.join(distilled, "chkpntstudent10.pth"), d)
+    if keep == "chkpntstudent17.pth":  # an older checkpoint of the same model stays; a later model's is stale
+        shutil.copy(os.path.join(distilled, "chkpntstudent7.pth"), d)
     if keep == "chkpntG_drop22.pth":  # (an iteration the resumed run does not checkpoint again)
-        shutil.copy(os.path.join(distilled, "chkpntstudent31.pth"), os.path.join(d, "chkpntstudent33.pth"))
+        shutil.copy(os.path.join(distilled, "chkpntstudent22.pth"), os.path.join(d, "chkpntstudent33.pth"))
     train.main(["-m", d, "--resume"])
     left = set(n for n in os.listdir(d) if n.startswith("chkpnt"))
     assert keep in left and "chkpntstudent33.pth" not in left
-    if keep == "chkpntstudent24.pth":
-        assert "chkpntstudent10.pth" in left
+    if keep == "chkpntstudent17.pth":
+        assert "chkpntstudent7.pth" in left
     if keep == "chkpntG_perb7.pth":
         assert "Resuming at the start of student" in capsys.readouterr().out
     for i in range(4):
@@ -230,7 +231,7 @@ def test_kill_minus_9_then_resume_ends_with_the_uninterrupted_result(tmp_path):
 
 def test_a_run_killed_after_the_last_ply_but_before_its_summary_entry_resumes(scene, distilled, tmp_path, capsys):
     # a kill during the student's final evaluation: every final PLY is there, distill.json lacks the student
-    d = _only_checkpoint(distilled, str(tmp_path / "r"), "chkpntstudent31.pth")
+    d = _only_checkpoint(distilled, str(tmp_path / "r"), "chkpntstudent22.pth")
     path = os.path.join(d, "distill.json")
     summary = json.load(open(path))
     del summary["models"]["student"]

@@ -11,8 +11,9 @@ import distill.roles
 import render
 import train
 from arguments import DistillParams
-from distill.pipeline import stage_schedule
-from distill.roles import StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, student_from_std
+from distill.pipeline import final_iteration, stage_schedule
+from distill.roles import (StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, novel_view_start,
+                          schedule_end, student_from_std)
 from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -56,29 +57,32 @@ def test_no_growth_strategy_only_prunes():
 
 
 def test_fine_tune_schedule_starts_where_g_std_ended():
+    # (opt: a student copy without the --student_tail, which test_the_tail_keeps_the_schedules_last_position_lr adds)
     opt = opt_defaults(iterations=7500, position_lr_max_steps=7500)
     g_std_end = exponential_lr(opt.position_lr_init, opt.position_lr_final, 7500)(7500)
-    fine_tune_schedule(opt, DistillParams.defaults(student_init="std"))
+    fine_tune_schedule(opt, DistillParams.defaults(student_init="std", student_tail=0))
     assert opt.position_lr_init == pytest.approx(g_std_end) and opt.position_lr_init == pytest.approx(1.6e-6)
     assert opt.position_lr_max_steps == 7500
     m = random_model(10)  # spatial_lr_scale 2: the LR is per extent
     m.training_setup(opt)
     assert m.update_learning_rate(1) == pytest.approx(1.6e-6 * 2) == pytest.approx(m.update_learning_rate(7500))
     # a G_std whose decay had not finished (30000 steps over 7500 iterations), and the explicit flag
-    opt = fine_tune_schedule(opt_defaults(iterations=7500), DistillParams.defaults(student_init="std"))
+    opt = fine_tune_schedule(opt_defaults(iterations=7500), DistillParams.defaults(student_init="std", student_tail=0))
     assert opt.position_lr_init == pytest.approx(exponential_lr(1.6e-4, 1.6e-6, 30000)(7500))
-    opt = fine_tune_schedule(opt_defaults(iterations=100), DistillParams.defaults(student_position_lr_init=1e-5))
+    opt = fine_tune_schedule(opt_defaults(iterations=100),
+                             DistillParams.defaults(student_position_lr_init=1e-5, student_tail=0))
     m.training_setup(opt)
     assert m.update_learning_rate(0) == pytest.approx(2e-5) and m.update_learning_rate(100) == pytest.approx(3.2e-6)
 
 
 def _argv(scene, out, init="std"):
-    # 150 iterations a model (the student too: its stretched schedule is tested on its own below); teachers never
+    # 150 iterations a model (the student too: its stretched schedule and its tail are tested on their own below);
+    # teachers never
     # clone or split (a high gradient threshold), so stages are quick
     return ["-s", scene, "-m", out, "--eval", "--num_models", "4", "--views_per_step", "1", "--quiet",
             "--steps_scale", "0.005", "--densification_interval", "2000", "--densify_grad_threshold", "1.0",
             "--opacity_reset_interval", "100000", "--test_iterations", "30000", "--student_init", init,
-            "--student_max_ratio", str(RATIO), "--student_steps_scale", "1"]
+            "--student_max_ratio", str(RATIO), "--student_steps_scale", "1", "--student_tail", "0"]
 
 
 def _watch_student(monkeypatch, seen):
@@ -191,28 +195,28 @@ def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message)
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
-    """--student_extra_steps: the stretched schedule, then a tail with no events at the schedule's last position LR."""
+    """--student_tail: the stretched schedule, then a tail with no events at the schedule's last position LR."""
     scene, out, _, _ = std_run
     argv = _argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--student_steps_scale", "1.4",
-                                       "--student_extra_steps", "8000", "--checkpoint_iterations", "30000"]
+                                       "--student_tail", "0.4", "--checkpoint_iterations", "30000"]
     summary = train.main(argv)
     s = summary["models"]["student"]
-    # 150 x 1.4 = 210, then 8000 x 0.005 x 1.4 = 56 more; the second prune still at 16000 x 0.005 x 1.4
-    assert s["iterations"] == 266 and summary["iterations"] == 150
+    # 150 x 1.4 = 210, then 0.4 x 210 = 84 more; the second prune still at 16000 x 0.005 x 1.4
+    assert s["iterations"] == 294 and summary["iterations"] == 150
     assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112)]
-    for it in (210, 266):  # saved (and evaluated) at the end of the schedule and of the tail
+    for it in (210, 294):  # saved (and evaluated) at the end of the schedule and of the tail
         assert os.path.isfile(os.path.join(out, "point_cloud_3", f"iteration_{it}", "point_cloud.ply"))
     with open(os.path.join(out, "point_cloud_3", "training_log.json")) as f:
-        assert [h["iteration"] for h in json.load(f)["history"]][-2:] == [210, 266]
-    assert render.run_last_iteration(out, student=True) == 266
-    assert {m.name: m.iteration for m in discover_models(out)[1]}["student"] == 266
+        assert [h["iteration"] for h in json.load(f)["history"]][-2:] == [210, 294]
+    assert render.run_last_iteration(out, student=True) == 294
+    assert {m.name: m.iteration for m in discover_models(out)[1]}["student"] == 294
     with pytest.raises(UserError, match="has finished"):
         train.main(["-m", out, "--resume"])
 
 
 def test_the_tail_keeps_the_schedules_last_position_lr():
     opt = opt_defaults(iterations=100, position_lr_max_steps=None)  # decay over the schedule
-    dp = DistillParams.defaults(student_extra_steps=50, student_steps_scale=2.0)
+    dp = DistillParams.defaults(student_tail=0.5, student_steps_scale=2.0)
     opt_s, dp_s, tests, saves, _ = stage_schedule(3, opt, dp, [100], [100], [])
     assert (opt_s.iterations, opt_s.position_lr_max_steps, tests, saves) == (300, 200, [200, 300], {200, 300})
     m = random_model(10)
@@ -221,11 +225,29 @@ def test_the_tail_keeps_the_schedules_last_position_lr():
     assert m.update_learning_rate(100) > 1.6e-6 * 2
     assert stage_schedule(2, opt, dp, [100], [100], [])[0].iterations == 100  # the teachers have no tail
     # the std start's fine-tuning decay spans the schedule, not the tail
-    dp = DistillParams.defaults(student_init="std", student_position_lr_init=1e-5, student_extra_steps=50,
+    dp = DistillParams.defaults(student_init="std", student_position_lr_init=1e-5, student_tail=0.5,
                                 student_steps_scale=1.0)
     opt_s, dp_s = stage_schedule(3, opt_defaults(iterations=100), dp, [], [], [])[:2]
     fine_tune_schedule(opt_s, dp_s)
     assert (opt_s.iterations, opt_s.position_lr_max_steps, opt_s.position_lr_init) == (150, 100, 1e-5)
+
+
+def test_the_schedule_end_is_recovered_from_any_tail():
+    """schedule_end inverts stage_schedule's total (schedule + round(schedule x tail)) for every length and tail."""
+    for tail in (0.0, 0.05, 0.25, 0.4, 0.5, 1.0, 1.7):
+        dp = DistillParams.defaults(student_tail=tail)
+        for iterations in list(range(1, 400)) + [7500, 29999, 30000]:
+            opt_s = stage_schedule(3, opt_defaults(iterations=iterations), dp, [], [], [])[0]
+            assert opt_s.iterations == final_iteration(3, iterations, 1.0, tail)
+            assert schedule_end(opt_s, dp) == iterations, (tail, iterations)
+
+
+def test_novel_views_start_at_the_second_prune_unless_set():
+    assert novel_view_start(DistillParams.defaults()) == 16000
+    assert novel_view_start(DistillParams.defaults(second_prune_iter=20000)) == 20000
+    assert novel_view_start(DistillParams.defaults(student_init="std")) == 0  # (a std student does not grow)
+    assert novel_view_start(DistillParams.defaults(novel_view_start=0)) == 0
+    assert novel_view_start(DistillParams.defaults(novel_view_start=5000, student_init="std")) == 5000
 
 
 def test_combine_renders_mean_and_median():
@@ -262,7 +284,8 @@ def test_start_3_learns_the_median_teacher_render(std_run, monkeypatch):
         assert torch.allclose(seen["targets"][uid].float(), imgs.median(dim=0).values.clamp(0, 1), atol=2e-3)
 
 
-@pytest.mark.parametrize("start, novel_steps", [(None, 150), (12000, 91)])  # 12000 x 0.005: iterations 60-150
+# by default from the second prune (16000 x 0.005: iterations 80-150); 12000 x 0.005: iterations 60-150
+@pytest.mark.parametrize("start, novel_steps", [(None, 71), (0, 150), (12000, 91)])
 def test_start_3_with_novel_views(std_run, monkeypatch, start, novel_steps):
     scene, out, _, _ = std_run
     uids = []
