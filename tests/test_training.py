@@ -51,6 +51,32 @@ def test_ply_round_trip(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "a") if f.endswith(".tmp")]
 
 
+def test_a_ply_of_other_types_and_order_loads_the_same(tmp_path):
+    """Another writer's PLY: doubles, the properties in another order, extra ones (the one-pass float32 path does
+    not apply); and an f_rest count that is not 3 x an SH band layout is refused."""
+    from plyfile import PlyData, PlyElement
+    from utils.errors import UserError
+    m = random_model()
+    path = str(tmp_path / "a.ply")
+    m.save_ply(path)
+    data = PlyData.read(path)["vertex"].data
+    names = list(data.dtype.names)[::-1] + ["extra"]
+    other = np.zeros(len(data), dtype=[(n, "f8") for n in names])
+    for n in names[:-1]:
+        other[n] = data[n]
+    PlyData([PlyElement.describe(other, "vertex")]).write(str(tmp_path / "b.ply"))
+    m2 = GaussianModel(0).load_ply(str(tmp_path / "b.ply"))
+    for k in PARAM_NAMES:
+        assert torch.equal(m.params[k].detach(), m2.params[k].detach()), k
+    fewer = [n for n in data.dtype.names if n != "f_rest_44"]  # 44 f_rest values
+    cut = np.zeros(len(data), dtype=[(n, "f4") for n in fewer])
+    for n in fewer:
+        cut[n] = data[n]
+    PlyData([PlyElement.describe(cut, "vertex")]).write(str(tmp_path / "c.ply"))
+    with pytest.raises(UserError, match="44 f_rest values"):
+        GaussianModel(0).load_ply(str(tmp_path / "c.ply"))
+
+
 def test_to_device_keeps_values_and_drops_the_optimizer():
     m = random_model(20)
     m.training_setup(opt_defaults())
