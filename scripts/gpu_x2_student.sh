@@ -7,7 +7,8 @@
 # In order of priority (the budget may end the session first):
 #   both GPUs: the full-schedule bonsai pipelines (--steps_scale 1, one view per step), seeds 0 and 1;
 #   GPU 0: the default recipe's bonsai pipelines on four new seeds (4-7: a replicate of the 2026-11-30 study,
-#          whose seeds 0-3 chose it), then G_std and the default student timed alone, the student twice;
+#          whose seeds 0-3 chose it), then G_std and the default student timed alone, the student twice, then
+#          students with novel views from the start, and growing to 0.6x G_std (the default's parts);
 #   GPU 1: lego on seeds 4-7, lego students that keep the whole 12% budget (--prune_importance_fraction 0: the
 #          cap alone sets the second prune's count), then the issue-12 pipeline step alone (gsplat's 7,500 steps
 #          and the four-model pipeline with the default recipe).
@@ -79,6 +80,9 @@ tail -14 $R/logs/bonsai_full.txt >> $R/summary.txt; collect
 gpu0() {
   base bonsai 0
   timed
+  # the default's components one at a time (on the CPU demo scene novel views from the start were +0.7 dB)
+  variant bonsai nvs0 0 --novel_view_start 0
+  variant bonsai nmr06 0 --num_max_ratio 0.6
 }
 
 gpu1() {
