@@ -249,9 +249,9 @@ class GaussianModel:
             n, k_rest = m.shape[0], len(rest) // 3
             take = lambda names: _ply_take(m, col, names)  # noqa: E731
             # f_rest: the file is channel-major per Gaussian (f_rest_0..K-1 = red, ...), the parameter [N, K, 3]
+            f_rest = (take(rest[:3 * k_rest]) if rest else m[:, :0]).reshape(n, 3, k_rest).transpose(0, 2, 1)
             arrays = dict(xyz=take(["x", "y", "z"]), f_dc=take([f"f_dc_{i}" for i in range(3)]).reshape(n, 1, 3),
-                          f_rest=(take(rest[:3 * k_rest]) if rest else m[:, :0]).reshape(n, 3, k_rest).transpose(0, 2, 1),
-                          opacity=take(["opacity"]), scaling=take([f"scale_{i}" for i in range(3)]),
+                          f_rest=f_rest, opacity=take(["opacity"]), scaling=take([f"scale_{i}" for i in range(3)]),
                           rotation=take([f"rot_{i}" for i in range(4)]))
         except (OSError, ValueError, KeyError, IndexError, PlyHeaderParseError, PlyElementParseError) as exc:
             raise UserError(f"cannot read Gaussians from {path} ({exc.__class__.__name__}: {exc}); "
