@@ -87,7 +87,9 @@ def final_metrics(model, scene, pipe, bg, history=(), final_iteration=None):
 
 
 def print_table(summary):
-    head = f"{'model':<10}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'Gaussians':>12}{'MB':>9}{'time s':>9}{'peak GiB':>10}"
+    """One row per model; "stage s" is the model's whole stage (the student's includes its teachers' renders), or
+    its training seconds in a summary from before stage times were kept."""
+    head = f"{'model':<10}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'Gaussians':>12}{'MB':>9}{'stage s':>9}{'peak GiB':>10}"
     print(head)
     print("-" * len(head))
     fmt = lambda v, f: (f.format(v) if v is not None else "-")  # noqa: E731
@@ -97,7 +99,8 @@ def print_table(summary):
             continue
         print(f"{name:<10}{fmt(r.get('psnr'), '{:.2f}'):>8}{fmt(r.get('ssim'), '{:.4f}'):>8}"
               f"{fmt(r.get('lpips'), '{:.4f}'):>8}{r['gaussians']:>12}{r['ply_mb']:>9.2f}"
-              f"{fmt(r.get('train_seconds'), '{:.1f}'):>9}{fmt(r.get('peak_memory_gib'), '{:.2f}'):>10}")
+              f"{fmt(r.get('stage_seconds', r.get('train_seconds')), '{:.1f}'):>9}"
+              f"{fmt(r.get('peak_memory_gib'), '{:.2f}'):>10}")
     if summary.get("total_seconds") is not None:
         print(f"total wall time {summary['total_seconds']:.1f} s")
 

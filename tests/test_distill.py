@@ -197,7 +197,7 @@ def distill_run(tmp_path_factory):
 
 def test_four_models_train_and_the_student_is_smaller(distill_run):
     scene, out, _, summary = distill_run
-    for i, last in enumerate((300, 300, 300, 420)):  # the student's schedule is 1.4x (the default)
+    for i, last in enumerate((300, 300, 300, 420)):  # the student: 300, then its tail of 0.4 x 300 (the defaults)
         assert os.path.isfile(os.path.join(out, f"point_cloud_{i}", f"iteration_{last}", "point_cloud.ply"))
     m = summary["models"]
     assert m["student"]["iterations"] == 420 and m["G_std"]["iterations"] == 300
@@ -211,6 +211,16 @@ def test_four_models_train_and_the_student_is_smaller(distill_run):
         assert r["psnr"] is not None and r["ply_mb"] > 0
         # the stage's wall time splits into initialisation, setup before the loop and the loop itself
         assert 0 <= r["init_seconds"] + r["setup_seconds"] + r["train_seconds"] <= r["stage_seconds"] + 0.05, r
+
+
+def test_the_table_shows_each_models_stage_seconds(capsys):
+    from distill.pipeline import print_table  # noqa: PLC0415
+    row = dict(psnr=20.0, ssim=0.5, lpips=None, gaussians=10, ply_mb=0.01, peak_memory_gib=None)
+    print_table(dict(models=dict(G_std=dict(row, stage_seconds=12.5, train_seconds=12.0),
+                                 student=dict(row, stage_seconds=20.25, train_seconds=11.0),
+                                 G_perb=dict(row, train_seconds=7.0))))  # (a summary from before stage times)
+    lines = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
+    assert [lines[k][6] for k in ("G_perb", "G_std", "student")] == ["7.0", "12.5", "20.2"]
 
 
 def test_start_3_reuses_teachers(distill_run, capsys):
