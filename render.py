@@ -256,9 +256,9 @@ def render_video(video_dir, name, cameras, model, pipe, bg, frames, fps, quiet=F
 def main(argv=None):
     dataset, pipe, args = read_flags(argv)
     ply, iteration, label, index = resolve_checkpoint(dataset.model_path, args.itrain, args.iteration)
-    name = renders_name(iteration, index)
     if args.iteration is None:
         ply, iteration = prefer_run_iteration(dataset.model_path, ply, iteration)
+    name = renders_name(iteration, index)
     compare = compare_checkpoints(dataset.model_path, args.iteration) if args.compare else None
     if not dataset.source_path:
         raise UserError(f"no scene folder: pass -s <scene> (none saved in {dataset.model_path}/cfg_args.json)")

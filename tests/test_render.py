@@ -233,6 +233,18 @@ def test_explicit_iteration_and_skip_train(trained):
     assert not os.path.exists(os.path.join(model, "train", "ours_10"))
 
 
+def test_an_earlier_longer_runs_iteration_is_not_the_one_rendered(trained, tmp_path):
+    """A newer-numbered PLY an earlier, longer run left behind: the run in cfg_args.json ends at 20, so iteration 20
+    is rendered, into ours_20."""
+    scene, model = trained
+    run = str(tmp_path / "run")
+    shutil.copytree(model, run, ignore=shutil.ignore_patterns("test", "train"))
+    shutil.copytree(os.path.join(run, "point_cloud", "iteration_10"), os.path.join(run, "point_cloud", "iteration_40"))
+    out = render.main(["-m", run, "-s", scene, "--skip_train", "--quiet"])
+    assert out["iteration"] == 20 and out["ply"].endswith(os.path.join("iteration_20", "point_cloud.ply"))
+    assert os.listdir(os.path.join(run, "test")) == ["ours_20"]
+
+
 @pytest.fixture(scope="module")
 def distilled(trained, tmp_path_factory):
     """A fake --num_models 4 layout: point_cloud_<i>/iteration_<5+i>; point_cloud_1's Gaussians are invisible."""
