@@ -139,11 +139,11 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
     dp_i = scale_steps(copy.deepcopy(dp), f) if f != 1.0 else dp
     at = lambda its: {scaled_count(it, f) for it in its}  # noqa: E731
     tests_i, saves_i = at(tests), at(saves) | {opt_i.iterations}
-    tail = tail_iterations(opt_i.iterations, dp.student_tail) if index == 3 else 0
-    if tail:
+    last = final_iteration(index, opt.iterations, f, dp.student_tail)
+    if last > opt_i.iterations:  # the student's tail
         if opt_i.position_lr_max_steps is None:  # (decay over the schedule: the tail keeps its final rate)
             opt_i.position_lr_max_steps = opt_i.iterations
-        opt_i.iterations += tail
+        opt_i.iterations = last
         tests_i.add(opt_i.iterations)
         saves_i.add(opt_i.iterations)
     return opt_i, dp_i, sorted(tests_i), saves_i, at(ckpts)

@@ -77,8 +77,7 @@ def test_fine_tune_schedule_starts_where_g_std_ended():
 
 def _argv(scene, out, init="std"):
     # 150 iterations a model (the student too: its stretched schedule and its tail are tested on their own below);
-    # teachers never
-    # clone or split (a high gradient threshold), so stages are quick
+    # teachers never clone or split (a high gradient threshold), so stages are quick
     return ["-s", scene, "-m", out, "--eval", "--num_models", "4", "--views_per_step", "1", "--quiet",
             "--steps_scale", "0.005", "--densification_interval", "2000", "--densify_grad_threshold", "1.0",
             "--opacity_reset_interval", "100000", "--test_iterations", "30000", "--student_init", init,
