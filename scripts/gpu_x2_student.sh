@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13) and the pipeline's wall time
-# (issue 12), run detached with setsid so it can outlast one device command (.devdata/x2_call.sh polls it:
-# SCRIPT=scripts/gpu_x2_student.sh bash .devdata/x2_call.sh 570, then bash .devdata/x2_call.sh 575); results
-# under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from ../shared/data), the gsplat peer
-# script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's and gsplat's wheels in .whl/.
-# In order of priority (the budget may end the session first):
-#   both GPUs: the full-schedule bonsai pipelines (--steps_scale 1, one view per step), seeds 0 and 1;
-#   GPU 0: the default recipe's bonsai pipelines on four new seeds (4-7: a replicate of the 2026-11-30 study,
-#          whose seeds 0-3 chose it), then G_std and the default student timed alone, the student twice, then
-#          students with novel views from the start, and growing to 0.6x G_std (the default's parts);
-#   GPU 1: lego on seeds 4-7, lego students that keep the whole 12% budget (--prune_importance_fraction 0: the
-#          cap alone sets the second prune's count), then the issue-12 pipeline step alone (gsplat's 7,500 steps
-#          and the four-model pipeline with the default recipe).
+# A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13), the pipeline's wall time
+# (issue 12) and the 2-GPU pipeline (issue 17), run detached with setsid so it can outlast one device command
+# (.devdata/x2_call.sh polls it: SCRIPT=scripts/gpu_x2_student.sh bash .devdata/x2_call.sh 570, then
+# bash .devdata/x2_call.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
+# ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
+# and gsplat's wheels in .whl/. Two lanes side by side, each in order of priority (the budget may end them first):
+#   GPU 0: the full-schedule bonsai pipeline (--steps_scale 1, one view per step, seed 0), lego's default
+#          pipelines on seeds 4-7, lego students that keep the whole 12% budget (--prune_importance_fraction 0:
+#          the cap alone sets the second prune's count), then the issue-12 pipeline step alone on its GPU
+#          (gsplat's 7,500 steps and the four-model pipeline with the default recipe);
+#   GPU 1: the default recipe's bonsai pipelines on four new seeds (4-7: a replicate of the 2026-11-30 study,
+#          whose seeds 0-3 chose it), G_std and the default student timed alone on their GPU (the student twice),
+#          then students with novel views from the start, and growing to 0.6x G_std (the default's parts);
+#   then both GPUs: the four-model pipeline under torchrun (timed, alone).
 source "$(dirname "$0")/gpu_session_env.sh"
 build_extensions
 mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
@@ -48,14 +49,15 @@ variant() {  # scene name gpu [train.py flags]: students on each seed's teachers
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
 }
 
-timed() {  # alone on GPU 0 (seed 4's teachers): G_std, then the default student twice (the stage times' noise)
+timed() {  # gpu: alone on it (seed 4's teachers): G_std, then the default student twice (the stage times' noise)
+  local gpu=$1
   cp -al $S/bonsai_base/seed_4 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
-  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 4 $RECIPE \
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 4 $RECIPE \
     > $R/logs/timed.txt 2>&1
   cp -al /tmp/timed /tmp/timed_again && rm -rf /tmp/timed_again/point_cloud_3
-  CUDA_VISIBLE_DEVICES=0 python3 train.py -s data/bonsai -m /tmp/timed_again --num_models 4 --start 3 --seed 4 \
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/timed_again --num_models 4 --start 3 --seed 4 \
     $RECIPE >> $R/logs/timed.txt 2>&1
-  { stamp "timed alone on GPU 0 (seed 4): stage seconds"
+  { stamp "timed alone on GPU $gpu (seed 4): stage seconds"
     python3 - <<'PY'
 import json
 for name in ("/tmp/timed", "/tmp/timed_again"):
@@ -72,28 +74,47 @@ PY
   collect
 }
 
-stamp "full-schedule bonsai pipelines: seed 0 on GPU 0, seed 1 on GPU 1"
-python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds 0 1 --parallel 2 --gpus 0 1 --label bonsai_full \
-  -- --eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000 > $R/logs/bonsai_full.txt 2>&1
-tail -14 $R/logs/bonsai_full.txt >> $R/summary.txt; collect
-
-gpu0() {
-  base bonsai 0
-  timed
-  # the default's components one at a time (on the CPU demo scene novel views from the start were +0.7 dB)
-  variant bonsai nvs0 0 --novel_view_start 0
-  variant bonsai nmr06 0 --num_max_ratio 0.6
+full() {  # gpu: the full-schedule bonsai pipeline of seed 0
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds 0 --gpus $1 --label bonsai_full \
+    -- --eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000 > $R/logs/bonsai_full.txt 2>&1
+  { stamp "full-schedule bonsai pipeline, seed 0"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt; collect
 }
 
-gpu1() {
-  base lego 1 -w
-  variant lego fill 1 --prune_importance_fraction 0
-  ( export CUDA_VISIBLE_DEVICES=1 LOG=$R/logs/i12 MODELS=/tmp/models1 PREBUILT=/tmp/prebuilt
+issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone on that GPU
+  ( export CUDA_VISIBLE_DEVICES=$1 LOG=$R/logs/i12 MODELS=/tmp/models_i12 PREBUILT=/tmp/prebuilt
     bash scripts/gpu_bonsai.sh pipeline > $R/logs/i12_bonsai.txt 2>&1 )
-  { stamp "issue 12 pipeline (GPU 1 alone)"; grep -A2 "^| four-model" $R/logs/i12_bonsai.txt; } >> $R/summary.txt 2>&1
+  { stamp "issue 12 pipeline (alone on GPU $1)"; grep -A2 "^| four-model" $R/logs/i12/pipeline.txt
+    grep -E "^\| (G_|student)|process wall time" $R/logs/i12/bonsai_pipeline.txt
+    python3 -c "import json; d = json.load(open('/tmp/models_i12/bonsai_pipeline/distill.json')); print('total_seconds', d.get('total_seconds'), {k: (v.get('stage_seconds'), v.get('init_seconds')) for k, v in d['models'].items()})"
+  } >> $R/summary.txt 2>&1
 }
 
-stamp "GPU 0: bonsai seeds 4-7, timed | GPU 1: lego seeds 4-7, lego fill, issue-12 pipeline"
-gpu0 & gpu1 & wait
+torchrun2() {  # the four-model bonsai pipeline (seed 0) under torchrun on both GPUs, alone
+  local t0=$(date +%s.%N)
+  python3 -m torch.distributed.run --standalone --nproc_per_node 2 train.py -s data/bonsai -m /tmp/tr2 --num_models 4 \
+    --seed 0 $RECIPE > $R/logs/torchrun2.txt 2>&1
+  local rc=$? t1=$(date +%s.%N)
+  { stamp "torchrun on 2 GPUs: wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
+    tail -8 $R/logs/torchrun2.txt; } >> $R/summary.txt 2>&1
+}
+
+lane0() {
+  full 0
+  base lego 0 -w
+  variant lego fill 0 --prune_importance_fraction 0
+  issue12 0
+}
+
+lane1() {
+  base bonsai 1
+  timed 1
+  # the default's components one at a time (on the CPU demo scene novel views from the start were +0.7 dB)
+  variant bonsai nvs0 1 --novel_view_start 0
+  variant bonsai nmr06 1 --num_max_ratio 0.6
+}
+
+stamp "GPU 0: full-schedule bonsai, lego seeds 4-7, lego fill, issue-12 pipeline | GPU 1: bonsai seeds 4-7, timed, variants"
+lane0 & lane1 & wait
+torchrun2
 stamp done
 touch $DONE
