@@ -147,8 +147,11 @@ class DistillParams(FlagGroup):
                                  check=_non_negative)
     second_prune_iter: int = flag(16_000, "iteration of the second prune (the least important Gaussians; the "
                                           "reference's is 20000)", steps=True, check=_non_negative, absent=20_000)
-    prune_importance_fraction: float = flag(0.01, "share of the total importance the second prune removes",
-                                            check=between(0, 1))
+    prune_importance_fraction: Optional[float] = flag(
+        None, "share of the total importance the second prune removes (Gaussians of no importance always go)",
+        check=between(0, 1), absent=0.01,
+        none="0 with --student_max_ratio (the cap alone sets the count: the most important Gaussians up to it), "
+             "0.01 without (the reference)")
     student_max_ratio: Optional[float] = flag(
         0.12, "the second prune also removes the next least important Gaussians until the student has at most "
               "this fraction of G_std's count", check=Check(lambda v: 0 <= v <= 1, "between 0 (off) and 1"),

@@ -143,6 +143,7 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     assert isinstance(opt.iterations, int) and run.quiet
     # flags added later with another default: the file means the behaviour of its version (what --resume continues)
     assert dp.student_steps_scale == 1.0 and dp.novel_views == 0 and dp.student_tail == 0 and dp.novel_view_start == 0
+    assert dp.prune_importance_fraction == 0.01 and DistillParams().prune_importance_fraction is None
     assert DistillParams().novel_views == 2 and DistillParams().student_tail == 0.4
     assert DistillParams().novel_view_start is None  # (the second prune's iteration)
     (tmp_path / CONFIG_NAME).write_text(json.dumps(dict(OLD_CONFIG, student_steps_scale=1.2, novel_views=3)))

@@ -13,7 +13,7 @@ import train
 from arguments import DistillParams
 from distill.pipeline import final_iteration, stage_schedule
 from distill.roles import (StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, novel_view_start,
-                          schedule_end, student_from_std)
+                           prune_fraction, schedule_end, student_from_std)
 from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -239,6 +239,13 @@ def test_the_schedule_end_is_recovered_from_any_tail():
             opt_s = stage_schedule(3, opt_defaults(iterations=iterations), dp, [], [], [])[0]
             assert opt_s.iterations == final_iteration(3, iterations, 1.0, tail)
             assert schedule_end(opt_s, dp) == iterations, (tail, iterations)
+
+
+def test_the_second_prune_keeps_the_capped_count_unless_a_fraction_is_set():
+    assert prune_fraction(DistillParams.defaults()) == 0.0  # (the 12% cap alone sets the count)
+    assert prune_fraction(DistillParams.defaults(student_max_ratio=None)) == 0.01  # (no cap: the reference's cut)
+    assert prune_fraction(DistillParams.defaults(prune_importance_fraction=0.05)) == 0.05
+    assert prune_fraction(DistillParams.defaults(prune_importance_fraction=0.0, student_max_ratio=None)) == 0.0
 
 
 def test_novel_views_start_at_the_second_prune_unless_set():
