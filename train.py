@@ -346,7 +346,10 @@ def train_vanilla(scene, dataset, opt, pipe, run, device, dist, ckpt, tests, sav
     sync = None
     if dist is not None:
         sync = data_parallel.start(dist, opt.views_per_step, "the model")
-        sync.broadcast_model(model)
+        if sync is None and not dist.is_writer:
+            return None  # (one view per step: rank 0 trains the model alone)
+        if sync is not None:
+            sync.broadcast_model(model)
     summary = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "point_cloud"),
                           test_iterations=tests, save_iterations=set(saves), checkpoint_iterations=set(ckpts),
                           start_checkpoint=ckpt, quiet=run.quiet,

@@ -3,7 +3,8 @@
 The four-model run: rank r trains the teachers i (0..2, from --start on) with i % world_size == r and writes
 them to disk as a sequential run does; a barrier waits for all of them; rank 0 gathers their distill.json
 entries; then every rank trains the student from the teachers' PLYs (the path --start 3 takes), data-parallel
-(training/data_parallel.py), as they train the one model of --num_models 1.
+(training/data_parallel.py), as they train the one model of --num_models 1; with one view per step rank 0 trains
+it alone and the others end there.
 Every collective runs under the process group's timeout (--dist_timeout_minutes), so a failed rank makes
 the others stop with a one-line error instead of waiting forever.
 """
@@ -33,7 +34,8 @@ class DistContext:
     timeout: datetime.timedelta
 
     def trains(self, index):
-        """Whether this rank trains model ``index`` (teachers round-robin, the student on every rank)."""
+        """Whether this rank trains model ``index`` (teachers round-robin, the student on every rank, or on rank 0
+        alone with one view per step: data_parallel.start)."""
         return index == 3 or index % self.world_size == self.rank
 
     @property

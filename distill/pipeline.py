@@ -224,7 +224,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
 
     ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers; after a barrier
     rank 0 gathers their entries and writes distill.json; every rank trains the student from the teachers' PLYs,
-    data-parallel (rank 0 writes it); the other ranks return None."""
+    data-parallel (rank 0 writes it; with one view per step rank 0 alone trains it); the other ranks return None."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -238,6 +238,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if dist is not None and i == 3:
             summary = _join_teachers(dist, summary, path, dp, opt)
             sync = data_parallel.start(dist, opt.views_per_step, "the student")
+            if sync is None and not dist.is_writer:
+                return None  # (one view per step: rank 0 trains the student alone)
         if dist is not None and not dist.trains(i):
             continue
         t0 = time.time()

@@ -117,6 +117,30 @@ def test_two_ranks_train_one_model_as_one_process_does(scene, tmp_path):
     assert r.stdout.count("Training complete") == 1  # rank 0 reports (and writes), rank 1 is silent
 
 
+def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
+    """With --views_per_step 1 there is no view to split: rank 0 trains the student as one process does (no
+    all-reduce a step), the other rank ends after the teachers; every PLY equals the sequential run's."""
+    ref, out = str(tmp_path / "one"), str(tmp_path / "two")
+    r = _train(ref, scene, flags=DISTILL)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _train(out, scene, 2, flags=DISTILL)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert "note: --views_per_step 1: rank 0 trains the student alone" in r.stdout, r.stdout[-2000:]
+    want = _hashes(ref)
+    assert len(want) == 9 and _hashes(out) == want  # 2 PLYs per teacher, 3 for the student (its tail): sha256
+    got, ref_summary = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
+    timing = lambda k: k.endswith("seconds") or k in ("ms_per_step", "peak_memory_gib")  # noqa: E731
+    assert {m: {k: v for k, v in e.items() if not timing(k)} for m, e in got.items()} == \
+        {m: {k: v for k, v in e.items() if not timing(k)} for m, e in ref_summary.items()}
+    one_view = [*VANILLA, "--views_per_step", "1"]  # --num_models 1 the same way
+    train.main(["-s", scene, "-m", str(tmp_path / "vanilla_one"), *one_view])
+    r = _train(str(tmp_path / "vanilla_two"), scene, 2, flags=one_view)
+    assert r.returncode == 0 and "rank 0 trains the model alone" in r.stdout, (r.stdout[-2000:], r.stderr[-3000:])
+    assert r.stdout.count("Training complete") == 1
+    assert _hashes(str(tmp_path / "vanilla_two"), ("point_cloud",)) == _hashes(str(tmp_path / "vanilla_one"),
+                                                                              ("point_cloud",))
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
