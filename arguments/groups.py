@@ -171,6 +171,11 @@ class DistillParams(FlagGroup):
         0.4, "student: no clone/split growth once it has this multiple of G_std's Gaussian count; replaces "
              "--num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"), legacy_none=0,
         none="off: --num_max applies, as the reference", absent=None)
+    student_prune_unseen: bool = flag(
+        False, "student (sfm start): at the teachers' opacity-reset iterations of its growth phase, remove its "
+               "Gaussians of importance 0 (never the strongest contributor of a training pixel: what the second "
+               "prune removes anyway), so that points a random start hid inside or behind the object do not hold "
+               "the growth cap; one importance pass over the training views each time")
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(

@@ -153,6 +153,13 @@ class StudentStrategy(DensifyStrategy):
         return state["blur"]
 
 
+def unseen_prune_iterations(opt):
+    """The iterations of --student_prune_unseen (``opt``: the student's copy): the multiples of
+    --opacity_reset_interval inside its densification window, where a teacher resets its opacities (which is
+    how the teachers shed hidden points; the student never resets them)."""
+    return schedule(opt.densify_from_iter, opt.densify_until_iter, opt.opacity_reset_interval)
+
+
 def student_num_max(dp, std_count):
     """The student's growth cap: --num_max_ratio x G_std's count when that ratio is set, else --num_max;
     0 (no growth) for a student started from G_std."""
@@ -240,6 +247,7 @@ class StudentRole(Role):
         self.cameras = train_cameras
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.novel_start = novel_view_start(dp)
+        self.unseen_events = unseen_prune_iterations(opt) if dp.student_prune_unseen and self.init == "sfm" else set()
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
@@ -270,6 +278,8 @@ class StudentRole(Role):
 
     @torch.no_grad()
     def after_step(self, it, model, state, out):
+        if it in self.unseen_events:
+            self._prune_unseen(it, model, state)
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it != self.dp.second_prune_iter:
             return
@@ -286,6 +296,14 @@ class StudentRole(Role):
         restart_stats(state)
         self.log.append(dict(iteration=it, kind="first" if first else "second", before=n0,
                              after=model.num_points))
+
+    def _prune_unseen(self, it, model, state):
+        """--student_prune_unseen: drop the Gaussians of importance 0; the rows of the statistics and of Adam follow
+        (a densification-like edit: no fresh optimizer, the statistics go on)."""
+        n0 = model.num_points
+        imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
+        model.prune(imp == 0, rows=state)
+        self.log.append(dict(iteration=it, kind="unseen", before=n0, after=model.num_points))
 
     def state_dict(self):
         # the prune schedule is fixed by the iteration; log says which prunes ran, and the caps they used

@@ -10,10 +10,10 @@ import distill.pipeline
 import distill.roles
 import render
 import train
-from arguments import DistillParams
+from arguments import DistillParams, PipelineParams, scale_steps
 from distill.pipeline import final_iteration, stage_schedule
 from distill.roles import (StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, novel_view_start,
-                           prune_fraction, schedule_end, student_from_std)
+                           StudentRole, prune_fraction, schedule_end, student_from_std, unseen_prune_iterations)
 from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -329,3 +329,48 @@ def test_start_3_with_a_stretched_student_schedule(std_run, capsys):
     capsys.readouterr()
     with pytest.raises(UserError, match="has finished"):  # the student's last iteration is 210, not 150
         train.main(["-m", out, "--resume"])
+
+
+def test_unseen_prune_runs_at_the_teachers_opacity_resets_of_the_growth_phase():
+    opt = opt_defaults()
+    assert unseen_prune_iterations(opt) == {3000, 6000, 9000, 12000}
+    assert unseen_prune_iterations(scale_steps(opt_defaults(), 0.25)) == {750, 1500, 2250, 3000}
+
+
+def test_unseen_prune_removes_exactly_the_gaussians_of_no_importance():
+    from distill.importance import gaussian_importance
+    from tests.test_novel_views import _ring
+    cams = _ring(4)
+    g = torch.Generator().manual_seed(0)
+    points = torch.cat([torch.randn(150, 3, generator=g) * 0.4,  # in every view
+                        torch.randn(30, 3, generator=g) + torch.tensor([0.0, 0.0, 60.0])])  # above all of them
+    model = GaussianModel(0)
+    model.create_from_points(points, torch.rand(180, 3, generator=g), 1.0)
+    pipe, bg = PipelineParams.defaults(backend="torch"), torch.zeros(3)
+    opt = scale_steps(opt_defaults(), 0.01)  # densification 5..150, opacity resets every 30
+    targets = {c.uid: torch.rand(3, 24, 32).half() for c in cams}
+    make = lambda on: StudentRole(DistillParams.defaults(student_prune_unseen=on), opt, pipe, bg, targets,  # noqa
+                                  model.get_xyz.detach().clone(), cams)
+    assert make(False).unseen_events == set() and make(True).unseen_events == {30, 60, 90, 120}
+    role = make(True)
+    imp = gaussian_importance(model, cams, pipe, bg)
+    zero = imp == 0
+    assert zero[150:].all() and 0 < int(zero.sum()) < 180  # (some near ones may never be the strongest either)
+    keep = model.get_xyz[~zero].detach().clone()
+    state = {"rows": torch.arange(180.0)}
+    role.after_step(31, model, state, None)  # not an event
+    assert model.num_points == 180 and role.log == []
+    role.after_step(30, model, state, None)
+    assert torch.equal(model.get_xyz.detach(), keep)
+    assert torch.equal(state["rows"], torch.arange(180.0)[~zero])  # the statistics follow their Gaussians
+    assert role.log == [dict(iteration=30, kind="unseen", before=180, after=180 - int(zero.sum()))]
+
+
+def test_start_3_with_the_unseen_prune_records_it(std_run):
+    scene, out, _, _ = std_run
+    summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--student_prune_unseen",
+                                                      "--opacity_reset_interval", "6000"])  # (30 after the scale)
+    events = [e for e in summary["models"]["student"]["events"] if e["kind"] == "unseen"]
+    assert [e["iteration"] for e in events] == [30, 60]
+    assert all(e["after"] <= e["before"] for e in events)
+    assert json.load(open(os.path.join(out, "cfg_args.json")))["student_prune_unseen"] is True
