@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Train 3D Gaussian Splatting models (one vanilla model, or the Distilled-3DGS teachers and student)."""
-import importlib.util
+import time
+
+_IMPORTED = time.time()  # before the heavy imports: the start-up time a command-line run reports counts from here
+import importlib.util  # noqa: E402
 import os
 import random
 import re
@@ -307,8 +310,11 @@ def _main(argv=None):
     if dist is not None:  # the other ranks write only into the prepared folder
         distributed.barrier(dist, "the barrier after preparing the output folder")
     _main.model_path = dataset.model_path  # for the resume line after a signal
+    # start-up (a command-line run): imports, CUDA, the checks and the scene's images, a pipeline's wall time
+    # beyond its stages
+    startup = f"; start-up {time.time() - _IMPORTED:.1f} s" if _main.from_command_line else ""
     print(f"Output folder: {dataset.model_path} ({len(scene.train_cameras)} train / {len(scene.test_cameras)} "
-          f"test views, {len(scene.points)} initial points, device {device})")
+          f"test views, {len(scene.points)} initial points, device {device}{startup})")
 
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
@@ -366,5 +372,8 @@ def train_vanilla(scene, dataset, opt, pipe, run, device, dist, ckpt, tests, sav
     return summary
 
 
+_main.from_command_line = False
+
 if __name__ == "__main__":
+    _main.from_command_line = True
     run_cli(main)
