@@ -1,14 +1,16 @@
 """Runs under torchrun: the process group, and every collective wrapped in a one-line error.
 
-The four-model run: rank r trains the teachers i (0..2, from --start on) with i % world_size == r and writes
-them to disk as a sequential run does; a barrier waits for all of them; rank 0 gathers their distill.json
-entries; then every rank trains the student from the teachers' PLYs (the path --start 3 takes), data-parallel
-(training/data_parallel.py), as they train the one model of --num_models 1; with one view per step rank 0 trains
-it alone and the others end there.
+The four-model run: the teachers (0..2, from --start on) go round-robin to the ranks, one rank each, and those
+of a last, partial round (the third of three on two ranks) train data-parallel on every rank when that is shorter
+(DistContext.teacher_ranks); they are written to disk as a sequential run writes them; a barrier waits for all of
+them; rank 0 gathers their distill.json entries; then every rank trains the student from the teachers' PLYs (the
+path --start 3 takes), data-parallel (training/data_parallel.py), as they train the one model of --num_models 1;
+with one view per step rank 0 trains it alone and the others end there.
 Every collective runs under the process group's timeout (--dist_timeout_minutes), so a failed rank makes
 the others stop with a one-line error instead of waiting forever.
 """
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
@@ -33,10 +35,20 @@ class DistContext:
     backend: str
     timeout: datetime.timedelta
 
-    def trains(self, index):
-        """Whether this rank trains model ``index`` (teachers round-robin, the student on every rank, or on rank 0
-        alone with one view per step: data_parallel.start)."""
-        return index == 3 or index % self.world_size == self.rank
+    def teacher_ranks(self, first, views_per_step):
+        """{teacher index: the ranks that train it} for the teachers first..2: one rank each, round-robin, except
+        the teachers of a last, partial round (three on two ranks: the third), which train data-parallel on every
+        rank, one after the other, when that is shorter: each rank then renders ceil(V / W) of a step's V views
+        (--views_per_step), so r such teachers take r x ceil(V / W) / V of a stage instead of one (two GPUs, V = 6:
+        the third teacher in half a stage; with one view per step never). The student trains on every rank
+        (data_parallel.start: on rank 0 alone with one view per step)."""
+        teachers = list(range(first, 3))
+        rest = len(teachers) % self.world_size
+        if rest and rest * math.ceil(views_per_step / self.world_size) >= views_per_step:
+            rest = 0  # (a round of their own is as short)
+        plan = {i: (k % self.world_size,) for k, i in enumerate(teachers[:len(teachers) - rest])}
+        plan.update({i: tuple(range(self.world_size)) for i in teachers[len(teachers) - rest:]})
+        return plan
 
     @property
     def is_writer(self):

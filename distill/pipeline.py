@@ -222,9 +222,10 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
     run's models K..3. distill.json is rewritten after every model.
 
-    ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers; after a barrier
-    rank 0 gathers their entries and writes distill.json; every rank trains the student from the teachers' PLYs,
-    data-parallel (rank 0 writes it; with one view per step rank 0 alone trains it); the other ranks return None."""
+    ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers (teacher_ranks; rank 0
+    writes one that several ranks share); after a barrier rank 0 gathers their entries and writes distill.json;
+    every rank trains the student from the teachers' PLYs, data-parallel (rank 0 writes it; with one view per step
+    rank 0 alone trains it); the other ranks return None."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -233,20 +234,28 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     teachers = Teachers(opt.iterations)  # the student reuses this process's teachers instead of re-reading PLYs
     if dist is not None:
         distributed.test_fail_hook(dist)
-    sync = None
+    plan = dist.teacher_ranks(dp.start, opt.views_per_step) if dist is not None else {}
+    if dist is not None and dist.is_writer:
+        where = lambda ranks: (f"rank {ranks[0]}" if len(ranks) == 1  # noqa: E731
+                               else f"ranks 0-{len(ranks) - 1} (data-parallel)")
+        print("torchrun: " + ", ".join(f"{MODEL_NAMES[i]} on {where(r)}" for i, r in plan.items()), flush=True)
     for i in range(dp.start, 4):
+        sync = None  # (data-parallel stages: the student, and a teacher that several ranks share)
         if dist is not None and i == 3:
             summary = _join_teachers(dist, summary, path, dp, opt)
             sync = data_parallel.start(dist, opt.views_per_step, "the student")
             if sync is None and not dist.is_writer:
                 return None  # (one view per step: rank 0 trains the student alone)
-        if dist is not None and not dist.trains(i):
-            continue
+        elif dist is not None:
+            if dist.rank not in plan[i]:
+                continue
+            if len(plan[i]) > 1:
+                sync = data_parallel.start(dist, opt.views_per_step, MODEL_NAMES[i])
         t0 = time.time()
         seed_all(seed, i)
         opt_i, dp_i, tests_i, saves_i, ckpts_i = stage_schedule(i, opt, dp, tests, saves, ckpts)
         model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp_i, device, bg, teachers, sync)
-        if sync is not None:  # (the student under torchrun) every rank starts from rank 0's parameters
+        if sync is not None:  # every rank starts from rank 0's parameters
             sync.broadcast_model(model)
         n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
@@ -255,8 +264,11 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet, stage=i,
                           checkpoint_every_minutes=checkpoint_every_minutes, sync=sync)
-        if sync is not None and not sync.is_writer:
-            return None  # rank 0 writes the student and distill.json
+        if sync is not None and not sync.is_writer:  # rank 0 writes the model (and distill.json)
+            if i == 3:
+                return None
+            del model, role
+            continue
         res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
         res["init_seconds"] = round(init_seconds, 2)
         res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale

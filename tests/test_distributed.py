@@ -205,3 +205,42 @@ def test_two_gpus_train_like_one(scene, sequential, tmp_path):
     for name in MODELS:
         assert abs(got[name]["gaussians"] - want[name]["gaussians"]) <= 0.1 * want[name]["gaussians"], name
         assert abs(got[name]["psnr"] - want[name]["psnr"]) <= 0.5, name
+
+
+def test_the_teachers_of_a_partial_round_train_on_every_rank():
+    from distill.distributed import DistContext
+    plan = lambda world, first, views: DistContext(0, world, "gloo", None).teacher_ranks(first, views)  # noqa: E731
+    assert plan(2, 0, 6) == {0: (0,), 1: (1,), 2: (0, 1)}  # 1.5 stages instead of 2
+    assert plan(2, 0, 2) == {0: (0,), 1: (1,), 2: (0, 1)}
+    assert plan(2, 0, 1) == {0: (0,), 1: (1,), 2: (0,)}  # one view a step is not split
+    assert plan(3, 0, 6) == {0: (0,), 1: (1,), 2: (2,)}  # whole rounds
+    assert plan(4, 0, 6) == {0: (0,), 1: (1,), 2: (2,)}  # 3 x ceil(6 / 4) = 6 views a rank: no shorter
+    assert plan(8, 0, 6) == {0: tuple(range(8)), 1: tuple(range(8)), 2: tuple(range(8))}  # 3 x 1 of 6
+    assert plan(2, 2, 6) == {2: (0, 1)} and plan(2, 1, 6) == {1: (0,), 2: (1,)}  # --start 2, --start 1
+
+
+def test_two_ranks_train_the_third_teacher_together_as_one_process_does(scene, tmp_path):
+    """Three teachers on two ranks, two views a step: G_perb on rank 0, G_drop on rank 1, then G_std
+    data-parallel on both (one view each): every teacher PLY equals the sequential run's (two parts of each sum);
+    the data-parallel student too, up to the order of its sums (its novel-view loss and importance add in
+    another order)."""
+    flags = (*DISTILL, "--views_per_step", "2")
+    ref, out = str(tmp_path / "one"), str(tmp_path / "two")
+    r = _train(ref, scene, flags=flags)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _train(out, scene, 2, flags=flags)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert "torchrun: G_perb on rank 0, G_drop on rank 1, G_std on ranks 0-1 (data-parallel)" in r.stdout
+    teachers = [f"point_cloud_{i}" for i in range(3)]
+    want = _hashes(ref, teachers)
+    assert len(want) == 6 and _hashes(out, teachers) == want
+    student = os.path.join("point_cloud_3", "iteration_{}", "point_cloud.ply")
+    for it in (7, 25, 35):
+        (a, n_a), (b, n_b) = (_params(os.path.join(d, student.format(it))) for d in (out, ref))
+        assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), (it, float((a - b).abs().max()))
+    got, ref_summary = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
+    assert list(got) == list(MODELS)
+    timing = lambda k: k.endswith("seconds") or k in ("ms_per_step", "peak_memory_gib")  # noqa: E731
+    for name in MODELS[:3]:
+        assert {k: v for k, v in got[name].items() if not timing(k)} == \
+            {k: v for k, v in ref_summary[name].items() if not timing(k)}, name
