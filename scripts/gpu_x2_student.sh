@@ -12,7 +12,8 @@
 #   GPU 1: bonsai's default pipelines on seeds 4-7, students growing to 0.2x and 0.3x G_std instead of 0.4x and
 #          with --student_prune_unseen, then G_std and the default student timed alone on the GPU (the student
 #          twice: the timing noise) and a student growing to 0.2x;
-#   then both GPUs: the four-model pipeline under torchrun (timed, alone; its student trains on rank 0 alone).
+#   then both GPUs: the four-model pipeline under torchrun (timed, alone; its student trains on rank 0 alone),
+#   and with two views a step (G_std data-parallel on both GPUs) against the same in one process.
 source "$(dirname "$0")/gpu_session_env.sh"
 build_extensions
 mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
@@ -94,13 +95,24 @@ issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone
   } >> $R/summary.txt 2>&1
 }
 
-torchrun2() {  # the four-model bonsai pipeline (seed 0) under torchrun on both GPUs, alone
+torchrun2() {  # [name, train.py flags]: the four-model bonsai pipeline (seed 0) under torchrun on both GPUs, alone
+  local name=${1:-tr2}; shift || true
   local t0=$(date +%s.%N)
-  python3 -m torch.distributed.run --standalone --nproc_per_node 2 train.py -s data/bonsai -m /tmp/tr2 --num_models 4 \
-    --seed 0 $RECIPE > $R/logs/torchrun2.txt 2>&1
+  python3 -m torch.distributed.run --standalone --nproc_per_node 2 train.py -s data/bonsai -m /tmp/$name \
+    --num_models 4 --seed 0 $RECIPE "$@" > $R/logs/torchrun_$name.txt 2>&1
   local rc=$? t1=$(date +%s.%N)
-  { stamp "torchrun on 2 GPUs: wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
-    tail -8 $R/logs/torchrun2.txt; } >> $R/summary.txt 2>&1
+  { stamp "torchrun on 2 GPUs ($name: $*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
+    grep "^torchrun:" $R/logs/torchrun_$name.txt; tail -8 $R/logs/torchrun_$name.txt; } >> $R/summary.txt 2>&1
+}
+
+sequential() {  # gpu name [train.py flags]: the same pipeline in one process on that GPU, alone
+  local gpu=$1 name=$2; shift 2
+  local t0=$(date +%s.%N)
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/$name --num_models 4 --seed 0 $RECIPE "$@" \
+    > $R/logs/seq_$name.txt 2>&1
+  local rc=$? t1=$(date +%s.%N)
+  { stamp "one process on GPU $gpu ($name: $*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
+    tail -8 $R/logs/seq_$name.txt; } >> $R/summary.txt 2>&1
 }
 
 lane0() {
@@ -126,6 +138,9 @@ lane1() {
 
 stamp "GPU 0: lego seeds 4-7 and variants, issue-12 pipeline | GPU 1: bonsai seeds 4-7, variants, timed"
 lane0 & lane1 & wait
-torchrun2
+torchrun2 tr2
+# two views a step: G_std data-parallel on both GPUs after G_perb and G_drop (issue 17), against one GPU
+torchrun2 tr2v2 --views_per_step 2
+sequential 0 seqv2 --views_per_step 2
 stamp done
 touch $DONE
