@@ -1,9 +1,14 @@
 """SparseGaussianAdam: torch's Adam on the visible rows, untouched hidden rows; CUDA kernel == spec."""
+import io
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from training.densify import DensifyConfig, DensifyStrategy
-from training.optim import SparseGaussianAdam, adam_rows_torch
+from training.optim import SparseGaussianAdam, adam_rows_torch, load_optimizer_state
 from tests.test_training import opt_defaults, random_model
 
 SHAPES = [(30, 3), (30, 1, 3), (30, 15, 3), (30, 1)]
@@ -142,3 +147,54 @@ def test_cuda_default_optimizer_tracks_torch_adam():
     assert isinstance(runs[0][0], GaussianAdam)
     for a, b in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_adam_reads_and_writes_torch_optimizer_state_dicts():
+    """Checkpoints hold optimizer.state_dict(): GaussianAdam's is torch's format, and either loads into the other
+    and continues the same run."""
+    from training.optim import GaussianAdam  # noqa: PLC0415
+    params, grads = _pairs(), _grads(6)
+    for first, second in ((torch.optim.Adam, GaussianAdam), (GaussianAdam, torch.optim.Adam),
+                          (GaussianAdam, SparseGaussianAdam)):
+        ref, _ = _run(first, params, grads, [None] * 6)
+        half, opt = _run(first, params, grads[:3], [None] * 3)
+        sd = opt.state_dict()
+        assert sorted(sd) == ["param_groups", "state"] and sorted(sd["state"]) == [0, 1, 2, 3]
+        assert [g["params"] for g in sd["param_groups"]] == [[0], [1], [2], [3]]
+        ps = [torch.nn.Parameter(p.detach().clone()) for p in half]
+        cont = second([{"params": [p], "lr": 0.0} for p in ps], eps=1e-15)
+        load_optimizer_state(cont, torch.load(_saved(sd), weights_only=False))  # (as a checkpoint: a copy)
+        assert [g["lr"] for g in cont.param_groups] == [0.01 * (i + 1) for i in range(4)]  # the saved settings
+        for grads_k in grads[3:]:
+            for p, gr in zip(ps, grads_k):
+                p.grad = gr.clone()
+            cont.step() if second is not SparseGaussianAdam else cont.step(torch.ones(30, dtype=torch.bool))
+        for a, b in zip(ps, ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="different number"):
+        GaussianAdam([{"params": [torch.nn.Parameter(torch.zeros(2))]}]).load_state_dict(sd)
+
+
+def _saved(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_gaussian_adam_does_not_import_torch_dynamo():
+    """A torch Optimizer imports torch._dynamo (seconds of start-up); the CUDA default optimizer is not one."""
+    code = "\n".join([
+        "import sys, torch",
+        "torch.cuda.is_available = lambda: True  # (as on a GPU machine: no torch optimizer will be made)",
+        "from training.optim import GaussianAdam, SparseGaussianAdam",
+        "p = torch.nn.Parameter(torch.zeros(4, 3))",
+        "p.grad = torch.ones(4, 3)",
+        "o = SparseGaussianAdam([{'params': [p], 'lr': 0.1, 'name': 'xyz'}])",
+        "o.step(torch.ones(4, dtype=torch.bool))",
+        "GaussianAdam([{'params': [p], 'lr': 0.1}]).load_state_dict(o.state_dict())",
+        "print('torch._dynamo' in sys.modules)"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

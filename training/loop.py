@@ -14,6 +14,7 @@ from tqdm import tqdm
 from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
+from training.optim import load_optimizer_state
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
@@ -213,7 +214,7 @@ def load_checkpoint(path, model, role, opt, initial_stats):
         model.spatial_lr_scale = state["spatial_lr_scale"]
         model.active_sh_degree = state["active_sh_degree"]
         model.training_setup(opt)
-        model.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(model.optimizer, state["optimizer"])
         on_device = lambda v: v.to(model.device) if torch.is_tensor(v) else v  # noqa: E731 (read on the CPU)
         role_state = dict(state["role"])
         stats = _stats_of(state, initial_stats(model.num_points, model.device), role_state)

@@ -7,14 +7,21 @@ torch's fused Adam is one launch and a step-count update per group); on the CPU 
 in at least one view of the step; the others keep their value and Adam moments, so unseen Gaussians
 are not dragged by stale momentum and the step costs less. It keeps the state layout of torch's Adam
 (exp_avg, exp_avg_sq, step), so densification edits and checkpoints treat both alike.
+
+``GaussianAdam`` is not a ``torch.optim.Optimizer``: the first of those a process makes imports torch._dynamo
+(1.4 s on a 2-core CPU machine); with the CUDA extension no torch optimizer is made, so a GPU run never pays it.
+It has that class's ``param_groups`` and ``state`` and writes and reads its ``state_dict`` format, so
+checkpoints of either optimizer load into the other.
 """
+from collections import defaultdict
+from itertools import chain
+
 import torch
-# torch's optimizers import torch._dynamo when the first one is made (about 1 s on a CPU machine, more on
-# the GPU one). Importing it here puts that one-time cost in start-up, like `import torch`, instead of in
-# the first model's training time.
-import torch._dynamo  # noqa: F401
 
 from gaussian_renderer import cuda_extension
+
+if not torch.cuda.is_available():  # torch's Adam will be made (the CPU path): its torch._dynamo import goes
+    import torch._dynamo  # noqa: F401  # into start-up, like `import torch`, not the first model's training time
 
 OPTIMIZER_TYPES = ("default", "sparse_adam")
 
@@ -31,13 +38,40 @@ def adam_rows_torch(param, grad, exp_avg, exp_avg_sq, visible, lr, beta1, beta2,
     exp_avg_sq.copy_(v)
 
 
-class GaussianAdam(torch.optim.Optimizer):
+class GaussianAdam:
     """Adam over the Gaussian parameter groups (one tensor each). On CUDA, one kernel launch updates
     every group (torch's fused Adam launches per group and keeps per-group step tensors); elsewhere the
     PyTorch specification ``adam_rows_torch``. ``step(visible)`` updates only the visible rows."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-15):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        self.defaults = dict(lr=lr, betas=betas, eps=eps)
+        self.param_groups = [{**self.defaults, **group, "params": list(group["params"])} for group in params]
+        self.state = defaultdict(dict)  # parameter -> {"step", "exp_avg", "exp_avg_sq"}
+
+    def state_dict(self):
+        """torch.optim.Optimizer's format: the state by parameter index (in group order), the groups' settings
+        with their parameters' indices (tensors by reference, as torch's)."""
+        index = {id(p): i for i, p in enumerate(chain.from_iterable(g["params"] for g in self.param_groups))}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        return dict(state={index[id(p)]: st for p, st in self.state.items()}, param_groups=groups)
+
+    def load_state_dict(self, state_dict):
+        """Read torch.optim.Optimizer's format (ours, or torch's Adam's): the moments onto their parameter's device
+        and dtype, the step counts as they are; the groups' saved settings."""
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups) or any(
+                len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups)):
+            raise ValueError("loaded state dict has a different number of parameter groups or parameters")
+        params = dict(zip(chain.from_iterable(s["params"] for s in saved),
+                          chain.from_iterable(g["params"] for g in self.param_groups)))
+        self.state = defaultdict(dict)
+        for i, st in state_dict["state"].items():
+            p = params[i]
+            self.state[p] = {k: v if k == "step" or not torch.is_tensor(v) else
+                             v.to(device=p.device, dtype=p.dtype if v.is_floating_point() else v.dtype)
+                             for k, v in st.items()}
+        self.param_groups = [{**s, "params": g["params"]} for s, g in zip(saved, self.param_groups)]
 
     @torch.no_grad()
     def step(self, visible=None):
@@ -81,6 +115,17 @@ class SparseGaussianAdam(GaussianAdam):
 
     def step(self, visible):
         super().step(visible)
+
+
+def load_optimizer_state(optimizer, state_dict):
+    """``optimizer.load_state_dict(state_dict)``, the settings a saved group lacks taken from the optimizer's own
+    groups: a checkpoint of one optimizer class resumes in another (a GPU run's GaussianAdam, whose groups hold
+    lr, betas and eps only, on a CPU machine's torch Adam, which also needs weight_decay, amsgrad...)."""
+    if len(state_dict["param_groups"]) == len(optimizer.param_groups):
+        state_dict = dict(state_dict, param_groups=[{**{k: v for k, v in g.items() if k != "params"}, **s}
+                                                    for g, s in zip(optimizer.param_groups,
+                                                                    state_dict["param_groups"])])
+    optimizer.load_state_dict(state_dict)
 
 
 def make_optimizer(groups, optimizer_type, device):
