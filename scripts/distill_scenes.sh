@@ -26,10 +26,13 @@ if ! [[ "$NGPUS" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: --gpus/NGPUS '$NGPUS' must be a whole number of GPUs, at least 1" >&2
   exit 2
 fi
+# (the -- ends torchrun's options: without it torchrun refuses train.py's --start as an abbreviation of its own
+# --start-method)
 if [ -n "${TORCHRUN:-}" ]; then
   read -r -a LAUNCH <<< "$TORCHRUN"
+  LAUNCH+=(--)
 elif [ "$NGPUS" -gt 1 ]; then
-  LAUNCH=(torchrun --standalone --nproc_per_node "$NGPUS")
+  LAUNCH=(torchrun --standalone --nproc_per_node "$NGPUS" --)
   if [ "${DRY_RUN:-0}" != 1 ]; then
     HAVE="$(python -c 'import torch; print(torch.cuda.device_count())')"
     if [ "$NGPUS" -gt "$HAVE" ]; then

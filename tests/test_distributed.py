@@ -42,7 +42,7 @@ def _train(out, scene, nproc=None, env=None, extra=(), flags=(*DISTILL, *VIEWS))
     argv = [os.path.join(REPO, "train.py"), "-s", scene, "-m", out, *flags, "--dist_timeout_minutes", "0.2",
             *extra]
     cmd = [sys.executable, *argv] if nproc is None else [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
-                                                        *argv]
+                                                        "--", *argv]  # (-- : train.py's --start is not torchrun's)
     return subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=120)
 
 
@@ -244,3 +244,24 @@ def test_two_ranks_train_the_third_teacher_together_as_one_process_does(scene, t
     for name in MODELS[:3]:
         assert {k: v for k, v in got[name].items() if not timing(k)} == \
             {k: v for k, v in ref_summary[name].items() if not timing(k)}, name
+
+
+def test_three_ranks_share_g_drop_and_g_std_after_start_1(scene, sequential, tmp_path):
+    """--start 1 on three ranks, six views a step: G_drop and G_std each data-parallel on all three (two views a
+    rank); G_drop's dropout masks are drawn for every view on every rank, so the ranks stay in step and each view
+    gets the mask it gets in one process: the same teachers up to the order of the gradient sums (the student,
+    which learns from them, is compared in the tests above)."""
+    flags = (*DISTILL, "--views_per_step", "6", "--start", "1")
+    ref, out = str(tmp_path / "one"), str(tmp_path / "three")
+    for d in (ref, out):
+        shutil.copytree(sequential, d)
+    r = _train(ref, scene, flags=flags)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _train(out, scene, 3, flags=flags)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert "torchrun: G_drop on ranks 0-2 (data-parallel), G_std on ranks 0-2 (data-parallel)" in r.stdout
+    for folder in ("point_cloud_1", "point_cloud_2"):
+        for it in (7, 25):
+            ply = os.path.join(folder, f"iteration_{it}", "point_cloud.ply")
+            (a, n_a), (b, n_b) = (_params(os.path.join(d, ply)) for d in (out, ref))
+            assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), (ply, float((a - b).abs().max()))

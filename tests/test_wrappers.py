@@ -44,7 +44,7 @@ def test_n_gpus_launch_each_scene_with_torchrun(tmp_path, how):
     trains = [c for c in cmds if "train.py" in c]
     assert len(trains) == 2
     for c in trains:
-        assert c[:5] == ["torchrun", "--standalone", "--nproc_per_node", "4", "train.py"]
+        assert c[:6] == ["torchrun", "--standalone", "--nproc_per_node", "4", "--", "train.py"]
         assert "--gpus" not in c and not any(a.startswith("--gpus") for a in c)
     assert all(c[0] == "python" for c in cmds if "train.py" not in c)  # render and metrics: one process
 
@@ -53,7 +53,7 @@ def test_a_multi_machine_launch_and_skip_eval(tmp_path):
     launch = "torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=host:29400"
     r, cmds = _dry_run(tmp_path, "run_db.sh", TORCHRUN=launch, SKIP_EVAL="1")
     assert r.returncode == 0, r.stderr
-    assert len(cmds) == 2 and all(c[:6] == shlex.split(launch) + ["train.py"] for c in cmds)
+    assert len(cmds) == 2 and all(c[:7] == shlex.split(launch) + ["--", "train.py"] for c in cmds)
 
 
 @pytest.mark.parametrize("gpus", ["0", "two", ""])
