@@ -90,7 +90,7 @@ issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone
   ( export CUDA_VISIBLE_DEVICES=$1 LOG=$R/logs/i12 MODELS=/tmp/models_i12 PREBUILT=/tmp/prebuilt
     bash scripts/gpu_bonsai.sh pipeline > $R/logs/i12_bonsai.txt 2>&1 )
   { stamp "issue 12 pipeline (alone on GPU $1)"; grep -A2 "^| four-model" $R/logs/i12/pipeline.txt
-    grep -E "^\| (G_|student)|process wall time" $R/logs/i12/bonsai_pipeline.txt
+    grep -E "^\| (G_|student)|process wall time|^Output folder" $R/logs/i12/bonsai_pipeline.txt
     python3 -c "import json; d = json.load(open('/tmp/models_i12/bonsai_pipeline/distill.json')); print('total_seconds', d.get('total_seconds'), {k: (v.get('stage_seconds'), v.get('init_seconds')) for k, v in d['models'].items()})"
   } >> $R/summary.txt 2>&1
 }
