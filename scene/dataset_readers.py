@@ -2,6 +2,7 @@
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -64,6 +65,17 @@ def load_image(path, size=None, background=None):
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
+def decode_images(tasks, workers=None):
+    """``load_image(*task)`` for every task, in order, decoded by a pool of threads (OpenCV's decode and resize
+    release the GIL: a scene's hundreds of photos load several times faster on a many-core machine). An error is
+    that of the first failing task in order."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers == 1 or len(tasks) < 2:
+        return [load_image(*t) for t in tasks]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda t: load_image(*t), tasks))
+
+
 def camera_extent(cameras):
     """1.1 x the largest distance of the camera centres from their centroid (the scene radius)."""
     centers = np.stack([c.camera_center.numpy() for c in cameras]).astype(np.float64)
@@ -80,19 +92,15 @@ def split_eval(items, names, eval_mode, hold=8):
     return train, test
 
 
-def _source_size(name, size, cam, cameras_path, notes):
+def _source_size(name, size, cam, cameras_path):
     """The size an image is trained from: its own when it is the camera's, or a scaled copy of it (same
     aspect ratio, e.g. -i images_4 with the full-size cameras, as graphdeco reads them); otherwise a
-    UserError. A scaled copy is reported once in ``notes``."""
+    UserError. Returns (w, h, whether it is a scaled copy)."""
     w0, h0 = size
     if (w0, h0) == (cam.width, cam.height):
-        return w0, h0
+        return w0, h0, False
     if abs(w0 * cam.height - h0 * cam.width) <= max(cam.width, cam.height):  # same aspect up to a pixel
-        if not notes:
-            notes.append(f"note: images such as {name} are {w0}x{h0} but their camera {cam.id} in {cameras_path} "
-                         f"is {cam.width}x{cam.height}: read as scaled copies (same aspect ratio), trained from "
-                         f"the image size")
-        return w0, h0
+        return w0, h0, True
     raise UserError(f"image {name} is {w0}x{h0} pixels but its camera {cam.id} in {cameras_path} is "
                     f"{cam.width}x{cam.height} (another aspect ratio): the image does not belong to this camera; "
                     f"replace the image or fix the camera (re-run convert.py)")
@@ -122,30 +130,43 @@ def read_colmap_scene(path, images_dir="images", eval_mode=False, resolution=Non
                         f"(first: {missing[0]}); restore them or re-run convert.py")
     depth_params = _read_depth_params(sparse, depths_dir)
 
-    cams, names, notes = [], [], []
+    entries = []  # (uid, image, its camera) in name order
     for uid, im in enumerate(sorted(images.values(), key=lambda im: im.name)):
         cam = cameras.get(im.camera_id)
         if cam is None:
             raise UserError(f"image {im.name} refers to camera {im.camera_id}, which {sparse} does not define")
+        entries.append((uid, im, cam))
+    photos = [None] * len(entries)
+    scaled = [None] * len(entries)  # (w, h) of an image read as a scaled copy of its camera's size
+    if load_images:
+        def size_for(k, im, cam):
+            def size(w0, h0):
+                w, h, copy = _source_size(im.name, (w0, h0), cam, os.path.join(sparse, "cameras" + ext))
+                scaled[k] = (w, h) if copy else None  # (each task its own slot: the pool's threads never share one)
+                return target_size(w, h, resolution)
+            return size
+        photos = decode_images([(os.path.join(img_root, im.name), size_for(k, im, cam))
+                              for k, (_, im, cam) in enumerate(entries)])
+    first = next((k for k, wh in enumerate(scaled) if wh is not None), None)
+    if first is not None:
+        (w0, h0), im, cam = scaled[first], entries[first][1], entries[first][2]
+        print(f"note: images such as {im.name} are {w0}x{h0} but their camera {cam.id} in "
+              f"{os.path.join(sparse, 'cameras' + ext)} is {cam.width}x{cam.height}: read as scaled copies (same "
+              f"aspect ratio), trained from the image size")
+    cams, names = [], []
+    for (uid, im, cam), image in zip(entries, photos):
         fx = cam.params[0]
         fy = cam.params[0] if cam.model == "SIMPLE_PINHOLE" else cam.params[1]
         R = cl.qvec2rotmat(im.qvec).T
-        if load_images:
-            def size_for(w0, h0, im=im, cam=cam):
-                return target_size(*_source_size(im.name, (w0, h0), cam, os.path.join(sparse, "cameras" + ext),
-                                                 notes), resolution)
-            image = load_image(os.path.join(img_root, im.name), size_for)
+        if image is not None:
             h, w = image.shape[1:]
         else:
-            image = None
             w, h = target_size(cam.width, cam.height, resolution)
         depth, reliable = _load_depth(depths_dir, im.name, (w, h), depth_params) if depths_dir else (None, False)
         cams.append(Camera(uid, R, np.asarray(im.tvec), focal2fov(fx, cam.width), focal2fov(fy, cam.height),
                            w, h, os.path.splitext(im.name)[0], image, data_device, depth=depth,
                            depth_reliable=reliable))
         names.append(im.name)
-    for n in notes:
-        print(n)
     train, test = split_eval(cams, names, eval_mode)
     points_path = os.path.join(sparse, "points3D" + ext)
     xyz, rgb, _ = cl.read_points3D_arrays(points_path)
@@ -238,6 +259,7 @@ def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
     if not isinstance(frames, list):
         raise UserError(f"{fpath}: 'frames' must be a list of {{\"file_path\", \"transform_matrix\"}} entries")
     cams = []
+    poses = []  # (R, T, file_path, image path) of every frame, checked before any image is decoded
     for i, fr in enumerate(frames):
         c2w, rel = _blender_frame(fpath, i, fr)
         img_path = os.path.join(path, rel)
@@ -247,12 +269,11 @@ def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):
             raise UserError(f"image {img_path} listed in {fpath} is missing")
         c2w[:3, 1:3] *= -1  # OpenGL/Blender (y up, z back) -> COLMAP (y down, z forward)
         w2c = np.linalg.inv(c2w)
-        R, T = w2c[:3, :3].T, w2c[:3, 3]
-        if load_images:  # the size follows from the image's own, decoded once
-            image = load_image(img_path, lambda W0, H0: target_size(W0, H0, resolution), bg)
-            h, w = image.shape[1], image.shape[2]
-        else:
-            image, (w, h) = None, target_size(800, 800, resolution)
+        poses.append((w2c[:3, :3].T, w2c[:3, 3], rel, img_path))
+    size = lambda W0, H0: target_size(W0, H0, resolution)  # noqa: E731 (from the image's own, decoded once)
+    photos = decode_images([(p[3], size, bg) for p in poses]) if load_images else [None] * len(poses)
+    for i, ((R, T, rel, _), image) in enumerate(zip(poses, photos)):
+        w, h = (image.shape[2], image.shape[1]) if image is not None else target_size(800, 800, resolution)
         fovy = focal2fov(0.5 * w / math.tan(0.5 * fovx), h)
         cams.append(Camera(uid0 + i, R, T, fovx, fovy, w, h, os.path.splitext(os.path.basename(rel))[0],
                            image, data_device))

@@ -66,3 +66,20 @@ def test_a_transient_os_error_is_retried_a_lasting_one_reported(tmp_path, naps, 
     with pytest.raises(UserError, match="Permission denied"):
         read_image_file(path)
     assert naps == [0.5]  # not retried
+
+
+def test_a_scenes_images_decode_in_order_on_threads_and_the_first_bad_one_is_named(tmp_path, naps):
+    from scene.dataset_readers import decode_images, load_image  # noqa: PLC0415
+    rng = np.random.default_rng(1)
+    paths = []
+    for k in range(12):
+        paths.append(str(tmp_path / f"{k:02d}.png"))
+        cv2.imwrite(paths[-1], rng.integers(0, 256, (6 + k, 9, 3), dtype=np.uint8))
+    want = [load_image(p) for p in paths]
+    got = decode_images([(p,) for p in paths], workers=4)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(got, want))
+    for bad in (3, 7):
+        with open(paths[bad], "wb") as f:
+            f.write(b"not an image")
+    with pytest.raises(UserError, match="03.png"):  # the first bad one in order, however the threads ran
+        decode_images([(p,) for p in paths], workers=4)
