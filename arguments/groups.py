@@ -226,6 +226,9 @@ class DistillParams(FlagGroup):
                 raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
                                 "follows the teachers' position schedule)")
             return
+        if self.student_prune_unseen:
+            raise UserError("--student_prune_unseen applies only to --student_init sfm (a student started from G_std "
+                            "does not grow, so there is no growth cap to free)")
         if self.student_max_ratio is None:
             raise UserError("--student_init std needs --student_max_ratio > 0: the fraction of G_std's Gaussians the "
                             "student keeps (e.g. 0.15)")

@@ -247,7 +247,7 @@ class StudentRole(Role):
         self.cameras = train_cameras
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.novel_start = novel_view_start(dp)
-        self.unseen_events = unseen_prune_iterations(opt) if dp.student_prune_unseen and self.init == "sfm" else set()
+        self.unseen_events = unseen_prune_iterations(opt) if dp.student_prune_unseen else set()  # (sfm only: checked)
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):

@@ -180,6 +180,7 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_init", "std", "--firstPrune"], "cannot be combined with --firstPrune"),
     (["--student_init", "sfm", "--student_position_lr_init", "1e-5"], "applies only to --student_init std"),
     (["--student_init", "std", "--student_position_lr_init", "-1"], "must be >= 0"),
+    (["--student_init", "std", "--student_prune_unseen"], "applies only to --student_init sfm"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
