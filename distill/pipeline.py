@@ -287,8 +287,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         summary["iterations"] = opt.iterations
         if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
             write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
-        # kept on the host, so the later stages' peak GPU memory is their own (under torchrun the student reads PLYs)
-        if i < 3 and dist is None:
+        # kept on the host, so the later stages' peak GPU memory is their own; under torchrun the student reads the
+        # other ranks' teachers from their PLYs (the same values), and a rank that will not train it keeps none
+        if i < 3 and (dist is None or dist.is_writer or opt.views_per_step > 1):
             teachers.trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":
