@@ -264,33 +264,32 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet, stage=i,
                           checkpoint_every_minutes=checkpoint_every_minutes, sync=sync)
-        if sync is not None and not sync.is_writer:  # rank 0 writes the model (and distill.json)
+        writer = sync is None or sync.is_writer  # (rank 0 writes a model several ranks train, and distill.json)
+        if not writer and i == 3:
+            return None
+        if writer:
+            res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
+            res["init_seconds"] = round(init_seconds, 2)
+            res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
+            res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
+            res.pop("history", None)
+            if hasattr(role, "log"):
+                res["events"] = role.log
             if i == 3:
-                return None
-            del model, role
-            continue
-        res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
-        res["init_seconds"] = round(init_seconds, 2)
-        res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
-        res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
-        res.pop("history", None)
-        if hasattr(role, "log"):
-            res["events"] = role.log
-        if i == 3:
-            res["num_max_effective"] = role.num_max  # the growth cap the student ran with (0: no growth)
-            res["init"] = dp.student_init  # how it started, and with how many Gaussians
-            res["init_gaussians"] = n_init
-            res["novel_views"] = len(role.novel)  # poses between training views the student also learned
-            if dp.student_init == "std":
-                res["init_position_lr"] = opt_i.position_lr_init  # times the extent
-        summary["models"][MODEL_NAMES[i]] = res
-        summary["iterations"] = opt.iterations
-        if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
-            write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
-        # kept on the host, so the later stages' peak GPU memory is their own; under torchrun the student reads the
-        # other ranks' teachers from their PLYs (the same values), and a rank that will not train it keeps none
-        if i < 3 and (dist is None or dist.is_writer or opt.views_per_step > 1):
-            teachers.trained[i] = model.to("cpu")
+                res["num_max_effective"] = role.num_max  # the growth cap the student ran with (0: no growth)
+                res["init"] = dp.student_init  # how it started, and with how many Gaussians
+                res["init_gaussians"] = n_init
+                res["novel_views"] = len(role.novel)  # poses between training views the student also learned
+                if dp.student_init == "std":
+                    res["init_position_lr"] = opt_i.position_lr_init  # times the extent
+            summary["models"][MODEL_NAMES[i]] = res
+            summary["iterations"] = opt.iterations
+            if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
+                write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
+            # kept on the host, so the later stages' peak GPU memory is their own; under torchrun the student reads the
+            # other ranks' teachers from their PLYs (the same values), and a rank that will not train it keeps none
+            if i < 3 and (dist is None or dist.is_writer or not data_parallel.on_rank0_alone(opt.views_per_step)):
+                teachers.trained[i] = model.to("cpu")
         del model, role
         if device == "cuda":
             torch.cuda.empty_cache()

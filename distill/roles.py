@@ -286,7 +286,7 @@ class StudentRole(Role):
         if self.init == "std" and model.num_points <= self.target:
             return  # started at the target and never grows: no second prune
         n0 = model.num_points
-        imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
+        imp = self._importance(model)
         if first:
             reinitialise(model, sample_by_importance(imp, self.dp.factor), state)
         else:
@@ -297,12 +297,15 @@ class StudentRole(Role):
         self.log.append(dict(iteration=it, kind="first" if first else "second", before=n0,
                              after=model.num_points))
 
+    def _importance(self, model):
+        """--imp_metric importance of ``model``'s Gaussians over the training views (split over the ranks)."""
+        return gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
+
     def _prune_unseen(self, it, model, state):
         """--student_prune_unseen: drop the Gaussians of importance 0; the rows of the statistics and of Adam follow
         (a densification-like edit: no fresh optimizer, the statistics go on)."""
         n0 = model.num_points
-        imp = gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
-        model.prune(imp == 0, rows=state)
+        model.prune(self._importance(model) == 0, rows=state)
         self.log.append(dict(iteration=it, kind="unseen", before=n0, after=model.num_points))
 
     def state_dict(self):

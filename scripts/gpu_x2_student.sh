@@ -95,24 +95,25 @@ issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone
   } >> $R/summary.txt 2>&1
 }
 
-torchrun2() {  # [name, train.py flags]: the four-model bonsai pipeline (seed 0) under torchrun on both GPUs, alone
-  local name=${1:-tr2}; shift || true
+walled() {  # what, log, command...: run it, then stamp its wall time and return code and the log's last lines
+  local what=$1 log=$2; shift 2
   local t0=$(date +%s.%N)
-  python3 -m torch.distributed.run --standalone --nproc_per_node 2 train.py -s data/bonsai -m /tmp/$name \
-    --num_models 4 --seed 0 $RECIPE "$@" > $R/logs/torchrun_$name.txt 2>&1
+  "$@" > $log 2>&1
   local rc=$? t1=$(date +%s.%N)
-  { stamp "torchrun on 2 GPUs ($name: $*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
-    grep "^torchrun:" $R/logs/torchrun_$name.txt; tail -8 $R/logs/torchrun_$name.txt; } >> $R/summary.txt 2>&1
+  { stamp "$what: wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
+    grep "^torchrun:" $log; tail -8 $log; } >> $R/summary.txt 2>&1
+}
+
+torchrun2() {  # name [train.py flags]: the four-model bonsai pipeline (seed 0) under torchrun on both GPUs, alone
+  local name=$1; shift
+  walled "torchrun on 2 GPUs ($name: $*)" $R/logs/torchrun_$name.txt python3 -m torch.distributed.run --standalone \
+    --nproc_per_node 2 -- train.py -s data/bonsai -m /tmp/$name --num_models 4 --seed 0 $RECIPE "$@"
 }
 
 sequential() {  # gpu name [train.py flags]: the same pipeline in one process on that GPU, alone
   local gpu=$1 name=$2; shift 2
-  local t0=$(date +%s.%N)
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/$name --num_models 4 --seed 0 $RECIPE "$@" \
-    > $R/logs/seq_$name.txt 2>&1
-  local rc=$? t1=$(date +%s.%N)
-  { stamp "one process on GPU $gpu ($name: $*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
-    tail -8 $R/logs/seq_$name.txt; } >> $R/summary.txt 2>&1
+  walled "one process on GPU $gpu ($name: $*)" $R/logs/seq_$name.txt env CUDA_VISIBLE_DEVICES=$gpu python3 train.py \
+    -s data/bonsai -m /tmp/$name --num_models 4 --seed 0 $RECIPE "$@"
 }
 
 lane0() {

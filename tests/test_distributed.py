@@ -46,6 +46,11 @@ def _train(out, scene, nproc=None, env=None, extra=(), flags=(*DISTILL, *VIEWS))
     return subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=120)
 
 
+def _timing(key):
+    """A distill.json field that differs between two runs of the same models (seconds, speed, memory)."""
+    return key.endswith("seconds") or key in ("ms_per_step", "peak_memory_gib")
+
+
 def _hashes(out, folders=tuple(f"point_cloud_{i}" for i in range(4))):
     found = {}
     for name in folders:
@@ -92,12 +97,11 @@ def test_torchrun_outputs_equal_the_sequential_run(scene, sequential, tmp_path, 
         assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), (it, float((a - b).abs().max()))
     got, ref = (json.load(open(os.path.join(d, "distill.json"))) for d in (out, sequential))
     assert list(got["models"]) == list(MODELS) == list(ref["models"])
-    timing = lambda k: k.endswith("seconds") or k in ("ms_per_step", "peak_memory_gib")  # noqa: E731
     close = {"psnr": 0.05, "ssim": 0.005}  # the student's, from its slightly different parameters
     for name in MODELS:
         a, b = got["models"][name], ref["models"][name]
-        assert {k: v for k, v in a.items() if not timing(k) and k not in close} == \
-            {k: v for k, v in b.items() if not timing(k) and k not in close}, name
+        assert {k: v for k, v in a.items() if not _timing(k) and k not in close} == \
+            {k: v for k, v in b.items() if not _timing(k) and k not in close}, name
         assert all(abs(a[k] - b[k]) <= tol for k, tol in close.items()), name
     assert got["iterations"] == ref["iterations"]
     assert os.path.isfile(os.path.join(out, "cfg_args.json"))
@@ -129,9 +133,8 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
     want = _hashes(ref)
     assert len(want) == 9 and _hashes(out) == want  # 2 PLYs per teacher, 3 for the student (its tail): sha256
     got, ref_summary = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
-    timing = lambda k: k.endswith("seconds") or k in ("ms_per_step", "peak_memory_gib")  # noqa: E731
-    assert {m: {k: v for k, v in e.items() if not timing(k)} for m, e in got.items()} == \
-        {m: {k: v for k, v in e.items() if not timing(k)} for m, e in ref_summary.items()}
+    assert {m: {k: v for k, v in e.items() if not _timing(k)} for m, e in got.items()} == \
+        {m: {k: v for k, v in e.items() if not _timing(k)} for m, e in ref_summary.items()}
     one_view = [*VANILLA, "--views_per_step", "1"]  # --num_models 1 the same way
     train.main(["-s", scene, "-m", str(tmp_path / "vanilla_one"), *one_view])
     r = _train(str(tmp_path / "vanilla_two"), scene, 2, flags=one_view)
@@ -240,10 +243,9 @@ def test_two_ranks_train_the_third_teacher_together_as_one_process_does(scene, t
         assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), (it, float((a - b).abs().max()))
     got, ref_summary = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
     assert list(got) == list(MODELS)
-    timing = lambda k: k.endswith("seconds") or k in ("ms_per_step", "peak_memory_gib")  # noqa: E731
     for name in MODELS[:3]:
-        assert {k: v for k, v in got[name].items() if not timing(k)} == \
-            {k: v for k, v in ref_summary[name].items() if not timing(k)}, name
+        assert {k: v for k, v in got[name].items() if not _timing(k)} == \
+            {k: v for k, v in ref_summary[name].items() if not _timing(k)}, name
 
 
 def test_three_ranks_share_g_drop_and_g_std_after_start_1(scene, sequential, tmp_path):

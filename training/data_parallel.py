@@ -109,13 +109,18 @@ def _per_view_masks(stats, n):
     return [v for v in stats.values() if torch.is_tensor(v) and v.dtype == torch.bool and v.shape[0] == n]
 
 
+def on_rank0_alone(views_per_step):
+    """Whether a data-parallel stage trains on rank 0 alone: one view per step is not split over ranks."""
+    return views_per_step == 1
+
+
 def start(ctx, views_per_step, label):
     """The StepSync of a data-parallel stage (the caller broadcasts the model once made), or None with one view per
     step: a view is not split, so rank 0 trains ``label`` alone as one process does (a step-by-step all-reduce of
     every gradient from ranks that render nothing only costs: on 2 x H200 the bonsai student took 41.7 s under
     torchrun against 33.7 s in one process). Then every rank leaves the process group here, together, and the
     caller's ranks other than 0 are done. Says when --views_per_step leaves ranks idle."""
-    if views_per_step == 1:
+    if on_rank0_alone(views_per_step):
         if ctx.is_writer:
             print(f"note: --views_per_step 1: rank 0 trains {label} alone (one view per step is not split over "
                   f"ranks); raise --views_per_step to at least {ctx.world_size} to train it data-parallel", flush=True)

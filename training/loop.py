@@ -345,8 +345,7 @@ def _render_views(run, it, want_stats):
             random.shuffle(run.stack)
         cam = run.stack.pop()
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
-        with timer("render"):
-            opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
+        opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
             continue  # and each view gets the draws it gets in one process)
         with timer("render"):
