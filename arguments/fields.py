@@ -36,7 +36,7 @@ def between(low, high, note=""):
 
 
 def flag(default, help, *, short=None, steps=False, check=None, none=None, legacy_none=_NO_LEGACY,
-         absent=_NO_LEGACY):
+         absent=_NO_LEGACY, legacy_bool=None):
     """A dataclass field for one flag.
 
     steps: an iteration count (or list of them) that --steps_scale rescales.
@@ -45,8 +45,10 @@ def flag(default, help, *, short=None, steps=False, check=None, none=None, legac
     cfg_args.json, read as None.
     absent: the value a saved cfg_args.json without this flag means (the behaviour of the versions before the flag
     existed), when it differs from the default; so --resume continues such a run as it began.
+    legacy_bool: (value for false, value for true) of a choice that earlier versions saved as a switch.
     """
-    meta = dict(help=help, short=short, steps=steps, check=check, none=none, legacy_none=legacy_none, absent=absent)
+    meta = dict(help=help, short=short, steps=steps, check=check, none=none, legacy_none=legacy_none, absent=absent,
+                legacy_bool=legacy_bool)
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -109,7 +111,10 @@ def steps_fields(cls):
 
 
 def from_legacy(spec, value):
-    """``value`` with the earlier versions' sentinel number for "none" read as None."""
+    """``value`` with the earlier versions' sentinel number for "none" read as None, and a switch's saved
+    true/false as the choice that replaced it."""
+    if isinstance(value, bool) and spec.meta.get("legacy_bool") is not None:
+        return spec.meta["legacy_bool"][value]
     if spec.optional and spec.has_legacy_none() and value == spec.legacy_none and not isinstance(value, bool):
         return None
     return value

@@ -171,11 +171,13 @@ class DistillParams(FlagGroup):
         0.4, "student: no clone/split growth once it has this multiple of G_std's Gaussian count; replaces "
              "--num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"), legacy_none=0,
         none="off: --num_max applies, as the reference", absent=None)
-    student_prune_unseen: bool = flag(
-        False, "student (sfm start): at the teachers' opacity-reset iterations of its growth phase, remove its "
-               "Gaussians of importance 0 (never the strongest contributor of a training pixel: what the second "
-               "prune removes anyway), so that points a random start hid inside or behind the object do not hold "
-               "the growth cap; one importance pass over the training views each time")
+    student_prune_unseen: Literal["auto", "on", "off"] = flag(
+        "auto", "student (sfm start): at the teachers' opacity-reset iterations of its growth phase, remove its "
+                "Gaussians of importance 0 (never the strongest contributor of a training pixel: what the second "
+                "prune removes anyway), so that points a random start hid inside or behind the object do not hold "
+                "the growth cap; one importance pass over the training views each time. auto: on when the scene "
+                "has no SfM points (a random start, as NeRF-synthetic scenes), off when it has them",
+        absent="off", legacy_bool=("off", "on"))
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(
@@ -226,9 +228,9 @@ class DistillParams(FlagGroup):
                 raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
                                 "follows the teachers' position schedule)")
             return
-        if self.student_prune_unseen:
-            raise UserError("--student_prune_unseen applies only to --student_init sfm (a student started from G_std "
-                            "does not grow, so there is no growth cap to free)")
+        if self.student_prune_unseen == "on":
+            raise UserError("--student_prune_unseen on applies only to --student_init sfm (a student started from "
+                            "G_std does not grow, so there is no growth cap to free)")
         if self.student_max_ratio is None:
             raise UserError("--student_init std needs --student_max_ratio > 0: the fraction of G_std's Gaussians the "
                             "student keeps (e.g. 0.15)")

@@ -280,6 +280,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                 res["init"] = dp.student_init  # how it started, and with how many Gaussians
                 res["init_gaussians"] = n_init
                 res["novel_views"] = len(role.novel)  # poses between training views the student also learned
+                res["prune_unseen"] = role.prunes_unseen  # (--student_prune_unseen, auto resolved)
                 if dp.student_init == "std":
                     res["init_position_lr"] = opt_i.position_lr_init  # times the extent
             summary["models"][MODEL_NAMES[i]] = res
@@ -336,4 +337,6 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
     del teachers
-    return StudentRole(dp, opt, pipe, bg, targets, std_xyz, scene.getTrainCameras(), novel, sync), start
+    role = StudentRole(dp, opt, pipe, bg, targets, std_xyz, scene.getTrainCameras(), novel, sync,
+                       random_start=scene.random_start)
+    return role, start

@@ -160,6 +160,16 @@ def unseen_prune_iterations(opt):
     return schedule(opt.densify_from_iter, opt.densify_until_iter, opt.opacity_reset_interval)
 
 
+def prunes_unseen(dp, random_start):
+    """Whether the student drops its importance-0 Gaussians at unseen_prune_iterations: --student_prune_unseen on, or
+    auto with a random start (``random_start``: the scene had no SfM points, as NeRF-synthetic). Measured paired over
+    four seeds (docs/BENCHMARKS.md): +0.18 dB on lego, whose random points hidden inside the object otherwise hold
+    the growth cap; -0.75 dB on bonsai's SfM start, whose growing Gaussians it thins."""
+    if dp.student_init != "sfm":
+        return False
+    return dp.student_prune_unseen == "on" or (dp.student_prune_unseen == "auto" and bool(random_start))
+
+
 def student_num_max(dp, std_count):
     """The student's growth cap: --num_max_ratio x G_std's count when that ratio is set, else --num_max;
     0 (no growth) for a student started from G_std."""
@@ -234,7 +244,8 @@ class StudentRole(Role):
     """The student: distillation against the cached teacher renders (combined by --teacher_combine), importance
     pruning, and the structure loss against G_std's positions."""
 
-    def __init__(self, dp, opt, pipe, bg, teacher_targets, std_xyz, train_cameras, novel_cameras=(), sync=None):
+    def __init__(self, dp, opt, pipe, bg, teacher_targets, std_xyz, train_cameras, novel_cameras=(), sync=None,
+                 random_start=False):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
         self.sync = sync  # data-parallel: the importance scores are split over the ranks
         self.teacher_targets = teacher_targets  # uid -> fp16 [3, H, W] (teacher_renders), also of the novel cameras
@@ -247,7 +258,8 @@ class StudentRole(Role):
         self.cameras = train_cameras
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.novel_start = novel_view_start(dp)
-        self.unseen_events = unseen_prune_iterations(opt) if dp.student_prune_unseen else set()  # (sfm only: checked)
+        self.prunes_unseen = prunes_unseen(dp, random_start)  # (random_start: the scene had no SfM points)
+        self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):

@@ -12,6 +12,7 @@ class Scene:
         self.test_cameras = info.test_cameras
         self.points, self.colors = info.points, info.colors
         self.cameras_extent = info.radius
+        self.random_start = info.random_points  # every model starts from random points (no SfM reconstruction)
 
     def getTrainCameras(self):
         return self.train_cameras

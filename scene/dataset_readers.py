@@ -27,6 +27,7 @@ class SceneInfo:
     points: np.ndarray  # [N, 3] float32
     colors: np.ndarray  # [N, 3] float32 in [0, 1]
     radius: float  # scene extent: 1.1 x max camera distance from the centroid
+    random_points: bool = False  # the points are random (a scene without SfM points), not a reconstruction
 
 
 def target_size(width, height, resolution):
@@ -237,7 +238,8 @@ def read_blender_scene(path, white_background=False, eval_mode=False, resolution
     # NeRF-synthetic objects sit inside [-1.3, 1.3]^3: start from random points there
     xyz = rng.random((num_random_points, 3)) * 2.6 - 1.3
     rgb = rng.random((num_random_points, 3))
-    return SceneInfo(train, test, xyz.astype(np.float32), rgb.astype(np.float32), camera_extent(train))
+    return SceneInfo(train, test, xyz.astype(np.float32), rgb.astype(np.float32), camera_extent(train),
+                     random_points=True)
 
 
 def _blender_split(path, fname, bg, resolution, data_device, uid0, load_images):

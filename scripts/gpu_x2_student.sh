@@ -121,10 +121,10 @@ lane0() {
   base lego 0 -w
   # lego's student never densifies: its random start's hidden points hold the 0.4x cap (docs/BENCHMARKS.md,
   # 2026-11-30 second session); drop them at the opacity-reset iterations, then cap the growth nearer the target
-  variant lego unseen 0 --student_prune_unseen
-  variant lego unseen_nmr02 0 --student_prune_unseen --num_max_ratio 0.2
-  variant lego unseen_nmr015 0 --student_prune_unseen --num_max_ratio 0.15
-  variant lego unseen_nvs0 0 --student_prune_unseen --novel_view_start 0
+  variant lego unseen 0 --student_prune_unseen on
+  variant lego unseen_nmr02 0 --student_prune_unseen on --num_max_ratio 0.2
+  variant lego unseen_nmr015 0 --student_prune_unseen on --num_max_ratio 0.15
+  variant lego unseen_nvs0 0 --student_prune_unseen on --novel_view_start 0
   issue12 0
 }
 
@@ -133,7 +133,7 @@ lane1() {
   # growth to 0.6x was 0.27 dB worse than to 0.4x: does less overshoot before the prune to 12% help further?
   variant bonsai nmr02 1 --num_max_ratio 0.2
   variant bonsai nmr03 1 --num_max_ratio 0.3
-  variant bonsai unseen 1 --student_prune_unseen
+  variant bonsai unseen 1 --student_prune_unseen on
   timed 1 --num_max_ratio 0.2
 }
 

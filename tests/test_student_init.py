@@ -13,7 +13,8 @@ import train
 from arguments import DistillParams, PipelineParams, scale_steps
 from distill.pipeline import final_iteration, stage_schedule
 from distill.roles import (StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, novel_view_start,
-                           StudentRole, prune_fraction, schedule_end, student_from_std, unseen_prune_iterations)
+                           StudentRole, prune_fraction, prunes_unseen, schedule_end, student_from_std,
+                           unseen_prune_iterations)
 from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -172,6 +173,7 @@ def test_start_3_sfm_records_its_start(std_run):
     summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600"])
     s = summary["models"]["student"]
     assert s["init"] == "sfm" and s["init_gaussians"] == 300 and "init_position_lr" not in s
+    assert s["prune_unseen"] is False  # auto: the scene has SfM points
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -180,7 +182,8 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_init", "std", "--firstPrune"], "cannot be combined with --firstPrune"),
     (["--student_init", "sfm", "--student_position_lr_init", "1e-5"], "applies only to --student_init std"),
     (["--student_init", "std", "--student_position_lr_init", "-1"], "must be >= 0"),
-    (["--student_init", "std", "--student_prune_unseen"], "applies only to --student_init sfm"),
+    (["--student_init", "std", "--student_prune_unseen", "on"], "applies only to --student_init sfm"),
+    (["--student_prune_unseen", "yes"], "--student_prune_unseen yes is unknown: use auto, on or off"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -352,8 +355,8 @@ def test_unseen_prune_removes_exactly_the_gaussians_of_no_importance():
     targets = {c.uid: torch.rand(3, 24, 32).half() for c in cams}
     make = lambda on: StudentRole(DistillParams.defaults(student_prune_unseen=on), opt, pipe, bg, targets,  # noqa
                                   model.get_xyz.detach().clone(), cams)
-    assert make(False).unseen_events == set() and make(True).unseen_events == {30, 60, 90, 120}
-    role = make(True)
+    assert make("off").unseen_events == set() and make("on").unseen_events == {30, 60, 90, 120}
+    role = make("on")
     imp = gaussian_importance(model, cams, pipe, bg)
     zero = imp == 0
     assert zero[150:].all() and 0 < int(zero.sum()) < 180  # (some near ones may never be the strongest either)
@@ -370,8 +373,38 @@ def test_unseen_prune_removes_exactly_the_gaussians_of_no_importance():
 def test_start_3_with_the_unseen_prune_records_it(std_run):
     scene, out, _, _ = std_run
     summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--student_prune_unseen",
-                                                      "--opacity_reset_interval", "6000"])  # (30 after the scale)
+                                                      "on", "--opacity_reset_interval", "6000"])  # (30 after the scale)
     events = [e for e in summary["models"]["student"]["events"] if e["kind"] == "unseen"]
     assert [e["iteration"] for e in events] == [30, 60]
     assert all(e["after"] <= e["before"] for e in events)
-    assert json.load(open(os.path.join(out, "cfg_args.json")))["student_prune_unseen"] is True
+    assert summary["models"]["student"]["prune_unseen"] is True
+    assert json.load(open(os.path.join(out, "cfg_args.json")))["student_prune_unseen"] == "on"
+
+
+@pytest.mark.parametrize("setting, init, random_start, on", [
+    ("auto", "sfm", True, True), ("auto", "sfm", False, False), ("auto", "std", True, False),
+    ("on", "sfm", False, True), ("off", "sfm", True, False)])
+def test_the_unseen_prune_is_on_by_default_only_for_a_random_start(setting, init, random_start, on):
+    dp = DistillParams.defaults(student_prune_unseen=setting, student_init=init)
+    assert prunes_unseen(dp, random_start) is on
+
+
+def test_a_nerf_synthetic_scene_starts_from_random_points_and_a_colmap_one_does_not(tmp_path):
+    from scene.dataset_readers import read_scene
+    from tests.test_bad_input import _make_blender
+    colmap = make_synthetic_scene(str(tmp_path / "c"), num_views=8, width=16, height=12, num_points=30, seed=0)
+    blender = _make_blender(str(tmp_path / "b"), colmap)
+    assert read_scene(colmap).random_points is False
+    info = read_scene(blender)
+    assert info.random_points is True and info.points.shape == (100_000, 3)
+
+
+def test_a_saved_switch_reads_as_the_choice_that_replaced_it(tmp_path):
+    from arguments.config import saved_flags
+    for saved, read in ((True, "on"), (False, "off"), ("auto", "auto")):
+        with open(tmp_path / "cfg_args.json", "w") as f:
+            json.dump({"student_prune_unseen": saved}, f)
+        assert saved_flags(str(tmp_path), [DistillParams])["student_prune_unseen"] == read
+    with open(tmp_path / "cfg_args.json", "w") as f:
+        json.dump({"iterations": 10}, f)  # a run from before the flag: off
+    assert saved_flags(str(tmp_path), [DistillParams])["student_prune_unseen"] == "off"
