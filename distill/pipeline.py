@@ -294,6 +294,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         del model, role
         if device == "cuda":
             torch.cuda.empty_cache()
+        if writer:  # after the stage, before the next: final metrics, distill.json, the host copy, the cache release
+            res["handoff_seconds"] = round(time.time() - t0 - res["stage_seconds"], 2)
     summary["total_seconds"] = round(time.time() - t_all, 2) if dp.start == 0 else None
     write_json(path, summary)
     print_table(summary)

@@ -211,6 +211,10 @@ def test_four_models_train_and_the_student_is_smaller(distill_run):
         assert r["psnr"] is not None and r["ply_mb"] > 0
         # the stage's wall time splits into initialisation, setup before the loop and the loop itself
         assert 0 <= r["init_seconds"] + r["setup_seconds"] + r["train_seconds"] <= r["stage_seconds"] + 0.05, r
+    # and what lies between the stages is counted too: the pipeline's wall time is their sum, to the start-up
+    total = sum(r["stage_seconds"] + r["handoff_seconds"] for r in m.values())
+    assert 0 <= min(r["handoff_seconds"] for r in m.values()) and total <= summary["total_seconds"] < total + 1.0
+    assert on_disk["models"]["G_perb"]["handoff_seconds"] == m["G_perb"]["handoff_seconds"]
 
 
 def test_the_table_shows_each_models_stage_seconds(capsys):
