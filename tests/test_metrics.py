@@ -196,6 +196,26 @@ def test_lpips_missing_weights_offline(tmp_path, capsys, empty_hub):
     assert pv["LPIPS"] is None and len(pv["PSNR"]) == 3
 
 
+def test_missing_weights_are_found_missing_without_importing_torchvision(tmp_path):
+    # (a subprocess: this one may have imported torchvision already; its import is a second of every GPU run)
+    code = ("import sys; from utils.lpips_utils import load_lpips; net, reason = load_lpips('cpu'); "
+            "print(net is None, 'vgg16-397923af.pth' in reason, 'torchvision' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
+                         env=dict(os.environ, TORCH_HOME=str(tmp_path / "hub"))).stdout.split()
+    assert out == ["True", "True", "False"]
+
+
+def test_a_vgg16_checkpoint_of_another_name_asks_torchvision_for_its_name(empty_hub, monkeypatch):
+    ck = empty_hub / "checkpoints"
+    ck.mkdir()
+    (ck / "vgg16-0000.pth").write_bytes(b"")
+    monkeypatch.setattr(lpips_utils, "vgg16_weights_file", lambda: "vgg16-0000.pth")
+    assert lpips_utils.vgg16_weights_path() == str(ck / "vgg16-0000.pth")
+    (ck / "vgg16-0000.pth").unlink()
+    assert lpips_utils.vgg16_weights_path() == str(ck / "vgg16-397923af.pth")
+
+
 def test_lpips_bad_checkpoint_is_skipped(tmp_path, capsys, empty_hub):
     ck = empty_hub / "checkpoints"
     ck.mkdir()

@@ -11,6 +11,7 @@ linear calibration layers ship inside the lpips package and are loaded by it as 
 telling the user what is missing and how to fix it.
 """
 import contextlib
+import glob
 import io
 import os
 import warnings
@@ -31,8 +32,14 @@ def vgg16_weights_file():
 
 
 def vgg16_weights_path():
-    """Where torchvision looks for (and would download) the VGG16 weights."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", vgg16_weights_file())
+    """Where torchvision looks for (and would download) the VGG16 weights. torchvision is asked for the file's name
+    only when a VGG16 checkpoint of another name is in that folder: its import costs a second of every training
+    run on a machine without the weights, where the answer is "missing" either way."""
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    known = os.path.join(folder, VGG16_FILE)
+    if os.path.isfile(known) or not glob.glob(os.path.join(folder, "vgg16-*.pth")):
+        return known
+    return os.path.join(folder, vgg16_weights_file())
 
 
 def _short(path):
