@@ -175,12 +175,35 @@ def _sfm_model(scene, dataset, device):
 
 
 class Teachers:
-    """Where the student's teachers come from: the models this process trained (host copies), else their PLYs
-    at the teachers' last iteration ``iteration`` (not the student's, which --student_steps_scale stretches)."""
+    """Where the student's teachers come from: the models this process trained, else their PLYs at the teachers'
+    last iteration ``iteration`` (not the student's, which --student_steps_scale stretches)."""
+
+    KEEP_ON_DEVICE = 10  # a trained teacher stays on the GPU when its free memory is this many times its size
 
     def __init__(self, iteration):
         self.iteration = iteration
         self.trained = {}
+
+    def keep(self, index, model):
+        """Hold a trained teacher for the student: on its GPU when there is room for it ten times over, else on the
+        host. (The round trip through host memory moved 0.4 GB each way per bonsai teacher; on the H200 machines, VMs
+        whose memory grows as it is used, 6.5 s of a 150 s pipeline lay between the stages.)"""
+        dev = model.device
+        model.to(dev)  # (drops the optimizer and its moments)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # (what the stage freed counts as free below)
+            if torch.cuda.mem_get_info(dev)[0] < self.KEEP_ON_DEVICE * self._bytes(model):
+                model.to("cpu")
+        self.trained[index] = model
+
+    def gpu_bytes(self):
+        """Bytes of the held teachers on a GPU: a later stage's peak GPU memory includes them, but they are not its
+        own."""
+        return sum(self._bytes(m) for m in self.trained.values() if m.device.type == "cuda")
+
+    @staticmethod
+    def _bytes(model):
+        return sum(p.numel() * p.element_size() for p in model.params.values())
 
     def load(self, index, dataset, device):
         if index in self.trained:
@@ -207,7 +230,7 @@ def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=Non
     if dp.student_init == "std":
         fine_tune_schedule(opt, dp)
     role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync)
-    teachers.trained.clear()  # the teachers' host copies: the student's role holds what it needs of them
+    teachers.trained.clear()  # the teachers themselves: the student's role holds what it needs of them
     return (start if start is not None else model), role
 
 
@@ -259,6 +282,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             sync.broadcast_model(model)
         n_init = model.num_points
         init_seconds = time.time() - t0  # initial Gaussians (kNN) and role (the student's teacher renders)
+        held = teachers.gpu_bytes()  # (the student's stage holds none: its role took what it needs)
         res = train_model(scene, model, opt_i, pipe, dataset, model_dir(dataset.model_path, i), role=role,
                           test_iterations=tests_i, save_iterations=saves_i, checkpoint_iterations=ckpts_i,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
@@ -271,6 +295,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
             res["init_seconds"] = round(init_seconds, 2)
             res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
+            if held and res.get("peak_memory_gib") is not None:  # the stage's own peak, without the held teachers
+                res["peak_memory_gib"] = round(res["peak_memory_gib"] - held / 2 ** 30, 3)
             res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
             res.pop("history", None)
             if hasattr(role, "log"):
@@ -287,14 +313,14 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             summary["iterations"] = opt.iterations
             if dist is None or i == 3:  # (under torchrun rank 0 writes the teachers' entries after the barrier)
                 write_json(path, summary)  # after every model: an interrupted run keeps the finished models' entries
-            # kept on the host, so the later stages' peak GPU memory is their own; under torchrun the student reads the
-            # other ranks' teachers from their PLYs (the same values), and a rank that will not train it keeps none
+            # under torchrun the student reads the other ranks' teachers from their PLYs (the same values), and a rank
+            # that will not train it keeps none
             if i < 3 and (dist is None or dist.is_writer or not data_parallel.on_rank0_alone(opt.views_per_step)):
-                teachers.trained[i] = model.to("cpu")
+                teachers.keep(i, model)
         del model, role
         if device == "cuda":
             torch.cuda.empty_cache()
-        if writer:  # after the stage, before the next: final metrics, distill.json, the host copy, the cache release
+        if writer:  # after the stage, before the next: final metrics, distill.json, holding the teacher, the cache
             res["handoff_seconds"] = round(time.time() - t0 - res["stage_seconds"], 2)
     summary["total_seconds"] = round(time.time() - t_all, 2) if dp.start == 0 else None
     write_json(path, summary)

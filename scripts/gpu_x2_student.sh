@@ -4,17 +4,16 @@
 # (.devdata/x2_call.sh polls it: SCRIPT=scripts/gpu_x2_student.sh bash .devdata/x2_call.sh 570, then
 # bash .devdata/x2_call.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
-# and gsplat's wheels in .whl/. Two lanes side by side, each in order of priority (the budget may end them first):
-#   GPU 0: (with FULL=1 first the full-schedule bonsai pipeline of seed 0, FULL_FLAGS added), lego's default
-#          pipelines on seeds 4-7, lego students that drop their unseen Gaussians (--student_prune_unseen) alone,
-#          with growth caps nearer the 12% target and with novel views from the start, then the issue-12
-#          pipeline step alone on its GPU (gsplat's 7,500 steps and the four-model pipeline);
-#   GPU 1: bonsai's default pipelines on seeds 4-7, students growing to 0.2x and 0.3x G_std instead of 0.4x and
-#          with --student_prune_unseen, then G_std and the default student timed alone on the GPU (the student
-#          twice: the timing noise) and a student growing to 0.2x;
-#   then both GPUs: the four-model pipeline under torchrun (timed, alone; its student trains on rank 0 alone),
-#   and with two views a step (G_std data-parallel on both GPUs) against the same in one process.
+# and gsplat's wheels in .whl/. Two lanes side by side:
+#   GPU 0: the issue-12 pipeline (gsplat's 7,500 steps and our four-model pipeline, with each model's
+#          handoff_seconds), then lego's default pipelines on seeds SEEDS (default 0-3) and two lego students on
+#          their teachers (the unseen prune off; a longer tail);
+#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 1);
+#   then both GPUs: the four-model pipeline under torchrun (timed, alone).
+# timed and sequential serve other plans (the stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
+SEEDS=${SEEDS:-0 1 2 3}
+FULL_SEED=${FULL_SEED:-1}
 build_extensions
 mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
 export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
@@ -35,16 +34,16 @@ PY
 
 base() {  # scene gpu [train.py flags]: the default pipelines of seeds 4-7
   local scene=$1 gpu=$2; shift 2
-  python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_base --seeds 4 5 6 7 --parallel 4 --gpus $gpu \
+  python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_base --seeds $SEEDS --parallel 4 --gpus $gpu \
     --label ${scene}_base -- $RECIPE "$@" > $R/logs/${scene}_base.txt 2>&1
-  stamp "$scene default pipelines, seeds 4-7"; tail -14 $R/logs/${scene}_base.txt >> $R/summary.txt; collect
+  stamp "$scene default pipelines, seeds $SEEDS"; tail -14 $R/logs/${scene}_base.txt >> $R/summary.txt; collect
 }
 
 variant() {  # scene name gpu [train.py flags]: students on each seed's teachers, compared seed by seed
   local scene=$1 name=$2 gpu=$3; shift 3
   local extra=""; [ $scene = lego ] && extra=-w
   python3 scripts/seed_study.py -s data/$scene -o $S/${scene}_$name --students_only $S/${scene}_base \
-    --seeds 4 5 6 7 --parallel 4 --gpus $gpu --label ${scene}_$name -- $RECIPE $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
+    --seeds $SEEDS --parallel 4 --gpus $gpu --label ${scene}_$name -- $RECIPE $extra "$@" > $R/logs/${scene}_$name.txt 2>&1
   { stamp "$scene $name: $*"; tail -12 $R/logs/${scene}_$name.txt | head -9
     python3 scripts/seed_study.py --compare $S/${scene}_base $S/${scene}_$name; } >> $R/summary.txt 2>&1
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
@@ -79,11 +78,12 @@ PY
   collect
 }
 
-full() {  # gpu: the full-schedule bonsai pipeline of seed 0 (FULL_FLAGS: more train.py flags)
-  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds 0 --gpus $1 --label bonsai_full \
+full() {  # gpu: the full-schedule bonsai pipeline of seed FULL_SEED (FULL_FLAGS: more train.py flags)
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds $FULL_SEED --gpus $1 --label bonsai_full \
     -- --eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000 ${FULL_FLAGS:-} \
     > $R/logs/bonsai_full.txt 2>&1
-  { stamp "full-schedule bonsai pipeline, seed 0"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt; collect
+  { stamp "full-schedule bonsai pipeline, seed $FULL_SEED"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt
+  collect
 }
 
 issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone on that GPU
@@ -91,7 +91,7 @@ issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone
     bash scripts/gpu_bonsai.sh pipeline > $R/logs/i12_bonsai.txt 2>&1 )
   { stamp "issue 12 pipeline (alone on GPU $1)"; grep -A2 "^| four-model" $R/logs/i12/pipeline.txt
     grep -E "^\| (G_|student)|process wall time|^Output folder" $R/logs/i12/bonsai_pipeline.txt
-    python3 -c "import json; d = json.load(open('/tmp/models_i12/bonsai_pipeline/distill.json')); print('total_seconds', d.get('total_seconds'), {k: (v.get('stage_seconds'), v.get('init_seconds')) for k, v in d['models'].items()})"
+    python3 -c "import json; d = json.load(open('/tmp/models_i12/bonsai_pipeline/distill.json')); print('total_seconds', d.get('total_seconds'), '(stage, init, handoff, peak GiB):', {k: (v.get('stage_seconds'), v.get('init_seconds'), v.get('handoff_seconds'), v.get('peak_memory_gib')) for k, v in d['models'].items()})"
   } >> $R/summary.txt 2>&1
 }
 
@@ -117,31 +117,20 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 }
 
 lane0() {
-  if [ -n "${FULL:-}" ]; then full 0; fi
+  issue12 0  # first, while GPU 1 runs one process: the fewest other processes on the host's CPUs
   base lego 0 -w
-  # lego's student never densifies: its random start's hidden points hold the 0.4x cap (docs/BENCHMARKS.md,
-  # 2026-11-30 second session); drop them at the opacity-reset iterations, then cap the growth nearer the target
-  variant lego unseen 0 --student_prune_unseen on
-  variant lego unseen_nmr02 0 --student_prune_unseen on --num_max_ratio 0.2
-  variant lego unseen_nmr015 0 --student_prune_unseen on --num_max_ratio 0.15
-  variant lego unseen_nvs0 0 --student_prune_unseen on --novel_view_start 0
-  issue12 0
+  # the default's unseen prune is auto (on for lego's random start): replicate its +0.18 dB on new seeds, and the
+  # longer tail (+0.17 dB before the unseen prune) on top of it
+  variant lego unseen_off 0 --student_prune_unseen off
+  variant lego tail1 0 --student_tail 1.0
 }
 
 lane1() {
-  base bonsai 1
-  # growth to 0.6x was 0.27 dB worse than to 0.4x: does less overshoot before the prune to 12% help further?
-  variant bonsai nmr02 1 --num_max_ratio 0.2
-  variant bonsai nmr03 1 --num_max_ratio 0.3
-  variant bonsai unseen 1 --student_prune_unseen on
-  timed 1 --num_max_ratio 0.2
+  full 1  # a second seed of the full schedule (the first: student -0.51 dB against G_std)
 }
 
-stamp "GPU 0: lego seeds 4-7 and variants, issue-12 pipeline | GPU 1: bonsai seeds 4-7, variants, timed"
+stamp "GPU 0: issue-12 pipeline, lego seeds $SEEDS and variants | GPU 1: full-schedule bonsai, seed $FULL_SEED"
 lane0 & lane1 & wait
-torchrun2 tr2
-# two views a step: G_std data-parallel on both GPUs after G_perb and G_drop (issue 17), against one GPU
-torchrun2 tr2v2 --views_per_step 2
-sequential 0 seqv2 --views_per_step 2
+torchrun2 tr2  # one view a step: the teachers held on the GPU, the student on rank 0 alone
 stamp done
 touch $DONE

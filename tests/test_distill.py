@@ -246,3 +246,30 @@ def test_start_3_reuses_teachers(distill_run, capsys):
         assert "G_drop" in capsys.readouterr().err
     finally:
         os.rename(os.path.join(out, "moved"), os.path.join(out, "point_cloud_1"))
+
+
+class _OnGpu:
+    """A trained model as Teachers.keep sees it: its parameters' size, its device, and the moves it is asked for."""
+
+    def __init__(self, n):
+        self.params = dict(xyz=torch.zeros(n, 3), f_rest=torch.zeros(n, 15, 3))  # 192 bytes a Gaussian
+        self.device = torch.device("cuda")
+        self.moves = []
+
+    def to(self, device):
+        self.moves.append(str(device))
+        self.device = torch.device(device)
+        return self
+
+
+@pytest.mark.parametrize("free, where", [(10 * 192_000, "cuda"), (10 * 192_000 - 1, "cpu")])
+def test_a_trained_teacher_stays_on_the_gpu_when_it_has_room_for_it_ten_times_over(monkeypatch, free, where):
+    from distill.pipeline import Teachers
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (free, 80 * 2 ** 30))
+    teachers, model = Teachers(100), _OnGpu(1000)
+    teachers.keep(0, model)
+    assert teachers.trained[0] is model and model.device.type == where
+    assert model.moves[0] == "cuda"  # first its optimizer goes (its moments: twice the parameters)
+    # what a later stage's peak GPU memory must not count as its own
+    assert teachers.gpu_bytes() == (192_000 if where == "cuda" else 0)
