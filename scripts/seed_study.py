@@ -277,7 +277,8 @@ def build_parser():
                "      --num_seeds 4 --parallel 4 -- --eval --steps_scale 0.25 --views_per_step 1 ...\n"
                "  %(prog)s --compare output/study_a output/study_b",
         usage="%(prog)s -s SCENE -o OUT [--seeds S ... | --num_seeds N] [options] [-- TRAIN.PY FLAGS]\n"
-              "       %(prog)s --compare A B")
+              "       %(prog)s --compare A B\n"
+              "       %(prog)s --pool STUDY STUDY ...")
     p.add_argument("-s", "--source_path", help="scene folder (as train.py -s)")
     p.add_argument("-o", "--out", help="study folder: one sub-folder seed_<s>/ per seed, and seed_study.json")
     g = p.add_mutually_exclusive_group()
@@ -297,6 +298,10 @@ def build_parser():
                                              "(CUDA_VISIBLE_DEVICES of each run; default: leave it as is)")
     p.add_argument("--resume", action="store_true",
                    help="keep seeds whose seed_<s>/distill.json already has all four models; run the others")
+    p.add_argument("--pool", nargs="+", metavar="STUDY",
+                   help="several studies of one recipe as one sample (more seeds, or the same seeds run again: on a "
+                        "GPU a seed does not reproduce a run): every run, then each statistic over all runs and over "
+                        "the seeds with a seed's runs averaged; runs nothing")
     p.add_argument("--compare", nargs="+", metavar="A B",
                    help="compare two studies (seed_study.json files or their folders): B - A of the mean "
                         "student - G_std, with a 95%% interval: paired seed by seed when B trained students on A's "
@@ -393,6 +398,8 @@ def main(argv=None):
     args = build_parser().parse_args(own)
     if args.compare:
         return compare(args.compare)
+    if args.pool:
+        return pool_studies(args.pool)
     seeds, teachers, out = check_study(args, train_flags)
     done = {s: read_summary(os.path.join(seed_dir(out, s), SUMMARY_NAME)) for s in seeds}
     done = {s: v for s, v in done.items() if is_complete(v)}
@@ -441,8 +448,8 @@ def main(argv=None):
         return rec
 
     t0 = time.time()
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        for rec in pool.map(job, todo):
+    with ThreadPoolExecutor(max_workers=args.parallel) as workers:
+        for rec in workers.map(job, todo):
             records[rec["seed"]] = rec
     runs = [records[s] for s in seeds]
     study = dict(label=label, mode="students_only" if teachers else "seeds", source_path=scene, out=out,
@@ -468,18 +475,18 @@ def main(argv=None):
 STAT_NAMES = dict(psnr="PSNR (dB)", ssim="SSIM", lpips="LPIPS", gaussian_ratio="Gaussian ratio")
 
 
-def load_study(path):
+def load_study(path, option="--compare"):
     if os.path.isdir(path):
         path = os.path.join(path, STUDY_NAME)
     if not os.path.isfile(path):
-        raise UserError(f"--compare: {path} does not exist (a {STUDY_NAME} or the folder holding one)")
+        raise UserError(f"{option}: {path} does not exist (a {STUDY_NAME} or the folder holding one)")
     try:
         with open(path) as f:
             study = json.load(f)
     except ValueError as exc:
-        raise UserError(f"--compare: {path} is not valid JSON ({exc})")
+        raise UserError(f"{option}: {path} is not valid JSON ({exc})")
     if not isinstance(study, dict) or "runs" not in study:
-        raise UserError(f"--compare: {path} is not a seed_study.py result")
+        raise UserError(f"{option}: {path} is not a seed_study.py result")
     return study
 
 
@@ -560,6 +567,56 @@ def print_pooled(pairs):
         d = summarize(diffs)
         ci = f"[{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}]" if d["ci95_low"] is not None else "needs 2 seed pairs"
         print(f"{STAT_NAMES[k]:<16}{d['mean']:>+10.4f}   {ci} paired over {d['n']} seeds")
+
+
+def pooled_statistics(studies):
+    """For each statistic over the successful runs of ``studies`` (one recipe): summarize() over every run
+    ("runs") and over the seeds with each seed's runs averaged ("seeds"); None where a run lacks it."""
+    runs = [r for st in studies for r in st["runs"] if r["status"] == "ok"]
+    out = {}
+    for k in STAT_KEYS:
+        vals = [(r["seed"], stat_value(r, k)) for r in runs]
+        if not vals or any(v is None for _, v in vals):
+            out[k] = None
+            continue
+        by_seed = {}
+        for seed, v in vals:
+            by_seed.setdefault(seed, []).append(v)
+        out[k] = dict(runs=summarize([v for _, v in vals]),
+                      seeds=summarize([sum(vs) / len(vs) for vs in by_seed.values()]))
+    return out
+
+
+def pool_studies(paths):
+    """--pool S1 S2 ...: every run of the studies, then pooled_statistics (a note when their train.py flags
+    differ: pooling is meant for one recipe)."""
+    studies = [load_study(p, "--pool") for p in paths]
+    print(f"{'study':<24}{'seed':>6}{'dPSNR':>9}{'dSSIM':>9}{'dLPIPS':>9}{'ratio':>8}")
+    for st, path in zip(studies, paths):
+        for r in st["runs"]:
+            if r["status"] != "ok":
+                continue
+            d = r["student_minus_G_std"]
+            print(f"{(st.get('label') or path)[:23]:<24}{r['seed']:>6}{_f(d['psnr'], '+.3f', 9)}"
+                  f"{_f(d['ssim'], '+.4f', 9)}{_f(d['lpips'], '+.4f', 9)}{_f(r['gaussian_ratio'], '.3f', 8)}")
+    flags = [" ".join(st.get("train_flags") or ()) for st in studies]
+    if len(set(flags)) > 1:
+        print("note: the studies' train.py flags differ (" + "; ".join(f"{p}: {f or 'none'}" for p, f in
+                                                                        zip(paths, flags)) + ")")
+    print("student - G_std (and the Gaussian ratio): mean [95% CI] over every run, and over the seeds with a seed's "
+          "runs averaged")
+    for k, res in pooled_statistics(studies).items():
+        if res is None:
+            print(f"{STAT_NAMES[k]:<16}not available for every run")
+            continue
+        line, sign = f"{STAT_NAMES[k]:<16}", "+" if k in DELTA_METRICS else ""
+        for what in ("runs", "seeds"):
+            d = res[what]
+            ci = (f"[{d['ci95_low']:{sign}.4f}, {d['ci95_high']:{sign}.4f}]" if d["ci95_low"] is not None
+                  else "(needs 2)")
+            line += f"  over {d['n']} {what}: {d['mean']:{sign}.4f} {ci}"
+        print(line)
+    return 0
 
 
 def print_comparison(a, b, path_a, path_b):

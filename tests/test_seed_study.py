@@ -306,3 +306,46 @@ def test_students_on_a_study_pair_with_it(tmp_path, monkeypatch, capsys):
         run_cli(seed_study.main, ["-s", str(tmp_path / "scene"), "-o", str(tmp_path / "c"), "--students_only",
                                   a_dir, "--seeds", "7"])
     assert e.value.code == 2 and "point_cloud_0" in capsys.readouterr().err
+
+
+FAKE_DRAWS = '''
+import json, os, sys
+a = sys.argv
+seed, out = int(a[a.index("--seed") + 1]), a[a.index("-m") + 1]
+os.makedirs(out, exist_ok=True)
+for i in range(3):
+    os.makedirs(os.path.join(out, f"point_cloud_{i}"), exist_ok=True)
+m = dict(psnr=20.0, ssim=0.8, lpips=None, gaussians=1000)
+# student - G_std: 0.1 x seed, plus what this run draws (FAKE_DRAW: a GPU run of the same seed moves)
+s = dict(m, psnr=20.0 + 0.1 * seed + float(os.environ["FAKE_DRAW"]), gaussians=120)
+json.dump(dict(models=dict(G_perb=m, G_drop=m, G_std=m, student=s)), open(os.path.join(out, "distill.json"), "w"))
+'''
+
+
+def test_pool_takes_several_studies_of_one_recipe_as_one_sample(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_DRAWS)
+    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
+    (tmp_path / "scene").mkdir()
+    dirs = []
+    for name, seeds, draw, flags in (("a", ["0", "1"], "0.0", []), ("b", ["0", "1"], "0.4", []),
+                                     ("c", ["2", "3"], "0.0", ["--iterations", "10"])):
+        monkeypatch.setenv("FAKE_DRAW", draw)
+        dirs.append(str(tmp_path / name))
+        assert seed_study.main(["-s", str(tmp_path / "scene"), "-o", dirs[-1], "--seeds", *seeds, "--", *flags]) == 0
+    capsys.readouterr()
+    assert seed_study.main(["--pool", *dirs]) == 0
+    text = capsys.readouterr().out
+    runs = [0.0, 0.1, 0.4, 0.5, 0.2, 0.3]  # a: seeds 0, 1; b: the same seeds drawn 0.4 higher; c: seeds 2, 3
+    seeds = [0.2, 0.3, 0.2, 0.3]  # seeds 0 and 1: their two runs averaged
+    res = seed_study.pooled_statistics([seed_study.load_study(d) for d in dirs])["psnr"]
+    assert res["runs"] == pytest.approx(seed_study.summarize(runs))
+    assert res["seeds"] == pytest.approx(seed_study.summarize(seeds))
+    line = next(ln for ln in text.splitlines() if ln.startswith("PSNR"))
+    r, s = res["runs"], res["seeds"]
+    assert f"over 6 runs: {r['mean']:+.4f} [{r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}]" in line
+    assert f"over 4 seeds: {s['mean']:+.4f} [{s['ci95_low']:+.4f}, {s['ci95_high']:+.4f}]" in line
+    assert len([ln for ln in text.splitlines() if re.match(r"\S+\s+[0-3]\s+[+-]\d", ln)]) == 6  # every run
+    assert "flags differ" in text and "--iterations 10" in text  # c's recipe is another: said, not refused
+    assert "LPIPS" in text and "not available" in text
+    assert "--pool" in _err_of(["--pool", str(tmp_path / "nope")], capsys)
