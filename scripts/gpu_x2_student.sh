@@ -8,7 +8,8 @@
 #   GPU 0: the issue-12 pipeline (gsplat's 7,500 steps and our four-model pipeline, with each model's
 #          handoff_seconds), then lego's default pipelines on seeds SEEDS (default 0-3) and two lego students on
 #          their teachers (the unseen prune off; a longer tail);
-#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 1);
+#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 1), then four full-schedule students on its
+#          teachers side by side (flags that might close the full schedule's gap; a screen on one seed);
 #   then both GPUs: the four-model pipeline under torchrun (timed, alone).
 # timed and sequential serve other plans (the stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -78,12 +79,22 @@ PY
   collect
 }
 
+FULL="--eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000"  # the full schedule
+
 full() {  # gpu: the full-schedule bonsai pipeline of seed FULL_SEED (FULL_FLAGS: more train.py flags)
   python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds $FULL_SEED --gpus $1 --label bonsai_full \
-    -- --eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000 ${FULL_FLAGS:-} \
-    > $R/logs/bonsai_full.txt 2>&1
+    -- $FULL ${FULL_FLAGS:-} > $R/logs/bonsai_full.txt 2>&1
   { stamp "full-schedule bonsai pipeline, seed $FULL_SEED"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt
   collect
+}
+
+full_variant() {  # gpu name [train.py flags]: a full-schedule student on the full run's teachers (a screen: one seed)
+  local gpu=$1 name=$2; shift 2
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full_$name --students_only $S/bonsai_full \
+    --seeds $FULL_SEED --gpus $gpu --label bonsai_full_$name -- $FULL "$@" > $R/logs/bonsai_full_$name.txt 2>&1
+  { stamp "full-schedule bonsai $name: $*"; tail -12 $R/logs/bonsai_full_$name.txt | head -5
+    python3 scripts/seed_study.py --compare $S/bonsai_full $S/bonsai_full_$name | grep -E "^B - A|^PSNR"
+  } >> $R/summary.txt 2>&1
 }
 
 issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone on that GPU
@@ -127,6 +138,11 @@ lane0() {
 
 lane1() {
   full 1  # a second seed of the full schedule (the first: student -0.51 dB against G_std)
+  # then four students on its teachers side by side: what might close the full schedule's gap (screened on one
+  # seed; a winner needs seeds): a longer tail, less overshoot, the reference's later prune, novel views throughout
+  full_variant 1 tail1 --student_tail 1.0 & full_variant 1 nmr03 --num_max_ratio 0.3 &
+  full_variant 1 sp20k --second_prune_iter 20000 & full_variant 1 nvs0 --novel_view_start 0 & wait
+  collect
 }
 
 stamp "GPU 0: issue-12 pipeline, lego seeds $SEEDS and variants | GPU 1: full-schedule bonsai, seed $FULL_SEED"
