@@ -10,7 +10,7 @@
 #          their teachers (the unseen prune off; a longer tail);
 #   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 1), then four full-schedule students on its
 #          teachers side by side (flags that might close the full schedule's gap; a screen on one seed);
-#   then both GPUs: the four-model pipeline under torchrun (timed, alone).
+#   then both GPUs: the four-model pipeline under torchrun (timed, alone). The CUDA tests run first.
 # timed and sequential serve other plans (the stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-0 1 2 3}
@@ -145,6 +145,13 @@ lane1() {
   collect
 }
 
+# the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
+SKIP_BUILD=1 bash scripts/gpu_check.sh > $R/logs/gpu_tests.txt 2>&1
+tail -3 $R/logs/gpu_tests.txt >> $R/summary.txt
+if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ error" $R/logs/gpu_tests.txt; then
+  stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
+  touch $DONE; exit 1
+fi
 stamp "GPU 0: issue-12 pipeline, lego seeds $SEEDS and variants | GPU 1: full-schedule bonsai, seed $FULL_SEED"
 lane0 & lane1 & wait
 torchrun2 tr2  # one view a step: the teachers held on the GPU, the student on rank 0 alone

@@ -273,3 +273,34 @@ def test_a_trained_teacher_stays_on_the_gpu_when_it_has_room_for_it_ten_times_ov
     assert model.moves[0] == "cuda"  # first its optimizer goes (its moments: twice the parameters)
     # what a later stage's peak GPU memory must not count as its own
     assert teachers.gpu_bytes() == (192_000 if where == "cuda" else 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_the_gpu_the_teachers_wait_there_and_each_stage_reports_its_own_peak(tmp_path, monkeypatch):
+    import distill.pipeline as pl
+    held, raw, where = [], [], []
+    real_bytes, real_train, real_keep = pl.Teachers.gpu_bytes, pl.train_model, pl.Teachers.keep
+
+    def gpu_bytes(self):  # (asked once a stage, before its training)
+        held.append(real_bytes(self))
+        return held[-1]
+
+    def train_model(*a, **k):
+        res = real_train(*a, **k)
+        raw.append(torch.cuda.max_memory_allocated() / 2 ** 30)
+        return res
+
+    def keep(self, index, model):
+        real_keep(self, index, model)
+        where.append(self.trained[index].device.type)
+
+    monkeypatch.setattr(pl.Teachers, "gpu_bytes", gpu_bytes)
+    monkeypatch.setattr(pl.Teachers, "keep", keep)
+    monkeypatch.setattr(pl, "train_model", train_model)
+    scene = make_synthetic_scene(str(tmp_path / "scene"), num_views=8, width=48, height=36, num_points=300, seed=3)
+    summary = train.main(["-s", scene, "-m", str(tmp_path / "out"), "--eval", "--num_models", "4", "--quiet",
+                          "--views_per_step", "1", "--steps_scale", "0.01", "--test_iterations", "30000"])
+    assert where == ["cuda"] * 3  # an H200 has room for them many times over
+    assert held[0] == 0 and 0 < held[1] < held[2] and held[3] == 0  # the student's role took what it needs of them
+    for name, peak, h in zip(pl.MODEL_NAMES, raw, held):
+        assert summary["models"][name]["peak_memory_gib"] == pytest.approx(peak - h / 2 ** 30, abs=2e-3), name
