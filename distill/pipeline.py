@@ -292,7 +292,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if not writer and i == 3:
             return None
         if writer:
-            res["stage_seconds"] = round(time.time() - t0, 2)  # includes the teacher renders for the student
+            t_end = time.time()
+            res["stage_seconds"] = round(t_end - t0, 2)  # includes the teacher renders for the student
             res["init_seconds"] = round(init_seconds, 2)
             res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
             if held and res.get("peak_memory_gib") is not None:  # the stage's own peak, without the held teachers
@@ -321,7 +322,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         if device == "cuda":
             torch.cuda.empty_cache()
         if writer:  # after the stage, before the next: final metrics, distill.json, holding the teacher, the cache
-            res["handoff_seconds"] = round(time.time() - t0 - res["stage_seconds"], 2)
+            res["handoff_seconds"] = round(time.time() - t_end, 2)
     summary["total_seconds"] = round(time.time() - t_all, 2) if dp.start == 0 else None
     write_json(path, summary)
     print_table(summary)

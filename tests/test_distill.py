@@ -213,7 +213,8 @@ def test_four_models_train_and_the_student_is_smaller(distill_run):
         assert 0 <= r["init_seconds"] + r["setup_seconds"] + r["train_seconds"] <= r["stage_seconds"] + 0.05, r
     # and what lies between the stages is counted too: the pipeline's wall time is their sum, to the start-up
     total = sum(r["stage_seconds"] + r["handoff_seconds"] for r in m.values())
-    assert 0 <= min(r["handoff_seconds"] for r in m.values()) and total <= summary["total_seconds"] < total + 1.0
+    assert min(r["handoff_seconds"] for r in m.values()) >= 0
+    assert total - 0.05 <= summary["total_seconds"] < total + 1.0  # (each of the eight parts rounded to 0.01 s)
     assert on_disk["models"]["G_perb"]["handoff_seconds"] == m["G_perb"]["handoff_seconds"]
 
 
