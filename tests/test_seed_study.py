@@ -153,6 +153,14 @@ def test_resume_and_one_seed(study, tmp_path, capsys):
     assert one["runs"][0]["resumed"] and one["stats"]["psnr"]["n"] == 1 and one["stats"]["psnr"]["sd"] is None
 
 
+def _fake_trainer(tmp_path, monkeypatch, code):
+    """seed_study runs ``code`` (a stand-in for train.py writing distill.json) on an empty scene folder."""
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(code)
+    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
+    (tmp_path / "scene").mkdir()
+
+
 FAKE_TRAIN = '''
 import json, os, sys
 a = sys.argv
@@ -168,10 +176,7 @@ json.dump(dict(models=dict(G_perb=m, G_drop=m, G_std=m, student=s)), open(os.pat
 
 
 def test_a_failing_seed_is_reported_and_the_others_kept(tmp_path, monkeypatch, capsys):
-    fake = tmp_path / "fake_train.py"
-    fake.write_text(FAKE_TRAIN)
-    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
-    (tmp_path / "scene").mkdir()
+    _fake_trainer(tmp_path, monkeypatch, FAKE_TRAIN)
     rc = seed_study.main(["-s", str(tmp_path / "scene"), "-o", str(tmp_path / "o"), "--num_seeds", "3",
                           "--parallel", "2", "--gpus", "3", "4"])
     out, err = capsys.readouterr()
@@ -273,10 +278,7 @@ json.dump(d, open(os.path.join(out, "distill.json"), "w"))
 
 
 def test_students_on_a_study_pair_with_it(tmp_path, monkeypatch, capsys):
-    fake = tmp_path / "fake_train.py"
-    fake.write_text(FAKE_PAIRED)
-    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
-    (tmp_path / "scene").mkdir()
+    _fake_trainer(tmp_path, monkeypatch, FAKE_PAIRED)
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
     assert seed_study.main(["-s", str(tmp_path / "scene"), "-o", a_dir, "--seeds", "0", "1", "2"]) == 0
     assert seed_study.main(["-s", str(tmp_path / "scene"), "-o", b_dir, "--students_only", a_dir,
@@ -323,10 +325,7 @@ json.dump(dict(models=dict(G_perb=m, G_drop=m, G_std=m, student=s)), open(os.pat
 
 
 def test_pool_takes_several_studies_of_one_recipe_as_one_sample(tmp_path, monkeypatch, capsys):
-    fake = tmp_path / "fake_train.py"
-    fake.write_text(FAKE_DRAWS)
-    monkeypatch.setattr(seed_study, "TRAIN", str(fake))
-    (tmp_path / "scene").mkdir()
+    _fake_trainer(tmp_path, monkeypatch, FAKE_DRAWS)
     dirs = []
     for name, seeds, draw, flags in (("a", ["0", "1"], "0.0", []), ("b", ["0", "1"], "0.4", []),
                                      ("c", ["2", "3"], "0.0", ["--iterations", "10"])):
