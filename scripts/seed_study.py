@@ -572,18 +572,18 @@ def print_pooled(pairs):
 def pooled_statistics(studies):
     """For each statistic over the successful runs of ``studies`` (one recipe): summarize() over every run
     ("runs") and over the seeds with each seed's runs averaged ("seeds"); None where a run lacks it."""
-    runs = [r for st in studies for r in st["runs"] if r["status"] == "ok"]
+    runs = [r for st in studies for r in st["runs"]]
+    over_runs = statistics(runs)  # (the successful runs, as one study's)
     out = {}
     for k in STAT_KEYS:
-        vals = [(r["seed"], stat_value(r, k)) for r in runs]
-        if not vals or any(v is None for _, v in vals):
+        if over_runs[k] is None:
             out[k] = None
             continue
         by_seed = {}
-        for seed, v in vals:
-            by_seed.setdefault(seed, []).append(v)
-        out[k] = dict(runs=summarize([v for _, v in vals]),
-                      seeds=summarize([sum(vs) / len(vs) for vs in by_seed.values()]))
+        for r in runs:
+            if r["status"] == "ok":
+                by_seed.setdefault(r["seed"], []).append(stat_value(r, k))
+        out[k] = dict(runs=over_runs[k], seeds=summarize([sum(vs) / len(vs) for vs in by_seed.values()]))
     return out
 
 
