@@ -57,7 +57,7 @@ def read_flags(argv=None):
     dataset, opt, pipe, dp, run = parser.build(given, saved)
     if run.resume:
         resume_point(dataset.model_path, opt, dp, run)
-    check_train_combinations(dataset, pipe, dp, run)
+    check_train_combinations(dataset, opt, pipe, dp, run)
     return dataset, opt, pipe, dp, run
 
 

@@ -147,6 +147,13 @@ class DistillParams(FlagGroup):
                                  check=_non_negative)
     second_prune_iter: int = flag(16_000, "iteration of the second prune (the least important Gaussians; the "
                                           "reference's is 20000)", steps=True, check=_non_negative, absent=20_000)
+    prune_stages: int = flag(
+        1, "student: the second prune in this many cuts, --prune_stage_interval iterations apart from "
+           "--second_prune_iter, each to a count geometrically between the student's count at the first cut and "
+           "--student_max_ratio's target (the last cut reaches it), with importance scored again before each "
+           "(1: one cut, as the reference); needs --student_max_ratio", check=at_least(1))
+    prune_stage_interval: int = flag(1000, "--prune_stages: iterations between the cuts", steps=True,
+                                     check=at_least(1))
     prune_importance_fraction: Optional[float] = flag(
         None, "share of the total importance the second prune removes (Gaussians of no importance always go)",
         check=between(0, 1), absent=0.01,
@@ -220,6 +227,9 @@ class DistillParams(FlagGroup):
                             f"to train)")
         if self.num_models == 4:
             self._check_student_init()
+            if self.prune_stages > 1 and self.student_max_ratio is None:
+                raise UserError(f"--prune_stages {self.prune_stages} needs --student_max_ratio > 0: the count the "
+                                f"last cut reaches (e.g. 0.12)")
 
     def _check_student_init(self):
         """The --student_init combinations that cannot work (its value itself is a Literal)."""

@@ -37,7 +37,7 @@ class TrainRunParams(FlagGroup):
     quiet: bool = flag(False, "no progress bar")
 
 
-def check_train_combinations(dataset, pipe, dp, run):
+def check_train_combinations(dataset, opt, pipe, dp, run):
     """The rules that tie flags of different groups together (train.py calls it after parsing)."""
     if not dataset.source_path:
         raise UserError("-s/--source_path is required: the scene folder to train on")
@@ -48,3 +48,8 @@ def check_train_combinations(dataset, pipe, dp, run):
     if pipe.backend == "gsplat" and dp.num_models == 4:
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
+    last_cut = dp.second_prune_iter + (dp.prune_stages - 1) * dp.prune_stage_interval
+    if dp.num_models == 4 and dp.prune_stages > 1 and last_cut >= opt.iterations:
+        raise UserError(f"--prune_stages {dp.prune_stages} x --prune_stage_interval {dp.prune_stage_interval} from "
+                        f"--second_prune_iter {dp.second_prune_iter}: the last cut, at iteration {last_cut}, is not "
+                        f"before the last iteration {opt.iterations}; use fewer stages or a shorter interval")

@@ -191,6 +191,21 @@ def novel_view_start(dp):
     return dp.second_prune_iter if dp.student_init == "sfm" else 0
 
 
+def prune_cut_iterations(dp):
+    """The iterations of the second prune's cuts: --second_prune_iter, then every --prune_stage_interval until
+    --prune_stages cuts."""
+    return [dp.second_prune_iter + j * dp.prune_stage_interval for j in range(dp.prune_stages)]
+
+
+def cut_count(j, stages, before, target):
+    """How many Gaussians cut ``j`` (0-based) of ``stages`` keeps: geometrically between ``before`` (the count at
+    the first cut) and ``target``, which the last cut reaches; never fewer than ``target``. None (no count) when
+    there is no target."""
+    if target is None or j == stages - 1 or before <= target:
+        return target
+    return max(target, int(round(before * (target / before) ** ((j + 1) / stages))))
+
+
 def prune_fraction(dp):
     """The share of the total importance the second prune removes: --prune_importance_fraction, else 0 when
     --student_max_ratio caps the count (on lego the reference's 1% cut took the student to 10% of G_std under a
@@ -256,6 +271,7 @@ class StudentRole(Role):
         self.num_max = student_num_max(dp, std_xyz.shape[0])
         self.target = student_target(dp, std_xyz.shape[0])
         self.cameras = train_cameras
+        self.cuts = prune_cut_iterations(dp)
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.novel_start = novel_view_start(dp)
         self.prunes_unseen = prunes_unseen(dp, random_start)  # (random_start: the scene had no SfM points)
@@ -293,7 +309,7 @@ class StudentRole(Role):
         if it in self.unseen_events:
             self._prune_unseen(it, model, state)
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
-        if not first and it != self.dp.second_prune_iter:
+        if not first and it not in self.cuts:
             return
         if self.init == "std" and model.num_points <= self.target:
             return  # started at the target and never grows: no second prune
@@ -302,7 +318,11 @@ class StudentRole(Role):
         if first:
             reinitialise(model, sample_by_importance(imp, self.dp.factor), state)
         else:
-            model.prune(prune_least_important(imp, prune_fraction(self.dp), self.target), rows=state)
+            j = self.cuts.index(it)
+            before = n0 if j == 0 else next(e["before"] for e in self.log if e["kind"] == "second")
+            last = j == len(self.cuts) - 1  # (the importance fraction, when one is set, goes at the last cut)
+            model.prune(prune_least_important(imp, prune_fraction(self.dp) if last else 0.0,
+                                              cut_count(j, len(self.cuts), before, self.target)), rows=state)
         # the reference's state after each prune: a fresh optimizer, and the statistics start over
         model.restart_optimizer(self.opt, it)
         restart_stats(state)

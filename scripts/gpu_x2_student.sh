@@ -5,16 +5,17 @@
 # bash .devdata/x2_call.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
 # and gsplat's wheels in .whl/. Two lanes side by side:
-#   GPU 0: the issue-12 pipeline (gsplat's 7,500 steps and our four-model pipeline, with each model's
-#          handoff_seconds), then lego's default pipelines on seeds SEEDS (default 0-3) and two lego students on
-#          their teachers (the unseen prune off; a longer tail);
-#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 1), then four full-schedule students on its
-#          teachers side by side (flags that might close the full schedule's gap; a screen on one seed);
-#   then both GPUs: the four-model pipeline under torchrun (timed, alone). The CUDA tests run first.
-# timed and sequential serve other plans (the stage times alone; one process against torchrun).
+#   GPU 0: bonsai's, then lego's default pipelines on seeds SEEDS (default 0-3), each followed by students on their
+#          teachers with the staged second prune (--prune_stages 3), compared seed by seed (bonsai: and without
+#          the tail);
+#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 2), then three full-schedule students on its
+#          teachers side by side (the default again, the staged prune, growth to 0.6x; a screen on one seed), then
+#          two pipelines with six views a step (--views_per_step 6, the spec's default) at --steps_scale 0.1.
+# The CUDA tests run first. issue12, timed, sequential and torchrun2 serve other plans (the pipeline against gsplat;
+# stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-0 1 2 3}
-FULL_SEED=${FULL_SEED:-1}
+FULL_SEED=${FULL_SEED:-2}
 build_extensions
 mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
 export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
@@ -128,20 +129,25 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 }
 
 lane0() {
-  issue12 0  # first, while GPU 1 runs one process: the fewest other processes on the host's CPUs
+  # the staged second prune (--prune_stages, new): three cuts 250 iterations apart at this schedule, on each seed's
+  # teachers, bonsai then lego (paired by seed against the default's one cut)
+  base bonsai 0
+  # beside it, no tail: what the tail's 1.4x of the student's steps buys on bonsai (its stage is 1.14-1.18x G_std's)
+  variant bonsai stages3 0 --prune_stages 3 & variant bonsai tail0 0 --student_tail 0 & wait
   base lego 0 -w
-  # the default's unseen prune is auto (on for lego's random start): replicate its +0.18 dB on new seeds, and the
-  # longer tail (+0.17 dB before the unseen prune) on top of it
-  variant lego unseen_off 0 --student_prune_unseen off
-  variant lego tail1 0 --student_tail 1.0
+  variant lego stages3 0 --prune_stages 3
 }
 
 lane1() {
-  full 1  # a second seed of the full schedule (the first: student -0.51 dB against G_std)
-  # then four students on its teachers side by side: what might close the full schedule's gap (screened on one
-  # seed; a winner needs seeds): a longer tail, less overshoot, the reference's later prune, novel views throughout
-  full_variant 1 tail1 --student_tail 1.0 & full_variant 1 nmr03 --num_max_ratio 0.3 &
-  full_variant 1 sp20k --second_prune_iter 20000 & full_variant 1 nvs0 --novel_view_start 0 & wait
+  full 1  # a third seed of the full schedule (seeds 0 and 1: -0.51, -0.39 dB)
+  # then students on its teachers side by side: the default again (a GPU run's own spread at this schedule), the
+  # staged prune, and the growth to 0.6x (more to choose from at the prune)
+  full_variant 1 again & full_variant 1 stages3 --prune_stages 3 & full_variant 1 nmr06 --num_max_ratio 0.6 & wait
+  collect
+  # the spec's six views a step (the dataset wrappers' default; the recipe was measured at one), on a short schedule
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_v6 --seeds 0 1 --parallel 2 --gpus 1 --label bonsai_v6 \
+    -- $RECIPE --views_per_step 6 --steps_scale 0.1 > $R/logs/bonsai_v6.txt 2>&1
+  { stamp "bonsai, six views a step, --steps_scale 0.1, seeds 0 1"; tail -12 $R/logs/bonsai_v6.txt; } >> $R/summary.txt
   collect
 }
 
@@ -152,8 +158,7 @@ if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ e
   stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
   touch $DONE; exit 1
 fi
-stamp "GPU 0: issue-12 pipeline, lego seeds $SEEDS and variants | GPU 1: full-schedule bonsai, seed $FULL_SEED"
+stamp "GPU 0: bonsai and lego seeds $SEEDS with the staged prune | GPU 1: full-schedule bonsai, seed $FULL_SEED"
 lane0 & lane1 & wait
-torchrun2 tr2  # one view a step: the teachers held on the GPU, the student on rank 0 alone
 stamp done
 touch $DONE

@@ -2,6 +2,7 @@
 the student's own schedule (--student_steps_scale)."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -12,9 +13,9 @@ import render
 import train
 from arguments import DistillParams, PipelineParams, scale_steps
 from distill.pipeline import final_iteration, stage_schedule
-from distill.roles import (StudentConfig, StudentStrategy, combine_renders, fine_tune_schedule, novel_view_start,
-                           StudentRole, prune_fraction, prunes_unseen, schedule_end, student_from_std,
-                           unseen_prune_iterations)
+from distill.roles import (StudentConfig, StudentStrategy, combine_renders, cut_count, fine_tune_schedule,
+                           novel_view_start, prune_cut_iterations, StudentRole, prune_fraction, prunes_unseen,
+                           schedule_end, student_from_std, unseen_prune_iterations)
 from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -184,6 +185,9 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_init", "std", "--student_position_lr_init", "-1"], "must be >= 0"),
     (["--student_init", "std", "--student_prune_unseen", "on"], "applies only to --student_init sfm"),
     (["--student_prune_unseen", "yes"], "--student_prune_unseen yes is unknown: use auto, on or off"),
+    (["--prune_stages", "2", "--student_max_ratio", "0"], "--prune_stages 2 needs --student_max_ratio > 0"),
+    (["--prune_stages", "0"], "--prune_stages 0 must be at least 1"),
+    (["--prune_stages", "5", "--prune_stage_interval", "4000"], "the last cut, at iteration 32000, is not before"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -195,6 +199,51 @@ def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message)
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert not os.path.isdir(os.path.join(tmp_path, "o", "point_cloud_0"))
+
+
+def test_cut_counts_fall_geometrically_to_the_target():
+    assert [cut_count(j, 3, 1000, 125) for j in range(3)] == [500, 250, 125]
+    assert [cut_count(j, 1, 1000, 125) for j in range(1)] == [125]  # one cut: the target at once (the reference's)
+    assert cut_count(0, 2, 100, 125) == 125  # already at or below the target
+    assert cut_count(0, 3, 1000, None) is None  # no cap: no count (the importance fraction alone)
+    dp = DistillParams.defaults(second_prune_iter=16000, prune_stages=3, prune_stage_interval=1000)
+    assert prune_cut_iterations(dp) == [16000, 17000, 18000]
+    assert prune_cut_iterations(DistillParams.defaults()) == [16000]
+
+
+def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_run, tmp_path):
+    scene, out, _, _ = std_run
+    d = str(tmp_path / "run")
+    shutil.copytree(out, d)
+    # cuts at 16000, 18000 and 20000 x 0.005 = 80, 90, 100; a checkpoint between the first two
+    summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--prune_stages", "3",
+                                                   "--prune_stage_interval", "2000", "--checkpoint_iterations",
+                                                   "17000", "--checkpoint_every_minutes", "0"])
+    cuts = summary["models"]["student"]["events"]
+    assert [(e["kind"], e["iteration"]) for e in cuts] == [("second", 80), ("second", 90), ("second", 100)]
+    target = int(RATIO * _ply(d, 2).num_points)
+    first = cuts[0]["before"]
+    assert first > target
+    for j, e in enumerate(cuts):  # each keeps at most its geometric count (Gaussians of no importance go anyway)
+        assert e["after"] <= cut_count(j, 3, first, target) and (j == 0 or e["before"] == cuts[j - 1]["after"])
+    assert cuts[0]["after"] > target and 0 < cuts[-1]["after"] <= target
+    assert _ply(d, 3).num_points == cuts[-1]["after"]
+    r = _only_student_checkpoint(d, str(tmp_path / "resumed"), "chkpntstudent85.pth")
+    train.main(["-m", r, "--resume"])  # the later cuts' counts come from the first cut's logged count
+    with open(os.path.join(r, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as a, \
+            open(os.path.join(d, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as b:
+        assert a.read() == b.read()
+
+
+def _only_student_checkpoint(src, dst, keep):
+    """A copy of run ``src`` as it stood when ``keep`` (a student checkpoint) was written: no other checkpoint, no
+    student PLY."""
+    shutil.copytree(src, dst)
+    for n in os.listdir(dst):
+        if n.startswith("chkpnt") and n != keep:
+            os.remove(os.path.join(dst, n))
+    shutil.rmtree(os.path.join(dst, "point_cloud_3"))
+    return dst
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
