@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distilled-3DGS on Deep Blending.
-# Usage: bash scripts/run_db.sh [--gpus N] [extra train.py flags]
+# Usage: bash scripts/run_db.sh [--gpus N [--one_scene_per_gpu]] [extra train.py flags]
 # (several GPUs or machines, DRY_RUN=1: see scripts/distill_scenes.sh)
 DATA_ROOT="${DATA_ROOT:-data/db}"
 OUT_ROOT="${OUT_ROOT:-output/db}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distilled-3DGS on the Mip-NeRF 360 outdoor scenes.
-# Usage: bash scripts/run_mip360_out.sh [--gpus N] [extra train.py flags]
+# Usage: bash scripts/run_mip360_out.sh [--gpus N [--one_scene_per_gpu]] [extra train.py flags]
 # (several GPUs or machines, DRY_RUN=1: see scripts/distill_scenes.sh)
 DATA_ROOT="${DATA_ROOT:-data/mipnerf360}"
 OUT_ROOT="${OUT_ROOT:-output/mip360}"
