@@ -6,8 +6,8 @@
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
 # and gsplat's wheels in .whl/. Two lanes side by side:
 #   GPU 0: bonsai's, then lego's default pipelines on seeds SEEDS (default 0-3), each followed by students on their
-#          teachers with the staged second prune (--prune_stages 3), compared seed by seed (bonsai: also without
-#          the tail, and without novel views);
+#          teachers with the staged second prune (--prune_stages 3), and without distillation (--lambda_distill 0
+#          --novel_views 0), compared seed by seed (bonsai: also without the tail, and without novel views);
 #   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 2), then three full-schedule students on its
 #          teachers side by side (the default again, the staged prune, growth to 0.6x; a screen on one seed), then
 #          two pipelines with six views a step (--views_per_step 6, the spec's default) at --steps_scale 0.1.
@@ -134,10 +134,11 @@ lane0() {
   base bonsai 0
   # beside it, what the student's two extra costs buy on bonsai (its stage is 1.14-1.18x G_std's): no tail (the
   # tail is 1.4x the steps), no novel views (an extra render and backward every other step after the prune)
+  # and the student without its teachers (no distillation term, no novel views): what the distillation itself adds
   variant bonsai stages3 0 --prune_stages 3 & variant bonsai tail0 0 --student_tail 0 &
-  variant bonsai nv0 0 --novel_views 0 & wait
+  variant bonsai nv0 0 --novel_views 0 & variant bonsai nokd 0 --lambda_distill 0 --novel_views 0 & wait
   base lego 0 -w
-  variant lego stages3 0 --prune_stages 3
+  variant lego stages3 0 --prune_stages 3 & variant lego nokd 0 --lambda_distill 0 --novel_views 0 & wait
 }
 
 lane1() {
