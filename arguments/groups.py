@@ -16,6 +16,12 @@ _non_negative = at_least(0)
 _DEVICE = Check(lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None, "cpu, cuda or cuda:<index>")
 
 
+def prune_cut_iterations(dp):
+    """The iterations of the student's second-prune cuts (``dp``: DistillParams): --second_prune_iter, then every
+    --prune_stage_interval until --prune_stages cuts."""
+    return [dp.second_prune_iter + j * dp.prune_stage_interval for j in range(dp.prune_stages)]
+
+
 class FlagGroup:
     """Shared helpers of the flag group dataclasses."""
 

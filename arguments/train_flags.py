@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from arguments.fields import Check, flag, positive
-from arguments.groups import FlagGroup
+from arguments.groups import FlagGroup, prune_cut_iterations
 from utils.errors import UserError
 
 
@@ -48,7 +48,7 @@ def check_train_combinations(dataset, opt, pipe, dp, run):
     if pipe.backend == "gsplat" and dp.num_models == 4:
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
-    last_cut = dp.second_prune_iter + (dp.prune_stages - 1) * dp.prune_stage_interval
+    last_cut = prune_cut_iterations(dp)[-1]
     if dp.num_models == 4 and dp.prune_stages > 1 and last_cut >= opt.iterations:
         raise UserError(f"--prune_stages {dp.prune_stages} x --prune_stage_interval {dp.prune_stage_interval} from "
                         f"--second_prune_iter {dp.second_prune_iter}: the last cut, at iteration {last_cut}, is not "

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
+from arguments.groups import prune_cut_iterations
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
 from distill.structure import structure_loss
 from gaussian_renderer import render
@@ -189,12 +190,6 @@ def novel_view_start(dp):
     if dp.novel_view_start is not None:
         return dp.novel_view_start
     return dp.second_prune_iter if dp.student_init == "sfm" else 0
-
-
-def prune_cut_iterations(dp):
-    """The iterations of the second prune's cuts: --second_prune_iter, then every --prune_stage_interval until
-    --prune_stages cuts."""
-    return [dp.second_prune_iter + j * dp.prune_stage_interval for j in range(dp.prune_stages)]
 
 
 def cut_count(j, stages, before, target):

@@ -51,12 +51,12 @@ fi
 # (the -- ends torchrun's options: without it torchrun refuses train.py's --start as an abbreviation of its own
 # --start-method)
 if [ -n "${TORCHRUN:-}" ]; then
-  read -r -a LAUNCH <<< "$TORCHRUN"
-  LAUNCH+=(--)
+  read -r -a TRAIN_LAUNCH <<< "$TORCHRUN"
+  TRAIN_LAUNCH+=(--)
 elif [ "$NGPUS" -gt 1 ] && [ "$PER_GPU" != 1 ]; then
-  LAUNCH=(torchrun --standalone --nproc_per_node "$NGPUS" --)
+  TRAIN_LAUNCH=(torchrun --standalone --nproc_per_node "$NGPUS" --)
 else
-  LAUNCH=(python)
+  TRAIN_LAUNCH=(python)
 fi
 run() {
   if [ "${DRY_RUN:-0}" = 1 ]; then
@@ -77,7 +77,7 @@ scene() {  # name: train, render and metrics of one scene, launched by TRAIN_LAU
 }
 EXTRA=("$@")
 if [ "$PER_GPU" != 1 ]; then
-  TRAIN_LAUNCH=("${LAUNCH[@]}") EVAL_LAUNCH=(python)  # (render and metrics: one process)
+  EVAL_LAUNCH=(python)  # (render and metrics: one process)
   for s in "${SCENES[@]}"; do
     scene "$s"
   done
@@ -85,12 +85,13 @@ if [ "$PER_GPU" != 1 ]; then
 fi
 gpu_lane() {  # GPU index: its scenes one after another, each alone on that GPU; fails if any of them failed
   local g=$1 i s failed=0
-  TRAIN_LAUNCH=(env CUDA_VISIBLE_DEVICES="$g" python) EVAL_LAUNCH=(env CUDA_VISIBLE_DEVICES="$g" python)
+  TRAIN_LAUNCH=(env CUDA_VISIBLE_DEVICES="$g" python)
+  EVAL_LAUNCH=("${TRAIN_LAUNCH[@]}")
   for ((i = g; i < ${#SCENES[@]}; i += NGPUS)); do
     s=${SCENES[$i]}
     if [ "${DRY_RUN:-0}" = 1 ]; then
       scene "$s"
-    elif (scene "$s") > "$OUT_ROOT/$s.log" 2>&1; then
+    elif scene "$s" > "$OUT_ROOT/$s.log" 2>&1; then
       echo "GPU $g: $s done (log $OUT_ROOT/$s.log)"
     else
       echo "error: scene $s failed on GPU $g: see $OUT_ROOT/$s.log" >&2

@@ -20,6 +20,7 @@ from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
+from tests.test_resume import _only_checkpoint
 from tests.test_training import opt_defaults, random_model
 from utils.errors import UserError, run_cli
 from utils.general_utils import exponential_lr
@@ -228,22 +229,12 @@ def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_r
         assert e["after"] <= cut_count(j, 3, first, target) and (j == 0 or e["before"] == cuts[j - 1]["after"])
     assert cuts[0]["after"] > target and 0 < cuts[-1]["after"] <= target
     assert _ply(d, 3).num_points == cuts[-1]["after"]
-    r = _only_student_checkpoint(d, str(tmp_path / "resumed"), "chkpntstudent85.pth")
+    r = _only_checkpoint(d, str(tmp_path / "resumed"), "chkpntstudent85.pth")
+    shutil.rmtree(os.path.join(r, "point_cloud_3"))  # (as the run stood when the checkpoint was written)
     train.main(["-m", r, "--resume"])  # the later cuts' counts come from the first cut's logged count
     with open(os.path.join(r, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as a, \
             open(os.path.join(d, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as b:
         assert a.read() == b.read()
-
-
-def _only_student_checkpoint(src, dst, keep):
-    """A copy of run ``src`` as it stood when ``keep`` (a student checkpoint) was written: no other checkpoint, no
-    student PLY."""
-    shutil.copytree(src, dst)
-    for n in os.listdir(dst):
-        if n.startswith("chkpnt") and n != keep:
-            os.remove(os.path.join(dst, n))
-    shutil.rmtree(os.path.join(dst, "point_cloud_3"))
-    return dst
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
