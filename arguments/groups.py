@@ -16,10 +16,19 @@ _non_negative = at_least(0)
 _DEVICE = Check(lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None, "cpu, cuda or cuda:<index>")
 
 
+def prune_stage_count(dp):
+    """How many cuts the student's second prune makes (``dp``: DistillParams): --prune_stages, else 3 for a student
+    that grows from SfM points under a --student_max_ratio cap (paired over four seeds: +0.21 dB on lego, -0.01
+    on bonsai, docs/BENCHMARKS.md) and 1 otherwise (the reference's one cut; a std-started student is never cut)."""
+    if dp.prune_stages is not None:
+        return dp.prune_stages
+    return 3 if dp.student_max_ratio is not None and dp.student_init == "sfm" else 1
+
+
 def prune_cut_iterations(dp):
-    """The iterations of the student's second-prune cuts (``dp``: DistillParams): --second_prune_iter, then every
-    --prune_stage_interval until --prune_stages cuts."""
-    return [dp.second_prune_iter + j * dp.prune_stage_interval for j in range(dp.prune_stages)]
+    """The iterations of the student's second-prune cuts: --second_prune_iter, then every --prune_stage_interval
+    until prune_stage_count cuts."""
+    return [dp.second_prune_iter + j * dp.prune_stage_interval for j in range(prune_stage_count(dp))]
 
 
 class FlagGroup:
@@ -153,11 +162,12 @@ class DistillParams(FlagGroup):
                                  check=_non_negative)
     second_prune_iter: int = flag(16_000, "iteration of the second prune (the least important Gaussians; the "
                                           "reference's is 20000)", steps=True, check=_non_negative, absent=20_000)
-    prune_stages: int = flag(
-        1, "student: the second prune in this many cuts, --prune_stage_interval iterations apart from "
-           "--second_prune_iter, each to a count geometrically between the student's count at the first cut and "
-           "--student_max_ratio's target (the last cut reaches it), with importance scored again before each "
-           "(1: one cut, as the reference); needs --student_max_ratio", check=at_least(1))
+    prune_stages: Optional[int] = flag(
+        None, "student: the second prune in this many cuts, --prune_stage_interval iterations apart from "
+              "--second_prune_iter, each to a count geometrically between the student's count at the first cut "
+              "and --student_max_ratio's target (the last cut reaches it), with importance scored again before "
+              "each (1: one cut, as the reference); more than 1 needs --student_max_ratio", check=at_least(1),
+        none="3 with --student_max_ratio (and --student_init sfm), else 1", absent=1)
     prune_stage_interval: int = flag(1000, "--prune_stages: iterations between the cuts", steps=True,
                                      check=at_least(1))
     prune_importance_fraction: Optional[float] = flag(
@@ -233,7 +243,7 @@ class DistillParams(FlagGroup):
                             f"to train)")
         if self.num_models == 4:
             self._check_student_init()
-            if self.prune_stages > 1 and self.student_max_ratio is None:
+            if self.prune_stages is not None and self.prune_stages > 1 and self.student_max_ratio is None:
                 raise UserError(f"--prune_stages {self.prune_stages} needs --student_max_ratio > 0: the count the "
                                 f"last cut reaches (e.g. 0.12)")
 

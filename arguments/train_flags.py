@@ -48,8 +48,10 @@ def check_train_combinations(dataset, opt, pipe, dp, run):
     if pipe.backend == "gsplat" and dp.num_models == 4:
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
-    last_cut = prune_cut_iterations(dp)[-1]
-    if dp.num_models == 4 and dp.prune_stages > 1 and last_cut >= opt.iterations:
-        raise UserError(f"--prune_stages {dp.prune_stages} x --prune_stage_interval {dp.prune_stage_interval} from "
-                        f"--second_prune_iter {dp.second_prune_iter}: the last cut, at iteration {last_cut}, is not "
-                        f"before the last iteration {opt.iterations}; use fewer stages or a shorter interval")
+    cuts = prune_cut_iterations(dp)
+    if dp.num_models == 4 and cuts[0] < opt.iterations <= cuts[-1]:  # (a prune that never starts is no error)
+        given = "" if dp.prune_stages is not None else " (the default with --student_max_ratio)"
+        raise UserError(f"--prune_stages {len(cuts)}{given} x --prune_stage_interval {dp.prune_stage_interval} from "
+                        f"--second_prune_iter {dp.second_prune_iter}: the last cut, at iteration {cuts[-1]}, is not "
+                        f"before the last iteration {opt.iterations}; use fewer stages (--prune_stages 1: one cut) "
+                        f"or a shorter interval")

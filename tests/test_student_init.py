@@ -189,6 +189,7 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--prune_stages", "2", "--student_max_ratio", "0"], "--prune_stages 2 needs --student_max_ratio > 0"),
     (["--prune_stages", "0"], "--prune_stages 0 must be at least 1"),
     (["--prune_stages", "5", "--prune_stage_interval", "4000"], "the last cut, at iteration 32000, is not before"),
+    (["--second_prune_iter", "29000"], "--prune_stages 3 (the default with --student_max_ratio) x --prune_stage_"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -209,7 +210,11 @@ def test_cut_counts_fall_geometrically_to_the_target():
     assert cut_count(0, 3, 1000, None) is None  # no cap: no count (the importance fraction alone)
     dp = DistillParams.defaults(second_prune_iter=16000, prune_stages=3, prune_stage_interval=1000)
     assert prune_cut_iterations(dp) == [16000, 17000, 18000]
-    assert prune_cut_iterations(DistillParams.defaults()) == [16000]
+    # the default: three cuts under a cap for a growing student, else the reference's one
+    assert prune_cut_iterations(DistillParams.defaults()) == [16000, 17000, 18000]
+    assert prune_cut_iterations(DistillParams.defaults(student_max_ratio=None)) == [16000]
+    assert prune_cut_iterations(DistillParams.defaults(student_init="std")) == [16000]
+    assert prune_cut_iterations(DistillParams.defaults(prune_stages=1)) == [16000]
 
 
 def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_run, tmp_path):
@@ -244,9 +249,10 @@ def test_start_3_with_a_fine_tuning_tail(std_run):
                                        "--student_tail", "0.4", "--checkpoint_iterations", "30000"]
     summary = train.main(argv)
     s = summary["models"]["student"]
-    # 150 x 1.4 = 210, then 0.4 x 210 = 84 more; the second prune still at 16000 x 0.005 x 1.4
+    # 150 x 1.4 = 210, then 0.4 x 210 = 84 more; the second prune's three cuts (the default) still at 16000,
+    # 17000 and 18000 x 0.005 x 1.4
     assert s["iterations"] == 294 and summary["iterations"] == 150
-    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112)]
+    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112), ("second", 119), ("second", 126)]
     for it in (210, 294):  # saved (and evaluated) at the end of the schedule and of the tail
         assert os.path.isfile(os.path.join(out, "point_cloud_3", f"iteration_{it}", "point_cloud.ply"))
     with open(os.path.join(out, "point_cloud_3", "training_log.json")) as f:
@@ -361,9 +367,9 @@ def test_start_3_with_a_stretched_student_schedule(std_run, capsys):
     summary = train.main(argv)
     assert [os.path.getmtime(f) for f in teachers] == stamps  # read at the teachers' own last iteration
     s = summary["models"]["student"]
-    # 150 teacher iterations x 1.4; the second prune at 16000 x 0.005 x 1.4
+    # 150 teacher iterations x 1.4; the second prune's cuts at 16000, 17000 and 18000 x 0.005 x 1.4
     assert s["iterations"] == 210 and summary["iterations"] == 150
-    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112)]
+    assert [(e["kind"], e["iteration"]) for e in s["events"]] == [("second", 112), ("second", 119), ("second", 126)]
     assert os.path.isfile(os.path.join(out, "point_cloud_3", "iteration_210", "point_cloud.ply"))
     assert os.path.isfile(os.path.join(out, "chkpntstudent210.pth"))
     assert not os.path.isdir(os.path.join(out, "point_cloud_3", "iteration_150"))
