@@ -9,10 +9,12 @@
 #          by students on their teachers, compared seed by seed: one cut (--prune_stages 1: the new default's gain
 #          on new seeds), no distillation term but the novel views (--lambda_distill 0), no teacher signal at all
 #          (--lambda_distill 0 --novel_views 0: the fifth session found it as good as the distilled student),
-#          lego also the longer tail (--student_tail 1.0) on top of the three cuts;
+#          no novel views (--novel_views 0), lego also the longer tail (--student_tail 1.0);
 #   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 3), then three full-schedule students on its
-#          teachers side by side (one cut, no teacher signal, the longer tail; a screen on one seed).
-# The CUDA tests run first. issue12, timed, sequential and torchrun2 serve other plans (the pipeline against gsplat;
+#          teachers side by side (one cut, no teacher signal, the longer tail; a screen on one seed), then lego's
+#          pipeline of seed 8 alone and students on its teachers alone (the default, no novel views, no tail): the
+#          student's stage time and what it is made of.
+# The CUDA tests run first. issue12, sequential and torchrun2 serve other plans (the pipeline against gsplat;
 # stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-4 5 6 7}
@@ -25,7 +27,7 @@ collect() {  # every finished study's JSON in one file (fetched by each poll)
   python3 - <<'PY'
 import glob, json
 out = {}
-for f in sorted(glob.glob("/tmp/study/*/seed_study.json")) + sorted(glob.glob("/tmp/timed*/distill.json")):
+for f in sorted(glob.glob("/tmp/study/*/seed_study.json")) + sorted(glob.glob("/tmp/timed_*/distill.json")):
     try:
         out[f] = json.load(open(f))
     except (OSError, ValueError):
@@ -52,33 +54,36 @@ variant() {  # scene name gpu [train.py flags]: students on each seed's teachers
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
 }
 
-timed() {  # gpu [flags]: alone on it (seed 4's teachers): G_std, the default student twice (the stage times'
-  # noise), then a student with the flags
-  local gpu=$1
-  cp -al $S/bonsai_base/seed_4 /tmp/timed && rm -rf /tmp/timed/point_cloud_[23]
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/timed --num_models 4 --start 2 --seed 4 $RECIPE \
-    > $R/logs/timed.txt 2>&1
-  cp -al /tmp/timed /tmp/timed_again && rm -rf /tmp/timed_again/point_cloud_3
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/timed_again --num_models 4 --start 3 --seed 4 \
-    $RECIPE >> $R/logs/timed.txt 2>&1
-  cp -al /tmp/timed /tmp/timed_variant && rm -rf /tmp/timed_variant/point_cloud_3
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/timed_variant --num_models 4 --start 3 --seed 4 \
-    $RECIPE "${@:2}" >> $R/logs/timed.txt 2>&1
-  { stamp "timed alone on GPU $gpu (seed 4): stage seconds"
-    python3 - <<'PY'
-import json
-for name in ("/tmp/timed", "/tmp/timed_again", "/tmp/timed_variant"):
+stage_times() {  # gpu scene seed "flags" ...: the scene's pipeline of that seed alone on the GPU, then a student on its
+  # teachers for each quoted set of flags, each alone: the student's stage against G_std's, and what each flag
+  # set's absence or presence costs of it
+  local gpu=$1 scene=$2 seed=$3; shift 3
+  local extra=""; [ $scene = lego ] && extra=-w
+  local m=/tmp/timed_$scene
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --seed $seed $RECIPE $extra \
+    > $R/logs/timed_$scene.txt 2>&1
+  local k=0
+  for flags in "$@"; do
+    k=$((k + 1)); cp -al $m ${m}_$k && rm -rf ${m}_$k/point_cloud_3
+    CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m ${m}_$k --num_models 4 --start 3 --seed $seed \
+      $RECIPE $extra $flags >> $R/logs/timed_$scene.txt 2>&1
+    echo "${m}_$k: $flags" >> $R/logs/timed_${scene}_flags.txt
+  done
+  { stamp "$scene stage times alone on GPU $gpu (seed $seed): the pipeline, then students $(printf '[%s] ' "$@")([] = the default)"
+    M=$m python3 - <<'PY'
+import glob, json, os
+m = os.environ["M"]
+for name in [m] + sorted(glob.glob(m + "_*[0-9]")):
     try:
-        m = json.load(open(name + "/distill.json"))["models"]
+        models = json.load(open(name + "/distill.json"))["models"]
     except (OSError, ValueError) as exc:
         print(name, "missing", exc); continue
-    for k in ("G_std", "student") if name == "/tmp/timed" else ("student",):
-        r = m[k]
-        print(f"{name:<16} {k:<8} stage {r.get('stage_seconds')} s  train {r.get('train_seconds')} s  "
+    for k in ("G_std", "student") if name == m else ("student",):
+        r = models[k]
+        print(f"{name:<18} {k:<8} stage {r.get('stage_seconds')} s  init {r.get('init_seconds')} s  "
               f"iterations {r.get('iterations')}  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}")
 PY
-  } >> $R/summary.txt 2>&1
-  collect
+    cat $R/logs/timed_${scene}_flags.txt; } >> $R/summary.txt 2>&1
 }
 
 FULL="--eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000"  # the full schedule
@@ -134,10 +139,11 @@ lane0() {
   # off (novel views kept), and both off (photos only), paired by seed; bonsai's four lanes side by side
   base bonsai 0
   variant bonsai cut1 0 --prune_stages 1 & variant bonsai nodistill 0 --lambda_distill 0 &
-  variant bonsai nokd 0 --lambda_distill 0 --novel_views 0 & wait
+  variant bonsai nokd 0 --lambda_distill 0 --novel_views 0 & variant bonsai nv0 0 --novel_views 0 & wait
   base lego 0 -w
   variant lego cut1 0 --prune_stages 1 & variant lego nodistill 0 --lambda_distill 0 &
-  variant lego nokd 0 --lambda_distill 0 --novel_views 0 & variant lego tail1 0 --student_tail 1.0 & wait
+  variant lego nokd 0 --lambda_distill 0 --novel_views 0 & variant lego tail1 0 --student_tail 1.0 &
+  variant lego nv0 0 --novel_views 0 & wait
 }
 
 lane1() {
@@ -145,6 +151,9 @@ lane1() {
   # then students on its teachers side by side: one cut, no teacher signal, the longer tail
   full_variant 1 cut1 --prune_stages 1 & full_variant 1 nokd --lambda_distill 0 --novel_views 0 &
   full_variant 1 tail1 --student_tail 1.0 & wait
+  collect
+  # what the student's stage on lego (1.46-1.48x G_std's) is made of: without the novel views, without the tail
+  stage_times 1 lego 8 "" "--novel_views 0" "--student_tail 0"
   collect
 }
 
