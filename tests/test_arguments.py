@@ -146,6 +146,7 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     assert dp.prune_importance_fraction == 0.01 and DistillParams().prune_importance_fraction is None
     assert DistillParams().novel_views == 2 and DistillParams().student_tail == 0.4
     assert DistillParams().novel_view_start is None  # (the second prune's iteration)
+    assert dp.prune_stages == 1 and DistillParams().prune_stages is None  # (an old run: one cut; new: 3 under a cap)
     (tmp_path / CONFIG_NAME).write_text(json.dumps(dict(OLD_CONFIG, student_steps_scale=1.2, novel_views=3)))
     assert {k: saved_flags(str(tmp_path), train.TRAIN_GROUPS)[k] for k in ("student_steps_scale", "novel_views")} \
         == dict(student_steps_scale=1.2, novel_views=3)
