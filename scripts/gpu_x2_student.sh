@@ -4,16 +4,15 @@
 # (.devdata/x2_call.sh polls it: SCRIPT=scripts/gpu_x2_student.sh bash .devdata/x2_call.sh 570, then
 # bash .devdata/x2_call.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
-# and gsplat's wheels in .whl/. Two lanes side by side:
-#   GPU 0: bonsai's, then lego's default pipelines (the three-cut prune) on seeds SEEDS (default 4-7), each followed
-#          by students on their teachers, compared seed by seed: one cut (--prune_stages 1: the new default's gain
-#          on new seeds), no novel views, no teacher signal at all (--lambda_distill 0 --novel_views 0: the fifth
-#          session found it as good as the distilled student), five cuts, three cuts 2000 iterations apart, and on
-#          lego the longer tail (--student_tail 1.0);
-#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 3), then four full-schedule students on its
-#          teachers side by side (one cut, no teacher signal, the longer tail, five cuts; a screen on one seed).
-# Then, alone on the machine: lego's pipeline of seed 8 and students on its teachers (the default, no novel views,
-# no tail): the student's stage time and what it is made of.
+# and gsplat's wheels in .whl/.
+# First, alone on the machine: lego's pipeline of seed 8 and students on its teachers (the default, no novel views,
+# no tail): the student's stage time and what it is made of. Then two lanes side by side:
+#   GPU 0: bonsai's default pipelines (the three-cut prune) on seeds SEEDS (default 4-7), then students on their
+#          teachers, compared seed by seed: one cut (--prune_stages 1: the new default's gain on new seeds), no novel
+#          views, no teacher signal at all (--lambda_distill 0 --novel_views 0: the fifth session found it as good
+#          as the distilled student), five cuts;
+#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 3) and a one-cut student on its teachers,
+#          then lego's default pipelines on SEEDS and the same variants, and the longer tail (--student_tail 1.0).
 # The CUDA tests run first. issue12, sequential and torchrun2 serve other plans (the pipeline against gsplat;
 # stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -136,24 +135,21 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 
 lane0() {
   # the new default (three cuts) on new seeds, paired by seed: one cut again; the teachers' signal (no novel views;
-  # neither distillation nor novel views: the fifth session found the photos alone as good); a gentler staged prune
-  # (five cuts; three cuts twice as far apart), since three cuts gained on capacity-bound lego
+  # neither distillation nor novel views: the fifth session found the photos alone as good); five cuts
   base bonsai 0
   variant bonsai cut1 0 --prune_stages 1 & variant bonsai nokd 0 --lambda_distill 0 --novel_views 0 &
-  variant bonsai nv0 0 --novel_views 0 & variant bonsai stages5 0 --prune_stages 5 &
-  variant bonsai gap2k 0 --prune_stage_interval 2000 & wait
-  base lego 0 -w
-  variant lego cut1 0 --prune_stages 1 & variant lego nokd 0 --lambda_distill 0 --novel_views 0 &
-  variant lego nv0 0 --novel_views 0 & variant lego stages5 0 --prune_stages 5 &
-  variant lego gap2k 0 --prune_stage_interval 2000 & variant lego tail1 0 --student_tail 1.0 & wait
+  variant bonsai nv0 0 --novel_views 0 & variant bonsai stages5 0 --prune_stages 5 & wait
 }
 
 lane1() {
   full 1  # a fourth seed of the full schedule (seeds 0-2 with one cut: -0.51, -0.39, -0.29 dB), the new default
-  # then students on its teachers side by side: one cut, no teacher signal, the longer tail, five cuts
-  full_variant 1 cut1 --prune_stages 1 & full_variant 1 nokd --lambda_distill 0 --novel_views 0 &
-  full_variant 1 tail1 --student_tail 1.0 & full_variant 1 stages5 --prune_stages 5 & wait
+  full_variant 1 cut1 --prune_stages 1  # paired: the three cuts at the full schedule
   collect
+  # lego on this GPU (bonsai's studies fill GPU 0): the same variants, and the longer tail on top of three cuts
+  base lego 1 -w
+  variant lego cut1 1 --prune_stages 1 & variant lego nokd 1 --lambda_distill 0 --novel_views 0 &
+  variant lego nv0 1 --novel_views 0 & variant lego stages5 1 --prune_stages 5 &
+  variant lego tail1 1 --student_tail 1.0 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
@@ -163,11 +159,11 @@ if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ e
   stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
   touch $DONE; exit 1
 fi
-stamp "GPU 0: bonsai and lego seeds $SEEDS, the new default and the teachers' signal | GPU 1: full-schedule bonsai, seed $FULL_SEED"
-lane0 & lane1 & wait
-# what the student's stage on lego (1.46-1.48x G_std's) is made of, alone on the machine (lego's step is host-bound:
-# the studies' processes would slow it): the default, without the novel views, without the tail
+stamp "lego stage times alone, then GPU 0: bonsai seeds $SEEDS | GPU 1: full-schedule bonsai seed $FULL_SEED, lego seeds $SEEDS"
+# what the student's stage on lego (1.46-1.48x G_std's) is made of, first, alone on the machine (lego's step is
+# host-bound: the studies' processes would slow it): the default, without the novel views, without the tail
 stage_times 1 lego 8 "" "--novel_views 0" "--student_tail 0"
 collect
+lane0 & lane1 & wait
 stamp done
 touch $DONE
