@@ -13,6 +13,7 @@
 #          as the distilled student), five cuts;
 #   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 3) and a one-cut student on its teachers,
 #          then lego's default pipelines on SEEDS and the same variants, and the longer tail (--student_tail 1.0).
+# On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
 # The CUDA tests run first. issue12, sequential and torchrun2 serve other plans (the pipeline against gsplat;
 # stage times alone; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -141,15 +142,17 @@ lane0() {
   variant bonsai nv0 0 --novel_views 0 & variant bonsai stages5 0 --prune_stages 5 & wait
 }
 
-lane1() {
-  full 1  # a fourth seed of the full schedule (seeds 0-2 with one cut: -0.51, -0.39, -0.29 dB), the new default
-  full_variant 1 cut1 --prune_stages 1  # paired: the three cuts at the full schedule
+full_lane() {  # gpu
+  full $1  # a fourth seed of the full schedule (seeds 0-2 with one cut: -0.51, -0.39, -0.29 dB), the new default
+  full_variant $1 cut1 --prune_stages 1  # paired: the three cuts at the full schedule
   collect
-  # lego on this GPU (bonsai's studies fill GPU 0): the same variants, and the longer tail on top of three cuts
-  base lego 1 -w
-  variant lego cut1 1 --prune_stages 1 & variant lego nokd 1 --lambda_distill 0 --novel_views 0 &
-  variant lego nv0 1 --novel_views 0 & variant lego stages5 1 --prune_stages 5 &
-  variant lego tail1 1 --student_tail 1.0 & wait
+}
+
+lego_lane() {  # gpu: the same variants on lego, and the longer tail on top of three cuts
+  base lego $1 -w
+  variant lego cut1 $1 --prune_stages 1 & variant lego nokd $1 --lambda_distill 0 --novel_views 0 &
+  variant lego nv0 $1 --novel_views 0 & variant lego stages5 $1 --prune_stages 5 &
+  variant lego tail1 $1 --student_tail 1.0 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
@@ -162,8 +165,12 @@ fi
 stamp "lego stage times alone, then GPU 0: bonsai seeds $SEEDS | GPU 1: full-schedule bonsai seed $FULL_SEED, lego seeds $SEEDS"
 # what the student's stage on lego (1.46-1.48x G_std's) is made of, first, alone on the machine (lego's step is
 # host-bound: the studies' processes would slow it): the default, without the novel views, without the tail
-stage_times 1 lego 8 "" "--novel_views 0" "--student_tail 0"
+stage_times 0 lego 8 "" "--novel_views 0" "--student_tail 0"
 collect
-lane0 & lane1 & wait
+if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+  lane0 & { full_lane 1; lego_lane 1; } & wait
+else  # a one-GPU machine (kind nvidia-h200): the short-schedule studies only, one after the other (about 27 min)
+  lane0; lego_lane 0
+fi
 stamp done
 touch $DONE
