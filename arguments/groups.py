@@ -18,8 +18,9 @@ _DEVICE = Check(lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None, "cpu,
 
 def prune_stage_count(dp):
     """How many cuts the student's second prune makes (``dp``: DistillParams): --prune_stages, else 3 for a student
-    that grows from SfM points under a --student_max_ratio cap (paired over four seeds: +0.21 dB on lego, -0.01
-    on bonsai, docs/BENCHMARKS.md) and 1 otherwise (the reference's one cut; a std-started student is never cut)."""
+    that grows (--student_init sfm: from the scene's points) under a --student_max_ratio cap (paired over four
+    seeds: +0.21 dB on lego, -0.01 on bonsai, docs/BENCHMARKS.md) and 1 otherwise (the reference's one cut; a
+    std-started student is never cut)."""
     if dp.prune_stages is not None:
         return dp.prune_stages
     return 3 if dp.student_max_ratio is not None and dp.student_init == "sfm" else 1
