@@ -171,6 +171,10 @@ class DistillParams(FlagGroup):
         none="3 with --student_max_ratio (and --student_init sfm), else 1", absent=1)
     prune_stage_interval: int = flag(1000, "--prune_stages: iterations between the cuts", steps=True,
                                      check=at_least(1))
+    never_strongest_at: Literal["every", "last"] = flag(
+        "every", "--prune_stages: which cuts give the Gaussians that are never the strongest contributor of a "
+                 "training pixel importance 0 (so that they go): every cut (the reference's importance) or only the "
+                 "last, the earlier ones ranking by contribution alone and keeping their geometric counts")
     prune_importance_fraction: Optional[float] = flag(
         None, "share of the total importance the second prune removes (Gaussians of no importance always go)",
         check=between(0, 1), absent=0.01,
@@ -247,6 +251,9 @@ class DistillParams(FlagGroup):
             if self.prune_stages is not None and self.prune_stages > 1 and self.student_max_ratio is None:
                 raise UserError(f"--prune_stages {self.prune_stages} needs --student_max_ratio > 0: the count the "
                                 f"last cut reaches (e.g. 0.12)")
+            if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
+                raise UserError("--never_strongest_at last needs more than one cut (--prune_stages > 1, with "
+                                "--student_max_ratio): with one cut that cut is the last")
 
     def _check_student_init(self):
         """The --student_init combinations that cannot work (its value itself is a Literal)."""

@@ -5,13 +5,14 @@ from gaussian_renderer import render
 
 
 @torch.no_grad()
-def gaussian_importance(model, cameras, pipe, bg, metric="indoor", sync=None):
+def gaussian_importance(model, cameras, pipe, bg, metric="indoor", sync=None, strongest_rule=True):
     """Importance over all ``cameras`` (with ``sync``, a data_parallel.StepSync: this rank's share, summed over the
     ranks).
 
     indoor: sum over views of accum_weights (sum of alpha T over the Gaussian's pixels);
     outdoor: over views where area_max > 0, sum of accum_weights / area_proj.
-    Gaussians that are never the strongest contributor of any pixel (area_max summed = 0) get 0.
+    With ``strongest_rule`` (the reference's), Gaussians that are never the strongest contributor of any pixel
+    (area_max summed = 0) get 0.
     """
     imp = torch.zeros(model.num_points, device=model.device)
     area_max_total = torch.zeros_like(imp)
@@ -25,7 +26,8 @@ def gaussian_importance(model, cameras, pipe, bg, metric="indoor", sync=None):
         area_max_total += amax
     if sync is not None:
         sync.sum_([imp, area_max_total], "the all-reduce of the importance scores")
-    imp[area_max_total == 0] = 0
+    if strongest_rule:
+        imp[area_max_total == 0] = 0
     return imp
 
 

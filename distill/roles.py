@@ -309,13 +309,15 @@ class StudentRole(Role):
         if self.init == "std" and model.num_points <= self.target:
             return  # started at the target and never grows: no second prune
         n0 = model.num_points
-        imp = self._importance(model)
         if first:
-            reinitialise(model, sample_by_importance(imp, self.dp.factor), state)
+            reinitialise(model, sample_by_importance(self._importance(model), self.dp.factor), state)
         else:
             j = self.cuts.index(it)
             before = n0 if j == 0 else next(e["before"] for e in self.log if e["kind"] == "second")
             last = j == len(self.cuts) - 1  # (the importance fraction, when one is set, goes at the last cut)
+            # --never_strongest_at last: the earlier cuts rank by contribution alone, so that they keep their
+            # geometric counts (on bonsai 55-60% of the grown student is never a pixel's strongest contributor)
+            imp = self._importance(model, strongest_rule=last or self.dp.never_strongest_at == "every")
             model.prune(prune_least_important(imp, prune_fraction(self.dp) if last else 0.0,
                                               cut_count(j, len(self.cuts), before, self.target)), rows=state)
         # the reference's state after each prune: a fresh optimizer, and the statistics start over
@@ -324,9 +326,10 @@ class StudentRole(Role):
         self.log.append(dict(iteration=it, kind="first" if first else "second", before=n0,
                              after=model.num_points))
 
-    def _importance(self, model):
+    def _importance(self, model, strongest_rule=True):
         """--imp_metric importance of ``model``'s Gaussians over the training views (split over the ranks)."""
-        return gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync)
+        return gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync,
+                                   strongest_rule)
 
     def _prune_unseen(self, it, model, state):
         """--student_prune_unseen: drop the Gaussians of importance 0; the rows of the statistics and of Adam follow

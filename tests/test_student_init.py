@@ -190,6 +190,7 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--prune_stages", "0"], "--prune_stages 0 must be at least 1"),
     (["--prune_stages", "5", "--prune_stage_interval", "4000"], "the last cut, at iteration 32000, is not before"),
     (["--second_prune_iter", "29000"], "--prune_stages 3 (the default with --student_max_ratio) x --prune_stage_"),
+    (["--never_strongest_at", "last", "--prune_stages", "1"], "--never_strongest_at last needs more than one cut"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -454,3 +455,38 @@ def test_a_saved_switch_reads_as_the_choice_that_replaced_it(tmp_path):
     with open(tmp_path / "cfg_args.json", "w") as f:
         json.dump({"iterations": 10}, f)  # a run from before the flag: off
     assert saved_flags(str(tmp_path), [DistillParams])["student_prune_unseen"] == "off"
+
+
+def test_never_strongest_at_last_lets_the_earlier_cuts_keep_their_geometric_counts():
+    from distill.importance import gaussian_importance
+    from tests.test_novel_views import _ring
+    cams = _ring(4)
+    g = torch.Generator().manual_seed(0)
+    points, colours = torch.randn(120, 3, generator=g) * 0.4, torch.rand(120, 3, generator=g)
+
+    def twice():  # each Gaussian twice: the copy behind is never a pixel's strongest contributor
+        m = GaussianModel(0)
+        m.create_from_points(points.repeat(2, 1), colours.repeat(2, 1), 1.0)
+        return m
+    model = twice()
+    pipe, bg = PipelineParams.defaults(backend="torch"), torch.zeros(3)
+    strongest = gaussian_importance(model, cams, pipe, bg) > 0
+    contributes = gaussian_importance(model, cams, pipe, bg, strongest_rule=False) > 0
+    assert int(strongest.sum()) <= 120 and bool(contributes.all())
+    opt = scale_steps(opt_defaults(), 0.01)
+    targets = {c.uid: torch.rand(3, 24, 32).half() for c in cams}
+    std_xyz = model.get_xyz.detach().clone()  # G_std's count 240: the target 36, the first of three cuts 128
+    counts = {}
+    for rule in ("every", "last"):
+        m = twice()
+        m.training_setup(opt)
+        dp = DistillParams.defaults(prune_stages=3, second_prune_iter=100, prune_stage_interval=10,
+                                    student_max_ratio=0.15, never_strongest_at=rule, student_prune_unseen="off")
+        role = StudentRole(dp, opt, pipe, bg, targets, std_xyz, cams)
+        state = {"rows": torch.arange(240.0)}
+        for it in (100, 110, 120):
+            role.after_step(it, m, state, None)
+        counts[rule] = [e["after"] for e in role.log]
+        assert counts[rule][-1] <= 36
+    assert counts["every"][0] <= int(strongest.sum()) < 128  # the rule takes the first cut below its count
+    assert counts["last"][0] == cut_count(0, 3, 240, 36) == 128
