@@ -4,8 +4,10 @@ import io
 import json
 import math
 import os
+import queue
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -32,9 +34,9 @@ def study(tmp_path_factory):
     """Two seeds of the full pipeline, then two students on seed 0's teachers (both two at a time)."""
     root = tmp_path_factory.mktemp("seed_study")
     scene = make_synthetic_scene(str(root / "scene"), num_views=8, width=32, height=24, num_points=200, seed=0)
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # two single-threaded runs on two cores
-    try:
+    # (two at a time: the study gives each run its share of the cores, see test_parallel_runs_share_the_cores)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("OMP_NUM_THREADS", raising=False)
         out = str(root / "full")
         rc, text = run_study(["-s", scene, "-o", out, "--seeds", "0", "1", "--parallel", "2", "--label", "full",
                               "--"] + TRAIN_FLAGS)
@@ -43,14 +45,23 @@ def study(tmp_path_factory):
         rc2, text2 = run_study(["-s", scene, "-o", students, "--students_only", os.path.join(out, "seed_0"),
                                 "--seeds", "5", "6", "--parallel", "2", "--"] + TRAIN_FLAGS)
         assert rc2 == 0, text2
-    finally:
-        if old is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
     return dict(scene=scene, out=out, text=text, students=students, students_text=text2,
                 json=json.load(open(os.path.join(out, "seed_study.json"))),
                 students_json=json.load(open(os.path.join(students, "seed_study.json"))))
+
+
+def test_parallel_runs_share_the_cores(monkeypatch):
+    assert seed_study.child_threads(2, {}, 2) == "1"
+    assert seed_study.child_threads(4, {}, 32) == "8" and seed_study.child_threads(16, {}, 8) == "1"
+    assert seed_study.child_threads(1, {}, 2) is None  # one run has the machine: torch's default
+    assert seed_study.child_threads(2, {"OMP_NUM_THREADS": "3"}, 2) is None  # the user's setting stands
+    seen = []  # and the runs get it in their environment
+    monkeypatch.setattr(seed_study.subprocess, "run", lambda cmd, env, **kw: seen.append(env) or
+                        subprocess.CompletedProcess(cmd, 1))
+    slots = queue.Queue()
+    slots.put(0)
+    seed_study.run_seed(0, ["train.py"], "/nonexistent/seed_0", os.devnull, None, slots, None, "1")
+    assert seen[0]["OMP_NUM_THREADS"] == "1"
 
 
 def test_summarize_hand_computed():
