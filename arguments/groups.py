@@ -248,7 +248,7 @@ class DistillParams(FlagGroup):
                             f"to train)")
         if self.num_models == 4:
             self._check_student_init()
-            if self.prune_stages is not None and self.prune_stages > 1 and self.student_max_ratio is None:
+            if prune_stage_count(self) > 1 and self.student_max_ratio is None:  # (only an explicit count > 1)
                 raise UserError(f"--prune_stages {self.prune_stages} needs --student_max_ratio > 0: the count the "
                                 f"last cut reaches (e.g. 0.12)")
             if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
