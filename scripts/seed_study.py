@@ -316,9 +316,9 @@ def build_parser():
                         "the seeds with a seed's runs averaged; runs nothing")
     p.add_argument("--compare", nargs="+", metavar="A B",
                    help="compare two studies (seed_study.json files or their folders): B - A of the mean "
-                        "student - G_std, with a 95%% interval: paired seed by seed when B trained students on A's "
-                        "teachers (--students_only A), else Welch's; several pairs (A1 B1 A2 B2 ..., e.g. one "
-                        "change on several scenes): each, then all their seed pairs pooled; runs nothing")
+                        "student - G_std, with a 95%% interval: paired seed by seed when the two share their "
+                        "teachers (one ran --students_only on the other, or both on the same folder), else Welch's; "
+                        "several pairs (A1 B1 A2 B2 ..., e.g. one change on several scenes): each, then all their seed pairs pooled; runs nothing")
     return p
 
 
@@ -509,11 +509,17 @@ def per_seed_values(study, key):
     return vals if vals and all(v is not None for v in vals) else None
 
 
+def teachers_source(study):
+    """The folder a study's students took their teachers from: its own output for a full study, the
+    --students_only folder otherwise (normalised, '' when unknown)."""
+    src = study.get("teachers") if study.get("mode") == "students_only" else study.get("out")
+    return os.path.normpath(src) if src else ""
+
+
 def paired_seeds(a, b):
-    """The seeds B trained on A's own teachers (B ran --students_only on A's folder), or None: only there do
-    the two students of a seed share their G_std, so B - A can be taken seed by seed."""
-    if b.get("mode") != "students_only" or not b.get("teachers") or os.path.normpath(b["teachers"]) != \
-            os.path.normpath(a.get("out") or ""):
+    """The seeds whose two students share their teachers (and so their G_std), or None: B ran --students_only on
+    A's folder, A on B's, or both on the same folder. Only there can B - A be taken seed by seed."""
+    if not teachers_source(a) or teachers_source(a) != teachers_source(b):
         return None
     ok_a = {r["seed"] for r in a["runs"] if r["status"] == "ok"}
     common = [r["seed"] for r in b["runs"] if r["status"] == "ok" and r["seed"] in ok_a]
@@ -522,7 +528,7 @@ def paired_seeds(a, b):
 
 def compare_studies(a, b):
     """For each statistic: the two studies' summaries and B - A: the paired mean difference with its t
-    interval over the seeds B trained on A's teachers (paired_seeds), else welch(A values, B values)."""
+    interval over the seeds whose students share their teachers (paired_seeds), else welch(A values, B values)."""
     out = {}
     seeds = paired_seeds(a, b)
     for k in STAT_KEYS:
@@ -555,8 +561,8 @@ def compare(paths):
 
 
 def pooled_differences(pairs, key):
-    """B - A seed by seed over every pair (each paired: B trained on A's teachers), or None when a pair is not
-    paired or lacks the statistic."""
+    """B - A seed by seed over every pair (each paired: its two studies share their teachers), or None when a
+    pair is not paired or lacks the statistic."""
     diffs = []
     for a, b in pairs:
         seeds = paired_seeds(a, b)
@@ -574,8 +580,8 @@ def print_pooled(pairs):
     for k in STAT_KEYS:
         diffs = pooled_differences(pairs, k)
         if diffs is None:
-            print(f"{STAT_NAMES[k]:<16}not available: every comparison must be paired (B trained on A's teachers) "
-                  f"and have it for every seed")
+            print(f"{STAT_NAMES[k]:<16}not available: every comparison must be paired (the two share their "
+                  f"teachers) and have it for every seed")
             continue
         d = summarize(diffs)
         ci = f"[{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}]" if d["ci95_low"] is not None else "needs 2 seed pairs"

@@ -310,7 +310,19 @@ def test_students_on_a_study_pair_with_it(tmp_path, monkeypatch, capsys):
     assert seed_study.main(["--compare", a_dir, b_dir, a_dir, b_dir]) == 0
     pooled = capsys.readouterr().out.split("pooled over the 2 comparisons")[1]
     assert re.search(r"PSNR \(dB\)\s+\+0\.3000\s+\[\+0\.3000, \+0\.3000\] paired over 6 seeds", pooled), pooled
-    assert seed_study.pooled_differences([(a, b), (b, a)], "psnr") is None  # a's runs did not use b's teachers
+    # the pairing holds either way round, and between two studies of students on the same teachers
+    assert seed_study.compare_studies(b, a)["psnr"]["b_minus_a"]["diff"] == pytest.approx(-0.3)
+    assert seed_study.pooled_differences([(a, b), (b, a)], "psnr") == pytest.approx([0.3] * 3 + [-0.3] * 3)
+    c_dir = str(tmp_path / "c")
+    assert seed_study.main(["-s", str(tmp_path / "scene"), "-o", c_dir, "--students_only", a_dir,
+                            "--seeds", "1", "2"]) == 0
+    c = json.load(open(os.path.join(c_dir, "seed_study.json")))
+    res = seed_study.compare_studies(b, c)["psnr"]
+    assert res["test"] == "paired" and res["b_minus_a"]["n"] == 2 and res["b_minus_a"]["diff"] == pytest.approx(0)
+    # students on one run's teachers (not the study's own per seed) share no seed's G_std with the study: Welch
+    d = dict(c, teachers=os.path.join(a_dir, "seed_0"))
+    assert seed_study.paired_seeds(a, d) is None and seed_study.compare_studies(a, d)["psnr"]["test"] == "welch"
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_cli(seed_study.main, ["--compare", a_dir, b_dir, a_dir])
     assert e.value.code == 2 and "pairs of studies" in capsys.readouterr().err
