@@ -516,13 +516,22 @@ def teachers_source(study):
     return os.path.normpath(src) if src else ""
 
 
+def g_std_record(rec):
+    """(PSNR, Gaussians) of the G_std a seed's student was measured against, or None when not recorded."""
+    g = ((rec.get("distill") or {}).get("models") or {}).get("G_std") or {}
+    return (g.get("psnr"), g.get("gaussians")) if g else None
+
+
 def paired_seeds(a, b):
     """The seeds whose two students share their teachers (and so their G_std), or None: B ran --students_only on
-    A's folder, A on B's, or both on the same folder. Only there can B - A be taken seed by seed."""
+    A's folder, A on B's, or both on the same folder, and the seed's G_std is the same in both records (a folder
+    trained again, or a study from another machine at the same path, is not). Only there can B - A be taken seed
+    by seed."""
     if not teachers_source(a) or teachers_source(a) != teachers_source(b):
         return None
-    ok_a = {r["seed"] for r in a["runs"] if r["status"] == "ok"}
-    common = [r["seed"] for r in b["runs"] if r["status"] == "ok" and r["seed"] in ok_a]
+    ok_a = {r["seed"]: r for r in a["runs"] if r["status"] == "ok"}
+    common = [r["seed"] for r in b["runs"] if r["status"] == "ok" and r["seed"] in ok_a
+              and g_std_record(r) == g_std_record(ok_a[r["seed"]])]
     return common or None
 
 

@@ -319,6 +319,10 @@ def test_students_on_a_study_pair_with_it(tmp_path, monkeypatch, capsys):
     c = json.load(open(os.path.join(c_dir, "seed_study.json")))
     res = seed_study.compare_studies(b, c)["psnr"]
     assert res["test"] == "paired" and res["b_minus_a"]["n"] == 2 and res["b_minus_a"]["diff"] == pytest.approx(0)
+    # the same folder with other teachers in it (trained again, or a study from another machine at that path)
+    moved = dict(c, runs=[dict(r, distill=dict(models=dict(G_std=dict(psnr=1.0, gaussians=7)))) if r["seed"] == 2
+                          else r for r in c["runs"]])
+    assert seed_study.paired_seeds(b, moved) == [1]
     # students on one run's teachers (not the study's own per seed) share no seed's G_std with the study: Welch
     d = dict(c, teachers=os.path.join(a_dir, "seed_0"))
     assert seed_study.paired_seeds(a, d) is None and seed_study.compare_studies(a, d)["psnr"]["test"] == "welch"
