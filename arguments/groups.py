@@ -258,6 +258,12 @@ class DistillParams(FlagGroup):
     def _check_student_init(self):
         """The --student_init combinations that cannot work (its value itself is a Literal)."""
         if self.student_init == "sfm":
+            cap, target = self.num_max_ratio, self.student_max_ratio
+            if cap is not None and target is not None and target > cap:
+                raise UserError(f"--student_max_ratio {target:g} is above the growth cap --num_max_ratio {cap:g}: "
+                                f"the student never reaches it, so the second prune would keep every Gaussian; "
+                                f"raise --num_max_ratio (e.g. {min(1.0, 2 * target):g}) or lower "
+                                f"--student_max_ratio")
             if self.student_position_lr_init is not None:
                 raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
                                 "follows the teachers' position schedule)")

@@ -5,21 +5,21 @@
 # bash .devdata/x2_call.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
 # and gsplat's wheels in .whl/.
-# First, alone on the machine: lego's pipeline of seed 8 and students on its teachers (the default, no novel views,
-# no tail): the student's stage time and what it is made of. Then two lanes side by side:
-#   GPU 0: bonsai's default pipelines (the three-cut prune) on seeds SEEDS (default 4-7), then students on their
-#          teachers, compared seed by seed: one cut (--prune_stages 1: the new default's gain on new seeds), no novel
-#          views, no teacher signal at all (--lambda_distill 0 --novel_views 0: the fifth session found it as good
-#          as the distilled student), the earlier cuts without the never-strongest rule (--never_strongest_at last);
-#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 3) and two students on its teachers (one
-#          cut; --never_strongest_at last), then lego's default pipelines on SEEDS and students with one cut, no
-#          novel views, no teacher signal, five cuts and the longer tail (--student_tail 1.0).
+# The plan (seventh session; the sixth's, as run, is this file at 89f8ea7): two lanes side by side:
+#   GPU 0: bonsai's default pipelines on seeds SEEDS (default 8-11), then students on their teachers, compared seed
+#          by seed: the longer tails (--student_tail 1.0 and 0.7: lego gained +0.15 and +0.17/+0.28 with 1.0,
+#          bonsai unmeasured at this schedule), more novel views (--novel_views 4: the teachers' signal that
+#          measurably helps comes through them), and a 20% student (--student_max_ratio 0.2: the quality-size curve);
+#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 4) and two students on its teachers (tail
+#          1.0; four novel views), then lego's default pipelines on SEEDS and students at 20%, 30% and 50% of
+#          G_std (where lego's student meets G_std: 12% is 2.8 dB short; 50% grows to 1.0x first), the 1.0 tail
+#          and four novel views.
 # On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
-# The CUDA tests run first. issue12, sequential and torchrun2 serve other plans (the pipeline against gsplat;
-# stage times alone; one process against torchrun).
+# The CUDA tests run first. stage_times, issue12, sequential and torchrun2 serve other plans (lego's stage times
+# alone; the pipeline against gsplat; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
-SEEDS=${SEEDS:-4 5 6 7}
-FULL_SEED=${FULL_SEED:-3}
+SEEDS=${SEEDS:-8 9 10 11}
+FULL_SEED=${FULL_SEED:-4}
 build_extensions
 mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
 export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
@@ -136,26 +136,22 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 }
 
 lane0() {
-  # the new default (three cuts) on new seeds, paired by seed: one cut again; the teachers' signal (no novel views;
-  # neither distillation nor novel views: the fifth session found the photos alone as good); the earlier cuts
-  # without the never-strongest rule (bonsai's first cut loses 55-60% of the student to it, not the geometric third)
   base bonsai 0
-  variant bonsai cut1 0 --prune_stages 1 & variant bonsai nokd 0 --lambda_distill 0 --novel_views 0 &
-  variant bonsai nv0 0 --novel_views 0 & variant bonsai weaklast 0 --never_strongest_at last & wait
+  variant bonsai tail1 0 --student_tail 1.0 & variant bonsai tail07 0 --student_tail 0.7 &
+  variant bonsai nv4 0 --novel_views 4 & variant bonsai r20 0 --student_max_ratio 0.2 & wait
 }
 
 full_lane() {  # gpu
-  full $1  # a fourth seed of the full schedule (seeds 0-2 with one cut: -0.51, -0.39, -0.29 dB), the new default
-  # paired: the three cuts at the full schedule; the earlier cuts without the never-strongest rule
-  full_variant $1 cut1 --prune_stages 1 & full_variant $1 weaklast --never_strongest_at last & wait
+  full $1  # a fifth seed of the full schedule (seeds 0-3, each with its day's default: -0.33 dB, -0.58 to -0.07)
+  full_variant $1 tail1 --student_tail 1.0 & full_variant $1 nv4 --novel_views 4 & wait
   collect
 }
 
-lego_lane() {  # gpu: lego's variants (its first cut keeps its geometric count: five cuts instead of the rule)
+lego_lane() {  # gpu
   base lego $1 -w
-  variant lego cut1 $1 --prune_stages 1 & variant lego nokd $1 --lambda_distill 0 --novel_views 0 &
-  variant lego nv0 $1 --novel_views 0 & variant lego stages5 $1 --prune_stages 5 &
-  variant lego tail1 $1 --student_tail 1.0 & wait
+  variant lego r20 $1 --student_max_ratio 0.2 & variant lego r30 $1 --student_max_ratio 0.3 &
+  variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 & variant lego tail1 $1 --student_tail 1.0 &
+  variant lego nv4 $1 --novel_views 4 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
@@ -165,11 +161,7 @@ if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ e
   stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
   touch $DONE; exit 1
 fi
-stamp "lego stage times alone, then GPU 0: bonsai seeds $SEEDS | GPU 1: full-schedule bonsai seed $FULL_SEED, lego seeds $SEEDS"
-# what the student's stage on lego (1.46-1.48x G_std's) is made of, first, alone on the machine (lego's step is
-# host-bound: the studies' processes would slow it): the default, without the novel views, without the tail
-stage_times 0 lego 8 "" "--novel_views 0" "--student_tail 0"
-collect
+stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: full-schedule bonsai seed $FULL_SEED, lego seeds $SEEDS"
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane0 & { full_lane 1; lego_lane 1; } & wait
 else  # a one-GPU machine (kind nvidia-h200): the short-schedule studies only, one after the other (about 27 min)
