@@ -221,6 +221,10 @@ class DistillParams(FlagGroup):
                 "reference) or median (the middle of the three: what only one teacher shows does not reach it)")
     lambda_distill: float = flag(0.4, "weight of the distillation term against the teachers' combined render",
                                  check=_non_negative)
+    distill_start: Optional[int] = flag(
+        None, "student: the first iteration whose training-view loss has the distillation term; before it the "
+              "student learns from the photos alone (the novel views keep --novel_view_start)",
+        steps=True, check=_non_negative, none="from the first iteration, as the reference")
     novel_views: int = flag(2, "student: poses between each training view and a near neighbour whose teacher "
                                "render it also learns (this many per training view, rendered once; 0 = off, "
                                "the reference)",

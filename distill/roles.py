@@ -278,7 +278,7 @@ class StudentRole(Role):
                                                         grow=self.init == "sfm"))
 
     def view_target(self, it, camera, device):
-        if self.dp.lambda_distill == 0:
+        if self.dp.lambda_distill == 0 or (self.dp.distill_start is not None and it < self.dp.distill_start):
             return None
         return self.teacher_targets[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
 

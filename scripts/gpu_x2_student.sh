@@ -9,11 +9,13 @@
 #   GPU 0: bonsai's default pipelines on seeds SEEDS (default 8-11), then students on their teachers, compared seed
 #          by seed: the longer tails (--student_tail 1.0 and 0.7: lego gained +0.15 and +0.17/+0.28 with 1.0,
 #          bonsai unmeasured at this schedule), more novel views (--novel_views 4: the teachers' signal that
-#          measurably helps comes through them), and a 20% student (--student_max_ratio 0.2: the quality-size curve);
+#          measurably helps comes through them), a 20% student (--student_max_ratio 0.2: the quality-size curve),
+#          and the distillation term on the training views only from the second prune on (--distill_start 16000:
+#          if it costs nothing, a student could start before its teachers finish under torchrun, issue 17);
 #   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 4) and two students on its teachers (tail
 #          1.0; four novel views), then lego's default pipelines on SEEDS and students at 20%, 30% and 50% of
-#          G_std (where lego's student meets G_std: 12% is 2.8 dB short; 50% grows to 1.0x first), the 1.0 tail
-#          and four novel views.
+#          G_std (where lego's student meets G_std: 12% is 2.8 dB short; 50% grows to 1.0x first), the 1.0 tail,
+#          four novel views and --distill_start 16000.
 # On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
 # The CUDA tests run first. stage_times, issue12, sequential and torchrun2 serve other plans (lego's stage times
 # alone; the pipeline against gsplat; one process against torchrun).
@@ -138,7 +140,8 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 lane0() {
   base bonsai 0
   variant bonsai tail1 0 --student_tail 1.0 & variant bonsai tail07 0 --student_tail 0.7 &
-  variant bonsai nv4 0 --novel_views 4 & variant bonsai r20 0 --student_max_ratio 0.2 & wait
+  variant bonsai nv4 0 --novel_views 4 & variant bonsai r20 0 --student_max_ratio 0.2 &
+  variant bonsai ds16 0 --distill_start 16000 & wait
 }
 
 full_lane() {  # gpu
@@ -151,7 +154,7 @@ lego_lane() {  # gpu
   base lego $1 -w
   variant lego r20 $1 --student_max_ratio 0.2 & variant lego r30 $1 --student_max_ratio 0.3 &
   variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 & variant lego tail1 $1 --student_tail 1.0 &
-  variant lego nv4 $1 --novel_views 4 & wait
+  variant lego nv4 $1 --novel_views 4 & variant lego ds16 $1 --distill_start 16000 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes

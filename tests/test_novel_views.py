@@ -95,3 +95,17 @@ def test_step_loss_off():
     assert role.step_loss(1, model) is None
     role, model, _, _ = _student(prob=1.0, lam=0.0)
     assert role.step_loss(1, model) is None
+
+
+def test_distill_start_gates_the_training_views_distillation_term():
+    from arguments.fields import scale_steps
+    role, _, _, means = _student(prob=0.0)
+    cam = role.cameras[1]
+    target, weight = role.view_target(1, cam, "cpu")  # by default from the first iteration (the reference)
+    assert torch.equal(target, means[cam.uid].float()) and weight == role.dp.lambda_distill
+    role.dp = DistillParams.defaults(distill_start=4000)
+    assert role.view_target(3999, cam, "cpu") is None  # the photos alone before it
+    assert torch.equal(role.view_target(4000, cam, "cpu")[0], means[cam.uid].float())
+    # an iteration count like the others: --steps_scale (and --student_steps_scale) rescale it
+    assert scale_steps(DistillParams.defaults(distill_start=16000), 0.25).distill_start == 4000
+    assert scale_steps(DistillParams.defaults(), 0.25).distill_start is None
