@@ -318,7 +318,8 @@ def build_parser():
                    help="compare two studies (seed_study.json files or their folders): B - A of the mean "
                         "student - G_std, with a 95%% interval: paired seed by seed when the two share their "
                         "teachers (one ran --students_only on the other, or both on the same folder), else Welch's; "
-                        "several pairs (A1 B1 A2 B2 ..., e.g. one change on several scenes): each, then all their seed pairs pooled; runs nothing")
+                        "several pairs (A1 B1 A2 B2 ..., e.g. one change on several scenes): each, then all their "
+                        "seed pairs pooled; runs nothing")
     return p
 
 
