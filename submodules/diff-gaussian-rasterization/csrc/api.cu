@@ -1,5 +1,6 @@
 // Host side: torch tensors in and out, binning with CUB, kernel launches.
 #include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
@@ -104,10 +105,11 @@ int bits_for(uint32_t n) {
 
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
+// R: the number of pairs (exact mode) or the buffers' capacity (pc.meta set: sentinel entries after the pairs).
 template <typename KeyT>
 torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch::Tensor& radius_c,
                         const torch::Tensor& xy_c, const torch::Tensor& conic_c, const Cam& cam, int num_tiles,
-                        torch::Tensor& ranges, bool debug, cudaStream_t stream) {
+                        torch::Tensor& ranges, const PairCapacity& pc, bool debug, cudaStream_t stream) {
   const auto iopt = offsets.options();
   const auto kopt = iopt.dtype(sizeof(KeyT) == 2 ? torch::kInt16 : torch::kInt32);
   // four separate buffers, so that only the sorted values stay alive afterwards
@@ -119,7 +121,7 @@ torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch:
   int* v1 = vals[1].data_ptr<int>();
   launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
               reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
-              reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, stream);
+              reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, pc, stream);
   check_launch(debug, "emit");
   cub::DoubleBuffer<KeyT> kb(k0, k1);
   cub::DoubleBuffer<int> vb(v0, v1);
@@ -168,7 +170,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              int64_t image_width, const torch::Tensor& sh_in,
                                              const torch::Tensor& sh_rest_in, int64_t sh_degree,
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
-                                             int64_t stats_mode, bool debug) {
+                                             int64_t stats_mode, bool debug, int64_t pair_capacity,
+                                             const torch::Tensor& pair_meta) {
   (void)prefiltered;
   TORCH_CHECK(means3D_in.dim() == 2 && means3D_in.size(1) == 3, "means3D must be [P, 3]");
   CHECK_CUDA_T(means3D_in, "means3D");
@@ -191,6 +194,17 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const int num_tiles = cam.tiles_x * cam.tiles_y;
 
   const bool sh_fast = sh_fast_path(M, shs, split);
+  // The capacity mode: no host-device sync. The compacted arrays get P rows, the pair buffers pair_capacity
+  // entries, and the kernels read V and the pair count from pair_meta = [V, pairs, overflow] (int32, on the
+  // device, written by this call; overflow = 1 when the pairs did not fit and the deepest were dropped).
+  const bool capacity_mode = pair_capacity > 0;
+  if (capacity_mode) {
+    TORCH_CHECK(pair_capacity <= INT32_MAX, "pair_capacity must be below 2^31");
+    TORCH_CHECK(pair_meta.is_cuda() && pair_meta.scalar_type() == torch::kInt32 && pair_meta.numel() == 3 &&
+                    pair_meta.is_contiguous() && pair_meta.device() == means3D.device(),
+                "pair_capacity > 0 needs pair_meta: a contiguous int32 tensor of 3 entries on the Gaussians' GPU");
+    C10_CUDA_CHECK(cudaMemsetAsync(pair_meta.data_ptr<int>(), 0, 3 * sizeof(int), stream));
+  }
   auto radii = torch::zeros({P}, iopt);
   auto out_color = torch::empty({3, H, W}, fopt);
   auto out_invdepth = torch::empty({1, H, W}, fopt);
@@ -228,7 +242,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     // Depth order of the Gaussians (culled ones carry the largest key and come last).
     order = torch::empty({P}, iopt);
     auto offsets = torch::empty({P}, iopt);
-    auto meta = torch::empty({2}, iopt);  // [V, R]
+    auto meta = capacity_mode ? pair_meta : torch::empty({2}, iopt);  // [V, R(, overflow)]
     {
       auto keys_out = torch::empty({P}, iopt);
       {
@@ -255,14 +269,18 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
       launch_copy_total(P, offsets.data_ptr<int>(), meta.data_ptr<int>(), stream);
       check_launch(debug, "scan");
     }
-    const auto meta_h = meta.cpu();
-    const int V = meta_h.data_ptr<int>()[0];
-    const int R = meta_h.data_ptr<int>()[1];
+    int V = P, R = static_cast<int>(pair_capacity);
+    if (!capacity_mode) {  // the one host-device sync of the exact mode: the buffers' sizes
+      const auto meta_h = meta.cpu();
+      V = meta_h.data_ptr<int>()[0];
+      R = meta_h.data_ptr<int>()[1];
+    }
+    const PairCapacity pc{R, capacity_mode ? meta.data_ptr<int>() : nullptr};
     xy_c = torch::empty({V, 2}, fopt);
     conic_c = torch::empty({V, 4}, fopt);
     rgbd_c = torch::empty({V, 4}, fopt);
     auto radius_c = torch::empty({V}, iopt);
-    launch_compact(P, V, order.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
+    launch_compact(P, V, pc.meta, order.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
                    reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
                    reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), radii.data_ptr<int>(),
                    reinterpret_cast<float2*>(xy_c.data_ptr<float>()),
@@ -277,9 +295,11 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     depth_keys.reset();
     if (R > 0) {
       if (num_tiles < 65535)
-        point_list = bin_pairs<uint16_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, debug, stream);
+        point_list = bin_pairs<uint16_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc, debug,
+                                         stream);
       else
-        point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, debug, stream);
+        point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc, debug,
+                                         stream);
     }
   }
   torch::Tensor tile_order = torch::empty({0}, iopt);

@@ -10,7 +10,9 @@ namespace dgr {
 // two parameters, read in place). Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward needs
 // (rank [P], xy, conic_op, rgbd of the V visible Gaussians in depth order, point_list, ranges, final_T,
 // n_contrib) and the stats accum_weights, area_proj, area_max: stats_mode 0 (StatsMode in kernels.h) computes
-// none, 1 only area_max, 2 all three; those not computed are empty.
+// none, 1 only area_max, 2 all three; those not computed are empty. pair_capacity > 0: the capacity mode, without
+// the exact mode's host-device sync (the pair count sizes its buffers): xy, conic_op and rgbd get P rows, the pair
+// buffers pair_capacity entries, and pair_meta (int32 [3] on the GPU) receives [V, pairs, overflow].
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D,
                                              const torch::Tensor& colors, const torch::Tensor& opacity,
                                              const torch::Tensor& scales, const torch::Tensor& rotations,
@@ -20,7 +22,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              int64_t image_width, const torch::Tensor& sh,
                                              const torch::Tensor& sh_rest, int64_t sh_degree,
                                              const torch::Tensor& campos, bool prefiltered, bool antialiasing,
-                                             int64_t stats_mode, bool debug);
+                                             int64_t stats_mode, bool debug, int64_t pair_capacity,
+                                             const torch::Tensor& pair_meta);
 
 // Returns dL/d(means2D [P,means2D_dim], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations,
 // sh_rest); the entries for inputs that were not given are empty.

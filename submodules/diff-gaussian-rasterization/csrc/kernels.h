@@ -25,17 +25,27 @@ void launch_gather_counts(int P, const int* order, const uint32_t* sorted_keys, 
 // meta[1] = offsets[P - 1] (total number of (tile, Gaussian) pairs)
 void launch_copy_total(int P, const int* offsets, int* meta, cudaStream_t stream);
 
-// Render data of the V visible Gaussians in depth order (their rank), and rank[g] (-1 when culled).
-void launch_compact(int P, int V, const int* order, const float2* xy, const float4* conic_op, const float4* rgbd,
-                    const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c, int* radius_c, int* rank,
-                    cudaStream_t stream);
+// Render data of the V visible Gaussians in depth order (their rank), and rank[g] (-1 when culled). V_dev
+// (the capacity mode) is V on the device, read instead of V.
+void launch_compact(int P, int V, const int* V_dev, const int* order, const float2* xy, const float4* conic_op,
+                    const float4* rgbd, const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c,
+                    int* radius_c, int* rank, cudaStream_t stream);
+
+// The capacity mode (no host-device sync in the forward): the pair buffers hold `capacity` entries and the
+// kernels read V and the pair count from meta = [V, pairs, overflow] on the device; meta == nullptr: the exact
+// mode, buffers sized by the counts the host read.
+struct PairCapacity {
+  int capacity;
+  int* meta;
+};
 
 // For ranks i < V, write (tile, rank) pairs at offsets[i-1] .. offsets[i]. Tile keys are 16-bit when the
-// grid (plus one sentinel id) fits, else 32-bit.
+// grid (plus one sentinel id) fits, else 32-bit. In the capacity mode, V comes from meta[0], the entries from
+// meta[1] to the capacity get the sentinel tile id, and pairs past the capacity are dropped with meta[2] = 1.
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, cudaStream_t stream);
+                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, const PairCapacity& pc, cudaStream_t stream);
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream);
+                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, const PairCapacity& pc, cudaStream_t stream);
 
 // ranges[t] = [first, last) of tile t in the tile-sorted keys (ranges zeroed by the caller).
 void launch_identify_ranges(int R, const uint16_t* keys, int num_tiles, int2* ranges, cudaStream_t stream);

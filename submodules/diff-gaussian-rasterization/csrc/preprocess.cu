@@ -175,11 +175,12 @@ void launch_copy_total(int P, const int* offsets, int* meta, cudaStream_t stream
 }
 
 // Visible Gaussians' render data in depth order (rank i), and rank[g] (-1 when culled).
-__global__ void compact_kernel(int P, int V, const int* order, const float2* xy, const float4* conic_op,
-                               const float4* rgbd, const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c,
-                               int* radius_c, int* rank) {
+__global__ void compact_kernel(int P, int V, const int* V_dev, const int* order, const float2* xy,
+                               const float4* conic_op, const float4* rgbd, const int* radii, float2* xy_c,
+                               float4* conic_c, float4* rgbd_c, int* radius_c, int* rank) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= P) return;
+  if (V_dev) V = *V_dev;
   const int g = order[i];
   if (i < V) {
     xy_c[i] = xy[g];
@@ -192,22 +193,29 @@ __global__ void compact_kernel(int P, int V, const int* order, const float2* xy,
   }
 }
 
-void launch_compact(int P, int V, const int* order, const float2* xy, const float4* conic_op, const float4* rgbd,
-                    const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c, int* radius_c, int* rank,
-                    cudaStream_t stream) {
+void launch_compact(int P, int V, const int* V_dev, const int* order, const float2* xy, const float4* conic_op,
+                    const float4* rgbd, const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c,
+                    int* radius_c, int* rank, cudaStream_t stream) {
   if (P == 0) return;
-  compact_kernel<<<(P + 255) / 256, 256, 0, stream>>>(P, V, order, xy, conic_op, rgbd, radii, xy_c, conic_c, rgbd_c,
-                                                      radius_c, rank);
+  compact_kernel<<<(P + 255) / 256, 256, 0, stream>>>(P, V, V_dev, order, xy, conic_op, rgbd, radii, xy_c, conic_c,
+                                                      rgbd_c, radius_c, rank);
 }
 
 // For visible Gaussians in depth order (rank i), write (tile, rank) pairs at offsets[i-1] .. offsets[i].
 template <typename KeyT>
 __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, const float2* xy_c,
-                            const float4* conic_c, int tiles_x, int tiles_y, KeyT* keys, int* vals) {
+                            const float4* conic_c, int tiles_x, int tiles_y, KeyT* keys, int* vals,
+                            const PairCapacity pc) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pc.meta) V = pc.meta[0];
   if (i >= V) return;
   const int start = i == 0 ? 0 : offsets[i - 1];
-  const int cap = offsets[i] - start;
+  int end = offsets[i];
+  if (pc.meta && end > pc.capacity) {  // the pairs past the buffer are dropped, and the call flagged
+    end = pc.capacity;
+    pc.meta[2] = 1;
+  }
+  const int cap = end - start;
   if (cap <= 0) return;
   KeyT* k = keys + start;
   int* v = vals + start;
@@ -226,22 +234,36 @@ __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, cons
   }
 }
 
+// In the capacity mode, the entries past the pair count (meta[1]) get the sentinel tile id, so that they sort
+// last and the range pass ignores them.
+template <typename KeyT>
+__global__ void fill_sentinel_kernel(const PairCapacity pc, KeyT sentinel, KeyT* keys, int* vals) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= pc.capacity || i < pc.meta[1]) return;
+  keys[i] = sentinel;
+  vals[i] = 0;
+}
+
 template <typename KeyT>
 void launch_emit_t(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                   int tiles_x, int tiles_y, KeyT* keys, int* vals, cudaStream_t stream) {
+                   int tiles_x, int tiles_y, KeyT* keys, int* vals, const PairCapacity& pc, cudaStream_t stream) {
+  if (pc.meta) {
+    fill_sentinel_kernel<KeyT><<<(pc.capacity + 255) / 256, 256, 0, stream>>>(pc, (KeyT)(tiles_x * tiles_y), keys,
+                                                                               vals);
+  }
   if (V == 0) return;
   emit_kernel<KeyT><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y,
-                                                         keys, vals);
+                                                         keys, vals, pc);
 }
 
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, cudaStream_t stream) {
-  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, stream);
+                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, const PairCapacity& pc, cudaStream_t stream) {
+  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc, stream);
 }
 
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, cudaStream_t stream) {
-  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, stream);
+                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, const PairCapacity& pc, cudaStream_t stream) {
+  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc, stream);
 }
 
 template <typename KeyT>

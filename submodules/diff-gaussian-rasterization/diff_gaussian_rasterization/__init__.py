@@ -12,6 +12,10 @@ Same API (graphdeco's interface) as the per-stage reference (reference.py) and t
 shs is [P, K, 3], or a pair (DC [P, 1, 3], higher bands [P, 15, 3]): the model's two parameters, read by the
 kernels in place instead of concatenated on every call. Rotations may have any norm (normalised inside).
 
+The settings' optional pair_capacity and pair_meta (contract.py) select the capacity mode: the forward then
+reads no count back to the host (a CUDA graph can hold it), and pair_meta tells afterwards on the device how many
+pairs there were and whether they fitted.
+
 return_stats=True gives the dict of accum_weights, area_proj and area_max [P]; a collection of those names
 gives only them, e.g. ("area_max",) skips the two per-contribution atomics the other two cost.
 
@@ -92,7 +96,8 @@ class _RasterizeGaussians(torch.autograd.Function):
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
             view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs, sh_rest,
             int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), int(stats_mode),
-            bool(s.debug))
+            bool(s.debug), int(s.pair_capacity or 0),
+            s.pair_meta if s.pair_meta is not None else torch.empty(0, device=dev, dtype=torch.int32))
         ctx.settings = s
         ctx.means2D_shape = means2D.shape
         ctx.opacity_shape = opacities.shape

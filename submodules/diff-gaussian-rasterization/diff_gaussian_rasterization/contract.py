@@ -6,10 +6,15 @@ import math
 
 import torch
 
+# graphdeco's thirteen fields, then two of ours with defaults (the CUDA rasterizer's capacity mode; the other
+# backends ignore them): pair_capacity > 0 sizes the (tile, Gaussian) pair buffers so that the forward needs no
+# host-device sync, and pair_meta (int32 [3] on the GPU) receives [visible Gaussians, pairs, overflow]; overflow
+# is 1 when the pairs did not fit (the deepest were dropped from that render).
 GaussianRasterizationSettings = namedtuple(
     "GaussianRasterizationSettings",
     ["image_height", "image_width", "tanfovx", "tanfovy", "bg", "scale_modifier", "viewmatrix",
-     "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing"])
+     "projmatrix", "sh_degree", "campos", "prefiltered", "debug", "antialiasing", "pair_capacity", "pair_meta"],
+    defaults=(0, None))
 
 # the kernels' constants (csrc/common.cuh)
 TILE = 16  # side of a screen tile in pixels
