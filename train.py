@@ -26,7 +26,7 @@ from distill import distributed
 from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, final_iteration,
                              run_distillation, unscaled_final_iteration)
 from distill.roles import MODEL_NAMES
-from gaussian_renderer import pick_backend
+from gaussian_renderer import cuda_extension, pick_backend
 from training import data_parallel
 from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,
                            train_model)
@@ -277,7 +277,10 @@ def _main(argv=None):
     np.random.seed(run.seed)
     torch.manual_seed(run.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here, before output
+    backend = pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
+    if pipe.cuda_graphs and not (device == "cuda" and backend is cuda_extension()):
+        raise UserError("--cuda_graphs needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
+                        "flag out here")
     check_output_folder(dataset.model_path)
     ckpt = check_start_checkpoint(run.start_checkpoint, dataset, opt, dp) if run.start_checkpoint else None
     previous = earlier_run(dataset.model_path)

@@ -46,10 +46,12 @@ def background(white, device="cpu"):
 
 
 def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None, opacity=None,
-           return_stats=False):
+           return_stats=False, pair_capacity=0, pair_meta=None):
     """Render ``pc`` from ``camera``.
 
     opacity: optional [N, 1] activated opacities replacing the model's (dropout uses it).
+    pair_capacity, pair_meta: the CUDA rasterizer's capacity mode (no host-device sync; training/graph_step.py);
+    the other backends ignore them.
     Returns dict(render [3,H,W], depth [1,H,W] inverse depth, viewspace_points, visibility_filter,
     radii, and the per-Gaussian stats return_stats asks for: True = accum_weights, area_proj and area_max,
     or a collection of those names).
@@ -58,11 +60,13 @@ def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None
     backend = pick_backend(dev, getattr(pipe, "backend", "auto"))
     means2D = torch.zeros_like(pc.get_xyz, requires_grad=True)
     view, proj, campos = camera.matrices(dev)
+    # (the capacity fields only when asked: an extension built before them still renders)
+    capacity = dict(pair_capacity=pair_capacity, pair_meta=pair_meta) if pair_capacity else {}
     settings = backend.GaussianRasterizationSettings(
         image_height=camera.image_height, image_width=camera.image_width, tanfovx=camera.tanfovx,
         tanfovy=camera.tanfovy, bg=bg_color, scale_modifier=scaling_modifier, viewmatrix=view,
         projmatrix=proj, sh_degree=pc.active_sh_degree, campos=campos, prefiltered=False,
-        debug=getattr(pipe, "debug", False), antialiasing=getattr(pipe, "antialiasing", False))
+        debug=getattr(pipe, "debug", False), antialiasing=getattr(pipe, "antialiasing", False), **capacity)
     rasterizer = backend.GaussianRasterizer(raster_settings=settings)
     # the raw quaternions and the two SH parameters: every backend normalises quaternions itself (forward and
     # backward), and the CUDA kernels read DC and higher bands in place, so neither costs kernels per render

@@ -66,9 +66,9 @@ def cuda_scene(tmp_path_factory):
     return Scene(dataset), dataset
 
 
-def _run(scene, dataset, role):
+def _run(scene, dataset, role, pipe=None):
     opt = OptimizationParams.defaults(iterations=LAST + 2, views_per_step=1, densify_from_iter=1000)
-    pipe = PipelineParams.defaults()
+    pipe = pipe or PipelineParams.defaults()
     model = GaussianModel(dataset.sh_degree, "cuda")
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     rec = SyncRecorder()
@@ -85,6 +85,11 @@ def _assert_one_sync_per_step(where):
 
 def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
     _assert_one_sync_per_step(_run(*cuda_scene, Role()))
+
+
+def test_graphed_vanilla_step_does_not_wait(cuda_scene):
+    """--cuda_graphs: after the capture (iteration 1), a step replays its graph and waits for nothing."""
+    assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs=True)) == []
 
 
 def test_student_step_waits_only_for_the_pair_count(cuda_scene):

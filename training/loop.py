@@ -14,6 +14,7 @@ from tqdm import tqdm
 from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
+from training.graph_step import GraphedStep, graph_eligible
 from training.optim import load_optimizer_state
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
@@ -303,6 +304,7 @@ class _Run:
         self.writer = self.guard = self.timer = self.bar = None
         self.sync, self.lead = None, True  # data-parallel: the StepSync; whether this rank writes files
         self.io_seconds = 0.0  # evaluation and saving, left out of ms/step
+        self.graphed = None  # --cuda_graphs: the GraphedStep of an eligible model
 
     def initial_stats(self, n, device):
         """The strategy's and the role's statistics of ``n`` Gaussians before any view."""
@@ -332,18 +334,30 @@ def _start(run, start_checkpoint):
     return it + 1
 
 
+def _next_camera(run):
+    """The next training view: the views in a shuffled order, reshuffled when all were used."""
+    if not run.stack:
+        run.stack = list(run.train_cams)
+        random.shuffle(run.stack)
+    return run.stack.pop()
+
+
 def _render_views(run, it, want_stats):
     """Render, score and back-propagate the step's views; returns (last render output, its camera, summed loss,
-    Gaussians seen by any view: sparse_adam updates only these)."""
+    Gaussians seen by any view: sparse_adam updates only these). With --cuda_graphs, a step that qualifies
+    (training/graph_step.py) replays its graph instead."""
     model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
+    if run.graphed is not None:
+        cam = _next_camera(run)
+        if run.graphed.applies(cam):
+            out, step_loss, visible = run.graphed.step(cam, want_stats)
+            return out, cam, step_loss, visible
+        run.stack.append(cam)  # (not this one: the eager path below draws it again)
     step_loss = torch.zeros((), device=dev)
     visible = None
     out = None
     for j in range(opt.views_per_step):
-        if not run.stack:
-            run.stack = list(run.train_cams)
-            random.shuffle(run.stack)
-        cam = run.stack.pop()
+        cam = _next_camera(run)
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
@@ -438,6 +452,8 @@ def _finish(run, t_enter, t0):
                    ms_per_step=round(1000 * (wall - run.io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=run.history)
+    if run.graphed is not None:
+        summary["cuda_graphs"] = run.graphed.summary()
     phases = run.timer.summary()
     if phases:
         summary["phase_ms"] = phases
@@ -487,6 +503,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         torch.cuda.reset_peak_memory_stats(dev)
     run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
     run.timer = timer = PhaseTimer(dev, pipe.profile)
+    if getattr(pipe, "cuda_graphs", False) and graph_eligible(opt, role, sync, pipe, run.train_cams):
+        run.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
     t0 = time.time()
     run.bar = tqdm(range(run.first, opt.iterations + 1), desc=label or "training", disable=quiet or not run.lead,
                    dynamic_ncols=True)

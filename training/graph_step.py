@@ -1,0 +1,152 @@
+"""--cuda_graphs: a vanilla training step (render, image loss, backward) as one CUDA graph.
+
+A small scene's step is bound by the host launching ~50 kernels (issue 12's lego profile: the GPU busy 1.1 of
+2.9 ms). A graph captured once replays them in one launch while the model keeps its tensors: between
+densifications, SH-degree raises and opacity resets. Each step the host then only picks the view, copies its
+camera and photo into the graph's static buffers and replays; Adam, the densification statistics and everything
+else of the loop stay as they are.
+
+The CUDA rasterizer's capacity mode makes the forward free of host-device syncs: its pair buffers are sized
+with headroom from the pairs of the capture's view, and a step whose view needs more rendered without its
+deepest pairs. The graph adds each replay's overflow flag to a counter on the device, which the host reads
+without waiting (a copy it checks a step or two later); when it grew, the capacity doubles and the graph is
+captured again. ``overflows`` counts such steps (distill.json / the run summary reports them).
+
+Only steps with nothing per-step besides the view take this path: one view a step, no random background, no
+depth supervision, a role with no per-view target, opacity or extra loss (G_std and vanilla 3DGS), training views
+of one size and field of view, no data-parallel ranks, no --profile; the other steps run as before.
+"""
+import torch
+
+from gaussian_renderer import render
+from utils.loss_utils import photometric_loss
+
+INITIAL_PAIRS_PER_GAUSSIAN = 16  # the first capacity guess, before any view was measured
+HEADROOM = 2.0  # capacity = this x the capture view's pairs (views differ; an overflow doubles it)
+
+
+class StaticView:
+    """A camera stand-in whose matrices and photo live in buffers the graph reads: load() copies a camera's in."""
+
+    def __init__(self, camera, device):
+        self.image_height, self.image_width = camera.image_height, camera.image_width
+        self.tanfovx, self.tanfovy = camera.tanfovx, camera.tanfovy
+        self._mats = tuple(m.clone() for m in camera.matrices(device))
+        self.image = camera.image.to(device).clone()  # uint8 [3, H, W]: the graph converts it
+
+    def matrices(self, device):
+        return self._mats
+
+    def load(self, camera, device):
+        for dst, src in zip(self._mats, camera.matrices(device)):
+            dst.copy_(src, non_blocking=True)
+        self.image.copy_(camera.image, non_blocking=True)
+
+
+def graph_eligible(opt, role, sync, pipe, cameras=()):
+    """Whether this model's steps can take the graph at all (see the module docstring); the Role's hooks must be
+    the base class's (G_std, vanilla), and the training views share one image size and field of view (the graph
+    holds them: views that differ would capture it again at every step)."""
+    from training.loop import Role  # noqa: PLC0415 (loop imports this module)
+    hooks = ("make_strategy", "initialize_state", "before_step", "render_opacity", "view_target", "step_loss",
+             "update_stats", "after_step")
+    plain = all(getattr(type(role), h) is getattr(Role, h) for h in hooks)
+    one_setup = len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) <= 1
+    return (plain and one_setup and opt.views_per_step == 1 and not opt.random_background and sync is None
+            and not pipe.profile)
+
+
+class GraphedStep:
+    def __init__(self, model, opt, pipe, bg, view_weight):
+        self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
+        self.dev = model.device
+        self.meta = torch.zeros(3, dtype=torch.int32, device=self.dev)  # [visible, pairs, overflow]
+        self.overflowed = torch.zeros(1, dtype=torch.int32, device=self.dev)  # replays that overflowed, so far
+        self.overflowed_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
+        self.copy_event = None
+        self.capacity = None
+        self.key = None
+        self.graph = self.view = self.out = self.loss = self.grads = None
+        self.captures = self.replays = self.overflows = 0
+
+    def applies(self, camera):
+        """This step's view can be replayed (no depth map to supervise)."""
+        return camera.depth is None or not camera.depth_reliable
+
+    def _key(self, camera, want_stats):
+        m = self.model
+        return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, bool(want_stats),
+                camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.capacity)
+
+    def _forward_backward(self, view, want_stats):
+        out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats,
+                     pair_capacity=self.capacity, pair_meta=self.meta)
+        gt = view.image.float() / 255.0
+        loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim)
+        (self.view_weight * loss).backward()
+        return out, loss.detach()
+
+    def _measure_capacity(self, view, want_stats):
+        """Pairs of the capture's view, by capacity-mode renders (a sync: only when capturing), x HEADROOM."""
+        cap = max(1024, INITIAL_PAIRS_PER_GAUSSIAN * self.model.num_points)
+        while True:
+            with torch.no_grad():
+                render(view, self.model, self.pipe, self.bg, pair_capacity=cap, pair_meta=self.meta)
+            visible, pairs, overflow = self.meta.tolist()
+            if not overflow:
+                return max(1024, int(HEADROOM * pairs), self.capacity or 0)
+            cap = 2 * pairs
+
+    def _capture(self, camera, want_stats):
+        self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
+        params = list(self.model.params.values())
+        for p in params:
+            p.grad = None
+        self.view = StaticView(camera, self.dev)
+        self.capacity = self._measure_capacity(self.view, want_stats)
+        side = torch.cuda.Stream(self.dev)
+        side.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(side):  # one warm-up pass outside the capture (gradients discarded, no update)
+            self._forward_backward(self.view, want_stats)
+        torch.cuda.current_stream(self.dev).wait_stream(side)
+        for p in params:
+            p.grad = None
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out, self.loss = self._forward_backward(self.view, want_stats)
+            self.overflowed += self.meta[2:3]
+        self.grads = [p.grad for p in params]
+        self.key = self._key(camera, want_stats)
+        self.captures += 1
+
+    def _check_overflow(self):
+        """Read the overflow counter once its last copy has landed (never waiting); when it grew, double the
+        capacity and capture again at the next step."""
+        if self.copy_event is not None and self.copy_event.query():
+            total = int(self.overflowed_host[0])
+            if total > self.overflows:
+                self.overflows = total
+                self.capacity *= 2
+                self.key = None
+            self.copy_event = None
+        if self.copy_event is None:
+            self.overflowed_host.copy_(self.overflowed, non_blocking=True)
+            self.copy_event = torch.cuda.Event()
+            self.copy_event.record()
+
+    def step(self, camera, want_stats):
+        """Replay (capturing first when the model or view setup changed): (render output, loss, visible)."""
+        if self.key != self._key(camera, want_stats):
+            self._capture(camera, want_stats)
+        self.view.load(camera, self.dev)
+        self.graph.replay()
+        self.replays += 1
+        for p, g in zip(self.model.params.values(), self.grads):
+            p.grad = g  # (the optimizer step clears .grad; the graph writes the same tensors every replay)
+        self._check_overflow()
+        return self.out, self.loss, self.out["visibility_filter"]
+
+    def summary(self):
+        """captures, replays, overflowed steps (exact: read with a sync, once, at the end) and the capacity."""
+        return dict(captures=self.captures, replays=self.replays, overflows=int(self.overflowed.item()),
+                    pair_capacity=self.capacity)
