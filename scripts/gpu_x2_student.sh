@@ -137,6 +137,33 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
     -s data/bonsai -m /tmp/$name --num_models 4 --seed 0 $RECIPE "$@"
 }
 
+graph_ab() {  # gpu: --cuda_graphs against the eager step, alone on the machine (issue 12): lego vanilla 7,000
+  # steps twice each, alternating, then bonsai on the gsplat peer's 7,000-step schedule once each
+  local peer="--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
+    --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05"
+  local k=0 scene flags
+  for run in "lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" "bonsai:" "bonsai:--cuda_graphs"; do
+    k=$((k + 1)); scene=${run%%:*}; flags=${run#*:}
+    local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra=$peer
+    CUDA_VISIBLE_DEVICES=$1 python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 --data_device cuda \
+      --quiet --test_iterations 7000 --save_iterations 7000 $extra $flags > $R/logs/ab_$k.txt 2>&1
+    echo "ab_$k $scene ${flags:-eager} rc $?" >> $R/logs/ab_runs.txt
+  done
+  { stamp "--cuda_graphs against eager, each alone on GPU $1 (7,000 steps)"
+    python3 - <<'PY'
+import json
+for line in open("/tmp/res/logs/ab_runs.txt"):
+    name, scene, mode = line.split()[:3]
+    try:
+        s = json.load(open(f"/tmp/{name}/point_cloud/training_log.json"))
+    except (OSError, ValueError) as exc:
+        print(name, scene, mode, "no summary:", exc); continue
+    print(f"{name} {scene:<7} {mode:<14} ms/step {s['ms_per_step']:>6}  PSNR {s.get('psnr')}  Gaussians "
+          f"{s['gaussians']}  peak GiB {s['peak_memory_gib']}  graphs {s.get('cuda_graphs')}")
+PY
+    grep -h -E "Error|error" $R/logs/ab_*.txt | head -5; } >> $R/summary.txt 2>&1
+}
+
 lane0() {
   base bonsai 0
   variant bonsai tail1 0 --student_tail 1.0 & variant bonsai tail07 0 --student_tail 0.7 &
@@ -158,16 +185,20 @@ lego_lane() {  # gpu
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
-# (the capacity mode's tests, new and not yet run on a GPU, are reported apart: the studies do not use it)
-SKIP_BUILD=1 bash scripts/gpu_check.sh --deselect tests/test_capacity_mode.py > $R/logs/gpu_tests.txt 2>&1
+# (the capacity mode's and --cuda_graphs' tests, new and not yet run on a GPU, are reported apart: the studies use
+# neither)
+NEW_TESTS="tests/test_capacity_mode.py tests/test_graph_step.py tests/test_step_syncs.py::test_graphed_vanilla_step_does_not_wait"
+SKIP_BUILD=1 bash scripts/gpu_check.sh $(for t in $NEW_TESTS; do echo --deselect $t; done) > $R/logs/gpu_tests.txt 2>&1
 tail -3 $R/logs/gpu_tests.txt >> $R/summary.txt
-python3 -m pytest -q -rfE -p no:cacheprovider tests/test_capacity_mode.py > $R/logs/capacity_tests.txt 2>&1
-{ echo "capacity-mode tests:"; grep -E "^(FAILED|ERROR)|passed|failed" $R/logs/capacity_tests.txt | head -12; } \
-  >> $R/summary.txt
+python3 -m pytest -q -rfE -p no:cacheprovider $NEW_TESTS > $R/logs/new_tests.txt 2>&1
+{ echo "capacity-mode and --cuda_graphs tests:"; grep -E "^(FAILED|ERROR)|passed|failed" $R/logs/new_tests.txt \
+  | head -14; } >> $R/summary.txt
 if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ error" $R/logs/gpu_tests.txt; then
   stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
   touch $DONE; exit 1
 fi
+graph_ab 0
+collect
 stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: full-schedule bonsai seed $FULL_SEED, lego seeds $SEEDS"
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane0 & { full_lane 1; lego_lane 1; } & wait
