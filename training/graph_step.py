@@ -64,6 +64,7 @@ class GraphedStep:
         self.overflowed = torch.zeros(1, dtype=torch.int32, device=self.dev)  # replays that overflowed, so far
         self.overflowed_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
         self.copy_event = None
+        self.side = torch.cuda.Stream(self.dev)  # the warm-ups' stream (one: its cached blocks are reused)
         self.capacity = None
         self.key = None
         self.graph = self.view = self.out = self.loss = self.grads = None
@@ -104,11 +105,10 @@ class GraphedStep:
             p.grad = None
         self.view = StaticView(camera, self.dev)
         self.capacity = self._measure_capacity(self.view, want_stats)
-        side = torch.cuda.Stream(self.dev)
-        side.wait_stream(torch.cuda.current_stream(self.dev))
-        with torch.cuda.stream(side):  # one warm-up pass outside the capture (gradients discarded, no update)
+        self.side.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
             self._forward_backward(self.view, want_stats)
-        torch.cuda.current_stream(self.dev).wait_stream(side)
+        torch.cuda.current_stream(self.dev).wait_stream(self.side)
         for p in params:
             p.grad = None
         self.graph = torch.cuda.CUDAGraph()
