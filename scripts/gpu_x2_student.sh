@@ -12,13 +12,14 @@
 #          measurably helps comes through them), a 20% student (--student_max_ratio 0.2: the quality-size curve),
 #          and the distillation term on the training views only from the second prune on (--distill_start 16000:
 #          if it costs nothing, a student could start before its teachers finish under torchrun, issue 17);
-#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 4) and two students on its teachers (tail
-#          1.0; four novel views), then lego's default pipelines on SEEDS and students at 20%, 30% and 50% of
-#          G_std (where lego's student meets G_std: 12% is 2.8 dB short; 50% grows to 1.0x first), the 1.0 tail,
-#          four novel views and --distill_start 16000.
+#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 4), then lego's default pipelines on SEEDS
+#          and students at 20%, 30% and 50% of G_std (where lego's student meets G_std: 12% is 2.8 dB short; 50%
+#          grows to 1.0x first), the 1.0 tail, four novel views and --distill_start 16000.
+# Before the lanes, alone on the machine: the CUDA tests (the new capacity-mode and --cuda_graphs ones reported
+# apart, not gating), then --cuda_graphs timed against the eager step (graph_ab, issue 12).
 # On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
-# The CUDA tests run first. stage_times, issue12, sequential and torchrun2 serve other plans (lego's stage times
-# alone; the pipeline against gsplat; one process against torchrun).
+# stage_times, full_variant, issue12, sequential and torchrun2 serve other plans (lego's stage times alone; students
+# on the full schedule's teachers; the pipeline against gsplat; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-8 9 10 11}
 FULL_SEED=${FULL_SEED:-4}
@@ -173,8 +174,7 @@ lane0() {
 
 full_lane() {  # gpu
   full $1  # a fifth seed of the full schedule (seeds 0-3, each with its day's default: -0.33 dB, -0.58 to -0.07)
-  full_variant $1 tail1 --student_tail 1.0 & full_variant $1 nv4 --novel_views 4 & wait
-  collect
+  collect  # (no full-schedule variants this time: the rebuild and the graph timing take their minutes)
 }
 
 lego_lane() {  # gpu
