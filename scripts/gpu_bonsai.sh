@@ -36,7 +36,8 @@ LOG=${LOG:-output/gpu_logs}
 MODELS=${MODELS:-output/gpu_models}
 mkdir -p "$LOG" "$MODELS"
 export PYTHONUNBUFFERED=1
-ext_hash() {  # CUDA sources, the packages' Python files, torch and Python versions: a prebuilt copy is valid only for the same
+ext_hash() {  # CUDA sources, the packages' Python files, torch and Python versions: a prebuilt copy is valid
+  # only for the same
   { find submodules -type f -not -path '*/build/*' -not -path '*.egg-info/*' \
       \( -path '*/csrc/*' -o -name setup.py -o -name '*.py' \) | sort | xargs cat
     python -c "import sys, torch; print(torch.__version__, torch.version.cuda, sys.version_info[:2])"; } \
