@@ -48,6 +48,11 @@ def check_train_combinations(dataset, opt, pipe, dp, run):
     if pipe.backend == "gsplat" and dp.num_models == 4:
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
+    last = int(round(opt.iterations * (1 + dp.student_tail)))  # the student's, in the teachers' iterations
+    if dp.num_models == 4 and dp.lambda_distill > 0 and dp.distill_start is not None and dp.distill_start >= last:
+        raise UserError(f"--distill_start {dp.distill_start} is not before the student's last iteration ({last} with "
+                        f"--student_tail {dp.student_tail:g}): it would never learn from the distillation term; pass "
+                        f"an earlier iteration, or --lambda_distill 0 to train without the term")
     cuts = prune_cut_iterations(dp)
     if dp.num_models == 4 and cuts[0] < opt.iterations <= cuts[-1]:  # (a prune that never starts is no error)
         given = "" if dp.prune_stages is not None else " (the default with --student_max_ratio)"

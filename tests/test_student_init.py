@@ -192,6 +192,7 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--second_prune_iter", "29000"], "--prune_stages 3 (the default with --student_max_ratio) x --prune_stage_"),
     (["--never_strongest_at", "last", "--prune_stages", "1"], "--never_strongest_at last needs more than one cut"),
     (["--student_max_ratio", "0.5"], "--student_max_ratio 0.5 is above the growth cap --num_max_ratio 0.4"),
+    (["--distill_start", "42000"], "--distill_start 42000 is not before the student's last iteration (42000"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
