@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,
-                       TrainRunParams, check_train_combinations, config_dict, load_config, save_config, saved_flags,
-                       scale_steps)
+                       TrainRunParams, check_train_combinations, config_dict, final_iteration, load_config,
+                       save_config, saved_flags, scale_steps)
 from scene import Scene
 from scene.gaussian_model import GaussianModel
 from distill import distributed
-from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, final_iteration,
-                             run_distillation, unscaled_final_iteration)
+from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, run_distillation,
+                             unscaled_final_iteration)
 from distill.roles import MODEL_NAMES
 from gaussian_renderer import cuda_extension, pick_backend
 from training import data_parallel

@@ -8,10 +8,11 @@
 """
 from arguments.cli import FlagParser, add_group
 from arguments.config import CONFIG_NAME, config_dict, load_config, save_config, saved_flags
-from arguments.fields import check_group, flag_specs, scale_steps, scaled_count, steps_fields
+from arguments.fields import (check_group, final_iteration, flag_specs, scale_steps, scaled_count,
+                              steps_fields)
 from arguments.groups import DistillParams, FlagGroup, ModelParams, OptimizationParams, PipelineParams
 from arguments.train_flags import TrainRunParams, check_train_combinations
 
 __all__ = ["CONFIG_NAME", "DistillParams", "FlagGroup", "FlagParser", "ModelParams", "OptimizationParams", "PipelineParams",
-           "TrainRunParams", "add_group", "check_group", "check_train_combinations", "config_dict", "flag_specs",
-           "load_config", "save_config", "saved_flags", "scale_steps", "scaled_count", "steps_fields"]
+           "TrainRunParams", "add_group", "check_group", "check_train_combinations", "config_dict", "final_iteration",
+           "flag_specs", "load_config", "save_config", "saved_flags", "scale_steps", "scaled_count", "steps_fields"]

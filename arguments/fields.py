@@ -163,6 +163,20 @@ def scaled_count(count, f):
     return max(1, int(round(count * f)))
 
 
+def tail_iterations(schedule, tail):
+    """The --student_tail iterations after a student schedule of ``schedule`` iterations."""
+    return int(round(schedule * tail)) if tail else 0
+
+
+def final_iteration(index, iterations, student_steps_scale, student_tail=0.0):
+    """The last iteration of model ``index`` in a run whose teachers end at ``iterations`` (the student's, index 3:
+    their schedule stretched by --student_steps_scale, then its --student_tail)."""
+    if index != 3:
+        return iterations
+    schedule = scaled_count(iterations, student_steps_scale)
+    return schedule + tail_iterations(schedule, student_tail)
+
+
 def scale_steps(group, f):
     """Rescale the fields of ``group`` marked ``steps=True`` in place by ``f`` (each count stays >= 1; None, an
     automatic value, stays None). Returns ``group``."""

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from arguments.fields import Check, flag, positive
+from arguments.fields import Check, final_iteration, flag, positive, scaled_count
 from arguments.groups import FlagGroup, prune_cut_iterations
 from utils.errors import UserError
 
@@ -48,8 +48,9 @@ def check_train_combinations(dataset, opt, pipe, dp, run):
     if pipe.backend == "gsplat" and dp.num_models == 4:
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
-    last = int(round(opt.iterations * (1 + dp.student_tail)))  # the student's, in the teachers' iterations
-    if dp.num_models == 4 and dp.lambda_distill > 0 and dp.distill_start is not None and dp.distill_start >= last:
+    last = final_iteration(3, opt.iterations, dp.student_steps_scale, dp.student_tail)
+    if dp.num_models == 4 and dp.lambda_distill > 0 and dp.distill_start is not None and \
+            scaled_count(dp.distill_start, dp.student_steps_scale) >= last:  # (both in the student's iterations)
         raise UserError(f"--distill_start {dp.distill_start} is not before the student's last iteration ({last} with "
                         f"--student_tail {dp.student_tail:g}): it would never learn from the distillation term; pass "
                         f"an earlier iteration, or --lambda_distill 0 to train without the term")

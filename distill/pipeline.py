@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from arguments import scale_steps, scaled_count
+from arguments import final_iteration, scale_steps, scaled_count
 from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
@@ -147,19 +147,6 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
         tests_i.add(opt_i.iterations)
         saves_i.add(opt_i.iterations)
     return opt_i, dp_i, sorted(tests_i), saves_i, at(ckpts)
-
-
-def tail_iterations(schedule, tail):
-    """The --student_tail iterations after a student schedule of ``schedule`` iterations."""
-    return int(round(schedule * tail)) if tail else 0
-
-
-def final_iteration(index, iterations, student_steps_scale, student_tail=0.0):
-    """The last iteration of model ``index`` in a run whose teachers end at ``iterations``."""
-    if index != 3:
-        return iterations
-    schedule = scaled_count(iterations, student_steps_scale)
-    return schedule + tail_iterations(schedule, student_tail)
 
 
 def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_tail=0.0):

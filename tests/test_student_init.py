@@ -11,8 +11,8 @@ import distill.pipeline
 import distill.roles
 import render
 import train
-from arguments import DistillParams, PipelineParams, scale_steps
-from distill.pipeline import final_iteration, stage_schedule
+from arguments import DistillParams, PipelineParams, final_iteration, scale_steps
+from distill.pipeline import stage_schedule
 from distill.roles import (StudentConfig, StudentStrategy, combine_renders, cut_count, fine_tune_schedule,
                            novel_view_start, prune_cut_iterations, StudentRole, prune_fraction, prunes_unseen,
                            schedule_end, student_from_std, unseen_prune_iterations)

@@ -87,13 +87,13 @@ class GraphedStep:
         (self.view_weight * loss).backward()
         return out, loss.detach()
 
-    def _measure_capacity(self, view, want_stats):
+    def _measure_capacity(self, view):
         """Pairs of the capture's view, by capacity-mode renders (a sync: only when capturing), x HEADROOM."""
         cap = max(1024, INITIAL_PAIRS_PER_GAUSSIAN * self.model.num_points)
         while True:
             with torch.no_grad():
                 render(view, self.model, self.pipe, self.bg, pair_capacity=cap, pair_meta=self.meta)
-            visible, pairs, overflow = self.meta.tolist()
+            _, pairs, overflow = self.meta.tolist()
             if not overflow:
                 return max(1024, int(HEADROOM * pairs), self.capacity or 0)
             cap = 2 * pairs
@@ -104,7 +104,7 @@ class GraphedStep:
         for p in params:
             p.grad = None
         self.view = StaticView(camera, self.dev)
-        self.capacity = self._measure_capacity(self.view, want_stats)
+        self.capacity = self._measure_capacity(self.view)
         self.side.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
             self._forward_backward(self.view, want_stats)

@@ -334,30 +334,22 @@ def _start(run, start_checkpoint):
     return it + 1
 
 
-def _next_camera(run):
-    """The next training view: the views in a shuffled order, reshuffled when all were used."""
-    if not run.stack:
-        run.stack = list(run.train_cams)
-        random.shuffle(run.stack)
-    return run.stack.pop()
-
-
 def _render_views(run, it, want_stats):
     """Render, score and back-propagate the step's views; returns (last render output, its camera, summed loss,
     Gaussians seen by any view: sparse_adam updates only these). With --cuda_graphs, a step that qualifies
     (training/graph_step.py) replays its graph instead."""
     model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
-    if run.graphed is not None:
-        cam = _next_camera(run)
-        if run.graphed.applies(cam):
-            out, step_loss, visible = run.graphed.step(cam, want_stats)
-            return out, cam, step_loss, visible
-        run.stack.append(cam)  # (not this one: the eager path below draws it again)
     step_loss = torch.zeros((), device=dev)
     visible = None
     out = None
     for j in range(opt.views_per_step):
-        cam = _next_camera(run)
+        if not run.stack:
+            run.stack = list(run.train_cams)
+            random.shuffle(run.stack)
+        cam = run.stack.pop()
+        if run.graphed is not None and run.graphed.applies(cam):  # (the graph's models take one view a step)
+            out, step_loss, visible = run.graphed.step(cam, want_stats)
+            break
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
