@@ -4,7 +4,7 @@
 # run-length and evaluation flags of the seed studies (the student's recipe: train.py's defaults; the flags of
 # earlier sessions' studies are written out in docs/BENCHMARKS.md). SCENES (default bonsai lego) are linked as
 # data/<scene> from .devdata/. DONE names the file that tells the poll the
-# session ended (.devdata/x2_call.sh waits for /tmp/x2.done).
+# session ended (scripts/gpu_poll.sh waits for /tmp/x2.done).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 R=/tmp/res; S=/tmp/study; mkdir -p $R/logs $S

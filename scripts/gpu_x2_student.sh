@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13), the pipeline's wall time
 # (issue 12) and the 2-GPU pipeline (issue 17), run detached with setsid so it can outlast one device command
-# (.devdata/x2_call.sh polls it: SCRIPT=scripts/gpu_x2_student.sh bash .devdata/x2_call.sh 570, then
-# bash .devdata/x2_call.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
+# (scripts/gpu_poll.sh polls it: SCRIPT=scripts/gpu_x2_student.sh bash scripts/gpu_poll.sh 570, then
+# bash scripts/gpu_poll.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
 # and gsplat's wheels in .whl/.
 # The plan (seventh session; the sixth's, as run, is this file at 89f8ea7): two lanes side by side:
@@ -24,8 +24,10 @@ source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-8 9 10 11}
 FULL_SEED=${FULL_SEED:-4}
 build_extensions
-mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
-export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
+if [ -f .devdata/prebuilt/gsplat_cuda.so.gz ]; then  # only issue12() runs the peer; the studies do not
+  mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
+  export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
+fi
 
 collect() {  # every finished study's JSON in one file (fetched by each poll)
   python3 - <<'PY'

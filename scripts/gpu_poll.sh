@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One device command of a detached GPU session: starts $SCRIPT (e.g. scripts/gpu_x2_student.sh) under setsid when
+# given, then waits up to WAIT seconds (the first argument, default 570) for it to touch /tmp/x2.done, and copies the
+# results to $OUT (the device tool's folder): summary.txt, studies.json, the logs as logs.tgz and the built
+# extensions as prebuilt.tgz (carry it back as .devdata/prebuilt/prebuilt.tgz to skip the next build). A later command
+# without SCRIPT only polls, while the machine is still warm:
+#   SCRIPT=scripts/gpu_x2_student.sh bash scripts/gpu_poll.sh 570; then bash scripts/gpu_poll.sh 575; ...
+set -u
+WAIT=${1:-570}
+OUT=${OUT:?run this through the device tool, which sets OUT}
+if [ -n "${SCRIPT:-}" ]; then
+  [ -f "$SCRIPT" ] || { echo "gpu_poll.sh: no such session script: $SCRIPT"; exit 2; }
+  if [ -f /tmp/x2.started ]; then echo "gpu_poll.sh: a session is already running on this machine; polling it"
+  else
+    touch /tmp/x2.started; mkdir -p /tmp/res
+    setsid nohup bash "$SCRIPT" > /tmp/res/driver.txt 2>&1 < /dev/null &
+  fi
+elif [ ! -f /tmp/x2.started ]; then
+  echo "gpu_poll.sh: no session on this machine (a fresh one: the earlier machine went back); give SCRIPT to start one"
+  exit 2
+fi
+t0=$(date +%s)
+while [ ! -f /tmp/x2.done ] && [ $(( $(date +%s) - t0 )) -lt "$WAIT" ]; do sleep 5; done
+cp /tmp/res/summary.txt /tmp/res/studies.json "$OUT"/ 2>/dev/null
+tar czf "$OUT"/logs.tgz -C /tmp/res logs driver.txt 2>/dev/null
+[ -f /tmp/prebuilt.tgz ] && cp /tmp/prebuilt.tgz "$OUT"/
+if [ -f /tmp/x2.done ]; then echo FINISHED; else echo "STILL RUNNING after ${WAIT}s"; fi
+tail -60 /tmp/res/summary.txt 2>/dev/null
