@@ -28,6 +28,7 @@ from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, run
 from distill.roles import MODEL_NAMES
 from gaussian_renderer import cuda_extension, pick_backend
 from training import data_parallel
+from training.graph_step import graph_flag_conflict
 from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,
                            train_model)
 from utils.errors import UserError, run_cli
@@ -278,6 +279,8 @@ def _main(argv=None):
     torch.manual_seed(run.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend = pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
+    if pipe.cuda_graphs and graph_flag_conflict(opt, pipe):
+        raise UserError(f"--cuda_graphs cannot be used with {graph_flag_conflict(opt, pipe)}")
     if pipe.cuda_graphs and not (device == "cuda" and backend is cuda_extension()):
         raise UserError("--cuda_graphs needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
                         "flag out here")

@@ -167,6 +167,24 @@ PY
     grep -h -E "Error|error" $R/logs/ab_*.txt | head -5; } >> $R/summary.txt 2>&1
 }
 
+graph_quality() {  # gpu seed...: bonsai on the peer's schedule, eager and --cuda_graphs for each seed, all side by
+  # side on that GPU (PSNR and counts valid, no timing)
+  local gpu=$1; shift
+  local peer="--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
+    --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05"
+  for seed in "$@"; do for mode in eager graphs; do
+    local flags=""; [ $mode = graphs ] && flags=--cuda_graphs
+    CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/q_${seed}_$mode --eval --views_per_step 1 \
+      --data_device cuda --quiet --test_iterations 7000 --save_iterations 7000 --seed $seed $peer $flags \
+      > $R/logs/q_${seed}_$mode.txt 2>&1 &
+  done; done; wait
+  { stamp "bonsai eager against --cuda_graphs, seeds $*, side by side on GPU $gpu (quality only)"
+    for seed in "$@"; do for mode in eager graphs; do
+      python3 -c "import json; s = json.load(open('/tmp/q_${seed}_$mode/point_cloud/training_log.json')); print('seed $seed $mode PSNR', s.get('psnr'), 'Gaussians', s['gaussians'], 'graphs', s.get('cuda_graphs'))" \
+        || tail -3 $R/logs/q_${seed}_$mode.txt
+    done; done; } >> $R/summary.txt 2>&1
+}
+
 lane0() {
   base bonsai 0
   variant bonsai tail1 0 --student_tail 1.0 & variant bonsai tail07 0 --student_tail 0.7 &
@@ -198,6 +216,13 @@ python3 -m pytest -q -rfE -p no:cacheprovider $NEW_TESTS > $R/logs/new_tests.txt
 if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ error" $R/logs/gpu_tests.txt; then
   stamp "GPU TESTS FAILED: stopping"; grep -E "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
   touch $DONE; exit 1
+fi
+if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at 30% and 50% on GPU 0 (seeds SEEDS),
+  # the graphed step's quality on bonsai on GPU 1
+  { base lego 0 -w; variant lego r30 0 --student_max_ratio 0.3 & variant lego r50 0 --student_max_ratio 0.5 \
+      --num_max_ratio 1.0 & wait; } &
+  graph_quality 1 1 2 3 & wait
+  stamp done; touch $DONE; exit 0
 fi
 graph_ab 0
 collect

@@ -10,7 +10,7 @@ from arguments import OptimizationParams, PipelineParams
 from distill.roles import DropoutRole, StudentRole
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
-from training.graph_step import graph_eligible
+from training.graph_step import graph_flag_conflict, graph_ineligible
 from training.loop import Role
 
 
@@ -19,21 +19,37 @@ class _Noisy(Role):
         return None
 
 
-def test_only_plain_one_view_steps_take_the_graph():
-    opt, pipe = OptimizationParams.defaults(views_per_step=1), PipelineParams.defaults(cuda_graphs=True)
-    assert graph_eligible(opt, Role(), None, pipe)
-    assert not graph_eligible(OptimizationParams.defaults(views_per_step=2), Role(), None, pipe)
-    assert not graph_eligible(OptimizationParams.defaults(views_per_step=1, random_background=True), Role(), None,
-                              pipe)
-    assert not graph_eligible(opt, Role(), object(), pipe)  # data-parallel ranks
-    assert not graph_eligible(opt, Role(), None, PipelineParams.defaults(cuda_graphs=True, profile=True))
-    assert not graph_eligible(opt, _Noisy(), None, pipe)  # any hook of its own: a per-step extra
-    assert not graph_eligible(opt, DropoutRole.__new__(DropoutRole), None, pipe)
-    assert not graph_eligible(opt, StudentRole.__new__(StudentRole), None, pipe)
+def test_only_plain_steps_take_the_graph():
+    assert graph_ineligible(Role(), None) is None
+    assert "data-parallel" in graph_ineligible(Role(), object())
+    assert "extra terms" in graph_ineligible(_Noisy(), None)  # any hook of its own: a per-step extra
+    assert graph_ineligible(DropoutRole.__new__(DropoutRole), None)
+    assert graph_ineligible(StudentRole.__new__(StudentRole), None)
     cam = type("Cam", (), dict(image_height=12, image_width=16, tanfovx=0.5, tanfovy=0.4))
     other = type("Cam", (), dict(image_height=12, image_width=16, tanfovx=0.6, tanfovy=0.4))
-    assert graph_eligible(opt, Role(), None, pipe, [cam, cam])
-    assert not graph_eligible(opt, Role(), None, pipe, [cam, other])  # two camera setups: no graph
+    assert graph_ineligible(Role(), None, [cam, cam]) is None
+    assert "field of view" in graph_ineligible(Role(), None, [cam, other])  # two camera setups: no graph
+
+
+def test_flags_that_rule_the_graph_out_for_every_model():
+    pipe = PipelineParams.defaults(cuda_graphs=True)
+    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1), pipe) is None
+    assert graph_flag_conflict(OptimizationParams.defaults(), pipe).startswith("--views_per_step 6")
+    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1, random_background=True), pipe)
+    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1),
+                               PipelineParams.defaults(cuda_graphs=True, profile=True))
+
+
+@pytest.mark.parametrize("flags", [[], ["--views_per_step", "1", "--random_background"]])
+def test_the_flag_is_refused_with_flags_that_rule_it_out(tmp_path, capsys, flags):
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, ["-s", scene, "-m", str(tmp_path / "o"), "--iterations", "5", "--quiet",
+                             "--cuda_graphs"] + flags)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --cuda_graphs cannot be used with --") and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "o")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU machine's refusal")
@@ -41,7 +57,7 @@ def test_the_flag_needs_the_cuda_rasterizer(tmp_path, capsys):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
     with pytest.raises(SystemExit) as e:
         run_cli(train.main, ["-s", scene, "-m", str(tmp_path / "o"), "--iterations", "5", "--quiet",
-                             "--cuda_graphs"])
+                             "--views_per_step", "1", "--cuda_graphs"])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --cuda_graphs needs a CUDA GPU") and err.count("\n") == 1, err
@@ -55,7 +71,7 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
         pytest.skip("the diff_gaussian_rasterization extension is not built")
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "600", "--densify_from_iter", "100", "--densify_until_iter", "400",
-             "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda"]
+             "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda", "--views_per_step", "1"]
     eager = train.main(flags + ["-m", str(tmp_path / "eager")])
     graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])
     g = graphed["cuda_graphs"]

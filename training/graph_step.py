@@ -43,17 +43,31 @@ class StaticView:
         self.image.copy_(camera.image, non_blocking=True)
 
 
-def graph_eligible(opt, role, sync, pipe, cameras=()):
-    """Whether this model's steps can take the graph at all (see the module docstring); the Role's hooks must be
+def graph_flag_conflict(opt, pipe):
+    """The flag that keeps every model's step off the graph (train.py refuses --cuda_graphs with it), or None."""
+    if opt.views_per_step != 1:
+        return f"--views_per_step {opt.views_per_step} (the graph holds one view a step: pass --views_per_step 1)"
+    if opt.random_background:
+        return "--random_background (a per-step background: leave one of the two flags out)"
+    if pipe.profile:
+        return "--profile (it times the step's phases apart: leave one of the two flags out)"
+    return None
+
+
+def graph_ineligible(role, sync, cameras=()):
+    """Why this model's steps cannot take the graph (see the module docstring), or None: the Role's hooks must be
     the base class's (G_std, vanilla), and the training views share one image size and field of view (the graph
     holds them: views that differ would capture it again at every step)."""
     from training.loop import Role  # noqa: PLC0415 (loop imports this module)
     hooks = ("make_strategy", "initialize_state", "before_step", "render_opacity", "view_target", "step_loss",
              "update_stats", "after_step")
-    plain = all(getattr(type(role), h) is getattr(Role, h) for h in hooks)
-    one_setup = len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) <= 1
-    return (plain and one_setup and opt.views_per_step == 1 and not opt.random_background and sync is None
-            and not pipe.profile)
+    if not all(getattr(type(role), h) is getattr(Role, h) for h in hooks):
+        return "its step has per-view targets or extra terms"
+    if len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) > 1:
+        return "its training views differ in size or field of view"
+    if sync is not None:
+        return "data-parallel ranks"
+    return None
 
 
 class GraphedStep:
