@@ -117,7 +117,8 @@ class DropoutRole(Role):
 
 @dataclass(frozen=True)
 class StudentConfig(DensifyConfig):
-    """The student's densification: DensifyConfig without opacity reset, plus the blur split."""
+    """The student's densification: DensifyConfig without opacity reset (unless --student_opacity_reset), plus the
+    blur split."""
     blur_split_ratio: float = 5000.0  # split Gaussians whose area_max exceeds H x W / this
     grow: bool = True  # False (started from G_std): no clone, split or blur split, only the prunes
 
@@ -126,8 +127,8 @@ class StudentConfig(DensifyConfig):
         """From the optimisation flags and the distillation flags ``dp``; ``num_max`` (default --num_max) is the
         growth cap, 0 without growth."""
         cap = (dp.num_max if num_max is None else num_max) if grow else 0
-        return cls.from_opt(opt, extent, white_background, opacity_reset=False, num_max=cap,
-                            blur_split_ratio=dp.blur_split_ratio, grow=grow)
+        return cls.from_opt(opt, extent, white_background, opacity_reset=grow and dp.student_opacity_reset,
+                            num_max=cap, blur_split_ratio=dp.blur_split_ratio, grow=grow)
 
 
 class StudentStrategy(DensifyStrategy):

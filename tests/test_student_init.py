@@ -59,6 +59,26 @@ def test_no_growth_strategy_only_prunes():
     assert m.num_points == 25
 
 
+@pytest.mark.parametrize("flag, grow, resets", [(False, True, False), (True, True, True), (True, False, False)])
+def test_the_student_resets_its_opacities_only_with_the_flag(flag, grow, resets):
+    opt = opt_defaults(densify_from_iter=10, densify_until_iter=1000, opacity_reset_interval=100,
+                       densification_interval=1000)
+    dp = DistillParams.defaults(student_opacity_reset=flag)
+    st = StudentStrategy(StudentConfig.from_flags(opt, 1.0, False, dp, num_max=10 ** 6, grow=grow))
+    assert st.config.opacity_reset is resets
+    m = random_model(30)
+    m.training_setup(opt)
+    with torch.no_grad():
+        m.params["opacity"][:] = 2.0  # sigmoid 0.88
+    state = st.initialize_state(30, m.device)
+    out = {"viewspace_points": torch.zeros(30, 3), "visibility_filter": torch.ones(30, dtype=torch.bool),
+           "radii": torch.ones(30)}
+    st.step(m, state, 99, out, None)  # not a reset iteration
+    assert float(m.get_opacity.detach().min()) > 0.8
+    st.step(m, state, 100, out, None)
+    assert (float(m.get_opacity.detach().max()) <= 0.01 + 1e-6) is resets
+
+
 def test_fine_tune_schedule_starts_where_g_std_ended():
     # (opt: a student copy without the --student_tail, which test_the_tail_keeps_the_schedules_last_position_lr adds)
     opt = opt_defaults(iterations=7500, position_lr_max_steps=7500)
@@ -185,6 +205,8 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_init", "sfm", "--student_position_lr_init", "1e-5"], "applies only to --student_init std"),
     (["--student_init", "std", "--student_position_lr_init", "-1"], "must be >= 0"),
     (["--student_init", "std", "--student_prune_unseen", "on"], "applies only to --student_init sfm"),
+    (["--student_init", "std", "--student_max_ratio", "0.12", "--student_opacity_reset"],
+     "--student_opacity_reset applies only to --student_init sfm"),
     (["--student_prune_unseen", "yes"], "--student_prune_unseen yes is unknown: use auto, on or off"),
     (["--prune_stages", "2", "--student_max_ratio", "0"], "--prune_stages 2 needs --student_max_ratio > 0"),
     (["--prune_stages", "0"], "--prune_stages 0 must be at least 1"),
