@@ -5,24 +5,26 @@
 # bash scripts/gpu_poll.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
 # ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
 # and gsplat's wheels in .whl/.
-# The plan (seventh session; the sixth's, as run, is this file at 89f8ea7): two lanes side by side:
-#   GPU 0: bonsai's default pipelines on seeds SEEDS (default 8-11), then students on their teachers, compared seed
-#          by seed: the longer tails (--student_tail 1.0 and 0.7: lego gained +0.15 and +0.17/+0.28 with 1.0,
-#          bonsai unmeasured at this schedule), more novel views (--novel_views 4: the teachers' signal that
-#          measurably helps comes through them), a 20% student (--student_max_ratio 0.2: the quality-size curve),
-#          and the distillation term on the training views only from the second prune on (--distill_start 16000:
-#          if it costs nothing, a student could start before its teachers finish under torchrun, issue 17);
-#   GPU 1: the full-schedule bonsai pipeline of seed FULL_SEED (default 4), then lego's default pipelines on SEEDS
-#          and students at 20%, 30% and 50% of G_std (where lego's student meets G_std: 12% is 2.8 dB short; 50%
-#          grows to 1.0x first), the 1.0 tail, four novel views and --distill_start 16000.
-# Before the lanes, alone on the machine: the CUDA tests (the new capacity-mode and --cuda_graphs ones reported
-# apart, not gating), then --cuda_graphs timed against the eager step (graph_ab, issue 12).
+# The plan (eighth session; the seventh's, as run, is this file at 1b96e19): two lanes side by side:
+#   GPU 0: bonsai's default pipelines on seeds SEEDS (default 12-15), then students on their teachers, compared seed
+#          by seed: the longer tail (--student_tail 1.0: lego gained +0.15 to +0.28 three times, bonsai unmeasured
+#          at this schedule), more novel views (--novel_views 4), the distillation term only from the second prune
+#          on (--distill_start 16000: if it costs nothing, a student could start before its teachers finish under
+#          torchrun, issue 17) and the student's opacity reset (--student_opacity_reset);
+#   GPU 1: lego's default pipelines on SEEDS, then students that look for lego's gap (at 50% of G_std the student is
+#          still 1.2 dB below it, so the cap is not all of it): the opacity reset, a "neutral" student with every
+#          student-specific part off (no teacher signal, structure loss, blur split, unseen prune, cap, tail: it
+#          should train like G_std; with and without the reset), no structure loss, 50% again, --distill_start;
+#          then the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and two students on its teachers
+#          (the reset, the 1.0 tail).
+# Before the lanes, alone on the machine: the CUDA tests (GRAPH_AB=1 also times --cuda_graphs against the eager step).
+# Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 # On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
-# stage_times, full_variant, issue12, sequential and torchrun2 serve other plans (lego's stage times alone; students
-# on the full schedule's teachers; the pipeline against gsplat; one process against torchrun).
+# stage_times, issue12, sequential and torchrun2 serve other plans (lego's stage times alone; the pipeline against
+# gsplat; one process against torchrun).
 source "$(dirname "$0")/gpu_session_env.sh"
-SEEDS=${SEEDS:-8 9 10 11}
-FULL_SEED=${FULL_SEED:-4}
+SEEDS=${SEEDS:-12 13 14 15}
+FULL_SEED=${FULL_SEED:-5}
 build_extensions
 if [ -f .devdata/prebuilt/gsplat_cuda.so.gz ]; then  # only issue12() runs the peer; the studies do not
   mkdir -p /tmp/gs && gunzip -c .devdata/prebuilt/gsplat_cuda.so.gz > /tmp/gs/gsplat_cuda.so
@@ -187,21 +189,27 @@ graph_quality() {  # gpu seed...: bonsai on the peer's schedule, eager and --cud
 
 lane0() {
   base bonsai 0
-  variant bonsai tail1 0 --student_tail 1.0 & variant bonsai tail07 0 --student_tail 0.7 &
-  variant bonsai nv4 0 --novel_views 4 & variant bonsai r20 0 --student_max_ratio 0.2 &
-  variant bonsai ds16 0 --distill_start 16000 & wait
+  variant bonsai tail1 0 --student_tail 1.0 & variant bonsai nv4 0 --novel_views 4 &
+  variant bonsai ds16 0 --distill_start 16000 & variant bonsai osr 0 --student_opacity_reset & wait
 }
 
-full_lane() {  # gpu
-  full $1  # a fifth seed of the full schedule (seeds 0-3, each with its day's default: -0.33 dB, -0.58 to -0.07)
-  collect  # (no full-schedule variants this time: the rebuild and the graph timing take their minutes)
+full_lane() {  # gpu: a sixth seed of the full schedule (seeds 0-4: -0.36 dB, -0.56 to -0.17) and two students on its
+  # teachers (one seed: a screen)
+  full $1
+  full_variant $1 osr --student_opacity_reset & full_variant $1 tail1 --student_tail 1.0 & wait
+  collect
 }
+
+# every student-specific part off (a tiny --blur_split_ratio: no Gaussian's area exceeds H x W / 1e-9); the second
+# prune still drops the Gaussians of importance 0 (it has no off switch)
+NEUTRAL="--lambda_distill 0 --novel_views 0 --lambda_structure 0 --blur_split_ratio 1e-9 --student_prune_unseen off
+  --student_max_ratio 0 --num_max_ratio 0 --prune_importance_fraction 0 --student_tail 0"
 
 lego_lane() {  # gpu
   base lego $1 -w
-  variant lego r20 $1 --student_max_ratio 0.2 & variant lego r30 $1 --student_max_ratio 0.3 &
-  variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 & variant lego tail1 $1 --student_tail 1.0 &
-  variant lego nv4 $1 --novel_views 4 & variant lego ds16 $1 --distill_start 16000 & wait
+  variant lego osr $1 --student_opacity_reset & variant lego neutral $1 $NEUTRAL --student_opacity_reset &
+  variant lego neutral_noreset $1 $NEUTRAL & variant lego struct0 $1 --lambda_structure 0 &
+  variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 & variant lego ds16 $1 --distill_start 16000 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
@@ -224,11 +232,10 @@ if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at
   graph_quality 1 1 2 3 & wait
   stamp done; touch $DONE; exit 0
 fi
-graph_ab 0
-collect
-stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: full-schedule bonsai seed $FULL_SEED, lego seeds $SEEDS"
+[ "${GRAPH_AB:-0}" = 1 ] && graph_ab 0 && collect
+stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: lego seeds $SEEDS, then full-schedule bonsai seed $FULL_SEED"
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-  lane0 & { full_lane 1; lego_lane 1; } & wait
+  lane0 & { lego_lane 1; full_lane 1; } & wait
 else  # a one-GPU machine (kind nvidia-h200): the short-schedule studies only, one after the other (about 27 min)
   lane0; lego_lane 0
 fi
