@@ -22,7 +22,7 @@ class _Noisy(Role):
 def test_only_plain_steps_take_the_graph():
     assert graph_ineligible(Role(), None) is None
     assert "data-parallel" in graph_ineligible(Role(), object())
-    assert "extra terms" in graph_ineligible(_Noisy(), None)  # any hook of its own: a per-step extra
+    assert "per-step work" in graph_ineligible(_Noisy(), None)  # any hook of its own: a per-step extra
     assert graph_ineligible(DropoutRole.__new__(DropoutRole), None)
     assert graph_ineligible(StudentRole.__new__(StudentRole), None)
     cam = type("Cam", (), dict(image_height=12, image_width=16, tanfovx=0.5, tanfovy=0.4))

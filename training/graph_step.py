@@ -62,7 +62,7 @@ def graph_ineligible(role, sync, cameras=()):
     hooks = ("make_strategy", "initialize_state", "before_step", "render_opacity", "view_target", "step_loss",
              "update_stats", "after_step")
     if not all(getattr(type(role), h) is getattr(Role, h) for h in hooks):
-        return "its step has per-view targets or extra terms"
+        return "its role adds per-step work the graph does not hold: targets, terms, noise or dropout"
     if len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) > 1:
         return "its training views differ in size or field of view"
     if sync is not None:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
-from training.graph_step import GraphedStep, graph_ineligible
+from training.graph_step import GraphedStep, graph_flag_conflict, graph_ineligible
 from training.optim import load_optimizer_state
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
@@ -495,8 +495,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         torch.cuda.reset_peak_memory_stats(dev)
     run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
     run.timer = timer = PhaseTimer(dev, pipe.profile)
-    if getattr(pipe, "cuda_graphs", False):  # (train.py refused the flags that rule out every model)
-        why_not = graph_ineligible(role, sync, run.train_cams)
+    if getattr(pipe, "cuda_graphs", False):  # (train.py refuses the flags that rule out every model)
+        why_not = graph_flag_conflict(opt, pipe) or graph_ineligible(role, sync, run.train_cams)
         if why_not is None:
             run.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead:
