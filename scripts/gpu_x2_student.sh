@@ -2,9 +2,10 @@
 # A 2-GPU session (device kind nvidia-h200-x2) for the student's recipe (issue 13), the pipeline's wall time
 # (issue 12) and the 2-GPU pipeline (issue 17), run detached with setsid so it can outlast one device command
 # (scripts/gpu_poll.sh polls it: SCRIPT=scripts/gpu_x2_student.sh bash scripts/gpu_poll.sh 570, then
-# bash scripts/gpu_poll.sh 575); results under /tmp/res. Needs, in the git-ignored .devdata/: bonsai and lego (from
-# ../shared/data), the gsplat peer script and gsplat's prebuilt extension (prebuilt/gsplat_cuda.so.gz); plyfile's
-# and gsplat's wheels in .whl/.
+# bash scripts/gpu_poll.sh 575); results under /tmp/res. Needs what `bash scripts/gpu_prepare.sh` lays out (carry
+# [".devdata/bonsai", ".devdata/lego", ".whl"], and .devdata/prebuilt with a prebuilt.tgz of the same sources from an
+# earlier call's files to skip the build); issue12() also needs .devdata/peer_gsplat_train.py and, to skip gsplat's
+# first-use compile, its extension as .devdata/prebuilt/gsplat_cuda.so.gz.
 # The plan (eighth session; the seventh's, as run, is this file at 1b96e19): two lanes side by side:
 #   GPU 0: bonsai's default pipelines on seeds SEEDS (default 12-15), then students on their teachers, compared seed
 #          by seed: the longer tail (--student_tail 1.0: lego gained +0.15 to +0.28 three times, bonsai unmeasured
