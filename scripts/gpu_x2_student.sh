@@ -18,7 +18,8 @@
 #          should train like G_std; with and without the reset), no structure loss, 50% again, --distill_start;
 #          then the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and two students on its teachers
 #          (the reset, the 1.0 tail).
-# Before the lanes, alone on the machine: the CUDA tests (GRAPH_AB=1 also times --cuda_graphs against the eager step).
+# Before the lanes, alone on the machine: the CUDA tests, then a profile of lego's step eager and graphed (the
+# graph took only 0.2 of 2.45 ms: what is the rest?); GRAPH_AB=1 also times --cuda_graphs against the eager step.
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 # On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
 # stage_times, issue12, sequential and torchrun2 serve other plans (lego's stage times alone; the pipeline against
@@ -188,6 +189,19 @@ graph_quality() {  # gpu seed...: bonsai on the peer's schedule, eager and --cud
     done; done; } >> $R/summary.txt 2>&1
 }
 
+step_profile() {  # gpu: where lego's step goes, eager and graphed (scripts/profile_step.py, 2,000 steps, a window
+  # between two densifications): wall against GPU-busy ms, kernels and syncs per step, the top host-side ops
+  local mode
+  for mode in eager graphs; do
+    local flags=""; [ $mode = graphs ] && flags=--cuda_graphs
+    CUDA_VISIBLE_DEVICES=$1 python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode --eval --quiet \
+      --views_per_step 1 --data_device cuda --iterations 2000 --window 1905 30 $flags > $R/logs/prof_$mode.txt 2>&1
+  done
+  { stamp "lego's step, eager then --cuda_graphs (profile_step.py, alone on GPU $1)"
+    for mode in eager graphs; do echo "-- $mode"; grep -A3 "^| steps" $R/logs/prof_$mode.txt | tail -1
+      grep -B2 -A14 "Self CPU" $R/logs/prof_$mode.txt | head -18; done; } >> $R/summary.txt 2>&1
+}
+
 lane0() {
   base bonsai 0
   variant bonsai tail1 0 --student_tail 1.0 & variant bonsai nv4 0 --novel_views 4 &
@@ -233,6 +247,7 @@ if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at
   graph_quality 1 1 2 3 & wait
   stamp done; touch $DONE; exit 0
 fi
+step_profile 0
 [ "${GRAPH_AB:-0}" = 1 ] && graph_ab 0 && collect
 stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: lego seeds $SEEDS, then full-schedule bonsai seed $FULL_SEED"
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
