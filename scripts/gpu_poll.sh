@@ -25,4 +25,4 @@ cp /tmp/res/summary.txt /tmp/res/studies.json "$OUT"/ 2>/dev/null
 tar czf "$OUT"/logs.tgz -C /tmp/res logs driver.txt 2>/dev/null
 [ -f /tmp/prebuilt.tgz ] && cp /tmp/prebuilt.tgz "$OUT"/
 if [ -f /tmp/x2.done ]; then echo FINISHED; else echo "STILL RUNNING after ${WAIT}s"; fi
-tail -60 /tmp/res/summary.txt 2>/dev/null
+tail -${TAIL:-25} /tmp/res/summary.txt 2>/dev/null  # (short: the next poll must follow within 30 s)
