@@ -15,7 +15,8 @@
 #   GPU 1: lego's default pipelines on SEEDS, then students that look for lego's gap (at 50% of G_std the student is
 #          still 1.2 dB below it, so the cap is not all of it): the opacity reset, a "neutral" student with every
 #          student-specific part off (no teacher signal, structure loss, blur split, unseen prune, cap, tail: it
-#          should train like G_std; with and without the reset), no structure loss, 50% again, --distill_start;
+#          should train like G_std; with and without the reset), no structure loss, 50% again, and G_std's most
+#          important 50% fine-tuned (--student_init std: is the 50% student's gap its growth phase or the prune?);
 #          then the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and two students on its teachers
 #          (the reset, the 1.0 tail).
 # Before the lanes, alone on the machine: the CUDA tests, then a profile of lego's step eager and graphed (the
@@ -224,7 +225,8 @@ lego_lane() {  # gpu
   base lego $1 -w
   variant lego osr $1 --student_opacity_reset & variant lego neutral $1 $NEUTRAL --student_opacity_reset &
   variant lego neutral_noreset $1 $NEUTRAL & variant lego struct0 $1 --lambda_structure 0 &
-  variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 & variant lego ds16 $1 --distill_start 16000 & wait
+  variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 &
+  variant lego std50 $1 --student_init std --student_max_ratio 0.5 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
