@@ -280,6 +280,13 @@ def test_tensorboard_without_the_package_is_a_one_line_error(tiny_scene, tmp_pat
     assert not os.path.exists(out)
 
 
+def test_a_model_pruned_to_nothing_stops_with_one_line(tiny_scene, tmp_path, capsys):
+    # every Gaussian is below an opacity floor of 1: the first densification removes them all
+    argv = ["-s", tiny_scene, "-m", str(tmp_path / "out"), "--iterations", "30", "--views_per_step", "1", "--quiet",
+            "--densify_from_iter", "5", "--densification_interval", "10", "--min_opacity", "1.0"]
+    _expect_error(capsys, argv, "model: no Gaussians left after iteration 10", "--min_opacity")
+
+
 def test_unusable_backend_is_a_one_line_error_before_any_output(tiny_scene, tmp_path, capsys):
     out = str(tmp_path / "out")
     _expect_error(capsys, ["-s", tiny_scene, "-m", out, "--backend", "vulkan"], "--backend vulkan", "gsplat")

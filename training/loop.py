@@ -538,6 +538,12 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                     strategy.step(model, run.stats, it, out, cam)
             with timer("role events"):
                 role.after_step(it, model, run.stats, out)
+        if model.num_points == 0:  # (a shape: no wait) every later step would fail somewhere less clear
+            run.bar.close()
+            raise UserError(f"{label or 'model'}: no Gaussians left after iteration {it}: the prunes removed every "
+                            f"one (too transparent, too large or of no importance); training stopped; check the "
+                            f"scene's cameras and scale, or the prune flags (--min_opacity, --max_world_scale, "
+                            f"--max_screen_size, --student_max_ratio)")
         timer.end_step()
         # after this iteration's edits, so a resume continues exactly
         signum = _checkpoint_if_due(run, it, meta)
