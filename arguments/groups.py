@@ -76,9 +76,10 @@ class PipelineParams(FlagGroup):
                                 "densification, ...) and report the mean ms per step of each")
     tensorboard: bool = flag(False, "log the loss, Gaussian count and test PSNR to TensorBoard event files in the "
                                     "model folder (needs the tensorboard package)")
-    cuda_graphs: bool = flag(False, "replay a vanilla model's (and G_std's) training step as one CUDA graph while the "
-                                    "model keeps its tensors (CUDA rasterizer, one view a step; other models and "
-                                    "steps run as before; measured 0.92-0.93x the eager step's time on an H200)")
+    cuda_graphs: bool = flag(False, "replay a vanilla model's (and G_std's and G_perb's) training step as one CUDA "
+                                    "graph while the model keeps its tensors (CUDA rasterizer, one view a step; "
+                                    "other models and steps run as before; measured 0.92-0.93x the eager step's "
+                                    "time on an H200)")
 
 
 @dataclass

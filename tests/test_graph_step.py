@@ -7,7 +7,7 @@ import torch
 
 import train
 from arguments import OptimizationParams, PipelineParams
-from distill.roles import DropoutRole, StudentRole
+from distill.roles import DropoutRole, PerturbRole, StudentRole
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
 from training.graph_step import graph_flag_conflict, graph_ineligible
@@ -23,6 +23,7 @@ def test_only_plain_steps_take_the_graph():
     assert graph_ineligible(Role(), None) is None
     assert "data-parallel" in graph_ineligible(Role(), object())
     assert "per-step work" in graph_ineligible(_Noisy(), None)  # any hook of its own: a per-step extra
+    assert graph_ineligible(PerturbRole.__new__(PerturbRole), None) is None  # (its hooks run around the replay)
     assert graph_ineligible(DropoutRole.__new__(DropoutRole), None)
     assert graph_ineligible(StudentRole.__new__(StudentRole), None)
     cam = type("Cam", (), dict(image_height=12, image_width=16, tanfovx=0.5, tanfovy=0.4))
@@ -80,3 +81,24 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
     assert 1 <= g["captures"] <= 12 and g["replays"] == 600 and g["overflows"] == 0, g
     assert abs(graphed["psnr"] - eager["psnr"]) < 0.3, (graphed["psnr"], eager["psnr"])
     assert 0.8 < graphed["gaussians"] / eager["gaussians"] < 1.25
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_graphed_pipeline_graphs_g_perb_and_g_std_only(tmp_path):
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415
+    if not cuda_extension():
+        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
+    flags = ["-s", scene, "--eval", "--num_models", "4", "--steps_scale", "0.02", "--quiet", "--seed", "0",
+             "--data_device", "cuda", "--views_per_step", "1", "--perturb_start", "2000", "--perturb_end", "20000",
+             "--perturb_interval", "5000", "--densification_interval", "5000"]
+    # (600 steps a teacher, densifying every 100; G_perb's noise events at 100, 200, 300)
+    eager = train.main(flags + ["-m", str(tmp_path / "eager")])["models"]
+    graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])["models"]
+    for name in ("G_perb", "G_std"):
+        g = graphed[name]["cuda_graphs"]
+        assert g["captures"] >= 1 and g["replays"] == graphed[name]["iterations"] and g["overflows"] == 0, (name, g)
+        assert abs(graphed[name]["psnr"] - eager[name]["psnr"]) < 0.5, name
+    assert [e[0] for e in graphed["G_perb"]["events"]] == [e[0] for e in eager["G_perb"]["events"]] == [100, 200, 300]
+    for name in ("G_drop", "student"):
+        assert "cuda_graphs" not in graphed[name]

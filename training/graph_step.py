@@ -13,8 +13,9 @@ without waiting (a copy it checks a step or two later); when it grew, the capaci
 captured again. ``overflows`` counts such steps (distill.json / the run summary reports them).
 
 Only steps with nothing per-step besides the view take this path: one view a step, no random background, no
-depth supervision, a role with no per-view target, opacity or extra loss (G_std and vanilla 3DGS), training views
-of one size and field of view, no data-parallel ranks, no --profile; the other steps run as before.
+depth supervision, a role with no per-view target, opacity, strategy or extra loss of its own (vanilla 3DGS,
+G_std, G_perb), training views of one size and field of view, no data-parallel ranks, no --profile; the other
+steps run as before.
 """
 import torch
 
@@ -55,12 +56,13 @@ def graph_flag_conflict(opt, pipe):
 
 
 def graph_ineligible(role, sync, cameras=()):
-    """Why this model's steps cannot take the graph (see the module docstring), or None: the Role's hooks must be
-    the base class's (G_std, vanilla), and the training views share one image size and field of view (the graph
-    holds them: views that differ would capture it again at every step)."""
+    """Why this model's steps cannot take the graph (see the module docstring), or None: the Role's hooks that
+    shape the step's render and loss must be the base class's (vanilla, G_std, and G_perb, whose own hooks run
+    eagerly around the replay: its statistics after it, its noise events in place on the parameters the graph
+    reads before it), and the training views share one image size and field of view (the graph holds them: views
+    that differ would capture it again at every step)."""
     from training.loop import Role  # noqa: PLC0415 (loop imports this module)
-    hooks = ("make_strategy", "initialize_state", "before_step", "render_opacity", "view_target", "step_loss",
-             "update_stats", "after_step")
+    hooks = ("make_strategy", "render_opacity", "view_target", "step_loss")
     if not all(getattr(type(role), h) is getattr(Role, h) for h in hooks):
         return "its role adds per-step work the graph does not hold: targets, terms, noise or dropout"
     if len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) > 1:
