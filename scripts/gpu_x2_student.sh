@@ -199,7 +199,7 @@ step_profile() {  # gpu: where lego's step goes, eager and graphed (scripts/prof
       --views_per_step 1 --data_device cuda --iterations 2000 --window 1905 30 $flags > $R/logs/prof_$mode.txt 2>&1
   done
   { stamp "lego's step, eager then --cuda_graphs (profile_step.py, alone on GPU $1)"
-    for mode in eager graphs; do echo "-- $mode"; grep -A3 "^| steps" $R/logs/prof_$mode.txt | tail -1
+    for mode in eager graphs; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode.txt | tail -1
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode.txt | head -18; done; } >> $R/summary.txt 2>&1
 }
 
