@@ -279,8 +279,8 @@ def _main(argv=None):
     torch.manual_seed(run.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend = pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
-    if pipe.cuda_graphs and graph_flag_conflict(opt, pipe):
-        raise UserError(f"--cuda_graphs cannot be used with {graph_flag_conflict(opt, pipe)}")
+    if pipe.cuda_graphs and (conflict := graph_flag_conflict(opt, pipe)):
+        raise UserError(f"--cuda_graphs cannot be used with {conflict}")
     if pipe.cuda_graphs and not (device == "cuda" and backend is cuda_extension()):
         raise UserError("--cuda_graphs needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
                         "flag out here")

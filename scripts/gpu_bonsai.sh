@@ -36,8 +36,8 @@ LOG=${LOG:-output/gpu_logs}
 MODELS=${MODELS:-output/gpu_models}
 mkdir -p "$LOG" "$MODELS"
 export PYTHONUNBUFFERED=1
-ext_hash() {  # CUDA sources, the packages' Python files, torch and Python versions: a prebuilt copy is valid
-  # only for the same
+ext_hash() {  # CUDA sources, the packages' Python files, torch and Python versions: a prebuilt copy is valid only
+  # for the same
   { find submodules -type f -not -path '*/build/*' -not -path '*.egg-info/*' \
       \( -path '*/csrc/*' -o -name setup.py -o -name '*.py' \) | sort | xargs cat
     python -c "import sys, torch; print(torch.__version__, torch.version.cuda, sys.version_info[:2])"; } \
@@ -68,9 +68,7 @@ train() {  # name, then train.py flags; the log ends with the process's wall tim
 }
 # the four-model pipeline of the distill and pipeline steps (the default student recipe)
 DISTILL_FLAGS=(--num_models 4 --steps_scale 0.25 --imp_metric indoor --test_iterations 30000)
-# the gsplat peer's 7000-step schedule (../shared/data/README.md)
-PEER_FLAGS=(--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
-            --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05)
+source scripts/peer_schedule.sh  # (after the cd to the repo root above) PEER_FLAGS: the gsplat peer's 7000-step schedule
 summary_field() {  # name, key: a field of the model folder's training_log.json
   python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" \
     "$MODELS/$1/point_cloud/training_log.json" "$2"

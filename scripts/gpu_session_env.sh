@@ -6,6 +6,7 @@
 # data/<scene> from .devdata/. DONE names the file that tells the poll the
 # session ended (scripts/gpu_poll.sh waits for /tmp/x2.done).
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/peer_schedule.sh"  # PEER_FLAGS
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 R=/tmp/res; S=/tmp/study; mkdir -p $R/logs $S
 DONE=${DONE:-/tmp/x2.done}

@@ -147,12 +147,10 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 
 graph_ab() {  # gpu: --cuda_graphs against the eager step, alone on the machine (issue 12): lego vanilla 7,000
   # steps twice each, alternating, then bonsai on the gsplat peer's 7,000-step schedule once each
-  local peer="--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
-    --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05"
   local k=0 scene flags
   for run in "lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" "bonsai:" "bonsai:--cuda_graphs"; do
     k=$((k + 1)); scene=${run%%:*}; flags=${run#*:}
-    local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra=$peer
+    local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra="${PEER_FLAGS[*]}"
     CUDA_VISIBLE_DEVICES=$1 python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 --data_device cuda \
       --quiet --test_iterations 7000 --save_iterations 7000 $extra $flags > $R/logs/ab_$k.txt 2>&1
     echo "ab_$k $scene ${flags:-eager} rc $?" >> $R/logs/ab_runs.txt
@@ -175,12 +173,10 @@ PY
 graph_quality() {  # gpu seed...: bonsai on the peer's schedule, eager and --cuda_graphs for each seed, all side by
   # side on that GPU (PSNR and counts valid, no timing)
   local gpu=$1; shift
-  local peer="--iterations 7000 --densify_from_iter 116 --densify_until_iter 3500 --sh_increase_interval 234
-    --position_lr_max_steps 7000 --no_opacity_reset --opacity_reset_interval 700 --opacity_lr 0.05"
   for seed in "$@"; do for mode in eager graphs; do
     local flags=""; [ $mode = graphs ] && flags=--cuda_graphs
     CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/q_${seed}_$mode --eval --views_per_step 1 \
-      --data_device cuda --quiet --test_iterations 7000 --save_iterations 7000 --seed $seed $peer $flags \
+      --data_device cuda --quiet --test_iterations 7000 --save_iterations 7000 --seed $seed "${PEER_FLAGS[@]}" $flags \
       > $R/logs/q_${seed}_$mode.txt 2>&1 &
   done; done; wait
   { stamp "bonsai eager against --cuda_graphs, seeds $*, side by side on GPU $gpu (quality only)"

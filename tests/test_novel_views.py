@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from arguments import DistillParams, PipelineParams
+from arguments import DistillParams, PipelineParams, scale_steps
 from distill.novel_views import interpolated_cameras
 from distill.roles import StudentRole
 from gaussian_renderer import render
@@ -98,7 +98,6 @@ def test_step_loss_off():
 
 
 def test_distill_start_gates_the_training_views_distillation_term():
-    from arguments.fields import scale_steps
     role, _, _, means = _student(prob=0.0)
     cam = role.cameras[1]
     target, weight = role.view_target(1, cam, "cpu")  # by default from the first iteration (the reference)

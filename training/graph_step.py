@@ -92,7 +92,7 @@ class GraphedStep:
 
     def _key(self, camera, want_stats):
         m = self.model
-        return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, bool(want_stats),
+        return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, want_stats,
                 camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.capacity)
 
     def _forward_backward(self, view, want_stats):
