@@ -245,6 +245,19 @@ if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at
   graph_quality 1 1 2 3 & wait
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = lego ]; then  # one session's budget (~25 min) on lego's gap, both GPUs for each study: the profile,
+  # lego's default pipelines (SEEDS, two per GPU), then every lego variant of lego_lane at once (twelve students per
+  # GPU); then, while the machine lasts, bonsai's pipelines and its opacity-reset students (the same two-GPU layout)
+  step_profile 0
+  base lego "0 1" -w
+  variant lego osr "0 1" --student_opacity_reset & variant lego neutral "0 1" $NEUTRAL --student_opacity_reset &
+  variant lego neutral_noreset "0 1" $NEUTRAL & variant lego struct0 "0 1" --lambda_structure 0 &
+  variant lego r50 "0 1" --student_max_ratio 0.5 --num_max_ratio 1.0 &
+  variant lego std50 "0 1" --student_init std --student_max_ratio 0.5 & wait
+  stamp "lego done"
+  base bonsai "0 1"; variant bonsai osr "0 1" --student_opacity_reset
+  stamp done; touch $DONE; exit 0
+fi
 step_profile 0
 [ "${GRAPH_AB:-0}" = 1 ] && graph_ab 0 && collect
 stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: lego seeds $SEEDS, then full-schedule bonsai seed $FULL_SEED"
