@@ -210,11 +210,12 @@ class DistillParams(FlagGroup):
                 "the growth cap; one importance pass over the training views each time. auto: on when the scene "
                 "has no SfM points (a random start, as NeRF-synthetic scenes), off when it has them",
         absent="off", legacy_bool=("off", "on"))
-    student_opacity_reset: bool = flag(
-        False, "student (sfm start): reset its opacities as the teachers do (to at most 0.01 every "
-               "--opacity_reset_interval of its densification window, and at --densify_from_iter with a white "
-               "background), which the method leaves out: a random start (NeRF-synthetic scenes) sheds its points "
-               "that way in 3DGS", absent=False)
+    student_opacity_reset: Literal["auto", "on", "off"] = flag(
+        "auto", "student (sfm start): reset its opacities as the teachers do (to at most 0.01 every "
+                "--opacity_reset_interval of its densification window, and at --densify_from_iter with a white "
+                "background), which the method leaves out. auto: on when the scene has no SfM points (a random "
+                "start, as NeRF-synthetic scenes, which 3DGS sheds that way), off when it has them",
+        absent="off", legacy_bool=("off", "on"))
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(
@@ -281,8 +282,8 @@ class DistillParams(FlagGroup):
                 raise UserError("--student_position_lr_init applies only to --student_init std (an sfm student "
                                 "follows the teachers' position schedule)")
             return
-        if self.student_opacity_reset:
-            raise UserError("--student_opacity_reset applies only to --student_init sfm (a student started from "
+        if self.student_opacity_reset == "on":
+            raise UserError("--student_opacity_reset on applies only to --student_init sfm (a student started from "
                             "G_std does not densify)")
         if self.student_prune_unseen == "on":
             raise UserError("--student_prune_unseen on applies only to --student_init sfm (a student started from "

@@ -295,6 +295,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                 res["init_gaussians"] = n_init
                 res["novel_views"] = len(role.novel)  # poses between training views the student also learned
                 res["prune_unseen"] = role.prunes_unseen  # (--student_prune_unseen, auto resolved)
+                res["opacity_reset"] = role.resets_opacity  # (--student_opacity_reset, auto resolved)
                 if dp.student_init == "std":
                     res["init_position_lr"] = opt_i.position_lr_init  # times the extent
             summary["models"][MODEL_NAMES[i]] = res

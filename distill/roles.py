@@ -117,17 +117,17 @@ class DropoutRole(Role):
 
 @dataclass(frozen=True)
 class StudentConfig(DensifyConfig):
-    """The student's densification: DensifyConfig without opacity reset (unless --student_opacity_reset), plus the
-    blur split."""
+    """The student's densification: DensifyConfig without opacity reset (unless --student_opacity_reset resolves
+    on, see resets_opacity), plus the blur split."""
     blur_split_ratio: float = 5000.0  # split Gaussians whose area_max exceeds H x W / this
     grow: bool = True  # False (started from G_std): no clone, split or blur split, only the prunes
 
     @classmethod
-    def from_flags(cls, opt, extent, white_background, dp, num_max=None, grow=True):
+    def from_flags(cls, opt, extent, white_background, dp, num_max=None, grow=True, random_start=False):
         """From the optimisation flags and the distillation flags ``dp``; ``num_max`` (default --num_max) is the
-        growth cap, 0 without growth."""
+        growth cap, 0 without growth; ``random_start``: the scene had no SfM points (resolves the auto flags)."""
         cap = (dp.num_max if num_max is None else num_max) if grow else 0
-        return cls.from_opt(opt, extent, white_background, opacity_reset=grow and dp.student_opacity_reset,
+        return cls.from_opt(opt, extent, white_background, opacity_reset=grow and resets_opacity(dp, random_start),
                             num_max=cap, blur_split_ratio=dp.blur_split_ratio, grow=grow)
 
 
@@ -170,6 +170,16 @@ def prunes_unseen(dp, random_start):
     if dp.student_init != "sfm":
         return False
     return dp.student_prune_unseen == "on" or (dp.student_prune_unseen == "auto" and bool(random_start))
+
+
+def resets_opacity(dp, random_start):
+    """Whether a growing student resets its opacities as the teachers do: --student_opacity_reset on, or auto with a
+    random start. Measured paired over four seeds (docs/BENCHMARKS.md, eighth session): +0.56 dB on lego, where a
+    student without it keeps the random start's floaters (every other student part off: -10.7 dB against G_std
+    without the reset, -0.38 with it); -0.13 dB (-0.39, +0.14) and SSIM -0.003 on bonsai's SfM start."""
+    if dp.student_init != "sfm":
+        return False
+    return dp.student_opacity_reset == "on" or (dp.student_opacity_reset == "auto" and bool(random_start))
 
 
 def student_num_max(dp, std_count):
@@ -270,13 +280,15 @@ class StudentRole(Role):
         self.cuts = prune_cut_iterations(dp)
         self.structure_events = set(range(dp.structure_start, dp.structure_end + 1, dp.structure_interval))
         self.novel_start = novel_view_start(dp)
-        self.prunes_unseen = prunes_unseen(dp, random_start)  # (random_start: the scene had no SfM points)
+        self.random_start = random_start  # the scene had no SfM points (resolves the auto flags)
+        self.prunes_unseen = prunes_unseen(dp, random_start)
+        self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
         return StudentStrategy(StudentConfig.from_flags(opt, extent, white_background, self.dp, self.num_max,
-                                                        grow=self.init == "sfm"))
+                                                        grow=self.init == "sfm", random_start=self.random_start))
 
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0 or (self.dp.distill_start is not None and it < self.dp.distill_start):

@@ -59,12 +59,15 @@ def test_no_growth_strategy_only_prunes():
     assert m.num_points == 25
 
 
-@pytest.mark.parametrize("flag, grow, resets", [(False, True, False), (True, True, True), (True, False, False)])
-def test_the_student_resets_its_opacities_only_with_the_flag(flag, grow, resets):
+@pytest.mark.parametrize("flag, random_start, grow, resets", [
+    ("off", True, True, False), ("on", False, True, True), ("auto", True, True, True), ("auto", False, True, False),
+    ("on", True, False, False)])
+def test_the_student_resets_its_opacities_with_the_flag_or_a_random_start(flag, random_start, grow, resets):
     opt = opt_defaults(densify_from_iter=10, densify_until_iter=1000, opacity_reset_interval=100,
                        densification_interval=1000)
     dp = DistillParams.defaults(student_opacity_reset=flag)
-    st = StudentStrategy(StudentConfig.from_flags(opt, 1.0, False, dp, num_max=10 ** 6, grow=grow))
+    st = StudentStrategy(StudentConfig.from_flags(opt, 1.0, False, dp, num_max=10 ** 6, grow=grow,
+                                                  random_start=random_start))
     assert st.config.opacity_reset is resets
     m = random_model(30)
     m.training_setup(opt)
@@ -195,7 +198,7 @@ def test_start_3_sfm_records_its_start(std_run):
     summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600"])
     s = summary["models"]["student"]
     assert s["init"] == "sfm" and s["init_gaussians"] == 300 and "init_position_lr" not in s
-    assert s["prune_unseen"] is False  # auto: the scene has SfM points
+    assert s["prune_unseen"] is False and s["opacity_reset"] is False  # auto: the scene has SfM points
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -205,8 +208,8 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_init", "sfm", "--student_position_lr_init", "1e-5"], "applies only to --student_init std"),
     (["--student_init", "std", "--student_position_lr_init", "-1"], "must be >= 0"),
     (["--student_init", "std", "--student_prune_unseen", "on"], "applies only to --student_init sfm"),
-    (["--student_init", "std", "--student_max_ratio", "0.12", "--student_opacity_reset"],
-     "--student_opacity_reset applies only to --student_init sfm"),
+    (["--student_init", "std", "--student_max_ratio", "0.12", "--student_opacity_reset", "on"],
+     "--student_opacity_reset on applies only to --student_init sfm"),
     (["--student_prune_unseen", "yes"], "--student_prune_unseen yes is unknown: use auto, on or off"),
     (["--prune_stages", "2", "--student_max_ratio", "0"], "--prune_stages 2 needs --student_max_ratio > 0"),
     (["--prune_stages", "0"], "--prune_stages 0 must be at least 1"),
@@ -470,15 +473,16 @@ def test_a_nerf_synthetic_scene_starts_from_random_points_and_a_colmap_one_does_
     assert info.random_points is True and info.points.shape == (100_000, 3)
 
 
-def test_a_saved_switch_reads_as_the_choice_that_replaced_it(tmp_path):
+@pytest.mark.parametrize("name", ["student_prune_unseen", "student_opacity_reset"])
+def test_a_saved_switch_reads_as_the_choice_that_replaced_it(tmp_path, name):
     from arguments.config import saved_flags
     for saved, read in ((True, "on"), (False, "off"), ("auto", "auto")):
         with open(tmp_path / "cfg_args.json", "w") as f:
-            json.dump({"student_prune_unseen": saved}, f)
-        assert saved_flags(str(tmp_path), [DistillParams])["student_prune_unseen"] == read
+            json.dump({name: saved}, f)
+        assert saved_flags(str(tmp_path), [DistillParams])[name] == read
     with open(tmp_path / "cfg_args.json", "w") as f:
         json.dump({"iterations": 10}, f)  # a run from before the flag: off
-    assert saved_flags(str(tmp_path), [DistillParams])["student_prune_unseen"] == "off"
+    assert saved_flags(str(tmp_path), [DistillParams])[name] == "off"
 
 
 def test_never_strongest_at_last_lets_the_earlier_cuts_keep_their_geometric_counts():
@@ -514,3 +518,13 @@ def test_never_strongest_at_last_lets_the_earlier_cuts_keep_their_geometric_coun
         assert counts[rule][-1] <= 36
     assert counts["every"][0] <= int(strongest.sum()) < 128  # the rule takes the first cut below its count
     assert counts["last"][0] == cut_count(0, 3, 240, 36) == 128
+
+
+@pytest.mark.parametrize("random_start", [True, False])
+def test_the_student_role_resolves_the_auto_reset_from_the_scene(random_start):
+    from distill.roles import StudentRole
+    opt = opt_defaults()
+    role = StudentRole(DistillParams.defaults(), opt, None, None, {}, torch.zeros(100, 3), [],
+                       random_start=random_start)
+    assert role.resets_opacity is random_start
+    assert role.make_strategy(opt, 1.0, False).config.opacity_reset is random_start
