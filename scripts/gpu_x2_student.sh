@@ -247,6 +247,10 @@ if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at
   graph_quality 1 1 2 3 & wait
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, lego's pipeline alone on GPU 0 and
+  # bonsai's alone on GPU 1 (seed 12; about five minutes)
+  stage_times 0 lego 12 & stage_times 1 bonsai 12 & wait; stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = lego_count ]; then  # lego's student against its count, with the opacity reset on (auto: lego has
   # no SfM points): grown from the random start (the default) to 12% (base), 20%, 30%, or G_std's most important
   # Gaussians fine-tuned at 12%, 20%, 30%; and the longer tail. Both GPUs for each study.
