@@ -281,9 +281,10 @@ def _main(argv=None):
     backend = pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
     if pipe.cuda_graphs and (conflict := graph_flag_conflict(opt, pipe)):
         raise UserError(f"--cuda_graphs cannot be used with {conflict}")
-    if pipe.cuda_graphs and not (device == "cuda" and backend is cuda_extension()):
-        raise UserError("--cuda_graphs needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
-                        "flag out here")
+    for name in ("cuda_graphs", "capacity_mode"):
+        if getattr(pipe, name) and not (device == "cuda" and backend is cuda_extension()):
+            raise UserError(f"--{name} needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
+                            f"flag out here")
     check_output_folder(dataset.model_path)
     ckpt = check_start_checkpoint(run.start_checkpoint, dataset, opt, dp) if run.start_checkpoint else None
     previous = earlier_run(dataset.model_path)

@@ -3,7 +3,8 @@
 A steady-state step (no densification, evaluation or saving) waits for the GPU exactly once: the rasterizer's
 forward reads back the number of (tile, Gaussian) pairs to size its sort buffers, as graphdeco's and gsplat's
 rasterizers do. Anything else that waits (a .item(), a boolean index, a D2H copy) fails this test with its
-source line, for the plain 3DGS step and for the student's (distillation target and area_max stats).
+source line, for the plain 3DGS step and for the student's (distillation target and area_max stats). With
+--capacity_mode (training/pair_budget.py) or --cuda_graphs the step waits for nothing.
 """
 import os
 import traceback
@@ -92,12 +93,25 @@ def test_graphed_vanilla_step_does_not_wait(cuda_scene):
     assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs=True)) == []
 
 
-def test_student_step_waits_only_for_the_pair_count(cuda_scene):
-    scene, dataset = cuda_scene
+def test_capacity_mode_vanilla_step_does_not_wait(cuda_scene):
+    """--capacity_mode: after the first render's measurement, the eager step waits for nothing."""
+    assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(capacity_mode=True)) == []
+
+
+def _student(scene):
     dp = DistillParams.defaults(structure_start=10_000)
     bg = torch.zeros(3, device="cuda")
     cams = scene.getTrainCameras()
     means = {c.uid: c.original_image("cuda").half() for c in cams}  # stand-ins for the mean teacher renders
     opt = OptimizationParams.defaults(densify_until_iter=1000)  # the student's area_max stats every step
-    role = StudentRole(dp, opt, PipelineParams.defaults(), bg, means, torch.as_tensor(scene.points).cuda(), cams)
-    _assert_one_sync_per_step(_run(scene, dataset, role))
+    return StudentRole(dp, opt, PipelineParams.defaults(), bg, means, torch.as_tensor(scene.points).cuda(), cams)
+
+
+def test_student_step_waits_only_for_the_pair_count(cuda_scene):
+    scene, dataset = cuda_scene
+    _assert_one_sync_per_step(_run(scene, dataset, _student(scene)))
+
+
+def test_capacity_mode_student_step_does_not_wait(cuda_scene):
+    scene, dataset = cuda_scene
+    assert _run(scene, dataset, _student(scene), pipe=PipelineParams.defaults(capacity_mode=True)) == []

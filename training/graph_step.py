@@ -6,11 +6,11 @@ densifications, SH-degree raises and opacity resets. Each step the host then onl
 camera and photo into the graph's static buffers and replays; Adam, the densification statistics and everything
 else of the loop stay as they are.
 
-The CUDA rasterizer's capacity mode makes the forward free of host-device syncs: its pair buffers are sized
-with headroom from the pairs of the capture's view, and a step whose view needs more rendered without its
-deepest pairs. The graph adds each replay's overflow flag to a counter on the device, which the host reads
-without waiting (a copy it checks a step or two later); when it grew, the capacity doubles and the graph is
-captured again. ``overflows`` counts such steps (distill.json / the run summary reports them).
+The CUDA rasterizer's capacity mode (training/pair_budget.py) makes the forward free of host-device syncs: its
+pair buffers are sized with headroom from the pairs of the capture's view, and a step whose view needs more
+renders without its deepest pairs. The graph adds each replay's overflow flag to a counter on the device, which
+the host reads without waiting; when it grew, the capacity doubles and the graph is captured again.
+``overflows`` counts such steps (distill.json / the run summary reports them).
 
 Only steps with nothing per-step besides the view take this path: one view a step, no random background, no
 depth supervision, a role with no per-view target, opacity, strategy or extra loss of its own (vanilla 3DGS,
@@ -20,10 +20,8 @@ steps run as before.
 import torch
 
 from gaussian_renderer import render
+from training.pair_budget import PairBudget
 from utils.loss_utils import photometric_loss
-
-INITIAL_PAIRS_PER_GAUSSIAN = 16  # the first capacity guess, before any view was measured
-HEADROOM = 2.0  # capacity = this x the capture view's pairs (views differ; an overflow doubles it)
 
 
 class StaticView:
@@ -76,15 +74,11 @@ class GraphedStep:
     def __init__(self, model, opt, pipe, bg, view_weight):
         self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
         self.dev = model.device
-        self.meta = torch.zeros(3, dtype=torch.int32, device=self.dev)  # [visible, pairs, overflow]
-        self.overflowed = torch.zeros(1, dtype=torch.int32, device=self.dev)  # replays that overflowed, so far
-        self.overflowed_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
-        self.copy_event = None
+        self.pairs = PairBudget(self.dev)
         self.side = torch.cuda.Stream(self.dev)  # the warm-ups' stream (one: its cached blocks are reused)
-        self.capacity = None
         self.key = None
         self.graph = self.view = self.out = self.loss = self.grads = None
-        self.captures = self.replays = self.overflows = 0
+        self.captures = self.replays = 0
 
     def applies(self, camera):
         """This step's view can be replayed (no depth map to supervise)."""
@@ -93,26 +87,14 @@ class GraphedStep:
     def _key(self, camera, want_stats):
         m = self.model
         return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, want_stats,
-                camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.capacity)
+                camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.pairs.capacity)
 
     def _forward_backward(self, view, want_stats):
-        out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats,
-                     pair_capacity=self.capacity, pair_meta=self.meta)
+        out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats, **self.pairs.render_kwargs())
         gt = view.image.float() / 255.0
         loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim)
         (self.view_weight * loss).backward()
         return out, loss.detach()
-
-    def _measure_capacity(self, view):
-        """Pairs of the capture's view, by capacity-mode renders (a sync: only when capturing), x HEADROOM."""
-        cap = max(1024, INITIAL_PAIRS_PER_GAUSSIAN * self.model.num_points)
-        while True:
-            with torch.no_grad():
-                render(view, self.model, self.pipe, self.bg, pair_capacity=cap, pair_meta=self.meta)
-            _, pairs, overflow = self.meta.tolist()
-            if not overflow:
-                return max(1024, int(HEADROOM * pairs), self.capacity or 0)
-            cap = 2 * pairs
 
     def _capture(self, camera, want_stats):
         self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
@@ -120,7 +102,7 @@ class GraphedStep:
         for p in params:
             p.grad = None
         self.view = StaticView(camera, self.dev)
-        self.capacity = self._measure_capacity(self.view)
+        self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync: only when capturing)
         self.side.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
             self._forward_backward(self.view, want_stats)
@@ -130,25 +112,10 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.out, self.loss = self._forward_backward(self.view, want_stats)
-            self.overflowed += self.meta[2:3]
+            self.pairs.record()
         self.grads = [p.grad for p in params]
         self.key = self._key(camera, want_stats)
         self.captures += 1
-
-    def _check_overflow(self):
-        """Read the overflow counter once its last copy has landed (never waiting); when it grew, double the
-        capacity and capture again at the next step."""
-        if self.copy_event is not None and self.copy_event.query():
-            total = int(self.overflowed_host[0])
-            if total > self.overflows:
-                self.overflows = total
-                self.capacity *= 2
-                self.key = None
-            self.copy_event = None
-        if self.copy_event is None:
-            self.overflowed_host.copy_(self.overflowed, non_blocking=True)
-            self.copy_event = torch.cuda.Event()
-            self.copy_event.record()
 
     def step(self, camera, want_stats):
         """Replay (capturing first when the model or view setup changed): (render output, loss, visible)."""
@@ -159,10 +126,11 @@ class GraphedStep:
         self.replays += 1
         for p, g in zip(self.model.params.values(), self.grads):
             p.grad = g  # (the optimizer step clears .grad; the graph writes the same tensors every replay)
-        self._check_overflow()
+        if self.pairs.poll():  # overflowed: the capacity doubled, capture again at the next step
+            self.key = None
         return self.out, self.loss, self.out["visibility_filter"]
 
     def summary(self):
         """captures, replays, overflowed steps (exact: read with a sync, once, at the end) and the capacity."""
-        return dict(captures=self.captures, replays=self.replays, overflows=int(self.overflowed.item()),
-                    pair_capacity=self.capacity)
+        return dict(captures=self.captures, replays=self.replays, overflows=self.pairs.summary()["overflows"],
+                    pair_capacity=self.pairs.capacity)

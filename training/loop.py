@@ -15,6 +15,7 @@ from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
 from training.graph_step import GraphedStep, graph_flag_conflict, graph_ineligible
+from training.pair_budget import PairBudget
 from training.optim import load_optimizer_state
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
@@ -305,6 +306,7 @@ class _Run:
         self.sync, self.lead = None, True  # data-parallel: the StepSync; whether this rank writes files
         self.io_seconds = 0.0  # evaluation and saving, left out of ms/step
         self.graphed = None  # --cuda_graphs: the GraphedStep of an eligible model
+        self.pairs = None  # --capacity_mode: the PairBudget of the eager renders
 
     def initial_stats(self, n, device):
         """The strategy's and the role's statistics of ``n`` Gaussians before any view."""
@@ -342,6 +344,8 @@ def _render_views(run, it, want_stats):
     step_loss = torch.zeros((), device=dev)
     visible = None
     out = None
+    if run.pairs is not None and run.pairs.capacity is not None:
+        run.pairs.fit(model.num_points)  # (after the last step's densification)
     for j in range(opt.views_per_step):
         if not run.stack:
             run.stack = list(run.train_cams)
@@ -355,7 +359,10 @@ def _render_views(run, it, want_stats):
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
             continue  # and each view gets the draws it gets in one process)
         with timer("render"):
-            out = render(cam, model, run.pipe, bgc, opacity=opacity, return_stats=want_stats)
+            out = render(cam, model, run.pipe, bgc, opacity=opacity, return_stats=want_stats,
+                         **_pair_kwargs(run, cam, bgc, opacity))
+            if run.pairs is not None:
+                run.pairs.record()
         with timer("loss"):
             gt = cam.original_image(dev)
             loss = photometric_loss(out["render"], gt, opt.lambda_dssim, role.view_target(it, cam, dev))
@@ -370,7 +377,19 @@ def _render_views(run, it, want_stats):
             visible = vis if visible is None else visible | vis
             if want_stats:
                 run.strategy.observe(run.stats, out, cam)
+    if run.pairs is not None and run.pairs.capacity is not None:
+        run.pairs.poll(model.num_points)  # (the size these renders had)
     return out, cam, step_loss, visible
+
+
+def _pair_kwargs(run, cam, bgc, opacity):
+    """--capacity_mode: the render's capacity arguments (sized by one measured render, a sync, at the first);
+    the overflow and pair counts are recorded after it (in stream order). Else none."""
+    if run.pairs is None:
+        return {}
+    if run.pairs.capacity is None:
+        run.pairs.measure(cam, run.model, run.pipe, bgc, opacity)
+    return run.pairs.render_kwargs()
 
 
 def _report(run, it, step_loss):
@@ -446,6 +465,8 @@ def _finish(run, t_enter, t0):
                    else None, history=run.history)
     if run.graphed is not None:
         summary["cuda_graphs"] = run.graphed.summary()
+    if run.pairs is not None:
+        summary["capacity_mode"] = run.pairs.summary()
     phases = run.timer.summary()
     if phases:
         summary["phase_ms"] = phases
@@ -501,6 +522,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             run.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead:
             tqdm.write(f"[{label or 'model'}] --cuda_graphs: eager steps ({why_not})")
+    if getattr(pipe, "capacity_mode", False):  # (train.py refuses it without the CUDA rasterizer)
+        run.pairs = PairBudget(dev)
     t0 = time.time()
     run.bar = tqdm(range(run.first, opt.iterations + 1), desc=label or "training", disable=quiet or not run.lead,
                    dynamic_ncols=True)
