@@ -305,7 +305,7 @@ class StudentRole(Role):
             return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)
         if cam is not None:
             target = self.teacher_targets[cam.uid].to(model.device, non_blocking=True).float()
-            out = render(cam, model, self.pipe, self.bg)
+            out = (self.pairs.render if self.pairs else render)(cam, model, self.pipe, self.bg)
             loss = self.dp.lambda_novel * photometric_loss(out["render"], target, self.opt.lambda_dssim)
         if it in self.structure_events and self.dp.lambda_structure > 0:
             s = self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)

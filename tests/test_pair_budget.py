@@ -85,7 +85,9 @@ def test_a_capacity_mode_pipeline_trains_like_a_standard_one(tmp_path):
     capacity = train.main(flags + ["-m", str(tmp_path / "capacity"), "--capacity_mode"])["models"]
     for name in ("G_perb", "G_drop", "G_std", "student"):
         c = capacity[name]["capacity_mode"]
-        assert c["renders"] == capacity[name]["iterations"] and c["overflows"] == 0, (name, c)
+        assert c["overflows"] == 0, (name, c)
+        # (the student's novel views render through the same budget)
+        assert (c["renders"] > capacity[name]["iterations"]) is (name == "student"), (name, c)
         assert abs(capacity[name]["psnr"] - standard[name]["psnr"]) < 0.5, name
 
 

@@ -31,6 +31,7 @@ class Role:
     ``state`` is the per-Gaussian statistics dict the loop holds (the strategy's rows and the role's own, from
     :meth:`initialize_state`): every edit of the model carries its rows, and checkpoints save it.
     """
+    pairs = None  # --capacity_mode: the loop's PairBudget, for the renders of step_loss
 
     def make_strategy(self, opt, extent, white_background):
         return DensifyStrategy(DensifyConfig.from_opt(opt, extent, white_background))
@@ -52,7 +53,8 @@ class Role:
         return None
 
     def step_loss(self, it, model):
-        """Extra loss once per step (structure loss), or None."""
+        """Extra loss once per step (structure loss), or None. A render it makes goes through ``self.pairs``
+        when the loop set one (--capacity_mode: a PairBudget)."""
         return None
 
     def update_stats(self, it, state, out):
@@ -359,10 +361,8 @@ def _render_views(run, it, want_stats):
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
             continue  # and each view gets the draws it gets in one process)
         with timer("render"):
-            out = render(cam, model, run.pipe, bgc, opacity=opacity, return_stats=want_stats,
-                         **_pair_kwargs(run, cam, bgc, opacity))
-            if run.pairs is not None:
-                run.pairs.record()
+            out = (run.pairs.render if run.pairs else render)(cam, model, run.pipe, bgc, opacity=opacity,
+                                                              return_stats=want_stats)
         with timer("loss"):
             gt = cam.original_image(dev)
             loss = photometric_loss(out["render"], gt, opt.lambda_dssim, role.view_target(it, cam, dev))
@@ -380,16 +380,6 @@ def _render_views(run, it, want_stats):
     if run.pairs is not None and run.pairs.capacity is not None:
         run.pairs.poll(model.num_points)  # (the size these renders had)
     return out, cam, step_loss, visible
-
-
-def _pair_kwargs(run, cam, bgc, opacity):
-    """--capacity_mode: the render's capacity arguments (sized by one measured render, a sync, at the first);
-    the overflow and pair counts are recorded after it (in stream order). Else none."""
-    if run.pairs is None:
-        return {}
-    if run.pairs.capacity is None:
-        run.pairs.measure(cam, run.model, run.pipe, bgc, opacity)
-    return run.pairs.render_kwargs()
 
 
 def _report(run, it, step_loss):
@@ -523,7 +513,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         elif run.lead:
             tqdm.write(f"[{label or 'model'}] --cuda_graphs: eager steps ({why_not})")
     if getattr(pipe, "capacity_mode", False):  # (train.py refuses it without the CUDA rasterizer)
-        run.pairs = PairBudget(dev)
+        run.pairs = role.pairs = PairBudget(dev)
     t0 = time.time()
     run.bar = tqdm(range(run.first, opt.iterations + 1), desc=label or "training", disable=quiet or not run.lead,
                    dynamic_ncols=True)

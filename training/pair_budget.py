@@ -39,6 +39,15 @@ class PairBudget:
     def render_kwargs(self):
         return dict(pair_capacity=self.capacity, pair_meta=self.meta)
 
+    def render(self, camera, model, pipe, bg, **kw):
+        """gaussian_renderer.render in capacity mode (sized by one measured render, a sync, the first time),
+        its counts recorded after it: how --capacity_mode's eager steps render."""
+        if self.capacity is None:
+            self.measure(camera, model, pipe, bg, kw.get("opacity"))
+        out = render(camera, model, pipe, bg, **kw, **self.render_kwargs())
+        self.record()
+        return out
+
     def record(self):
         """After a capacity-mode render (also inside a graph capture: device ops only)."""
         self.counters[0:1] += self.meta[2:3]
