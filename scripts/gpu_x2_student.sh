@@ -145,17 +145,20 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
     -s data/bonsai -m /tmp/$name --num_models 4 --seed 0 $RECIPE "$@"
 }
 
-graph_ab() {  # gpu: --cuda_graphs against the eager step, alone on the machine (issue 12): lego vanilla 7,000
-  # steps twice each, alternating, then bonsai on the gsplat peer's 7,000-step schedule once each
-  local k=0 scene flags
-  for run in "lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" "bonsai:" "bonsai:--cuda_graphs"; do
+graph_ab() {  # gpu [scene:flag ...]: step modes against each other, each run alone on the machine (issue 12), by
+  # default lego vanilla 7,000 steps eager and --cuda_graphs twice each, alternating, then bonsai on the gsplat
+  # peer's 7,000-step schedule once each
+  local gpu=$1 k=0 scene flags; shift
+  local runs=("$@"); [ ${#runs[@]} = 0 ] && runs=("lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" \
+    "bonsai:" "bonsai:--cuda_graphs")
+  for run in "${runs[@]}"; do
     k=$((k + 1)); scene=${run%%:*}; flags=${run#*:}
     local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra="${PEER_FLAGS[*]}"
-    CUDA_VISIBLE_DEVICES=$1 python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 --data_device cuda \
+    CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 --data_device cuda \
       --quiet --test_iterations 7000 --save_iterations 7000 $extra $flags > $R/logs/ab_$k.txt 2>&1
     echo "ab_$k $scene ${flags:-eager} rc $?" >> $R/logs/ab_runs.txt
   done
-  { stamp "--cuda_graphs against eager, each alone on GPU $1 (7,000 steps)"
+  { stamp "step modes (${runs[*]}), each alone on GPU $gpu (7,000 steps)"
     python3 - <<'PY'
 import json
 for line in open("/tmp/res/logs/ab_runs.txt"):
@@ -165,7 +168,8 @@ for line in open("/tmp/res/logs/ab_runs.txt"):
     except (OSError, ValueError) as exc:
         print(name, scene, mode, "no summary:", exc); continue
     print(f"{name} {scene:<7} {mode:<14} ms/step {s['ms_per_step']:>6}  PSNR {s.get('psnr')}  Gaussians "
-          f"{s['gaussians']}  peak GiB {s['peak_memory_gib']}  graphs {s.get('cuda_graphs')}")
+          f"{s['gaussians']}  peak GiB {s['peak_memory_gib']}  graphs {s.get('cuda_graphs')}  capacity "
+          f"{s.get('capacity_mode')}")
 PY
     grep -h -E "Error|error" $R/logs/ab_*.txt | head -5; } >> $R/summary.txt 2>&1
 }
@@ -186,16 +190,18 @@ graph_quality() {  # gpu seed...: bonsai on the peer's schedule, eager and --cud
     done; done; } >> $R/summary.txt 2>&1
 }
 
-step_profile() {  # gpu: where lego's step goes, eager and graphed (scripts/profile_step.py, 2,000 steps, a window
-  # between two densifications): wall against GPU-busy ms, kernels and syncs per step, the top host-side ops
-  local mode
-  for mode in eager graphs; do
-    local flags=""; [ $mode = graphs ] && flags=--cuda_graphs
-    CUDA_VISIBLE_DEVICES=$1 python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode --eval --quiet \
+step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step.py, 2,000 steps, a window between
+  # two densifications) in each mode (eager, graphs = --cuda_graphs, capacity = --capacity_mode; default eager and
+  # graphs): wall against GPU-busy ms, kernels and syncs per step, the top host-side ops
+  local gpu=$1 mode; shift
+  local modes=("$@"); [ ${#modes[@]} = 0 ] && modes=(eager graphs)
+  for mode in "${modes[@]}"; do
+    local flags=""; [ $mode = graphs ] && flags=--cuda_graphs; [ $mode = capacity ] && flags=--capacity_mode
+    CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode --eval --quiet \
       --views_per_step 1 --data_device cuda --iterations 2000 --window 1905 30 $flags > $R/logs/prof_$mode.txt 2>&1
   done
-  { stamp "lego's step, eager then --cuda_graphs (profile_step.py, alone on GPU $1)"
-    for mode in eager graphs; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode.txt | tail -1
+  { stamp "lego's step, modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
+    for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode.txt | tail -1
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode.txt | head -18; done; } >> $R/summary.txt 2>&1
 }
 
@@ -228,7 +234,9 @@ lego_lane() {  # gpu
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
 # (the capacity mode's and --cuda_graphs' tests, new and not yet run on a GPU, are reported apart: the studies use
 # neither)
-NEW_TESTS="tests/test_capacity_mode.py tests/test_graph_step.py tests/test_step_syncs.py::test_graphed_vanilla_step_does_not_wait"
+NEW_TESTS="tests/test_capacity_mode.py tests/test_graph_step.py tests/test_step_syncs.py::test_graphed_vanilla_step_does_not_wait
+  tests/test_pair_budget.py tests/test_step_syncs.py::test_capacity_mode_vanilla_step_does_not_wait
+  tests/test_step_syncs.py::test_capacity_mode_student_step_does_not_wait"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
   SKIP_BUILD=1 bash scripts/gpu_check.sh $(for t in $NEW_TESTS; do echo --deselect $t; done) > $R/logs/gpu_tests.txt 2>&1
   tail -3 $R/logs/gpu_tests.txt >> $R/summary.txt
@@ -245,6 +253,35 @@ if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at
   { base lego 0 -w; variant lego r30 0 --student_max_ratio 0.3 & variant lego r50 0 --student_max_ratio 0.5 \
       --num_max_ratio 1.0 & wait; } &
   graph_quality 1 1 2 3 & wait
+  stamp done; touch $DONE; exit 0
+fi
+pipeline_alone() {  # gpu scene seed tag [train.py flags]: the scene's default pipeline alone on that GPU, its stages
+  local gpu=$1 scene=$2 seed=$3 tag=$4; shift 4
+  local extra=""; [ $scene = lego ] && extra=-w
+  local t0=$(date +%s.%N)
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m /tmp/alone_${scene}_$tag --num_models 4 --seed $seed \
+    $RECIPE $extra "$@" > $R/logs/alone_${scene}_$tag.txt 2>&1
+  local rc=$? t1=$(date +%s.%N)
+  { stamp "$scene pipeline alone on GPU $gpu, seed $seed, $tag ($*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
+    M=/tmp/alone_${scene}_$tag python3 - <<'PY'
+import json, os
+d = json.load(open(os.environ["M"] + "/distill.json"))
+for k, r in d["models"].items():
+    print(f"  {k:<8} stage {r.get('stage_seconds')} s  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}  "
+          f"ms/step {r.get('ms_per_step')}  capacity {r.get('capacity_mode')}")
+PY
+  } >> $R/summary.txt 2>&1
+}
+
+if [ "${PLAN:-}" = capacity ]; then  # --capacity_mode (ninth session's plan, ~25 min): lego's step profiled in the
+  # three modes, 7,000-step A/B runs against the eager step (lego twice, bonsai on the peer's schedule once), each
+  # alone on GPU 0; the default pipelines without and with it, lego alone on GPU 0 and bonsai alone on GPU 1;
+  # then bonsai's pipelines of SEEDS with it (quality, both GPUs) and students with the 1.0 tail on their teachers
+  step_profile 0 eager capacity graphs
+  graph_ab 0 "lego:" "lego:--capacity_mode" "lego:" "lego:--capacity_mode" "bonsai:" "bonsai:--capacity_mode"
+  { pipeline_alone 0 lego 12 standard; pipeline_alone 0 lego 12 capacity --capacity_mode; } &
+  { pipeline_alone 1 bonsai 12 standard; pipeline_alone 1 bonsai 12 capacity --capacity_mode; } & wait
+  base bonsai "0 1" --capacity_mode; variant bonsai tail1 "0 1" --capacity_mode --student_tail 1.0
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, lego's pipeline alone on GPU 0 and
