@@ -41,8 +41,14 @@ class DistContext:
         rank, one after the other, when that is shorter: each rank then renders ceil(V / W) of a step's V views
         (--views_per_step), so r such teachers take r x ceil(V / W) / V of a stage instead of one (two GPUs, V = 6:
         the third teacher in half a stage; with one view per step never). The student trains on every rank
-        (data_parallel.start: on rank 0 alone with one view per step)."""
+        (data_parallel.start), or on rank 0 alone with one view per step: then G_std, the one teacher the student
+        needs from its start, trains on rank 0 and the others round-robin on the other ranks, so that rank 0's
+        student starts while they train (run_distillation)."""
+        from training.data_parallel import on_rank0_alone  # noqa: PLC0415 (data_parallel imports this module)
         teachers = list(range(first, 3))
+        if on_rank0_alone(views_per_step) and self.world_size > 1 and 2 in teachers:
+            others = [i for i in teachers if i != 2]
+            return {**{i: (1 + k % (self.world_size - 1),) for k, i in enumerate(others)}, 2: (0,)}
         rest = len(teachers) % self.world_size
         if rest and rest * math.ceil(views_per_step / self.world_size) >= views_per_step:
             rest = 0  # (a round of their own is as short)

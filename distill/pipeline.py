@@ -210,19 +210,19 @@ def _std_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     return _sfm_model(scene, dataset, device), Role()
 
 
-def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
+def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None, join=None):
     """The student: from the SfM points (made before its role, as the teachers'), or from G_std with
-    --student_init std, whose fine-tuning position LR starts where G_std's ended (``opt`` is the student's copy)."""
+    --student_init std, whose fine-tuning position LR starts where G_std's ended (``opt`` is the student's copy).
+    ``join`` (torchrun, rank 0 alone): see make_student_role."""
     model = _sfm_model(scene, dataset, device) if dp.student_init == "sfm" else None
     if dp.student_init == "std":
         fine_tune_schedule(opt, dp)
-    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync)
-    teachers.trained.clear()  # the teachers themselves: the student's role holds what it needs of them
+    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync, join)
     return (start if start is not None else model), role
 
 
 # the four models in training order: name -> factory(scene, dataset, opt (the model's own copy), pipe, dp, device,
-# bg, Teachers, data-parallel StepSync or None) -> (initial model, role)
+# bg, Teachers, data-parallel StepSync or None[, the student's deferred join]) -> (initial model, role)
 STAGES = dict(zip(MODEL_NAMES, (_perturb_stage, _dropout_stage, _std_stage, _student_stage)))
 
 
@@ -234,8 +234,11 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
 
     ``dist`` (a distributed.DistContext, under torchrun): this rank trains only its teachers (teacher_ranks; rank 0
     writes one that several ranks share); after a barrier rank 0 gathers their entries and writes distill.json;
-    every rank trains the student from the teachers' PLYs, data-parallel (rank 0 writes it; with one view per step
-    rank 0 alone trains it); the other ranks return None."""
+    every rank trains the student from the teachers' PLYs, data-parallel (rank 0 writes it); the other ranks return
+    None. With one view per step rank 0 alone trains the student, right after G_std (teacher_ranks puts G_std there
+    and the other teachers on the other ranks): it joins the other ranks where a step first needs the teachers'
+    renders (--distill_start, --novel_view_start; at its end if none does), so its photo-only phase overlaps
+    their teachers."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -248,10 +251,21 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     if dist is not None and dist.is_writer:
         where = lambda ranks: (f"rank {ranks[0]}" if len(ranks) == 1  # noqa: E731
                                else f"ranks 0-{len(ranks) - 1} (data-parallel)")
-        print("torchrun: " + ", ".join(f"{MODEL_NAMES[i]} on {where(r)}" for i, r in plan.items()), flush=True)
+        early = (", the student on rank 0 after G_std, joining the other teachers where it first needs their renders"
+                 if dp.start < 3 and data_parallel.on_rank0_alone(opt.views_per_step) else "")
+        print("torchrun: " + ", ".join(f"{MODEL_NAMES[i]} on {where(r)}" for i, r in plan.items()) + early,
+              flush=True)
+    join = None  # rank 0's deferred join of the other ranks' teachers (one view per step under torchrun)
     for i in range(dp.start, 4):
         sync = None  # (data-parallel stages: the student, and a teacher that several ranks share)
-        if dist is not None and i == 3:
+        if dist is not None and i == 3 and dp.start < 3 and data_parallel.on_rank0_alone(opt.views_per_step):
+            if not dist.is_writer:  # this rank's teachers are written: release rank 0's student when it asks
+                _join_teachers(dist, summary, path, dp, opt)
+                data_parallel.start(dist, opt.views_per_step, "the student")
+                return None
+            join = _DeferredJoin(lambda: (_join_teachers(dist, summary, path, dp, opt),
+                                          data_parallel.start(dist, opt.views_per_step, "the student")))
+        elif dist is not None and i == 3:
             summary = _join_teachers(dist, summary, path, dp, opt)
             sync = data_parallel.start(dist, opt.views_per_step, "the student")
             if sync is None and not dist.is_writer:
@@ -264,7 +278,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         t0 = time.time()
         seed_all(seed, i)
         opt_i, dp_i, tests_i, saves_i, ckpts_i = stage_schedule(i, opt, dp, tests, saves, ckpts)
-        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp_i, device, bg, teachers, sync)
+        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp_i, device, bg, teachers, sync,
+                                             *([join] if join is not None else []))
         if sync is not None:  # every rank starts from rank 0's parameters
             sync.broadcast_model(model)
         n_init = model.num_points
@@ -275,6 +290,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet, stage=i,
                           checkpoint_every_minutes=checkpoint_every_minutes, sync=sync)
+        if join is not None:
+            join()  # (a student that never needed the teachers' renders releases the other ranks here)
         writer = sync is None or sync.is_writer  # (rank 0 writes a model several ranks train, and distill.json)
         if not writer and i == 3:
             return None
@@ -283,6 +300,9 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             res["stage_seconds"] = round(t_end - t0, 2)  # includes the teacher renders for the student
             res["init_seconds"] = round(init_seconds, 2)
             res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
+            if join is not None:
+                res["wait_seconds"] = join.seconds  # rank 0's student waiting for the other ranks' teachers
+                res["joined_at_iteration"] = join.iteration
             if held and res.get("peak_memory_gib") is not None:  # the stage's own peak, without the held teachers
                 res["peak_memory_gib"] = round(res["peak_memory_gib"] - held / 2 ** 30, 3)
             res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
@@ -317,6 +337,20 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     return summary
 
 
+class _DeferredJoin:
+    """Called once (later calls do nothing): the join of the other ranks' teachers, timed, with the student's
+    iteration then (None: after its last)."""
+
+    def __init__(self, join):
+        self._join, self.seconds, self.iteration, self.done = join, 0.0, None, False
+
+    def __call__(self, iteration=None):
+        if not self.done:
+            t0 = time.time()
+            self._join()
+            self.seconds, self.iteration, self.done = round(time.time() - t0, 2), iteration, True
+
+
 def _join_teachers(dist, summary, path, dp, opt):
     """Under torchrun, before the student: wait until every rank wrote its teachers, then give rank 0 their
     distill.json entries (in model order, as a sequential run writes them) and write it there. Returns the
@@ -334,26 +368,37 @@ def _join_teachers(dist, summary, path, dp, opt):
     return summary
 
 
-def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
+def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None, join=None):
     """The student's role: the teachers' renders combined by --teacher_combine (``teachers``: a Teachers) and
     G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
     starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
     --imp_metric importance over the training views), None with sfm (the caller's SfM model).
     ``sync`` (data-parallel): importance scores are split over the ranks; every rank renders every view's mean
-    teacher render (any rank may draw any view)."""
-    teachers = [teachers.load(i, dataset, device) for i in range(3)]
-    for t in teachers:
-        t.active_sh_degree = t.max_sh_degree
-    store = device if dataset.data_device == "cuda" else "cpu"
-    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views)
-    targets = teacher_renders(teachers, scene.getTrainCameras() + novel, pipe, bg, store, dp.teacher_combine)
-    std_xyz = teachers[2].get_xyz.detach().clone()
+    teacher render (any rank may draw any view). ``join`` (torchrun, rank 0 alone: a _DeferredJoin): the renders
+    are made when a step first needs them, after join(iteration) waited for the other ranks' teachers; only
+    G_std (this rank's) is needed before."""
+    std = teachers.load(2, dataset, device)
+    std.active_sh_degree = std.max_sh_degree
+    std_xyz = std.get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":
-        imp = gaussian_importance(teachers[2], scene.getTrainCameras(), pipe, bg, dp.imp_metric, sync)
-        start = student_from_std(teachers[2], imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
+        imp = gaussian_importance(std, scene.getTrainCameras(), pipe, bg, dp.imp_metric, sync)
+        start = student_from_std(std, imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
-    del teachers
-    role = StudentRole(dp, opt, pipe, bg, targets, std_xyz, scene.getTrainCameras(), novel, sync,
-                       random_start=scene.random_start)
+    del std
+    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views)
+    store = device if dataset.data_device == "cuda" else "cpu"
+
+    def make_targets(iteration=None):
+        if join is not None:
+            join(iteration)
+        models = [teachers.load(i, dataset, device) for i in range(3)]
+        for t in models:
+            t.active_sh_degree = t.max_sh_degree
+        targets = teacher_renders(models, scene.getTrainCameras() + novel, pipe, bg, store, dp.teacher_combine)
+        teachers.trained.clear()  # the teachers themselves: the role holds what it needs of them
+        return targets
+
+    role = StudentRole(dp, opt, pipe, bg, make_targets if join is not None else make_targets(), std_xyz,
+                       scene.getTrainCameras(), novel, sync, random_start=scene.random_start)
     return role, start

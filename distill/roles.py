@@ -269,8 +269,10 @@ class StudentRole(Role):
                  random_start=False):
         self.dp, self.opt, self.pipe, self.bg = dp, opt, pipe, bg
         self.sync = sync  # data-parallel: the importance scores are split over the ranks
-        self.teacher_targets = teacher_targets  # uid -> fp16 [3, H, W] (teacher_renders), also of the novel cameras
-        # (negative uids)
+        # uid -> fp16 [3, H, W] (teacher_renders), also of the novel cameras (negative uids); or a function of the
+        # iteration that makes them, called when a step first needs one (torchrun: rank 0's student starts before
+        # the other ranks' teachers end)
+        self._targets = teacher_targets
         self.novel = list(novel_cameras)
         self.std_xyz = std_xyz
         self.init = dp.student_init
@@ -290,10 +292,17 @@ class StudentRole(Role):
         return StudentStrategy(StudentConfig.from_flags(opt, extent, white_background, self.dp, self.num_max,
                                                         grow=self.init == "sfm", random_start=self.random_start))
 
+    def targets(self, it=None):
+        """The teachers' combined renders by camera uid (made here, once, at iteration ``it``, when they were
+        deferred)."""
+        if callable(self._targets):
+            self._targets = self._targets(it)
+        return self._targets
+
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0 or (self.dp.distill_start is not None and it < self.dp.distill_start):
             return None
-        return self.teacher_targets[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
+        return self.targets(it)[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
 
     def step_loss(self, it, model):
         loss = None
@@ -304,7 +313,7 @@ class StudentRole(Role):
         if self.sync is not None and not self.sync.is_writer:
             return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)
         if cam is not None:
-            target = self.teacher_targets[cam.uid].to(model.device, non_blocking=True).float()
+            target = self.targets(it)[cam.uid].to(model.device, non_blocking=True).float()
             out = (self.pairs.render if self.pairs else render)(cam, model, self.pipe, self.bg)
             loss = self.dp.lambda_novel * photometric_loss(out["render"], target, self.opt.lambda_dssim)
         if it in self.structure_events and self.dp.lambda_structure > 0:

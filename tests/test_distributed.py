@@ -130,9 +130,12 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
     r = _train(out, scene, 2, flags=DISTILL)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "note: --views_per_step 1: rank 0 trains the student alone" in r.stdout, r.stdout[-2000:]
+    assert ("torchrun: G_perb on rank 1, G_drop on rank 1, G_std on rank 0, the student on rank 0 after G_std"
+            in r.stdout), r.stdout[-2000:]
     want = _hashes(ref)
     assert len(want) == 9 and _hashes(out) == want  # 2 PLYs per teacher, 3 for the student (its tail): sha256
     got, ref_summary = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
+    assert got["student"].pop("joined_at_iteration") == 1  # the distillation term from the first step: it waited
     assert {m: {k: v for k, v in e.items() if not _timing(k)} for m, e in got.items()} == \
         {m: {k: v for k, v in e.items() if not _timing(k)} for m, e in ref_summary.items()}
     one_view = [*VANILLA, "--views_per_step", "1"]  # --num_models 1 the same way
@@ -142,6 +145,27 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
     assert r.stdout.count("Training complete") == 1
     assert _hashes(str(tmp_path / "vanilla_two"), ("point_cloud",)) == _hashes(str(tmp_path / "vanilla_one"),
                                                                               ("point_cloud",))
+
+
+@pytest.mark.parametrize("flags, joined", [
+    (["--distill_start", "20000"], 20),  # (x 0.001) the first step whose loss has the teachers' term
+    (["--lambda_distill", "0", "--novel_views", "0"], None),  # never: the other ranks are released at its end
+])
+def test_rank_0_starts_the_student_before_the_other_teachers_end(scene, tmp_path, flags, joined):
+    """One view per step on two ranks: rank 0 trains G_std, then the student, which learns from the photos alone
+    until it first needs the teachers' renders and only then waits for rank 1's G_perb and G_drop: every PLY and
+    distill.json entry equals the sequential run's with the same flags."""
+    ref, out = str(tmp_path / "one"), str(tmp_path / "two")
+    r = _train(ref, scene, flags=(*DISTILL, *flags))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _train(out, scene, 2, flags=(*DISTILL, *flags))
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert _hashes(out) == _hashes(ref)
+    got, want = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
+    assert got["student"].pop("joined_at_iteration") == joined and "wait_seconds" in got["student"]
+    assert list(got) == list(MODELS)
+    assert {m: {k: v for k, v in e.items() if not _timing(k)} for m, e in got.items()} == \
+        {m: {k: v for k, v in e.items() if not _timing(k)} for m, e in want.items()}
 
 
 def _free_port():
@@ -215,7 +239,10 @@ def test_the_teachers_of_a_partial_round_train_on_every_rank():
     plan = lambda world, first, views: DistContext(0, world, "gloo", None).teacher_ranks(first, views)  # noqa: E731
     assert plan(2, 0, 6) == {0: (0,), 1: (1,), 2: (0, 1)}  # 1.5 stages instead of 2
     assert plan(2, 0, 2) == {0: (0,), 1: (1,), 2: (0, 1)}
-    assert plan(2, 0, 1) == {0: (0,), 1: (1,), 2: (0,)}  # one view a step is not split
+    # one view a step is not split, and rank 0 trains the student alone: G_std (which it needs first) there
+    assert plan(2, 0, 1) == {0: (1,), 1: (1,), 2: (0,)}
+    assert plan(3, 0, 1) == plan(4, 0, 1) == {0: (1,), 1: (2,), 2: (0,)}
+    assert plan(2, 1, 1) == {1: (1,), 2: (0,)} and plan(2, 2, 1) == {2: (0,)}
     assert plan(3, 0, 6) == {0: (0,), 1: (1,), 2: (2,)}  # whole rounds
     assert plan(4, 0, 6) == {0: (0,), 1: (1,), 2: (2,)}  # 3 x ceil(6 / 4) = 6 views a rank: no shorter
     assert plan(8, 0, 6) == {0: tuple(range(8)), 1: tuple(range(8)), 2: tuple(range(8))}  # 3 x 1 of 6
