@@ -284,6 +284,17 @@ if [ "${PLAN:-}" = capacity ]; then  # --capacity_mode (ninth session's plan, ~2
   base bonsai "0 1" --capacity_mode; variant bonsai tail1 "0 1" --capacity_mode --student_tail 1.0
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, ~20 min): bonsai's pipeline (seed 0)
+  # in one process on GPU 0, then under torchrun on both GPUs, each with the default distillation start and with
+  # --distill_start 16000 (the student joins at the second prune), each run alone on the machine; then what that
+  # start costs in quality: students with it on the teachers of bonsai's and lego's pipelines of SEEDS
+  sequential 0 seq_default; torchrun2 tr_default; sequential 0 seq_ds16 --distill_start 16000
+  torchrun2 tr_ds16 --distill_start 16000
+  grep -h '"wait_seconds"\|"joined_at_iteration"\|"total_seconds"' /tmp/tr_*/distill.json >> $R/summary.txt
+  base bonsai 0 & base lego 1 -w & wait
+  variant bonsai ds16 0 --distill_start 16000 & variant lego ds16 1 --distill_start 16000 & wait
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, lego's pipeline alone on GPU 0 and
   # bonsai's alone on GPU 1 (seed 12; about five minutes)
   stage_times 0 lego 12 & stage_times 1 bonsai 12 & wait; stamp done; touch $DONE; exit 0
