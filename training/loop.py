@@ -15,8 +15,8 @@ from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
 from training.graph_step import GraphedStep, graph_flag_conflict, graph_ineligible
-from training.pair_budget import PairBudget
 from training.optim import load_optimizer_state
+from training.pair_budget import PairBudget
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
