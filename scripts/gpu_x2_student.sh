@@ -273,6 +273,23 @@ PY
   } >> $R/summary.txt 2>&1
 }
 
+if [ "${PLAN:-}" = next ]; then  # the ninth session's plan in one budget (~22 min), the most needed parts of
+  # PLAN=capacity and PLAN=early: lego's step in the three modes and the 7,000-step A/B (alone on GPU 0); the default
+  # pipelines with --capacity_mode, lego alone on GPU 0 and bonsai alone on GPU 1 (the student's stage against
+  # G_std's); bonsai's pipeline with --distill_start 16000 in one process, then under torchrun on both GPUs (alone);
+  # then quality, side by side: bonsai's and lego's pipelines of SEEDS with --capacity_mode (against this session's
+  # default studies of the same seeds, unpaired) and students with the 1.0 tail (bonsai) and --distill_start 16000
+  # (both scenes) on their teachers
+  step_profile 0 eager capacity graphs
+  graph_ab 0 "lego:" "lego:--capacity_mode" "lego:" "lego:--capacity_mode" "bonsai:" "bonsai:--capacity_mode"
+  pipeline_alone 0 lego 12 capacity --capacity_mode & pipeline_alone 1 bonsai 12 capacity --capacity_mode & wait
+  sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000
+  grep -h '"wait_seconds"\|"joined_at_iteration"\|"total_seconds"' /tmp/tr_ds16/distill.json >> $R/summary.txt
+  base bonsai 0 --capacity_mode & base lego 1 -w --capacity_mode & wait
+  variant bonsai tail1 0 --capacity_mode --student_tail 1.0 & variant bonsai ds16 0 --capacity_mode \
+    --distill_start 16000 & variant lego ds16 1 --capacity_mode --distill_start 16000 & wait
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = capacity ]; then  # --capacity_mode (ninth session's plan, ~25 min): lego's step profiled in the
   # three modes, 7,000-step A/B runs against the eager step (lego twice, bonsai on the peer's schedule once), each
   # alone on GPU 0; the default pipelines without and with it, lego alone on GPU 0 and bonsai alone on GPU 1;
