@@ -29,7 +29,6 @@ How it is computed (none of this changes the results beyond float rounding):
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
