@@ -170,6 +170,9 @@ class Teachers:
     def __init__(self, iteration):
         self.iteration = iteration
         self.trained = {}
+        # under torchrun with rank 0's student started before the other ranks' teachers end: the _DeferredJoin that
+        # waits for them, called where the student first needs their renders (make_student_role)
+        self.join = None
 
     def keep(self, index, model):
         """Hold a trained teacher for the student: on its GPU when there is room for it ten times over, else on the
@@ -210,19 +213,18 @@ def _std_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     return _sfm_model(scene, dataset, device), Role()
 
 
-def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None, join=None):
+def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     """The student: from the SfM points (made before its role, as the teachers'), or from G_std with
-    --student_init std, whose fine-tuning position LR starts where G_std's ended (``opt`` is the student's copy).
-    ``join`` (torchrun, rank 0 alone): see make_student_role."""
+    --student_init std, whose fine-tuning position LR starts where G_std's ended (``opt`` is the student's copy)."""
     model = _sfm_model(scene, dataset, device) if dp.student_init == "sfm" else None
     if dp.student_init == "std":
         fine_tune_schedule(opt, dp)
-    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync, join)
+    role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync)
     return (start if start is not None else model), role
 
 
 # the four models in training order: name -> factory(scene, dataset, opt (the model's own copy), pipe, dp, device,
-# bg, Teachers, data-parallel StepSync or None[, the student's deferred join]) -> (initial model, role)
+# bg, Teachers, data-parallel StepSync or None) -> (initial model, role)
 STAGES = dict(zip(MODEL_NAMES, (_perturb_stage, _dropout_stage, _std_stage, _student_stage)))
 
 
@@ -248,23 +250,24 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     if dist is not None:
         distributed.test_fail_hook(dist)
     plan = dist.teacher_ranks(dp.start, opt.views_per_step) if dist is not None else {}
+    # torchrun with one view per step: rank 0 alone trains the student, from right after G_std (teacher_ranks)
+    early = dist is not None and dp.start < 3 and data_parallel.on_rank0_alone(opt.views_per_step)
     if dist is not None and dist.is_writer:
         where = lambda ranks: (f"rank {ranks[0]}" if len(ranks) == 1  # noqa: E731
                                else f"ranks 0-{len(ranks) - 1} (data-parallel)")
-        early = (", the student on rank 0 after G_std, joining the other teachers where it first needs their renders"
-                 if dp.start < 3 and data_parallel.on_rank0_alone(opt.views_per_step) else "")
-        print("torchrun: " + ", ".join(f"{MODEL_NAMES[i]} on {where(r)}" for i, r in plan.items()) + early,
-              flush=True)
-    join = None  # rank 0's deferred join of the other ranks' teachers (one view per step under torchrun)
+        print("torchrun: " + ", ".join(f"{MODEL_NAMES[i]} on {where(r)}" for i, r in plan.items())
+              + (", the student on rank 0 after G_std, joining the other teachers where it first needs their renders"
+                 if early else ""), flush=True)
     for i in range(dp.start, 4):
         sync = None  # (data-parallel stages: the student, and a teacher that several ranks share)
-        if dist is not None and i == 3 and dp.start < 3 and data_parallel.on_rank0_alone(opt.views_per_step):
-            if not dist.is_writer:  # this rank's teachers are written: release rank 0's student when it asks
+        if early and i == 3:
+            def join():  # wait for every rank's teachers (rank 0: their entries), then leave the process group
                 _join_teachers(dist, summary, path, dp, opt)
                 data_parallel.start(dist, opt.views_per_step, "the student")
+            if not dist.is_writer:  # this rank's teachers are written: release rank 0's student when it asks
+                join()
                 return None
-            join = _DeferredJoin(lambda: (_join_teachers(dist, summary, path, dp, opt),
-                                          data_parallel.start(dist, opt.views_per_step, "the student")))
+            teachers.join = _DeferredJoin(join)
         elif dist is not None and i == 3:
             summary = _join_teachers(dist, summary, path, dp, opt)
             sync = data_parallel.start(dist, opt.views_per_step, "the student")
@@ -278,8 +281,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         t0 = time.time()
         seed_all(seed, i)
         opt_i, dp_i, tests_i, saves_i, ckpts_i = stage_schedule(i, opt, dp, tests, saves, ckpts)
-        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp_i, device, bg, teachers, sync,
-                                             *([join] if join is not None else []))
+        model, role = STAGES[MODEL_NAMES[i]](scene, dataset, opt_i, pipe, dp_i, device, bg, teachers, sync)
         if sync is not None:  # every rank starts from rank 0's parameters
             sync.broadcast_model(model)
         n_init = model.num_points
@@ -290,8 +292,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                           start_checkpoint=start_checkpoint if i == dp.start else None,
                           label=MODEL_NAMES[i], quiet=quiet, stage=i,
                           checkpoint_every_minutes=checkpoint_every_minutes, sync=sync)
-        if join is not None:
-            join()  # (a student that never needed the teachers' renders releases the other ranks here)
+        if i == 3 and teachers.join is not None:
+            teachers.join()  # (a student that never needed the teachers' renders releases the other ranks here)
         writer = sync is None or sync.is_writer  # (rank 0 writes a model several ranks train, and distill.json)
         if not writer and i == 3:
             return None
@@ -300,9 +302,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
             res["stage_seconds"] = round(t_end - t0, 2)  # includes the teacher renders for the student
             res["init_seconds"] = round(init_seconds, 2)
             res["iterations"] = opt_i.iterations  # the student's differs with --student_steps_scale
-            if join is not None:
-                res["wait_seconds"] = join.seconds  # rank 0's student waiting for the other ranks' teachers
-                res["joined_at_iteration"] = join.iteration
+            if i == 3 and teachers.join is not None:  # rank 0's student waiting for the other ranks' teachers
+                res["wait_seconds"], res["joined_at_iteration"] = teachers.join.seconds, teachers.join.iteration
             if held and res.get("peak_memory_gib") is not None:  # the stage's own peak, without the held teachers
                 res["peak_memory_gib"] = round(res["peak_memory_gib"] - held / 2 ** 30, 3)
             res.update(final_metrics(model, scene, pipe, bg, res.get("history"), opt_i.iterations))
@@ -368,15 +369,15 @@ def _join_teachers(dist, summary, path, dp, opt):
     return summary
 
 
-def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None, join=None):
+def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
     """The student's role: the teachers' renders combined by --teacher_combine (``teachers``: a Teachers) and
     G_std's positions for the structure loss. Returns (role, start): ``start`` is the model the student
     starts from with --student_init std (G_std pruned to --student_max_ratio of its count by
     --imp_metric importance over the training views), None with sfm (the caller's SfM model).
     ``sync`` (data-parallel): importance scores are split over the ranks; every rank renders every view's mean
-    teacher render (any rank may draw any view). ``join`` (torchrun, rank 0 alone: a _DeferredJoin): the renders
-    are made when a step first needs them, after join(iteration) waited for the other ranks' teachers; only
-    G_std (this rank's) is needed before."""
+    teacher render (any rank may draw any view). With ``teachers.join`` (torchrun, rank 0 alone: a _DeferredJoin)
+    the renders are made when a step first needs them, after it waited for the other ranks' teachers; only G_std
+    (this rank's) is needed before."""
     std = teachers.load(2, dataset, device)
     std.active_sh_degree = std.max_sh_degree
     std_xyz = std.get_xyz.detach().clone()
@@ -390,8 +391,8 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
     store = device if dataset.data_device == "cuda" else "cpu"
 
     def make_targets(iteration=None):
-        if join is not None:
-            join(iteration)
+        if teachers.join is not None:
+            teachers.join(iteration)
         models = [teachers.load(i, dataset, device) for i in range(3)]
         for t in models:
             t.active_sh_degree = t.max_sh_degree
@@ -399,6 +400,6 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         teachers.trained.clear()  # the teachers themselves: the role holds what it needs of them
         return targets
 
-    role = StudentRole(dp, opt, pipe, bg, make_targets if join is not None else make_targets(), std_xyz,
+    role = StudentRole(dp, opt, pipe, bg, make_targets if teachers.join is not None else make_targets(), std_xyz,
                        scene.getTrainCameras(), novel, sync, random_start=scene.random_start)
     return role, start

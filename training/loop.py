@@ -346,7 +346,7 @@ def _render_views(run, it, want_stats):
     step_loss = torch.zeros((), device=dev)
     visible = None
     out = None
-    if run.pairs is not None and run.pairs.capacity is not None:
+    if run.pairs is not None:
         run.pairs.fit(model.num_points)  # (after the last step's densification)
     for j in range(opt.views_per_step):
         if not run.stack:
@@ -377,7 +377,7 @@ def _render_views(run, it, want_stats):
             visible = vis if visible is None else visible | vis
             if want_stats:
                 run.strategy.observe(run.stats, out, cam)
-    if run.pairs is not None and run.pairs.capacity is not None:
+    if run.pairs is not None:
         run.pairs.poll(model.num_points)  # (the size these renders had)
     return out, cam, step_loss, visible
 

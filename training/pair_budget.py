@@ -71,7 +71,9 @@ class PairBudget:
     def poll(self, num_points=0):
         """Read the counters once their last copy has landed (never waiting) and queue the next copy
         (``num_points``: the model's size now, which the next read's pairs go with). Returns True when renders
-        overflowed since the last read; the capacity has then doubled."""
+        overflowed since the last read; the capacity has then doubled. Nothing before the first render."""
+        if self.capacity is None:
+            return False
         grew = False
         if self.copy_event is not None and self.copy_event.query():
             total, self.peak_pairs = (int(v) for v in self.host)
@@ -92,7 +94,7 @@ class PairBudget:
         """Eager steps: keep the capacity at HEADROOM x the most pairs of the last read, scaled by the model's
         growth since (a densification between two reads); shrink only when far above that (after prunes).
         Graphs do not call this: their capacity changes only when they are captured again."""
-        if not self.peak_pairs:
+        if self.capacity is None or not self.peak_pairs:
             return
         needed = max(MIN_CAPACITY, int(HEADROOM * self.peak_pairs * max(1.0, num_points / self.peak_points)))
         if needed > self.capacity or needed < SHRINK_BELOW * self.capacity:
