@@ -273,6 +273,18 @@ PY
   } >> $R/summary.txt 2>&1
 }
 
+if [ "${PLAN:-}" = one ]; then  # the ninth session's plan on a one-GPU machine (kind nvidia-h200, ~24 min): lego's
+  # step in the three modes and the 7,000-step A/B against --capacity_mode (each alone); the default pipelines with
+  # --capacity_mode alone (lego, then bonsai: the student's stage against G_std's); then quality: bonsai's pipelines of
+  # SEEDS with --capacity_mode and, on their teachers, students with the 1.0 tail and with --distill_start 16000
+  step_profile 0 eager capacity graphs
+  graph_ab 0 "lego:" "lego:--capacity_mode" "lego:" "lego:--capacity_mode" "bonsai:" "bonsai:--capacity_mode"
+  pipeline_alone 0 lego 12 capacity --capacity_mode; pipeline_alone 0 bonsai 12 capacity --capacity_mode
+  base bonsai 0 --capacity_mode
+  variant bonsai tail1 0 --capacity_mode --student_tail 1.0 & variant bonsai ds16 0 --capacity_mode \
+    --distill_start 16000 & wait
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = next ]; then  # the ninth session's plan in one budget (~22 min), the most needed parts of
   # PLAN=capacity and PLAN=early: lego's step in the three modes and the 7,000-step A/B (alone on GPU 0); the default
   # pipelines with --capacity_mode, lego alone on GPU 0 and bonsai alone on GPU 1 (the student's stage against
