@@ -281,8 +281,8 @@ def _main(argv=None):
     backend = pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
     if pipe.cuda_graphs and (conflict := graph_flag_conflict(opt, pipe)):
         raise UserError(f"--cuda_graphs cannot be used with {conflict}")
-    for name in ("cuda_graphs", "capacity_mode"):
-        if getattr(pipe, name) and not (device == "cuda" and backend is cuda_extension()):
+    for name, given in (("cuda_graphs", pipe.cuda_graphs), ("capacity_mode on", pipe.capacity_mode == "on")):
+        if given and not (device == "cuda" and backend is cuda_extension()):
             raise UserError(f"--{name} needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
                             f"flag out here")
     check_output_folder(dataset.model_path)

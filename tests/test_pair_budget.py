@@ -10,7 +10,8 @@ import torch
 import train
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
-from training.pair_budget import HEADROOM, MIN_CAPACITY, PairBudget
+from arguments import PipelineParams
+from training.pair_budget import HEADROOM, MIN_CAPACITY, PairBudget, capacity_mode_applies
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -40,15 +41,28 @@ def test_the_capacity_follows_the_pairs_and_the_models_growth():
     assert b.capacity == MIN_CAPACITY
 
 
+def test_auto_is_on_only_where_the_cuda_rasterizer_renders(monkeypatch):
+    import training.pair_budget as pb  # noqa: PLC0415
+    monkeypatch.setattr(pb, "cuda_extension", lambda: object())  # as if the extension were built
+    auto = PipelineParams.defaults()
+    assert auto.capacity_mode == "auto"
+    assert capacity_mode_applies(auto, "cuda") and not capacity_mode_applies(auto, "cpu")
+    for backend in ("torch", "gsplat"):
+        assert not capacity_mode_applies(PipelineParams.defaults(backend=backend), "cuda")
+    assert not capacity_mode_applies(PipelineParams.defaults(capacity_mode="off"), "cuda")
+    monkeypatch.setattr(pb, "cuda_extension", lambda: False)  # a GPU without the built extension
+    assert not capacity_mode_applies(auto, "cuda")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU machine's refusal")
 def test_the_flag_needs_the_cuda_rasterizer(tmp_path, capsys):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
     with pytest.raises(SystemExit) as e:
         run_cli(train.main, ["-s", scene, "-m", str(tmp_path / "o"), "--iterations", "5", "--quiet",
-                             "--capacity_mode"])
+                             "--capacity_mode", "on"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --capacity_mode needs a CUDA GPU") and err.count("\n") == 1, err
+    assert err.startswith("error: --capacity_mode on needs a CUDA GPU") and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "o")
 
 
@@ -66,8 +80,8 @@ def test_a_capacity_mode_run_trains_like_a_standard_one(tmp_path, views):
     flags = ["-s", scene, "--iterations", "600", "--densify_from_iter", "100", "--densify_until_iter", "400",
              "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda",
              "--views_per_step", views]
-    standard = train.main(flags + ["-m", str(tmp_path / "standard")])
-    capacity = train.main(flags + ["-m", str(tmp_path / "capacity"), "--capacity_mode"])
+    standard = train.main(flags + ["-m", str(tmp_path / "standard"), "--capacity_mode", "off"])
+    capacity = train.main(flags + ["-m", str(tmp_path / "capacity")])  # (on by default here)
     c = capacity["capacity_mode"]
     assert "capacity_mode" not in standard
     assert c["renders"] == 600 * int(views) and c["overflows"] == 0 and c["pair_capacity"] >= MIN_CAPACITY, c
@@ -81,8 +95,8 @@ def test_a_capacity_mode_pipeline_trains_like_a_standard_one(tmp_path):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--eval", "--num_models", "4", "--steps_scale", "0.02", "--quiet", "--seed", "0",
              "--data_device", "cuda", "--views_per_step", "1"]
-    standard = train.main(flags + ["-m", str(tmp_path / "standard")])["models"]
-    capacity = train.main(flags + ["-m", str(tmp_path / "capacity"), "--capacity_mode"])["models"]
+    standard = train.main(flags + ["-m", str(tmp_path / "standard"), "--capacity_mode", "off"])["models"]
+    capacity = train.main(flags + ["-m", str(tmp_path / "capacity")])["models"]  # (on by default here)
     for name in ("G_perb", "G_drop", "G_std", "student"):
         c = capacity[name]["capacity_mode"]
         assert c["overflows"] == 0, (name, c)

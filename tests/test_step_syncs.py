@@ -1,10 +1,10 @@
 """Host-device synchronisations of a training step on the GPU (skipped without CUDA).
 
-A steady-state step (no densification, evaluation or saving) waits for the GPU exactly once: the rasterizer's
-forward reads back the number of (tile, Gaussian) pairs to size its sort buffers, as graphdeco's and gsplat's
-rasterizers do. Anything else that waits (a .item(), a boolean index, a D2H copy) fails this test with its
-source line, for the plain 3DGS step and for the student's (distillation target and area_max stats). With
---capacity_mode (training/pair_budget.py) or --cuda_graphs the step waits for nothing.
+A steady-state step (no densification, evaluation or saving) waits for nothing with --capacity_mode (its default,
+auto, on here: training/pair_budget.py) or --cuda_graphs. With --capacity_mode off it waits exactly once: the
+rasterizer's forward reads back the number of (tile, Gaussian) pairs to size its sort buffers, as graphdeco's and
+gsplat's rasterizers do. Anything else that waits (a .item(), a boolean index, a D2H copy) fails these tests with
+its source line, for the plain 3DGS step and for the student's (distillation target and area_max stats).
 """
 import os
 import traceback
@@ -84,8 +84,11 @@ def _assert_one_sync_per_step(where):
     assert len(in_rasterizer) == steps and len(where) == steps, where
 
 
+EXACT = dict(capacity_mode="off")  # the rasterizer's standard forward: it reads the pair count back
+
+
 def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
-    _assert_one_sync_per_step(_run(*cuda_scene, Role()))
+    _assert_one_sync_per_step(_run(*cuda_scene, Role(), pipe=PipelineParams.defaults(**EXACT)))
 
 
 def test_graphed_vanilla_step_does_not_wait(cuda_scene):
@@ -94,8 +97,8 @@ def test_graphed_vanilla_step_does_not_wait(cuda_scene):
 
 
 def test_capacity_mode_vanilla_step_does_not_wait(cuda_scene):
-    """--capacity_mode: after the first render's measurement, the eager step waits for nothing."""
-    assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(capacity_mode=True)) == []
+    """--capacity_mode (the default): after the first render's measurement, the eager step waits for nothing."""
+    assert _run(*cuda_scene, Role()) == []
 
 
 def _student(scene):
@@ -109,9 +112,9 @@ def _student(scene):
 
 def test_student_step_waits_only_for_the_pair_count(cuda_scene):
     scene, dataset = cuda_scene
-    _assert_one_sync_per_step(_run(scene, dataset, _student(scene)))
+    _assert_one_sync_per_step(_run(scene, dataset, _student(scene), pipe=PipelineParams.defaults(**EXACT)))
 
 
 def test_capacity_mode_student_step_does_not_wait(cuda_scene):
     scene, dataset = cuda_scene
-    assert _run(scene, dataset, _student(scene), pipe=PipelineParams.defaults(capacity_mode=True)) == []
+    assert _run(scene, dataset, _student(scene)) == []

@@ -16,7 +16,7 @@ from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
 from training.graph_step import GraphedStep, graph_flag_conflict, graph_ineligible
 from training.optim import load_optimizer_state
-from training.pair_budget import PairBudget
+from training.pair_budget import PairBudget, capacity_mode_applies
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
@@ -512,7 +512,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             run.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead:
             tqdm.write(f"[{label or 'model'}] --cuda_graphs: eager steps ({why_not})")
-    if getattr(pipe, "capacity_mode", False):  # (train.py refuses it without the CUDA rasterizer)
+    if capacity_mode_applies(pipe, dev):
         run.pairs = role.pairs = PairBudget(dev)
     t0 = time.time()
     run.bar = tqdm(range(run.first, opt.iterations + 1), desc=label or "training", disable=quiet or not run.lead,

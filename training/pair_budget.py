@@ -15,12 +15,21 @@ whose graph holds the capacity it was captured with) and by --capacity_mode for 
 """
 import torch
 
-from gaussian_renderer import render
+from gaussian_renderer import cuda_extension, render
 
 INITIAL_PAIRS_PER_GAUSSIAN = 16  # the first guess, before a view was measured
 HEADROOM = 2.0  # capacity = this x the most pairs seen (views differ; a densification can double the model)
 MIN_CAPACITY = 1024
 SHRINK_BELOW = 0.25  # shrink when the needed capacity is under this fraction of the current one
+
+
+def capacity_mode_applies(pipe, device):
+    """--capacity_mode: on (train.py checked the CUDA rasterizer is there), off, or auto: on where our CUDA
+    rasterizer renders (a CUDA device, --backend auto or cuda, the extension built)."""
+    mode = getattr(pipe, "capacity_mode", "off")
+    if mode != "auto":
+        return mode == "on"
+    return torch.device(device).type == "cuda" and pipe.backend in ("auto", "cuda") and bool(cuda_extension())
 
 
 class PairBudget:
