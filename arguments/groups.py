@@ -76,10 +76,10 @@ class PipelineParams(FlagGroup):
                                 "densification, ...) and report the mean ms per step of each")
     tensorboard: bool = flag(False, "log the loss, Gaussian count and test PSNR to TensorBoard event files in the "
                                     "model folder (needs the tensorboard package)")
-    cuda_graphs: bool = flag(False, "replay a vanilla model's (and G_std's and G_perb's) training step as one CUDA "
+    cuda_graphs: bool = flag(False, "replay each training step's view (render, image loss, backward) as one CUDA "
                                     "graph while the model keeps its tensors (CUDA rasterizer, one view a step; "
-                                    "other models and steps run as before; measured 0.92-0.93x the eager step's "
-                                    "time on an H200)")
+                                    "every model but G_drop, the student's extra terms eager after the replay; "
+                                    "measured 0.92-0.93x the eager step's time on an H200 for a vanilla model)")
     capacity_mode: Literal["auto", "on", "off"] = flag(
         "auto", "eager training renders in the CUDA rasterizer's capacity mode: the forward reads no pair count "
                 "back to the host, so the host's launches overlap the GPU's work (pair buffers at 2x the most pairs "

@@ -232,8 +232,8 @@ lego_lane() {  # gpu
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
-# (the tests changed since their last GPU run, by --capacity_mode's default auto, are reported apart)
-NEW_TESTS="tests/test_pair_budget.py tests/test_step_syncs.py"
+# (the tests changed since their last GPU run, by the student's graph, are reported apart)
+NEW_TESTS="tests/test_graph_step.py tests/test_step_syncs.py"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
   # GATING=0: only the changed tests (the gating suite passed earlier the same day on the same CUDA sources)
   if [ "${GATING:-1}" = 0 ]; then echo " 0 passed (gating suite skipped: GATING=0)" > $R/logs/gpu_tests.txt
@@ -269,18 +269,19 @@ import json, os
 d = json.load(open(os.environ["M"] + "/distill.json"))
 for k, r in d["models"].items():
     print(f"  {k:<8} stage {r.get('stage_seconds')} s  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}  "
-          f"ms/step {r.get('ms_per_step')}  capacity {r.get('capacity_mode')}")
+          f"ms/step {r.get('ms_per_step')}  capacity {r.get('capacity_mode')}  graphs {r.get('cuda_graphs')}")
 PY
   } >> $R/summary.txt 2>&1
 }
 
-if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~17 min): the default pipelines (now with
-  # --capacity_mode) alone: bonsai's (the student's stage against G_std's); bonsai's pipelines of SEEDS and, on their
-  # teachers, students with the 1.0 tail and with --distill_start 16000 (the early student's start); lego's alone
-  pipeline_alone 0 bonsai 12 default
-  base bonsai 0
-  variant bonsai tail1 0 --student_tail 1.0 & variant bonsai ds16 0 --distill_start 16000 & wait
+if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; the ninth session's, as run, is this
+  # file at d1cf8b4): the student's stage against G_std's with --cuda_graphs (the student's step graphed since the
+  # ninth session) for lego and bonsai, and lego's default pipeline, each alone; then bonsai's default pipelines of
+  # SEEDS and, on their teachers, graphed students (quality: paired with the default's eager ones) and 1.0-tail ones
+  pipeline_alone 0 lego 12 graphs --cuda_graphs; pipeline_alone 0 bonsai 12 graphs --cuda_graphs
   pipeline_alone 0 lego 12 default
+  base bonsai 0
+  variant bonsai graphs 0 --cuda_graphs & variant bonsai tail1 0 --student_tail 1.0 & wait
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, ~20 min): bonsai's pipeline (seed 0)

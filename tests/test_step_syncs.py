@@ -118,3 +118,10 @@ def test_student_step_waits_only_for_the_pair_count(cuda_scene):
 def test_capacity_mode_student_step_does_not_wait(cuda_scene):
     scene, dataset = cuda_scene
     assert _run(scene, dataset, _student(scene)) == []
+
+
+def test_graphed_student_step_does_not_wait(cuda_scene):
+    """--cuda_graphs: the student's step replays its graph (the teachers' render a buffer it reads) and waits for
+    nothing either."""
+    scene, dataset = cuda_scene
+    assert _run(scene, dataset, _student(scene), pipe=PipelineParams.defaults(cuda_graphs=True)) == []

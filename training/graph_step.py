@@ -1,4 +1,4 @@
-"""--cuda_graphs: a vanilla training step (render, image loss, backward) as one CUDA graph.
+"""--cuda_graphs: a training step's view (render, image loss, backward) as one CUDA graph.
 
 A small scene's step is bound by the host launching ~50 kernels (issue 12's lego profile: the GPU busy 1.1 of
 2.9 ms). A graph captured once replays them in one launch while the model keeps its tensors: between
@@ -12,10 +12,13 @@ renders without its deepest pairs. The graph adds each replay's overflow flag to
 the host reads without waiting; when it grew, the capacity doubles and the graph is captured again.
 ``overflows`` counts such steps (distill.json / the run summary reports them).
 
-Only steps with nothing per-step besides the view take this path: one view a step, no random background, no
-depth supervision, a role with no per-view target, opacity, strategy or extra loss of its own (vanilla 3DGS,
-G_std, G_perb), training views of one size and field of view, no data-parallel ranks, no --profile; the other
-steps run as before.
+The student's step takes it too: its view's second target (the teachers' combined render, Role.view_target) is
+copied into a buffer the graph reads, as the photo is, and its weight is part of what the graph was captured
+with; what a role adds once a step (the student's novel view and structure loss, Role.step_loss) and the
+strategy's per-view statistics (its blur split's area_max) run eagerly after the replay, on the gradients and
+render output the graph left. Only G_drop stays eager (its dropout draws the opacities the step renders with), and
+steps with depth supervision; the graph needs one view a step, no random background, training views of one size
+and field of view, no data-parallel ranks and no --profile.
 """
 import torch
 
@@ -25,21 +28,25 @@ from utils.loss_utils import photometric_loss
 
 
 class StaticView:
-    """A camera stand-in whose matrices and photo live in buffers the graph reads: load() copies a camera's in."""
+    """A camera stand-in whose matrices, photo and second target (or None) live in buffers the graph reads: load()
+    copies a camera's and its target's in."""
 
-    def __init__(self, camera, device):
+    def __init__(self, camera, device, target=None):
         self.image_height, self.image_width = camera.image_height, camera.image_width
         self.tanfovx, self.tanfovy = camera.tanfovx, camera.tanfovy
         self._mats = tuple(m.clone() for m in camera.matrices(device))
         self.image = camera.image.to(device).clone()  # uint8 [3, H, W]: the graph converts it
+        self.target = None if target is None else target.to(device).clone()  # float [3, H, W]
 
     def matrices(self, device):
         return self._mats
 
-    def load(self, camera, device):
+    def load(self, camera, device, target=None):
         for dst, src in zip(self._mats, camera.matrices(device)):
             dst.copy_(src, non_blocking=True)
         self.image.copy_(camera.image, non_blocking=True)
+        if target is not None:
+            self.target.copy_(target, non_blocking=True)
 
 
 def graph_flag_conflict(opt, pipe):
@@ -54,15 +61,14 @@ def graph_flag_conflict(opt, pipe):
 
 
 def graph_ineligible(role, sync, cameras=()):
-    """Why this model's steps cannot take the graph (see the module docstring), or None: the Role's hooks that
-    shape the step's render and loss must be the base class's (vanilla, G_std, and G_perb, whose own hooks run
-    eagerly around the replay: its statistics after it, its noise events in place on the parameters the graph
-    reads before it), and the training views share one image size and field of view (the graph holds them: views
-    that differ would capture it again at every step)."""
+    """Why this model's steps cannot take the graph (see the module docstring), or None: the role renders with the
+    model's own opacities (every role but G_drop; the others' hooks run eagerly around the replay: G_perb's noise
+    events in place on the parameters the graph reads before it, its statistics and the student's extra terms
+    after it), and the training views share one image size and field of view (the graph holds them: views that
+    differ would capture it again at every step)."""
     from training.loop import Role  # noqa: PLC0415 (loop imports this module)
-    hooks = ("make_strategy", "render_opacity", "view_target", "step_loss")
-    if not all(getattr(type(role), h) is getattr(Role, h) for h in hooks):
-        return "its role adds per-step work the graph does not hold: targets, terms, noise or dropout"
+    if type(role).render_opacity is not Role.render_opacity:
+        return "its role draws the opacities each step renders with (dropout)"
     if len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) > 1:
         return "its training views differ in size or field of view"
     if sync is not None:
@@ -84,44 +90,48 @@ class GraphedStep:
         """This step's view can be replayed (no depth map to supervise)."""
         return camera.depth is None or not camera.depth_reliable
 
-    def _key(self, camera, want_stats):
+    def _key(self, camera, want_stats, target):
         m = self.model
         return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, want_stats,
-                camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.pairs.capacity)
+                camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.pairs.capacity,
+                None if target is None else float(target[1]))  # (the second target's weight is in the graph)
 
-    def _forward_backward(self, view, want_stats):
+    def _forward_backward(self, view, want_stats, weight):
         out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats, **self.pairs.render_kwargs())
         gt = view.image.float() / 255.0
-        loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim)
+        second = None if view.target is None else (view.target, weight)
+        loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim, second)
         (self.view_weight * loss).backward()
         return out, loss.detach()
 
-    def _capture(self, camera, want_stats):
+    def _capture(self, camera, want_stats, target):
         self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
         params = list(self.model.params.values())
         for p in params:
             p.grad = None
-        self.view = StaticView(camera, self.dev)
+        weight = None if target is None else float(target[1])
+        self.view = StaticView(camera, self.dev, None if target is None else target[0])
         self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync: only when capturing)
         self.side.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
-            self._forward_backward(self.view, want_stats)
+            self._forward_backward(self.view, want_stats, weight)
         torch.cuda.current_stream(self.dev).wait_stream(self.side)
         for p in params:
             p.grad = None
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.out, self.loss = self._forward_backward(self.view, want_stats)
+            self.out, self.loss = self._forward_backward(self.view, want_stats, weight)
             self.pairs.record()
         self.grads = [p.grad for p in params]
-        self.key = self._key(camera, want_stats)
+        self.key = self._key(camera, want_stats, target)
         self.captures += 1
 
-    def step(self, camera, want_stats):
-        """Replay (capturing first when the model or view setup changed): (render output, loss, visible)."""
-        if self.key != self._key(camera, want_stats):
-            self._capture(camera, want_stats)
-        self.view.load(camera, self.dev)
+    def step(self, camera, want_stats, target=None):
+        """Replay (capturing first when the model, view setup or second target's weight changed): (render
+        output, loss, visible). ``target``: the role's (image, weight) for this view, or None."""
+        if self.key != self._key(camera, want_stats, target):
+            self._capture(camera, want_stats, target)
+        self.view.load(camera, self.dev, None if target is None else target[0])
         self.graph.replay()
         self.replays += 1
         for p, g in zip(self.model.params.values(), self.grads):

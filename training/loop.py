@@ -354,7 +354,9 @@ def _render_views(run, it, want_stats):
             random.shuffle(run.stack)
         cam = run.stack.pop()
         if run.graphed is not None and run.graphed.applies(cam):  # (the graph's models take one view a step)
-            out, step_loss, visible = run.graphed.step(cam, want_stats)
+            out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev))
+            if want_stats:
+                run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
             break
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
