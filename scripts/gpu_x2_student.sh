@@ -6,25 +6,23 @@
 # [".devdata/bonsai", ".devdata/lego", ".whl"], and .devdata/prebuilt with a prebuilt.tgz of the same sources from an
 # earlier call's files to skip the build); issue12() also needs .devdata/peer_gsplat_train.py and, to skip gsplat's
 # first-use compile, its extension as .devdata/prebuilt/gsplat_cuda.so.gz.
-# The plan (eighth session; the seventh's, as run, is this file at 1b96e19): two lanes side by side:
-#   GPU 0: bonsai's default pipelines on seeds SEEDS (default 12-15), then students on their teachers, compared seed
-#          by seed: the longer tail (--student_tail 1.0: lego gained +0.15 to +0.28 three times, bonsai unmeasured
-#          at this schedule), more novel views (--novel_views 4), the distillation term only from the second prune
-#          on (--distill_start 16000: if it costs nothing, a student could start before its teachers finish under
-#          torchrun, issue 17) and the student's opacity reset (--student_opacity_reset);
-#   GPU 1: lego's default pipelines on SEEDS, then students that look for lego's gap (at 50% of G_std the student is
-#          still 1.2 dB below it, so the cap is not all of it): the opacity reset, a "neutral" student with every
-#          student-specific part off (no teacher signal, structure loss, blur split, unseen prune, cap, tail: it
-#          should train like G_std; with and without the reset), no structure loss, 50% again, and G_std's most
-#          important 50% fine-tuned (--student_init std: is the 50% student's gap its growth phase or the prune?);
-#          then the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and two students on its teachers
-#          (the reset, the 1.0 tail).
-# Before the lanes, alone on the machine: the CUDA tests, then a profile of lego's step eager and graphed (the
-# graph took only 0.2 of 2.45 ms: what is the rest?); GRAPH_AB=1 also times --cuda_graphs against the eager step.
+# PLAN (required; the plans that earlier sessions ran are this file at the commits docs/BENCHMARKS.md names):
+#   one  a one-GPU machine (kind nvidia-h200, ~20 min): the graphed student's stage against G_std's, bonsai's
+#        graphed and 1.0-tail students on their teachers (below);
+#   x2   a two-GPU machine (kind nvidia-h200-x2, ~18 min): the early student under torchrun with --distill_start
+#        16000 against one process (issue 17), the graphed pipelines' stage times, bonsai's graphed and 1.0-tail
+#        students on both GPUs;
+#   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
+#        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
+#   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
+#   peer  gsplat's 7,500 steps and our four-model pipeline, each alone (issue12() below);
+#   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
+# The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-# On a one-GPU machine (kind nvidia-h200) the same without the full schedule, bonsai's studies then lego's.
-# stage_times, issue12, sequential and torchrun2 serve other plans (lego's stage times alone; the pipeline against
-# gsplat; one process against torchrun).
+case "${PLAN:-}" in one|x2|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, x2, full, steps, peer, early or stage_times"
+     touch /tmp/x2.done; exit 2;;
+esac
 source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-12 13 14 15}
 FULL_SEED=${FULL_SEED:-5}
@@ -146,7 +144,7 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 }
 
 graph_ab() {  # gpu [scene:flag ...]: step modes against each other, each run alone on the machine (issue 12), by
-  # default lego vanilla 7,000 steps eager (the default step: capacity mode) and --cuda_graphs twice each,
+  # default lego vanilla 7,000 steps with the default step (eager, capacity mode) and --cuda_graphs twice each,
   # alternating, then bonsai on the gsplat peer's 7,000-step schedule once each
   local gpu=$1 k=0 scene flags; shift
   local runs=("$@"); [ ${#runs[@]} = 0 ] && runs=("lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" \
@@ -156,7 +154,8 @@ graph_ab() {  # gpu [scene:flag ...]: step modes against each other, each run al
     local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra="${PEER_FLAGS[*]}"
     CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 --data_device cuda \
       --quiet --test_iterations 7000 --save_iterations 7000 $extra $flags > $R/logs/ab_$k.txt 2>&1
-    echo "ab_$k $scene ${flags:-eager} rc $?" >> $R/logs/ab_runs.txt
+    local rc=$? mode=${flags:-default}
+    echo "ab_$k $scene ${mode// /_} rc $rc" >> $R/logs/ab_runs.txt
   done
   { stamp "step modes (${runs[*]}), each alone on GPU $gpu (7,000 steps)"
     python3 - <<'PY'
@@ -174,22 +173,6 @@ PY
     grep -h -E "Error|error" $R/logs/ab_*.txt | head -5; } >> $R/summary.txt 2>&1
 }
 
-graph_quality() {  # gpu seed...: bonsai on the peer's schedule, eager and --cuda_graphs for each seed, all side by
-  # side on that GPU (PSNR and counts valid, no timing)
-  local gpu=$1; shift
-  for seed in "$@"; do for mode in eager graphs; do
-    local flags=""; [ $mode = graphs ] && flags=--cuda_graphs
-    CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/bonsai -m /tmp/q_${seed}_$mode --eval --views_per_step 1 \
-      --data_device cuda --quiet --test_iterations 7000 --save_iterations 7000 --seed $seed "${PEER_FLAGS[@]}" $flags \
-      > $R/logs/q_${seed}_$mode.txt 2>&1 &
-  done; done; wait
-  { stamp "bonsai eager against --cuda_graphs, seeds $*, side by side on GPU $gpu (quality only)"
-    for seed in "$@"; do for mode in eager graphs; do
-      python3 -c "import json; s = json.load(open('/tmp/q_${seed}_$mode/point_cloud/training_log.json')); print('seed $seed $mode PSNR', s.get('psnr'), 'Gaussians', s['gaussians'], 'graphs', s.get('cuda_graphs'))" \
-        || tail -3 $R/logs/q_${seed}_$mode.txt
-    done; done; } >> $R/summary.txt 2>&1
-}
-
 step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step.py, 2,000 steps, a window between
   # two densifications) in each mode (eager = --capacity_mode off, capacity = the default, graphs = --cuda_graphs;
   # default eager and graphs): wall against GPU-busy ms, kernels and syncs per step, the top host-side ops
@@ -203,32 +186,6 @@ step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step
   { stamp "lego's step, modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
     for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode.txt | tail -1
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode.txt | head -18; done; } >> $R/summary.txt 2>&1
-}
-
-lane0() {
-  base bonsai 0
-  variant bonsai tail1 0 --student_tail 1.0 & variant bonsai nv4 0 --novel_views 4 &
-  variant bonsai ds16 0 --distill_start 16000 & variant bonsai osr 0 --student_opacity_reset on & wait
-}
-
-full_lane() {  # gpu: a sixth seed of the full schedule (seeds 0-4: -0.36 dB, -0.56 to -0.17) and two students on its
-  # teachers (one seed: a screen)
-  full $1
-  full_variant $1 osr --student_opacity_reset on & full_variant $1 tail1 --student_tail 1.0 & wait
-  collect
-}
-
-# every student-specific part off (a tiny --blur_split_ratio: no Gaussian's area exceeds H x W / 1e-9); the second
-# prune still drops the Gaussians of importance 0 (it has no off switch)
-NEUTRAL="--lambda_distill 0 --novel_views 0 --lambda_structure 0 --blur_split_ratio 1e-9 --student_prune_unseen off
-  --student_max_ratio 0 --num_max_ratio 0 --prune_importance_fraction 0 --student_tail 0"
-
-lego_lane() {  # gpu
-  base lego $1 -w
-  variant lego osr $1 --student_opacity_reset on & variant lego neutral $1 $NEUTRAL --student_opacity_reset on &
-  variant lego neutral_noreset $1 $NEUTRAL --student_opacity_reset off & variant lego struct0 $1 --lambda_structure 0 &
-  variant lego r50 $1 --student_max_ratio 0.5 --num_max_ratio 1.0 &
-  variant lego std50 $1 --student_init std --student_max_ratio 0.5 & wait
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
@@ -248,13 +205,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the sam
       >> $R/summary.txt
     touch $DONE; exit 1
   fi
-fi
-if [ "${PLAN:-}" = short ]; then  # what a few minutes allow: lego's students at 30% and 50% on GPU 0 (seeds SEEDS),
-  # the graphed step's quality on bonsai on GPU 1
-  { base lego 0 -w; variant lego r30 0 --student_max_ratio 0.3 & variant lego r50 0 --student_max_ratio 0.5 \
-      --num_max_ratio 1.0 & wait; } &
-  graph_quality 1 1 2 3 & wait
-  stamp done; touch $DONE; exit 0
 fi
 pipeline_alone() {  # gpu scene seed tag [train.py flags]: the scene's default pipeline alone on that GPU, its stages
   local gpu=$1 scene=$2 seed=$3 tag=$4; shift 4
@@ -284,6 +234,17 @@ if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; 
   variant bonsai graphs 0 --cuda_graphs & variant bonsai tail1 0 --student_tail 1.0 & wait
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~18 min): bonsai's pipeline (seed 0) with --distill_start 16000 in one
+  # process on GPU 0, then under torchrun on both GPUs (the early student: issue 17's 2.5x), each alone; the graphed
+  # pipelines' stage times, lego alone on GPU 0 and bonsai alone on GPU 1; then bonsai's default pipelines of SEEDS
+  # and graphed and 1.0-tail students on their teachers (quality, both GPUs)
+  sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000
+  grep -h '"wait_seconds"\|"joined_at_iteration"\|"total_seconds"' /tmp/tr_ds16/distill.json >> $R/summary.txt
+  pipeline_alone 0 lego 12 graphs --cuda_graphs & pipeline_alone 1 bonsai 12 graphs --cuda_graphs & wait
+  base bonsai "0 1"
+  variant bonsai graphs "0 1" --cuda_graphs & variant bonsai tail1 "0 1" --student_tail 1.0 & wait
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, ~20 min): bonsai's pipeline (seed 0)
   # in one process on GPU 0, then under torchrun on both GPUs, each with the default distillation start and with
   # --distill_start 16000 (the student joins at the second prune), each run alone on the machine; then what that
@@ -295,39 +256,17 @@ if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, 
   variant bonsai ds16 0 --distill_start 16000 & variant lego ds16 1 --distill_start 16000 & wait
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = full ]; then
+  full 0; full_variant 0 tail1 --student_tail 1.0; collect; stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, lego's pipeline alone on GPU 0 and
   # bonsai's alone on GPU 1 (seed 12; about five minutes)
   stage_times 0 lego 12 & stage_times 1 bonsai 12 & wait; stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = lego_count ]; then  # lego's student against its count, with the opacity reset on (auto: lego has
-  # no SfM points): grown from the random start (the default) to 12% (base), 20%, 30%, or G_std's most important
-  # Gaussians fine-tuned at 12%, 20%, 30%; and the longer tail. Both GPUs for each study.
-  base lego "0 1" -w
-  variant lego r20 "0 1" --student_max_ratio 0.2 & variant lego r30 "0 1" --student_max_ratio 0.3 &
-  variant lego std12 "0 1" --student_init std & variant lego std20 "0 1" --student_init std --student_max_ratio 0.2 &
-  variant lego std30 "0 1" --student_init std --student_max_ratio 0.3 & variant lego tail1 "0 1" --student_tail 1.0 &
-  wait; stamp done; touch $DONE; exit 0
-fi
-if [ "${PLAN:-}" = lego ]; then  # one session's budget (~25 min) on lego's gap, both GPUs for each study: the profile,
-  # lego's default pipelines (SEEDS, two per GPU), then every lego variant of lego_lane at once (twelve students per
-  # GPU); then, while the machine lasts, bonsai's pipelines and its opacity-reset students (the same two-GPU layout)
-  step_profile 0
-  base lego "0 1" -w
-  variant lego osr "0 1" --student_opacity_reset on & variant lego neutral "0 1" $NEUTRAL --student_opacity_reset on &
-  variant lego neutral_noreset "0 1" $NEUTRAL --student_opacity_reset off & variant lego struct0 "0 1" --lambda_structure 0 &
-  variant lego r50 "0 1" --student_max_ratio 0.5 --num_max_ratio 1.0 &
-  variant lego std50 "0 1" --student_init std --student_max_ratio 0.5 & wait
-  stamp "lego done"
-  base bonsai "0 1"; variant bonsai osr "0 1" --student_opacity_reset on
+if [ "$PLAN" = steps ]; then
+  step_profile 0 eager capacity graphs
+  graph_ab 0 "lego:--capacity_mode off" "lego:" "lego:--cuda_graphs" "lego:--capacity_mode off" "lego:" \
+    "lego:--cuda_graphs" "bonsai:--capacity_mode off" "bonsai:" "bonsai:--cuda_graphs"
   stamp done; touch $DONE; exit 0
 fi
-step_profile 0
-[ "${GRAPH_AB:-0}" = 1 ] && graph_ab 0 && collect
-stamp "GPU 0: bonsai seeds $SEEDS | GPU 1: lego seeds $SEEDS, then full-schedule bonsai seed $FULL_SEED"
-if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-  lane0 & { lego_lane 1; full_lane 1; } & wait
-else  # a one-GPU machine (kind nvidia-h200): the short-schedule studies only, one after the other (about 27 min)
-  lane0; lego_lane 0
-fi
-stamp done
-touch $DONE
+issue12 0; stamp done; touch $DONE  # peer

@@ -79,6 +79,7 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
     assert "cuda_graphs" not in eager
     # a capture per densification and SH raise at most (the model's tensors change there), the rest replays
     assert 1 <= g["captures"] <= 12 and g["replays"] == 600 and g["overflows"] == 0, g
+    assert 0 < g["capture_seconds"] < graphed["train_seconds"], g
     assert abs(graphed["psnr"] - eager["psnr"]) < 0.3, (graphed["psnr"], eager["psnr"])
     assert 0.8 < graphed["gaussians"] / eager["gaussians"] < 1.25
 

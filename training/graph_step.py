@@ -20,6 +20,8 @@ render output the graph left. Only G_drop stays eager (its dropout draws the opa
 steps with depth supervision; the graph needs one view a step, no random background, training views of one size
 and field of view, no data-parallel ranks and no --profile.
 """
+import time
+
 import torch
 
 from gaussian_renderer import render
@@ -85,6 +87,7 @@ class GraphedStep:
         self.key = None
         self.graph = self.view = self.out = self.loss = self.grads = None
         self.captures = self.replays = 0
+        self.capture_seconds = 0.0  # host time in _capture: the measuring render's sync, warm-up, record, instantiate
 
     def applies(self, camera):
         """This step's view can be replayed (no depth map to supervise)."""
@@ -105,6 +108,7 @@ class GraphedStep:
         return out, loss.detach()
 
     def _capture(self, camera, want_stats, target):
+        t0 = time.perf_counter()
         self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
         params = list(self.model.params.values())
         for p in params:
@@ -125,6 +129,7 @@ class GraphedStep:
         self.grads = [p.grad for p in params]
         self.key = self._key(camera, want_stats, target)
         self.captures += 1
+        self.capture_seconds += time.perf_counter() - t0
 
     def step(self, camera, want_stats, target=None):
         """Replay (capturing first when the model, view setup or second target's weight changed): (render
@@ -141,6 +146,7 @@ class GraphedStep:
         return self.out, self.loss, self.out["visibility_filter"]
 
     def summary(self):
-        """captures, replays, overflowed steps (exact: read with a sync, once, at the end) and the capacity."""
-        return dict(captures=self.captures, replays=self.replays, overflows=self.pairs.summary()["overflows"],
-                    pair_capacity=self.pairs.capacity)
+        """captures (and their host seconds), replays, overflowed steps (exact: read with a sync, once, at the
+        end) and the capacity."""
+        return dict(captures=self.captures, capture_seconds=round(self.capture_seconds, 3), replays=self.replays,
+                    overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
