@@ -132,6 +132,7 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
     assert "note: --views_per_step 1: rank 0 trains the student alone" in r.stdout, r.stdout[-2000:]
     assert ("torchrun: G_perb on rank 1, G_drop on rank 1, G_std on rank 0, the student on rank 0 after G_std"
             in r.stdout), r.stdout[-2000:]
+    assert "--distill_start 16000 (no measured quality cost on bonsai) lets it grow" in r.stdout  # (it waits at once)
     want = _hashes(ref)
     assert len(want) == 9 and _hashes(out) == want  # 2 PLYs per teacher, 3 for the student (its tail): sha256
     got, ref_summary = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
@@ -161,6 +162,7 @@ def test_rank_0_starts_the_student_before_the_other_teachers_end(scene, tmp_path
     r = _train(out, scene, 2, flags=(*DISTILL, *flags))
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert _hashes(out) == _hashes(ref)
+    assert "--distill_start 16000" not in r.stdout  # (no hint: it does not wait at once)
     got, want = (json.load(open(os.path.join(d, "distill.json")))["models"] for d in (out, ref))
     assert got["student"].pop("joined_at_iteration") == joined and "wait_seconds" in got["student"]
     assert list(got) == list(MODELS)
