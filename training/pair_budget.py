@@ -29,7 +29,8 @@ def capacity_mode_applies(pipe, device):
     mode = getattr(pipe, "capacity_mode", "off")
     if mode != "auto":
         return mode == "on"
-    return torch.device(device).type == "cuda" and pipe.backend in ("auto", "cuda") and bool(cuda_extension())
+    return (torch.device(device).type == "cuda" and getattr(pipe, "backend", "auto") in ("auto", "cuda")
+            and bool(cuda_extension()))
 
 
 class PairBudget:
