@@ -181,7 +181,7 @@ step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step
   for mode in "${modes[@]}"; do
     local flags="--capacity_mode off"; [ $mode = graphs ] && flags=--cuda_graphs; [ $mode = capacity ] && flags=""
     CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode --eval --quiet \
-      --views_per_step 1 --data_device cuda --iterations 2000 --window 1905 30 $flags > $R/logs/prof_$mode.txt 2>&1
+      --views_per_step 1 --data_device cuda --iterations 2000 --window 1905 45 $flags > $R/logs/prof_$mode.txt 2>&1
   done
   { stamp "lego's step, modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
     for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode.txt | tail -1

@@ -6,9 +6,10 @@ launches per step, and every host-device synchronisation inside a step.
         --iterations 2000 --window 1901 30 [--trace trace.json.gz] [any train.py flag]
 
 Trains one vanilla model with train.py's flags (the ``--iterations`` given are the run's length) and, at
-the iterations of ``--window START COUNT``, records: CPU and CUDA activity (torch.profiler), the kernel
-and memcpy/memset launches per step, GPU busy time per step against wall time per step, and with
-``torch.cuda.set_sync_debug_mode("warn")`` on, each synchronising call with its Python source line.
+the iterations of ``--window START COUNT``, in three equal parts: each synchronising call with its Python
+source line (``torch.cuda.set_sync_debug_mode("warn")``), the wall time per step with nothing attached, then
+CPU and CUDA activity (torch.profiler): the kernel and memcpy/memset launches per step and GPU busy time per
+step against the profiled wall time (the profiler's own host cost inflates the latter on a host-bound step).
 Pick a window without densification (between two multiples of --densification_interval) to see the
 steady state. Prints a short table last.
 """
@@ -38,15 +39,17 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Window:
-    """Step hook: syncs are recorded over the first half of the window, the profiler over the second
-    (the sync checks slow the host, so the timed steps run without them)."""
+    """Step hook: syncs are recorded over the first third of the window, the plain wall time over the second,
+    the profiler over the last (the sync checks and the profiler slow the host, so each part runs alone)."""
 
     def __init__(self, start, count):
-        self.sync_range = range(start, start + count // 2)
-        self.prof_range = range(start + count // 2, start + count)
+        third = count // 3
+        self.sync_range = range(start, start + third)
+        self.plain_range = range(start + third, start + 2 * third)
+        self.prof_range = range(start + 2 * third, start + count)
         self.syncs = collections.Counter()
         self.prof = None
-        self.t0 = self.wall = None
+        self.t0 = self.wall = self.plain_wall = None
         self._old_show = None
 
     def _record(self, message, category, filename, lineno, file=None, line=None):
@@ -64,10 +67,14 @@ class Window:
             warnings.showwarning = self._record
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
-        if it == self.prof_range.start:
+        if it == self.plain_range.start:
             torch.cuda.set_sync_debug_mode("default")
             warnings.showwarning = self._old_show
             torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+        if it == self.prof_range.start:
+            torch.cuda.synchronize()
+            self.plain_wall = time.perf_counter() - self.t0
             self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
             self.prof.__enter__()
             self.t0 = time.perf_counter()
@@ -109,9 +116,11 @@ def report(win, trace_path):
         print("none")
     for where, n in win.syncs.most_common():
         print(f"{n / len(win.sync_range):6.2f}/step  {where}")
-    print("\n| steps | wall ms/step | GPU busy ms/step | kernels/step | memcpy+memset/step | launch calls/step | syncs/step |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {steps} | {1000 * win.wall / steps:.2f} | {busy_us / steps / 1000:.2f} | {len(kernels) / steps:.1f} | "
+    print("\n| steps | wall ms/step | wall ms/step profiled | GPU busy ms/step | kernels/step | memcpy+memset/step | "
+          "launch calls/step | syncs/step |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {len(win.plain_range)} + {steps} | {1000 * win.plain_wall / len(win.plain_range):.2f} | "
+          f"{1000 * win.wall / steps:.2f} | {busy_us / steps / 1000:.2f} | {len(kernels) / steps:.1f} | "
           f"{(len(gpu) - len(kernels)) / steps:.1f} | {len(launches) / steps:.1f} | "
           f"{sum(win.syncs.values()) / max(1, len(win.sync_range)):.2f} |")
 
@@ -119,7 +128,8 @@ def report(win, trace_path):
 def main(argv=None):
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--window", nargs=2, type=int, default=[1901, 30], metavar=("START", "COUNT"),
-                     help="iterations to examine: syncs over the first half, the profiler over the second")
+                     help="iterations to examine: syncs over the first third, the plain wall time over the second, "
+                          "the profiler over the last")
     own.add_argument("--trace", default="", help="write the profiler's Chrome trace here (.json or .json.gz)")
     mine, rest = own.parse_known_args(argv)
     dataset, opt, pipe, _, run = train.read_flags(rest)
@@ -127,9 +137,9 @@ def main(argv=None):
     start, count = mine.window
     if not torch.cuda.is_available():
         raise UserError("profile_step.py measures the GPU step: no CUDA device here")
-    if count < 4 or start < 2 or start + count > opt.iterations:
+    if count < 6 or start < 2 or start + count > opt.iterations:
         raise UserError(f"--window {start} {count} must lie inside the run's {opt.iterations} iterations "
-                        f"(start >= 2, count >= 4)")
+                        f"(start >= 2, count >= 6)")
     torch.manual_seed(run.seed)
     scene = Scene(dataset)
     out = dataset.model_path or os.path.join("output", "profile_step")

@@ -306,3 +306,34 @@ def test_every_cli_prints_help(cli, capsys):
         mod.main(["--help"])
     assert e.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def test_profile_step_window_times_each_part_alone(monkeypatch):
+    """scripts/profile_step.py: the window's three parts (syncs, plain wall time, profiler) follow each other and
+    each is measured (the CUDA calls stubbed: the parts' order and bookkeeping, not the GPU)."""
+    from scripts import profile_step  # noqa: PLC0415
+
+    class Profiler:
+        entered = exited = 0
+
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            Profiler.entered += 1
+
+        def __exit__(self, *exc):
+            Profiler.exited += 1
+
+    modes = []
+    monkeypatch.setattr(profile_step.torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(profile_step.torch.cuda, "set_sync_debug_mode", modes.append)
+    monkeypatch.setattr(profile_step, "profile", Profiler)
+    win = profile_step.Window(100, 45)
+    assert (win.sync_range, win.plain_range, win.prof_range) == (range(100, 115), range(115, 130), range(130, 145))
+    for it in range(95, 150):
+        win(it)
+        if it == 120:
+            assert modes == ["warn", "default"] and Profiler.entered == 0  # syncs done, the plain part running
+    assert Profiler.entered == Profiler.exited == 1
+    assert win.plain_wall > 0 and win.wall > 0
