@@ -26,7 +26,7 @@ from distill import distributed
 from distill.pipeline import (SUMMARY_NAME, check_teachers, earlier_summary, run_distillation,
                              unscaled_final_iteration)
 from distill.roles import MODEL_NAMES
-from gaussian_renderer import cuda_extension, pick_backend
+from gaussian_renderer import pick_backend, renders_with_cuda_extension
 from training import data_parallel
 from training.graph_step import graph_flag_conflict
 from training.loop import (CHECKPOINT_NAME, STOP, Interrupted, checkpoint_sh_degree, read_checkpoint,
@@ -278,11 +278,11 @@ def _main(argv=None):
     np.random.seed(run.seed)
     torch.manual_seed(run.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    backend = pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
+    pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
     if pipe.cuda_graphs and (conflict := graph_flag_conflict(opt, pipe)):
         raise UserError(f"--cuda_graphs cannot be used with {conflict}")
     for name, given in (("cuda_graphs", pipe.cuda_graphs), ("capacity_mode on", pipe.capacity_mode == "on")):
-        if given and not (device == "cuda" and backend is cuda_extension()):
+        if given and not renders_with_cuda_extension(device, pipe.backend):
             raise UserError(f"--{name} needs a CUDA GPU and our CUDA rasterizer (--backend auto or cuda): leave the "
                             f"flag out here")
     check_output_folder(dataset.model_path)

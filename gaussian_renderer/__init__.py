@@ -15,6 +15,11 @@ def cuda_extension():
     return _cuda_module
 
 
+def renders_with_cuda_extension(device, requested="auto"):
+    """Whether render() uses our CUDA extension on ``device`` under --backend ``requested``."""
+    return torch.device(device).type == "cuda" and requested in ("auto", "cuda") and bool(cuda_extension())
+
+
 def pick_backend(device, requested="auto"):
     """'cuda' or 'torch' for tensors on ``device`` given the --backend flag."""
     on_cuda = torch.device(device).type == "cuda"

@@ -42,15 +42,15 @@ def test_the_capacity_follows_the_pairs_and_the_models_growth():
 
 
 def test_auto_is_on_only_where_the_cuda_rasterizer_renders(monkeypatch):
-    import training.pair_budget as pb  # noqa: PLC0415
-    monkeypatch.setattr(pb, "cuda_extension", lambda: object())  # as if the extension were built
+    import gaussian_renderer  # noqa: PLC0415
+    monkeypatch.setattr(gaussian_renderer, "cuda_extension", lambda: object())  # as if the extension were built
     auto = PipelineParams.defaults()
     assert auto.capacity_mode == "auto"
     assert capacity_mode_applies(auto, "cuda") and not capacity_mode_applies(auto, "cpu")
     for backend in ("torch", "gsplat"):
         assert not capacity_mode_applies(PipelineParams.defaults(backend=backend), "cuda")
     assert not capacity_mode_applies(PipelineParams.defaults(capacity_mode="off"), "cuda")
-    monkeypatch.setattr(pb, "cuda_extension", lambda: False)  # a GPU without the built extension
+    monkeypatch.setattr(gaussian_renderer, "cuda_extension", lambda: False)  # a GPU without the built extension
     assert not capacity_mode_applies(auto, "cuda")
 
 

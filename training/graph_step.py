@@ -31,14 +31,15 @@ from utils.loss_utils import photometric_loss
 
 class StaticView:
     """A camera stand-in whose matrices, photo and second target (or None) live in buffers the graph reads: load()
-    copies a camera's and its target's in."""
+    copies a camera's and its target's in. The target's weight is a constant of the capture."""
 
-    def __init__(self, camera, device, target=None):
+    def __init__(self, camera, device, target=None, weight=None):
         self.image_height, self.image_width = camera.image_height, camera.image_width
         self.tanfovx, self.tanfovy = camera.tanfovx, camera.tanfovy
         self._mats = tuple(m.clone() for m in camera.matrices(device))
         self.image = camera.image.to(device).clone()  # uint8 [3, H, W]: the graph converts it
         self.target = None if target is None else target.to(device).clone()  # float [3, H, W]
+        self.weight = weight
 
     def matrices(self, device):
         return self._mats
@@ -93,50 +94,50 @@ class GraphedStep:
         """This step's view can be replayed (no depth map to supervise)."""
         return camera.depth is None or not camera.depth_reliable
 
-    def _key(self, camera, want_stats, target):
+    def _key(self, camera, want_stats, weight):
         m = self.model
         return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, want_stats,
                 camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.pairs.capacity,
-                None if target is None else float(target[1]))  # (the second target's weight is in the graph)
+                weight)  # (the second target's weight, None without one, is in the graph)
 
-    def _forward_backward(self, view, want_stats, weight):
+    def _forward_backward(self, view, want_stats):
         out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats, **self.pairs.render_kwargs())
         gt = view.image.float() / 255.0
-        second = None if view.target is None else (view.target, weight)
+        second = None if view.target is None else (view.target, view.weight)
         loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim, second)
         (self.view_weight * loss).backward()
         return out, loss.detach()
 
-    def _capture(self, camera, want_stats, target):
+    def _capture(self, camera, want_stats, target, weight):
         t0 = time.perf_counter()
         self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
         params = list(self.model.params.values())
         for p in params:
             p.grad = None
-        weight = None if target is None else float(target[1])
-        self.view = StaticView(camera, self.dev, None if target is None else target[0])
+        self.view = StaticView(camera, self.dev, target, weight)
         self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync: only when capturing)
         self.side.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
-            self._forward_backward(self.view, want_stats, weight)
+            self._forward_backward(self.view, want_stats)
         torch.cuda.current_stream(self.dev).wait_stream(self.side)
         for p in params:
             p.grad = None
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.out, self.loss = self._forward_backward(self.view, want_stats, weight)
+            self.out, self.loss = self._forward_backward(self.view, want_stats)
             self.pairs.record()
         self.grads = [p.grad for p in params]
-        self.key = self._key(camera, want_stats, target)
+        self.key = self._key(camera, want_stats, weight)
         self.captures += 1
         self.capture_seconds += time.perf_counter() - t0
 
     def step(self, camera, want_stats, target=None):
         """Replay (capturing first when the model, view setup or second target's weight changed): (render
         output, loss, visible). ``target``: the role's (image, weight) for this view, or None."""
-        if self.key != self._key(camera, want_stats, target):
-            self._capture(camera, want_stats, target)
-        self.view.load(camera, self.dev, None if target is None else target[0])
+        image, weight = target if target is not None else (None, None)
+        if self.key != self._key(camera, want_stats, weight):
+            self._capture(camera, want_stats, image, weight)
+        self.view.load(camera, self.dev, image)
         self.graph.replay()
         self.replays += 1
         for p, g in zip(self.model.params.values(), self.grads):

@@ -15,7 +15,8 @@ whose graph holds the capacity it was captured with) and by --capacity_mode for 
 """
 import torch
 
-from gaussian_renderer import cuda_extension, render
+import gaussian_renderer
+from gaussian_renderer import render
 
 INITIAL_PAIRS_PER_GAUSSIAN = 16  # the first guess, before a view was measured
 HEADROOM = 2.0  # capacity = this x the most pairs seen (views differ; a densification can double the model)
@@ -29,8 +30,7 @@ def capacity_mode_applies(pipe, device):
     mode = getattr(pipe, "capacity_mode", "off")
     if mode != "auto":
         return mode == "on"
-    return (torch.device(device).type == "cuda" and getattr(pipe, "backend", "auto") in ("auto", "cuda")
-            and bool(cuda_extension()))
+    return gaussian_renderer.renders_with_cuda_extension(device, getattr(pipe, "backend", "auto"))
 
 
 class PairBudget:
