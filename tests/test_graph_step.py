@@ -101,6 +101,8 @@ def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
         g = graphed[name]["cuda_graphs"]
         assert g["captures"] >= 1 and g["replays"] == graphed[name]["iterations"] and g["overflows"] == 0, (name, g)
         assert g["captures"] < g["replays"] / 10, (name, g)  # (captured again only where the model changed)
-        assert abs(graphed[name]["psnr"] - eager[name]["psnr"]) < 0.5, name
+        # (two eager runs of this 600-step toy differ by up to ~0.15 dB, G_drop's on the H200, from the
+        # backward's atomic order; G_perb's noise events amplify it: 0.55 dB seen. An untrained model stays ~12.7.)
+        assert abs(graphed[name]["psnr"] - eager[name]["psnr"]) < 1.0, name
     assert [e[0] for e in graphed["G_perb"]["events"]] == [e[0] for e in eager["G_perb"]["events"]] == [100, 200, 300]
     assert "cuda_graphs" not in graphed["G_drop"]
