@@ -57,6 +57,8 @@ def add_group(parser, cls):
                 kw["nargs"] = "+"
             if spec.choices is not None:
                 kw["metavar"] = "{" + ",".join(map(str, spec.choices)) + "}"
+            if spec.meta.get("legacy_bool") is not None:  # a former switch: given bare, it still switches on
+                kw["nargs"], kw["const"] = "?", spec.meta["legacy_bool"][1]
         group.add_argument(*names, **kw)
 
 

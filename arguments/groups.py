@@ -76,16 +76,19 @@ class PipelineParams(FlagGroup):
                                 "densification, ...) and report the mean ms per step of each")
     tensorboard: bool = flag(False, "log the loss, Gaussian count and test PSNR to TensorBoard event files in the "
                                     "model folder (needs the tensorboard package)")
-    cuda_graphs: bool = flag(False, "replay each training step's view (render, image loss, backward) as one CUDA "
-                                    "graph while the model keeps its tensors (CUDA rasterizer, one view a step; "
-                                    "every model but G_drop, the student's extra terms eager after the replay; "
-                                    "measured 0.92-0.93x the eager step's time on an H200 for a vanilla model)")
+    cuda_graphs: Literal["auto", "on", "off"] = flag(
+        "auto", "replay each training step's view (render, image loss, backward) as one CUDA graph while the model "
+                "keeps its tensors (CUDA rasterizer, one view a step; the student's extra terms eager after the "
+                "replay; G_drop always eager). on: every model; auto: the student only (its graphed stage took "
+                "0.63x its eager one on lego and 0.81x on bonsai on an H200, the teachers' gained nothing), where "
+                "our CUDA rasterizer renders and no flag rules the graph out; off: none. A bare --cuda_graphs is on",
+        absent="off", legacy_bool=("off", "on"))
     capacity_mode: Literal["auto", "on", "off"] = flag(
         "auto", "eager training renders in the CUDA rasterizer's capacity mode: the forward reads no pair count "
                 "back to the host, so the host's launches overlap the GPU's work (pair buffers at 2x the most pairs "
                 "seen; a view that needs more renders without its deepest pairs and the buffers grow; measured "
                 "0.91-0.98x the step's time on an H200, no overflow in 7,000-step runs). auto: on with our CUDA "
-                "rasterizer on a GPU, off otherwise",
+                "rasterizer on a GPU, off otherwise. A bare --capacity_mode is on",
         absent="off", legacy_bool=("off", "on"))
 
 

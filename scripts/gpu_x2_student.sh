@@ -19,8 +19,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|x2|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, x2, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|graphcheck|x2|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, graphcheck, x2, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -232,6 +232,13 @@ if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; 
   pipeline_alone 0 lego 12 default
   base bonsai 0
   variant bonsai graphs 0 --cuda_graphs  # (the 1.0 tail was measured on these seeds in the ninth session)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the
+  # eager stage times beside PLAN=one's graphed ones), then lego's default pipelines of SEEDS and graphed students on
+  # their teachers (quality: graphed against eager, paired)
+  pipeline_alone 0 bonsai 12 default
+  base lego 0 -w; variant lego graphs 0 --cuda_graphs
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~18 min): bonsai's pipeline (seed 0) with --distill_start 16000 in one

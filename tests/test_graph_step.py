@@ -10,7 +10,7 @@ from arguments import OptimizationParams, PipelineParams
 from distill.roles import DropoutRole, PerturbRole, StudentRole
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
-from training.graph_step import graph_flag_conflict, graph_ineligible
+from training.graph_step import graph_flag_conflict, graph_ineligible, graphs_wanted
 from training.loop import Role
 
 
@@ -32,13 +32,41 @@ def test_every_role_but_dropout_takes_the_graph():
     assert "field of view" in graph_ineligible(Role(), None, [cam, other])  # two camera setups: no graph
 
 
+def test_auto_graphs_the_student_only_and_only_where_the_cuda_rasterizer_renders(monkeypatch):
+    import gaussian_renderer  # noqa: PLC0415
+    student, teacher = StudentRole.__new__(StudentRole), PerturbRole.__new__(PerturbRole)
+    for cuda in (False, True):
+        monkeypatch.setattr(gaussian_renderer, "renders_with_cuda_extension", lambda device, backend, c=cuda: c)
+        auto = PipelineParams.defaults()
+        assert auto.cuda_graphs == "auto"
+        assert graphs_wanted(auto, student, "cuda") is cuda
+        assert graphs_wanted(auto, teacher, "cuda") is False and graphs_wanted(auto, Role(), "cuda") is False
+        for role in (student, teacher, Role()):
+            assert graphs_wanted(PipelineParams.defaults(cuda_graphs="on"), role, "cuda") is True
+            assert graphs_wanted(PipelineParams.defaults(cuda_graphs="off"), role, "cuda") is False
+
+
+def test_a_bare_flag_switches_on_and_a_saved_switch_reads_as_its_choice(tmp_path):
+    import json  # noqa: PLC0415
+    from arguments import FlagParser  # noqa: PLC0415
+    from arguments.config import saved_flags  # noqa: PLC0415
+    parser = FlagParser([PipelineParams], prog="train.py")
+    assert parser.given(["--cuda_graphs"]) == {"cuda_graphs": "on"}
+    assert parser.given(["--cuda_graphs", "off", "--capacity_mode"]) == {"cuda_graphs": "off", "capacity_mode": "on"}
+    assert parser.given([]) == {} and parser.build({})[0].cuda_graphs == "auto"
+    for saved, read in ((True, "on"), (False, "off"), ("auto", "auto"), (None, "off")):  # None: a run before the flag
+        with open(tmp_path / "cfg_args.json", "w") as f:
+            json.dump({"cuda_graphs": saved} if saved is not None else {"backend": "auto"}, f)
+        assert parser.build({}, saved_flags(str(tmp_path), [PipelineParams]))[0].cuda_graphs == read
+
+
 def test_flags_that_rule_the_graph_out_for_every_model():
-    pipe = PipelineParams.defaults(cuda_graphs=True)
+    pipe = PipelineParams.defaults(cuda_graphs="on")
     assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1), pipe) is None
     assert graph_flag_conflict(OptimizationParams.defaults(), pipe).startswith("--views_per_step 6")
     assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1, random_background=True), pipe)
     assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1),
-                               PipelineParams.defaults(cuda_graphs=True, profile=True))
+                               PipelineParams.defaults(cuda_graphs="on", profile=True))
 
 
 @pytest.mark.parametrize("flags", [[], ["--views_per_step", "1", "--random_background"]])
@@ -61,7 +89,7 @@ def test_the_flag_needs_the_cuda_rasterizer(tmp_path, capsys):
                              "--views_per_step", "1", "--cuda_graphs"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --cuda_graphs needs a CUDA GPU") and err.count("\n") == 1, err
+    assert err.startswith("error: --cuda_graphs on needs a CUDA GPU") and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "o")
 
 
@@ -73,7 +101,7 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "600", "--densify_from_iter", "100", "--densify_until_iter", "400",
              "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda", "--views_per_step", "1"]
-    eager = train.main(flags + ["-m", str(tmp_path / "eager")])
+    eager = train.main(flags + ["-m", str(tmp_path / "eager"), "--cuda_graphs", "off"])
     graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])
     g = graphed["cuda_graphs"]
     assert "cuda_graphs" not in eager
@@ -95,7 +123,7 @@ def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
              "--perturb_interval", "5000", "--densification_interval", "5000"]
     # (600 steps a teacher, densifying every 100; G_perb's noise events at 100, 200, 300; the student's
     # distillation target and novel views, its prunes and tail)
-    eager = train.main(flags + ["-m", str(tmp_path / "eager")])["models"]
+    eager = train.main(flags + ["-m", str(tmp_path / "eager"), "--cuda_graphs", "off"])["models"]
     graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])["models"]
     for name in ("G_perb", "G_std", "student"):
         g = graphed[name]["cuda_graphs"]

@@ -84,7 +84,9 @@ def _assert_one_sync_per_step(where):
     assert len(in_rasterizer) == steps and len(where) == steps, where
 
 
-EXACT = dict(capacity_mode="off")  # the rasterizer's standard forward: it reads the pair count back
+EXACT = dict(capacity_mode="off", cuda_graphs="off")  # the eager step, the rasterizer's standard forward (it reads
+# the pair count back)
+CAPACITY = dict(cuda_graphs="off")  # the eager step in capacity mode (the student's default is graphed)
 
 
 def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
@@ -93,7 +95,7 @@ def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
 
 def test_graphed_vanilla_step_does_not_wait(cuda_scene):
     """--cuda_graphs: after the capture (iteration 1), a step replays its graph and waits for nothing."""
-    assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs=True)) == []
+    assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs="on")) == []
 
 
 def test_capacity_mode_vanilla_step_does_not_wait(cuda_scene):
@@ -117,11 +119,11 @@ def test_student_step_waits_only_for_the_pair_count(cuda_scene):
 
 def test_capacity_mode_student_step_does_not_wait(cuda_scene):
     scene, dataset = cuda_scene
-    assert _run(scene, dataset, _student(scene)) == []
+    assert _run(scene, dataset, _student(scene), pipe=PipelineParams.defaults(**CAPACITY)) == []
 
 
 def test_graphed_student_step_does_not_wait(cuda_scene):
-    """--cuda_graphs: the student's step replays its graph (the teachers' render a buffer it reads) and waits for
-    nothing either."""
+    """--cuda_graphs (auto, the default, graphs the student): its step replays its graph (the teachers' render a
+    buffer it reads) and waits for nothing either."""
     scene, dataset = cuda_scene
-    assert _run(scene, dataset, _student(scene), pipe=PipelineParams.defaults(cuda_graphs=True)) == []
+    assert _run(scene, dataset, _student(scene)) == []

@@ -24,6 +24,7 @@ import time
 
 import torch
 
+import gaussian_renderer
 from gaussian_renderer import render
 from training.pair_budget import PairBudget
 from utils.loss_utils import photometric_loss
@@ -50,6 +51,17 @@ class StaticView:
         self.image.copy_(camera.image, non_blocking=True)
         if target is not None:
             self.target.copy_(target, non_blocking=True)
+
+
+def graphs_wanted(pipe, role, device):
+    """--cuda_graphs: on (every model; train.py checked the CUDA rasterizer is there), off, or auto: the models whose
+    role graphs by default (Role.graph_by_default: the student) where our CUDA rasterizer renders. Whether the
+    model's steps can take the graph is graph_flag_conflict's and graph_ineligible's to say."""
+    mode = getattr(pipe, "cuda_graphs", "off")
+    if mode != "auto":
+        return mode == "on"
+    backend = getattr(pipe, "backend", "auto")
+    return role.graph_by_default and gaussian_renderer.renders_with_cuda_extension(device, backend)
 
 
 def graph_flag_conflict(opt, pipe):
