@@ -20,6 +20,12 @@ def renders_with_cuda_extension(device, requested="auto"):
     return torch.device(device).type == "cuda" and requested in ("auto", "cuda") and bool(cuda_extension())
 
 
+def fast_path_on(mode, device, backend="auto"):
+    """An auto|on|off flag of the CUDA rasterizer's fast paths (--capacity_mode, --cuda_graphs): on, off, or auto =
+    on where our CUDA extension renders (train.py refuses "on" elsewhere)."""
+    return mode == "on" or (mode == "auto" and renders_with_cuda_extension(device, backend))
+
+
 def pick_backend(device, requested="auto"):
     """'cuda' or 'torch' for tensors on ``device`` given the --backend flag."""
     on_cuda = torch.device(device).type == "cuda"

@@ -58,10 +58,9 @@ def graphs_wanted(pipe, role, device):
     role graphs by default (Role.graph_by_default: the student) where our CUDA rasterizer renders. Whether the
     model's steps can take the graph is graph_flag_conflict's and graph_ineligible's to say."""
     mode = getattr(pipe, "cuda_graphs", "off")
-    if mode != "auto":
-        return mode == "on"
-    backend = getattr(pipe, "backend", "auto")
-    return role.graph_by_default and gaussian_renderer.renders_with_cuda_extension(device, backend)
+    if mode == "auto" and not role.graph_by_default:
+        return False
+    return gaussian_renderer.fast_path_on(mode, device, getattr(pipe, "backend", "auto"))
 
 
 def graph_flag_conflict(opt, pipe):

@@ -27,10 +27,8 @@ SHRINK_BELOW = 0.25  # shrink when the needed capacity is under this fraction of
 def capacity_mode_applies(pipe, device):
     """--capacity_mode: on (train.py checked the CUDA rasterizer is there), off, or auto: on where our CUDA
     rasterizer renders (a CUDA device, --backend auto or cuda, the extension built)."""
-    mode = getattr(pipe, "capacity_mode", "off")
-    if mode != "auto":
-        return mode == "on"
-    return gaussian_renderer.renders_with_cuda_extension(device, getattr(pipe, "backend", "auto"))
+    backend = getattr(pipe, "backend", "auto")
+    return gaussian_renderer.fast_path_on(getattr(pipe, "capacity_mode", "off"), device, backend)
 
 
 class PairBudget:
