@@ -7,8 +7,11 @@
 # earlier call's files to skip the build); issue12() also needs .devdata/peer_gsplat_train.py and, to skip gsplat's
 # first-use compile, its extension as .devdata/prebuilt/gsplat_cuda.so.gz.
 # PLAN (required; the plans that earlier sessions ran are this file at the commits docs/BENCHMARKS.md names):
-#   one  a one-GPU machine (kind nvidia-h200, ~20 min): the graphed student's stage against G_std's, bonsai's
-#        graphed and 1.0-tail students on their teachers (below);
+#   one  a one-GPU machine (kind nvidia-h200, ~20 min): the defaults' stage times (the student's step graphed since
+#        the tenth session), lego and bonsai alone; the full-schedule bonsai pipeline of FULL_SEED with that default
+#        and a --student_init std student on its teachers (below);
+#   graphcheck  one GPU (~9 min, SKIP_TESTS=1): the tenth session's last call (bonsai's eager pipeline alone, lego's
+#        graphed students against eager ones over SEEDS);
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~18 min): the early student under torchrun with --distill_start
 #        16000 against one process (issue 17), the graphed pipelines' stage times, bonsai's graphed and 1.0-tail
 #        students on both GPUs;
@@ -224,15 +227,13 @@ PY
   } >> $R/summary.txt 2>&1
 }
 
-if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; the ninth session's, as run, is this
-  # file at d1cf8b4): the student's stage against G_std's with --cuda_graphs (the student's step graphed since the
-  # ninth session) for lego and bonsai, and lego's default pipeline, each alone; then bonsai's default pipelines of
-  # SEEDS and, on their teachers, graphed students (quality: paired with the default's eager ones)
-  pipeline_alone 0 lego 12 graphs --cuda_graphs; pipeline_alone 0 bonsai 12 graphs --cuda_graphs
-  pipeline_alone 0 lego 12 default
-  base bonsai 0
-  variant bonsai graphs 0 --cuda_graphs  # (the 1.0 tail was measured on these seeds in the ninth session)
-  stamp done; touch $DONE; exit 0
+if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; the tenth session's, as run, is this
+  # file at 2c36b0a): the default pipelines' stage times (--cuda_graphs auto: the student's step graphed) for lego and
+  # bonsai, each alone; then the full-schedule bonsai pipeline of FULL_SEED with that default, and a student started
+  # from G_std's Gaussians on its teachers (a one-seed screen of the full-schedule gap: G_std is converged there)
+  pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
+  full 0; full_variant 0 std_init --student_init std
+  collect; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the
   # eager stage times beside PLAN=one's graphed ones), then lego's default pipelines of SEEDS and graphed students on
