@@ -190,7 +190,8 @@ def distill_run(tmp_path_factory):
     out = str(root / "out")
     argv = ["-s", scene, "-m", out, "--eval", "--num_models", "4", "--views_per_step", "1", "--quiet",
             "--steps_scale", "0.01", "--densification_interval", "2000", "--opacity_reset_interval", "100000",
-            "--firstPrune", "--test_iterations", "30000"]
+            "--firstPrune", "--test_iterations", "30000", "--densify_grad_threshold", "0.001"]
+    # (the higher threshold keeps the teachers at ~3k Gaussians instead of ~25k: 2.5x faster on the CPU)
     summary = train.main(argv)
     return scene, out, argv, summary
 
