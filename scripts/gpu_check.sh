@@ -23,6 +23,6 @@ fi
 echo "== tests"
 $PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda_rasterizer.py tests/test_gsplat_backend.py tests/test_simple_knn.py tests/test_optim.py \
   tests/test_fused_loss.py tests/test_step_syncs.py tests/test_raster_fuzz.py tests/test_raster_invariance.py \
-  tests/test_capacity_mode.py tests/test_graph_step.py \
+  tests/test_capacity_mode.py tests/test_graph_step.py tests/test_pair_budget.py \
   tests/test_distill.py::test_reinitialise_keeps_positions_and_dc_only \
   tests/test_distill.py::test_on_the_gpu_the_teachers_wait_there_and_each_stage_reports_its_own_peak "$@"
