@@ -10,7 +10,7 @@ from arguments import OptimizationParams, PipelineParams
 from distill.roles import DropoutRole, PerturbRole, StudentRole
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
-from training.graph_step import graph_flag_conflict, graph_ineligible, graphs_wanted
+from training.graph_step import GraphCaptureError, graph_flag_conflict, graph_ineligible, graphs_wanted
 from training.loop import Role
 
 
@@ -58,6 +58,59 @@ def test_a_bare_flag_switches_on_and_a_saved_switch_reads_as_its_choice(tmp_path
         with open(tmp_path / "cfg_args.json", "w") as f:
             json.dump({"cuda_graphs": saved} if saved is not None else {"backend": "auto"}, f)
         assert parser.build({}, saved_flags(str(tmp_path), [PipelineParams]))[0].cuda_graphs == read
+
+
+class _FailingCapture:
+    """A GraphedStep whose every capture fails, as on a setup that cannot capture the step."""
+
+    def __init__(self, *args):
+        pass
+
+    def applies(self, camera):
+        return True
+
+    def step(self, camera, want_stats, target=None):
+        raise GraphCaptureError("RuntimeError: operation not permitted when stream is capturing")
+
+    def summary(self):
+        return dict(captures=0, capture_seconds=0.0, replays=0, overflows=0, pair_capacity=None)
+
+
+def _graphs_fail(monkeypatch):
+    import training.loop  # noqa: PLC0415
+    monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, role, device: True)
+    monkeypatch.setattr(training.loop, "graph_ineligible", lambda *a: None)
+    monkeypatch.setattr(training.loop, "GraphedStep", _FailingCapture)
+    monkeypatch.setattr(train, "renders_with_cuda_extension", lambda *a: True)  # (lets "on" past train.py here)
+
+
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory):
+    return make_synthetic_scene(str(tmp_path_factory.mktemp("s")), num_views=4, width=16, height=12, num_points=40,
+                                seed=0)
+
+
+def test_a_failed_capture_under_auto_trains_on_eagerly_and_says_so(small_scene, tmp_path, monkeypatch, capsys):
+    _graphs_fail(monkeypatch)
+    out = tmp_path / "o"
+    s = train.main(["-s", small_scene, "-m", str(out), "--iterations", "30", "--views_per_step", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    assert printed.count("--cuda_graphs auto: capturing the training step failed at iteration 1 (RuntimeError: "
+                         "operation not permitted when stream is capturing); eager steps from here") == 1, printed
+    assert s["cuda_graphs"]["failed_at"] == 1 and "stream is capturing" in s["cuda_graphs"]["error"]
+    assert s["psnr"] is not None and os.path.isfile(out / "point_cloud" / "iteration_30" / "point_cloud.ply")
+
+
+def test_a_failed_capture_under_on_stops_with_one_line(small_scene, tmp_path, monkeypatch, capsys):
+    _graphs_fail(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, ["-s", small_scene, "-m", str(tmp_path / "o"), "--iterations", "30", "--views_per_step",
+                             "1", "--quiet", "--cuda_graphs"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --cuda_graphs on: capturing model's training step as a CUDA graph failed at "
+                          "iteration 1 (RuntimeError: ") and err.count("\n") == 1, err
+    assert "pass --cuda_graphs off" in err, err
 
 
 def test_flags_that_rule_the_graph_out_for_every_model():
@@ -134,3 +187,31 @@ def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
         assert abs(graphed[name]["psnr"] - eager[name]["psnr"]) < 1.0, name
     assert [e[0] for e in graphed["G_perb"]["events"]] == [e[0] for e in eager["G_perb"]["events"]] == [100, 200, 300]
     assert "cuda_graphs" not in graphed["G_drop"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_capture_that_cuda_refuses_falls_back_to_eager_steps(tmp_path, monkeypatch, capsys):
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415
+    if not cuda_extension():
+        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    import training.loop  # noqa: PLC0415
+    from training.graph_step import GraphedStep  # noqa: PLC0415
+    real = GraphedStep._forward_backward
+
+    def reads_back(self, view, want_stats):  # a host read inside the capture: CUDA refuses it
+        out, loss = real(self, view, want_stats)
+        if torch.cuda.is_current_stream_capturing():
+            loss.item()
+        return out, loss
+
+    monkeypatch.setattr(GraphedStep, "_forward_backward", reads_back)
+    monkeypatch.setattr(training.loop.Role, "graph_by_default", True)  # (auto graphs this vanilla model too)
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
+    flags = ["-s", scene, "--iterations", "300", "--densify_from_iter", "100", "--densify_until_iter", "250",
+             "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda",
+             "--views_per_step", "1"]
+    eager = train.main(flags + ["-m", str(tmp_path / "eager"), "--cuda_graphs", "off"])
+    fallen = train.main(flags + ["-m", str(tmp_path / "auto")])
+    assert fallen["cuda_graphs"]["failed_at"] == 1 and fallen["cuda_graphs"]["captures"] == 0, fallen["cuda_graphs"]
+    assert "eager steps from here" in capsys.readouterr().out
+    assert abs(fallen["psnr"] - eager["psnr"]) < 1.0 and fallen["history"][-1]["psnr"] > fallen["history"][0]["psnr"]

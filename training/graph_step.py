@@ -19,6 +19,10 @@ strategy's per-view statistics (its blur split's area_max) run eagerly after the
 render output the graph left. Only G_drop stays eager (its dropout draws the opacities the step renders with), and
 steps with depth supervision; the graph needs one view a step, no random background, training views of one size
 and field of view, no data-parallel ranks and no --profile.
+
+--cuda_graphs auto (the default) graphs only the roles with Role.graph_by_default (the student); a capture that
+fails raises GraphCaptureError with the model's gradients cleared, and the loop (training/loop.py) then trains that
+model eagerly (auto) or stops with one line (on).
 """
 import time
 
@@ -28,6 +32,11 @@ import gaussian_renderer
 from gaussian_renderer import render
 from training.pair_budget import PairBudget
 from utils.loss_utils import photometric_loss
+
+
+class GraphCaptureError(RuntimeError):
+    """Capturing a step's graph failed (a CUDA or PyTorch setup that cannot capture it, or no memory for it). The
+    model's gradients are cleared and the graph dropped, so the step can run eagerly instead."""
 
 
 class StaticView:
@@ -121,6 +130,18 @@ class GraphedStep:
 
     def _capture(self, camera, want_stats, target, weight):
         t0 = time.perf_counter()
+        try:
+            self._record(camera, want_stats, target, weight)
+        except Exception as e:  # noqa: BLE001 (whatever stopped the capture, the step can still run eagerly)
+            self.graph = self.view = self.out = self.loss = self.grads = self.key = None
+            for p in self.model.params.values():
+                p.grad = None  # (the warm-up's or the capture's partial gradients)
+            raise GraphCaptureError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        self.key = self._key(camera, want_stats, weight)
+        self.captures += 1
+        self.capture_seconds += time.perf_counter() - t0
+
+    def _record(self, camera, want_stats, target, weight):
         self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
         params = list(self.model.params.values())
         for p in params:
@@ -138,9 +159,6 @@ class GraphedStep:
             self.out, self.loss = self._forward_backward(self.view, want_stats)
             self.pairs.record()
         self.grads = [p.grad for p in params]
-        self.key = self._key(camera, want_stats, weight)
-        self.captures += 1
-        self.capture_seconds += time.perf_counter() - t0
 
     def step(self, camera, want_stats, target=None):
         """Replay (capturing first when the model, view setup or second target's weight changed): (render

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
-from training.graph_step import GraphedStep, graph_flag_conflict, graph_ineligible, graphs_wanted
+from training.graph_step import GraphCaptureError, GraphedStep, graph_flag_conflict, graph_ineligible, graphs_wanted
 from training.optim import load_optimizer_state
 from training.pair_budget import PairBudget, capacity_mode_applies
 from utils.errors import NonFiniteError, UserError
@@ -309,6 +309,7 @@ class _Run:
         self.sync, self.lead = None, True  # data-parallel: the StepSync; whether this rank writes files
         self.io_seconds = 0.0  # evaluation and saving, left out of ms/step
         self.graphed = None  # --cuda_graphs: the GraphedStep of an eligible model
+        self.graph_failure = None  # --cuda_graphs auto: what the GraphedStep had done when a capture failed
         self.pairs = None  # --capacity_mode: the PairBudget of the eager renders
 
     def initial_stats(self, n, device):
@@ -339,6 +340,19 @@ def _start(run, start_checkpoint):
     return it + 1
 
 
+def _drop_graph(run, it, error):
+    """A capture failed: under --cuda_graphs on, stop with one line; under auto, say so once and train eagerly."""
+    name = run.label or "model"
+    if run.pipe.cuda_graphs == "on":
+        raise UserError(f"--cuda_graphs on: capturing {name}'s training step as a CUDA graph failed at iteration "
+                        f"{it} ({error}): pass --cuda_graphs off (or auto, which falls back to eager steps)")
+    if run.lead:
+        tqdm.write(f"[{name}] --cuda_graphs auto: capturing the training step failed at iteration {it} ({error}); "
+                   f"eager steps from here")
+    run.graph_failure = dict(run.graphed.summary(), failed_at=it, error=str(error))
+    run.graphed = None
+
+
 def _render_views(run, it, want_stats):
     """Render, score and back-propagate the step's views; returns (last render output, its camera, summed loss,
     Gaussians seen by any view: sparse_adam updates only these). With --cuda_graphs, a step that qualifies
@@ -355,10 +369,14 @@ def _render_views(run, it, want_stats):
             random.shuffle(run.stack)
         cam = run.stack.pop()
         if run.graphed is not None and run.graphed.applies(cam):  # (the graph's models take one view a step)
-            out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev))
-            if want_stats:
-                run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
-            break
+            try:
+                out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev))
+            except GraphCaptureError as e:
+                _drop_graph(run, it, e)  # (then this view renders eagerly below)
+            else:
+                if want_stats:
+                    run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
+                break
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
@@ -456,8 +474,8 @@ def _finish(run, t_enter, t0):
                    ms_per_step=round(1000 * (wall - run.io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=run.history)
-    if run.graphed is not None:
-        summary["cuda_graphs"] = run.graphed.summary()
+    if run.graphed is not None or run.graph_failure is not None:
+        summary["cuda_graphs"] = run.graphed.summary() if run.graphed is not None else run.graph_failure
     if run.pairs is not None:
         summary["capacity_mode"] = run.pairs.summary()
     phases = run.timer.summary()
