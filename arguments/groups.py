@@ -236,9 +236,11 @@ class DistillParams(FlagGroup):
         0.4, "after its schedule the student trains this fraction of the schedule's iterations more: a fine-tuning "
              "tail without densification, prune or structure loss, at the position learning rate the schedule ended "
              "with, all at the pruned student's cost (0: no tail, the reference)", check=_non_negative, absent=0.0)
-    teacher_combine: Literal["mean", "median"] = flag(
+    teacher_combine: Literal["mean", "median", "agreement"] = flag(
         "mean", "how the student's target combines the teachers' renders of a view, per pixel and channel: mean (the "
-                "reference) or median (the middle of the three: what only one teacher shows does not reach it)")
+                "reference), median (the middle of the three: what only one teacher shows does not reach it) or "
+                "agreement (their mean where they agree, the view's photo where they disagree: blended per pixel by "
+                "exp(-(spread / 0.05)^2), spread = the teachers' standard deviation; novel views take the mean)")
     lambda_distill: float = flag(0.4, "weight of the distillation term against the teachers' combined render",
                                  check=_non_negative)
     distill_start: Optional[int] = flag(

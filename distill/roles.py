@@ -386,14 +386,27 @@ def reinitialise(model, keep, rows=None):
     model.replace(keep, {k: v.detach() for k, v in fresh.params.items()}, rows)
 
 
-def combine_renders(imgs, how="mean"):
+AGREEMENT_SPREAD = 0.05  # --teacher_combine agreement: the teachers' per-pixel spread (std of colours in [0, 1], about
+# 13 of 255) at which the photo weighs 1 - 1/e against their mean; where they agree to a few levels, the mean holds
+
+
+def combine_renders(imgs, how="mean", photo=None):
     """The student's target from the teachers' renders of one view ([T, 3, H, W]), per pixel and channel: their
-    mean (the reference), or their median (with three teachers the middle one: what only one teacher shows, a
-    floater or a blur of its own, does not reach the target)."""
+    mean (the reference), their median (with three teachers the middle one: what only one teacher shows, a
+    floater or a blur of its own, does not reach the target), or agreement: their mean where they agree and the
+    view's photo (float [3, H, W], None for a novel view: then the mean) where they disagree, blended per pixel by
+    w = exp(-(spread / AGREEMENT_SPREAD)^2), spread = the largest over the channels of the teachers' standard
+    deviation."""
     if how == "mean":
         return imgs.mean(dim=0)
     if how == "median":
         return imgs.median(dim=0).values
+    if how == "agreement":
+        mean = imgs.mean(dim=0)
+        if photo is None:
+            return mean
+        spread = imgs.std(dim=0, unbiased=False).amax(dim=0, keepdim=True)
+        return photo + torch.exp(-(spread / AGREEMENT_SPREAD) ** 2) * (mean - photo)
     raise ValueError(f"unknown teacher combination {how}")
 
 
@@ -403,5 +416,6 @@ def teacher_renders(teachers, cameras, pipe, bg, store_device="cpu", combine="me
     out = {}
     for cam in cameras:
         imgs = torch.stack([render(cam, t, pipe, bg)["render"] for t in teachers])
-        out[cam.uid] = to_staging(combine_renders(imgs, combine).clamp(0, 1).half(), store_device)
+        photo = cam.original_image(imgs.device) if combine == "agreement" and cam.image is not None else None
+        out[cam.uid] = to_staging(combine_renders(imgs, combine, photo).clamp(0, 1).half(), store_device)
     return out

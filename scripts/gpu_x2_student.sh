@@ -10,6 +10,8 @@
 #   one  a one-GPU machine (kind nvidia-h200, ~20 min): the defaults' stage times (the student's step graphed since
 #        the tenth session), lego and bonsai alone; the full-schedule bonsai pipeline of FULL_SEED with that default
 #        and a --student_init std student on its teachers (below);
+#   agree a one-GPU machine (~15 min): --teacher_combine agreement against the mean, students on the teachers of
+#        bonsai's and lego's default pipelines of SEEDS (paired);
 #   graphcheck  one GPU (~9 min, SKIP_TESTS=1): the tenth session's last call (bonsai's eager pipeline alone, lego's
 #        graphed students against eager ones over SEEDS);
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~18 min): the early student under torchrun with --distill_start
@@ -22,8 +24,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|graphcheck|x2|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, graphcheck, x2, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|graphcheck|x2|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, graphcheck, x2, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -234,6 +236,12 @@ if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; 
   pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
   full 0; full_variant 0 std_init --student_init std
   collect; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests): the teachers' agreement as the student's
+  # target against their mean (issue 13's candidate), students on the teachers of both scenes' pipelines of SEEDS
+  base bonsai 0; variant bonsai agreement 0 --teacher_combine agreement
+  base lego 0 -w; variant lego agreement 0 --teacher_combine agreement
+  stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the
   # eager stage times beside PLAN=one's graphed ones), then lego's default pipelines of SEEDS and graphed students on

@@ -1,6 +1,7 @@
 """--student_init std: the student starts from G_std's most important Gaussians and is fine-tuned without growth;
 the student's own schedule (--student_steps_scale)."""
 import json
+import math
 import os
 import shutil
 
@@ -13,7 +14,8 @@ import render
 import train
 from arguments import DistillParams, PipelineParams, final_iteration, scale_steps
 from distill.pipeline import stage_schedule
-from distill.roles import (StudentConfig, StudentStrategy, combine_renders, cut_count, fine_tune_schedule,
+from distill.roles import (AGREEMENT_SPREAD, StudentConfig, StudentStrategy, combine_renders, cut_count,
+                           fine_tune_schedule,
                            novel_view_start, prune_cut_iterations, StudentRole, prune_fraction, prunes_unseen,
                            schedule_end, student_from_std, unseen_prune_iterations)
 from gaussian_renderer import render as render_view
@@ -345,7 +347,21 @@ def test_combine_renders_mean_and_median():
         combine_renders(imgs, "max")
 
 
-def test_start_3_learns_the_median_teacher_render(std_run, monkeypatch):
+def test_combine_renders_by_agreement_takes_the_photo_where_the_teachers_disagree():
+    imgs = torch.full((3, 3, 2, 2), 0.5)
+    imgs[:, :, 0, 0] = torch.tensor([0.1, 0.5, 0.9])[:, None]  # a pixel the teachers disagree on (spread 0.33)
+    imgs[:, 1, 1, 1] = torch.tensor([0.48, 0.5, 0.52])  # one they nearly agree on in one channel (spread 0.016)
+    photo = torch.full((3, 2, 2), 0.3)
+    t = combine_renders(imgs, "agreement", photo)
+    assert torch.allclose(t[:, 0, 0], photo[:, 0, 0], atol=1e-6)  # the photo where they disagree
+    assert torch.allclose(t[:, 0, 1], torch.full((3,), 0.5))  # their mean where they agree
+    w = math.exp(-(float(imgs[:, 1, 1, 1].std(unbiased=False)) / AGREEMENT_SPREAD) ** 2)  # (0.90)
+    assert torch.allclose(t[:, 1, 1], 0.3 + w * (0.5 - 0.3) * torch.ones(3), atol=1e-6)  # all channels alike
+    assert torch.equal(combine_renders(imgs, "agreement"), imgs.mean(dim=0))  # a novel view: no photo
+
+
+@pytest.mark.parametrize("how", ["median", "agreement"])
+def test_start_3_learns_the_combined_teacher_render(std_run, monkeypatch, how):
     scene, out, _, _ = std_run
     seen = {"how": set()}
     real_init, real_combine = distill.pipeline.StudentRole.__init__, distill.roles.combine_renders
@@ -354,18 +370,23 @@ def test_start_3_learns_the_median_teacher_render(std_run, monkeypatch):
         seen.update(targets=teacher_targets, bg=bg, pipe=pipe)
         real_init(self, dp, opt, pipe, bg, teacher_targets, *a, **kw)
     monkeypatch.setattr(distill.pipeline.StudentRole, "__init__", init)
-    monkeypatch.setattr(distill.roles, "combine_renders", lambda imgs, how: seen["how"].add(how) or
-                        real_combine(imgs, how))
+    monkeypatch.setattr(distill.roles, "combine_renders", lambda imgs, how, photo=None: seen["how"].add(how) or
+                        real_combine(imgs, how, photo))
     train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "0",
-                                           "--teacher_combine", "median"])
-    assert seen["how"] == {"median"}
+                                           "--teacher_combine", how])
+    assert seen["how"] == {how}
     teachers = [distill.pipeline.load_trained(out, i, "cpu", 3, 150)[0] for i in range(3)]
     for t in teachers:
         t.active_sh_degree = t.max_sh_degree
     cams = {c.uid: c for c in Scene(train.read_flags(["-s", scene, "-m", out, "--eval"])[0]).getTrainCameras()}
     for uid in sorted(seen["targets"])[:2]:
         imgs = torch.stack([render_view(cams[uid], t, seen["pipe"], seen["bg"])["render"] for t in teachers])
-        assert torch.allclose(seen["targets"][uid].float(), imgs.median(dim=0).values.clamp(0, 1), atol=2e-3)
+        if how == "median":
+            want = imgs.median(dim=0).values
+        else:  # (the photo where the teachers disagree: the formula is test_combine_renders_by_agreement_...'s)
+            want = real_combine(imgs, how, cams[uid].original_image("cpu"))
+            assert (want - imgs.mean(dim=0)).abs().max() > 2 * 2e-3  # (apart from the mean by more than the atol)
+        assert torch.allclose(seen["targets"][uid].float(), want.clamp(0, 1), atol=2e-3)
 
 
 # by default from the second prune (16000 x 0.005: iterations 80-150); 12000 x 0.005: iterations 60-150
