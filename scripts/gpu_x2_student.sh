@@ -20,12 +20,13 @@
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
+#   kernels  Nsight Compute on the forward and backward render kernels, lego and bonsai (~5 min with the tests);
 #   peer  gsplat's 7,500 steps and our four-model pipeline, each alone (issue12() below);
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|graphcheck|x2|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, graphcheck, x2, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|kernels|graphcheck|x2|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, kernels, graphcheck, x2, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -193,6 +194,22 @@ step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode.txt | head -18; done; } >> $R/summary.txt 2>&1
 }
 
+ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kernels of one vanilla training run (the
+  # forward and backward of iterations ~1,900-1,901, --set full, clocks left alone): the report stays on the machine
+  # (its size), its details page comes back with the logs, the headline figures go to the summary (issue 12: the
+  # backward is the step's largest kernel)
+  local gpu=$1 scene=$2; shift 2
+  local extra=""; [ $scene = lego ] && extra=-w
+  CUDA_VISIBLE_DEVICES=$gpu ncu --clock-control none --set full --kernel-name regex:'render_(fwd|bwd)_kernel' \
+    --launch-skip 3800 --launch-count 4 -f -o /tmp/ncu_rep_$scene python3 train.py -s data/$scene -m /tmp/ncu_$scene \
+    --eval --quiet --views_per_step 1 --data_device cuda --iterations 2000 --test_iterations 2000 $extra "$@" \
+    > $R/logs/ncu_${scene}_run.txt 2>&1
+  ncu --import /tmp/ncu_rep_$scene.ncu-rep --page details > $R/logs/ncu_${scene}_details.txt 2>&1
+  { stamp "ncu, $scene, render kernels of iterations ~1,900 (alone on GPU $gpu; details in logs/ncu_${scene}_details.txt)"
+    grep -E "render_(fwd|bwd)_kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L1/TEX Hit Rate|^ +Warp Cycles Per Issued Instruction" \
+      $R/logs/ncu_${scene}_details.txt | head -40; tail -3 $R/logs/ncu_${scene}_run.txt; } >> $R/summary.txt 2>&1
+}
+
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
 # (the tests changed since their last GPU run, by the student's graph, are reported apart)
 NEW_TESTS="tests/test_graph_step.py tests/test_step_syncs.py tests/test_pair_budget.py"
@@ -236,6 +253,9 @@ if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; 
   pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
   full 0; full_variant 0 std_init --student_init std
   collect; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = kernels ]; then  # one GPU: where the render kernels' time goes (issue 12's backward)
+  ncu_kernels 0 lego; ncu_kernels 0 bonsai; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests): the teachers' agreement as the student's
   # target against their mean (issue 13's candidate), students on the teachers of both scenes' pipelines of SEEDS
