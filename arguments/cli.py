@@ -39,6 +39,8 @@ def _help(spec):
         text = f"{spec.meta['help']} (default: {shown}"
         if spec.optional and spec.has_legacy_none():
             text += f"; {spec.legacy_none}: {spec.meta['none']}"
+        if spec.meta.get("legacy_bool") is not None:
+            text += f"; given bare: {spec.meta['legacy_bool'][1]}"
         text += ")"
     return text.replace("%", "%%")
 

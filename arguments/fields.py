@@ -54,6 +54,12 @@ def flag(default, help, *, short=None, steps=False, check=None, none=None, legac
     return dataclasses.field(default=default, metadata=meta)
 
 
+def auto_switch(help):
+    """A dataclass field for an auto|on|off flag that earlier versions had as a switch (off when absent): a saved
+    true/false reads as on/off, a run from before it as off, and given bare it is on."""
+    return flag("auto", help, absent="off", legacy_bool=("off", "on"))
+
+
 @dataclass(frozen=True)
 class FlagSpec:
     """What the CLI builder, the config reader and the checks know of one field."""

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from arguments.fields import Check, at_least, between, flag, positive
+from arguments.fields import Check, at_least, auto_switch, between, flag, positive
 from utils.errors import UserError
 
 MAX_WIDTH = 1600  # px: without -r, images wider than this are downscaled to it (scene.dataset_readers)
@@ -76,20 +76,18 @@ class PipelineParams(FlagGroup):
                                 "densification, ...) and report the mean ms per step of each")
     tensorboard: bool = flag(False, "log the loss, Gaussian count and test PSNR to TensorBoard event files in the "
                                     "model folder (needs the tensorboard package)")
-    cuda_graphs: Literal["auto", "on", "off"] = flag(
-        "auto", "replay each training step's view (render, image loss, backward) as one CUDA graph while the model "
-                "keeps its tensors (CUDA rasterizer, one view a step; the student's extra terms eager after the "
-                "replay; G_drop always eager). on: every model; auto: the student only (its graphed stage took "
-                "0.63x its eager one on lego and 0.81x on bonsai on an H200, the teachers' gained nothing), where "
-                "our CUDA rasterizer renders and no flag rules the graph out; off: none. A bare --cuda_graphs is on",
-        absent="off", legacy_bool=("off", "on"))
-    capacity_mode: Literal["auto", "on", "off"] = flag(
-        "auto", "eager training renders in the CUDA rasterizer's capacity mode: the forward reads no pair count "
-                "back to the host, so the host's launches overlap the GPU's work (pair buffers at 2x the most pairs "
-                "seen; a view that needs more renders without its deepest pairs and the buffers grow; measured "
-                "0.91-0.98x the step's time on an H200, no overflow in 7,000-step runs). auto: on with our CUDA "
-                "rasterizer on a GPU, off otherwise. A bare --capacity_mode is on",
-        absent="off", legacy_bool=("off", "on"))
+    cuda_graphs: Literal["auto", "on", "off"] = auto_switch(
+        "replay each training step's view (render, image loss, backward) as one CUDA graph while the model "
+        "keeps its tensors (CUDA rasterizer, one view a step; the student's extra terms eager after the "
+        "replay; G_drop always eager). on: every model; auto: the student only (its graphed stage took "
+        "0.63x its eager one on lego and 0.81x on bonsai on an H200, the teachers' gained nothing), where "
+        "our CUDA rasterizer renders and no flag rules the graph out; off: none")
+    capacity_mode: Literal["auto", "on", "off"] = auto_switch(
+        "eager training renders in the CUDA rasterizer's capacity mode: the forward reads no pair count "
+        "back to the host, so the host's launches overlap the GPU's work (pair buffers at 2x the most pairs "
+        "seen; a view that needs more renders without its deepest pairs and the buffers grow; measured "
+        "0.91-0.98x the step's time on an H200, no overflow in 7,000-step runs). auto: on with our CUDA "
+        "rasterizer on a GPU, off otherwise")
 
 
 @dataclass
@@ -213,19 +211,17 @@ class DistillParams(FlagGroup):
         0.4, "student: no clone/split growth once it has this multiple of G_std's Gaussian count; replaces "
              "--num_max", check=Check(lambda v: v >= 0, ">= 0 (0 = off: --num_max applies)"), legacy_none=0,
         none="off: --num_max applies, as the reference", absent=None)
-    student_prune_unseen: Literal["auto", "on", "off"] = flag(
-        "auto", "student (sfm start): at the teachers' opacity-reset iterations of its growth phase, remove its "
-                "Gaussians of importance 0 (never the strongest contributor of a training pixel: what the second "
-                "prune removes anyway), so that points a random start hid inside or behind the object do not hold "
-                "the growth cap; one importance pass over the training views each time. auto: on when the scene "
-                "has no SfM points (a random start, as NeRF-synthetic scenes), off when it has them",
-        absent="off", legacy_bool=("off", "on"))
-    student_opacity_reset: Literal["auto", "on", "off"] = flag(
-        "auto", "student (sfm start): reset its opacities as the teachers do (to at most 0.01 every "
-                "--opacity_reset_interval of its densification window, and at --densify_from_iter with a white "
-                "background), which the method leaves out. auto: on when the scene has no SfM points (a random "
-                "start, as NeRF-synthetic scenes, which 3DGS sheds that way), off when it has them",
-        absent="off", legacy_bool=("off", "on"))
+    student_prune_unseen: Literal["auto", "on", "off"] = auto_switch(
+        "student (sfm start): at the teachers' opacity-reset iterations of its growth phase, remove its "
+        "Gaussians of importance 0 (never the strongest contributor of a training pixel: what the second "
+        "prune removes anyway), so that points a random start hid inside or behind the object do not hold "
+        "the growth cap; one importance pass over the training views each time. auto: on when the scene "
+        "has no SfM points (a random start, as NeRF-synthetic scenes), off when it has them")
+    student_opacity_reset: Literal["auto", "on", "off"] = auto_switch(
+        "student (sfm start): reset its opacities as the teachers do (to at most 0.01 every "
+        "--opacity_reset_interval of its densification window, and at --densify_from_iter with a white "
+        "background), which the method leaves out. auto: on when the scene has no SfM points (a random "
+        "start, as NeRF-synthetic scenes, which 3DGS sheds that way), off when it has them")
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
     student_steps_scale: float = flag(

@@ -136,7 +136,7 @@ class GraphedStep:
             self.graph = self.view = self.out = self.loss = self.grads = self.key = None
             for p in self.model.params.values():
                 p.grad = None  # (the warm-up's or the capture's partial gradients)
-            raise GraphCaptureError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            raise GraphCaptureError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
         self.key = self._key(camera, want_stats, weight)
         self.captures += 1
         self.capture_seconds += time.perf_counter() - t0

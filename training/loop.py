@@ -474,8 +474,9 @@ def _finish(run, t_enter, t0):
                    ms_per_step=round(1000 * (wall - run.io_seconds) / steps, 2),
                    peak_memory_gib=round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 3) if dev.type == "cuda"
                    else None, history=run.history)
-    if run.graphed is not None or run.graph_failure is not None:
-        summary["cuda_graphs"] = run.graphed.summary() if run.graphed is not None else run.graph_failure
+    graphs = run.graphed.summary() if run.graphed is not None else run.graph_failure
+    if graphs is not None:
+        summary["cuda_graphs"] = graphs
     if run.pairs is not None:
         summary["capacity_mode"] = run.pairs.summary()
     phases = run.timer.summary()
