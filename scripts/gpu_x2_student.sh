@@ -14,9 +14,9 @@
 #        bonsai's and lego's default pipelines of SEEDS (paired);
 #   graphcheck  one GPU (~9 min, SKIP_TESTS=1): the tenth session's last call (bonsai's eager pipeline alone, lego's
 #        graphed students against eager ones over SEEDS);
-#   x2   a two-GPU machine (kind nvidia-h200-x2, ~18 min): the early student under torchrun with --distill_start
-#        16000 against one process (issue 17), the graphed pipelines' stage times, bonsai's graphed and 1.0-tail
-#        students on both GPUs;
+#   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
+#        both GPUs, with --distill_start 16000 (the early student) and without (issue 17), then the early student's
+#        quality under torchrun over SEEDS;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
@@ -270,15 +270,35 @@ if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bo
   base lego 0 -w; variant lego graphs 0 --cuda_graphs
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~18 min): bonsai's pipeline (seed 0) with --distill_start 16000 in one
-  # process on GPU 0, then under torchrun on both GPUs (the early student: issue 17's 2.5x), each alone; the graphed
-  # pipelines' stage times, lego alone on GPU 0 and bonsai alone on GPU 1; then bonsai's default pipelines of SEEDS
-  # and graphed and 1.0-tail students on their teachers (quality, both GPUs)
-  sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000
-  grep -h '"wait_seconds"\|"joined_at_iteration"\|"total_seconds"' /tmp/tr_ds16/distill.json >> $R/summary.txt
-  pipeline_alone 0 lego 12 graphs --cuda_graphs & pipeline_alone 1 bonsai 12 graphs --cuda_graphs & wait
-  base bonsai "0 1"
-  variant bonsai graphs "0 1" --cuda_graphs & variant bonsai tail1 "0 1" --student_tail 1.0 & wait
+if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~15 min with the build and GATING=0; the eleventh session's): issue 17's
+  # 2-GPU pipeline, bonsai seed 0, each run alone on the machine: one process on GPU 0 with --distill_start 16000
+  # (the G_std stage the target counts in), torchrun on both GPUs with it (the early student) and with the default
+  # start; then the early student's quality under torchrun: seeds SEEDS, two pipelines side by side
+  sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000; torchrun2 tr_default
+  for m in seq_ds16 tr_ds16 tr_default; do M=/tmp/$m python3 - <<'PY' >> $R/summary.txt 2>&1
+import json, os
+d = json.load(open(os.environ["M"] + "/distill.json"))
+print(os.path.basename(os.environ["M"]), "total_seconds", d.get("total_seconds"))
+for k, r in d["models"].items():
+    print(f"  {k:<8} stage {r.get('stage_seconds')} s  init {r.get('init_seconds')} s  PSNR {r.get('psnr')}  "
+          f"Gaussians {r.get('gaussians')}  wait {r.get('wait_seconds')}  joined at {r.get('joined_at_iteration')}")
+PY
+  done
+  set -- $SEEDS
+  while [ $# -gt 0 ]; do  # two seeds at a time, each pipeline on both GPUs (PSNR valid, seconds not)
+    for seed in $1 ${2:-}; do
+      mkdir -p $S/bonsai_tr16/seed_$seed
+      python3 -m torch.distributed.run --standalone --nproc_per_node 2 -- train.py -s data/bonsai \
+        -m $S/bonsai_tr16/seed_$seed --num_models 4 --seed $seed $RECIPE --distill_start 16000 \
+        > $R/logs/tr16_$seed.txt 2>&1 &
+    done
+    wait; shift; [ $# -gt 0 ] && shift
+  done
+  # the finished runs as a study (--resume keeps them and runs nothing): student - G_std over the seeds
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_tr16 --seeds $SEEDS --resume --label bonsai_tr16 \
+    -- $RECIPE --distill_start 16000 > $R/logs/bonsai_tr16.txt 2>&1
+  { stamp "bonsai pipelines under torchrun (2 GPUs, --distill_start 16000), seeds $SEEDS, two side by side"
+    tail -14 $R/logs/bonsai_tr16.txt; } >> $R/summary.txt; collect
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, ~20 min): bonsai's pipeline (seed 0)
