@@ -17,6 +17,7 @@
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
 #        both GPUs, with --distill_start 16000 (the early student) and without (issue 17), then the early student's
 #        quality under torchrun over SEEDS;
+#   x2late  two GPUs (~9 min): the same with --distill_start 20000;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
@@ -25,8 +26,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|kernels|graphcheck|x2|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, kernels, graphcheck, x2, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|kernels|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, kernels, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -212,7 +213,7 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
 # (the tests changed since their last GPU run, by the student's graph, are reported apart)
-NEW_TESTS="tests/test_graph_step.py tests/test_step_syncs.py tests/test_pair_budget.py"
+NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_pair_budget.py}
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
   # GATING=0: only the changed tests (the gating suite passed earlier the same day on the same CUDA sources)
   if [ "${GATING:-1}" = 0 ]; then echo " 0 passed (gating suite skipped: GATING=0)" > $R/logs/gpu_tests.txt
@@ -270,12 +271,25 @@ if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bo
   base lego 0 -w; variant lego graphs 0 --cuda_graphs
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~15 min with the build and GATING=0; the eleventh session's): issue 17's
-  # 2-GPU pipeline, bonsai seed 0, each run alone on the machine: one process on GPU 0 with --distill_start 16000
-  # (the G_std stage the target counts in), torchrun on both GPUs with it (the early student) and with the default
-  # start; then the early student's quality under torchrun: seeds SEEDS, two pipelines side by side
-  sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000; torchrun2 tr_default
-  for m in seq_ds16 tr_ds16 tr_default; do M=/tmp/$m python3 - <<'PY' >> $R/summary.txt 2>&1
+torchrun_study() {  # name [train.py flags]: bonsai's pipelines of SEEDS under torchrun on both GPUs, two side by
+  # side (PSNR valid, seconds not), then gathered as a seed study (--resume keeps the finished runs, runs nothing)
+  local name=$1 seeds=($SEEDS) k seed; shift
+  for ((k = 0; k < ${#seeds[@]}; k += 2)); do
+    for seed in ${seeds[@]:k:2}; do
+      mkdir -p $S/bonsai_$name/seed_$seed
+      python3 -m torch.distributed.run --standalone --nproc_per_node 2 -- train.py -s data/bonsai \
+        -m $S/bonsai_$name/seed_$seed --num_models 4 --seed $seed $RECIPE "$@" > $R/logs/${name}_$seed.txt 2>&1 &
+    done
+    wait
+  done
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_$name --seeds $SEEDS --resume --label bonsai_$name \
+    -- $RECIPE "$@" > $R/logs/bonsai_$name.txt 2>&1
+  { stamp "bonsai pipelines under torchrun (2 GPUs, $*), seeds $SEEDS, two side by side"
+    tail -14 $R/logs/bonsai_$name.txt; } >> $R/summary.txt; collect
+}
+
+stages() {  # name ...: each /tmp/<name>/distill.json's total and per-model stage, wait and join iteration
+  for m in "$@"; do M=/tmp/$m python3 - <<'PY' >> $R/summary.txt 2>&1
 import json, os
 d = json.load(open(os.environ["M"] + "/distill.json"))
 print(os.path.basename(os.environ["M"]), "total_seconds", d.get("total_seconds"))
@@ -284,21 +298,20 @@ for k, r in d["models"].items():
           f"Gaussians {r.get('gaussians')}  wait {r.get('wait_seconds')}  joined at {r.get('joined_at_iteration')}")
 PY
   done
-  set -- $SEEDS
-  while [ $# -gt 0 ]; do  # two seeds at a time, each pipeline on both GPUs (PSNR valid, seconds not)
-    for seed in $1 ${2:-}; do
-      mkdir -p $S/bonsai_tr16/seed_$seed
-      python3 -m torch.distributed.run --standalone --nproc_per_node 2 -- train.py -s data/bonsai \
-        -m $S/bonsai_tr16/seed_$seed --num_models 4 --seed $seed $RECIPE --distill_start 16000 \
-        > $R/logs/tr16_$seed.txt 2>&1 &
-    done
-    wait; shift; [ $# -gt 0 ] && shift
-  done
-  # the finished runs as a study (--resume keeps them and runs nothing): student - G_std over the seeds
-  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_tr16 --seeds $SEEDS --resume --label bonsai_tr16 \
-    -- $RECIPE --distill_start 16000 > $R/logs/bonsai_tr16.txt 2>&1
-  { stamp "bonsai pipelines under torchrun (2 GPUs, --distill_start 16000), seeds $SEEDS, two side by side"
-    tail -14 $R/logs/bonsai_tr16.txt; } >> $R/summary.txt; collect
+}
+
+if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~15 min with the build and GATING=0; the eleventh session's first): issue
+  # 17's 2-GPU pipeline, bonsai seed 0, each run alone on the machine: one process on GPU 0 with --distill_start 16000
+  # (the G_std stage the target counts in), torchrun on both GPUs with it (the early student) and with the default
+  # start; then the early student's quality under torchrun: seeds SEEDS, two pipelines side by side
+  sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000; torchrun2 tr_default
+  stages seq_ds16 tr_ds16 tr_default; torchrun_study tr16 --distill_start 16000
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = x2late ]; then  # two GPUs (~9 min; the eleventh session's second): torchrun with --distill_start
+  # 20000 (the reference's second prune) alone, then its students' quality over SEEDS (x2's ds16 was 2.59x G_std's
+  # stage: the other rank's two teachers end at ~2.0x, and the student's steps after its join add the rest)
+  torchrun2 tr_ds20 --distill_start 20000; stages tr_ds20; torchrun_study tr20 --distill_start 20000
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, ~20 min): bonsai's pipeline (seed 0)

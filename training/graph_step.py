@@ -99,6 +99,14 @@ def graph_ineligible(role, sync, cameras=()):
     return None
 
 
+def _release_generator(device):
+    """A capture that failed before its end leaves the device's default generator in capture mode on some PyTorch
+    versions (2.11: the next random draw outside a graph, e.g. densification's split, then raises "Offset increment
+    outside graph capture"): give it a copy of its state (same seed and offset) that is not capturing."""
+    gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    gen.graphsafe_set_state(gen.clone_state())
+
+
 class GraphedStep:
     def __init__(self, model, opt, pipe, bg, view_weight):
         self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
@@ -134,6 +142,7 @@ class GraphedStep:
             self._record(camera, want_stats, target, weight)
         except Exception as e:  # noqa: BLE001 (whatever stopped the capture, the step can still run eagerly)
             self.graph = self.view = self.out = self.loss = self.grads = self.key = None
+            _release_generator(self.dev)
             for p in self.model.params.values():
                 p.grad = None  # (the warm-up's or the capture's partial gradients)
             raise GraphCaptureError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
