@@ -12,6 +12,7 @@
 #        and a --student_init std student on its teachers (below);
 #   agree a one-GPU machine (~15 min): --teacher_combine agreement against the mean, students on the teachers of
 #        bonsai's and lego's default pipelines of SEEDS (paired);
+#   late1 a one-GPU machine (~8 min): --distill_start 20000 against the default, students on bonsai's teachers;
 #   graphcheck  one GPU (~9 min, SKIP_TESTS=1): the tenth session's last call (bonsai's eager pipeline alone, lego's
 #        graphed students against eager ones over SEEDS);
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
@@ -26,8 +27,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|kernels|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, kernels, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -262,6 +263,11 @@ if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests): the teache
   # target against their mean (issue 13's candidate), students on the teachers of both scenes' pipelines of SEEDS
   base bonsai 0; variant bonsai agreement 0 --teacher_combine agreement
   base lego 0 -w; variant lego agreement 0 --teacher_combine agreement
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on
+  # the teachers of bonsai's default pipelines of SEEDS (paired; the 2-GPU plan x2late times it under torchrun)
+  base bonsai 0; variant bonsai ds20 0 --distill_start 20000
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the

@@ -209,7 +209,7 @@ def test_a_capture_that_cuda_refuses_falls_back_to_eager_steps(tmp_path, monkeyp
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "300", "--densify_from_iter", "100", "--densify_until_iter", "250",
              "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda",
-             "--views_per_step", "1"]
+             "--views_per_step", "1", "--test_iterations", "1", "300"]
     eager = train.main(flags + ["-m", str(tmp_path / "eager"), "--cuda_graphs", "off"])
     fallen = train.main(flags + ["-m", str(tmp_path / "auto")])
     assert fallen["cuda_graphs"]["failed_at"] == 1 and fallen["cuda_graphs"]["captures"] == 0, fallen["cuda_graphs"]
