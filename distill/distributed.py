@@ -85,7 +85,10 @@ def init_distributed(timeout_minutes):
         torch.cuda.set_device(local)  # "cuda" means cuda:LOCAL_RANK from here on
         backend = "nccl"
     timeout = datetime.timedelta(minutes=timeout_minutes)
-    dist.init_process_group(backend, timeout=timeout)
+    # NCCL bound to this rank's GPU (without device_id it guesses the GPU from the rank and warns that a guess
+    # can hang where ranks and GPUs do not line up; gloo on the CPU takes none)
+    device = {"device_id": torch.device("cuda", local)} if backend == "nccl" else {}
+    dist.init_process_group(backend, timeout=timeout, **device)
     return DistContext(rank, world, backend, timeout)
 
 
