@@ -23,12 +23,13 @@
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
 #   kernels  Nsight Compute on the forward and backward render kernels, lego and bonsai (~5 min with the tests);
+#   chunks  the render backward in depth chunks (DGR_BWD_CHUNKS) against one chunk, lego and bonsai (~15 min);
 #   peer  gsplat's 7,500 steps and our four-model pipeline, each alone (issue12() below);
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -153,15 +154,18 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 
 graph_ab() {  # gpu [scene:flag ...]: step modes against each other, each run alone on the machine (issue 12), by
   # default lego vanilla 7,000 steps with the default step (eager, capacity mode) and --cuda_graphs twice each,
-  # alternating, then bonsai on the gsplat peer's 7,000-step schedule once each
-  local gpu=$1 k=0 scene flags; shift
+  # alternating, then bonsai on the gsplat peer's 7,000-step schedule once each; a NAME=value word among the flags
+  # goes to the run's environment (e.g. DGR_BWD_CHUNKS=auto)
+  local gpu=$1 k=0 scene flags w; shift
   local runs=("$@"); [ ${#runs[@]} = 0 ] && runs=("lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" \
     "bonsai:" "bonsai:--cuda_graphs")
   for run in "${runs[@]}"; do
     k=$((k + 1)); scene=${run%%:*}; flags=${run#*:}
     local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra="${PEER_FLAGS[*]}"
-    CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 --data_device cuda \
-      --quiet --test_iterations 7000 --save_iterations 7000 $extra $flags > $R/logs/ab_$k.txt 2>&1
+    local envs=() args=()
+    for w in $flags; do if [[ $w =~ ^[A-Z_]+= ]]; then envs+=("$w"); else args+=("$w"); fi; done
+    env "${envs[@]}" CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m /tmp/ab_$k --eval --views_per_step 1 \
+      --data_device cuda --quiet --test_iterations 7000 --save_iterations 7000 $extra "${args[@]}" > $R/logs/ab_$k.txt 2>&1
     local rc=$? mode=${flags:-default}
     echo "ab_$k $scene ${mode// /_} rc $rc" >> $R/logs/ab_runs.txt
   done
@@ -258,6 +262,19 @@ if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; 
 fi
 if [ "${PLAN:-}" = kernels ]; then  # one GPU: where the render kernels' time goes (issue 12's backward)
   ncu_kernels 0 lego; ncu_kernels 0 bonsai; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = chunks ]; then  # one GPU (~15 min with the tests): the render backward in depth chunks
+  # (DGR_BWD_CHUNKS, issue 12: lego's backward idles on its few, unequal tiles), each run alone: lego vanilla 7,000
+  # steps with one chunk, auto, 2 and 4, alternating, bonsai on the peer's schedule with one and auto; the
+  # rasterizer benchmark with one and auto; lego's kernels under Nsight Compute with auto
+  graph_ab 0 "lego:DGR_BWD_CHUNKS=1" "lego:DGR_BWD_CHUNKS=auto" "lego:DGR_BWD_CHUNKS=2" "lego:DGR_BWD_CHUNKS=4" \
+    "lego:DGR_BWD_CHUNKS=1" "lego:DGR_BWD_CHUNKS=auto" "bonsai:DGR_BWD_CHUNKS=1" "bonsai:DGR_BWD_CHUNKS=auto"
+  for c in 1 auto; do
+    { stamp "rasterizer benchmark, DGR_BWD_CHUNKS=$c (alone on GPU 0)"
+      DGR_BWD_CHUNKS=$c CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai 2>&1 | tail -8
+    } >> $R/summary.txt
+  done
+  DGR_BWD_CHUNKS=auto ncu_kernels 0 lego; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests): the teachers' agreement as the student's
   # target against their mean (issue 13's candidate), students on the teachers of both scenes' pipelines of SEEDS

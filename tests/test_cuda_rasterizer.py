@@ -286,6 +286,32 @@ def test_strided_upstream_gradients():
         assert rel_err(res[1][k], res[0][k]) < GRAD_RTOL, k
 
 
+@pytest.mark.parametrize("chunks", ["2", "3", "8", "auto"])
+def test_backward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chunks):
+    """DGR_BWD_CHUNKS (the render backward's depth chunks, under measurement): each chunk rebuilds the transmittance
+    and colour behind it. Pixels that blend all of a 600-deep list (chunk bounds inside every pixel's list), pixels
+    that stop at T = 1e-4 within the first chunk, and a larger random scene."""
+    monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
+    s = _settings(W=48, H=40, sh_degree=1)
+    g = random_gaussians(600, seed=30, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)
+    g["opacities"] = torch.rand(600, 1, generator=torch.Generator().manual_seed(30)).to(DEV) * 0.02 + 0.005
+    _compare(s, g, seed=30)
+    g["opacities"] = torch.full((600, 1), 0.3, device=DEV)  # T reaches 1e-4 after ~26 of them
+    _compare(s, g, seed=31)
+    s = _settings(W=256, H=192, sh_degree=3, antialiasing=True)
+    g = random_gaussians(5000, seed=16, sh_degree=3, spread=1.5, scale=(-4.0, -2.0), device=DEV)
+    _compare(s, g, seed=16)
+
+
+def test_a_bad_chunk_count_is_refused(monkeypatch):
+    dgr = _cuda_module()
+    s = _settings(W=32, H=32)
+    g = random_gaussians(50, seed=3, device=DEV)
+    monkeypatch.setenv("DGR_BWD_CHUNKS", "0")
+    with pytest.raises(RuntimeError, match="DGR_BWD_CHUNKS must be auto or a number of chunks from 1 to 64"):
+        render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
+
+
 def test_large_tile_grid_uses_32bit_keys():
     # 257 x 257 = 66049 tiles: more than a 16-bit tile key holds
     s = _settings(W=4100, H=4100, fov_deg=40.0)

@@ -4,7 +4,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cub/cub.cuh>
+#include <string>
 #include <tuple>
 
 #include "api.h"
@@ -157,6 +160,30 @@ torch::Tensor heavy_first(int num_tiles, int tiles_x, int W, int H, const torch:
   cub::DeviceRadixSort::SortPairsDescending(temp.data_ptr(), temp_bytes, work, work_sorted, ids, order, num_tiles, 0,
                                             end_bit, stream);
   return out[1];
+}
+
+// Depth chunks per tile of the render backward (render.cu), from DGR_BWD_CHUNKS while they are being measured
+// (docs/BENCHMARKS.md, eleventh session): unset or 1, one chunk (the measured kernel); N, N chunks; auto, enough
+// for about four waves of warps on this GPU where the tiles alone give fewer (at most 8).
+int bwd_chunks(int num_tiles) {
+  const char* env = std::getenv("DGR_BWD_CHUNKS");
+  if (env == nullptr || *env == 0) return 1;
+  if (std::string(env) == "auto") {
+    // (once per process: no runtime query inside a CUDA graph's capture, which follows a warm-up step)
+    static const int64_t resident = [] {
+      int device = 0, sms = 0;
+      C10_CUDA_CHECK(cudaGetDevice(&device));
+      C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+      return (int64_t)render_bwd_resident_warps() * sms;
+    }();
+    const int64_t warps = (int64_t)num_tiles * (BLOCK / 32);
+    return (int)std::clamp<int64_t>(4 * resident / std::max<int64_t>(warps, 1), 1, 8);
+  }
+  char* rest = nullptr;
+  const long n = std::strtol(env, &rest, 10);
+  TORCH_CHECK(*rest == 0 && n >= 1 && n <= 64,
+              "DGR_BWD_CHUNKS must be auto or a number of chunks from 1 to 64, not '", env, "'");
+  return (int)n;
 }
 
 }  // namespace
@@ -380,7 +407,8 @@ std::vector<torch::Tensor> rasterize_backward(
                       final_T.data_ptr<float>(), n_contrib.data_ptr<int>(), dL_dcolor.data_ptr<float>(),
                       (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
                       dL_dinvdepth.data_ptr<float>(), (int)dL_dinvdepth.stride(1), (int)dL_dinvdepth.stride(2),
-                      grad.data_ptr<float>(), tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, stream);
+                      grad.data_ptr<float>(), bwd_chunks(num_tiles),
+                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, stream);
     check_launch(debug, "render backward");
   }
   const bool sh_fast = M == 16 && shs.numel() > 0 &&

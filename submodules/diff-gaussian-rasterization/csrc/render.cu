@@ -1,4 +1,6 @@
 // Tile compositing: forward (colour, inverse depth, optional per-Gaussian stats) and backward.
+#include <algorithm>
+
 #include "common.cuh"
 #include "kernels.h"
 
@@ -142,20 +144,29 @@ __device__ __forceinline__ void warp_sum10_atomic(float v[16], int lane, float* 
 // a time with no block barrier (a warp whose pixels blend few Gaussians neither waits for the others nor
 // holds them up), and small blocks free their resources as soon as their warps are done.
 constexpr int BWD_WARPS = 2;
-constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile
+constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile and chunk
+
+// `chunks` > 1 splits each tile's list into that many depth chunks, each walked by its own blocks: a scene of few
+// tiles with long, unequal lists (lego: 625 tiles, its SMs idle a third to half of the kernel, docs/BENCHMARKS.md)
+// gets that many times the warps. A chunk starts from the state behind it, which its warps first rebuild by
+// walking the entries behind the chunk front to back (alpha only: no gradients, no atomics): the transmittance
+// product P of those entries and their colour; the transmittance after the chunk is then final_T / P.
 
 __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
     const float* __restrict__ bg, const float* __restrict__ final_T, const int* __restrict__ n_contrib,
     const float* __restrict__ dL_dcolor, int cs0, int cs1, int cs2, const float* __restrict__ dL_dinvdepth, int ds1,
-    int ds2, float* __restrict__ grad, const int* __restrict__ tile_order) {
+    int ds2, float* __restrict__ grad, int chunks, const int* __restrict__ tile_order) {
   __shared__ int s_id[BWD_WARPS * 32];
   __shared__ float2 s_xy[BWD_WARPS * 32];
   __shared__ float4 s_co[BWD_WARPS * 32];
   __shared__ float4 s_cd[BWD_WARPS * 32];
 
-  const int tile = tile_order ? tile_order[blockIdx.x / BWD_SPLIT] : blockIdx.x / BWD_SPLIT;
+  const int per_tile = BWD_SPLIT * chunks;  // (a tile's blocks chunk by chunk: the front chunks, which walk the
+  const int slot = blockIdx.x / per_tile;    //  longest way behind them, start first)
+  const int tile = tile_order ? tile_order[slot] : slot;
+  const int chunk = (blockIdx.x % per_tile) / BWD_SPLIT;
   const int t = threadIdx.x;
   const int lane = t & 31;
   int lx, ly;
@@ -234,9 +245,43 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
     s_cd[slot] = rgbd[g];
   };
 
+  // this block's chunk: entries [lo, hi) of the tile's list (32-aligned bounds)
+  const int len = range.y - range.x;
+  const int step = ((len + chunks - 1) / chunks + 31) & ~31;
+  const int lo = min(len, chunk * step), hi = min(len, lo + step);
+  if (lo >= warp_last) return;  // (warp-uniform) none of this warp's pixels blends an entry of the chunk
+
   const int base = t & ~31;  // this warp's staging slots
-  for (int end = warp_last; end > 0; end -= 32) {
-    const int start = max(0, end - 32);
+  if (hi < warp_last) {  // entries behind the chunk, front to back: their transmittance product and colour
+    float P = 1.f, b0 = 0.f, b1 = 0.f, b2 = 0.f, bD = 0.f;
+    for (int start = hi; start < warp_last; start += 32) {
+      const int end = min(warp_last, start + 32);
+      __syncwarp();
+      if (start + lane < end) stage(base + lane, start + lane);
+      __syncwarp();
+      for (int j = start; j < end && j < last; j++) {
+        const int k = base + j - start;
+        const AlphaEval e = eval_alpha(s_xy[k], s_co[k], fpx, fpy);
+        if (!e.ok) continue;
+        const float w = e.alpha * P;
+        const float4 cd = s_cd[k];
+        b0 += cd.x * w;
+        b1 += cd.y * w;
+        b2 += cd.z * w;
+        bD += cd.w * w;
+        P *= 1.f - e.alpha;
+      }
+    }
+    if (hi < last) {  // this pixel blends entries behind the chunk: start from the state at its back
+      T = T / P;
+      acc0 = b0 + P * acc0;
+      acc1 = b1 + P * acc1;
+      acc2 = b2 + P * acc2;
+      accD = bD + P * accD;
+    }
+  }
+  for (int end = min(hi, warp_last); end > lo; end -= 32) {
+    const int start = max(lo, end - 32);
     __syncwarp();
     if (start + lane < end) stage(base + lane, start + lane);
     __syncwarp();
@@ -247,12 +292,22 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
-                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, const int* tile_order,
+                       const float* dL_dinvdepth, int ds1, int ds2, float* grad, int chunks, const int* tile_order,
                        cudaStream_t stream) {
   if (num_tiles == 0) return;
-  render_bwd_kernel<<<num_tiles * BWD_SPLIT, BWD_WARPS * 32, 0, stream>>>(
+  chunks = std::max(1, chunks);
+  render_bwd_kernel<<<num_tiles * BWD_SPLIT * chunks, BWD_WARPS * 32, 0, stream>>>(
       tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, final_T, n_contrib, dL_dcolor, cs0, cs1, cs2,
-      dL_dinvdepth, ds1, ds2, grad, tile_order);
+      dL_dinvdepth, ds1, ds2, grad, chunks, tile_order);
+}
+
+int render_bwd_resident_warps() {  // per SM, at this kernel's registers and shared memory (0: unknown)
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, render_bwd_kernel, BWD_WARPS * 32, 0) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return blocks * BWD_WARPS;
 }
 
 // One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the
