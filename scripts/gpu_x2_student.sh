@@ -295,18 +295,10 @@ if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bo
   stamp done; touch $DONE; exit 0
 fi
 torchrun_study() {  # name [train.py flags]: bonsai's pipelines of SEEDS under torchrun on both GPUs, two side by
-  # side (PSNR valid, seconds not), then gathered as a seed study (--resume keeps the finished runs, runs nothing)
-  local name=$1 seeds=($SEEDS) k seed; shift
-  for ((k = 0; k < ${#seeds[@]}; k += 2)); do
-    for seed in ${seeds[@]:k:2}; do
-      mkdir -p $S/bonsai_$name/seed_$seed
-      python3 -m torch.distributed.run --standalone --nproc_per_node 2 -- train.py -s data/bonsai \
-        -m $S/bonsai_$name/seed_$seed --num_models 4 --seed $seed $RECIPE "$@" > $R/logs/${name}_$seed.txt 2>&1 &
-    done
-    wait
-  done
-  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_$name --seeds $SEEDS --resume --label bonsai_$name \
-    -- $RECIPE "$@" > $R/logs/bonsai_$name.txt 2>&1
+  # side (PSNR valid, seconds not)
+  local name=$1; shift
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_$name --seeds $SEEDS --parallel 2 --nproc_per_node 2 \
+    --gpus 0,1 0,1 --label bonsai_$name -- $RECIPE "$@" > $R/logs/bonsai_$name.txt 2>&1
   { stamp "bonsai pipelines under torchrun (2 GPUs, $*), seeds $SEEDS, two side by side"
     tail -14 $R/logs/bonsai_$name.txt; } >> $R/summary.txt; collect
 }

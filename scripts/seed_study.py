@@ -176,8 +176,8 @@ def prepare_students_only(teachers, folder):
 
 
 def child_threads(parallel, environ, cpus):
-    """OMP_NUM_THREADS for each of ``parallel`` runs at once: the ``cpus`` shared between them, unless the user set
-    it (``environ``) or one run has the machine (None: torch's default). Measured on 2 cores: two tiny pipelines
+    """OMP_NUM_THREADS for each of ``parallel`` processes at once: the ``cpus`` shared between them, unless the user
+    set it (``environ``) or one process has the machine (None: torch's default). Measured on 2 cores: two tiny pipelines
     side by side with torch's default threads each took 5x as long as with one thread each (a stage up to 35x)."""
     if parallel <= 1 or "OMP_NUM_THREADS" in environ:
         return None
@@ -286,6 +286,8 @@ def build_parser():
                "      -- --eval --steps_scale 0.25 --views_per_step 1 --num_max_ratio 0.6 --student_max_ratio 0.15\n"
                "  %(prog)s -s data/bonsai -o output/study_b --students_only output/study_a/seed_0 \\\n"
                "      --num_seeds 4 --parallel 4 -- --eval --steps_scale 0.25 --views_per_step 1 ...\n"
+               "  %(prog)s -s data/bonsai -o output/study_tr --seeds 0 1 2 3 --parallel 2 --nproc_per_node 2 \\\n"
+               "      --gpus 0,1 2,3 -- --eval --steps_scale 0.25 --views_per_step 1 --distill_start 16000\n"
                "  %(prog)s --compare output/study_a output/study_b",
         usage="%(prog)s -s SCENE -o OUT [--seeds S ... | --num_seeds N] [options] [-- TRAIN.PY FLAGS]\n"
               "       %(prog)s --compare A B\n"
@@ -307,7 +309,11 @@ def build_parser():
                                                             "fit on one large GPU); each gets its share of the "
                                                             "CPU cores as OMP_NUM_THREADS unless that is set")
     p.add_argument("--gpus", nargs="+", help="CUDA device ids to spread the parallel runs over, round-robin "
-                                             "(CUDA_VISIBLE_DEVICES of each run; default: leave it as is)")
+                                             "(CUDA_VISIBLE_DEVICES of each run; default: leave it as is); with "
+                                             "--nproc_per_node N each entry is one run's N devices, e.g. 0,1 2,3")
+    p.add_argument("--nproc_per_node", type=int, default=1, metavar="N",
+                   help="run each seed under torchrun (torch.distributed.run --standalone) with N ranks on this "
+                        "machine, as train.py documents for several GPUs (default 1: one plain process)")
     p.add_argument("--resume", action="store_true",
                    help="keep seeds whose seed_<s>/distill.json already has all four models; run the others")
     p.add_argument("--pool", nargs="+", metavar="STUDY",
@@ -395,6 +401,12 @@ def check_study(args, train_flags):
     seeds = seed_list(args)
     if args.parallel < 1:
         raise UserError(f"--parallel {args.parallel} must be at least 1")
+    if args.nproc_per_node < 1:
+        raise UserError(f"--nproc_per_node {args.nproc_per_node} must be at least 1")
+    for entry in args.gpus or ():
+        if args.nproc_per_node > 1 and len(entry.split(",")) != args.nproc_per_node:
+            raise UserError(f"--gpus {entry}: with --nproc_per_node {args.nproc_per_node} each entry names one "
+                            f"run's {args.nproc_per_node} devices, comma-separated (e.g. --gpus 0,1 2,3)")
     teachers = os.path.abspath(args.students_only) if args.students_only else None
     if teachers:
         for seed in seeds:
@@ -423,9 +435,12 @@ def main(argv=None):
     label = args.label or os.path.basename(out.rstrip(os.sep))
     scene = os.path.abspath(args.source_path)
 
+    launcher = [sys.executable] if args.nproc_per_node == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
+        "--"]  # (-- : train.py's --start is not torchrun's)
+
     def command(seed):
-        cmd = [sys.executable, TRAIN, "-s", scene, "-m", seed_dir(out, seed), "--num_models", "4",
-               "--seed", str(seed)]
+        cmd = launcher + [TRAIN, "-s", scene, "-m", seed_dir(out, seed), "--num_models", "4", "--seed", str(seed)]
         return cmd + (["--start", "3"] if teachers else []) + list(train_flags)
 
     records = {}
@@ -440,7 +455,8 @@ def main(argv=None):
     for k in range(args.parallel):
         slots.put(k)
     lock = threading.Lock()
-    threads = child_threads(args.parallel, os.environ, os.cpu_count() or 1)
+    # (each rank of a torchrun run is a process of its own: the cores are shared between them all)
+    threads = child_threads(args.parallel * args.nproc_per_node, os.environ, os.cpu_count() or 1)
 
     def job(seed):
         with lock:
@@ -470,7 +486,8 @@ def main(argv=None):
                  teachers=teachers, seeds=seeds, train_flags=list(train_flags),
                  study_command=[sys.executable, os.path.abspath(__file__)] + list(
                      sys.argv[1:] if argv is None else argv),
-                 parallel=args.parallel, wall_seconds=round(time.time() - t0, 2), runs=runs,
+                 parallel=args.parallel, nproc_per_node=args.nproc_per_node,
+                 wall_seconds=round(time.time() - t0, 2), runs=runs,
                  failed=[r["seed"] for r in runs if r["status"] != "ok"], stats=statistics(runs))
     with open(os.path.join(out, STUDY_NAME), "w") as f:
         json.dump(study, f, indent=2)

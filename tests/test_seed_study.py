@@ -241,7 +241,41 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert "--seed" in _err_of(["-s", str(scene), "-o", out, "--", "--seed", "3"], capsys)
     assert "--no_such_flag" in _err_of(["-s", str(scene), "-o", out, "--", "--no_such_flag"], capsys)
     assert "seed_study.json" in _err_of(["--compare", str(tmp_path), str(tmp_path)], capsys)
+    assert "--nproc_per_node 0 must be at least 1" in _err_of(["-s", str(scene), "-o", out, "--nproc_per_node", "0"],
+                                                             capsys)
+    err = _err_of(["-s", str(scene), "-o", out, "--nproc_per_node", "2", "--gpus", "0,1", "2"], capsys)
+    assert "--gpus 2: with --nproc_per_node 2 each entry names one run's 2 devices" in err
     assert not os.path.exists(out)  # nothing was started
+
+
+FAKE_RANKS = '''
+import json, os, sys
+a = sys.argv
+out = a[a.index("-m") + 1]
+if os.environ["RANK"] == "0":  # (torchrun's rank 0 writes, as train.py's)
+    os.makedirs(out, exist_ok=True)
+    m = dict(psnr=20.0, ssim=0.8, lpips=None, gaussians=1000)
+    s = dict(m, psnr=20.5, gaussians=120, world=os.environ["WORLD_SIZE"], threads=os.environ.get("OMP_NUM_THREADS"),
+             gpus=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    json.dump(dict(models=dict(G_perb=m, G_drop=m, G_std=m, student=s)), open(os.path.join(out, "distill.json"), "w"))
+'''
+
+
+def test_seeds_under_torchrun(tmp_path, monkeypatch, capsys):
+    """--nproc_per_node 2: each seed's run is torchrun's, with its --gpus entry and the cores shared by its ranks."""
+    _fake_trainer(tmp_path, monkeypatch, FAKE_RANKS)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(seed_study.os, "cpu_count", lambda: 8)
+    rc = seed_study.main(["-s", str(tmp_path / "scene"), "-o", str(tmp_path / "o"), "--seeds", "3", "4",
+                          "--parallel", "2", "--nproc_per_node", "2", "--gpus", "0,1", "2,3"])
+    assert rc == 0, capsys.readouterr()
+    s = json.load(open(tmp_path / "o" / "seed_study.json"))
+    assert s["nproc_per_node"] == 2 and s["stats"]["psnr"]["mean"] == pytest.approx(0.5)
+    for r in s["runs"]:
+        assert r["command"][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        student = r["distill"]["models"]["student"]
+        assert student["world"] == "2" and student["threads"] == "2" and student["gpus"] == r["gpu"]
+    assert sorted(r["gpu"] for r in s["runs"]) == ["0,1", "2,3"]
 
 
 def test_num_max_ratio_caps_the_students_growth_at_a_multiple_of_G_std(study, tmp_path, monkeypatch):
