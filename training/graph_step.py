@@ -165,8 +165,12 @@ class GraphedStep:
             p.grad = None
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.out, self.loss = self._forward_backward(self.view, want_stats)
+            out, self.loss = self._forward_backward(self.view, want_stats)
             self.pairs.record()
+        # the static outputs without the capture's autograd graph: kept alive, its AccumulateGrad nodes (made on the
+        # capture's stream) would take the eager backward of the student's own terms (novel view, structure loss)
+        # on the default stream, which PyTorch warns of and syncs the two streams for (the H200 runs' one warning)
+        self.out = {k: v.detach() if torch.is_tensor(v) and v.grad_fn is not None else v for k, v in out.items()}
         self.grads = [p.grad for p in params]
 
     def step(self, camera, want_stats, target=None):
