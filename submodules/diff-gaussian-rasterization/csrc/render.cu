@@ -14,6 +14,14 @@ __device__ __forceinline__ void thread_pixel(int t, int& lx, int& ly) {
   ly = ((warp >> 1) << 2) | (lane >> 3);
 }
 
+// One front-to-back blending term: colour and inverse depth += w x the Gaussian's (rgbd).
+__device__ __forceinline__ void add_weighted(float& c0, float& c1, float& c2, float& d, float4 cd, float w) {
+  c0 += cd.x * w;
+  c1 += cd.y * w;
+  c2 += cd.z * w;
+  d += cd.w * w;
+}
+
 // STATS: STATS_NONE, STATS_AREA_MAX (only area_max: one atomic per pixel, what training densification
 // reads) or STATS_ALL (also accum_weights and area_proj: two atomics per pixel-Gaussian contribution).
 // The block stages 256 of the tile's Gaussians at a time and stops when all its pixels are done (staging per
@@ -68,11 +76,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
       return;
     }
     const float w = e.alpha * T;
-    const float4 cd = s_cd[k];
-    C0 += cd.x * w;
-    C1 += cd.y * w;
-    C2 += cd.z * w;
-    D += cd.w * w;
+    add_weighted(C0, C1, C2, D, s_cd[k], w);
     T = test_T;
     last = contributor;
     if (STATS == STATS_ALL) {
@@ -263,12 +267,7 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
         const int k = base + j - start;
         const AlphaEval e = eval_alpha(s_xy[k], s_co[k], fpx, fpy);
         if (!e.ok) continue;
-        const float w = e.alpha * P;
-        const float4 cd = s_cd[k];
-        b0 += cd.x * w;
-        b1 += cd.y * w;
-        b2 += cd.z * w;
-        bD += cd.w * w;
+        add_weighted(b0, b1, b2, bD, s_cd[k], e.alpha * P);
         P *= 1.f - e.alpha;
       }
     }
