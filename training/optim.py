@@ -1,7 +1,9 @@
 """Optimizers for Gaussian parameters: Adam over all Gaussians, or over the Gaussians seen this step.
 
 On CUDA, ``GaussianAdam`` updates every parameter group in one kernel launch (the per-step fixed cost of
-torch's fused Adam is one launch and a step-count update per group); on the CPU the default is torch's Adam.
+torch's fused Adam is one launch and a step-count update per group); on the CPU it runs its PyTorch specification
+(``adam_rows_torch``, torch's Adam to float rounding: tests/test_optim.py), and only a GPU without our extension
+gets torch's fused Adam.
 
 ``--optimizer_type sparse_adam`` (graphdeco's name) updates only the rows (Gaussians) that were visible
 in at least one view of the step; the others keep their value and Adam moments, so unseen Gaussians
@@ -9,7 +11,8 @@ are not dragged by stale momentum and the step costs less. It keeps the state la
 (exp_avg, exp_avg_sq, step), so densification edits and checkpoints treat both alike.
 
 ``GaussianAdam`` is not a ``torch.optim.Optimizer``: the first of those a process makes imports torch._dynamo
-(1.4 s on a 2-core CPU machine); with the CUDA extension no torch optimizer is made, so a GPU run never pays it.
+(a tiny four-model run on a 2-core CPU machine took 6-7 s instead of 9-11 s without it), so no run with the default
+optimizer pays it.
 It has that class's ``param_groups`` and ``state`` and writes and reads its ``state_dict`` format, so
 checkpoints of either optimizer load into the other.
 """
@@ -20,8 +23,6 @@ import torch
 
 from gaussian_renderer import cuda_extension
 
-if not torch.cuda.is_available():  # torch's Adam will be made (the CPU path): its torch._dynamo import goes
-    import torch._dynamo  # noqa: F401  # into start-up, like `import torch`, not the first model's training time
 
 OPTIMIZER_TYPES = ("default", "sparse_adam")
 
@@ -129,14 +130,15 @@ def load_optimizer_state(optimizer, state_dict):
 
 
 def make_optimizer(groups, optimizer_type, device):
-    """Adam: on CUDA with our extension GaussianAdam (every group in one launch), else torch's Adam (the
-    CPU path, unchanged); or SparseGaussianAdam for --optimizer_type sparse_adam."""
+    """Adam: GaussianAdam (on CUDA every group in one launch of our extension, on the CPU its PyTorch
+    specification), torch's fused Adam on a GPU without the extension; or SparseGaussianAdam for
+    --optimizer_type sparse_adam."""
     if optimizer_type == "sparse_adam":
         return SparseGaussianAdam(groups, lr=0.0, eps=1e-15)
     if optimizer_type != "default":
         raise ValueError(f"unknown optimizer type {optimizer_type}")
     on_cuda = torch.device(device).type == "cuda"
     ext = cuda_extension() if on_cuda else None
-    if ext and hasattr(ext._C, "adam_multi_"):
+    if not on_cuda or (ext and hasattr(ext._C, "adam_multi_")):
         return GaussianAdam(groups, lr=0.0, eps=1e-15)
-    return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=on_cuda)
+    return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=True)
