@@ -234,6 +234,21 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the sam
     touch $DONE; exit 1
   fi
 fi
+stages() {  # name ...: each /tmp/<name>/distill.json's total and, per model, the stage's figures it recorded (the
+  # stage and its start, PSNR, Gaussians, ms/step, the step modes, a torchrun student's wait and join)
+  for m in "$@"; do M=/tmp/$m python3 - <<'PY' >> $R/summary.txt 2>&1
+import json, os
+d = json.load(open(os.environ["M"] + "/distill.json"))
+print(os.path.basename(os.environ["M"]), "total_seconds", d.get("total_seconds"))
+keys = (("stage_seconds", "stage"), ("init_seconds", "init"), ("psnr", "PSNR"), ("gaussians", "Gaussians"),
+        ("ms_per_step", "ms/step"), ("capacity_mode", "capacity"), ("cuda_graphs", "graphs"),
+        ("wait_seconds", "wait"), ("joined_at_iteration", "joined at"))
+for k, r in d["models"].items():
+    print(f"  {k:<8} " + "  ".join(f"{label} {r[key]}" for key, label in keys if r.get(key) is not None))
+PY
+  done
+}
+
 pipeline_alone() {  # gpu scene seed tag [train.py flags]: the scene's default pipeline alone on that GPU, its stages
   local gpu=$1 scene=$2 seed=$3 tag=$4; shift 4
   local extra=""; [ $scene = lego ] && extra=-w
@@ -241,15 +256,8 @@ pipeline_alone() {  # gpu scene seed tag [train.py flags]: the scene's default p
   CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m /tmp/alone_${scene}_$tag --num_models 4 --seed $seed \
     $RECIPE $extra "$@" > $R/logs/alone_${scene}_$tag.txt 2>&1
   local rc=$? t1=$(date +%s.%N)
-  { stamp "$scene pipeline alone on GPU $gpu, seed $seed, $tag ($*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
-    M=/tmp/alone_${scene}_$tag python3 - <<'PY'
-import json, os
-d = json.load(open(os.environ["M"] + "/distill.json"))
-for k, r in d["models"].items():
-    print(f"  {k:<8} stage {r.get('stage_seconds')} s  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}  "
-          f"ms/step {r.get('ms_per_step')}  capacity {r.get('capacity_mode')}  graphs {r.get('cuda_graphs')}")
-PY
-  } >> $R/summary.txt 2>&1
+  stamp "$scene pipeline alone on GPU $gpu, seed $seed, $tag ($*): wall_s $(python3 -c "print(round($t1 - $t0, 1))") rc $rc"
+  stages alone_${scene}_$tag
 }
 
 if [ "${PLAN:-}" = one ]; then  # a one-GPU machine (kind nvidia-h200, ~20 min; the tenth session's, as run, is this
@@ -301,18 +309,6 @@ torchrun_study() {  # name [train.py flags]: bonsai's pipelines of SEEDS under t
     --gpus 0,1 0,1 --label bonsai_$name -- $RECIPE "$@" > $R/logs/bonsai_$name.txt 2>&1
   { stamp "bonsai pipelines under torchrun (2 GPUs, $*), seeds $SEEDS, two side by side"
     tail -14 $R/logs/bonsai_$name.txt; } >> $R/summary.txt; collect
-}
-
-stages() {  # name ...: each /tmp/<name>/distill.json's total and per-model stage, wait and join iteration
-  for m in "$@"; do M=/tmp/$m python3 - <<'PY' >> $R/summary.txt 2>&1
-import json, os
-d = json.load(open(os.environ["M"] + "/distill.json"))
-print(os.path.basename(os.environ["M"]), "total_seconds", d.get("total_seconds"))
-for k, r in d["models"].items():
-    print(f"  {k:<8} stage {r.get('stage_seconds')} s  init {r.get('init_seconds')} s  PSNR {r.get('psnr')}  "
-          f"Gaussians {r.get('gaussians')}  wait {r.get('wait_seconds')}  joined at {r.get('joined_at_iteration')}")
-PY
-  done
 }
 
 if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~15 min with the build and GATING=0; the eleventh session's first): issue

@@ -23,7 +23,6 @@ import torch
 
 from gaussian_renderer import cuda_extension
 
-
 OPTIMIZER_TYPES = ("default", "sparse_adam")
 
 
