@@ -24,12 +24,14 @@
 #   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
 #   kernels  Nsight Compute on the forward and backward render kernels, lego and bonsai (~5 min with the tests);
 #   chunks  the render backward in depth chunks (DGR_BWD_CHUNKS) against one chunk, lego and bonsai (~15 min);
+#   chunkdefault  the depth-chunked backward as the default: lego's step with it against one chunk (~8 min with the
+#        build and the tests);
 #   peer  gsplat's 7,500 steps and our four-model pipeline, each alone (issue12() below);
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -283,6 +285,9 @@ if [ "${PLAN:-}" = chunks ]; then  # one GPU (~15 min with the tests): the rende
     } >> $R/summary.txt
   done
   DGR_BWD_CHUNKS=auto ncu_kernels 0 lego; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = chunkdefault ]; then  # one GPU: the default (auto chunks) against one chunk, lego, each alone
+  graph_ab 0 "lego:" "lego:DGR_BWD_CHUNKS=1" "lego:"; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests): the teachers' agreement as the student's
   # target against their mean (issue 13's candidate), students on the teachers of both scenes' pipelines of SEEDS

@@ -286,11 +286,11 @@ def test_strided_upstream_gradients():
         assert rel_err(res[1][k], res[0][k]) < GRAD_RTOL, k
 
 
-@pytest.mark.parametrize("chunks", ["2", "3", "8", "auto"])
+@pytest.mark.parametrize("chunks", ["1", "2", "3", "8", "auto"])
 def test_backward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chunks):
-    """DGR_BWD_CHUNKS (the render backward's depth chunks, under measurement): each chunk rebuilds the transmittance
-    and colour behind it. Pixels that blend all of a 600-deep list (chunk bounds inside every pixel's list), pixels
-    that stop at T = 1e-4 within the first chunk, and a larger random scene."""
+    """DGR_BWD_CHUNKS (the render backward's depth chunks; auto, the default, picks 1-8 by the tile count): each chunk
+    rebuilds the transmittance and colour behind it. Pixels that blend all of a 600-deep list (chunk bounds inside
+    every pixel's list), pixels that stop at T = 1e-4 within the first chunk, and a larger random scene."""
     monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
     s = _settings(W=48, H=40, sh_degree=1)
     g = random_gaussians(600, seed=30, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)

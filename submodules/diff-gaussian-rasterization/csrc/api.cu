@@ -162,13 +162,12 @@ torch::Tensor heavy_first(int num_tiles, int tiles_x, int W, int H, const torch:
   return out[1];
 }
 
-// Depth chunks per tile of the render backward (render.cu), from DGR_BWD_CHUNKS while they are being measured
-// (docs/BENCHMARKS.md, eleventh session): unset or 1, one chunk (the measured kernel); N, N chunks; auto, enough
-// for about four waves of warps on this GPU where the tiles alone give fewer (at most 8).
+// Depth chunks per tile of the render backward (render.cu): enough for about four waves of warps on this GPU where
+// the tiles alone give fewer (at most 8; lego's 800x800 gets 3, bonsai's 800x533 one: on an H200 lego's step 2.22
+// against 2.45 ms, docs/BENCHMARKS.md, twelfth session). DGR_BWD_CHUNKS=N forces N, for measurements and tests.
 int bwd_chunks(int num_tiles) {
   const char* env = std::getenv("DGR_BWD_CHUNKS");
-  if (env == nullptr || *env == 0) return 1;
-  if (std::string(env) == "auto") {
+  if (env == nullptr || *env == 0 || std::string(env) == "auto") {
     // (once per process: no runtime query inside a CUDA graph's capture, which follows a warm-up step)
     static const int64_t resident = [] {
       int device = 0, sms = 0;
