@@ -6,7 +6,7 @@ PY="${PYTHON:-python3}"
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
   "$PY" -m venv "$ROOT/.venv"
 fi
-if ! "$ROOT/.venv/bin/python" -c "import torch, torchvision, scipy, plyfile, cv2, tqdm, lpips, pycolmap, pytest, ninja, viser, matplotlib" 2>/dev/null; then
+if ! "$ROOT/.venv/bin/python" -c "import torch, torchvision, scipy, plyfile, cv2, tqdm, lpips, pycolmap, pytest, xdist, ninja, viser, matplotlib" 2>/dev/null; then
   "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip
   "$ROOT/.venv/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
 fi
