@@ -6,9 +6,11 @@ rotations/opacities, SH degree 3) and rendered from the scene's real cameras at 
     python scripts/benchmark_rasterizer.py --scene data/bonsai            # 0.1M, 1M, 3M Gaussians
     python scripts/benchmark_rasterizer.py --sizes 100000 --runs 30 --no-gsplat
 
-Times: CUDA events around forward + loss + backward, after warm-up; the median over --runs iterations
-(cycling through the views). Peak memory: torch.cuda.max_memory_allocated during those iterations, with
-the same parameter tensors alive for both renderers.
+Times: CUDA events around forward + loss + backward, after warm-up, in --rounds rounds that alternate the two
+renderers (--runs iterations each, cycling through the views), so that a drift of the GPU's speed during the
+benchmark (clocks, heat, a neighbour) reaches both alike: each renderer's median over all its iterations, and
+the ratio as the median of the rounds' ratios with their range. Peak memory: torch.cuda.max_memory_allocated
+during one renderer's iterations, with the same parameter tensors alive for both renderers.
 """
 import argparse
 import math
@@ -137,15 +139,27 @@ def profile(step, params, views, bg, label, top=12):
         print(f"    {ms:8.3f} {c:3d}  {k[:110]}")
 
 
-def bench(step, params, views, bg, warmup, runs):
+def _clear_grads(params):
     for p in params.values():
         p.grad = None
-    for i in range(warmup):
+
+
+def warm_up(step, params, views, bg, iterations):
+    """Untimed iterations, then the peak memory (MiB) of one pass over the views."""
+    for i in range(iterations):
         step(params, views[i % len(views)], bg)
-        for p in params.values():
-            p.grad = None
+        _clear_grads(params)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
+    for v in views:
+        step(params, v, bg)
+        _clear_grads(params)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2 ** 20
+
+
+def timed(step, params, views, bg, runs):
+    """Milliseconds of each of `runs` iterations (CUDA events), cycling through the views."""
     times = []
     for i in range(runs):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -154,10 +168,8 @@ def bench(step, params, views, bg, warmup, runs):
         b.record()
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
-        for p in params.values():
-            p.grad = None
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20
-    return statistics.median(times), peak
+        _clear_grads(params)
+    return times
 
 
 def main(argv=None):
@@ -167,12 +179,15 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=800, help="render width in pixels (height keeps the aspect)")
     ap.add_argument("--views", type=int, default=10, help="number of scene cameras to cycle through")
     ap.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
-    ap.add_argument("--runs", type=int, default=20, help="timed iterations (median reported)")
+    ap.add_argument("--runs", type=int, default=20, help="timed iterations of each renderer per round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds alternating the renderers (>= 1)")
     ap.add_argument("--no-gsplat", action="store_true", help="skip the gsplat comparison")
     ap.add_argument("--gsplat-render-mode", default="RGB", help="gsplat render_mode (RGB, or RGB+D for depth)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels at the largest size")
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.runs < 1 or args.warmup < 0:
+        ap.error("--rounds and --runs must be at least 1, --warmup at least 0")
     if not torch.cuda.is_available():
         sys.exit("error: the benchmark needs a CUDA device")
     dev = torch.device("cuda")
@@ -194,27 +209,37 @@ def main(argv=None):
     for n in sizes:
         params = sample_gaussians(xyz, n, args.seed, dev)
         params = {k: v.contiguous().requires_grad_(True) for k, v in params.items()}
-        ours_ms, ours_mb = bench(ours_step, params, views, bg, args.warmup, args.runs)
-        gs_ms = gs_mb = float("nan")
-        if have_gsplat:
-            gs_ms, gs_mb = bench(lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode), params, views, bg,
-                                 args.warmup, args.runs)
-        rows.append((n, ours_ms, gs_ms, ours_mb, gs_mb))
+        gs = lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode)  # noqa: E731
+        steps = {"ours": ours_step, **({"gsplat": gs} if have_gsplat else {})}
+        peaks = {k: warm_up(f, params, views, bg, args.warmup) for k, f in steps.items()}
+        times, ratios = {k: [] for k in steps}, []
+        for _ in range(args.rounds):
+            got = {k: timed(f, params, views, bg, args.runs) for k, f in steps.items()}
+            for k, t in got.items():
+                times[k] += t
+            if have_gsplat:
+                ratios.append(statistics.median(got["ours"]) / statistics.median(got["gsplat"]))
+        ours_ms, ours_mb = statistics.median(times["ours"]), peaks["ours"]
+        gs_ms = statistics.median(times["gsplat"]) if have_gsplat else float("nan")
+        gs_mb = peaks.get("gsplat", float("nan"))
+        ratio = (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (float("nan"),) * 3
+        rows.append((n, ours_ms, gs_ms, ratio, ours_mb, gs_mb))
         if args.profile and n == sizes[-1]:
             profile(ours_step, params, views, bg, "ours")
             if have_gsplat:
-                profile(lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode), params, views, bg, "gsplat")
+                profile(gs, params, views, bg, "gsplat")
         print(f"  N={n}: ours {ours_ms:.2f} ms {ours_mb:.0f} MiB; gsplat {gs_ms:.2f} ms {gs_mb:.0f} MiB", flush=True)
         del params
         torch.cuda.empty_cache()
     print()
-    print(f"{'N':>9} | {'ours ms':>8} | {'gsplat ms':>9} | {'ratio':>6} | {'ours peak MiB':>13} | {'gsplat peak MiB':>15}")
-    print("-" * 76)
-    for n, om, gm, ob, gb in rows:
-        print(f"{n:>9} | {om:>8.2f} | {gm:>9.2f} | {om / gm:>6.2f} | {ob:>13.0f} | {gb:>15.0f}")
-    print("(ratio = ours / gsplat; forward + backward, median of runs; ours also renders inverse depth and the")
+    print(f"{'N':>9} | {'ours ms':>8} | {'gsplat ms':>9} | {'ratio':>6} | {'rounds':>11} | {'ours peak MiB':>13} | "
+          f"{'gsplat peak MiB':>15}")
+    print("-" * 90)
+    for n, om, gm, (r, lo, hi), ob, gb in rows:
+        print(f"{n:>9} | {om:>8.2f} | {gm:>9.2f} | {r:>6.2f} | {lo:>5.2f}-{hi:<5.2f} | {ob:>13.0f} | {gb:>15.0f}")
+    print(f"(ratio = ours / gsplat, the median of {args.rounds} rounds' ratios, their range beside it; forward +")
+    print(f" backward, medians of {args.rounds} x {args.runs} iterations each; ours also renders inverse depth and the")
     print(" means2D gradient; gsplat retains its means2d gradient, as its densification strategies do)")
-
 
 if __name__ == "__main__":
     main()
