@@ -162,6 +162,9 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
     # a capture per densification and SH raise at most (the model's tensors change there), the rest replays
     assert 1 <= g["captures"] <= 12 and g["replays"] == 600 and g["overflows"] == 0, g
     assert 0 < g["capture_seconds"] < graphed["train_seconds"], g
+    phases = g["capture_phase_seconds"]  # (each capture's measuring render, warm-up and record, summed)
+    assert set(phases) == {"measure", "warm_up", "record"} and min(phases.values()) > 0, phases
+    assert abs(sum(phases.values()) - g["capture_seconds"]) < 0.05 + 0.1 * g["capture_seconds"], g
     assert abs(graphed["psnr"] - eager["psnr"]) < 0.3, (graphed["psnr"], eager["psnr"])
     assert 0.8 < graphed["gaussians"] / eager["gaussians"] < 1.25
 

@@ -117,6 +117,9 @@ class GraphedStep:
         self.graph = self.view = self.out = self.loss = self.grads = None
         self.captures = self.replays = 0
         self.capture_seconds = 0.0  # host time in _capture: the measuring render's sync, warm-up, record, instantiate
+        # the same by phase (issue 12: what a recapture after each densification costs): the measuring render
+        # (waits for the device), the warm-up pass (enqueued on the side stream), the capture and its instantiation
+        self.capture_phases = dict(measure=0.0, warm_up=0.0, record=0.0)
 
     def applies(self, camera):
         """This step's view can be replayed (no depth map to supervise)."""
@@ -155,18 +158,23 @@ class GraphedStep:
         params = list(self.model.params.values())
         for p in params:
             p.grad = None
+        t0 = time.perf_counter()
         self.view = StaticView(camera, self.dev, target, weight)
         self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync: only when capturing)
+        t1 = time.perf_counter()
         self.side.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
             self._forward_backward(self.view, want_stats)
         torch.cuda.current_stream(self.dev).wait_stream(self.side)
         for p in params:
             p.grad = None
+        t2 = time.perf_counter()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             out, self.loss = self._forward_backward(self.view, want_stats)
             self.pairs.record()
+        for phase, seconds in zip(self.capture_phases, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+            self.capture_phases[phase] += seconds
         # the static outputs without the capture's autograd graph: kept alive, its AccumulateGrad nodes (made on the
         # capture's stream) would take the eager backward of the student's own terms (novel view, structure loss)
         # on the default stream, which PyTorch warns of and syncs the two streams for (the H200 runs' one warning)
@@ -191,5 +199,7 @@ class GraphedStep:
     def summary(self):
         """captures (and their host seconds), replays, overflowed steps (exact: read with a sync, once, at the
         end) and the capacity."""
-        return dict(captures=self.captures, capture_seconds=round(self.capture_seconds, 3), replays=self.replays,
+        return dict(captures=self.captures, capture_seconds=round(self.capture_seconds, 3),
+                    capture_phase_seconds={k: round(v, 3) for k, v in self.capture_phases.items()},
+                    replays=self.replays,
                     overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
