@@ -90,20 +90,8 @@ stage_times() {  # gpu scene seed "flags" ...: the scene's pipeline of that seed
     echo "${m}_$k: $flags" >> $R/logs/timed_${scene}_flags.txt
   done
   { stamp "$scene stage times alone on GPU $gpu (seed $seed): the pipeline, then students $(printf '[%s] ' "$@")([] = the default)"
-    M=$m python3 - <<'PY'
-import glob, json, os
-m = os.environ["M"]
-for name in [m] + sorted(glob.glob(m + "_*[0-9]")):
-    try:
-        models = json.load(open(name + "/distill.json"))["models"]
-    except (OSError, ValueError) as exc:
-        print(name, "missing", exc); continue
-    for k in ("G_std", "student") if name == m else ("student",):
-        r = models[k]
-        print(f"{name:<18} {k:<8} stage {r.get('stage_seconds')} s  init {r.get('init_seconds')} s  "
-              f"iterations {r.get('iterations')}  PSNR {r.get('psnr')}  Gaussians {r.get('gaussians')}")
-PY
     cat $R/logs/timed_${scene}_flags.txt; } >> $R/summary.txt 2>&1
+  stages timed_$scene $(for k in $(seq 1 $#); do echo timed_${scene}_$k; done)
 }
 
 FULL="--eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000"  # the full schedule
