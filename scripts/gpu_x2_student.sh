@@ -21,7 +21,8 @@
 #   x2late  two GPUs (~9 min): the same with --distill_start 20000;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
-#   steps lego's step profiled (exact, capacity mode, graphs) and the 7,000-step A/B of the three, each alone;
+#   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
+#        the default (capacity mode) against --cuda_graphs (vanilla), each alone (~9 min);
 #   kernels  Nsight Compute on the forward and backward render kernels, lego and bonsai (~5 min with the tests);
 #   chunks  the render backward in depth chunks (DGR_BWD_CHUNKS) against one chunk, lego and bonsai (~15 min);
 #   chunkdefault  the depth-chunked backward as the default: lego's step with it against one chunk (~8 min with the
@@ -175,19 +176,21 @@ PY
     grep -h -E "Error|error" $R/logs/ab_*.txt | head -5; } >> $R/summary.txt 2>&1
 }
 
-step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step.py, 2,000 steps, a window between
-  # two densifications) in each mode (eager = --capacity_mode off, capacity = the default, graphs = --cuda_graphs;
-  # default eager and graphs): wall against GPU-busy ms, kernels and syncs per step, the top host-side ops
+step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step.py, a window of 45 steps between two
+  # densifications: iterations 1,905-1,949 of a 2,000-step run, ~74k Gaussians; LATE=1: 6,805-6,849 of 7,000, ~190k,
+  # where the GPU's share is larger) in each mode (eager = --capacity_mode off, capacity = the default, graphs =
+  # --cuda_graphs; default eager and graphs): wall against GPU-busy ms, kernels and syncs per step, the top host ops
   local gpu=$1 mode; shift
   local modes=("$@"); [ ${#modes[@]} = 0 ] && modes=(eager graphs)
+  local its=2000 from=1905 tag=""; [ "${LATE:-0}" = 1 ] && its=7000 from=6805 tag=_late
   for mode in "${modes[@]}"; do
     local flags="--capacity_mode off"; [ $mode = graphs ] && flags=--cuda_graphs; [ $mode = capacity ] && flags=""
-    CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode --eval --quiet \
-      --views_per_step 1 --data_device cuda --iterations 2000 --window 1905 45 $flags > $R/logs/prof_$mode.txt 2>&1
+    CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode$tag --eval --quiet \
+      --views_per_step 1 --data_device cuda --iterations $its --window $from 45 $flags > $R/logs/prof_$mode$tag.txt 2>&1
   done
-  { stamp "lego's step, modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
-    for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode.txt | tail -1
-      grep -B2 -A14 "Self CPU" $R/logs/prof_$mode.txt | head -18; done; } >> $R/summary.txt 2>&1
+  { stamp "lego's step at iterations $from-$((from + 44)), modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
+    for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode$tag.txt | tail -1
+      grep -B2 -A14 "Self CPU" $R/logs/prof_$mode$tag.txt | head -18; done; } >> $R/summary.txt 2>&1
 }
 
 ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kernels of one vanilla training run (the
@@ -337,9 +340,8 @@ if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, l
   stage_times 0 lego 12 & stage_times 1 bonsai 12 & wait; stamp done; touch $DONE; exit 0
 fi
 if [ "$PLAN" = steps ]; then
-  step_profile 0 eager capacity graphs
-  graph_ab 0 "lego:--capacity_mode off" "lego:" "lego:--cuda_graphs" "lego:--capacity_mode off" "lego:" \
-    "lego:--cuda_graphs" "bonsai:--capacity_mode off" "bonsai:" "bonsai:--cuda_graphs"
+  step_profile 0 eager capacity graphs; LATE=1 step_profile 0 capacity graphs
+  graph_ab 0 "lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" "bonsai:" "bonsai:--cuda_graphs"
   stamp done; touch $DONE; exit 0
 fi
 issue12 0; stamp done; touch $DONE  # peer
