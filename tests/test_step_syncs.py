@@ -29,7 +29,8 @@ FIRST, LAST = 5, 15  # recorded iterations: after warm-up, before any densificat
 class SyncRecorder:
     """step_hook: records every synchronising call between iterations FIRST and LAST with its project frame."""
 
-    def __init__(self):
+    def __init__(self, first=FIRST, last=LAST):
+        self.first, self.last = first, last
         self.where = []
         self._show = None
         self._in_hook = False
@@ -45,7 +46,7 @@ class SyncRecorder:
                           else f"{filename}:{lineno}")
 
     def __call__(self, it):
-        if it == FIRST:
+        if it == self.first:
             torch.cuda.synchronize()
             self._show = warnings.showwarning
             warnings.showwarning = self._record
@@ -53,7 +54,7 @@ class SyncRecorder:
             self._in_hook = True
             torch.cuda.set_sync_debug_mode("warn")
             self._in_hook = False
-        elif it == LAST:
+        elif it == self.last:
             torch.cuda.set_sync_debug_mode("default")
             warnings.showwarning = self._show
 
@@ -67,14 +68,19 @@ def cuda_scene(tmp_path_factory):
     return Scene(dataset), dataset
 
 
-def _run(scene, dataset, role, pipe=None):
-    opt = OptimizationParams.defaults(iterations=LAST + 2, views_per_step=1, densify_from_iter=1000)
+def _run(scene, dataset, role, pipe=None, rec=None, summary=None, **opt_flags):
+    """The synchronising calls of iterations FIRST..LAST (or ``rec``'s window); ``summary``: a dict that receives
+    the run's summary."""
+    opt = OptimizationParams.defaults(**{**dict(iterations=LAST + 2, views_per_step=1, densify_from_iter=1000),
+                                         **opt_flags})
     pipe = pipe or PipelineParams.defaults()
     model = GaussianModel(dataset.sh_degree, "cuda")
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
-    rec = SyncRecorder()
-    train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "pc"), role=role, quiet=True,
-                step_hook=rec)
+    rec = rec or SyncRecorder()
+    got = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "pc"), role=role,
+                      quiet=True, step_hook=rec)
+    if summary is not None:
+        summary.update(got)
     return rec.where
 
 
@@ -96,6 +102,17 @@ def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
 def test_graphed_vanilla_step_does_not_wait(cuda_scene):
     """--cuda_graphs: after the capture (iteration 1), a step replays its graph and waits for nothing."""
     assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs="on")) == []
+
+
+def test_a_graph_captured_again_after_a_densification_does_not_wait(cuda_scene):
+    """--cuda_graphs: the model densifies at iteration 10 (its tensors change), iteration 11 captures its graph
+    again without measuring a view or waiting for the device, and the steps after it replay."""
+    summary = {}
+    where = _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs="on"), rec=SyncRecorder(11, 15),
+                 summary=summary, densify_from_iter=2, densification_interval=10, densify_until_iter=100)
+    g = summary["cuda_graphs"]
+    assert g["captures"] == 2 and g["careful_captures"] == 1 and g["overflows"] == 0, g
+    assert where == []
 
 
 def test_capacity_mode_vanilla_step_does_not_wait(cuda_scene):

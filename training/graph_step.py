@@ -12,6 +12,13 @@ renders without its deepest pairs. The graph adds each replay's overflow flag to
 the host reads without waiting; when it grew, the capacity doubles and the graph is captured again.
 ``overflows`` counts such steps (distill.json / the run summary reports them).
 
+The model is captured again after every densification (its tensors change): ~150 times in a
+--steps_scale 0.25 stage. Only the first capture measures its view's pairs (a render that waits for the device)
+and runs the warm-up pass PyTorch asks for before a capture (lazy initialisations); a later one sizes the pair
+buffers from the replays' counts, as the eager capacity mode does (read late, never waiting), and captures at
+once, so the host goes on queueing while the device works. Should such a capture fail, it is retried once the
+careful way before the step gives up on the graph.
+
 The student's step takes it too: its view's second target (the teachers' combined render, Role.view_target) is
 copied into a buffer the graph reads, as the photo is, and its weight is part of what the graph was captured
 with; what a role adds once a step (the student's novel view and structure loss, Role.step_loss) and the
@@ -120,6 +127,7 @@ class GraphedStep:
         # the same by phase (issue 12: what a recapture after each densification costs): the measuring render
         # (waits for the device), the warm-up pass (enqueued on the side stream), the capture and its instantiation
         self.capture_phases = dict(measure=0.0, warm_up=0.0, record=0.0)
+        self.careful_captures = 0  # captures that measured their view (a sync) and warmed up first
 
     def applies(self, camera):
         """This step's view can be replayed (no depth map to supervise)."""
@@ -141,33 +149,44 @@ class GraphedStep:
 
     def _capture(self, camera, want_stats, target, weight):
         t0 = time.perf_counter()
-        try:
-            self._record(camera, want_stats, target, weight)
-        except Exception as e:  # noqa: BLE001 (whatever stopped the capture, the step can still run eagerly)
-            self.graph = self.view = self.out = self.loss = self.grads = self.key = None
-            _release_generator(self.dev)
-            for p in self.model.params.values():
-                p.grad = None  # (the warm-up's or the capture's partial gradients)
-            raise GraphCaptureError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
+        careful = self.captures == 0 or not self.pairs.peak_pairs
+        while True:
+            try:
+                self._record(camera, want_stats, target, weight, careful)
+                break
+            except Exception as e:  # noqa: BLE001 (whatever stopped the capture, the step can still run eagerly)
+                self.graph = self.view = self.out = self.loss = self.grads = self.key = None
+                _release_generator(self.dev)
+                for p in self.model.params.values():
+                    p.grad = None  # (the warm-up's or the capture's partial gradients)
+                if not careful:  # (a quick recapture: once more with the measuring render and the warm-up)
+                    careful = True
+                    continue
+                raise GraphCaptureError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
+        self.careful_captures += careful
         self.key = self._key(camera, want_stats, weight)
         self.captures += 1
         self.capture_seconds += time.perf_counter() - t0
 
-    def _record(self, camera, want_stats, target, weight):
+    def _record(self, camera, want_stats, target, weight, careful):
         self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
         params = list(self.model.params.values())
         for p in params:
             p.grad = None
         t0 = time.perf_counter()
         self.view = StaticView(camera, self.dev, target, weight)
-        self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync: only when capturing)
+        if careful:
+            self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync)
+        else:
+            self.pairs.fit(self.model.num_points)  # (the replays' pairs, scaled by the model's growth since)
         t1 = time.perf_counter()
-        self.side.wait_stream(torch.cuda.current_stream(self.dev))
-        with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded, no update)
-            self._forward_backward(self.view, want_stats)
-        torch.cuda.current_stream(self.dev).wait_stream(self.side)
-        for p in params:
-            p.grad = None
+        if careful:
+            self.side.wait_stream(torch.cuda.current_stream(self.dev))
+            with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded)
+                self._forward_backward(self.view, want_stats)
+            torch.cuda.current_stream(self.dev).wait_stream(self.side)
+            for p in params:
+                p.grad = None
         t2 = time.perf_counter()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
@@ -192,14 +211,15 @@ class GraphedStep:
         self.replays += 1
         for p, g in zip(self.model.params.values(), self.grads):
             p.grad = g  # (the optimizer step clears .grad; the graph writes the same tensors every replay)
-        if self.pairs.poll():  # overflowed: the capacity doubled, capture again at the next step
+        if self.pairs.poll(self.model.num_points):  # overflowed: the capacity doubled, capture again next step
             self.key = None
         return self.out, self.loss, self.out["visibility_filter"]
 
     def summary(self):
         """captures (and their host seconds), replays, overflowed steps (exact: read with a sync, once, at the
         end) and the capacity."""
-        return dict(captures=self.captures, capture_seconds=round(self.capture_seconds, 3),
+        return dict(captures=self.captures, careful_captures=self.careful_captures,
+                    capture_seconds=round(self.capture_seconds, 3),
                     capture_phase_seconds={k: round(v, 3) for k, v in self.capture_phases.items()},
                     replays=self.replays,
                     overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
