@@ -99,9 +99,9 @@ class PairBudget:
         return grew
 
     def fit(self, num_points):
-        """Eager steps: keep the capacity at HEADROOM x the most pairs of the last read, scaled by the model's
-        growth since (a densification between two reads); shrink only when far above that (after prunes).
-        Graphs do not call this: their capacity changes only when they are captured again."""
+        """Keep the capacity at HEADROOM x the most pairs of the last read, scaled by the model's growth since (a
+        densification between two reads); shrink only when far above that (after prunes). Eager steps call it
+        every step; a graph, whose capacity is fixed in it, when it is captured again."""
         if self.capacity is None or not self.peak_pairs:
             return
         needed = max(MIN_CAPACITY, int(HEADROOM * self.peak_pairs * max(1.0, num_points / self.peak_points)))
