@@ -210,8 +210,9 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
-# (the tests changed since their last GPU run: the graph step, the chunked backward, NCCL device binding; reported apart)
-NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_cuda_rasterizer.py tests/test_distributed.py}
+# (the tests changed since their last GPU run: the quick recaptures of the graph step and their syncs, the 2-GPU
+# NCCL test; reported apart)
+NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_distributed.py::test_two_gpus_train_like_one}
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
   # GATING=0: only the changed tests (the gating suite passed earlier the same day on the same CUDA sources)
   if [ "${GATING:-1}" = 0 ]; then echo " 0 passed (gating suite skipped: GATING=0)" > $R/logs/gpu_tests.txt
