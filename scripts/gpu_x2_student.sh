@@ -15,6 +15,9 @@
 #   late1 a one-GPU machine (~8 min): --distill_start 20000 against the default, students on bonsai's teachers;
 #   graphcheck  one GPU (~9 min, SKIP_TESTS=1): the tenth session's last call (bonsai's eager pipeline alone, lego's
 #        graphed students against eager ones over SEEDS);
+#   recapture  one GPU (~12 min with the tests): the quick recaptures measured where they matter, the four-model
+#        pipelines of lego and bonsai (seed 12) alone with the default (the student graphed) and with
+#        --cuda_graphs on (the teachers graphed too): if graphed teachers now beat eager ones, auto takes them;
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
 #        both GPUs, with --distill_start 16000 (the early student) and without (issue 17), then the early student's
 #        quality under torchrun over SEEDS;
@@ -31,8 +34,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|recapture|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, recapture, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -290,6 +293,11 @@ fi
 if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on
   # the teachers of bonsai's default pipelines of SEEDS (paired; the 2-GPU plan x2late times it under torchrun)
   base bonsai 0; variant bonsai ds20 0 --distill_start 20000
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = recapture ]; then  # one GPU: each pipeline alone, default then --cuda_graphs on
+  pipeline_alone 0 lego 12 default; pipeline_alone 0 lego 12 graphs_on --cuda_graphs on
+  pipeline_alone 0 bonsai 12 default; pipeline_alone 0 bonsai 12 graphs_on --cuda_graphs on
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the
