@@ -45,9 +45,18 @@ class SyncRecorder:
         self.where.append(f"{os.path.relpath(frames[-1].filename, PROJECT)}:{frames[-1].lineno}" if frames
                           else f"{filename}:{lineno}")
 
+    def _explicit(self, name, real):
+        def call(*args, **kwargs):  # (a device-wide wait or cache flush that the sync debug mode may not report)
+            self.where.append(f"torch.cuda.{name}")
+            return real(*args, **kwargs)
+        return call
+
     def __call__(self, it):
         if it == self.first:
             torch.cuda.synchronize()
+            self._real = torch.cuda.synchronize, torch.cuda.empty_cache
+            torch.cuda.synchronize = self._explicit("synchronize", self._real[0])
+            torch.cuda.empty_cache = self._explicit("empty_cache", self._real[1])
             self._show = warnings.showwarning
             warnings.showwarning = self._record
             warnings.simplefilter("always")
@@ -55,8 +64,14 @@ class SyncRecorder:
             torch.cuda.set_sync_debug_mode("warn")
             self._in_hook = False
         elif it == self.last:
+            self.close()
+
+    def close(self):
+        """Undo the window's patches (also when the run stopped inside it)."""
+        if self._show is not None:
+            torch.cuda.synchronize, torch.cuda.empty_cache = self._real
             torch.cuda.set_sync_debug_mode("default")
-            warnings.showwarning = self._show
+            warnings.showwarning, self._show = self._show, None
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +92,11 @@ def _run(scene, dataset, role, pipe=None, rec=None, summary=None, **opt_flags):
     model = GaussianModel(dataset.sh_degree, "cuda")
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     rec = rec or SyncRecorder()
-    got = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "pc"), role=role,
-                      quiet=True, step_hook=rec)
+    try:
+        got = train_model(scene, model, opt, pipe, dataset, os.path.join(dataset.model_path, "pc"), role=role,
+                          quiet=True, step_hook=rec)
+    finally:
+        rec.close()
     if summary is not None:
         summary.update(got)
     return rec.where
@@ -106,7 +124,8 @@ def test_graphed_vanilla_step_does_not_wait(cuda_scene):
 
 def test_a_graph_captured_again_after_a_densification_does_not_wait(cuda_scene):
     """--cuda_graphs: the model densifies at iteration 10 (its tensors change), iteration 11 captures its graph
-    again without measuring a view or waiting for the device, and the steps after it replay."""
+    again without measuring a view, waiting for the device or emptying the allocator's cache, and the steps after
+    it replay."""
     summary = {}
     where = _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs="on"), rec=SyncRecorder(11, 15),
                  summary=summary, densify_from_iter=2, densification_interval=10, densify_until_iter=100)

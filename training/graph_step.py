@@ -13,10 +13,12 @@ the host reads without waiting; when it grew, the capacity doubles and the graph
 ``overflows`` counts such steps (distill.json / the run summary reports them).
 
 The model is captured again after every densification (its tensors change): ~150 times in a
---steps_scale 0.25 stage. Only the first capture measures its view's pairs (a render that waits for the device)
-and runs the warm-up pass PyTorch asks for before a capture (lazy initialisations); a later one sizes the pair
-buffers from the replays' counts, as the eager capacity mode does (read late, never waiting), and captures at
-once, so the host goes on queueing while the device works. Should such a capture fail, it is retried once the
+--steps_scale 0.25 stage. Only the first capture is careful: it measures its view's pairs (a render that waits for
+the device), runs the warm-up pass PyTorch asks for before a capture (lazy initialisations), and waits for the
+device and empties the allocator's cache before capturing, as torch.cuda.graph does. A later one sizes the pair
+buffers from the replays' counts, as the eager capacity mode does (read late, never waiting, never shrinking the
+buffers then), and captures at once into the previous graph's memory pool, so the host goes on queueing while the
+device works and the eager steps keep their cached memory. Should such a capture fail, it is retried once the
 careful way before the step gives up on the graph.
 
 The student's step takes it too: its view's second target (the teachers' combined render, Role.view_target) is
@@ -120,6 +122,7 @@ class GraphedStep:
         self.dev = model.device
         self.pairs = PairBudget(self.dev)
         self.side = torch.cuda.Stream(self.dev)  # the warm-ups' stream (one: its cached blocks are reused)
+        self.capture_stream = torch.cuda.Stream(self.dev)  # (one for every capture: they share one memory pool)
         self.key = None
         self.graph = self.view = self.out = self.loss = self.grads = None
         self.captures = self.replays = 0
@@ -169,7 +172,10 @@ class GraphedStep:
         self.capture_seconds += time.perf_counter() - t0
 
     def _record(self, camera, want_stats, target, weight, careful):
-        self.graph = self.out = self.loss = self.grads = None  # the old graph's memory goes back first
+        # the old graph stays alive until the new one is captured into its memory pool (a pool no graph holds any
+        # more cannot be shared); its outputs go back to that pool first
+        old, self.graph = self.graph, None
+        self.out = self.loss = self.grads = None
         params = list(self.model.params.values())
         for p in params:
             p.grad = None
@@ -177,8 +183,8 @@ class GraphedStep:
         self.view = StaticView(camera, self.dev, target, weight)
         if careful:
             self.pairs.measure(self.view, self.model, self.pipe, self.bg)  # (a sync)
-        else:
-            self.pairs.fit(self.model.num_points)  # (the replays' pairs, scaled by the model's growth since)
+        else:  # (the replays' pairs, scaled by the model's growth since; not smaller: they are fixed in the graph)
+            self.pairs.fit(self.model.num_points, shrink=False)
         t1 = time.perf_counter()
         if careful:
             self.side.wait_stream(torch.cuda.current_stream(self.dev))
@@ -188,10 +194,24 @@ class GraphedStep:
             for p in params:
                 p.grad = None
         t2 = time.perf_counter()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            out, self.loss = self._forward_backward(self.view, want_stats)
-            self.pairs.record()
+        if careful:  # (what torch.cuda.graph does before every capture: the most memory for the graph)
+            torch.cuda.synchronize(self.dev)
+            torch.cuda.empty_cache()
+        graph = torch.cuda.CUDAGraph()
+        self.capture_stream.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(self.capture_stream):  # (restored however the capture ends)
+            graph.capture_begin(pool=None if old is None else old.pool())
+            try:
+                out, self.loss = self._forward_backward(self.view, want_stats)
+                self.pairs.record()
+            except BaseException:
+                try:  # (ends the stream's capture; its own error would hide the cause)
+                    graph.capture_end()
+                except Exception:  # noqa: BLE001
+                    pass
+                raise
+            graph.capture_end()
+        self.graph = graph
         for phase, seconds in zip(self.capture_phases, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
             self.capture_phases[phase] += seconds
         # the static outputs without the capture's autograd graph: kept alive, its AccumulateGrad nodes (made on the
@@ -220,6 +240,6 @@ class GraphedStep:
         end) and the capacity."""
         return dict(captures=self.captures, careful_captures=self.careful_captures,
                     capture_seconds=round(self.capture_seconds, 3),
-                    capture_phase_seconds={k: round(v, 3) for k, v in self.capture_phases.items()},
+                    capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},
                     replays=self.replays,
                     overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)

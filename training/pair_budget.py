@@ -98,14 +98,16 @@ class PairBudget:
             self.queued_points = max(1, num_points)
         return grew
 
-    def fit(self, num_points):
+    def fit(self, num_points, shrink=True):
         """Keep the capacity at HEADROOM x the most pairs of the last read, scaled by the model's growth since (a
         densification between two reads); shrink only when far above that (after prunes). Eager steps call it
-        every step; a graph, whose capacity is fixed in it, when it is captured again."""
+        every step; a graph, whose capacity is fixed in it, when it is captured again, with ``shrink=False``
+        (the last read covers a step or two: after an opacity reset their pairs are a fraction of what the
+        opacities grow back to, and a graph sized to them would overflow and be captured again and again)."""
         if self.capacity is None or not self.peak_pairs:
             return
         needed = max(MIN_CAPACITY, int(HEADROOM * self.peak_pairs * max(1.0, num_points / self.peak_points)))
-        if needed > self.capacity or needed < SHRINK_BELOW * self.capacity:
+        if needed > self.capacity or (shrink and needed < SHRINK_BELOW * self.capacity):
             self.capacity = needed
 
     def summary(self):
