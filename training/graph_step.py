@@ -13,13 +13,15 @@ the host reads without waiting; when it grew, the capacity doubles and the graph
 ``overflows`` counts such steps (distill.json / the run summary reports them).
 
 The model is captured again after every densification (its tensors change): ~150 times in a
---steps_scale 0.25 stage. Only the first capture is careful: it measures its view's pairs (a render that waits for
-the device), runs the warm-up pass PyTorch asks for before a capture (lazy initialisations), and waits for the
-device and empties the allocator's cache before capturing, as torch.cuda.graph does. A later one sizes the pair
-buffers from the replays' counts, as the eager capacity mode does (read late, never waiting, never shrinking the
-buffers then), and captures at once into the previous graph's memory pool, so the host goes on queueing while the
-device works and the eager steps keep their cached memory. Should such a capture fail, it is retried once the
-careful way before the step gives up on the graph.
+--steps_scale 0.25 stage. The first capture is careful: it measures its view's pairs (a render that waits for the
+device), runs the warm-up pass PyTorch asks for before a capture (lazy initialisations), and waits for the device
+and empties the allocator's cache before capturing into a fresh memory pool, as torch.cuda.graph does. A later one
+sizes the pair buffers from the replays' counts, as the eager capacity mode does (read late, never waiting, never
+shrinking the buffers then), and captures at once into the previous graph's memory pool, so the host goes on
+queueing while the device works and the eager steps keep their cached memory. Every CAREFUL_EVERY-th capture is
+careful again (a fresh pool: the shared one keeps the segments the growing model's tensors outgrew), and a quick
+capture that fails is retried once the careful way before the step gives up on the graph. A failed capture gives
+its pool back to the allocator (_abandon_capture).
 
 The student's step takes it too: its view's second target (the teachers' combined render, Role.view_target) is
 copied into a buffer the graph reads, as the photo is, and its weight is part of what the graph was captured
@@ -41,6 +43,9 @@ import gaussian_renderer
 from gaussian_renderer import render
 from training.pair_budget import PairBudget
 from utils.loss_utils import photometric_loss
+
+
+CAREFUL_EVERY = 16  # captures: at most this many share one memory pool (see GraphedStep._capture)
 
 
 class GraphCaptureError(RuntimeError):
@@ -108,11 +113,40 @@ def graph_ineligible(role, sync, cameras=()):
     return None
 
 
+def _device_index(device):
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _abandon_capture(graph, device, pool):
+    """End a capture that failed and give back its hold on the memory pool. When CUDA invalidated the capture,
+    CUDAGraph.capture_end raises before it tells the caching allocator the capture is over: the allocator would
+    go on routing the capture stream's allocations to the pool, hold the pool forever, and fail an internal
+    assertion at its next empty_cache (as between the pipeline's stages)."""
+    try:
+        graph.capture_end()
+    except Exception:  # noqa: BLE001 (the capture is broken either way)
+        pass
+    try:
+        graph.pool()  # (answers only after a capture that ended: the graph then gives its pool back when it goes)
+        return
+    except Exception:  # noqa: BLE001
+        pass
+    # (private, stable since PyTorch 2.3: the allocator stops routing to the pool, then the graph's hold goes)
+    end = getattr(torch._C, "_cuda_endAllocateToPool", None) or getattr(
+        torch._C, "_cuda_endAllocateCurrentStreamToPool", None)
+    for fn in (end, getattr(torch._C, "_cuda_releasePool", None)):
+        if fn is not None:
+            try:
+                fn(_device_index(device), pool)
+            except Exception:  # noqa: BLE001 (already ended: nothing more to undo)
+                pass
+
+
 def _release_generator(device):
     """A capture that failed before its end leaves the device's default generator in capture mode on some PyTorch
     versions (2.11: the next random draw outside a graph, e.g. densification's split, then raises "Offset increment
     outside graph capture"): give it a copy of its state (same seed and offset) that is not capturing."""
-    gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    gen = torch.cuda.default_generators[_device_index(device)]
     gen.graphsafe_set_state(gen.clone_state())
 
 
@@ -128,9 +162,11 @@ class GraphedStep:
         self.captures = self.replays = 0
         self.capture_seconds = 0.0  # host time in _capture: the measuring render's sync, warm-up, record, instantiate
         # the same by phase (issue 12: what a recapture after each densification costs): the measuring render
-        # (waits for the device), the warm-up pass (enqueued on the side stream), the capture and its instantiation
+        # (waits for the device), the warm-up pass (enqueued on the side stream; with the careful capture's wait
+        # for the device and cache flush), the capture and its instantiation
         self.capture_phases = dict(measure=0.0, warm_up=0.0, record=0.0)
         self.careful_captures = 0  # captures that measured their view (a sync) and warmed up first
+        self.last_careful = 0  # (the capture count at the last careful one)
 
     def applies(self, camera):
         """This step's view can be replayed (no depth map to supervise)."""
@@ -152,7 +188,10 @@ class GraphedStep:
 
     def _capture(self, camera, want_stats, target, weight):
         t0 = time.perf_counter()
-        careful = self.captures == 0 or not self.pairs.peak_pairs
+        # careful: the first capture, one before the replays' pair counts were read, and every CAREFUL_EVERY-th
+        # (a fresh memory pool: the shared one keeps segments that the growing model's tensors have outgrown)
+        careful = (self.captures - self.last_careful >= CAREFUL_EVERY or not self.pairs.peak_pairs
+                   or self.graph is None)
         while True:
             try:
                 self._record(camera, want_stats, target, weight, careful)
@@ -166,15 +205,18 @@ class GraphedStep:
                     careful = True
                     continue
                 raise GraphCaptureError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
-        self.careful_captures += careful
+        if careful:
+            self.careful_captures += 1
+            self.last_careful = self.captures
         self.key = self._key(camera, want_stats, weight)
         self.captures += 1
         self.capture_seconds += time.perf_counter() - t0
 
     def _record(self, camera, want_stats, target, weight, careful):
-        # the old graph stays alive until the new one is captured into its memory pool (a pool no graph holds any
-        # more cannot be shared); its outputs go back to that pool first
-        old, self.graph = self.graph, None
+        # a quick capture goes into the old graph's memory pool, so the old graph stays alive until the new one is
+        # captured (a pool that no graph holds any more cannot be joined); its outputs go back to the pool first.
+        # A careful one starts a fresh pool: the old graph goes now, and its pool with the cache emptied below
+        old, self.graph = (None if careful else self.graph), None
         self.out = self.loss = self.grads = None
         params = list(self.model.params.values())
         for p in params:
@@ -193,24 +235,21 @@ class GraphedStep:
             torch.cuda.current_stream(self.dev).wait_stream(self.side)
             for p in params:
                 p.grad = None
-        t2 = time.perf_counter()
-        if careful:  # (what torch.cuda.graph does before every capture: the most memory for the graph)
+            # what torch.cuda.graph does before every capture: the device idle, the cached memory given back
             torch.cuda.synchronize(self.dev)
             torch.cuda.empty_cache()
+        t2 = time.perf_counter()
+        pool = torch.cuda.graph_pool_handle() if old is None else old.pool()
         graph = torch.cuda.CUDAGraph()
-        self.capture_stream.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(self.capture_stream):  # (restored however the capture ends)
-            graph.capture_begin(pool=None if old is None else old.pool())
+            graph.capture_begin(pool=pool)
             try:
                 out, self.loss = self._forward_backward(self.view, want_stats)
                 self.pairs.record()
+                graph.capture_end()
             except BaseException:
-                try:  # (ends the stream's capture; its own error would hide the cause)
-                    graph.capture_end()
-                except Exception:  # noqa: BLE001
-                    pass
+                _abandon_capture(graph, self.dev, pool)
                 raise
-            graph.capture_end()
         self.graph = graph
         for phase, seconds in zip(self.capture_phases, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
             self.capture_phases[phase] += seconds
