@@ -131,15 +131,22 @@ def _abandon_capture(graph, device, pool):
         return
     except Exception:  # noqa: BLE001
         pass
-    # (private, stable since PyTorch 2.3: the allocator stops routing to the pool, then the graph's hold goes)
+    # (private, stable since PyTorch 2.3: the allocator stops routing to the pool, then the graph's hold goes; only
+    # when capture_end had not ended the routing: a PyTorch whose capture_end did also releases the pool with the
+    # graph, and a second release would take its count below zero)
     end = getattr(torch._C, "_cuda_endAllocateToPool", None) or getattr(
         torch._C, "_cuda_endAllocateCurrentStreamToPool", None)
-    for fn in (end, getattr(torch._C, "_cuda_releasePool", None)):
-        if fn is not None:
-            try:
-                fn(_device_index(device), pool)
-            except Exception:  # noqa: BLE001 (already ended: nothing more to undo)
-                pass
+    release = getattr(torch._C, "_cuda_releasePool", None)
+    if end is None or release is None:
+        return
+    try:
+        end(_device_index(device), pool)
+    except Exception:  # noqa: BLE001 (no routing left to end: capture_end did the cleanup)
+        return
+    try:
+        release(_device_index(device), pool)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _release_generator(device):
