@@ -57,7 +57,7 @@ class SyncRecorder:
             self._real = torch.cuda.synchronize, torch.cuda.empty_cache
             torch.cuda.synchronize = self._explicit("synchronize", self._real[0])
             torch.cuda.empty_cache = self._explicit("empty_cache", self._real[1])
-            self._show = warnings.showwarning
+            self._show, self._filters = warnings.showwarning, warnings.filters[:]
             warnings.showwarning = self._record
             warnings.simplefilter("always")
             self._in_hook = True
@@ -72,6 +72,7 @@ class SyncRecorder:
             torch.cuda.synchronize, torch.cuda.empty_cache = self._real
             torch.cuda.set_sync_debug_mode("default")
             warnings.showwarning, self._show = self._show, None
+            warnings.filters[:] = self._filters
 
 
 @pytest.fixture(scope="module")
