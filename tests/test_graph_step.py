@@ -175,6 +175,33 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_quick_recaptures_keep_the_memory_bounded(tmp_path, monkeypatch):
+    """~40 recaptures (a densification every 10 steps): the quick ones share one memory pool, which keeps the
+    segments the growing model's tensors outgrew until every CAREFUL_EVERY-th capture starts a fresh pool; the
+    run's peak reserved memory stays near that of a run whose every capture is careful (a fresh pool each time,
+    the cache emptied first)."""
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415
+    if not cuda_extension():
+        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    import training.graph_step as graph_step  # noqa: PLC0415
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
+    flags = ["-s", scene, "--iterations", "420", "--densify_from_iter", "5", "--densify_until_iter", "410",
+             "--densification_interval", "10", "--quiet", "--seed", "0", "--data_device", "cuda",
+             "--views_per_step", "1", "--cuda_graphs", "on"]
+    peaks, graphs = {}, {}
+    for every in (1, CAREFUL_EVERY):
+        monkeypatch.setattr(graph_step, "CAREFUL_EVERY", every)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        graphs[every] = train.main(flags + ["-m", str(tmp_path / f"every_{every}")])["cuda_graphs"]
+        peaks[every] = torch.cuda.max_memory_reserved()
+    assert graphs[1]["captures"] >= 30 and graphs[1]["careful_captures"] == graphs[1]["captures"], graphs[1]
+    g = graphs[CAREFUL_EVERY]
+    assert g["captures"] >= 30 and g["careful_captures"] == 1 + (g["captures"] - 1) // CAREFUL_EVERY, g
+    assert peaks[CAREFUL_EVERY] <= 1.5 * peaks[1] + 64 * 2 ** 20, peaks
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
     from gaussian_renderer import cuda_extension  # noqa: PLC0415
     if not cuda_extension():
