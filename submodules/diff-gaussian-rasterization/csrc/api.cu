@@ -163,7 +163,7 @@ torch::Tensor heavy_first(int num_tiles, int tiles_x, int W, int H, const torch:
 }
 
 // Depth chunks per tile of the render backward (render.cu): enough for about four waves of warps on this GPU where
-// the tiles alone give fewer (at most 8; lego's 800x800 gets 3, bonsai's 800x533 one: on an H200 lego's step 2.22
+// the tiles alone give fewer (at most 8; lego's 400x400 gets 3, bonsai's 800x533 one: on an H200 lego's step 2.22
 // against 2.45 ms, docs/BENCHMARKS.md, twelfth session). DGR_BWD_CHUNKS=N forces N, for measurements and tests.
 int bwd_chunks(int num_tiles) {
   const char* env = std::getenv("DGR_BWD_CHUNKS");
