@@ -118,30 +118,28 @@ def gsplat_step(params, v, bg, render_mode="RGB"):
     loss.backward()
 
 
+def _clear_grads(params):
+    for p in params.values():
+        p.grad = None
+
+
 def profile(step, params, views, bg, label, top=12):
     """Print the GPU kernels of one forward+backward, by total time."""
     from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
 
     step(params, views[0], bg)
     torch.cuda.synchronize()
-    for p in params.values():
-        p.grad = None
+    _clear_grads(params)
     with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
         step(params, views[0], bg)
         torch.cuda.synchronize()
-    for p in params.values():
-        p.grad = None
+    _clear_grads(params)
     rows = [(e.key, e.device_time_total / 1e3, e.count) for e in prof.key_averages()
             if e.device_time_total > 0]
     rows.sort(key=lambda r: -r[1])
     print(f"  kernels of {label} (ms, calls):")
     for k, ms, c in rows[:top]:
         print(f"    {ms:8.3f} {c:3d}  {k[:110]}")
-
-
-def _clear_grads(params):
-    for p in params.values():
-        p.grad = None
 
 
 def warm_up(step, params, views, bg, iterations):
@@ -240,6 +238,7 @@ def main(argv=None):
     print(f"(ratio = ours / gsplat, the median of {args.rounds} rounds' ratios, their range beside it; forward +")
     print(f" backward, medians of {args.rounds} x {args.runs} iterations each; ours also renders inverse depth and the")
     print(" means2D gradient; gsplat retains its means2d gradient, as its densification strategies do)")
+
 
 if __name__ == "__main__":
     main()

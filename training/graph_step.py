@@ -139,12 +139,13 @@ def _abandon_capture(graph, device, pool):
     release = getattr(torch._C, "_cuda_releasePool", None)
     if end is None or release is None:
         return
+    index = _device_index(device)
     try:
-        end(_device_index(device), pool)
+        end(index, pool)
     except Exception:  # noqa: BLE001 (no routing left to end: capture_end did the cleanup)
         return
     try:
-        release(_device_index(device), pool)
+        release(index, pool)
     except Exception:  # noqa: BLE001
         pass
 
