@@ -218,15 +218,21 @@ def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
         graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])["models"]
     # (PyTorch warns once per process: this catches it where this test is the process's first graphed student)
     assert not [w for w in seen if "AccumulateGrad" in str(w.message)], [str(w.message)[:200] for w in seen]
-    for name in ("G_perb", "G_std", "student"):
+    graphed_names = ("G_perb", "G_std", "student")
+    for name in graphed_names:
         g = graphed[name]["cuda_graphs"]
         assert g["captures"] >= 1 and g["replays"] == graphed[name]["iterations"] and g["overflows"] == 0, (name, g)
         assert g["captures"] < g["replays"] / 10, (name, g)  # (captured again only where the model changed)
         # (the first capture and every CAREFUL_EVERY-th measure and warm up; none failed and was retried)
         assert g["careful_captures"] == 1 + (g["captures"] - 1) // CAREFUL_EVERY, (name, g)
-        # (two eager runs of this 600-step toy differ by up to ~0.15 dB, G_drop's on the H200, from the
-        # backward's atomic order; G_perb's noise events amplify it: 0.55 dB seen. An untrained model stays ~12.7.)
-        assert abs(graphed[name]["psnr"] - eager[name]["psnr"]) < 1.0, name
+        # (an untrained model stays ~12.7 dB; every trained one here reaches 15.3-16.7)
+        assert graphed[name]["psnr"] > 14.5, (name, graphed[name]["psnr"])
+    # Two eager runs of this 600-step toy differ by up to ~0.15 dB (G_drop's, on the H200) from the backward's atomic
+    # order; G_perb's noise events amplify it (0.55 and 0.85 dB seen) and the student, pruned to ~180 Gaussians from
+    # teachers that moved, follows (1.03 dB seen, graphed above eager). A graphed step that dropped or repeated work
+    # would move every model the same way: the mean gap is bounded tighter than any one model's.
+    gaps = [graphed[name]["psnr"] - eager[name]["psnr"] for name in graphed_names]
+    assert all(abs(gap) < 1.5 for gap in gaps) and abs(sum(gaps) / len(gaps)) < 0.5, gaps
     assert [e[0] for e in graphed["G_perb"]["events"]] == [e[0] for e in eager["G_perb"]["events"]] == [100, 200, 300]
     assert "cuda_graphs" not in graphed["G_drop"]
 
