@@ -264,9 +264,6 @@ def student_from_std(std, imp, target, spatial_lr_scale):
 class StudentRole(Role):
     """The student: distillation against the cached teacher renders (combined by --teacher_combine), importance
     pruning, and the structure loss against G_std's positions."""
-    # its step launches the most small kernels (second target, novel view, structure loss) for the fewest Gaussians:
-    # graphed, its stage took 0.63x the eager one's time on lego and 0.81x on bonsai (H200, tenth session)
-    graph_by_default = True
 
     def __init__(self, dp, opt, pipe, bg, teacher_targets, std_xyz, train_cameras, novel_cameras=(), sync=None,
                  random_start=False):

@@ -18,6 +18,8 @@
 #   recapture  one GPU (~12 min with the tests): the quick recaptures measured where they matter, the four-model
 #        pipelines of lego and bonsai (seed 12) alone with the default (the student graphed) and with
 #        --cuda_graphs on (the teachers graphed too): if graphed teachers now beat eager ones, auto takes them;
+#   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
+#        --cuda_graphs auto graphs the teachers too (the thirteenth session), beside PLAN=recapture's figures;
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
 #        both GPUs, with --distill_start 16000 (the early student) and without (issue 17), then the early student's
 #        quality under torchrun over SEEDS;
@@ -34,8 +36,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|recapture|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, recapture, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -298,6 +300,10 @@ fi
 if [ "${PLAN:-}" = recapture ]; then  # one GPU: each pipeline alone, default then --cuda_graphs on
   pipeline_alone 0 lego 12 default; pipeline_alone 0 lego 12 graphs_on --cuda_graphs on
   pipeline_alone 0 bonsai 12 default; pipeline_alone 0 bonsai 12 graphs_on --cuda_graphs on
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = autocheck ]; then  # one GPU: the default pipelines alone (auto graphs every model but G_drop)
+  pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the

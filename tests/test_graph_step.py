@@ -35,18 +35,15 @@ def test_every_role_but_dropout_takes_the_graph():
     assert "field of view" in graph_ineligible(Role(), None, [cam, other])  # two camera setups: no graph
 
 
-def test_auto_graphs_the_student_only_and_only_where_the_cuda_rasterizer_renders(monkeypatch):
+def test_auto_graphs_only_where_the_cuda_rasterizer_renders(monkeypatch):
     import gaussian_renderer  # noqa: PLC0415
-    student, teacher = StudentRole.__new__(StudentRole), PerturbRole.__new__(PerturbRole)
     for cuda in (False, True):
         monkeypatch.setattr(gaussian_renderer, "renders_with_cuda_extension", lambda device, backend, c=cuda: c)
         auto = PipelineParams.defaults()
         assert auto.cuda_graphs == "auto"
-        assert graphs_wanted(auto, student, "cuda") is cuda
-        assert graphs_wanted(auto, teacher, "cuda") is False and graphs_wanted(auto, Role(), "cuda") is False
-        for role in (student, teacher, Role()):
-            assert graphs_wanted(PipelineParams.defaults(cuda_graphs="on"), role, "cuda") is True
-            assert graphs_wanted(PipelineParams.defaults(cuda_graphs="off"), role, "cuda") is False
+        assert graphs_wanted(auto, "cuda") is cuda
+        assert graphs_wanted(PipelineParams.defaults(cuda_graphs="on"), "cuda") is True
+        assert graphs_wanted(PipelineParams.defaults(cuda_graphs="off"), "cuda") is False
 
 
 def test_a_bare_flag_switches_on_and_a_saved_switch_reads_as_its_choice(tmp_path):
@@ -81,7 +78,7 @@ class _FailingCapture:
 
 def _graphs_fail(monkeypatch):
     import training.loop  # noqa: PLC0415
-    monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, role, device: True)
+    monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, device: True)
     monkeypatch.setattr(training.loop, "graph_ineligible", lambda *a: None)
     monkeypatch.setattr(training.loop, "GraphedStep", _FailingCapture)
     monkeypatch.setattr(train, "renders_with_cuda_extension", lambda *a: True)  # (lets "on" past train.py here)
@@ -242,7 +239,6 @@ def test_a_capture_that_cuda_refuses_falls_back_to_eager_steps(tmp_path, monkeyp
     from gaussian_renderer import cuda_extension  # noqa: PLC0415
     if not cuda_extension():
         pytest.skip("the diff_gaussian_rasterization extension is not built")
-    import training.loop  # noqa: PLC0415
     from training.graph_step import GraphedStep  # noqa: PLC0415
     real = GraphedStep._forward_backward
 
@@ -253,7 +249,6 @@ def test_a_capture_that_cuda_refuses_falls_back_to_eager_steps(tmp_path, monkeyp
         return out, loss
 
     monkeypatch.setattr(GraphedStep, "_forward_backward", reads_back)
-    monkeypatch.setattr(training.loop.Role, "graph_by_default", True)  # (auto graphs this vanilla model too)
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "300", "--densify_from_iter", "100", "--densify_until_iter", "250",
              "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda",

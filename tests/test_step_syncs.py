@@ -111,7 +111,7 @@ def _assert_one_sync_per_step(where):
 
 EXACT = dict(capacity_mode="off", cuda_graphs="off")  # the eager step, the rasterizer's standard forward (it reads
 # the pair count back)
-CAPACITY = dict(cuda_graphs="off")  # the eager step in capacity mode (the student's default is graphed)
+CAPACITY = dict(cuda_graphs="off")  # the eager step in capacity mode (the default graphs it)
 
 
 def test_vanilla_step_waits_only_for_the_pair_count(cuda_scene):
@@ -160,7 +160,7 @@ def test_capacity_mode_student_step_does_not_wait(cuda_scene):
 
 
 def test_graphed_student_step_does_not_wait(cuda_scene):
-    """--cuda_graphs (auto, the default, graphs the student): its step replays its graph (the teachers' render a
+    """--cuda_graphs (auto, the default, graphs it): its step replays its graph (the teachers' render a
     buffer it reads) and waits for nothing either."""
     scene, dataset = cuda_scene
     assert _run(scene, dataset, _student(scene)) == []

@@ -31,8 +31,8 @@ render output the graph left. Only G_drop stays eager (its dropout draws the opa
 steps with depth supervision; the graph needs one view a step, no random background, training views of one size
 and field of view, no data-parallel ranks and no --profile.
 
---cuda_graphs auto (the default) graphs only the roles with Role.graph_by_default (the student); a capture that
-fails raises GraphCaptureError with the model's gradients cleared, and the loop (training/loop.py) then trains that
+--cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails
+raises GraphCaptureError with the model's gradients cleared, and the loop (training/loop.py) then trains that
 model eagerly (auto) or stops with one line (on).
 """
 import time
@@ -76,14 +76,11 @@ class StaticView:
             self.target.copy_(target, non_blocking=True)
 
 
-def graphs_wanted(pipe, role, device):
-    """--cuda_graphs: on (every model; train.py checked the CUDA rasterizer is there), off, or auto: the models whose
-    role graphs by default (Role.graph_by_default: the student) where our CUDA rasterizer renders. Whether the
-    model's steps can take the graph is graph_flag_conflict's and graph_ineligible's to say."""
-    mode = getattr(pipe, "cuda_graphs", "off")
-    if mode == "auto" and not role.graph_by_default:
-        return False
-    return gaussian_renderer.fast_path_on(mode, device, getattr(pipe, "backend", "auto"))
+def graphs_wanted(pipe, device):
+    """--cuda_graphs: on (every model; train.py checked the CUDA rasterizer is there), off, or auto: every model
+    where our CUDA rasterizer renders. Whether the model's steps can take the graph is graph_flag_conflict's and
+    graph_ineligible's to say."""
+    return gaussian_renderer.fast_path_on(getattr(pipe, "cuda_graphs", "off"), device, getattr(pipe, "backend", "auto"))
 
 
 def graph_flag_conflict(opt, pipe):

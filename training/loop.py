@@ -32,7 +32,6 @@ class Role:
     :meth:`initialize_state`): every edit of the model carries its rows, and checkpoints save it.
     """
     pairs = None  # --capacity_mode: the loop's PairBudget, for the renders of step_loss
-    graph_by_default = False  # --cuda_graphs auto: a vanilla step graphed took the eager one's time (H200, 7,500 steps)
 
     def make_strategy(self, opt, extent, white_background):
         return DensifyStrategy(DensifyConfig.from_opt(opt, extent, white_background))
@@ -528,7 +527,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         torch.cuda.reset_peak_memory_stats(dev)
     run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
     run.timer = timer = PhaseTimer(dev, pipe.profile)
-    if graphs_wanted(pipe, role, dev):  # (train.py refuses the flags that rule out every model under "on")
+    if graphs_wanted(pipe, dev):  # (train.py refuses the flags that rule out every model under "on")
         why_not = graph_flag_conflict(opt, pipe) or graph_ineligible(role, sync, run.train_cams)
         if why_not is None:
             run.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
