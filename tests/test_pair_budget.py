@@ -79,7 +79,7 @@ def test_a_capacity_mode_run_trains_like_a_standard_one(tmp_path, views):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "600", "--densify_from_iter", "100", "--densify_until_iter", "400",
              "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda",
-             "--views_per_step", views]
+             "--views_per_step", views, "--cuda_graphs", "off"]  # (eager steps: the default graphs one view a step)
     standard = train.main(flags + ["-m", str(tmp_path / "standard"), "--capacity_mode", "off"])
     capacity = train.main(flags + ["-m", str(tmp_path / "capacity")])  # (on by default here)
     c = capacity["capacity_mode"]
@@ -94,8 +94,8 @@ def test_a_capacity_mode_pipeline_trains_like_a_standard_one(tmp_path):
     _cuda_rasterizer()
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--eval", "--num_models", "4", "--steps_scale", "0.02", "--quiet", "--seed", "0",
-             "--data_device", "cuda", "--views_per_step", "1", "--cuda_graphs", "off"]  # (eager steps: the student's
-    # default is graphed)
+             "--data_device", "cuda", "--views_per_step", "1", "--cuda_graphs", "off"]  # (eager steps: the default
+    # graphs every model but G_drop)
     standard = train.main(flags + ["-m", str(tmp_path / "standard"), "--capacity_mode", "off"])["models"]
     capacity = train.main(flags + ["-m", str(tmp_path / "capacity")])["models"]  # (on by default here)
     names = ("G_perb", "G_drop", "G_std", "student")
