@@ -27,7 +27,7 @@
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
-#        the default (capacity mode) against --cuda_graphs (vanilla), each alone (~9 min);
+#        the eager step (capacity mode, --cuda_graphs off) against the default (graphed; vanilla), each alone (~9 min);
 #   kernels  Nsight Compute on the forward and backward render kernels, lego and bonsai (~5 min with the tests);
 #   chunks  the render backward in depth chunks (DGR_BWD_CHUNKS) against one chunk, lego and bonsai (~15 min);
 #   chunkdefault  the depth-chunked backward as the default: lego's step with it against one chunk (~8 min with the
@@ -149,12 +149,12 @@ sequential() {  # gpu name [train.py flags]: the same pipeline in one process on
 }
 
 graph_ab() {  # gpu [scene:flag ...]: step modes against each other, each run alone on the machine (issue 12), by
-  # default lego vanilla 7,000 steps with the default step (eager, capacity mode) and --cuda_graphs twice each,
+  # default lego vanilla 7,000 steps with the eager step (capacity mode) and the default (graphed) twice each,
   # alternating, then bonsai on the gsplat peer's 7,000-step schedule once each; a NAME=value word among the flags
   # goes to the run's environment (e.g. DGR_BWD_CHUNKS=auto)
   local gpu=$1 k=0 scene flags w; shift
-  local runs=("$@"); [ ${#runs[@]} = 0 ] && runs=("lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" \
-    "bonsai:" "bonsai:--cuda_graphs")
+  local runs=("$@"); [ ${#runs[@]} = 0 ] && runs=("lego:--cuda_graphs off" "lego:" "lego:--cuda_graphs off" "lego:" \
+    "bonsai:--cuda_graphs off" "bonsai:")
   for run in "${runs[@]}"; do
     k=$((k + 1)); scene=${run%%:*}; flags=${run#*:}
     local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra="${PEER_FLAGS[*]}"
@@ -183,13 +183,15 @@ PY
 
 step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step.py, a window of 45 steps between two
   # densifications: iterations 1,905-1,949 of a 2,000-step run, ~74k Gaussians; LATE=1: 6,805-6,849 of 7,000, ~190k,
-  # where the GPU's share is larger) in each mode (eager = --capacity_mode off, capacity = the default, graphs =
-  # --cuda_graphs; default eager and graphs): wall against GPU-busy ms, kernels and syncs per step, the top host ops
+  # where the GPU's share is larger) in each mode (eager = --capacity_mode off --cuda_graphs off, capacity =
+  # --cuda_graphs off, graphs = the default since the thirteenth session; default eager and graphs): wall against
+  # GPU-busy ms, kernels and syncs per step, the top host ops
   local gpu=$1 mode; shift
   local modes=("$@"); [ ${#modes[@]} = 0 ] && modes=(eager graphs)
   local its=2000 from=1905 tag=""; [ "${LATE:-0}" = 1 ] && its=7000 from=6805 tag=_late
   for mode in "${modes[@]}"; do
-    local flags="--capacity_mode off"; [ $mode = graphs ] && flags=--cuda_graphs; [ $mode = capacity ] && flags=""
+    local flags="--capacity_mode off --cuda_graphs off"; [ $mode = graphs ] && flags=--cuda_graphs
+    [ $mode = capacity ] && flags="--cuda_graphs off"
     CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode$tag --eval --quiet \
       --views_per_step 1 --data_device cuda --iterations $its --window $from 45 $flags > $R/logs/prof_$mode$tag.txt 2>&1
   done
@@ -356,7 +358,7 @@ if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, l
 fi
 if [ "$PLAN" = steps ]; then
   step_profile 0 eager capacity graphs; LATE=1 step_profile 0 capacity graphs
-  graph_ab 0 "lego:" "lego:--cuda_graphs" "lego:" "lego:--cuda_graphs" "bonsai:" "bonsai:--cuda_graphs"
+  graph_ab 0
   stamp done; touch $DONE; exit 0
 fi
 issue12 0; stamp done; touch $DONE  # peer
