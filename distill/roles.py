@@ -314,8 +314,12 @@ class StudentRole(Role):
             return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)
         if cam is not None:
             target = self.targets(it)[cam.uid].to(model.device, non_blocking=True).float()
-            out = (self.pairs.render if self.pairs else render)(cam, model, self.pipe, self.bg)
-            loss = self.dp.lambda_novel * photometric_loss(out["render"], target, self.opt.lambda_dssim)
+            # (--cuda_graphs: a graph of its own adds the view's gradients to those the step's replay left)
+            added = self.graphed.add_view(cam, target, self.dp.lambda_novel) if self.graphed is not None else None
+            if added is None:
+                out = (self.pairs.render if self.pairs else render)(cam, model, self.pipe, self.bg)
+                added = photometric_loss(out["render"], target, self.opt.lambda_dssim)
+            loss = self.dp.lambda_novel * added
         if it in self.structure_events and self.dp.lambda_structure > 0:
             s = self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)
             loss = s if loss is None else loss + s

@@ -288,3 +288,90 @@ def test_a_quick_recapture_that_fails_is_retried_the_careful_way(tmp_path, monke
     assert captures[:4] == [0, 1, 1, 2] and "failed_at" not in g, (captures, g)
     assert g["captures"] == 3 and g["careful_captures"] == 2 and g["replays"] == 300 and g["overflows"] == 0, g
     torch.cuda.empty_cache()  # (the refused capture's hold on the shared pool was given back)
+
+
+def _added_view_setup(tmp_path):
+    """A CUDA model, its training cameras, pose-only cameras between them with random targets, and a GraphedStep."""
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415
+    if not cuda_extension():
+        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    from arguments import ModelParams  # noqa: PLC0415
+    from distill.novel_views import interpolated_cameras  # noqa: PLC0415
+    from scene import Scene  # noqa: PLC0415
+    from scene.gaussian_model import GaussianModel  # noqa: PLC0415
+    from training.graph_step import GraphedStep  # noqa: PLC0415
+    path = make_synthetic_scene(str(tmp_path / "s"), num_views=8, width=96, height=64, num_points=800, seed=2)
+    dataset = ModelParams.defaults(source_path=path, data_device="cuda", eval=True, model_path=str(tmp_path / "m"))
+    scene = Scene(dataset)
+    model = GaussianModel(dataset.sh_degree, "cuda")
+    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    cams = scene.getTrainCameras()
+    novel = interpolated_cameras(cams, 1)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    targets = {c.uid: torch.rand(3, c.image_height, c.image_width, device="cuda", generator=gen) for c in novel}
+    opt, pipe = OptimizationParams.defaults(views_per_step=1), PipelineParams.defaults()
+    bg = torch.zeros(3, device="cuda")
+    return model, cams, novel, targets, GraphedStep(model, opt, pipe, bg, 1.0), opt, pipe, bg
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_added_view_adds_the_gradients_of_an_eager_one(tmp_path):
+    """GraphedStep.add_view (the student's novel view): after the step's replay, its graph adds the pose-only view's
+    weighted loss gradients to the step's, as the eager backward of that loss does; captured once, then replayed."""
+    from gaussian_renderer import render  # noqa: PLC0415
+    from utils.loss_utils import photometric_loss  # noqa: PLC0415
+    model, cams, novel, targets, step, opt, pipe, bg = _added_view_setup(tmp_path)
+    params = list(model.params.values())
+    weight = 0.7
+    for k in range(3):  # (the first captures both graphs, the others replay them)
+        cam, view = cams[k], novel[k]
+        for p in params:
+            p.grad = None
+        step.step(cam, False)
+        loss = step.add_view(view, targets[view.uid], weight)
+        got = [p.grad.clone() for p in params]
+        for p in params:
+            p.grad = None
+        photometric_loss(render(cam, model, pipe, bg)["render"], cam.original_image("cuda"),
+                         opt.lambda_dssim).backward()
+        only_step = [p.grad.clone() for p in params]
+        want_loss = photometric_loss(render(view, model, pipe, bg)["render"], targets[view.uid], opt.lambda_dssim)
+        (weight * want_loss).backward()
+        assert loss is not None and not loss.requires_grad
+        torch.testing.assert_close(loss, want_loss.detach(), rtol=1e-4, atol=1e-6)
+        for name, g, want, before in zip(model.params, got, (p.grad for p in params), only_step):
+            tol = 1e-4 * float(want.abs().max()) + 1e-9
+            assert float((want - before).abs().max()) > 20 * tol, name  # (the view adds something to check)
+            torch.testing.assert_close(g, want, rtol=1e-3, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+    added = step.summary()["added_view"]
+    assert added["captures"] == 1 and added["replays"] == 3 and added["overflows"] == 0, added
+    for p in params:  # an eager step's gradients (the optimizer cleared the graph's): the caller goes eager
+        p.grad = None
+    assert step.add_view(novel[0], targets[novel[0].uid], weight) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_added_view_whose_capture_fails_leaves_the_step_gradients_and_goes_eager(tmp_path, monkeypatch, capsys):
+    model, cams, novel, targets, step, opt, pipe, bg = _added_view_setup(tmp_path)
+    params = list(model.params.values())
+    step.step(cams[0], False)
+    kept = [p.grad for p in params]
+    before = [g.clone() for g in kept]
+    real = type(step)._forward_backward
+
+    def reads_back(self, view, want_stats):  # a host read inside the added view's capture: CUDA refuses it
+        out, loss = real(self, view, want_stats)
+        if self.adds_to is not None and torch.cuda.is_current_stream_capturing():
+            loss.item()
+        return out, loss
+
+    monkeypatch.setattr(type(step), "_forward_backward", reads_back)
+    assert step.add_view(novel[0], targets[novel[0].uid], 0.5) is None
+    assert all(p.grad is g for p, g in zip(params, kept)) and step.holds_gradients()
+    for g, b in zip(kept, before):
+        torch.testing.assert_close(g, b, rtol=0, atol=0)  # (a capture runs nothing: the step's gradients as they were)
+    assert "capturing an added view's graph failed" in capsys.readouterr().out
+    added = step.summary()["added_view"]
+    assert added["captures"] == 0 and "stream is capturing" in added["error"], added
+    assert step.add_view(novel[1], targets[novel[1].uid], 0.5) is None  # (given up: eager from here)
+    torch.cuda.empty_cache()  # (the refused capture's pool was given back)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from arguments import DistillParams, ModelParams, OptimizationParams, PipelineParams
+from distill.novel_views import interpolated_cameras
 from distill.roles import StudentRole
 from scene import Scene
 from scene.gaussian_model import GaussianModel
@@ -140,13 +141,18 @@ def test_capacity_mode_vanilla_step_does_not_wait(cuda_scene):
     assert _run(*cuda_scene, Role()) == []
 
 
-def _student(scene):
-    dp = DistillParams.defaults(structure_start=10_000)
+def _student(scene, novel_views=False):
+    """A student on stand-ins for the mean teacher renders; ``novel_views``: a view between the training views every
+    step, from the first."""
+    dp = DistillParams.defaults(structure_start=10_000, novel_view_start=0, novel_view_prob=1.0)
     bg = torch.zeros(3, device="cuda")
     cams = scene.getTrainCameras()
+    novel = interpolated_cameras(cams, 2) if novel_views else []
     means = {c.uid: c.original_image("cuda").half() for c in cams}  # stand-ins for the mean teacher renders
+    means.update({c.uid: torch.rand(3, c.image_height, c.image_width, device="cuda").half() for c in novel})
     opt = OptimizationParams.defaults(densify_until_iter=1000)  # the student's area_max stats every step
-    return StudentRole(dp, opt, PipelineParams.defaults(), bg, means, torch.as_tensor(scene.points).cuda(), cams)
+    return StudentRole(dp, opt, PipelineParams.defaults(), bg, means, torch.as_tensor(scene.points).cuda(), cams,
+                       novel_cameras=novel)
 
 
 def test_student_step_waits_only_for_the_pair_count(cuda_scene):
@@ -164,3 +170,13 @@ def test_graphed_student_step_does_not_wait(cuda_scene):
     buffer it reads) and waits for nothing either."""
     scene, dataset = cuda_scene
     assert _run(scene, dataset, _student(scene)) == []
+
+
+def test_graphed_student_step_with_a_novel_view_does_not_wait(cuda_scene):
+    """--cuda_graphs: the student's novel view (every step here) replays a graph of its own, which adds its
+    gradients to the step graph's, and waits for nothing either."""
+    scene, dataset = cuda_scene
+    summary = {}
+    assert _run(scene, dataset, _student(scene, novel_views=True), summary=summary) == []
+    added = summary["cuda_graphs"]["added_view"]
+    assert added["captures"] == 1 and added["replays"] == LAST + 2 and added["overflows"] == 0, added

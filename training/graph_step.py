@@ -25,9 +25,11 @@ its pool back to the allocator (_abandon_capture).
 
 The student's step takes it too: its view's second target (the teachers' combined render, Role.view_target) is
 copied into a buffer the graph reads, as the photo is, and its weight is part of what the graph was captured
-with; what a role adds once a step (the student's novel view and structure loss, Role.step_loss) and the
-strategy's per-view statistics (its blur split's area_max) run eagerly after the replay, on the gradients and
-render output the graph left. Only G_drop stays eager (its dropout draws the opacities the step renders with), and
+with. Its novel view (a pose with no photo, learnt against the teachers' render: Role.step_loss) has a graph of
+its own, GraphedStep.add_view, whose backward adds its gradients in place to the ones the step's graph left (so
+it replays only after that graph did, and is captured again whenever that graph is); the structure loss and the
+strategy's per-view statistics (its blur split's area_max) run eagerly after the replays, on the gradients and
+render output the graphs left. Only G_drop stays eager (its dropout draws the opacities the step renders with), and
 steps with depth supervision; the graph needs one view a step, no random background, training views of one size
 and field of view, no data-parallel ranks and no --profile.
 
@@ -38,6 +40,7 @@ model eagerly (auto) or stops with one line (on).
 import time
 
 import torch
+from tqdm import tqdm
 
 import gaussian_renderer
 from gaussian_renderer import render
@@ -54,14 +57,15 @@ class GraphCaptureError(RuntimeError):
 
 
 class StaticView:
-    """A camera stand-in whose matrices, photo and second target (or None) live in buffers the graph reads: load()
-    copies a camera's and its target's in. The target's weight is a constant of the capture."""
+    """A camera stand-in whose matrices, photo (None for a pose-only camera: the target is then what the view
+    learns) and second target (or None) live in buffers the graph reads: load() copies a camera's and its target's
+    in. The target's weight is a constant of the capture."""
 
     def __init__(self, camera, device, target=None, weight=None):
         self.image_height, self.image_width = camera.image_height, camera.image_width
         self.tanfovx, self.tanfovy = camera.tanfovx, camera.tanfovy
         self._mats = tuple(m.clone() for m in camera.matrices(device))
-        self.image = camera.image.to(device).clone()  # uint8 [3, H, W]: the graph converts it
+        self.image = None if camera.image is None else camera.image.to(device).clone()  # uint8 [3, H, W]
         self.target = None if target is None else target.to(device).clone()  # float [3, H, W]
         self.weight = weight
 
@@ -71,7 +75,8 @@ class StaticView:
     def load(self, camera, device, target=None):
         for dst, src in zip(self._mats, camera.matrices(device)):
             dst.copy_(src, non_blocking=True)
-        self.image.copy_(camera.image, non_blocking=True)
+        if self.image is not None:
+            self.image.copy_(camera.image, non_blocking=True)
         if target is not None:
             self.target.copy_(target, non_blocking=True)
 
@@ -156,8 +161,15 @@ def _release_generator(device):
 
 
 class GraphedStep:
-    def __init__(self, model, opt, pipe, bg, view_weight):
+    """A model's training view as a CUDA graph (see the module docstring). ``adds_to``: the GraphedStep whose
+    gradients this graph's backward adds to, in place (add_view's graph of a pose-only view), or None: the step's
+    own graph, whose backward makes the gradients."""
+
+    def __init__(self, model, opt, pipe, bg, view_weight, adds_to=None):
         self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
+        self.adds_to = adds_to
+        self.added = None  # add_view's GraphedStep, made on first use; False once its capture failed
+        self.added_failure = None  # (what that graph had done, and why its capture failed)
         self.dev = model.device
         self.pairs = PairBudget(self.dev)
         self.side = torch.cuda.Stream(self.dev)  # the warm-ups' stream (one: its cached blocks are reused)
@@ -179,14 +191,29 @@ class GraphedStep:
 
     def _key(self, camera, want_stats, weight):
         m = self.model
+        # (the weights, of the view's loss and of its second target (None without one), are in the graph, and so
+        # are the gradients an added view's backward adds to: the step's graph makes new ones at each capture)
+        added = () if self.adds_to is None else tuple(g.data_ptr() for g in self.adds_to.grads)
         return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, want_stats,
                 camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.pairs.capacity,
-                weight)  # (the second target's weight, None without one, is in the graph)
+                weight, self.view_weight, added)
+
+    def _kept_grads(self):
+        """The gradients the parameters hold around a capture: none for the step's own graph, the step graph's for
+        an added view's (its backward adds to them)."""
+        return self.adds_to.grads if self.adds_to is not None else [None] * len(self.model.params)
+
+    def holds_gradients(self):
+        """The parameters' gradients are the ones this graph's last replay wrote (not an eager step's)."""
+        return self.grads is not None and all(p.grad is g for p, g in zip(self.model.params.values(), self.grads))
 
     def _forward_backward(self, view, want_stats):
         out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats, **self.pairs.render_kwargs())
-        gt = view.image.float() / 255.0
-        second = None if view.target is None else (view.target, view.weight)
+        if view.image is None:  # (a pose-only view: it learns its target)
+            gt, second = view.target, None
+        else:
+            gt = view.image.float() / 255.0
+            second = None if view.target is None else (view.target, view.weight)
         loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim, second)
         (self.view_weight * loss).backward()
         return out, loss.detach()
@@ -204,8 +231,8 @@ class GraphedStep:
             except Exception as e:  # noqa: BLE001 (whatever stopped the capture, the step can still run eagerly)
                 self.graph = self.view = self.out = self.loss = self.grads = self.key = None
                 _release_generator(self.dev)
-                for p in self.model.params.values():
-                    p.grad = None  # (the warm-up's or the capture's partial gradients)
+                for p, g in zip(self.model.params.values(), self._kept_grads()):
+                    p.grad = g  # (not the warm-up's or the capture's partial gradients; a capture runs nothing)
                 if not careful:  # (a quick recapture: once more with the measuring render and the warm-up)
                     careful = True
                     continue
@@ -224,8 +251,9 @@ class GraphedStep:
         old, self.graph = (None if careful else self.graph), None
         self.out = self.loss = self.grads = None
         params = list(self.model.params.values())
-        for p in params:
-            p.grad = None
+        kept = self._kept_grads()
+        for p, g in zip(params, kept):
+            p.grad = g
         t0 = time.perf_counter()
         self.view = StaticView(camera, self.dev, target, weight)
         if careful:
@@ -234,12 +262,14 @@ class GraphedStep:
             self.pairs.fit(self.model.num_points, shrink=False)
         t1 = time.perf_counter()
         if careful:
+            for p in params:
+                p.grad = None  # (the warm-up makes gradients of its own, then discarded: the kept ones untouched)
             self.side.wait_stream(torch.cuda.current_stream(self.dev))
-            with torch.cuda.stream(self.side):  # one warm-up pass outside the capture (gradients discarded)
+            with torch.cuda.stream(self.side):  # one warm-up pass outside the capture
                 self._forward_backward(self.view, want_stats)
             torch.cuda.current_stream(self.dev).wait_stream(self.side)
-            for p in params:
-                p.grad = None
+            for p, g in zip(params, kept):
+                p.grad = g
             # what torch.cuda.graph does before every capture: the device idle, the cached memory given back
             torch.cuda.synchronize(self.dev)
             torch.cuda.empty_cache()
@@ -263,6 +293,10 @@ class GraphedStep:
         # on the default stream, which PyTorch warns of and syncs the two streams for (the H200 runs' one warning)
         self.out = {k: v.detach() if torch.is_tensor(v) and v.grad_fn is not None else v for k, v in out.items()}
         self.grads = [p.grad for p in params]
+        if self.adds_to is not None and any(g is not k for g, k in zip(self.grads, kept)):
+            # (autograd adds to a gradient in place when grad mode is off, as in backward(); anything else would
+            # leave the step graph's gradients without this view's)
+            raise RuntimeError("the added view's backward did not add to the step's gradients in place")
 
     def step(self, camera, want_stats, target=None):
         """Replay (capturing first when the model, view setup or second target's weight changed): (render
@@ -279,11 +313,36 @@ class GraphedStep:
             self.key = None
         return self.out, self.loss, self.out["visibility_filter"]
 
+    def add_view(self, camera, target, weight):
+        """After this step's replay: a pose-only ``camera``'s loss against ``target`` (float [3, H, W]), x
+        ``weight``, back-propagated by a graph of its own (the student's novel view) that adds its gradients to the
+        ones this replay left. Returns the unweighted loss (no autograd graph: the gradients are in), or None when
+        the parameters hold an eager step's gradients or that graph could not be captured (said once, recorded in
+        the summary's ``added_view``): the caller then back-propagates the view eagerly."""
+        if self.added is False or not self.holds_gradients():
+            return None
+        if self.added is None:
+            self.added = GraphedStep(self.model, self.opt, self.pipe, self.bg, weight, adds_to=self)
+        self.added.view_weight = weight  # (in its key: a new weight captures again)
+        try:
+            _, loss, _ = self.added.step(camera, False, (target, None))
+        except GraphCaptureError as e:
+            self.added_failure = dict(self.added.summary(), failed_at_replay=self.replays, error=str(e))
+            self.added = False
+            tqdm.write(f"--cuda_graphs: capturing an added view's graph failed ({e}); that view trains eagerly from "
+                       f"here, the step's own graph goes on")
+            return None
+        return loss
+
     def summary(self):
         """captures (and their host seconds), replays, overflowed steps (exact: read with a sync, once, at the
-        end) and the capacity."""
-        return dict(captures=self.captures, careful_captures=self.careful_captures,
-                    capture_seconds=round(self.capture_seconds, 3),
-                    capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},
-                    replays=self.replays,
-                    overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
+        end) and the capacity; ``added_view``: the same of add_view's graph (or its failure), when there was one."""
+        out = dict(captures=self.captures, careful_captures=self.careful_captures,
+                   capture_seconds=round(self.capture_seconds, 3),
+                   capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},
+                   replays=self.replays,
+                   overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
+        added = self.added.summary() if self.added else self.added_failure
+        if added is not None:
+            out["added_view"] = added
+        return out

@@ -32,6 +32,7 @@ class Role:
     :meth:`initialize_state`): every edit of the model carries its rows, and checkpoints save it.
     """
     pairs = None  # --capacity_mode: the loop's PairBudget, for the renders of step_loss
+    graphed = None  # --cuda_graphs: the loop's GraphedStep of the model's step (its add_view, for step_loss)
 
     def make_strategy(self, opt, extent, white_background):
         return DensifyStrategy(DensifyConfig.from_opt(opt, extent, white_background))
@@ -53,8 +54,9 @@ class Role:
         return None
 
     def step_loss(self, it, model):
-        """Extra loss once per step (structure loss), or None. A render it makes goes through ``self.pairs``
-        when the loop set one (--capacity_mode: a PairBudget)."""
+        """Extra loss once per step (structure loss), or None; the loop back-propagates it unless it has no
+        autograd graph (a term whose gradients a graph's replay added: ``self.graphed.add_view``). A render it
+        makes goes through ``self.pairs`` when the loop set one (--capacity_mode: a PairBudget)."""
         return None
 
     def update_stats(self, it, state, out):
@@ -349,7 +351,7 @@ def _drop_graph(run, it, error):
         tqdm.write(f"[{name}] --cuda_graphs auto: capturing the training step failed at iteration {it} ({error}); "
                    f"eager steps from here")
     run.graph_failure = dict(run.graphed.summary(), failed_at=it, error=str(error))
-    run.graphed = None
+    run.graphed = run.role.graphed = None
 
 
 def _render_views(run, it, want_stats):
@@ -530,7 +532,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     if graphs_wanted(pipe, dev):  # (train.py refuses the flags that rule out every model under "on")
         why_not = graph_flag_conflict(opt, pipe) or graph_ineligible(role, sync, run.train_cams)
         if why_not is None:
-            run.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
+            run.graphed = role.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead and pipe.cuda_graphs == "on":  # (auto takes the graph where it can, silently)
             tqdm.write(f"[{label or 'model'}] --cuda_graphs: eager steps ({why_not})")
     if capacity_mode_applies(pipe, dev):
@@ -550,7 +552,8 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
         with timer("role events"):
             extra = role.step_loss(it, model)  # (on every rank: its random draws keep the ranks in step)
             if extra is not None and run.lead:  # (added once: the sum over the ranks has it)
-                extra.backward()
+                if extra.requires_grad:  # (else a graph's replay added its gradients)
+                    extra.backward()
                 step_loss += extra.detach()
         if sync is not None:
             with timer("all-reduce"):
