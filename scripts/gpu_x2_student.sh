@@ -18,6 +18,8 @@
 #   recapture  one GPU (~12 min with the tests): the quick recaptures measured where they matter, the four-model
 #        pipelines of lego and bonsai (seed 12) alone with the default (the student graphed) and with
 #        --cuda_graphs on (the teachers graphed too): if graphed teachers now beat eager ones, auto takes them;
+#   fwdchunks  one GPU (~10 min with the build and the tests): the render forward in depth chunks (DGR_FWD_CHUNKS,
+#        built in the thirteenth session, not yet run) against one block a tile: lego's and bonsai's 7,000 steps;
 #   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
 #        --cuda_graphs auto graphs the teachers too (the thirteenth session), beside PLAN=recapture's figures;
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
@@ -36,8 +38,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -219,7 +221,7 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
 # (the tests changed since their last GPU run: the quick recaptures of the graph step and their syncs, the 2-GPU
 # NCCL test; reported apart)
-NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_distributed.py::test_two_gpus_train_like_one}
+NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_cuda_rasterizer.py tests/test_distributed.py::test_two_gpus_train_like_one}
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
   # GATING=0: only the changed tests (the gating suite passed earlier the same day on the same CUDA sources)
   if [ "${GATING:-1}" = 0 ]; then echo " 0 passed (gating suite skipped: GATING=0)" > $R/logs/gpu_tests.txt
@@ -302,6 +304,11 @@ fi
 if [ "${PLAN:-}" = recapture ]; then  # one GPU: each pipeline alone, default then --cuda_graphs on
   pipeline_alone 0 lego 12 default; pipeline_alone 0 lego 12 graphs_on --cuda_graphs on
   pipeline_alone 0 bonsai 12 default; pipeline_alone 0 bonsai 12 graphs_on --cuda_graphs on
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = fwdchunks ]; then  # one GPU: the forward's depth chunks, each run alone (the default step)
+  graph_ab 0 "lego:" "lego:DGR_FWD_CHUNKS=2" "lego:DGR_FWD_CHUNKS=3" "lego:DGR_FWD_CHUNKS=4" "lego:" \
+    "lego:DGR_FWD_CHUNKS=3" "bonsai:" "bonsai:DGR_FWD_CHUNKS=2"
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = autocheck ]; then  # one GPU: the default pipelines alone (auto graphs every model but G_drop)

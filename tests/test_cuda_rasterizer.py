@@ -183,7 +183,11 @@ def test_degenerate_inputs_never_give_nan():
 
 
 @pytest.mark.parametrize("antialiasing", [False, True])
-def test_stats_match_reference(antialiasing):
+@pytest.mark.parametrize("fwd_chunks", ["1", "3"])
+def test_stats_match_reference(monkeypatch, antialiasing, fwd_chunks):
+    """accum_weights, area_proj and area_max, by the one-block forward and by depth chunks (DGR_FWD_CHUNKS: the
+    chunk a pixel stops in finds its stop with the exact T in front, so the stats do not change)."""
+    monkeypatch.setenv("DGR_FWD_CHUNKS", fwd_chunks)
     dgr = _cuda_module()
     s = _settings(W=80, H=64, sh_degree=1, antialiasing=antialiasing)
     g = random_gaussians(500, seed=12, sh_degree=1, device=DEV)
@@ -310,6 +314,63 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
     monkeypatch.setenv("DGR_BWD_CHUNKS", "0")
     with pytest.raises(RuntimeError, match="DGR_BWD_CHUNKS must be auto or a number of chunks from 1 to 64"):
         render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
+    monkeypatch.delenv("DGR_BWD_CHUNKS")
+    monkeypatch.setenv("DGR_FWD_CHUNKS", "2x")
+    with pytest.raises(RuntimeError, match="DGR_FWD_CHUNKS must be a number of chunks from 1 to 64, not '2x'"):
+        render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
+
+
+@pytest.mark.parametrize("chunks", ["2", "3", "8"])
+def test_forward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chunks):
+    """DGR_FWD_CHUNKS (the render forward's depth chunks, with the backward's default): each chunk starts from the
+    transmittance of the chunks in front (their alpha-only products) and the merge adds the chunks up to the one a
+    pixel stopped in. Pixels that blend all of a 600-deep list, pixels that stop at T = 1e-4 in the first chunk,
+    stops near the chunk bounds, and a larger random scene; the colour, depth, final T, last contributor and the
+    gradients (the backward walks from the forward's final T and last contributor)."""
+    monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
+    s = _settings(W=48, H=40, sh_degree=1)
+    g = random_gaussians(600, seed=30, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)
+    g["opacities"] = torch.rand(600, 1, generator=torch.Generator().manual_seed(30)).to(DEV) * 0.02 + 0.005
+    _compare(s, g, seed=30)
+    for opacity in (0.3, 0.05):  # T reaches 1e-4 after ~26 of them (first chunk), or after ~180 (in a later one)
+        g["opacities"] = torch.full((600, 1), opacity, device=DEV)
+        _compare(s, g, seed=31)
+    s = _settings(W=256, H=192, sh_degree=3, antialiasing=True)
+    g = random_gaussians(5000, seed=16, sh_degree=3, spread=1.5, scale=(-4.0, -2.0), device=DEV)
+    _compare(s, g, seed=16)
+
+
+def test_forward_chunks_give_the_one_block_walks_state(monkeypatch):
+    """The chunked forward's per-pixel state that the backward reads (final T, last contributor) equals the
+    one-block walk's: the last contributor exactly (up to pixels whose stop is within float rounding of 1e-4), T and
+    the colour to float rounding."""
+    dgr = _cuda_module()
+    real = dgr.extension()
+    forwards = []
+
+    class Spy:  # the extension, keeping what rasterize_forward returns (final T and n_contrib among it)
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def rasterize_forward(self, *args):
+            forwards.append(real.rasterize_forward(*args))
+            return forwards[-1]
+
+    monkeypatch.setattr(dgr, "extension", lambda: Spy())
+    s = _settings(W=64, H=48, sh_degree=0)
+    g = random_gaussians(800, seed=40, sh_degree=0, spread=0.1, scale=(-3.0, -1.8), device=DEV)
+    g["opacities"] = torch.rand(800, 1, generator=torch.Generator().manual_seed(40)).to(DEV) * 0.3
+    got = {}
+    for chunks in ("1", "4"):
+        monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
+        render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 40, device=DEV))
+        color, final_T, n_contrib = (forwards[-1][i] for i in (0, 9, 10))
+        got[chunks] = color.clone(), final_T.clone(), n_contrib.clone()
+    (c1, t1, n1), (c4, t4, n4) = got["1"], got["4"]
+    assert (t1 < 1e-3).any() and (t1 > 0.5).any()  # (pixels that stop, pixels that do not)
+    assert (n1 > 0).any() and (n1 != n4).float().mean() < 0.002
+    torch.testing.assert_close(t4, t1, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(c4, c1, rtol=1e-4, atol=1e-5)
 
 
 def test_large_tile_grid_uses_32bit_keys():

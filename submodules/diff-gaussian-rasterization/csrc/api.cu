@@ -185,6 +185,18 @@ int bwd_chunks(int num_tiles) {
   return (int)n;
 }
 
+// Depth chunks per tile of the render forward (render.cu, render_fwd_kernel's CHUNKED): DGR_FWD_CHUNKS=N (1-64;
+// default 1, the one-block walk). Not yet measured on a GPU: no automatic count until it is.
+int fwd_chunks() {
+  const char* env = std::getenv("DGR_FWD_CHUNKS");
+  if (env == nullptr || *env == 0) return 1;
+  char* rest = nullptr;
+  const long n = std::strtol(env, &rest, 10);
+  TORCH_CHECK(*rest == 0 && n >= 1 && n <= 64, "DGR_FWD_CHUNKS must be a number of chunks from 1 to 64, not '", env,
+              "'");
+  return (int)n;
+}
+
 }  // namespace
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
@@ -333,6 +345,9 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     tile_order = heavy_first(num_tiles, cam.tiles_x, W, H, ranges, nullptr, point_list.numel(), stream);
     check_launch(debug, "tile order");
   }
+  const int chunks = point_list.numel() > 0 ? fwd_chunks() : 1;
+  torch::Tensor scratch;  // (none for one chunk)
+  if (chunks > 1) scratch = torch::empty({(int64_t)render_fwd_scratch_floats(chunks, W, H)}, fopt);
   launch_render_fwd(static_cast<int>(stats_mode), num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
                     point_list.numel() > 0 ? point_list.data_ptr<int>() : nullptr,
                     reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
@@ -342,7 +357,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                     n_contrib.data_ptr<int>(), order.numel() > 0 ? order.data_ptr<int>() : nullptr,
                     all_stats ? accum_w.data_ptr<float>() : nullptr, all_stats ? area_proj.data_ptr<float>() : nullptr,
                     stats_mode != STATS_NONE ? area_max.data_ptr<float>() : nullptr,
-                    tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, stream);
+                    tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, chunks,
+                    scratch.defined() ? scratch.data_ptr<float>() : nullptr, stream);
   check_launch(debug, "render");
   return {out_color, out_invdepth, radii,     rank,     xy_c,      conic_c,  rgbd_c,
           point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max};

@@ -26,20 +26,41 @@ __device__ __forceinline__ void add_weighted(float& c0, float& c1, float& c2, fl
 // reads) or STATS_ALL (also accum_weights and area_proj: two atomics per pixel-Gaussian contribution).
 // The block stages 256 of the tile's Gaussians at a time and stops when all its pixels are done (staging per
 // warp, as the backward does, made the render phase slower when measured: docs/BENCHMARKS.md, 2026-11-30).
-template <int STATS>
+//
+// CHUNKED (DGR_FWD_CHUNKS > 1, launch_render_fwd_chunked): a tile's list is cut into `chunks` depth chunks, each
+// blended by a block of its own, so that a scene of few tiles with long lists (lego: 625 tiles, the forward at 18%
+// occupancy) is not bound by its longest tile's walk. Alpha compositing composes across chunks once each chunk
+// knows the transmittance in front of it: render_fwd_prefix_kernel first writes each chunk's own transmittance
+// product (prod[chunk][pixel]: alpha only, 0 where it alone reaches T_MIN), this kernel starts chunk c from the
+// product of the chunks in front and writes its partial sums (part[chunk][8][pixel]), and render_fwd_merge_kernel
+// adds them up to the chunk where the pixel stopped. A pixel's stop (the first Gaussian that would take T below
+// T_MIN) is found by the chunk it falls in, with the exact T in front of it; the per-Gaussian stats use the exact
+// weights, so they equal the one-block walk's up to float rounding.
+constexpr int FWD_PARTS = 8;  // partial sums of a chunk: colour (3), inverse depth, T after it (-1: not reached),
+                              // last contributor (negated - 1: the pixel stopped in it), best weight, best Gaussian
+
+// Entries [lo, hi) of a list of `len` that chunk `c` of `chunks` covers.
+__device__ __forceinline__ void chunk_bounds(int len, int chunks, int c, int& lo, int& hi) {
+  const int step = (len + chunks - 1) / chunks;
+  lo = min(len, c * step);
+  hi = min(len, lo + step);
+}
+
+template <int STATS, bool CHUNKED>
 __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
     const float* __restrict__ bg, float* __restrict__ out_color, float* __restrict__ out_invdepth,
     float* __restrict__ final_T, int* __restrict__ n_contrib, const int* __restrict__ order,
     float* __restrict__ accum_w, float* __restrict__ area_proj, float* __restrict__ area_max,
-    const int* __restrict__ tile_order) {
+    const int* __restrict__ tile_order, int chunks, const float* __restrict__ prod, float* __restrict__ part) {
   __shared__ int s_id[BLOCK];
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
   __shared__ float4 s_cd[BLOCK];
 
-  const int tile = tile_order ? tile_order[blockIdx.x] : blockIdx.x;
+  const int slot = CHUNKED ? blockIdx.x / chunks : blockIdx.x;  // (a tile's chunks are adjacent blocks)
+  const int tile = tile_order ? tile_order[slot] : slot;
   const int t = threadIdx.x;
   int lx, ly;
   thread_pixel(t, lx, ly);
@@ -47,14 +68,24 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
   const int py = (tile / tiles_x) * TILE + ly;
   const bool inside = px < W && py < H;
   const float fpx = (float)px, fpy = (float)py;
+  const int pix = py * W + px;
+  const int HW = H * W;
 
   const int2 range = ranges[tile];
-  const int todo = range.y - range.x;
-
-  bool done = !inside;
+  int lo = 0, hi = range.y - range.x;  // this block's entries of the tile's list
+  const int chunk = CHUNKED ? blockIdx.x % chunks : 0;
   float T = 1.f;
+  if constexpr (CHUNKED) {
+    chunk_bounds(range.y - range.x, chunks, chunk, lo, hi);
+    if (inside)
+      for (int c = 0; c < chunk; c++) T *= prod[(size_t)c * HW + pix];  // (the chunks in front)
+  }
+
+  bool done = !inside || T < T_MIN;  // (chunked: the pixel stopped in a chunk in front)
+  const bool reached = !done;
+  bool stopped = false;
   float C0 = 0.f, C1 = 0.f, C2 = 0.f, D = 0.f;
-  int contributor = 0, last = 0;
+  int contributor = lo, last = 0;
   float best_w = 0.f;
   int best_g = -1;
 
@@ -72,7 +103,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     if (!e.ok) return;
     const float test_T = T * (1.f - e.alpha);
     if (test_T < T_MIN) {
-      done = true;
+      done = stopped = true;
       return;
     }
     const float w = e.alpha * T;
@@ -89,18 +120,26 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     }
   };
 
-  const int rounds = (todo + BLOCK - 1) / BLOCK;
-  for (int r = 0; r < rounds; r++) {
+  for (int start = lo; start < hi; start += BLOCK) {
     if (__syncthreads_count(done) == BLOCK) break;
-    const int idx = range.x + r * BLOCK + t;
-    if (idx < range.y) stage(t, idx);
+    const int idx = start + t;
+    if (idx < hi) stage(t, range.x + idx);
     __syncthreads();
-    const int n = min(BLOCK, todo - r * BLOCK);
+    const int n = min(BLOCK, hi - start);
     for (int j = 0; j < n && !done; j++) blend(j);
   }
-  if (inside) {
-    const int pix = py * W + px;
-    const int HW = H * W;
+  if (!inside) return;
+  if constexpr (CHUNKED) {
+    float* q = part + (size_t)chunk * FWD_PARTS * HW + pix;
+    q[0] = C0;
+    q[HW] = C1;
+    q[2 * HW] = C2;
+    q[3 * HW] = D;
+    q[4 * HW] = reached ? T : -1.f;
+    q[5 * HW] = __int_as_float(stopped ? -(last + 1) : last);
+    q[6 * HW] = best_w;
+    q[7 * HW] = __int_as_float(best_g);
+  } else {
     final_T[pix] = T;
     n_contrib[pix] = last;
     out_color[pix] = C0 + T * bg[0];
@@ -111,17 +150,124 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
   }
 }
 
+// Pass 1 of the chunked forward: each chunk's own transmittance product at each pixel (alpha only), 0 where the
+// chunk alone takes it below T_MIN (the pixel then stops in this chunk or in front of it).
+__global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
+    int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
+    const float2* __restrict__ xy, const float4* __restrict__ conic_op, const int* __restrict__ tile_order,
+    int chunks, float* __restrict__ prod) {
+  __shared__ float2 s_xy[BLOCK];
+  __shared__ float4 s_co[BLOCK];
+
+  const int slot = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+  const int tile = tile_order ? tile_order[slot] : slot;
+  const int t = threadIdx.x;
+  int lx, ly;
+  thread_pixel(t, lx, ly);
+  const int px = (tile % tiles_x) * TILE + lx;
+  const int py = (tile / tiles_x) * TILE + ly;
+  const bool inside = px < W && py < H;
+  const float fpx = (float)px, fpy = (float)py;
+  const int2 range = ranges[tile];
+  int lo, hi;
+  chunk_bounds(range.y - range.x, chunks, chunk, lo, hi);
+
+  bool done = !inside;
+  float P = 1.f;
+  for (int start = lo; start < hi; start += BLOCK) {
+    if (__syncthreads_count(done) == BLOCK) break;
+    const int idx = start + t;
+    if (idx < hi) {
+      const int g = point_list[range.x + idx];
+      s_xy[t] = xy[g];
+      s_co[t] = conic_op[g];
+    }
+    __syncthreads();
+    const int n = min(BLOCK, hi - start);
+    for (int j = 0; j < n && !done; j++) {
+      const AlphaEval e = eval_alpha(s_xy[j], s_co[j], fpx, fpy);
+      if (!e.ok) continue;
+      const float test = P * (1.f - e.alpha);
+      if (test < T_MIN) {
+        P = 0.f;
+        done = true;
+      } else {
+        P = test;
+      }
+    }
+  }
+  if (inside) prod[(size_t)chunk * H * W + py * W + px] = P;
+}
+
+// Pass 3 of the chunked forward: a pixel's chunks added up front to back, to the one it stopped in.
+template <int STATS>
+__global__ void render_fwd_merge_kernel(int HW, int chunks, const float* __restrict__ part,
+                                        const float* __restrict__ bg, float* __restrict__ out_color,
+                                        float* __restrict__ out_invdepth, float* __restrict__ final_T,
+                                        int* __restrict__ n_contrib, float* __restrict__ area_max) {
+  const int pix = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pix >= HW) return;
+  float C0 = 0.f, C1 = 0.f, C2 = 0.f, D = 0.f, T = 1.f, best_w = 0.f;
+  int last = 0, best_g = -1;
+  for (int c = 0; c < chunks; c++) {
+    const float* q = part + (size_t)c * FWD_PARTS * HW + pix;
+    const float Tc = q[4 * HW];
+    if (Tc < 0.f) break;  // (the pixel stopped in front of this chunk)
+    C0 += q[0];
+    C1 += q[HW];
+    C2 += q[2 * HW];
+    D += q[3 * HW];
+    T = Tc;
+    const int l = __float_as_int(q[5 * HW]);
+    last = max(last, l < 0 ? -l - 1 : l);
+    if (STATS != STATS_NONE && q[6 * HW] > best_w) {
+      best_w = q[6 * HW];
+      best_g = __float_as_int(q[7 * HW]);
+    }
+    if (l < 0) break;  // it stopped in this chunk
+  }
+  final_T[pix] = T;
+  n_contrib[pix] = last;
+  out_color[pix] = C0 + T * bg[0];
+  out_color[HW + pix] = C1 + T * bg[1];
+  out_color[2 * HW + pix] = C2 + T * bg[2];
+  out_invdepth[pix] = D;
+  if (STATS != STATS_NONE && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+}
+
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
                        const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
-                       cudaStream_t stream) {
+                       int chunks, float* scratch, cudaStream_t stream) {
   if (num_tiles == 0) return;
-  auto kernel = stats == STATS_ALL ? render_fwd_kernel<STATS_ALL>
-                : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX> : render_fwd_kernel<STATS_NONE>;
-  kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, out_color,
-                                          out_invdepth, final_T, n_contrib, order, accum_w, area_proj, area_max,
-                                          tile_order);
+  if (chunks <= 1) {
+    auto kernel = stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, false>
+                  : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, false>
+                                            : render_fwd_kernel<STATS_NONE, false>;
+    kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, out_color,
+                                            out_invdepth, final_T, n_contrib, order, accum_w, area_proj, area_max,
+                                            tile_order, 1, nullptr, nullptr);
+    return;
+  }
+  const int HW = W * H;
+  float* prod = scratch;                          // [chunks][HW]
+  float* part = scratch + (size_t)chunks * HW;    // [chunks][FWD_PARTS][HW]
+  render_fwd_prefix_kernel<<<num_tiles * chunks, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op,
+                                                                     tile_order, chunks, prod);
+  auto kernel = stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, true>
+                : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, true>
+                                          : render_fwd_kernel<STATS_NONE, true>;
+  kernel<<<num_tiles * chunks, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
+                                                   out_color, out_invdepth, final_T, n_contrib, order, accum_w,
+                                                   area_proj, area_max, tile_order, chunks, prod, part);
+  auto merge = stats == STATS_NONE ? render_fwd_merge_kernel<STATS_NONE> : render_fwd_merge_kernel<STATS_ALL>;
+  merge<<<(HW + 255) / 256, 256, 0, stream>>>(HW, chunks, part, bg, out_color, out_invdepth, final_T, n_contrib,
+                                              area_max);
+}
+
+size_t render_fwd_scratch_floats(int chunks, int W, int H) {
+  return chunks <= 1 ? 0 : (size_t)chunks * (1 + FWD_PARTS) * W * H;
 }
 
 // Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the
