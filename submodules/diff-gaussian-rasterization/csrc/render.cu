@@ -6,12 +6,22 @@
 
 namespace dgr {
 
-// Pixel of thread `t` in its 16x16 tile: each warp covers a compact 8x4 block, so that a small Gaussian
+// Pixel of tile-local thread `t` in `tile` (16x16): each warp covers a compact 8x4 block, so that a small Gaussian
 // touches few warps (the backward skips warps with no contribution).
-__device__ __forceinline__ void thread_pixel(int t, int& lx, int& ly) {
+struct Pixel {
+  int x, y;
+  float fx, fy;
+  bool inside;
+};
+__device__ __forceinline__ Pixel tile_pixel(int tile, int t, int tiles_x, int W, int H) {
   const int warp = t >> 5, lane = t & 31;
-  lx = ((warp & 1) << 3) | (lane & 7);
-  ly = ((warp >> 1) << 2) | (lane >> 3);
+  Pixel p;
+  p.x = (tile % tiles_x) * TILE + (((warp & 1) << 3) | (lane & 7));
+  p.y = (tile / tiles_x) * TILE + (((warp >> 1) << 2) | (lane >> 3));
+  p.fx = (float)p.x;
+  p.fy = (float)p.y;
+  p.inside = p.x < W && p.y < H;
+  return p;
 }
 
 // One front-to-back blending term: colour and inverse depth += w x the Gaussian's (rgbd).
@@ -20,6 +30,21 @@ __device__ __forceinline__ void add_weighted(float& c0, float& c1, float& c2, fl
   c1 += cd.y * w;
   c2 += cd.z * w;
   d += cd.w * w;
+}
+
+// A pixel's outputs once its walk is done: colour over the background, inverse depth, the state the backward reads
+// (final T, last contributor) and its area_max vote for the Gaussian of the largest weight.
+template <int STATS>
+__device__ __forceinline__ void write_pixel(int pix, int HW, float T, int last, float C0, float C1, float C2, float D,
+                                            int best_g, const float* bg, float* out_color, float* out_invdepth,
+                                            float* final_T, int* n_contrib, float* area_max) {
+  final_T[pix] = T;
+  n_contrib[pix] = last;
+  out_color[pix] = C0 + T * bg[0];
+  out_color[HW + pix] = C1 + T * bg[1];
+  out_color[2 * HW + pix] = C2 + T * bg[2];
+  out_invdepth[pix] = D;
+  if (STATS != STATS_NONE && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
 }
 
 // STATS: STATS_NONE, STATS_AREA_MAX (only area_max: one atomic per pixel, what training densification
@@ -62,12 +87,10 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
   const int slot = CHUNKED ? blockIdx.x / chunks : blockIdx.x;  // (a tile's chunks are adjacent blocks)
   const int tile = tile_order ? tile_order[slot] : slot;
   const int t = threadIdx.x;
-  int lx, ly;
-  thread_pixel(t, lx, ly);
-  const int px = (tile % tiles_x) * TILE + lx;
-  const int py = (tile / tiles_x) * TILE + ly;
-  const bool inside = px < W && py < H;
-  const float fpx = (float)px, fpy = (float)py;
+  const Pixel p = tile_pixel(tile, t, tiles_x, W, H);
+  const int px = p.x, py = p.y;
+  const bool inside = p.inside;
+  const float fpx = p.fx, fpy = p.fy;
   const int pix = py * W + px;
   const int HW = H * W;
 
@@ -140,13 +163,8 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     q[6 * HW] = best_w;
     q[7 * HW] = __int_as_float(best_g);
   } else {
-    final_T[pix] = T;
-    n_contrib[pix] = last;
-    out_color[pix] = C0 + T * bg[0];
-    out_color[HW + pix] = C1 + T * bg[1];
-    out_color[2 * HW + pix] = C2 + T * bg[2];
-    out_invdepth[pix] = D;
-    if (STATS != STATS_NONE && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+    write_pixel<STATS>(pix, HW, T, last, C0, C1, C2, D, best_g, bg, out_color, out_invdepth, final_T, n_contrib,
+                       area_max);
   }
 }
 
@@ -162,17 +180,12 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
   const int slot = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const int tile = tile_order ? tile_order[slot] : slot;
   const int t = threadIdx.x;
-  int lx, ly;
-  thread_pixel(t, lx, ly);
-  const int px = (tile % tiles_x) * TILE + lx;
-  const int py = (tile / tiles_x) * TILE + ly;
-  const bool inside = px < W && py < H;
-  const float fpx = (float)px, fpy = (float)py;
+  const Pixel p = tile_pixel(tile, t, tiles_x, W, H);
   const int2 range = ranges[tile];
   int lo, hi;
   chunk_bounds(range.y - range.x, chunks, chunk, lo, hi);
 
-  bool done = !inside;
+  bool done = !p.inside;
   float P = 1.f;
   for (int start = lo; start < hi; start += BLOCK) {
     if (__syncthreads_count(done) == BLOCK) break;
@@ -185,7 +198,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
     __syncthreads();
     const int n = min(BLOCK, hi - start);
     for (int j = 0; j < n && !done; j++) {
-      const AlphaEval e = eval_alpha(s_xy[j], s_co[j], fpx, fpy);
+      const AlphaEval e = eval_alpha(s_xy[j], s_co[j], p.fx, p.fy);
       if (!e.ok) continue;
       const float test = P * (1.f - e.alpha);
       if (test < T_MIN) {
@@ -196,7 +209,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
       }
     }
   }
-  if (inside) prod[(size_t)chunk * H * W + py * W + px] = P;
+  if (p.inside) prod[(size_t)chunk * H * W + p.y * W + p.x] = P;
 }
 
 // Pass 3 of the chunked forward: a pixel's chunks added up front to back, to the one it stopped in.
@@ -226,13 +239,8 @@ __global__ void render_fwd_merge_kernel(int HW, int chunks, const float* __restr
     }
     if (l < 0) break;  // it stopped in this chunk
   }
-  final_T[pix] = T;
-  n_contrib[pix] = last;
-  out_color[pix] = C0 + T * bg[0];
-  out_color[HW + pix] = C1 + T * bg[1];
-  out_color[2 * HW + pix] = C2 + T * bg[2];
-  out_invdepth[pix] = D;
-  if (STATS != STATS_NONE && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+  write_pixel<STATS>(pix, HW, T, last, C0, C1, C2, D, best_g, bg, out_color, out_invdepth, final_T, n_contrib,
+                     area_max);
 }
 
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
@@ -319,12 +327,10 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
   const int chunk = (blockIdx.x % per_tile) / BWD_SPLIT;
   const int t = threadIdx.x;
   const int lane = t & 31;
-  int lx, ly;
-  thread_pixel((blockIdx.x % BWD_SPLIT) * BWD_WARPS * 32 + t, lx, ly);
-  const int px = (tile % tiles_x) * TILE + lx;
-  const int py = (tile / tiles_x) * TILE + ly;
-  const bool inside = px < W && py < H;
-  const float fpx = (float)px, fpy = (float)py;
+  const Pixel p = tile_pixel(tile, (blockIdx.x % BWD_SPLIT) * BWD_WARPS * 32 + t, tiles_x, W, H);
+  const int px = p.x, py = p.y;
+  const bool inside = p.inside;
+  const float fpx = p.fx, fpy = p.fy;
   const int2 range = ranges[tile];
 
   float T = 1.f;
