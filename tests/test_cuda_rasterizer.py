@@ -206,7 +206,9 @@ def test_stats_match_reference(monkeypatch, antialiasing, fwd_chunks):
     assert (cs["area_max"] - rs["area_max"]).abs().sum() <= 0.01 * rs["area_max"].sum() + 2
 
 
-def test_area_max_only_mode_matches_full_stats():
+@pytest.mark.parametrize("fwd_chunks", ["1", "3"])
+def test_area_max_only_mode_matches_full_stats(monkeypatch, fwd_chunks):
+    monkeypatch.setenv("DGR_FWD_CHUNKS", fwd_chunks)  # (the depth-chunked forward's area_max mode too)
     dgr = _cuda_module()
     s = _to_cuda_settings(_settings(W=80, H=64, sh_degree=1))
     g = random_gaussians(500, seed=14, sh_degree=1, device=DEV)
@@ -316,7 +318,7 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
         render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
     monkeypatch.delenv("DGR_BWD_CHUNKS")
     monkeypatch.setenv("DGR_FWD_CHUNKS", "2x")
-    with pytest.raises(RuntimeError, match="DGR_FWD_CHUNKS must be a number of chunks from 1 to 64, not '2x'"):
+    with pytest.raises(RuntimeError, match="DGR_FWD_CHUNKS must be a number of chunks from 1 to 16, not '2x'"):
         render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
 
 
@@ -326,13 +328,15 @@ def test_forward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chunk
     transmittance of the chunks in front (their alpha-only products) and the merge adds the chunks up to the one a
     pixel stopped in. Pixels that blend all of a 600-deep list, pixels that stop at T = 1e-4 in the first chunk,
     stops near the chunk bounds, and a larger random scene; the colour, depth, final T, last contributor and the
-    gradients (the backward walks from the forward's final T and last contributor)."""
+    gradients (the backward walks from the forward's final T and last contributor). (The colour's error is a norm over
+    the image: test_forward_chunks_give_the_one_block_walks_state compares pixel by pixel.)"""
     monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
     s = _settings(W=48, H=40, sh_degree=1)
     g = random_gaussians(600, seed=30, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)
     g["opacities"] = torch.rand(600, 1, generator=torch.Generator().manual_seed(30)).to(DEV) * 0.02 + 0.005
     _compare(s, g, seed=30)
-    for opacity in (0.3, 0.05):  # T reaches 1e-4 after ~26 of them (first chunk), or after ~180 (in a later one)
+    for opacity in (0.3, 0.05):  # T reaches 1e-4 after ~26 of them (44 pixels stop, in the first chunk or a later
+        # one by the count), or after ~180 (12 pixels, in a later chunk)
         g["opacities"] = torch.full((600, 1), opacity, device=DEV)
         _compare(s, g, seed=31)
     s = _settings(W=256, H=192, sh_degree=3, antialiasing=True)

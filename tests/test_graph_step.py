@@ -305,6 +305,7 @@ def _added_view_setup(tmp_path):
     scene = Scene(dataset)
     model = GaussianModel(dataset.sh_degree, "cuda")
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    model.active_sh_degree = model.max_sh_degree  # (every parameter gets a gradient: f_rest too)
     cams = scene.getTrainCameras()
     novel = interpolated_cameras(cams, 1)
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -317,16 +318,19 @@ def _added_view_setup(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_an_added_view_adds_the_gradients_of_an_eager_one(tmp_path):
     """GraphedStep.add_view (the student's novel view): after the step's replay, its graph adds the pose-only view's
-    weighted loss gradients to the step's, as the eager backward of that loss does; captured once, then replayed."""
+    weighted loss gradients to the step's, as the eager backward of that loss does; captured, replayed, and captured
+    again after the step's graph was (its gradients are new tensors then)."""
     from gaussian_renderer import render  # noqa: PLC0415
     from utils.loss_utils import photometric_loss  # noqa: PLC0415
     model, cams, novel, targets, step, opt, pipe, bg = _added_view_setup(tmp_path)
     params = list(model.params.values())
     weight = 0.7
-    for k in range(3):  # (the first captures both graphs, the others replay them)
+    for k in range(4):  # (the first captures both graphs, the second replays them, the third captures both again)
         cam, view = cams[k], novel[k]
         for p in params:
             p.grad = None
+        if k == 2:
+            step.key = None  # (as after a densification)
         step.step(cam, False)
         loss = step.add_view(view, targets[view.uid], weight)
         got = [p.grad.clone() for p in params]
@@ -343,8 +347,10 @@ def test_an_added_view_adds_the_gradients_of_an_eager_one(tmp_path):
             tol = 1e-4 * float(want.abs().max()) + 1e-9
             assert float((want - before).abs().max()) > 20 * tol, name  # (the view adds something to check)
             torch.testing.assert_close(g, want, rtol=1e-3, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
-    added = step.summary()["added_view"]
-    assert added["captures"] == 1 and added["replays"] == 3 and added["overflows"] == 0, added
+    summary = step.summary()
+    added = summary["added_view"]
+    assert summary["captures"] == 2 and added["captures"] == 2 and added["replays"] == 4, summary
+    assert added["overflows"] == 0, added
     for p in params:  # an eager step's gradients (the optimizer cleared the graph's): the caller goes eager
         p.grad = None
     assert step.add_view(novel[0], targets[novel[0].uid], weight) is None

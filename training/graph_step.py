@@ -205,7 +205,8 @@ class GraphedStep:
 
     def holds_gradients(self):
         """The parameters' gradients are the ones this graph's last replay wrote (not an eager step's)."""
-        return self.grads is not None and all(p.grad is g for p, g in zip(self.model.params.values(), self.grads))
+        return self.grads is not None and all(g is not None and p.grad is g
+                                              for p, g in zip(self.model.params.values(), self.grads))
 
     def _forward_backward(self, view, want_stats):
         out = render(view, self.model, self.pipe, self.bg, return_stats=want_stats, **self.pairs.render_kwargs())

@@ -555,6 +555,9 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 if extra.requires_grad:  # (else a graph's replay added its gradients)
                     extra.backward()
                 step_loss += extra.detach()
+            # (its autograd graph, kept to the next step, would hold the parameters' AccumulateGrad nodes made on
+            # this stream: a capture's backward that meets them refuses the stale stream)
+            extra = None
         if sync is not None:
             with timer("all-reduce"):
                 step_loss, visible, out = sync.reduce_step(model, run.stats, step_loss, visible, out)

@@ -185,14 +185,15 @@ int bwd_chunks(int num_tiles) {
   return (int)n;
 }
 
-// Depth chunks per tile of the render forward (render.cu, render_fwd_kernel's CHUNKED): DGR_FWD_CHUNKS=N (1-64;
-// default 1, the one-block walk). Not yet measured on a GPU: no automatic count until it is.
+// Depth chunks per tile of the render forward (render.cu, render_fwd_kernel's CHUNKED): DGR_FWD_CHUNKS=N (1-16;
+// default 1, the one-block walk; its scratch is 9 floats a pixel and chunk). Not yet measured on a GPU: no automatic
+// count until it is.
 int fwd_chunks() {
   const char* env = std::getenv("DGR_FWD_CHUNKS");
   if (env == nullptr || *env == 0) return 1;
   char* rest = nullptr;
   const long n = std::strtol(env, &rest, 10);
-  TORCH_CHECK(*rest == 0 && n >= 1 && n <= 64, "DGR_FWD_CHUNKS must be a number of chunks from 1 to 64, not '", env,
+  TORCH_CHECK(*rest == 0 && n >= 1 && n <= 16, "DGR_FWD_CHUNKS must be a number of chunks from 1 to 16, not '", env,
               "'");
   return (int)n;
 }
@@ -345,7 +346,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     tile_order = heavy_first(num_tiles, cam.tiles_x, W, H, ranges, nullptr, point_list.numel(), stream);
     check_launch(debug, "tile order");
   }
-  const int chunks = point_list.numel() > 0 ? fwd_chunks() : 1;
+  const int chunks = fwd_chunks() > 1 && point_list.numel() > 0 ? fwd_chunks() : 1;  // (checked with no pairs too)
   torch::Tensor scratch;  // (none for one chunk)
   if (chunks > 1) scratch = torch::empty({(int64_t)render_fwd_scratch_floats(chunks, W, H)}, fopt);
   launch_render_fwd(static_cast<int>(stats_mode), num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
