@@ -18,8 +18,11 @@
 #   recapture  one GPU (~12 min with the tests): the quick recaptures measured where they matter, the four-model
 #        pipelines of lego and bonsai (seed 12) alone with the default (the student graphed) and with
 #        --cuda_graphs on (the teachers graphed too): if graphed teachers now beat eager ones, auto takes them;
-#   fwdchunks  one GPU (~10 min with the build and the tests): the render forward in depth chunks (DGR_FWD_CHUNKS,
-#        built in the thirteenth session, not yet run) against one block a tile: lego's and bonsai's 7,000 steps;
+#   fwdchunks  one GPU (~10 min): the render forward in depth chunks (DGR_FWD_CHUNKS, built in the thirteenth
+#        session, not yet run) against one block a tile: lego's and bonsai's 7,000 steps, the rasterizer benchmark
+#        with 1 and 2 chunks, lego's kernels under Nsight Compute with 3;
+#   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
+#        and could not run, autocheck's pipelines (the student's novel views graphed) then fwdchunks;
 #   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
 #        --cuda_graphs auto graphs the teachers too (the thirteenth session), beside PLAN=recapture's figures;
 #   x2   a two-GPU machine (kind nvidia-h200-x2, ~15 min): bonsai's pipeline in one process against torchrun on
@@ -38,8 +41,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -208,13 +211,14 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
   # backward is the step's largest kernel)
   local gpu=$1 scene=$2; shift 2
   local extra=""; [ $scene = lego ] && extra=-w
-  CUDA_VISIBLE_DEVICES=$gpu ncu --clock-control none --set full --kernel-name regex:'render_(fwd|bwd)_kernel' \
-    --launch-skip 3800 --launch-count 4 -f -o /tmp/ncu_rep_$scene python3 train.py -s data/$scene -m /tmp/ncu_$scene \
+  local per=2; [ "${DGR_FWD_CHUNKS:-1}" != 1 ] && per=3  # (render kernels a step: the chunked forward's prefix pass)
+  CUDA_VISIBLE_DEVICES=$gpu ncu --clock-control none --set full --kernel-name regex:'render_(fwd|bwd)_(prefix_)?kernel' \
+    --launch-skip $((1900 * per)) --launch-count $((2 * per)) -f -o /tmp/ncu_rep_$scene python3 train.py -s data/$scene -m /tmp/ncu_$scene \
     --eval --quiet --views_per_step 1 --data_device cuda --iterations 2000 --test_iterations 2000 $extra "$@" \
     > $R/logs/ncu_${scene}_run.txt 2>&1
   ncu --import /tmp/ncu_rep_$scene.ncu-rep --page details > $R/logs/ncu_${scene}_details.txt 2>&1
   { stamp "ncu, $scene, render kernels of iterations ~1,900 (alone on GPU $gpu; details in logs/ncu_${scene}_details.txt)"
-    grep -E "render_(fwd|bwd)_kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L1/TEX Hit Rate|^ +Warp Cycles Per Issued Instruction" \
+    grep -E "render_(fwd|bwd)_(prefix_)?kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L1/TEX Hit Rate|^ +Warp Cycles Per Issued Instruction" \
       $R/logs/ncu_${scene}_details.txt | head -40; tail -3 $R/logs/ncu_${scene}_run.txt; } >> $R/summary.txt 2>&1
 }
 
@@ -306,13 +310,23 @@ if [ "${PLAN:-}" = recapture ]; then  # one GPU: each pipeline alone, default th
   pipeline_alone 0 bonsai 12 default; pipeline_alone 0 bonsai 12 graphs_on --cuda_graphs on
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = fwdchunks ]; then  # one GPU: the forward's depth chunks, each run alone (the default step)
+fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default step otherwise)
   graph_ab 0 "lego:" "lego:DGR_FWD_CHUNKS=2" "lego:DGR_FWD_CHUNKS=3" "lego:DGR_FWD_CHUNKS=4" "lego:" \
     "lego:DGR_FWD_CHUNKS=3" "bonsai:" "bonsai:DGR_FWD_CHUNKS=2"
-  stamp done; touch $DONE; exit 0
+  for c in 1 2; do
+    { stamp "rasterizer benchmark, DGR_FWD_CHUNKS=$c (alone on GPU 0)"
+      DGR_FWD_CHUNKS=$c CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai 2>&1 | tail -8
+    } >> $R/summary.txt
+  done
+  DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
+}
+if [ "${PLAN:-}" = fwdchunks ]; then
+  fwd_chunks_plan; stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = autocheck ]; then  # one GPU: the default pipelines alone (auto graphs every model but G_drop)
+if [ "${PLAN:-}" = autocheck ] || [ "${PLAN:-}" = verify13 ]; then  # one GPU: the default pipelines alone (auto
+  # graphs every model but G_drop; the student's novel views too since the thirteenth session's last commits)
   pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
+  [ "$PLAN" = verify13 ] && fwd_chunks_plan
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = graphcheck ]; then  # one GPU (~9 min, with SKIP_TESTS=1): bonsai's default pipeline alone (the
