@@ -34,8 +34,9 @@ steps with depth supervision; the graph needs one view a step, no random backgro
 and field of view, no data-parallel ranks and no --profile.
 
 --cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails
-raises GraphCaptureError with the model's gradients cleared, and the loop (training/loop.py) then trains that
-model eagerly (auto) or stops with one line (on).
+raises GraphCaptureError with the model's gradients as they were before it (none; an added view's: the step
+graph's), and the loop (training/loop.py) then trains that model eagerly (auto) or stops with one line (on); an
+added view whose capture fails trains eagerly from then on, the step's graph going on.
 """
 import time
 
@@ -53,7 +54,8 @@ CAREFUL_EVERY = 16  # captures: at most this many share one memory pool (see Gra
 
 class GraphCaptureError(RuntimeError):
     """Capturing a step's graph failed (a CUDA or PyTorch setup that cannot capture it, or no memory for it). The
-    model's gradients are cleared and the graph dropped, so the step can run eagerly instead."""
+    model's gradients are as they were before the capture and the graph dropped, so the step can run eagerly
+    instead."""
 
 
 class StaticView:
