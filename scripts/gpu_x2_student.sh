@@ -20,7 +20,7 @@
 #        --cuda_graphs on (the teachers graphed too): if graphed teachers now beat eager ones, auto takes them;
 #   fwdchunks  one GPU (~10 min): the render forward in depth chunks (DGR_FWD_CHUNKS, built in the thirteenth
 #        session, not yet run) against one block a tile: lego's and bonsai's 7,000 steps, the rasterizer benchmark
-#        with 1 and 2 chunks, lego's kernels under Nsight Compute with 3;
+#        with 1 and 2 chunks (last), lego's kernels under Nsight Compute with 3;
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
 #        and could not run, autocheck's pipelines (the student's novel views graphed) then fwdchunks;
 #   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
@@ -313,12 +313,12 @@ fi
 fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default step otherwise)
   graph_ab 0 "lego:" "lego:DGR_FWD_CHUNKS=2" "lego:DGR_FWD_CHUNKS=3" "lego:DGR_FWD_CHUNKS=4" "lego:" \
     "lego:DGR_FWD_CHUNKS=3" "bonsai:" "bonsai:DGR_FWD_CHUNKS=2"
-  for c in 1 2; do
+  DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
+  for c in 1 2; do  # (last: without .devdata/prebuilt/gsplat_cuda.so.gz gsplat compiles itself first, minutes)
     { stamp "rasterizer benchmark, DGR_FWD_CHUNKS=$c (alone on GPU 0)"
       DGR_FWD_CHUNKS=$c CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai 2>&1 | tail -8
     } >> $R/summary.txt
   done
-  DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
 }
 if [ "${PLAN:-}" = fwdchunks ]; then
   fwd_chunks_plan; stamp done; touch $DONE; exit 0
