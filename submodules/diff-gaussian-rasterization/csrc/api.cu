@@ -346,7 +346,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     tile_order = heavy_first(num_tiles, cam.tiles_x, W, H, ranges, nullptr, point_list.numel(), stream);
     check_launch(debug, "tile order");
   }
-  const int chunks = fwd_chunks() > 1 && point_list.numel() > 0 ? fwd_chunks() : 1;  // (checked with no pairs too)
+  const int asked_chunks = fwd_chunks();  // (the flag is checked on renders with no pairs too)
+  const int chunks = point_list.numel() > 0 ? asked_chunks : 1;
   torch::Tensor scratch;  // (none for one chunk)
   if (chunks > 1) scratch = torch::empty({(int64_t)render_fwd_scratch_floats(chunks, W, H)}, fopt);
   launch_render_fwd(static_cast<int>(stats_mode), num_tiles, cam.tiles_x, W, H, reinterpret_cast<const int2*>(ranges.data_ptr<int>()),
