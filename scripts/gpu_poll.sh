@@ -2,7 +2,8 @@
 # One device command of a detached GPU session: starts $SCRIPT (e.g. scripts/gpu_x2_student.sh) under setsid when
 # given, then waits up to WAIT seconds (the first argument, default 570) for it to touch /tmp/x2.done, and copies the
 # results to $OUT (the device tool's folder): summary.txt, studies.json, the logs as logs.tgz and the built
-# extensions as prebuilt.tgz (carry it back as .devdata/prebuilt/prebuilt.tgz to skip the next build). A later command
+# extensions as prebuilt.tgz (carry it back as .devdata/prebuilt/prebuilt.tgz to skip the next build; gsplat's, when
+# it compiled itself, as gsplat_cuda.so.gz, for .devdata/prebuilt/ likewise). A later command
 # without SCRIPT only polls, while the machine is still warm:
 #   SCRIPT=scripts/gpu_x2_student.sh bash scripts/gpu_poll.sh 570; then bash scripts/gpu_poll.sh 575; ...
 set -u
@@ -24,5 +25,10 @@ while [ ! -f /tmp/x2.done ] && [ $(( $(date +%s) - t0 )) -lt "$WAIT" ]; do sleep
 cp /tmp/res/summary.txt /tmp/res/studies.json "$OUT"/ 2>/dev/null
 tar czf "$OUT"/logs.tgz -C /tmp/res logs driver.txt 2>/dev/null
 [ -f /tmp/prebuilt.tgz ] && cp /tmp/prebuilt.tgz "$OUT"/
+# gsplat's first-use compile, when a plan ran it: carry it back as .devdata/prebuilt/gsplat_cuda.so.gz (it skips that)
+if [ ! -f .devdata/prebuilt/gsplat_cuda.so.gz ]; then
+  so=$(find ~/.cache/torch_extensions /tmp/site -name 'gsplat_cuda*.so' 2>/dev/null | head -1)
+  [ -n "$so" ] && gzip -c "$so" > "$OUT"/gsplat_cuda.so.gz
+fi
 if [ -f /tmp/x2.done ]; then echo FINISHED; else echo "STILL RUNNING after ${WAIT}s"; fi
 tail -${TAIL:-25} /tmp/res/summary.txt 2>/dev/null  # (short: the next poll must follow within 30 s)
