@@ -56,7 +56,8 @@ __device__ __forceinline__ void write_pixel(int pix, int HW, float T, int last, 
 // blended by a block of its own, so that a scene of few tiles with long lists (lego: 625 tiles, the forward at 18%
 // occupancy) is not bound by its longest tile's walk. Alpha compositing composes across chunks once each chunk
 // knows the transmittance in front of it: render_fwd_prefix_kernel first writes each chunk's own transmittance
-// product (prod[chunk][pixel]: alpha only, 0 where it alone reaches T_MIN), this kernel starts chunk c from the
+// product (prod[chunk][pixel], all chunks but the last: alpha only, 0 where it alone reaches T_MIN), this kernel
+// starts chunk c from the
 // product of the chunks in front and writes its partial sums (part[chunk][8][pixel]), and render_fwd_merge_kernel
 // adds them up to the chunk where the pixel stopped. A pixel's stop (the first Gaussian that would take T below
 // T_MIN) is found by the chunk it falls in, with the T in front of it (a product of the chunks' products: equal to
@@ -170,7 +171,8 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
 }
 
 // Pass 1 of the chunked forward: each chunk's own transmittance product at each pixel (alpha only), 0 where the
-// chunk alone takes it below T_MIN (the pixel then stops in this chunk or in front of it).
+// chunk alone takes it below T_MIN (the pixel then stops in this chunk or in front of it); not the last chunk's, which
+// no chunk is behind. Blocks: (chunks - 1) a tile.
 __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const int* __restrict__ tile_order,
@@ -178,7 +180,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
 
-  const int slot = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+  const int slot = blockIdx.x / (chunks - 1), chunk = blockIdx.x % (chunks - 1);
   const int tile = tile_order ? tile_order[slot] : slot;
   const int t = threadIdx.x;
   const Pixel p = tile_pixel(tile, t, tiles_x, W, H);
@@ -260,10 +262,10 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
     return;
   }
   const int HW = W * H;
-  float* prod = scratch;                          // [chunks][HW]
-  float* part = scratch + (size_t)chunks * HW;    // [chunks][FWD_PARTS][HW]
-  render_fwd_prefix_kernel<<<num_tiles * chunks, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op,
-                                                                     tile_order, chunks, prod);
+  float* prod = scratch;                              // [chunks - 1][HW]
+  float* part = scratch + (size_t)(chunks - 1) * HW;  // [chunks][FWD_PARTS][HW]
+  render_fwd_prefix_kernel<<<num_tiles * (chunks - 1), BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy,
+                                                                           conic_op, tile_order, chunks, prod);
   auto kernel = stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, true>
                 : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, true>
                                           : render_fwd_kernel<STATS_NONE, true>;
@@ -276,7 +278,7 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
 }
 
 size_t render_fwd_scratch_floats(int chunks, int W, int H) {
-  return chunks <= 1 ? 0 : (size_t)chunks * (1 + FWD_PARTS) * W * H;
+  return chunks <= 1 ? 0 : ((size_t)chunks - 1 + (size_t)chunks * FWD_PARTS) * W * H;
 }
 
 // Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the
