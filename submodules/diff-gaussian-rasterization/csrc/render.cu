@@ -52,14 +52,13 @@ __device__ __forceinline__ void write_pixel(int pix, int HW, float T, int last, 
 // The block stages 256 of the tile's Gaussians at a time and stops when all its pixels are done (staging per
 // warp, as the backward does, made the render phase slower when measured: docs/BENCHMARKS.md, 2026-11-30).
 //
-// CHUNKED (DGR_FWD_CHUNKS > 1: launch_render_fwd with chunks > 1): a tile's list is cut into `chunks` depth chunks, each
-// blended by a block of its own, so that a scene of few tiles with long lists (lego: 625 tiles, the forward at 18%
-// occupancy) is not bound by its longest tile's walk. Alpha compositing composes across chunks once each chunk
-// knows the transmittance in front of it: render_fwd_prefix_kernel first writes each chunk's own transmittance
-// product (prod[chunk][pixel], all chunks but the last: alpha only, 0 where it alone reaches T_MIN), this kernel
-// starts chunk c from the
-// product of the chunks in front and writes its partial sums (part[chunk][8][pixel]), and render_fwd_merge_kernel
-// adds them up to the chunk where the pixel stopped. A pixel's stop (the first Gaussian that would take T below
+// CHUNKED (DGR_FWD_CHUNKS > 1: launch_render_fwd with chunks > 1): a tile's list is cut into `chunks` depth
+// chunks, each blended by a block of its own, so that a scene of few tiles with long lists (lego: 625 tiles, the
+// forward at 18% occupancy) is not bound by its longest tile's walk. Alpha compositing composes across chunks once
+// each chunk knows the transmittance in front of it: render_fwd_prefix_kernel first writes each chunk's own
+// transmittance product (prod[chunk][pixel], all chunks but the last: alpha only, 0 where it alone reaches T_MIN),
+// this kernel starts chunk c from the product of the chunks in front and writes its partial sums
+// (part[chunk][8][pixel]), and render_fwd_merge_kernel adds them up to the chunk where the pixel stopped. A pixel's stop (the first Gaussian that would take T below
 // T_MIN) is found by the chunk it falls in, with the T in front of it (a product of the chunks' products: equal to
 // the walk's to float rounding, so a stop within rounding of T_MIN may fall one Gaussian apart); the per-Gaussian
 // stats use those weights, so they equal the one-block walk's to float rounding.
