@@ -186,8 +186,8 @@ int bwd_chunks(int num_tiles) {
 }
 
 // Depth chunks per tile of the render forward (render.cu, render_fwd_kernel's CHUNKED): DGR_FWD_CHUNKS=N (1-16;
-// default 1, the one-block walk; its scratch is about 9 floats a pixel and chunk). Not yet measured on a GPU: no automatic
-// count until it is.
+// default 1, the one-block walk; its scratch is about 9 floats a pixel and chunk). Not yet measured on a GPU: no
+// automatic count until it is.
 int fwd_chunks() {
   const char* env = std::getenv("DGR_FWD_CHUNKS");
   if (env == nullptr || *env == 0) return 1;

@@ -58,10 +58,11 @@ __device__ __forceinline__ void write_pixel(int pix, int HW, float T, int last, 
 // each chunk knows the transmittance in front of it: render_fwd_prefix_kernel first writes each chunk's own
 // transmittance product (prod[chunk][pixel], all chunks but the last: alpha only, 0 where it alone reaches T_MIN),
 // this kernel starts chunk c from the product of the chunks in front and writes its partial sums
-// (part[chunk][8][pixel]), and render_fwd_merge_kernel adds them up to the chunk where the pixel stopped. A pixel's stop (the first Gaussian that would take T below
-// T_MIN) is found by the chunk it falls in, with the T in front of it (a product of the chunks' products: equal to
-// the walk's to float rounding, so a stop within rounding of T_MIN may fall one Gaussian apart); the per-Gaussian
-// stats use those weights, so they equal the one-block walk's to float rounding.
+// (part[chunk][8][pixel]), and render_fwd_merge_kernel adds them up to the chunk where the pixel stopped. A pixel's
+// stop (the first Gaussian that would take T below T_MIN) is found by the chunk it falls in, with the T in front of
+// it (a product of the chunks' products: equal to the walk's to float rounding, so a stop within rounding of T_MIN
+// may fall one Gaussian apart); the per-Gaussian stats use those weights, so they equal the one-block walk's to
+// float rounding.
 constexpr int FWD_PARTS = 8;  // partial sums of a chunk: colour (3), inverse depth, T after it (-1: not reached),
                               // last contributor (negated - 1: the pixel stopped in it), best weight, best Gaussian
 
@@ -245,32 +246,33 @@ __global__ void render_fwd_merge_kernel(int HW, int chunks, const float* __restr
                      area_max);
 }
 
+// The forward kernel of a stats mode, one-block (CHUNKED false) or chunked.
+template <bool CHUNKED>
+auto fwd_kernel(int stats) {
+  return stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, CHUNKED>
+         : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, CHUNKED>
+                                   : render_fwd_kernel<STATS_NONE, CHUNKED>;
+}
+
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
                        const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
                        int chunks, float* scratch, cudaStream_t stream) {
   if (num_tiles == 0) return;
-  if (chunks <= 1) {
-    auto kernel = stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, false>
-                  : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, false>
-                                            : render_fwd_kernel<STATS_NONE, false>;
-    kernel<<<num_tiles, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, out_color,
-                                            out_invdepth, final_T, n_contrib, order, accum_w, area_proj, area_max,
-                                            tile_order, 1, nullptr, nullptr);
-    return;
-  }
+  chunks = std::max(1, chunks);
+  const bool chunked = chunks > 1;
   const int HW = W * H;
-  float* prod = scratch;                              // [chunks - 1][HW]
-  float* part = scratch + (size_t)(chunks - 1) * HW;  // [chunks][FWD_PARTS][HW]
-  render_fwd_prefix_kernel<<<num_tiles * (chunks - 1), BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy,
-                                                                           conic_op, tile_order, chunks, prod);
-  auto kernel = stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, true>
-                : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, true>
-                                          : render_fwd_kernel<STATS_NONE, true>;
+  float* prod = chunked ? scratch : nullptr;                              // [chunks - 1][HW]
+  float* part = chunked ? scratch + (size_t)(chunks - 1) * HW : nullptr;  // [chunks][FWD_PARTS][HW]
+  if (chunked)
+    render_fwd_prefix_kernel<<<num_tiles * (chunks - 1), BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy,
+                                                                             conic_op, tile_order, chunks, prod);
+  auto kernel = chunked ? fwd_kernel<true>(stats) : fwd_kernel<false>(stats);
   kernel<<<num_tiles * chunks, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
                                                    out_color, out_invdepth, final_T, n_contrib, order, accum_w,
                                                    area_proj, area_max, tile_order, chunks, prod, part);
+  if (!chunked) return;
   auto merge = stats == STATS_NONE ? render_fwd_merge_kernel<STATS_NONE> : render_fwd_merge_kernel<STATS_ALL>;
   merge<<<(HW + 255) / 256, 256, 0, stream>>>(HW, chunks, part, bg, out_color, out_invdepth, final_T, n_contrib,
                                               area_max);
