@@ -17,6 +17,12 @@ from training.graph_step import (
 from training.loop import Role
 
 
+def _needs_cuda_rasterizer():
+    from gaussian_renderer import cuda_extension  # noqa: PLC0415
+    if not cuda_extension():
+        pytest.skip("the diff_gaussian_rasterization extension is not built")
+
+
 class _Extra(Role):
     def step_loss(self, it, model):
         return None
@@ -148,9 +154,7 @@ def test_the_flag_needs_the_cuda_rasterizer(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
-    from gaussian_renderer import cuda_extension  # noqa: PLC0415
-    if not cuda_extension():
-        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    _needs_cuda_rasterizer()
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "600", "--densify_from_iter", "100", "--densify_until_iter", "400",
              "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda", "--views_per_step", "1"]
@@ -177,9 +181,7 @@ def test_quick_recaptures_keep_the_memory_bounded(tmp_path, monkeypatch):
     segments the growing model's tensors outgrew until every CAREFUL_EVERY-th capture starts a fresh pool; the
     run's peak reserved memory stays near that of a run whose every capture is careful (a fresh pool each time,
     the cache emptied first)."""
-    from gaussian_renderer import cuda_extension  # noqa: PLC0415
-    if not cuda_extension():
-        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    _needs_cuda_rasterizer()
     import training.graph_step as graph_step  # noqa: PLC0415
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "420", "--densify_from_iter", "5", "--densify_until_iter", "410",
@@ -200,9 +202,7 @@ def test_quick_recaptures_keep_the_memory_bounded(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
-    from gaussian_renderer import cuda_extension  # noqa: PLC0415
-    if not cuda_extension():
-        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    _needs_cuda_rasterizer()
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--eval", "--num_models", "4", "--steps_scale", "0.02", "--quiet", "--seed", "0",
              "--data_device", "cuda", "--views_per_step", "1", "--perturb_start", "2000", "--perturb_end", "20000",
@@ -236,9 +236,7 @@ def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_capture_that_cuda_refuses_falls_back_to_eager_steps(tmp_path, monkeypatch, capsys):
-    from gaussian_renderer import cuda_extension  # noqa: PLC0415
-    if not cuda_extension():
-        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    _needs_cuda_rasterizer()
     from training.graph_step import GraphedStep  # noqa: PLC0415
     real = GraphedStep._forward_backward
 
@@ -263,9 +261,7 @@ def test_a_capture_that_cuda_refuses_falls_back_to_eager_steps(tmp_path, monkeyp
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_quick_recapture_that_fails_is_retried_the_careful_way(tmp_path, monkeypatch):
-    from gaussian_renderer import cuda_extension  # noqa: PLC0415
-    if not cuda_extension():
-        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    _needs_cuda_rasterizer()
     from training.graph_step import GraphedStep  # noqa: PLC0415
     real = GraphedStep._forward_backward
     captures = []
@@ -292,9 +288,7 @@ def test_a_quick_recapture_that_fails_is_retried_the_careful_way(tmp_path, monke
 
 def _added_view_setup(tmp_path):
     """A CUDA model, its training cameras, pose-only cameras between them with random targets, and a GraphedStep."""
-    from gaussian_renderer import cuda_extension  # noqa: PLC0415
-    if not cuda_extension():
-        pytest.skip("the diff_gaussian_rasterization extension is not built")
+    _needs_cuda_rasterizer()
     from arguments import ModelParams  # noqa: PLC0415
     from distill.novel_views import interpolated_cameras  # noqa: PLC0415
     from scene import Scene  # noqa: PLC0415

@@ -205,6 +205,10 @@ class GraphedStep:
         an added view's (its backward adds to them)."""
         return self.adds_to.grads if self.adds_to is not None else [None] * len(self.model.params)
 
+    def _set_grads(self, grads):
+        for p, g in zip(self.model.params.values(), grads):
+            p.grad = g
+
     def holds_gradients(self):
         """The parameters' gradients are the ones this graph's last replay wrote (not an eager step's)."""
         return self.grads is not None and all(g is not None and p.grad is g
@@ -234,8 +238,7 @@ class GraphedStep:
             except Exception as e:  # noqa: BLE001 (whatever stopped the capture, the step can still run eagerly)
                 self.graph = self.view = self.out = self.loss = self.grads = self.key = None
                 _release_generator(self.dev)
-                for p, g in zip(self.model.params.values(), self._kept_grads()):
-                    p.grad = g  # (not the warm-up's or the capture's partial gradients; a capture runs nothing)
+                self._set_grads(self._kept_grads())  # (not the warm-up's or the capture's partial gradients)
                 if not careful:  # (a quick recapture: once more with the measuring render and the warm-up)
                     careful = True
                     continue
@@ -255,8 +258,7 @@ class GraphedStep:
         self.out = self.loss = self.grads = None
         params = list(self.model.params.values())
         kept = self._kept_grads()
-        for p, g in zip(params, kept):
-            p.grad = g
+        self._set_grads(kept)
         t0 = time.perf_counter()
         self.view = StaticView(camera, self.dev, target, weight)
         if careful:
@@ -265,14 +267,12 @@ class GraphedStep:
             self.pairs.fit(self.model.num_points, shrink=False)
         t1 = time.perf_counter()
         if careful:
-            for p in params:
-                p.grad = None  # (the warm-up makes gradients of its own, then discarded: the kept ones untouched)
+            self._set_grads([None] * len(params))  # (the warm-up's own gradients, then discarded: kept untouched)
             self.side.wait_stream(torch.cuda.current_stream(self.dev))
             with torch.cuda.stream(self.side):  # one warm-up pass outside the capture
                 self._forward_backward(self.view, want_stats)
             torch.cuda.current_stream(self.dev).wait_stream(self.side)
-            for p, g in zip(params, kept):
-                p.grad = g
+            self._set_grads(kept)
             # what torch.cuda.graph does before every capture: the device idle, the cached memory given back
             torch.cuda.synchronize(self.dev)
             torch.cuda.empty_cache()
@@ -310,8 +310,7 @@ class GraphedStep:
         self.view.load(camera, self.dev, image)
         self.graph.replay()
         self.replays += 1
-        for p, g in zip(self.model.params.values(), self.grads):
-            p.grad = g  # (the optimizer step clears .grad; the graph writes the same tensors every replay)
+        self._set_grads(self.grads)  # (the optimizer step clears .grad; the graph writes the same tensors every replay)
         if self.pairs.poll(self.model.num_points):  # overflowed: the capacity doubled, capture again next step
             self.key = None
         return self.out, self.loss, self.out["visibility_filter"]
