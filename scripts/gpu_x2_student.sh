@@ -37,7 +37,8 @@
 #   chunks  the render backward in depth chunks (DGR_BWD_CHUNKS) against one chunk, lego and bonsai (~15 min);
 #   chunkdefault  the depth-chunked backward as the default: lego's step with it against one chunk (~8 min with the
 #        build and the tests);
-#   peer  gsplat's 7,500 steps and our four-model pipeline, each alone (issue12() below);
+#   peer  gsplat's 7,500 steps and our four-model pipeline, each alone (issue12() below), then AB="scene:flags ..."
+#        (graph_ab's runs), if set;
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
@@ -382,4 +383,6 @@ if [ "$PLAN" = steps ]; then
   graph_ab 0
   stamp done; touch $DONE; exit 0
 fi
-issue12 0; stamp done; touch $DONE  # peer
+issue12 0  # peer; then AB's step modes (graph_ab's scene:flags words), if any
+[ -n "${AB:-}" ] && graph_ab 0 $AB
+stamp done; touch $DONE
