@@ -161,8 +161,10 @@ graph_ab() {  # gpu [scene:flag ...]: step modes against each other, each run al
   local gpu=$1 k=0 scene flags w; shift
   local runs=("$@"); [ ${#runs[@]} = 0 ] && runs=("lego:--cuda_graphs off" "lego:" "lego:--cuda_graphs off" "lego:" \
     "bonsai:--cuda_graphs off" "bonsai:")
+  rm -f $R/logs/ab_runs.txt
   for run in "${runs[@]}"; do
     k=$((k + 1)); scene=${run%%:*}; flags=${run#*:}
+    rm -rf /tmp/ab_$k  # (an earlier plan's run on a warm machine)
     local extra="--iterations 7000"; [ $scene = lego ] && extra="-w --iterations 7000"; [ $scene = bonsai ] && extra="${PEER_FLAGS[*]}"
     local envs=() args=()
     for w in $flags; do if [[ $w =~ ^[A-Z_]+= ]]; then envs+=("$w"); else args+=("$w"); fi; done
@@ -383,6 +385,6 @@ if [ "$PLAN" = steps ]; then
   graph_ab 0
   stamp done; touch $DONE; exit 0
 fi
-issue12 0  # peer; then AB's step modes (graph_ab's scene:flags words), if any
+[ "${NOPEER:-0}" = 1 ] || issue12 0  # peer (NOPEER=1 skips it); then AB's step modes (graph_ab's scene:flags), if any
 [ -n "${AB:-}" ] && graph_ab 0 $AB
 stamp done; touch $DONE
