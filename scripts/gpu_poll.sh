@@ -4,13 +4,18 @@
 # results to $OUT (the device tool's folder): summary.txt, studies.json, the logs as logs.tgz and the built
 # extensions as prebuilt.tgz (carry it back as .devdata/prebuilt/prebuilt.tgz to skip the next build; gsplat's, when
 # it compiled itself, as gsplat_cuda.so.gz, for .devdata/prebuilt/ likewise). A later command
-# without SCRIPT only polls, while the machine is still warm:
+# without SCRIPT only polls, while the machine is still warm (one with SCRIPT on a warm machine whose session has
+# finished starts a new session):
 #   SCRIPT=scripts/gpu_x2_student.sh bash scripts/gpu_poll.sh 570; then bash scripts/gpu_poll.sh 575; ...
 set -u
 WAIT=${1:-570}
 OUT=${OUT:?run this through the device tool, which sets OUT}
 if [ -n "${SCRIPT:-}" ]; then
   [ -f "$SCRIPT" ] || { echo "gpu_poll.sh: no such session script: $SCRIPT"; exit 2; }
+  if [ -f /tmp/x2.started ] && [ -f /tmp/x2.done ]; then  # (a warm machine whose last session ended: a new one)
+    echo "gpu_poll.sh: the earlier session on this machine had finished; starting $SCRIPT afresh"
+    rm -rf /tmp/x2.started /tmp/x2.done /tmp/res
+  fi
   if [ -f /tmp/x2.started ]; then echo "gpu_poll.sh: a session is already running on this machine; polling it"
   else
     touch /tmp/x2.started; mkdir -p /tmp/res
