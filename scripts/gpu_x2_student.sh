@@ -21,6 +21,8 @@
 #   fwdchunks  one GPU (~10 min): the render forward in depth chunks (DGR_FWD_CHUNKS, built in the thirteenth
 #        session, not yet run) against one block a tile: lego's and bonsai's 7,000 steps, the rasterizer benchmark
 #        with 1 and 2 chunks (last), lego's kernels under Nsight Compute with 3;
+#   fwdseeds  one GPU (~6 min with SEEDS="1 2 3 4" and SKIP_TESTS=1): bonsai's 7,000 steps with 1, 2 and 4 forward
+#        chunks over SEEDS, paired by seed; then the rasterizer's kernels at 1M and 3M Gaussians (--profile);
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
 #        and could not run, autocheck's pipelines (the student's novel views graphed) then fwdchunks;
 #   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
@@ -42,8 +44,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -323,6 +325,46 @@ fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default s
     } >> $R/summary.txt
   done
 }
+fwd_seeds_plan() {  # bonsai's 7,000 steps on the peer's schedule with 1, 2 and 4 forward chunks over SEEDS, each
+  # alone, then the PSNR and ms/step of 2 and 4 chunks against 1, paired by seed (the fourteenth session saw bonsai's
+  # two-chunk runs end 0.3 dB lower on average: run-to-run spread or a fault the tests miss?)
+  local runs=() seed c
+  for seed in $SEEDS; do for c in 1 2 4; do runs+=("bonsai:--seed $seed DGR_FWD_CHUNKS=$c"); done; done
+  graph_ab 0 "${runs[@]}"
+  { stamp "forward chunks against one, paired by seed (bonsai, 7,000 steps)"
+    python3 - <<'PY'
+import json, re, statistics
+from scripts.seed_study import summarize  # (the seed study's mean and Student-t 95% interval)
+rows = {}
+for line in open("/tmp/res/logs/ab_runs.txt"):
+    name, _, mode = line.split()[:3]
+    seed, chunks = re.search(r"--seed_(\d+)", mode).group(1), re.search(r"CHUNKS=(\d+)", mode).group(1)
+    try:
+        s = json.load(open(f"/tmp/{name}/point_cloud/training_log.json"))
+        rows[(seed, chunks)] = (s["psnr"], s["ms_per_step"])
+    except (OSError, ValueError, KeyError) as exc:
+        print(name, mode, "no summary:", exc)
+for c in ("2", "4"):
+    d = [(rows[(s, c)][0] - rows[(s, "1")][0], rows[(s, c)][1] / rows[(s, "1")][1])
+         for s in sorted({s for s, _ in rows}) if (s, c) in rows and (s, "1") in rows]
+    if d:
+        dp = [x for x, _ in d]
+        m = summarize(dp)
+        ci = "" if m["sd"] is None else f" ({m['ci95_low']:+.3f}, {m['ci95_high']:+.3f})"
+        print(f"{c} chunks - 1: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; each {', '.join(f'{x:+.2f}' for x in dp)}; "
+              f"ms/step x{statistics.mean(r for _, r in d):.3f}")
+PY
+  } >> $R/summary.txt 2>&1
+}
+if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~6 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
+  fwd_seeds_plan
+  for n in 1000000 3000000; do  # where the rasterizer's time goes at issue 12's larger sizes (kernels, by time)
+    { stamp "rasterizer kernels at $n Gaussians (alone on GPU 0)"
+      CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai --sizes $n --rounds 3 \
+        --runs 10 --profile 2>&1 | grep -v Warn | tail -32; } >> $R/summary.txt
+  done
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = fwdchunks ]; then
   fwd_chunks_plan; stamp done; touch $DONE; exit 0
 fi
