@@ -21,8 +21,9 @@
 #   fwdchunks  one GPU (~10 min): the render forward in depth chunks (DGR_FWD_CHUNKS, built in the thirteenth
 #        session, not yet run) against one block a tile: lego's and bonsai's 7,000 steps, the rasterizer benchmark
 #        with 1 and 2 chunks (last), lego's kernels under Nsight Compute with 3;
-#   fwdseeds  one GPU (~6 min with SEEDS="1 2 3 4" and SKIP_TESTS=1): bonsai's 7,000 steps with 1, 2 and 4 forward
-#        chunks over SEEDS, paired by seed; then the rasterizer's kernels at 1M and 3M Gaussians (--profile);
+#   fwdseeds  one GPU (~8 min with SEEDS="1 2 3 4" and SKIP_TESTS=1): bonsai's 7,000 steps with 1, 2 and 4 forward
+#        chunks over SEEDS, paired by seed, lego's with 4, 6, 8 and one; the rasterizer's kernels at 1M and 3M
+#        Gaussians (--profile);
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
 #        and could not run, autocheck's pipelines (the student's novel views graphed) then fwdchunks;
 #   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
@@ -355,8 +356,11 @@ for c in ("2", "4"):
               f"ms/step x{statistics.mean(r for _, r in d):.3f}")
 PY
   } >> $R/summary.txt 2>&1
+  # (after the summary: graph_ab reuses the run folders) lego's step by chunks beyond 4 (1.65-1.67 ms with 4,
+  # 1.70-1.74 with 3, 1.78-1.82 with one in the fourteenth session)
+  graph_ab 0 "lego:DGR_FWD_CHUNKS=4" "lego:DGR_FWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=8" "lego:"
 }
-if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~6 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
+if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
   fwd_seeds_plan
   for n in 1000000 3000000; do  # where the rasterizer's time goes at issue 12's larger sizes (kernels, by time)
     { stamp "rasterizer kernels at $n Gaussians (alone on GPU 0)"
