@@ -4,6 +4,7 @@ import gc
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,6 +175,35 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
     assert abs(sum(phases.values()) - g["capture_seconds"]) < 0.05 + 0.1 * g["capture_seconds"], g
     assert abs(graphed["psnr"] - eager["psnr"]) < 0.3, (graphed["psnr"], eager["psnr"])
     assert 0.8 < graphed["gaussians"] / eager["gaussians"] < 1.25
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_eager_depth_views_between_graphed_ones_leave_the_recaptures_working(tmp_path):
+    """Views with a reliable depth map step eagerly, the others replay the graph: an eager step's render output,
+    kept past its step with its autograd graph, made the next capture (after a densification) fail and the run
+    fall back to eager steps."""
+    import json  # noqa: PLC0415
+
+    from tests.test_depth import write_mono_depths  # noqa: PLC0415
+    from utils import make_depth_scale as mds  # noqa: PLC0415
+    _needs_cuda_rasterizer()
+    scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
+    depths = str(tmp_path / "depths")
+    write_mono_depths(scene, depths, np.random.default_rng(6), noise=0.001, outliers=0.0)
+    mds.make_depth_scale(scene, depths, quiet=True)
+    params_path = os.path.join(scene, "sparse", "0", "depth_params.json")
+    with open(params_path) as f:
+        params = json.load(f)
+    for stem in sorted(params)[::2]:  # (every other view's scale far from the median: its depth map unreliable)
+        params[stem]["scale"] *= 100.0
+    with open(params_path, "w") as f:
+        json.dump(params, f)
+    flags = ["-s", scene, "-d", depths, "-m", str(tmp_path / "o"), "--iterations", "300", "--densify_from_iter",
+             "50", "--densify_until_iter", "250", "--densification_interval", "50", "--quiet", "--seed", "0",
+             "--data_device", "cuda", "--views_per_step", "1", "--cuda_graphs", "on"]
+    g = train.main(flags)["cuda_graphs"]
+    assert "failed_at" not in g and g["captures"] >= 3, g  # (under on, a failed capture would have stopped it)
+    assert 0.2 * 300 < g["replays"] < 0.8 * 300, g  # (about half the steps eager: the views with depth)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

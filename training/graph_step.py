@@ -83,6 +83,14 @@ class StaticView:
             self.target.copy_(target, non_blocking=True)
 
 
+def without_graph(out):
+    """A render output whose tensors no longer hold their autograd graph (after its backward): detached copies of
+    the computed ones; leaves such as viewspace_points stay, with the .grad the statistics read. A graph kept alive
+    holds the parameters' AccumulateGrad nodes, which remember the stream they were made on: a capture on another
+    stream that meets them fails ("operation would make the legacy stream depend on a capturing blocking stream")."""
+    return {k: v.detach() if torch.is_tensor(v) and v.grad_fn is not None else v for k, v in out.items()}
+
+
 def graphs_wanted(pipe, device):
     """--cuda_graphs: on (every model; train.py checked the CUDA rasterizer is there), off, or auto: every model
     where our CUDA rasterizer renders. Whether the model's steps can take the graph is graph_flag_conflict's and
@@ -294,7 +302,7 @@ class GraphedStep:
         # the static outputs without the capture's autograd graph: kept alive, its AccumulateGrad nodes (made on the
         # capture's stream) would take the eager backward of the student's own terms (novel view, structure loss)
         # on the default stream, which PyTorch warns of and syncs the two streams for (the H200 runs' one warning)
-        self.out = {k: v.detach() if torch.is_tensor(v) and v.grad_fn is not None else v for k, v in out.items()}
+        self.out = without_graph(out)
         self.grads = [p.grad for p in params]
         if self.adds_to is not None and any(g is not k for g, k in zip(self.grads, kept)):
             # (autograd adds to a gradient in place when grad mode is off, as in backward(); anything else would

@@ -14,7 +14,9 @@ from tqdm import tqdm
 from gaussian_renderer import background, render
 from scene.gaussian_model import check_rows
 from training.densify import DensifyConfig, DensifyStrategy
-from training.graph_step import GraphCaptureError, GraphedStep, graph_flag_conflict, graph_ineligible, graphs_wanted
+from training.graph_step import (
+    GraphCaptureError, GraphedStep, graph_flag_conflict, graph_ineligible, graphs_wanted, without_graph,
+)
 from training.optim import load_optimizer_state
 from training.pair_budget import PairBudget, capacity_mode_applies
 from utils.errors import NonFiniteError, UserError
@@ -399,6 +401,9 @@ def _render_views(run, it, want_stats):
             visible = vis if visible is None else visible | vis
             if want_stats:
                 run.strategy.observe(run.stats, out, cam)
+            # (returned and kept past the next step: with its autograd graph, a graphed model's next capture after
+            # an eager step, a view with a depth map, would fail)
+            out = without_graph(out)
     if run.pairs is not None:
         run.pairs.poll(model.num_points)  # (the size these renders had)
     return out, cam, step_loss, visible
