@@ -377,7 +377,7 @@ def test_an_added_view_adds_the_gradients_of_an_eager_one(tmp_path):
         # would make the capture's backward wait on that stream: a capture error; the loop keeps none either)
         want_loss = want_loss.detach()
         assert loss is not None and not loss.requires_grad
-        torch.testing.assert_close(loss, want_loss.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(loss, want_loss, rtol=1e-4, atol=1e-6)
         for name, g, want, before in zip(model.params, got, (p.grad for p in params), only_step):
             tol = 1e-4 * float(want.abs().max()) + 1e-9
             assert float((want - before).abs().max()) > 20 * tol, name  # (the view adds something to check)
