@@ -107,8 +107,11 @@ class DropoutRole(Role):
         p = self.rate * (it - self.r0) / max(1, self.r1 - self.r0)
         return min(max(p, 0.0), 0.9)
 
+    def drops(self, it):
+        return it in self.events
+
     def render_opacity(self, it, model):
-        if it not in self.events:
+        if not self.drops(it):
             return None
         p = self.probability(it)
         keep = (torch.rand(model.num_points, 1, device=model.device) >= p).float()

@@ -10,12 +10,12 @@ import torch
 
 import train
 from arguments import OptimizationParams, PipelineParams
-from distill.roles import DropoutRole, PerturbRole, StudentRole
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
 from training.graph_step import (
     CAREFUL_EVERY, GraphCaptureError, graph_flag_conflict, graph_ineligible, graphs_wanted,
 )
+from scene.gaussian_model import GaussianModel
 from training.loop import Role
 
 
@@ -30,17 +30,82 @@ class _Extra(Role):
         return None
 
 
-def test_every_role_but_dropout_takes_the_graph():
-    assert graph_ineligible(Role(), None) is None
-    assert "data-parallel" in graph_ineligible(Role(), object())
-    assert graph_ineligible(_Extra(), None) is None  # (an extra term runs eagerly after the replay)
-    assert graph_ineligible(PerturbRole.__new__(PerturbRole), None) is None  # (its hooks run around the replay)
-    assert graph_ineligible(StudentRole.__new__(StudentRole), None) is None  # (its target is a graph buffer)
-    assert "dropout" in graph_ineligible(DropoutRole.__new__(DropoutRole), None)
+def test_the_graph_needs_one_camera_setup_and_no_data_parallel_ranks():
+    assert graph_ineligible(None) is None
+    assert "data-parallel" in graph_ineligible(object())
     cam = type("Cam", (), dict(image_height=12, image_width=16, tanfovx=0.5, tanfovy=0.4))
     other = type("Cam", (), dict(image_height=12, image_width=16, tanfovx=0.6, tanfovy=0.4))
-    assert graph_ineligible(Role(), None, [cam, cam]) is None
-    assert "field of view" in graph_ineligible(Role(), None, [cam, other])  # two camera setups: no graph
+    assert graph_ineligible(None, [cam, cam]) is None
+    assert "field of view" in graph_ineligible(None, [cam, other])  # two camera setups: no graph
+
+
+def test_only_g_drops_dropout_iterations_leave_the_graph():
+    from distill.roles import DropoutRole, PerturbRole, StudentRole  # noqa: PLC0415
+    from tests.test_distill import dp_defaults  # noqa: PLC0415
+    for role in (Role(), _Extra(), PerturbRole.__new__(PerturbRole), StudentRole.__new__(StudentRole)):
+        assert not any(role.drops(it) for it in range(0, 30001, 250)), role  # (their hooks run around the replay)
+    role = DropoutRole(dp_defaults())
+    m = GaussianModel(0)
+    m.create_from_points(torch.rand(50, 3), torch.rand(50, 3))
+    assert {it for it in range(30001) if role.drops(it)} == set(range(16000, 25000, 1000))
+    assert [role.render_opacity(it, m) is None for it in (15000, 16000, 16500)] == [True, False, True]
+
+
+class _EagerStandIn:
+    """A GraphedStep stand-in that steps eagerly (the CPU has no graphs): what the loop asks of the graph."""
+    made = []
+
+    def __init__(self, model, opt, pipe, bg, view_weight):
+        from gaussian_renderer import render  # noqa: PLC0415
+        from training.graph_step import without_graph  # noqa: PLC0415
+        from utils.loss_utils import photometric_loss  # noqa: PLC0415
+        self.render, self.without_graph, self.loss = render, without_graph, photometric_loss
+        self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
+        self.replays = self.eager_steps = 0
+        _EagerStandIn.made.append(self)
+
+    def applies(self, camera):
+        return True
+
+    def ran_eagerly(self):
+        self.eager_steps += 1
+
+    def step(self, camera, want_stats, target=None):
+        out = self.render(camera, self.model, self.pipe, self.bg, return_stats=want_stats)
+        loss = self.loss(out["render"], camera.original_image(self.model.device), self.opt.lambda_dssim)
+        (self.view_weight * loss).backward()
+        self.replays += 1
+        return self.without_graph(out), loss.detach(), out["visibility_filter"]
+
+    def summary(self):
+        return dict(captures=1, careful_captures=1, capture_seconds=0.0, replays=self.replays,
+                    eager_steps=self.eager_steps, overflows=0, pair_capacity=None)
+
+
+def test_g_drops_dropout_iterations_step_eagerly_and_the_others_replay(small_scene, tmp_path, monkeypatch):
+    import training.loop  # noqa: PLC0415
+    from arguments import ModelParams  # noqa: PLC0415
+    from distill.roles import DropoutRole  # noqa: PLC0415
+    from scene import Scene  # noqa: PLC0415
+    from tests.test_distill import dp_defaults  # noqa: PLC0415
+    monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, device: True)
+    monkeypatch.setattr(training.loop, "GraphedStep", _EagerStandIn)
+    _EagerStandIn.made.clear()
+    dataset = ModelParams.defaults(source_path=small_scene, model_path=str(tmp_path / "m"))
+    scene = Scene(dataset)
+    model = GaussianModel(dataset.sh_degree)
+    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    role = DropoutRole(dp_defaults(drop_start=5, drop_end=26, drop_interval=5, drop_ramp_start=0,
+                                   drop_ramp_end=10))
+    drawn = []
+    real = role.render_opacity
+    role.render_opacity = lambda it, m: drawn.append(it) or real(it, m)
+    opt = OptimizationParams.defaults(iterations=30, views_per_step=1, densify_from_iter=1000)
+    s = training.loop.train_model(scene, model, opt, PipelineParams.defaults(), dataset, str(tmp_path / "pc"),
+                                  role=role, quiet=True)
+    assert len(_EagerStandIn.made) == 1
+    assert drawn == [10, 15, 20, 25]  # (the eager path draws the dropout; the graph's steps never ask)
+    assert s["cuda_graphs"]["eager_steps"] == 4 and s["cuda_graphs"]["replays"] == 26, s["cuda_graphs"]
 
 
 def test_auto_graphs_only_where_the_cuda_rasterizer_renders(monkeypatch):
@@ -203,7 +268,8 @@ def test_eager_depth_views_between_graphed_ones_leave_the_recaptures_working(tmp
              "--data_device", "cuda", "--views_per_step", "1", "--cuda_graphs", "on"]
     g = train.main(flags)["cuda_graphs"]
     assert "failed_at" not in g and g["captures"] >= 3, g  # (under on, a failed capture would have stopped it)
-    assert 0.2 * 300 < g["replays"] < 0.8 * 300, g  # (about half the steps eager: the views with depth)
+    assert 0.2 * 300 < g["replays"] < 0.8 * 300 and g["replays"] + g["eager_steps"] == 300, g  # (about half the
+    # steps eager: the views with a reliable depth map)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -236,24 +302,27 @@ def test_quick_recaptures_keep_the_memory_bounded(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
+def test_a_graphed_pipeline_graphs_every_model(tmp_path):
     _needs_cuda_rasterizer()
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--eval", "--num_models", "4", "--steps_scale", "0.02", "--quiet", "--seed", "0",
              "--data_device", "cuda", "--views_per_step", "1", "--perturb_start", "2000", "--perturb_end", "20000",
              "--perturb_interval", "5000", "--densification_interval", "5000"]
-    # (600 steps a teacher, densifying every 100; G_perb's noise events at 100, 200, 300; the student's
-    # distillation target and novel views, its prunes and tail)
+    # (600 steps a teacher, densifying every 100; G_perb's noise events at 100, 200, 300; G_drop's dropout at
+    # 320, 340, ..., 480 (15,000-25,000 every 1,000, scaled); the student's distillation target and novel views, its
+    # prunes and tail)
     eager = train.main(flags + ["-m", str(tmp_path / "eager"), "--cuda_graphs", "off"])["models"]
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])["models"]
     # (PyTorch warns once per process: this catches it where this test is the process's first graphed student)
     assert not [w for w in seen if "AccumulateGrad" in str(w.message)], [str(w.message)[:200] for w in seen]
-    graphed_names = ("G_perb", "G_std", "student")
+    graphed_names = ("G_perb", "G_drop", "G_std", "student")
     for name in graphed_names:
         g = graphed[name]["cuda_graphs"]
-        assert g["captures"] >= 1 and g["replays"] == graphed[name]["iterations"] and g["overflows"] == 0, (name, g)
+        eager = 9 if name == "G_drop" else 0  # (its dropout iterations step eagerly, between the replays)
+        assert g["eager_steps"] == eager and g["replays"] == graphed[name]["iterations"] - eager, (name, g)
+        assert g["captures"] >= 1 and g["overflows"] == 0, (name, g)
         assert g["captures"] < g["replays"] / 10, (name, g)  # (captured again only where the model changed)
         # (the first capture and every CAREFUL_EVERY-th measure and warm up; none failed and was retried)
         assert g["careful_captures"] == 1 + (g["captures"] - 1) // CAREFUL_EVERY, (name, g)
@@ -266,7 +335,6 @@ def test_a_graphed_pipeline_graphs_every_model_but_g_drop(tmp_path):
     gaps = [graphed[name]["psnr"] - eager[name]["psnr"] for name in graphed_names]
     assert all(abs(gap) < 1.5 for gap in gaps) and abs(sum(gaps) / len(gaps)) < 0.5, gaps
     assert [e[0] for e in graphed["G_perb"]["events"]] == [e[0] for e in eager["G_perb"]["events"]] == [100, 200, 300]
-    assert "cuda_graphs" not in graphed["G_drop"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -327,7 +395,6 @@ def _added_view_setup(tmp_path):
     from arguments import ModelParams  # noqa: PLC0415
     from distill.novel_views import interpolated_cameras  # noqa: PLC0415
     from scene import Scene  # noqa: PLC0415
-    from scene.gaussian_model import GaussianModel  # noqa: PLC0415
     from training.graph_step import GraphedStep  # noqa: PLC0415
     path = make_synthetic_scene(str(tmp_path / "s"), num_views=8, width=96, height=64, num_points=800, seed=2)
     dataset = ModelParams.defaults(source_path=path, data_device="cuda", eval=True, model_path=str(tmp_path / "m"))

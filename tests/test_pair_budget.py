@@ -95,7 +95,7 @@ def test_a_capacity_mode_pipeline_trains_like_a_standard_one(tmp_path):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--eval", "--num_models", "4", "--steps_scale", "0.02", "--quiet", "--seed", "0",
              "--data_device", "cuda", "--views_per_step", "1", "--cuda_graphs", "off"]  # (eager steps: the default
-    # graphs every model but G_drop)
+    # graphs every model)
     standard = train.main(flags + ["-m", str(tmp_path / "standard"), "--capacity_mode", "off"])["models"]
     capacity = train.main(flags + ["-m", str(tmp_path / "capacity")])["models"]  # (on by default here)
     names = ("G_perb", "G_drop", "G_std", "student")

@@ -29,9 +29,10 @@ with. Its novel view (a pose with no photo, learnt against the teachers' render:
 its own, GraphedStep.add_view, whose backward adds its gradients in place to the ones the step's graph left (so
 it replays only after that graph did, and is captured again whenever that graph is); the structure loss and the
 strategy's per-view statistics (its blur split's area_max) run eagerly after the replays, on the gradients and
-render output the graphs left. Only G_drop stays eager (its dropout draws the opacities the step renders with), and
-steps with depth supervision; the graph needs one view a step, no random background, training views of one size
-and field of view, no data-parallel ranks and no --profile.
+render output the graphs left. A step whose view has a depth map to supervise, and G_drop's dropout iterations
+(Role.drops: their renders draw the opacities they train with), run eagerly between the replays
+(GraphedStep.eager_steps counts them); the graph needs one view a step, no random background, training views of
+one size and field of view, no data-parallel ranks and no --profile.
 
 --cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails
 raises GraphCaptureError with the model's gradients as they were before it (none; an added view's: the step
@@ -109,15 +110,12 @@ def graph_flag_conflict(opt, pipe):
     return None
 
 
-def graph_ineligible(role, sync, cameras=()):
-    """Why this model's steps cannot take the graph (see the module docstring), or None: the role renders with the
-    model's own opacities (every role but G_drop; the others' hooks run eagerly around the replay: G_perb's noise
-    events in place on the parameters the graph reads before it, its statistics and the student's extra terms
-    after it), and the training views share one image size and field of view (the graph holds them: views that
-    differ would capture it again at every step)."""
-    from training.loop import Role  # noqa: PLC0415 (loop imports this module)
-    if type(role).render_opacity is not Role.render_opacity:
-        return "its role draws the opacities each step renders with (dropout)"
+def graph_ineligible(sync, cameras=()):
+    """Why this model's steps cannot take the graph (see the module docstring), or None: every role's can (its
+    hooks run eagerly around the replay: G_perb's noise events in place on the parameters the graph reads before
+    it, its statistics and the student's extra terms after it; G_drop's dropout iterations instead of it), when the
+    training views share one image size and field of view (the graph holds them: views that differ would capture
+    it again at every step) and no data-parallel ranks share the step."""
     if len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) > 1:
         return "its training views differ in size or field of view"
     if sync is not None:
@@ -186,7 +184,7 @@ class GraphedStep:
         self.capture_stream = torch.cuda.Stream(self.dev)  # (one for every capture: they share one memory pool)
         self.key = None
         self.graph = self.view = self.out = self.loss = self.grads = None
-        self.captures = self.replays = 0
+        self.captures = self.replays = self.eager_steps = 0
         self.capture_seconds = 0.0  # host time in _capture: the measuring render's sync, warm-up, record, instantiate
         # the same by phase (issue 12: what a recapture after each densification costs): the measuring render
         # (waits for the device), the warm-up pass (enqueued on the side stream; with the careful capture's wait
@@ -198,6 +196,10 @@ class GraphedStep:
     def applies(self, camera):
         """This step's view can be replayed (no depth map to supervise)."""
         return camera.depth is None or not camera.depth_reliable
+
+    def ran_eagerly(self):
+        """The loop stepped this model eagerly instead (a view with a depth map, a dropout iteration)."""
+        self.eager_steps += 1
 
     def _key(self, camera, want_stats, weight):
         m = self.model
@@ -345,12 +347,12 @@ class GraphedStep:
         return loss
 
     def summary(self):
-        """captures (and their host seconds), replays, overflowed steps (exact: read with a sync, once, at the
-        end) and the capacity; ``added_view``: the same of add_view's graph (or its failure), when there was one."""
+        """captures (and their host seconds), replays, the steps the loop ran eagerly instead, overflowed steps
+        (exact: read with a sync, once, at the end) and the capacity; ``added_view``: the same of add_view's graph (or its failure), when there was one."""
         out = dict(captures=self.captures, careful_captures=self.careful_captures,
                    capture_seconds=round(self.capture_seconds, 3),
                    capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},
-                   replays=self.replays,
+                   replays=self.replays, eager_steps=self.eager_steps,
                    overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
         added = self.added.summary() if self.added else self.added_failure
         if added is not None:

@@ -46,8 +46,14 @@ class Role:
     def before_step(self, it, model, state):
         """Called before the views of a step are rendered (noise events)."""
 
+    def drops(self, it):
+        """This step's training renders drop Gaussians (G_drop's dropout iterations): render_opacity draws the
+        opacities they train with, so the step runs eagerly where the model's other steps replay a CUDA graph."""
+        return False
+
     def render_opacity(self, it, model):
-        """Activated opacities to train with this step (dropout), or None for the model's own."""
+        """Activated opacities to train with this step (dropout, where :meth:`drops`), or None for the model's
+        own."""
         return None
 
     def view_target(self, it, camera, device):
@@ -371,15 +377,18 @@ def _render_views(run, it, want_stats):
             run.stack = list(run.train_cams)
             random.shuffle(run.stack)
         cam = run.stack.pop()
-        if run.graphed is not None and run.graphed.applies(cam):  # (the graph's models take one view a step)
-            try:
-                out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev))
-            except GraphCaptureError as e:
-                _drop_graph(run, it, e)  # (then this view renders eagerly below)
+        if run.graphed is not None:  # (the graph's models take one view a step)
+            if not run.graphed.applies(cam) or role.drops(it):
+                run.graphed.ran_eagerly()  # (this view's depth map or dropout: rendered below)
             else:
-                if want_stats:
-                    run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
-                break
+                try:
+                    out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev))
+                except GraphCaptureError as e:
+                    _drop_graph(run, it, e)  # (then this view renders eagerly below)
+                else:
+                    if want_stats:
+                        run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
+                    break
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
@@ -535,7 +544,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
     run.timer = timer = PhaseTimer(dev, pipe.profile)
     if graphs_wanted(pipe, dev):  # (train.py refuses the flags that rule out every model under "on")
-        why_not = graph_flag_conflict(opt, pipe) or graph_ineligible(role, sync, run.train_cams)
+        why_not = graph_flag_conflict(opt, pipe) or graph_ineligible(sync, run.train_cams)
         if why_not is None:
             run.graphed = role.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead and pipe.cuda_graphs == "on":  # (auto takes the graph where it can, silently)
