@@ -348,7 +348,8 @@ class GraphedStep:
 
     def summary(self):
         """captures (and their host seconds), replays, the steps the loop ran eagerly instead, overflowed steps
-        (exact: read with a sync, once, at the end) and the capacity; ``added_view``: the same of add_view's graph (or its failure), when there was one."""
+        (exact: read with a sync, once, at the end) and the capacity; ``added_view``: the same of add_view's graph
+        (or its failure), when there was one."""
         out = dict(captures=self.captures, careful_captures=self.careful_captures,
                    capture_seconds=round(self.capture_seconds, 3),
                    capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},
