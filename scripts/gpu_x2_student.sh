@@ -24,6 +24,8 @@
 #   fwdseeds  one GPU (~8 min with SEEDS="1 2 3 4" and SKIP_TESTS=1): bonsai's 7,000 steps with 1, 2 and 4 forward
 #        chunks over SEEDS, paired by seed, lego's with 4, 6, 8 and one; the rasterizer's kernels at 1M and 3M
 #        Gaussians (--profile);
+#   verify14  one GPU (~17 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): the default
+#        pipelines alone (G_drop graphed since the fourteenth session), then fwdseeds;
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
 #        and could not run, autocheck's pipelines (the student's novel views graphed) then fwdchunks;
 #   autocheck  one GPU (~7 min with the tests): lego's and bonsai's default pipelines (seed 12) alone, once
@@ -45,8 +47,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|verify14|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, verify14, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -360,13 +362,23 @@ PY
   # 1.70-1.74 with 3, 1.78-1.82 with one in the fourteenth session)
   graph_ab 0 "lego:DGR_FWD_CHUNKS=4" "lego:DGR_FWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=8" "lego:"
 }
-if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
-  fwd_seeds_plan
-  for n in 1000000 3000000; do  # where the rasterizer's time goes at issue 12's larger sizes (kernels, by time)
+raster_kernels() {  # where the rasterizer's time goes at issue 12's larger sizes (its kernels by time, gsplat's)
+  local n
+  for n in 1000000 3000000; do
     { stamp "rasterizer kernels at $n Gaussians (alone on GPU 0)"
       CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai --sizes $n --rounds 3 \
         --runs 10 --profile 2>&1 | grep -v Warn | tail -32; } >> $R/summary.txt
   done
+}
+if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
+  fwd_seeds_plan; raster_kernels
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify14 ]; then  # one GPU (~17 min with the build, the tests and SEEDS="1 2 3 4": a launch and
+  # a poll): what the fourteenth session built and could not run (G_drop graphed but for its dropout iterations, an
+  # eager step's output without its graph), the default pipelines alone, then fwdseeds
+  pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
+  fwd_seeds_plan; raster_kernels
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = fwdchunks ]; then
