@@ -62,6 +62,7 @@ class _EagerStandIn:
         self.render, self.without_graph, self.loss = render, without_graph, photometric_loss
         self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
         self.replays = self.eager_steps = 0
+        self.bgs = []  # (each step's background)
         _EagerStandIn.made.append(self)
 
     def applies(self, camera):
@@ -70,8 +71,9 @@ class _EagerStandIn:
     def ran_eagerly(self):
         self.eager_steps += 1
 
-    def step(self, camera, want_stats, target=None):
-        out = self.render(camera, self.model, self.pipe, self.bg, return_stats=want_stats)
+    def step(self, camera, want_stats, target=None, bg=None):
+        self.bgs.append(bg)
+        out = self.render(camera, self.model, self.pipe, self.bg if bg is None else bg, return_stats=want_stats)
         loss = self.loss(out["render"], camera.original_image(self.model.device), self.opt.lambda_dssim)
         (self.view_weight * loss).backward()
         self.replays += 1
@@ -82,30 +84,44 @@ class _EagerStandIn:
                     eager_steps=self.eager_steps, overflows=0, pair_capacity=None)
 
 
-def test_g_drops_dropout_iterations_step_eagerly_and_the_others_replay(small_scene, tmp_path, monkeypatch):
+def _stand_in_run(scene_path, tmp_path, monkeypatch, role=None, **opt_flags):
+    """30 steps of train_model with _EagerStandIn as the graph: (its one instance, the run's summary)."""
     import training.loop  # noqa: PLC0415
     from arguments import ModelParams  # noqa: PLC0415
-    from distill.roles import DropoutRole  # noqa: PLC0415
     from scene import Scene  # noqa: PLC0415
-    from tests.test_distill import dp_defaults  # noqa: PLC0415
     monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, device: True)
     monkeypatch.setattr(training.loop, "GraphedStep", _EagerStandIn)
     _EagerStandIn.made.clear()
-    dataset = ModelParams.defaults(source_path=small_scene, model_path=str(tmp_path / "m"))
+    dataset = ModelParams.defaults(source_path=scene_path, model_path=str(tmp_path / "m"))
     scene = Scene(dataset)
     model = GaussianModel(dataset.sh_degree)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+    opt = OptimizationParams.defaults(iterations=30, views_per_step=1, densify_from_iter=1000, **opt_flags)
+    s = training.loop.train_model(scene, model, opt, PipelineParams.defaults(), dataset, str(tmp_path / "pc"),
+                                  role=role, quiet=True)
+    assert len(_EagerStandIn.made) == 1
+    return _EagerStandIn.made[0], s
+
+
+def test_g_drops_dropout_iterations_step_eagerly_and_the_others_replay(small_scene, tmp_path, monkeypatch):
+    from distill.roles import DropoutRole  # noqa: PLC0415
+    from tests.test_distill import dp_defaults  # noqa: PLC0415
     role = DropoutRole(dp_defaults(drop_start=5, drop_end=26, drop_interval=5, drop_ramp_start=0,
                                    drop_ramp_end=10))
     drawn = []
     real = role.render_opacity
     role.render_opacity = lambda it, m: drawn.append(it) or real(it, m)
-    opt = OptimizationParams.defaults(iterations=30, views_per_step=1, densify_from_iter=1000)
-    s = training.loop.train_model(scene, model, opt, PipelineParams.defaults(), dataset, str(tmp_path / "pc"),
-                                  role=role, quiet=True)
-    assert len(_EagerStandIn.made) == 1
+    _, s = _stand_in_run(small_scene, tmp_path, monkeypatch, role)
     assert drawn == [10, 15, 20, 25]  # (the eager path draws the dropout; the graph's steps never ask)
     assert s["cuda_graphs"]["eager_steps"] == 4 and s["cuda_graphs"]["replays"] == 26, s["cuda_graphs"]
+
+
+def test_a_random_background_goes_to_the_graph_each_step(small_scene, tmp_path, monkeypatch):
+    step, s = _stand_in_run(small_scene, tmp_path, monkeypatch, random_background=True)
+    assert s["cuda_graphs"]["replays"] == 30 and s["cuda_graphs"]["eager_steps"] == 0, s["cuda_graphs"]
+    assert len({tuple(bg.tolist()) for bg in step.bgs}) == 30  # (a new colour each step)
+    step, _ = _stand_in_run(small_scene, tmp_path / "fixed", monkeypatch)
+    assert all(bg is step.bg for bg in step.bgs)  # (the run's own: nothing to copy)
 
 
 def test_auto_graphs_only_where_the_cuda_rasterizer_renders(monkeypatch):
@@ -142,7 +158,7 @@ class _FailingCapture:
     def applies(self, camera):
         return True
 
-    def step(self, camera, want_stats, target=None):
+    def step(self, camera, want_stats, target=None, bg=None):
         raise GraphCaptureError("RuntimeError: operation not permitted when stream is capturing")
 
     def summary(self):
@@ -190,12 +206,13 @@ def test_flags_that_rule_the_graph_out_for_every_model():
     pipe = PipelineParams.defaults(cuda_graphs="on")
     assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1), pipe) is None
     assert graph_flag_conflict(OptimizationParams.defaults(), pipe).startswith("--views_per_step 6")
-    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1, random_background=True), pipe)
+    # (a random background is copied into a buffer the graph reads, as the photo is)
+    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1, random_background=True), pipe) is None
     assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1),
                                PipelineParams.defaults(cuda_graphs="on", profile=True))
 
 
-@pytest.mark.parametrize("flags", [[], ["--views_per_step", "1", "--random_background"]])
+@pytest.mark.parametrize("flags", [[], ["--views_per_step", "1", "--profile"]])
 def test_the_flag_is_refused_with_flags_that_rule_it_out(tmp_path, capsys, flags):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
     with pytest.raises(SystemExit) as e:
@@ -412,6 +429,23 @@ def _added_view_setup(tmp_path):
     opt, pipe = OptimizationParams.defaults(views_per_step=1), PipelineParams.defaults()
     bg = torch.zeros(3, device="cuda")
     return model, cams, novel, targets, GraphedStep(model, opt, pipe, bg, 1.0), opt, pipe, bg
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_replay_renders_with_the_background_it_is_given(tmp_path):
+    """--random_background: each step's colour is copied into the buffer the graph reads (one capture, then
+    replays), and the run's own background is what a step without one renders with."""
+    from gaussian_renderer import render  # noqa: PLC0415
+    model, cams, _, _, step, _, pipe, bg = _added_view_setup(tmp_path)
+    colours = [torch.tensor(c, device="cuda") for c in ((1.0, 1.0, 1.0), (0.2, 0.5, 0.9), (0.3, 0.3, 0.3))]
+    for k, colour in enumerate(colours + [None]):
+        for p in model.params.values():
+            p.grad = None
+        out, _, _ = step.step(cams[0], False, None, colour)
+        with torch.no_grad():
+            want = render(cams[0], model, pipe, bg if colour is None else colour)["render"]
+        torch.testing.assert_close(out["render"], want, rtol=1e-4, atol=1e-5, msg=f"step {k}")
+    assert step.summary()["captures"] == 1 and step.summary()["replays"] == 4, step.summary()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -31,8 +31,9 @@ it replays only after that graph did, and is captured again whenever that graph 
 strategy's per-view statistics (its blur split's area_max) run eagerly after the replays, on the gradients and
 render output the graphs left. A step whose view has a depth map to supervise, and G_drop's dropout iterations
 (Role.drops: their renders draw the opacities they train with), run eagerly between the replays
-(GraphedStep.eager_steps counts them); the graph needs one view a step, no random background, training views of
-one size and field of view, no data-parallel ranks and no --profile.
+(GraphedStep.eager_steps counts them). A --random_background colour is copied into a buffer the graph reads, as
+the photo is. The graph needs one view a step, training views of one size and field of view, no data-parallel
+ranks and no --profile.
 
 --cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails
 raises GraphCaptureError with the model's gradients as they were before it (none; an added view's: the step
@@ -103,8 +104,6 @@ def graph_flag_conflict(opt, pipe):
     """The flag that keeps every model's step off the graph (train.py refuses --cuda_graphs with it), or None."""
     if opt.views_per_step != 1:
         return f"--views_per_step {opt.views_per_step} (the graph holds one view a step: pass --views_per_step 1)"
-    if opt.random_background:
-        return "--random_background (a per-step background: leave one of the two flags out)"
     if pipe.profile:
         return "--profile (it times the step's phases apart: leave one of the two flags out)"
     return None
@@ -174,7 +173,9 @@ class GraphedStep:
     own graph, whose backward makes the gradients."""
 
     def __init__(self, model, opt, pipe, bg, view_weight, adds_to=None):
-        self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
+        self.model, self.opt, self.pipe, self.view_weight = model, opt, pipe, view_weight
+        self.base_bg = bg  # (the run's background) and the buffer the graph reads: step() copies another one in
+        self.bg, self._bg_source = bg.clone(), bg
         self.adds_to = adds_to
         self.added = None  # add_view's GraphedStep, made on first use; False once its capture failed
         self.added_failure = None  # (what that graph had done, and why its capture failed)
@@ -311,9 +312,15 @@ class GraphedStep:
             # leave the step graph's gradients without this view's)
             raise RuntimeError("the added view's backward did not add to the step's gradients in place")
 
-    def step(self, camera, want_stats, target=None):
+    def step(self, camera, want_stats, target=None, bg=None):
         """Replay (capturing first when the model, view setup or second target's weight changed): (render
-        output, loss, visible). ``target``: the role's (image, weight) for this view, or None."""
+        output, loss, visible). ``target``: the role's (image, weight) for this view, or None; ``bg``: this step's
+        background (--random_background: a new one each step, copied into the buffer the graph reads), or None
+        for the run's."""
+        bg = self.base_bg if bg is None else bg
+        if bg is not self._bg_source:
+            self.bg.copy_(bg, non_blocking=True)
+            self._bg_source = bg
         image, weight = target if target is not None else (None, None)
         if self.key != self._key(camera, want_stats, weight):
             self._capture(camera, want_stats, image, weight)
@@ -334,7 +341,7 @@ class GraphedStep:
         if self.added is False or not self.holds_gradients():
             return None
         if self.added is None:
-            self.added = GraphedStep(self.model, self.opt, self.pipe, self.bg, weight, adds_to=self)
+            self.added = GraphedStep(self.model, self.opt, self.pipe, self.base_bg, weight, adds_to=self)
         self.added.view_weight = weight  # (in its key: a new weight captures again)
         try:
             _, loss, _ = self.added.step(camera, False, (target, None))

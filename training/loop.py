@@ -377,19 +377,19 @@ def _render_views(run, it, want_stats):
             run.stack = list(run.train_cams)
             random.shuffle(run.stack)
         cam = run.stack.pop()
+        bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         if run.graphed is not None:  # (the graph's models take one view a step)
             if not run.graphed.applies(cam) or role.drops(it):
                 run.graphed.ran_eagerly()  # (this view's depth map or dropout: rendered below)
             else:
                 try:
-                    out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev))
+                    out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc)
                 except GraphCaptureError as e:
                     _drop_graph(run, it, e)  # (then this view renders eagerly below)
                 else:
                     if want_stats:
                         run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
                     break
-        bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
             continue  # and each view gets the draws it gets in one process)
