@@ -198,17 +198,18 @@ step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step
   # densifications: iterations 1,905-1,949 of a 2,000-step run, ~74k Gaussians; LATE=1: 6,805-6,849 of 7,000, ~190k,
   # where the GPU's share is larger) in each mode (eager = --capacity_mode off --cuda_graphs off, capacity =
   # --cuda_graphs off, graphs = the default since the thirteenth session; default eager and graphs): wall against
-  # GPU-busy ms, kernels and syncs per step, the top host ops
+  # GPU-busy ms, kernels and syncs per step, the top host ops; VIEWS=N: N views a step (default 1)
   local gpu=$1 mode; shift
   local modes=("$@"); [ ${#modes[@]} = 0 ] && modes=(eager graphs)
   local its=2000 from=1905 tag=""; [ "${LATE:-0}" = 1 ] && its=7000 from=6805 tag=_late
+  local views=${VIEWS:-1}; [ $views != 1 ] && tag=${tag}_v$views
   for mode in "${modes[@]}"; do
     local flags="--capacity_mode off --cuda_graphs off"; [ $mode = graphs ] && flags=--cuda_graphs
     [ $mode = capacity ] && flags="--cuda_graphs off"
     CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/lego -w -m /tmp/prof_$mode$tag --eval --quiet \
-      --views_per_step 1 --data_device cuda --iterations $its --window $from 45 $flags > $R/logs/prof_$mode$tag.txt 2>&1
+      --views_per_step $views --data_device cuda --iterations $its --window $from 45 $flags > $R/logs/prof_$mode$tag.txt 2>&1
   done
-  { stamp "lego's step at iterations $from-$((from + 44)), modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
+  { stamp "lego's step at iterations $from-$((from + 44)), $views view(s) a step, modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
     for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode$tag.txt | tail -1
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode$tag.txt | head -18; done; } >> $R/summary.txt 2>&1
 }
@@ -379,6 +380,7 @@ if [ "${PLAN:-}" = verify14 ]; then  # one GPU (~17 min with the build, the test
   # eager step's output without its graph), the default pipelines alone, then fwdseeds
   pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
   fwd_seeds_plan; raster_kernels
+  VIEWS=6 step_profile 0 capacity  # (the reference's 6 views a step, eager: would a graph of them pay? wall vs GPU)
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = fwdchunks ]; then
