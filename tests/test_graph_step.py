@@ -202,6 +202,15 @@ def test_a_failed_capture_under_on_stops_with_one_line(small_scene, tmp_path, mo
     assert "pass --cuda_graphs off" in err, err
 
 
+def test_a_failed_capture_says_what_failed_in_one_line():
+    from training.graph_step import capture_error_text  # noqa: PLC0415
+    assert capture_error_text(RuntimeError("out of memory\nmore detail")) == "RuntimeError: out of memory"
+    text = capture_error_text(RuntimeError("CUDA error: operation would make the legacy stream depend on a capturing "
+                                           "blocking stream\nSearch for ..."))
+    assert text.startswith("RuntimeError: CUDA error: operation would make the legacy stream") and "\n" not in text
+    assert "autograd graph made outside the capture was still alive" in text
+
+
 def test_flags_that_rule_the_graph_out_for_every_model():
     pipe = PipelineParams.defaults(cuda_graphs="on")
     assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1), pipe) is None

@@ -93,6 +93,16 @@ def without_graph(out):
     return {k: v.detach() if torch.is_tensor(v) and v.grad_fn is not None else v for k, v in out.items()}
 
 
+def capture_error_text(error):
+    """One line for a failed capture: the error's type and first line, and for the one whose cause is known but not
+    named by CUDA, that cause (see without_graph)."""
+    text = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+    if "legacy stream depend on a capturing" in text:
+        text += (" (an autograd graph made outside the capture was still alive: a loss or render output kept with its "
+                 "graph from an eager step)")
+    return text
+
+
 def graphs_wanted(pipe, device):
     """--cuda_graphs: on (every model; train.py checked the CUDA rasterizer is there), off, or auto: every model
     where our CUDA rasterizer renders. Whether the model's steps can take the graph is graph_flag_conflict's and
@@ -253,7 +263,7 @@ class GraphedStep:
                 if not careful:  # (a quick recapture: once more with the measuring render and the warm-up)
                     careful = True
                     continue
-                raise GraphCaptureError(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
+                raise GraphCaptureError(capture_error_text(e)) from e
         if careful:
             self.careful_captures += 1
             self.last_careful = self.captures
