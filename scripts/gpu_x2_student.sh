@@ -232,7 +232,7 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
-# (the tests changed since their last GPU run: the quick recaptures of the graph step and their syncs, the 2-GPU
+# (the tests changed since their last GPU run: the graph step's and their syncs, the CUDA rasterizer's, the 2-GPU
 # NCCL test; reported apart)
 NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_cuda_rasterizer.py tests/test_distributed.py::test_two_gpus_train_like_one}
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
@@ -319,15 +319,20 @@ if [ "${PLAN:-}" = recapture ]; then  # one GPU: each pipeline alone, default th
   pipeline_alone 0 bonsai 12 default; pipeline_alone 0 bonsai 12 graphs_on --cuda_graphs on
   stamp done; touch $DONE; exit 0
 fi
+raster_bench() {  # [NAME=value ...] [benchmark_rasterizer.py flags]: our rasterizer against gsplat on bonsai's
+  # cameras, alone on GPU 0 (NAME=value words go to its environment); its table (and --profile's kernels) to the
+  # summary. Without .devdata/prebuilt/gsplat_cuda.so.gz gsplat compiles itself first (minutes): run it last
+  local envs=()
+  while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
+  { stamp "rasterizer benchmark ${envs[*]} $* (alone on GPU 0)"
+    env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai "$@" 2>&1 \
+      | grep -v Warn | tail -32; } >> $R/summary.txt
+}
 fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default step otherwise)
   graph_ab 0 "lego:" "lego:DGR_FWD_CHUNKS=2" "lego:DGR_FWD_CHUNKS=3" "lego:DGR_FWD_CHUNKS=4" "lego:" \
     "lego:DGR_FWD_CHUNKS=3" "bonsai:" "bonsai:DGR_FWD_CHUNKS=2"
   DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
-  for c in 1 2; do  # (last: without .devdata/prebuilt/gsplat_cuda.so.gz gsplat compiles itself first, minutes)
-    { stamp "rasterizer benchmark, DGR_FWD_CHUNKS=$c (alone on GPU 0)"
-      DGR_FWD_CHUNKS=$c CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai 2>&1 | tail -8
-    } >> $R/summary.txt
-  done
+  raster_bench DGR_FWD_CHUNKS=1; raster_bench DGR_FWD_CHUNKS=2
 }
 fwd_seeds_plan() {  # bonsai's 7,000 steps on the peer's schedule with 1, 2 and 4 forward chunks over SEEDS, each
   # alone, then the PSNR and ms/step of 2 and 4 chunks against 1, paired by seed (the fourteenth session saw bonsai's
@@ -364,12 +369,8 @@ PY
   graph_ab 0 "lego:DGR_FWD_CHUNKS=4" "lego:DGR_FWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=8" "lego:"
 }
 raster_kernels() {  # where the rasterizer's time goes at issue 12's larger sizes (its kernels by time, gsplat's)
-  local n
-  for n in 1000000 3000000; do
-    { stamp "rasterizer kernels at $n Gaussians (alone on GPU 0)"
-      CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai --sizes $n --rounds 3 \
-        --runs 10 --profile 2>&1 | grep -v Warn | tail -32; } >> $R/summary.txt
-  done
+  raster_bench --sizes 1000000 --rounds 3 --runs 10 --profile
+  raster_bench --sizes 3000000 --rounds 3 --runs 10 --profile
 }
 if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
   fwd_seeds_plan; raster_kernels
@@ -386,8 +387,8 @@ fi
 if [ "${PLAN:-}" = fwdchunks ]; then
   fwd_chunks_plan; stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = autocheck ] || [ "${PLAN:-}" = verify13 ]; then  # one GPU: the default pipelines alone (auto
-  # graphs every model but G_drop; the student's novel views too since the thirteenth session's last commits)
+if [ "${PLAN:-}" = autocheck ] || [ "${PLAN:-}" = verify13 ]; then  # one GPU: the default pipelines alone (the
+  # thirteenth session's plans: auto graphing every model but G_drop, the student's novel views too)
   pipeline_alone 0 lego 12 default; pipeline_alone 0 bonsai 12 default
   [ "$PLAN" = verify13 ] && fwd_chunks_plan
   stamp done; touch $DONE; exit 0

@@ -410,9 +410,8 @@ def _render_views(run, it, want_stats):
             visible = vis if visible is None else visible | vis
             if want_stats:
                 run.strategy.observe(run.stats, out, cam)
-            # (returned and kept past the next step: with its autograd graph, a graphed model's next capture after
-            # an eager step, a view with a depth map, would fail)
-            out = without_graph(out)
+            if run.graphed is not None:  # (returned and kept past the next step: with its autograd graph, the next
+                out = without_graph(out)  # capture after this eager step (a depth map, a dropout) would fail)
     if run.pairs is not None:
         run.pairs.poll(model.num_points)  # (the size these renders had)
     return out, cam, step_loss, visible
