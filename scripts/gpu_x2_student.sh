@@ -24,6 +24,8 @@
 #   fwdseeds  one GPU (~8 min with SEEDS="1 2 3 4" and SKIP_TESTS=1): bonsai's 7,000 steps with 1, 2 and 4 forward
 #        chunks over SEEDS, paired by seed, lego's with 4, 6, 8 and one; the rasterizer's kernels at 1M and 3M
 #        Gaussians (--profile);
+#   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
+#        paired over SEEDS, bonsai once, lego's default pipeline;
 #   verify14  one GPU (~17 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): the default
 #        pipelines alone (G_drop graphed since the fourteenth session), then fwdseeds;
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
@@ -47,8 +49,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|verify14|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, verify14, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify14|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify14, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -334,26 +336,26 @@ fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default s
   DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
   raster_bench DGR_FWD_CHUNKS=1; raster_bench DGR_FWD_CHUNKS=2
 }
-fwd_seeds_plan() {  # bonsai's 7,000 steps on the peer's schedule with 1, 2 and 4 forward chunks over SEEDS, each
-  # alone, then the PSNR and ms/step of 2 and 4 chunks against 1, paired by seed (the fourteenth session saw bonsai's
-  # two-chunk runs end 0.3 dB lower on average: run-to-run spread or a fault the tests miss?)
-  local runs=() seed c
-  for seed in $SEEDS; do for c in 1 2 4; do runs+=("bonsai:--seed $seed DGR_FWD_CHUNKS=$c"); done; done
+fwd_paired() {  # scene "counts": the scene's 7,000 steps (lego vanilla, bonsai on the peer's schedule) with each
+  # DGR_FWD_CHUNKS count of "counts" (1 first: the baseline) over SEEDS, each alone, then each count's PSNR and ms/step
+  # against one chunk's, paired by seed (the seed study's mean and Student-t 95% interval)
+  local scene=$1 runs=() seed c
+  for seed in $SEEDS; do for c in $2; do runs+=("$scene:--seed $seed DGR_FWD_CHUNKS=$c"); done; done
   graph_ab 0 "${runs[@]}"
-  { stamp "forward chunks against one, paired by seed (bonsai, 7,000 steps)"
-    python3 - <<'PY'
-import json, re, statistics
-from scripts.seed_study import summarize  # (the seed study's mean and Student-t 95% interval)
+  { stamp "forward chunks against one, paired by seed ($scene, 7,000 steps)"
+    python3 - "$2" <<'PY'
+import json, re, statistics, sys
+from scripts.seed_study import summarize
 rows = {}
 for line in open("/tmp/res/logs/ab_runs.txt"):
     name, _, mode = line.split()[:3]
-    seed, chunks = re.search(r"--seed_(\d+)", mode).group(1), re.search(r"CHUNKS=(\d+)", mode).group(1)
+    seed, chunks = re.search(r"--seed_(\d+)", mode).group(1), re.search(r"CHUNKS=(\w+)", mode).group(1)
     try:
         s = json.load(open(f"/tmp/{name}/point_cloud/training_log.json"))
         rows[(seed, chunks)] = (s["psnr"], s["ms_per_step"])
     except (OSError, ValueError, KeyError) as exc:
         print(name, mode, "no summary:", exc)
-for c in ("2", "4"):
+for c in sys.argv[1].split()[1:]:
     d = [(rows[(s, c)][0] - rows[(s, "1")][0], rows[(s, c)][1] / rows[(s, "1")][1])
          for s in sorted({s for s, _ in rows}) if (s, c) in rows and (s, "1") in rows]
     if d:
@@ -361,11 +363,14 @@ for c in ("2", "4"):
         m = summarize(dp)
         ci = "" if m["sd"] is None else f" ({m['ci95_low']:+.3f}, {m['ci95_high']:+.3f})"
         print(f"{c} chunks - 1: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; each {', '.join(f'{x:+.2f}' for x in dp)}; "
-              f"ms/step x{statistics.mean(r for _, r in d):.3f}")
+              f"ms/step x{statistics.mean(r for _, r in d):.3f} (each {', '.join(f'{r:.3f}' for _, r in d)})")
 PY
   } >> $R/summary.txt 2>&1
-  # (after the summary: graph_ab reuses the run folders) lego's step by chunks beyond 4 (1.65-1.67 ms with 4,
-  # 1.70-1.74 with 3, 1.78-1.82 with one in the fourteenth session)
+}
+fwd_seeds_plan() {  # the fourteenth session's question (bonsai's two-chunk runs ended 0.3 dB lower on average:
+  # run-to-run spread or a fault the tests miss? the fifteenth: +0.23 (-0.06, +0.51), spread), then lego's step by
+  # chunks beyond 4 (1.65-1.67 ms with 4, 1.70-1.74 with 3, 1.78-1.82 with one in the fourteenth session)
+  fwd_paired bonsai "1 2 4"
   graph_ab 0 "lego:DGR_FWD_CHUNKS=4" "lego:DGR_FWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=8" "lego:"
 }
 raster_kernels() {  # where the rasterizer's time goes at issue 12's larger sizes (its kernels by time, gsplat's)
@@ -374,6 +379,17 @@ raster_kernels() {  # where the rasterizer's time goes at issue 12's larger size
 }
 if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKIP_TESTS=1 on tested sources)
   fwd_seeds_plan; raster_kernels
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = fwdauto ]; then  # one GPU (~8 min with the build and the tests, SEEDS="1 2 3 4"): the automatic
+  # forward chunk count (the fifteenth session: cut only where the tiles leave the GPU short of one wave of blocks)
+  # against one chunk, lego paired over SEEDS; bonsai's step once (auto gives it one chunk); lego's default pipeline
+  python3 -c "import torch, diff_gaussian_rasterization as d; e = d.extension(); print('chunks (forward, backward)"\
+" by tiles on', torch.cuda.get_device_name(), {t: e.render_chunks(t) for t in (625, 1000, 1700, 2500)})" \
+    >> $R/summary.txt 2>&1
+  fwd_paired lego "1 auto"
+  graph_ab 0 "bonsai:" "bonsai:DGR_FWD_CHUNKS=1"
+  pipeline_alone 0 lego 12 default
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify14 ]; then  # one GPU (~17 min with the build, the tests and SEEDS="1 2 3 4": a launch and

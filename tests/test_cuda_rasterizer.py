@@ -318,11 +318,32 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
         render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
     monkeypatch.delenv("DGR_BWD_CHUNKS")
     monkeypatch.setenv("DGR_FWD_CHUNKS", "2x")
-    with pytest.raises(RuntimeError, match="DGR_FWD_CHUNKS must be a number of chunks from 1 to 16, not '2x'"):
+    with pytest.raises(RuntimeError, match="DGR_FWD_CHUNKS must be auto or a number of chunks from 1 to 16, not '2x'"):
         render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
 
 
-@pytest.mark.parametrize("chunks", ["2", "3", "8"])
+def test_chunk_counts_follow_the_flags_and_the_tile_count(monkeypatch):
+    """Auto (the default): the forward is cut only where the tiles leave the GPU short of one wave of blocks, the
+    backward where they give fewer than four waves of warps; both at most 8, fewer as the tiles grow. A forced count
+    is taken as it is."""
+    ext = _cuda_module().extension()
+    for name in ("DGR_FWD_CHUNKS", "DGR_BWD_CHUNKS"):
+        monkeypatch.delenv(name, raising=False)
+    tiles = [1, 24, 625, 1700, 10_000, 1_000_000]
+    counts = [ext.render_chunks(t) for t in tiles]
+    assert counts[0] == [8, 8] and counts[-1] == [1, 1], counts
+    for (f0, b0), (f1, b1) in zip(counts, counts[1:]):
+        assert f1 <= f0 and b1 <= b0, counts
+    sms = torch.cuda.get_device_properties(DEV).multi_processor_count
+    assert ext.render_chunks(sms * 64)[0] == 1  # (no GPU holds 64 such blocks an SM: more than one wave)
+    monkeypatch.setenv("DGR_FWD_CHUNKS", "auto")
+    assert ext.render_chunks(625) == counts[2]
+    monkeypatch.setenv("DGR_FWD_CHUNKS", "5")
+    monkeypatch.setenv("DGR_BWD_CHUNKS", "12")
+    assert ext.render_chunks(1_000_000) == [5, 12]
+
+
+@pytest.mark.parametrize("chunks", ["2", "3", "8", "auto"])
 def test_forward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chunks):
     """DGR_FWD_CHUNKS (the render forward's depth chunks, with the backward's default): each chunk starts from the
     transmittance of the chunks in front (their alpha-only products) and the merge adds the chunks up to the one a

@@ -162,43 +162,55 @@ torch::Tensor heavy_first(int num_tiles, int tiles_x, int W, int H, const torch:
   return out[1];
 }
 
-// Depth chunks per tile of the render backward (render.cu): enough for about four waves of warps on this GPU where
-// the tiles alone give fewer (at most 8; lego's 400x400 gets 3, bonsai's 800x533 one: on an H200 lego's step 2.22
-// against 2.45 ms, docs/BENCHMARKS.md, twelfth session). DGR_BWD_CHUNKS=N forces N, for measurements and tests.
-int bwd_chunks(int num_tiles) {
-  const char* env = std::getenv("DGR_BWD_CHUNKS");
-  if (env == nullptr || *env == 0 || std::string(env) == "auto") {
-    // (once per process: no runtime query inside a CUDA graph's capture, which follows a warm-up step)
-    static const int64_t resident = [] {
-      int device = 0, sms = 0;
-      C10_CUDA_CHECK(cudaGetDevice(&device));
-      C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-      return (int64_t)render_bwd_resident_warps() * sms;
-    }();
-    const int64_t warps = (int64_t)num_tiles * (BLOCK / 32);
-    return (int)std::clamp<int64_t>(4 * resident / std::max<int64_t>(warps, 1), 1, 8);
-  }
+int64_t multiprocessors() {
+  int device = 0, n = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  return (int64_t)n;
+}
+
+// Depth chunks that turn `units` (the warps or blocks a render's tiles give alone) into about four waves of the
+// GPU's `resident` ones: 1 where the tiles give four already, at most 8.
+int chunks_for_four_waves(int64_t units, int64_t resident) {
+  return (int)std::clamp<int64_t>(4 * resident / std::max<int64_t>(units, 1), 1, 8);
+}
+
+// A chunk count's environment flag: `automatic` where it is unset or "auto", else a number from 1 to `most`.
+int chunks_flag(const char* name, int most, int automatic) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == 0 || std::string(env) == "auto") return automatic;
   char* rest = nullptr;
   const long n = std::strtol(env, &rest, 10);
-  TORCH_CHECK(*rest == 0 && n >= 1 && n <= 64,
-              "DGR_BWD_CHUNKS must be auto or a number of chunks from 1 to 64, not '", env, "'");
+  TORCH_CHECK(*rest == 0 && n >= 1 && n <= most, name, " must be auto or a number of chunks from 1 to ", most,
+              ", not '", env, "'");
   return (int)n;
 }
 
-// Depth chunks per tile of the render forward (render.cu, render_fwd_kernel's CHUNKED): DGR_FWD_CHUNKS=N (1-16;
-// default 1, the one-block walk; its scratch is about 9 floats a pixel and chunk). Not yet measured on a GPU: no
-// automatic count until it is.
-int fwd_chunks() {
-  const char* env = std::getenv("DGR_FWD_CHUNKS");
-  if (env == nullptr || *env == 0) return 1;
-  char* rest = nullptr;
-  const long n = std::strtol(env, &rest, 10);
-  TORCH_CHECK(*rest == 0 && n >= 1 && n <= 16, "DGR_FWD_CHUNKS must be a number of chunks from 1 to 16, not '", env,
-              "'");
-  return (int)n;
+// Depth chunks per tile of the render backward (render.cu): four waves of warps where the tiles alone give fewer
+// (lego's 400x400 gets 3, bonsai's 800x533 one: on an H200 lego's step 2.22 against 2.45 ms, docs/BENCHMARKS.md,
+// twelfth session). DGR_BWD_CHUNKS=N forces N, for measurements and tests.
+int bwd_chunks(int num_tiles) {
+  // (the GPU is asked once per process: no runtime query inside a CUDA graph's capture, which follows a warm-up step)
+  static const int64_t resident = render_bwd_resident_warps() * multiprocessors();
+  return chunks_flag("DGR_BWD_CHUNKS", 64, chunks_for_four_waves((int64_t)num_tiles * (BLOCK / 32), resident));
+}
+
+// Depth chunks per tile of the render forward (render.cu, render_fwd_kernel's CHUNKED; its scratch is about 9
+// floats a pixel and chunk). Its extra passes (the transmittance prefix, the merge) pay only where the tiles leave
+// the GPU short of one wave of blocks: there four waves (lego's 400x400, 625 tiles: 6 chunks, 1.60 against 1.79
+// ms/step on an H200; 8: 1.58), elsewhere one (bonsai's 800x533, 1,700 tiles: 2 and 4 chunks gained nothing, x1.019
+// and x1.004; paired over four seeds their PSNR moved +0.23 (-0.06, +0.51) and -0.11 (-0.56, +0.34) dB:
+// docs/BENCHMARKS.md, fifteenth session). DGR_FWD_CHUNKS=N forces N, for measurements and tests.
+int fwd_chunks(int num_tiles) {
+  static const int64_t resident = render_fwd_resident_blocks() * multiprocessors();  // (once, as bwd_chunks)
+  return chunks_flag("DGR_FWD_CHUNKS", 16, num_tiles >= resident ? 1 : chunks_for_four_waves(num_tiles, resident));
 }
 
 }  // namespace
+
+std::vector<int64_t> render_chunks(int64_t num_tiles) {
+  return {fwd_chunks((int)num_tiles), bwd_chunks((int)num_tiles)};
+}
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
                                              const torch::Tensor& colors_in, const torch::Tensor& opacity_in,
@@ -346,7 +358,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     tile_order = heavy_first(num_tiles, cam.tiles_x, W, H, ranges, nullptr, point_list.numel(), stream);
     check_launch(debug, "tile order");
   }
-  const int asked_chunks = fwd_chunks();  // (the flag is checked on renders with no pairs too)
+  const int asked_chunks = fwd_chunks(num_tiles);  // (the flag is checked on renders with no pairs too)
   const int chunks = point_list.numel() > 0 ? asked_chunks : 1;
   torch::Tensor scratch;  // (none for one chunk)
   if (chunks > 1) scratch = torch::empty({(int64_t)render_fwd_scratch_floats(chunks, W, H)}, fopt);

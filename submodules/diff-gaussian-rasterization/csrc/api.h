@@ -13,6 +13,10 @@ namespace dgr {
 // none, 1 only area_max, 2 all three; those not computed are empty. pair_capacity > 0: the capacity mode, without
 // the exact mode's host-device sync (the pair count sizes its buffers): xy, conic_op and rgbd get P rows, the pair
 // buffers pair_capacity entries, and pair_meta (int32 [3] on the GPU) receives [V, pairs, overflow].
+// The depth chunks per tile of the render forward and backward at `num_tiles` tiles on this GPU (DGR_FWD_CHUNKS and
+// DGR_BWD_CHUNKS: auto or a forced count), for benchmarks and tests.
+std::vector<int64_t> render_chunks(int64_t num_tiles);
+
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D,
                                              const torch::Tensor& colors, const torch::Tensor& opacity,
                                              const torch::Tensor& scales, const torch::Tensor& rotations,

@@ -62,6 +62,7 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
                        int chunks, float* scratch, cudaStream_t stream);
 // floats of `scratch` the forward needs with `chunks` depth chunks (0 for one: no scratch)
 size_t render_fwd_scratch_floats(int chunks, int W, int H);
+int render_fwd_resident_blocks();
 
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,

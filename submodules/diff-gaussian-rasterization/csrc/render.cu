@@ -278,6 +278,16 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
                                               area_max);
 }
 
+int render_fwd_resident_blocks() {  // per SM, at the one-block walk's registers and shared memory (0: unknown)
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, render_fwd_kernel<STATS_AREA_MAX, false>, BLOCK, 0) !=
+      cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return blocks;
+}
+
 size_t render_fwd_scratch_floats(int chunks, int W, int H) {
   return chunks <= 1 ? 0 : ((size_t)chunks - 1 + (size_t)chunks * FWD_PARTS) * W * H;
 }
