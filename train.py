@@ -279,7 +279,7 @@ def _main(argv=None):
     torch.manual_seed(run.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pick_backend(device, pipe.backend)  # an unusable --backend (no GPU, gsplat missing) stops here
-    if pipe.cuda_graphs == "on" and (conflict := graph_flag_conflict(opt, pipe)):
+    if pipe.cuda_graphs == "on" and (conflict := graph_flag_conflict(pipe)):
         raise UserError(f"--cuda_graphs cannot be used with {conflict}")
     for name, given in (("cuda_graphs on", pipe.cuda_graphs == "on"), ("capacity_mode on", pipe.capacity_mode == "on")):
         if given and not renders_with_cuda_extension(device, pipe.backend):

@@ -78,8 +78,9 @@ class PipelineParams(FlagGroup):
                                     "model folder (needs the tensorboard package)")
     cuda_graphs: Literal["auto", "on", "off"] = auto_switch(
         "replay each training step's view (render, image loss, backward) as one CUDA graph while the model "
-        "keeps its tensors (CUDA rasterizer, one view a step; the student's extra terms eager after the "
-        "replay; G_drop's dropout iterations and views with depth maps eager). on: every model (a flag that "
+        "keeps its tensors (CUDA rasterizer; a step's further views replay a second graph that adds to the "
+        "first's gradients; the student's extra terms eager after the replays; G_drop's dropout iterations and "
+        "views with depth maps eager). on: every model (a flag that "
         "rules the graph out is refused); auto: every model where our CUDA rasterizer renders and no flag rules "
         "the graph out (a vanilla 7,000-step lego run's step took 0.65-0.71x its eager time on an H200, "
         "bonsai's 0.88x); off: none")

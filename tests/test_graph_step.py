@@ -2,6 +2,7 @@
 that replays its step as a graph against the same run without (GPU parts skipped without CUDA)."""
 import gc
 import os
+import random
 import warnings
 
 import numpy as np
@@ -61,46 +62,69 @@ class _EagerStandIn:
         from utils.loss_utils import photometric_loss  # noqa: PLC0415
         self.render, self.without_graph, self.loss = render, without_graph, photometric_loss
         self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
-        self.replays = self.eager_steps = 0
-        self.bgs = []  # (each step's background)
+        self.replays = self.eager_steps = self.further = 0
+        self.grads = ()
+        self.bgs = []  # (each view's background)
         _EagerStandIn.made.append(self)
 
     def applies(self, camera):
-        return True
+        return camera.depth is None or not camera.depth_reliable
 
     def ran_eagerly(self):
         self.eager_steps += 1
 
-    def step(self, camera, want_stats, target=None, bg=None):
+    def _view(self, camera, want_stats, bg):
         self.bgs.append(bg)
         out = self.render(camera, self.model, self.pipe, self.bg if bg is None else bg, return_stats=want_stats)
         loss = self.loss(out["render"], camera.original_image(self.model.device), self.opt.lambda_dssim)
         (self.view_weight * loss).backward()
-        self.replays += 1
         return self.without_graph(out), loss.detach(), out["visibility_filter"]
+
+    def step(self, camera, want_stats, target=None, bg=None):
+        assert all(p.grad is None for p in self.model.params.values())  # (the graph writes the step's gradients)
+        done = self._view(camera, want_stats, bg)
+        self.grads = [p.grad for p in self.model.params.values()]
+        self.replays += 1
+        return done
+
+    def further_view(self, camera, want_stats, target=None, bg=None):
+        if not all(p.grad is g for p, g in zip(self.model.params.values(), self.grads)):
+            return None  # (an eager view's gradients: the real graph adds only to its own step graph's)
+        done = self._view(camera, want_stats, bg)  # (autograd adds to the gradients in place, as the graph does)
+        self.further += 1
+        return done
 
     def summary(self):
         return dict(captures=1, careful_captures=1, capture_seconds=0.0, replays=self.replays,
-                    eager_steps=self.eager_steps, overflows=0, pair_capacity=None)
+                    eager_steps=self.eager_steps, overflows=0, pair_capacity=None, further_views=self.further)
 
 
-def _stand_in_run(scene_path, tmp_path, monkeypatch, role=None, **opt_flags):
-    """30 steps of train_model with _EagerStandIn as the graph: (its one instance, the run's summary)."""
+def _stand_in_run(scene_path, tmp_path, monkeypatch, role=None, graphed=True, model_out=None, edit_scene=None,
+                  **opt_flags):
+    """30 steps of train_model (one view a step unless opt_flags say; seeded) with _EagerStandIn as the graph
+    (graphed) or eagerly: (its one instance or None, the run's summary); model_out gets the trained model,
+    edit_scene(scene) may change the scene first."""
     import training.loop  # noqa: PLC0415
     from arguments import ModelParams  # noqa: PLC0415
     from scene import Scene  # noqa: PLC0415
-    monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, device: True)
+    monkeypatch.setattr(training.loop, "graphs_wanted", lambda pipe, device: graphed)
     monkeypatch.setattr(training.loop, "GraphedStep", _EagerStandIn)
     _EagerStandIn.made.clear()
     dataset = ModelParams.defaults(source_path=scene_path, model_path=str(tmp_path / "m"))
     scene = Scene(dataset)
+    if edit_scene is not None:
+        edit_scene(scene)
+    random.seed(0)  # (the loop's camera order)
+    torch.manual_seed(0)
     model = GaussianModel(dataset.sh_degree)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
-    opt = OptimizationParams.defaults(iterations=30, views_per_step=1, densify_from_iter=1000, **opt_flags)
+    opt = OptimizationParams.defaults(**dict(dict(iterations=30, views_per_step=1, densify_from_iter=1000), **opt_flags))
     s = training.loop.train_model(scene, model, opt, PipelineParams.defaults(), dataset, str(tmp_path / "pc"),
                                   role=role, quiet=True)
-    assert len(_EagerStandIn.made) == 1
-    return _EagerStandIn.made[0], s
+    assert len(_EagerStandIn.made) == int(graphed)
+    if model_out is not None:
+        model_out.append(model)
+    return (_EagerStandIn.made[0] if graphed else None), s
 
 
 def test_g_drops_dropout_iterations_step_eagerly_and_the_others_replay(small_scene, tmp_path, monkeypatch):
@@ -122,6 +146,42 @@ def test_a_random_background_goes_to_the_graph_each_step(small_scene, tmp_path, 
     assert len({tuple(bg.tolist()) for bg in step.bgs}) == 30  # (a new colour each step)
     step, _ = _stand_in_run(small_scene, tmp_path / "fixed", monkeypatch)
     assert all(bg is step.bg for bg in step.bgs)  # (the run's own: nothing to copy)
+
+
+def test_several_views_a_step_replay_the_step_graph_then_the_further_views_graph(small_scene, tmp_path,
+                                                                                     monkeypatch):
+    """--views_per_step 3: each step's first view goes to the step's graph, the other two to further_view (which adds
+    to its gradients), with densifications between; the model trains as the eager loop trains it (the stand-in
+    computes what the graphs would, in the order the loop asks)."""
+    models = []
+    flags = dict(views_per_step=3, densify_from_iter=5, densification_interval=10, densify_until_iter=25)
+    step, s = _stand_in_run(small_scene, tmp_path / "g", monkeypatch, model_out=models, **flags)
+    assert step.replays == 30 and step.further == 60 and step.eager_steps == 0, s["cuda_graphs"]
+    _, e = _stand_in_run(small_scene, tmp_path / "e", monkeypatch, graphed=False, model_out=models, **flags)
+    graphed, eager = models
+    assert graphed.num_points == eager.num_points and s["gaussians"] == e["gaussians"]
+    for name, p in graphed.params.items():
+        torch.testing.assert_close(p, eager.params[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_a_view_stepped_eagerly_turns_the_steps_later_views_eager(small_scene, tmp_path, monkeypatch):
+    """A view with a reliable depth map steps eagerly; the step's later views then add to its gradients eagerly too
+    (the further views' graph adds only to the step graph's gradients), and the step's first view is graphed only
+    where it has no depth map. Every view is counted once: replayed, or stepped eagerly."""
+    def depth_on_every_third_view(scene):
+        for cam in scene.getTrainCameras():
+            if cam.uid % 3 == 0:
+                cam.depth, cam.depth_reliable = torch.zeros(1, cam.image_height, cam.image_width), True
+
+    models = []
+    step, s = _stand_in_run(small_scene, tmp_path / "g", monkeypatch, views_per_step=3, model_out=models,
+                            edit_scene=depth_on_every_third_view)
+    assert step.replays + step.further + step.eager_steps == 90, s["cuda_graphs"]
+    assert 0 < step.replays < 30 and 0 < step.further < 60 and step.eager_steps > 10, s["cuda_graphs"]
+    _stand_in_run(small_scene, tmp_path / "e", monkeypatch, views_per_step=3, model_out=models, graphed=False,
+                  edit_scene=depth_on_every_third_view)
+    for name, p in models[0].params.items():
+        torch.testing.assert_close(p, models[1].params[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_auto_graphs_only_where_the_cuda_rasterizer_renders(monkeypatch):
@@ -213,23 +273,18 @@ def test_a_failed_capture_says_what_failed_in_one_line():
 
 def test_flags_that_rule_the_graph_out_for_every_model():
     pipe = PipelineParams.defaults(cuda_graphs="on")
-    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1), pipe) is None
-    assert graph_flag_conflict(OptimizationParams.defaults(), pipe).startswith("--views_per_step 6")
-    # (a random background is copied into a buffer the graph reads, as the photo is)
-    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1, random_background=True), pipe) is None
-    assert graph_flag_conflict(OptimizationParams.defaults(views_per_step=1),
-                               PipelineParams.defaults(cuda_graphs="on", profile=True))
+    assert graph_flag_conflict(pipe) is None  # (several views a step, a random background: the graphs take them)
+    assert graph_flag_conflict(PipelineParams.defaults(cuda_graphs="on", profile=True)).startswith("--profile")
 
 
-@pytest.mark.parametrize("flags", [[], ["--views_per_step", "1", "--profile"]])
-def test_the_flag_is_refused_with_flags_that_rule_it_out(tmp_path, capsys, flags):
+def test_the_flag_is_refused_with_flags_that_rule_it_out(tmp_path, capsys):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
     with pytest.raises(SystemExit) as e:
         run_cli(train.main, ["-s", scene, "-m", str(tmp_path / "o"), "--iterations", "5", "--quiet",
-                             "--cuda_graphs"] + flags)
+                             "--cuda_graphs", "--profile"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --cuda_graphs cannot be used with --") and err.count("\n") == 1, err
+    assert err.startswith("error: --cuda_graphs cannot be used with --profile") and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "o")
 
 
@@ -246,17 +301,24 @@ def test_the_flag_needs_the_cuda_rasterizer(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_graphed_run_trains_like_an_eager_one(tmp_path):
+@pytest.mark.parametrize("views", [1, 3])
+def test_a_graphed_run_trains_like_an_eager_one(tmp_path, views):
+    """The graphed run (the step's graph; with several views a step, the further views' graph for the others) ends
+    where the eager run does."""
     _needs_cuda_rasterizer()
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=12, width=96, height=64, num_points=800, seed=1)
     flags = ["-s", scene, "--iterations", "600", "--densify_from_iter", "100", "--densify_until_iter", "400",
-             "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda", "--views_per_step", "1"]
+             "--densification_interval", "100", "--quiet", "--seed", "0", "--data_device", "cuda", "--views_per_step",
+             str(views)]
     eager = train.main(flags + ["-m", str(tmp_path / "eager"), "--cuda_graphs", "off"])
     graphed = train.main(flags + ["-m", str(tmp_path / "graphed"), "--cuda_graphs"])
     g = graphed["cuda_graphs"]
     assert "cuda_graphs" not in eager
     # a capture per densification and SH raise at most (the model's tensors change there), the rest replays
     assert 1 <= g["captures"] <= 12 and g["replays"] == 600 and g["overflows"] == 0, g
+    if views > 1:  # (its graph captured again with the step's, replayed for every further view)
+        f = g["further_views"]
+        assert f["captures"] == g["captures"] and f["replays"] == 600 * (views - 1) and f["overflows"] == 0, g
     # only the first capture measures its view (a sync) and warms up; the recaptures after each densification
     # size the pair buffers from the replays' counts, and none of them overflowed above
     assert g["captures"] >= 3 and g["careful_captures"] == 1 + (g["captures"] - 1) // CAREFUL_EVERY, g
@@ -500,6 +562,52 @@ def test_an_added_view_adds_the_gradients_of_an_eager_one(tmp_path):
     for p in params:  # an eager step's gradients (the optimizer cleared the graph's): the caller goes eager
         p.grad = None
     assert step.add_view(novel[0], targets[novel[0].uid], weight) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_further_views_add_the_gradients_of_eager_ones(tmp_path):
+    """--views_per_step 3: the step's graph takes the first view, GraphedStep.further_view's graph the other two (one
+    graph replayed twice, each replay's render output read before the next): the gradients are the eager sum of the
+    three views' weighted losses; each further view's loss, visibility and view-space gradient (what densification
+    reads) are its own; captured again after the step's graph was (its gradients are new tensors then)."""
+    from gaussian_renderer import render  # noqa: PLC0415
+    from utils.loss_utils import photometric_loss  # noqa: PLC0415
+    model, cams, _, _, step, opt, pipe, bg = _added_view_setup(tmp_path)
+    params = list(model.params.values())
+    step.view_weight = 0.6  # (the loop's weight of a view when there are several)
+    for k in range(3):  # (the first captures both graphs, the second replays them, the third captures both again)
+        views = [cams[(3 * k + j) % len(cams)] for j in range(3)]
+        for p in params:
+            p.grad = None
+        if k == 2:
+            step.key = None  # (as after a densification)
+        step.step(views[0], True)
+        for j, cam in enumerate(views[1:]):
+            out, loss, visible = step.further_view(cam, True)
+            with torch.no_grad():  # (read now: the next replay writes the same buffers)
+                seen = (loss.clone(), visible.clone(), out["viewspace_points"].grad.clone())
+            want_out = render(cam, model, pipe, bg, return_stats=True)
+            want_loss = photometric_loss(want_out["render"], cam.original_image("cuda"), opt.lambda_dssim)
+            want_grad = torch.autograd.grad(0.6 * want_loss, want_out["viewspace_points"], retain_graph=False)[0]
+            torch.testing.assert_close(seen[0], want_loss.detach(), rtol=1e-4, atol=1e-6, msg=f"step {k} view {j}")
+            assert torch.equal(seen[1], want_out["visibility_filter"]), (k, j)
+            torch.testing.assert_close(seen[2], want_grad, rtol=1e-3, atol=1e-4 * float(want_grad.abs().max()) + 1e-9)
+        got = [p.grad.clone() for p in params]
+        for p in params:
+            p.grad = None
+        for cam in views:
+            (0.6 * photometric_loss(render(cam, model, pipe, bg)["render"], cam.original_image("cuda"),
+                                    opt.lambda_dssim)).backward()
+        for name, g, p in zip(model.params, got, params):
+            tol = 1e-4 * float(p.grad.abs().max()) + 1e-9
+            torch.testing.assert_close(g, p.grad, rtol=1e-3, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+    summary = step.summary()
+    further = summary["further_views"]
+    assert summary["captures"] == 2 and further["captures"] == 2 and further["replays"] == 6, summary
+    assert further["overflows"] == 0, further
+    for p in params:  # an eager view's gradients (the optimizer cleared the graph's): the caller steps it eagerly
+        p.grad = None
+    assert step.further_view(cams[0], True) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -124,15 +124,21 @@ def test_graphed_vanilla_step_does_not_wait(cuda_scene):
     assert _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs="on")) == []
 
 
-def test_a_graph_captured_again_after_a_densification_does_not_wait(cuda_scene):
+@pytest.mark.parametrize("views", [1, 3])
+def test_a_graph_captured_again_after_a_densification_does_not_wait(cuda_scene, views):
     """--cuda_graphs: the model densifies at iteration 10 (its tensors change), iteration 11 captures its graph
     again without measuring a view, waiting for the device or emptying the allocator's cache, and the steps after
-    it replay."""
+    it replay; with three views a step the further views' graph too (captured with the step's, replayed twice a
+    step)."""
     summary = {}
     where = _run(*cuda_scene, Role(), pipe=PipelineParams.defaults(cuda_graphs="on"), rec=SyncRecorder(11, 15),
-                 summary=summary, densify_from_iter=2, densification_interval=10, densify_until_iter=100)
+                 summary=summary, densify_from_iter=2, densification_interval=10, densify_until_iter=100,
+                 views_per_step=views)
     g = summary["cuda_graphs"]
     assert g["captures"] == 2 and g["careful_captures"] == 1 and g["overflows"] == 0, g
+    if views > 1:
+        f = g["further_views"]
+        assert f["captures"] == 2 and f["careful_captures"] == 1 and f["replays"] == 2 * (LAST + 2), g
     assert where == []
 
 

@@ -32,8 +32,12 @@ strategy's per-view statistics (its blur split's area_max) run eagerly after the
 render output the graphs left. A step whose view has a depth map to supervise, and G_drop's dropout iterations
 (Role.drops: their renders draw the opacities they train with), run eagerly between the replays
 (GraphedStep.eager_steps counts them). A --random_background colour is copied into a buffer the graph reads, as
-the photo is. The graph needs one view a step, training views of one size and field of view, no data-parallel
-ranks and no --profile.
+the photo is. With several views a step (--views_per_step, 6 by default as the reference's) the step's graph takes
+the first and a second graph the others, GraphedStep.further_view: captured once like the novel view's, it adds
+its gradients to the step graph's and is replayed once a view, each replay's render output read (the densification
+statistics) before the next (lego's eager 6-view step: the GPU busy 5.1 of 9.5 ms, 347 launches; fifteenth session).
+A view stepped eagerly (a depth map) turns the step's later views eager: they add to its gradients. The graphs need
+training views of one size and field of view, no data-parallel ranks and no --profile.
 
 --cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails
 raises GraphCaptureError with the model's gradients as they were before it (none; an added view's: the step
@@ -52,6 +56,9 @@ from utils.loss_utils import photometric_loss
 
 
 CAREFUL_EVERY = 16  # captures: at most this many share one memory pool (see GraphedStep._capture)
+# the graphs that add their gradients to a step graph's, by their names in its summary: the student's novel view
+# (GraphedStep.add_view) and a step's training views after its first (GraphedStep.further_view)
+ADDERS = {"added_view": "an added view's", "further_views": "the further views'"}
 
 
 class GraphCaptureError(RuntimeError):
@@ -110,10 +117,8 @@ def graphs_wanted(pipe, device):
     return gaussian_renderer.fast_path_on(getattr(pipe, "cuda_graphs", "off"), device, getattr(pipe, "backend", "auto"))
 
 
-def graph_flag_conflict(opt, pipe):
+def graph_flag_conflict(pipe):
     """The flag that keeps every model's step off the graph (train.py refuses --cuda_graphs with it), or None."""
-    if opt.views_per_step != 1:
-        return f"--views_per_step {opt.views_per_step} (the graph holds one view a step: pass --views_per_step 1)"
     if pipe.profile:
         return "--profile (it times the step's phases apart: leave one of the two flags out)"
     return None
@@ -187,8 +192,9 @@ class GraphedStep:
         self.base_bg = bg  # (the run's background) and the buffer the graph reads: step() copies another one in
         self.bg, self._bg_source = bg.clone(), bg
         self.adds_to = adds_to
-        self.added = None  # add_view's GraphedStep, made on first use; False once its capture failed
-        self.added_failure = None  # (what that graph had done, and why its capture failed)
+        # the graphs that add to this one's gradients (ADDERS), each made on first use, False once its capture
+        # failed; and for one that failed, what it had done and why
+        self.adders, self.adder_failures = {}, {}
         self.dev = model.device
         self.pairs = PairBudget(self.dev)
         self.side = torch.cuda.Stream(self.dev)  # the warm-ups' stream (one: its cached blocks are reused)
@@ -342,26 +348,38 @@ class GraphedStep:
             self.key = None
         return self.out, self.loss, self.out["visibility_filter"]
 
-    def add_view(self, camera, target, weight):
-        """After this step's replay: a pose-only ``camera``'s loss against ``target`` (float [3, H, W]), x
-        ``weight``, back-propagated by a graph of its own (the student's novel view) that adds its gradients to the
-        ones this replay left. Returns the unweighted loss (no autograd graph: the gradients are in), or None when
-        the parameters hold an eager step's gradients or that graph could not be captured (said once, recorded in
-        the summary's ``added_view``): the caller then back-propagates the view eagerly."""
-        if self.added is False or not self.holds_gradients():
+    def _add(self, name, view_weight, camera, want_stats, target, bg):
+        """After this step's replay: ``camera``'s view stepped by the adding graph ``name`` (see ADDERS), whose
+        backward adds its gradients to the ones this replay left; its step()'s (render output, loss, visible), or
+        None when the parameters hold an eager step's gradients or that graph could not be captured (said once,
+        recorded in the summary): the caller then steps the view eagerly."""
+        if self.adders.get(name) is False or not self.holds_gradients():
             return None
-        if self.added is None:
-            self.added = GraphedStep(self.model, self.opt, self.pipe, self.base_bg, weight, adds_to=self)
-        self.added.view_weight = weight  # (in its key: a new weight captures again)
+        if name not in self.adders:
+            self.adders[name] = GraphedStep(self.model, self.opt, self.pipe, self.base_bg, view_weight, adds_to=self)
+        adder = self.adders[name]
+        adder.view_weight = view_weight  # (in its key: a new weight captures again)
         try:
-            _, loss, _ = self.added.step(camera, False, (target, None))
+            return adder.step(camera, want_stats, target, bg)
         except GraphCaptureError as e:
-            self.added_failure = dict(self.added.summary(), failed_at_replay=self.replays, error=str(e))
-            self.added = False
-            tqdm.write(f"--cuda_graphs: capturing an added view's graph failed ({e}); that view trains eagerly from "
+            self.adder_failures[name] = dict(adder.summary(), failed_at_replay=self.replays, error=str(e))
+            self.adders[name] = False
+            tqdm.write(f"--cuda_graphs: capturing {ADDERS[name]} graph failed ({e}); those views train eagerly from "
                        f"here, the step's own graph goes on")
             return None
-        return loss
+
+    def add_view(self, camera, target, weight):
+        """A pose-only ``camera``'s loss against ``target`` (float [3, H, W]), x ``weight`` (the student's novel
+        view), by the "added_view" graph: the unweighted loss (no autograd graph: the gradients are in), or None
+        (see _add)."""
+        done = self._add("added_view", weight, camera, False, (target, None), None)
+        return None if done is None else done[1]
+
+    def further_view(self, camera, want_stats, target=None, bg=None):
+        """A further training view of this step (--views_per_step above 1; arguments as step's), by the
+        "further_views" graph, replayed once for each: (render output, loss, visible), or None (see _add). Its
+        render output is the graph's: read it before the next view replays."""
+        return self._add("further_views", self.view_weight, camera, want_stats, target, bg)
 
     def summary(self):
         """captures (and their host seconds), replays, the steps the loop ran eagerly instead, overflowed steps
@@ -372,7 +390,9 @@ class GraphedStep:
                    capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},
                    replays=self.replays, eager_steps=self.eager_steps,
                    overflows=self.pairs.summary()["overflows"], pair_capacity=self.pairs.capacity)
-        added = self.added.summary() if self.added else self.added_failure
-        if added is not None:
-            out["added_view"] = added
+        for name in ADDERS:
+            adder = self.adders.get(name)
+            done = adder.summary() if adder else self.adder_failures.get(name)
+            if done is not None:
+                out[name] = done
         return out

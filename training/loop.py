@@ -364,8 +364,9 @@ def _drop_graph(run, it, error):
 
 def _render_views(run, it, want_stats):
     """Render, score and back-propagate the step's views; returns (last render output, its camera, summed loss,
-    Gaussians seen by any view: sparse_adam updates only these). With --cuda_graphs, a step that qualifies
-    (training/graph_step.py) replays its graph instead."""
+    Gaussians seen by any view: sparse_adam updates only these). With --cuda_graphs, a view that qualifies
+    (training/graph_step.py) replays a graph instead: the step's own for its first view, the further views' graph
+    (which adds to those gradients) for the others."""
     model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
     step_loss = torch.zeros((), device=dev)
     visible = None
@@ -378,18 +379,26 @@ def _render_views(run, it, want_stats):
             random.shuffle(run.stack)
         cam = run.stack.pop()
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
-        if run.graphed is not None:  # (the graph's models take one view a step)
+        if run.graphed is not None:
+            done = None
             if not run.graphed.applies(cam) or role.drops(it):
-                run.graphed.ran_eagerly()  # (this view's depth map or dropout: rendered below)
-            else:
+                pass  # (this view's depth map or dropout: rendered below)
+            elif visible is None:  # (the step's first view: its graph writes the gradients)
                 try:
-                    out, step_loss, visible = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc)
+                    done = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc)
                 except GraphCaptureError as e:
                     _drop_graph(run, it, e)  # (then this view renders eagerly below)
-                else:
-                    if want_stats:
-                        run.strategy.observe(run.stats, out, cam)  # (the graph's render output of this view)
-                    break
+            else:  # (a further view adds to them; eagerly, below, where an earlier view of the step was eager)
+                done = run.graphed.further_view(cam, want_stats, role.view_target(it, cam, dev), bgc)
+            if done is not None:
+                out, loss, vis = done
+                step_loss = step_loss + loss  # (not in place: the graph's loss is its own buffer)
+                visible = vis if visible is None else visible | vis
+                if want_stats:
+                    run.strategy.observe(run.stats, out, cam)  # (the graph's render output, before the next replay)
+                continue
+            if run.graphed is not None:
+                run.graphed.ran_eagerly()
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
         if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
             continue  # and each view gets the draws it gets in one process)
@@ -543,7 +552,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
     run.timer = timer = PhaseTimer(dev, pipe.profile)
     if graphs_wanted(pipe, dev):  # (train.py refuses the flags that rule out every model under "on")
-        why_not = graph_flag_conflict(opt, pipe) or graph_ineligible(sync, run.train_cams)
+        why_not = graph_flag_conflict(pipe) or graph_ineligible(sync, run.train_cams)
         if why_not is None:
             run.graphed = role.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead and pipe.cuda_graphs == "on":  # (auto takes the graph where it can, silently)
