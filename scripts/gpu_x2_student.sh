@@ -26,6 +26,8 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify15  one GPU (~18 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): fwdauto, then
+#        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled;
 #   verify14  one GPU (~17 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): the default
 #        pipelines alone (G_drop graphed since the fourteenth session), then fwdseeds;
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
@@ -49,8 +51,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify14|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify14, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -328,7 +330,7 @@ raster_bench() {  # [NAME=value ...] [benchmark_rasterizer.py flags]: our raster
   while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
   { stamp "rasterizer benchmark ${envs[*]} $* (alone on GPU 0)"
     env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai "$@" 2>&1 \
-      | grep -v Warn | tail -32; } >> $R/summary.txt
+      | grep -v Warn | tail -40; } >> $R/summary.txt
 }
 fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default step otherwise)
   graph_ab 0 "lego:" "lego:DGR_FWD_CHUNKS=2" "lego:DGR_FWD_CHUNKS=3" "lego:DGR_FWD_CHUNKS=4" "lego:" \
@@ -373,6 +375,15 @@ fwd_seeds_plan() {  # the fourteenth session's question (bonsai's two-chunk runs
   fwd_paired bonsai "1 2 4"
   graph_ab 0 "lego:DGR_FWD_CHUNKS=4" "lego:DGR_FWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=8" "lego:"
 }
+fwd_auto_plan() {  # the forward's automatic depth chunks (the fifteenth session) against one chunk: the counts it
+  # picks on this GPU, lego paired over SEEDS, bonsai's step once each (auto gives it one chunk), lego's pipeline
+  python3 -c "import torch, diff_gaussian_rasterization as d; e = d.extension(); print('chunks (forward, backward)"\
+" by tiles on', torch.cuda.get_device_name(), {t: e.render_chunks(t) for t in (625, 1000, 1700, 2500)})" \
+    >> $R/summary.txt 2>&1
+  fwd_paired lego "1 auto"
+  graph_ab 0 "bonsai:" "bonsai:DGR_FWD_CHUNKS=1"
+  pipeline_alone 0 lego 12 default
+}
 raster_kernels() {  # where the rasterizer's time goes at issue 12's larger sizes (its kernels by time, gsplat's)
   raster_bench --sizes 1000000 --rounds 3 --runs 10 --profile
   raster_bench --sizes 3000000 --rounds 3 --runs 10 --profile
@@ -381,16 +392,21 @@ if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKI
   fwd_seeds_plan; raster_kernels
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the tests and SEEDS="1 2 3 4": a launch and
+  # a poll): what the fifteenth session built and could not run: the forward's automatic depth chunks (lego paired
+  # against one chunk, its default pipeline) and several views a step graphed (lego's and bonsai's 6-view steps
+  # against eager, lego's 6-view step profiled graphed)
+  fwd_auto_plan
+  graph_ab 0 "lego:--views_per_step 6 --cuda_graphs off" "lego:--views_per_step 6" \
+    "bonsai:--views_per_step 6 --iterations 2000 --test_iterations 2000 --cuda_graphs off" \
+    "bonsai:--views_per_step 6 --iterations 2000 --test_iterations 2000"
+  VIEWS=6 step_profile 0 graphs
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = fwdauto ]; then  # one GPU (~8 min with the build and the tests, SEEDS="1 2 3 4"): the automatic
   # forward chunk count (the fifteenth session: cut only where the tiles leave the GPU short of one wave of blocks)
   # against one chunk, lego paired over SEEDS; bonsai's step once (auto gives it one chunk); lego's default pipeline
-  python3 -c "import torch, diff_gaussian_rasterization as d; e = d.extension(); print('chunks (forward, backward)"\
-" by tiles on', torch.cuda.get_device_name(), {t: e.render_chunks(t) for t in (625, 1000, 1700, 2500)})" \
-    >> $R/summary.txt 2>&1
-  fwd_paired lego "1 auto"
-  graph_ab 0 "bonsai:" "bonsai:DGR_FWD_CHUNKS=1"
-  pipeline_alone 0 lego 12 default
-  stamp done; touch $DONE; exit 0
+  fwd_auto_plan; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify14 ]; then  # one GPU (~17 min with the build, the tests and SEEDS="1 2 3 4": a launch and
   # a poll): what the fourteenth session built and could not run (G_drop graphed but for its dropout iterations, an
