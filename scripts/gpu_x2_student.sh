@@ -27,7 +27,8 @@
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
 #   verify15  one GPU (~18 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): fwdauto, then
-#        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled;
+#        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled,
+#        the rasterizer benchmark with the pair emission by thread and by warp (DGR_EMIT);
 #   verify14  one GPU (~17 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): the default
 #        pipelines alone (G_drop graphed since the fourteenth session), then fwdseeds;
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
@@ -238,7 +239,7 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
 # (the tests changed since their last GPU run: the graph step's and their syncs, the CUDA rasterizer's, the 2-GPU
 # NCCL test; reported apart)
-NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_cuda_rasterizer.py tests/test_distributed.py::test_two_gpus_train_like_one}
+NEW_TESTS=${NEW_TESTS:-tests/test_graph_step.py tests/test_step_syncs.py tests/test_cuda_rasterizer.py tests/test_capacity_mode.py tests/test_distributed.py::test_two_gpus_train_like_one}
 if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the same CUDA sources whose tests passed
   # GATING=0: only the changed tests (the gating suite passed earlier the same day on the same CUDA sources)
   if [ "${GATING:-1}" = 0 ]; then echo " 0 passed (gating suite skipped: GATING=0)" > $R/logs/gpu_tests.txt
@@ -394,13 +395,15 @@ if [ "${PLAN:-}" = fwdseeds ]; then  # one GPU (~8 min with SEEDS="1 2 3 4"; SKI
 fi
 if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the tests and SEEDS="1 2 3 4": a launch and
   # a poll): what the fifteenth session built and could not run: the forward's automatic depth chunks (lego paired
-  # against one chunk, its default pipeline) and several views a step graphed (lego's and bonsai's 6-view steps
-  # against eager, lego's 6-view step profiled graphed)
+  # against one chunk, its default pipeline), several views a step graphed (lego's and bonsai's 6-view steps
+  # against eager, lego's 6-view step profiled graphed) and the warp-cooperative pair emission (the benchmark)
   fwd_auto_plan
   graph_ab 0 "lego:--views_per_step 6 --cuda_graphs off" "lego:--views_per_step 6" \
     "bonsai:--views_per_step 6 --iterations 2000 --test_iterations 2000 --cuda_graphs off" \
     "bonsai:--views_per_step 6 --iterations 2000 --test_iterations 2000"
   VIEWS=6 step_profile 0 graphs
+  raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
+  raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = fwdauto ]; then  # one GPU (~8 min with the build and the tests, SEEDS="1 2 3 4"): the automatic

@@ -160,3 +160,32 @@ def test_capacity_mode_needs_its_meta_tensor():
         _render(s, g, 100, None, grad=False)
     with pytest.raises(RuntimeError, match="pair_meta"):
         _render(s, g, 100, torch.zeros(3, dtype=torch.int64, device=DEV), grad=False)
+
+
+@pytest.mark.parametrize("size", [(200, 150), (4112, 4112)], ids=["16-bit tile keys", "32-bit tile keys"])
+def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, size):
+    """DGR_EMIT=warp: a Gaussian of more than 32 pairs is written by its whole warp, row by row. The pairs are the
+    one-thread walk's, in the same places: the renders are bit for bit equal, in the exact mode, in the capacity
+    mode with room to spare and past the capacity (the same pairs dropped)."""
+    W, H = size
+    s = look_at_settings(W=W, H=H, eye=(0.0, 0.0, -4.0), sh_degree=3, device=DEV)
+    g = random_gaussians(1500 if W < 1000 else 300, seed=5, sh_degree=3, scale=(-3.5, 0.0), device=DEV)
+    out = _dgr().stage_outputs(_settings(s), g["means3D"], g["opacities"], shs=g["shs"], scales=g["scales"],
+                               rotations=g["rotations"])
+    touched = out["tiles_touched"][out["radii"] > 0]
+    assert int((touched > 32).sum()) >= 20 and int((touched <= 32).sum()) >= 20  # (both paths, in many warps)
+    V, R = _pairs(s, g)
+    runs = {}
+    for emit in ("thread", "warp"):
+        monkeypatch.setenv("DGR_EMIT", emit)
+        runs[emit] = [_render(s, g)]
+        for capacity in (2 * R + 7, R // 2):
+            meta = torch.zeros(3, dtype=torch.int32, device=DEV)
+            runs[emit].append(_render(s, g, capacity, meta))
+            assert meta.tolist() == [V, R, int(capacity < R)], (emit, capacity)
+    for k, (a, b) in enumerate(zip(runs["thread"], runs["warp"])):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), k
+        _assert_grads_close(a[3], b[3])
+    monkeypatch.setenv("DGR_EMIT", "warps")
+    with pytest.raises(RuntimeError, match="DGR_EMIT must be thread or warp, not 'warps'"):
+        _render(s, g, grad=False)

@@ -106,6 +106,15 @@ int bits_for(uint32_t n) {
   return b;
 }
 
+// DGR_EMIT=warp: a Gaussian of many pairs is written by its whole warp (preprocess.cu, emit_by_warp); thread (the
+// default until measured on a GPU): one thread a Gaussian.
+bool emit_by_warp() {
+  const char* env = std::getenv("DGR_EMIT");
+  if (env == nullptr || *env == 0 || std::string(env) == "thread") return false;
+  TORCH_CHECK(std::string(env) == "warp", "DGR_EMIT must be thread or warp, not '", env, "'");
+  return true;
+}
+
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
 // R: the number of pairs (exact mode) or the buffers' capacity (pc.meta set: sentinel entries after the pairs).
@@ -124,7 +133,8 @@ torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch:
   int* v1 = vals[1].data_ptr<int>();
   launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
               reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
-              reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, pc, stream);
+              reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, pc,
+              emit_by_warp(), stream);
   check_launch(debug, "emit");
   cub::DoubleBuffer<KeyT> kb(k0, k1);
   cub::DoubleBuffer<int> vb(v0, v1);

@@ -215,51 +215,80 @@ __device__ __forceinline__ void tile_rect(float2 m, float r, int tiles_x, int ti
   y1 = (int)fminf(fmaxf(fy1, 0.f), (float)tiles_y);
 }
 
-// Calls emit(tile_id) for every tile a Gaussian really reaches and returns how many. Start: graphdeco's
-// rect (radius based; the reference never goes beyond it). Within it, only tiles that hold a pixel centre
-// where alpha = opacity * exp(-q/2) can reach 1/255 (q = d^T conic d) are kept: per tile row, the exact
-// x-interval of the ellipse q <= 2 ln(255 opacity) clipped to the row's pixel strip. Thresholds carry
-// margins, so the choice is conservative: a dropped tile has no pixel that passes the alpha test, and
-// the image, gradients and stats are those of the full rect.
-template <typename F>
-__device__ __forceinline__ int for_each_tile(float2 m, float4 co, int radius, int tiles_x, int tiles_y, F&& emit) {
-  int x0, y0, x1, y1;
-  tile_rect(m, (float)radius, tiles_x, tiles_y, x0, y0, x1, y1);
-  if (x1 <= x0 || y1 <= y0) return 0;
-  const float ca = co.x, cb = co.y, cc = co.z, op = co.w;
-  if (!(op * 255.f >= 0.999f)) return 0;  // alpha <= opacity < 1/255 everywhere
-  const float thr = 2.f * logf(fmaxf(255.f * op, 1.f));
-  const float t = thr * 1.001f + 2e-3f;
-  const float detc = ca * cc - cb * cb;
-  float X = 0.f, Y = 0.f;
-  bool exact = (ca > 0.f) && (cc > 0.f) && (detc > 0.f) && isfinite(t) && isfinite(detc);
-  if (exact) {
-    X = sqrtf(t * cc / detc);  // half extents of the ellipse
-    Y = sqrtf(t * ca / detc);
-    exact = isfinite(X) && isfinite(Y);
+// The tiles a Gaussian really reaches, row by row: tile rows [ty0, ty1), and row(ty) the row's tiles [txa, txb)
+// (none when txb <= txa). Start: graphdeco's rect (radius based; the reference never goes beyond it). Within it,
+// only tiles that hold a pixel centre where alpha = opacity * exp(-q/2) can reach 1/255 (q = d^T conic d) are
+// kept: per tile row, the exact x-interval of the ellipse q <= 2 ln(255 opacity) clipped to the row's pixel strip.
+// Thresholds carry margins, so the choice is conservative: a dropped tile has no pixel that passes the alpha test,
+// and the image, gradients and stats are those of the full rect. (for_each_tile walks it in one thread, the
+// warp-cooperative pair emission in a warp: the same tiles by construction.)
+struct TileSpan {
+  int x0 = 0, x1 = 0, ty0 = 0, ty1 = 0;
+  bool exact = false;  // (false: not positive definite, the whole rect)
+  float mx = 0.f, my = 0.f, ca = 0.f, cb = 0.f, t = 0.f, detc = 0.f, Y = 0.f, dyL = 0.f, pad = 0.f, ica = 0.f;
+
+  __device__ __forceinline__ TileSpan(float2 m, float4 co, int radius, int tiles_x, int tiles_y) {
+    int y0, y1;
+    tile_rect(m, (float)radius, tiles_x, tiles_y, x0, y0, x1, y1);
+    if (x1 <= x0 || y1 <= y0) return;
+    const float cc = co.z, op = co.w;
+    ca = co.x;
+    cb = co.y;
+    if (!(op * 255.f >= 0.999f)) return;  // alpha <= opacity < 1/255 everywhere
+    const float thr = 2.f * logf(fmaxf(255.f * op, 1.f));
+    t = thr * 1.001f + 2e-3f;
+    detc = ca * cc - cb * cb;
+    float X = 0.f;
+    exact = (ca > 0.f) && (cc > 0.f) && (detc > 0.f) && isfinite(t) && isfinite(detc);
+    if (exact) {
+      X = sqrtf(t * cc / detc);  // half extents of the ellipse
+      Y = sqrtf(t * ca / detc);
+      exact = isfinite(X) && isfinite(Y);
+    }
+    if (!exact) {
+      ty0 = y0;
+      ty1 = y1;
+      return;
+    }
+    mx = m.x;
+    my = m.y;
+    const float ey = Y * 1.001f + 0.05f;
+    ty0 = max(y0, (int)fminf(fmaxf(floorf((m.y - ey) / TILE), -1.f), (float)tiles_y));
+    ty1 = min(y1, (int)fminf(fmaxf(floorf((m.y + ey) / TILE) + 1.f, -1.f), (float)tiles_y));
+    dyL = cb * sqrtf(t / (detc * cc));  // dy of the leftmost point (the rightmost is at -dyL)
+    pad = 0.05f + 1e-3f * X;
+    ica = 1.f / ca;
   }
-  int n = 0;
-  if (!exact) {  // not positive definite: keep the whole rect
-    for (int ty = y0; ty < y1; ty++)
-      for (int tx = x0; tx < x1; tx++, n++) emit(ty * tiles_x + tx);
-    return n;
-  }
-  const float ey = Y * 1.001f + 0.05f;
-  const int ty0 = max(y0, (int)fminf(fmaxf(floorf((m.y - ey) / TILE), -1.f), (float)tiles_y));
-  const int ty1 = min(y1, (int)fminf(fmaxf(floorf((m.y + ey) / TILE) + 1.f, -1.f), (float)tiles_y));
-  const float dyL = cb * sqrtf(t / (detc * cc));  // dy of the leftmost point (the rightmost is at -dyL)
-  const float pad = 0.05f + 1e-3f * X;
-  const float ica = 1.f / ca;
-  for (int ty = ty0; ty < ty1; ty++) {
-    const float ya = fmaxf((float)(ty * TILE) - m.y, -Y);
-    const float yb = fminf((float)(ty * TILE + TILE - 1) - m.y, Y);
-    if (ya > yb) continue;  // the strip misses the ellipse
+
+  __device__ __forceinline__ void row(int ty, int tiles_x, int& txa, int& txb) const {
+    if (!exact) {
+      txa = x0;
+      txb = x1;
+      return;
+    }
+    const float ya = fmaxf((float)(ty * TILE) - my, -Y);
+    const float yb = fminf((float)(ty * TILE + TILE - 1) - my, Y);
+    if (ya > yb) {  // the strip misses the ellipse
+      txa = txb = 0;
+      return;
+    }
     const float dl = fminf(fmaxf(dyL, ya), yb);
     const float dr = fminf(fmaxf(-dyL, ya), yb);
     const float xl = (-cb * dl - sqrtf(fmaxf(0.f, ca * t - detc * dl * dl))) * ica;
     const float xr = (-cb * dr + sqrtf(fmaxf(0.f, ca * t - detc * dr * dr))) * ica;
-    const int txa = max(x0, (int)fminf(fmaxf(floorf((m.x + xl - pad) / TILE), -1.f), (float)tiles_x));
-    const int txb = min(x1, (int)fminf(fmaxf(floorf((m.x + xr + pad) / TILE) + 1.f, -1.f), (float)tiles_x));
+    txa = max(x0, (int)fminf(fmaxf(floorf((mx + xl - pad) / TILE), -1.f), (float)tiles_x));
+    txb = min(x1, (int)fminf(fmaxf(floorf((mx + xr + pad) / TILE) + 1.f, -1.f), (float)tiles_x));
+  }
+};
+
+// Calls emit(tile_id) for every tile of the Gaussian's TileSpan, row by row, and returns how many.
+template <typename F>
+__device__ __forceinline__ int for_each_tile(float2 m, float4 co, int radius, int tiles_x, int tiles_y, F&& emit) {
+  const TileSpan span(m, co, radius, tiles_x, tiles_y);
+  int n = 0;
+  for (int ty = span.ty0; ty < span.ty1; ty++) {
+    int txa, txb;
+    span.row(ty, tiles_x, txa, txb);
     for (int tx = txa; tx < txb; tx++, n++) emit(ty * tiles_x + tx);
   }
   return n;
