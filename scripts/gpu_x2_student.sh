@@ -28,7 +28,7 @@
 #        paired over SEEDS, bonsai once, lego's default pipeline;
 #   verify15  one GPU (~18 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): fwdauto, then
 #        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled,
-#        the rasterizer benchmark with the pair emission by thread and by warp (DGR_EMIT);
+#        the rasterizer benchmark with the pair emission by thread and by warp (DGR_EMIT); THEN=agree: agree after;
 #   verify14  one GPU (~17 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): the default
 #        pipelines alone (G_drop graphed since the fourteenth session), then fwdseeds;
 #   verify13  one GPU (~17 min with the build and the tests: a launch and a poll): what the thirteenth session built
@@ -308,11 +308,13 @@ fi
 if [ "${PLAN:-}" = chunkdefault ]; then  # one GPU: the default (auto chunks) against one chunk, lego, each alone
   graph_ab 0 "lego:" "lego:DGR_BWD_CHUNKS=1" "lego:"; stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests): the teachers' agreement as the student's
-  # target against their mean (issue 13's candidate), students on the teachers of both scenes' pipelines of SEEDS
+agree_plan() {  # the teachers' agreement as the student's target against their mean (issue 13's candidate),
+  # students on the teachers of both scenes' pipelines of SEEDS
   base bonsai 0; variant bonsai agreement 0 --teacher_combine agreement
   base lego 0 -w; variant lego agreement 0 --teacher_combine agreement
-  stamp done; touch $DONE; exit 0
+}
+if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests)
+  agree_plan; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on
   # the teachers of bonsai's default pipelines of SEEDS (paired; the 2-GPU plan x2late times it under torchrun)
@@ -404,6 +406,7 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   VIEWS=6 step_profile 0 graphs
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
+  [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = fwdauto ]; then  # one GPU (~8 min with the build and the tests, SEEDS="1 2 3 4"): the automatic
