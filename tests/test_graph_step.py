@@ -164,10 +164,11 @@ def test_several_views_a_step_replay_the_step_graph_then_the_further_views_graph
         torch.testing.assert_close(p, eager.params[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_a_view_stepped_eagerly_turns_the_steps_later_views_eager(small_scene, tmp_path, monkeypatch):
-    """A view with a reliable depth map steps eagerly; the step's later views then add to its gradients eagerly too
-    (the further views' graph adds only to the step graph's gradients), and the step's first view is graphed only
-    where it has no depth map. Every view is counted once: replayed, or stepped eagerly."""
+def test_views_with_depth_maps_step_eagerly_between_the_replays(small_scene, tmp_path, monkeypatch):
+    """A view with a reliable depth map steps eagerly: after a replay its gradients add to the step graph's (the
+    further views replay on), as a step's first view it makes gradients of its own and the step's other views step
+    eagerly too (the further views' graph adds only to the step graph's). Every view is counted once, replayed or
+    stepped eagerly, and the model trains as the eager loop trains it."""
     def depth_on_every_third_view(scene):
         for cam in scene.getTrainCameras():
             if cam.uid % 3 == 0:
@@ -331,10 +332,11 @@ def test_a_graphed_run_trains_like_an_eager_one(tmp_path, views):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_eager_depth_views_between_graphed_ones_leave_the_recaptures_working(tmp_path):
+@pytest.mark.parametrize("views", [1, 3])
+def test_eager_depth_views_between_graphed_ones_leave_the_recaptures_working(tmp_path, views):
     """Views with a reliable depth map step eagerly, the others replay the graph: an eager step's render output,
     kept past its step with its autograd graph, made the next capture (after a densification) fail and the run
-    fall back to eager steps."""
+    fall back to eager steps. With three views a step, eager views between the further views' replays too."""
     import json  # noqa: PLC0415
 
     from tests.test_depth import write_mono_depths  # noqa: PLC0415
@@ -353,11 +355,14 @@ def test_eager_depth_views_between_graphed_ones_leave_the_recaptures_working(tmp
         json.dump(params, f)
     flags = ["-s", scene, "-d", depths, "-m", str(tmp_path / "o"), "--iterations", "300", "--densify_from_iter",
              "50", "--densify_until_iter", "250", "--densification_interval", "50", "--quiet", "--seed", "0",
-             "--data_device", "cuda", "--views_per_step", "1", "--cuda_graphs", "on"]
+             "--data_device", "cuda", "--views_per_step", str(views), "--cuda_graphs", "on"]
     g = train.main(flags)["cuda_graphs"]
     assert "failed_at" not in g and g["captures"] >= 3, g  # (under on, a failed capture would have stopped it)
-    assert 0.2 * 300 < g["replays"] < 0.8 * 300 and g["replays"] + g["eager_steps"] == 300, g  # (about half the
-    # steps eager: the views with a reliable depth map)
+    further = g.get("further_views", {}).get("replays", 0)
+    assert (further > 0) == (views > 1) and "failed_at_replay" not in g.get("further_views", {}), g
+    replayed = g["replays"] + further
+    # (about half the views eager: the ones with a reliable depth map, and with three a step those after an eager first)
+    assert 0.2 * 300 * views < replayed < 0.8 * 300 * views and replayed + g["eager_steps"] == 300 * views, g
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -36,7 +36,8 @@ the photo is. With several views a step (--views_per_step, 6 by default as the r
 the first and a second graph the others, GraphedStep.further_view: captured once like the novel view's, it adds
 its gradients to the step graph's and is replayed once a view, each replay's render output read (the densification
 statistics) before the next (lego's eager 6-view step: the GPU busy 5.1 of 9.5 ms, 347 launches; fifteenth session).
-A view stepped eagerly (a depth map) turns the step's later views eager: they add to its gradients. The graphs need
+A step whose first view steps eagerly (a depth map) steps its other views eagerly too: the further views' graph adds
+only to the step graph's gradients (an eager view after a replay adds to those in place). The graphs need
 training views of one size and field of view, no data-parallel ranks and no --profile.
 
 --cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails

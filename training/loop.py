@@ -388,7 +388,7 @@ def _render_views(run, it, want_stats):
                     done = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc)
                 except GraphCaptureError as e:
                     _drop_graph(run, it, e)  # (then this view renders eagerly below)
-            else:  # (a further view adds to them; eagerly, below, where an earlier view of the step was eager)
+            else:  # (a further view adds to them; eagerly, below, where the step's first view was eager)
                 done = run.graphed.further_view(cam, want_stats, role.view_target(it, cam, dev), bgc)
             if done is not None:
                 out, loss, vis = done
