@@ -169,7 +169,10 @@ def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, size):
     mode with room to spare and past the capacity (the same pairs dropped)."""
     W, H = size
     s = look_at_settings(W=W, H=H, eye=(0.0, 0.0, -4.0), sh_degree=3, device=DEV)
-    g = random_gaussians(1500 if W < 1000 else 300, seed=5, sh_degree=3, scale=(-3.5, 0.0), device=DEV)
+    # (log-scales for a mix of Gaussians within 32 tiles and far beyond at each size: a 60-degree view at ~4 units
+    # spans ~130 px per unit of scale at 200 px wide, ~2,700 at 4,112)
+    P, scale = (1500, (-3.5, 0.0)) if W < 1000 else (600, (-7.0, -1.0))
+    g = random_gaussians(P, seed=5, sh_degree=3, scale=scale, device=DEV)
     out = _dgr().stage_outputs(_settings(s), g["means3D"], g["opacities"], shs=g["shs"], scales=g["scales"],
                                rotations=g["rotations"])
     touched = out["tiles_touched"][out["radii"] > 0]
