@@ -106,6 +106,16 @@ def ours_step(params, v, bg):
     loss.backward()
 
 
+def ours_settings_line(width, height):
+    """Our rasterizer's kernel choices at this image size (depth chunks of the render forward and backward, the
+    pair emission), so that a table says what it timed."""
+    import diff_gaussian_rasterization as dgr  # noqa: PLC0415
+    tiles = math.ceil(width / 16) * math.ceil(height / 16)
+    fwd, bwd = dgr.extension().render_chunks(tiles)
+    return (f"ours: {tiles} tiles, render forward in {fwd} depth chunk(s), backward in {bwd}; pair emission by "
+            f"{os.environ.get('DGR_EMIT') or 'thread'}")
+
+
 def gsplat_step(params, v, bg, render_mode="RGB"):
     import gsplat  # noqa: PLC0415
 
@@ -202,6 +212,7 @@ def main(argv=None):
             print(f"gsplat not available ({exc}); timing ours only")
     print(f"scene {args.scene}: {len(imgs)} images, {len(xyz)} SfM points; {len(views)} views at "
           f"{views[0]['W']}x{views[0]['H']}; {torch.cuda.get_device_name()}")
+    print(ours_settings_line(views[0]["W"], views[0]["H"]))
     rows = []
     sizes = [int(x) for x in args.sizes.split(",")]
     for n in sizes:
