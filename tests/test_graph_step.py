@@ -148,6 +148,11 @@ def test_a_random_background_goes_to_the_graph_each_step(small_scene, tmp_path, 
     assert all(bg is step.bg for bg in step.bgs)  # (the run's own: nothing to copy)
 
 
+def _assert_same_parameters(a, b):
+    for name, p in a.params.items():
+        torch.testing.assert_close(p, b.params[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_several_views_a_step_replay_the_step_graph_then_the_further_views_graph(small_scene, tmp_path,
                                                                                      monkeypatch):
     """--views_per_step 3: each step's first view goes to the step's graph, the other two to further_view (which adds
@@ -160,8 +165,7 @@ def test_several_views_a_step_replay_the_step_graph_then_the_further_views_graph
     _, e = _stand_in_run(small_scene, tmp_path / "e", monkeypatch, graphed=False, model_out=models, **flags)
     graphed, eager = models
     assert graphed.num_points == eager.num_points and s["gaussians"] == e["gaussians"]
-    for name, p in graphed.params.items():
-        torch.testing.assert_close(p, eager.params[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    _assert_same_parameters(graphed, eager)
 
 
 def test_views_with_depth_maps_step_eagerly_between_the_replays(small_scene, tmp_path, monkeypatch):
@@ -181,8 +185,7 @@ def test_views_with_depth_maps_step_eagerly_between_the_replays(small_scene, tmp
     assert 0 < step.replays < 30 and 0 < step.further < 60 and step.eager_steps > 10, s["cuda_graphs"]
     _stand_in_run(small_scene, tmp_path / "e", monkeypatch, views_per_step=3, model_out=models, graphed=False,
                   edit_scene=depth_on_every_third_view)
-    for name, p in models[0].params.items():
-        torch.testing.assert_close(p, models[1].params[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    _assert_same_parameters(*models)
 
 
 def test_auto_graphs_only_where_the_cuda_rasterizer_renders(monkeypatch):

@@ -383,9 +383,9 @@ class GraphedStep:
         return self._add("further_views", self.view_weight, camera, want_stats, target, bg)
 
     def summary(self):
-        """captures (and their host seconds), replays, the steps the loop ran eagerly instead, overflowed steps
-        (exact: read with a sync, once, at the end) and the capacity; ``added_view``: the same of add_view's graph
-        (or its failure), when there was one."""
+        """captures (and their host seconds), replays, the views the loop stepped eagerly instead, overflowed
+        steps (exact: read with a sync, once, at the end) and the capacity; ``added_view`` and ``further_views``
+        (ADDERS): the same of those graphs (or their failure), where there were any."""
         out = dict(captures=self.captures, careful_captures=self.careful_captures,
                    capture_seconds=round(self.capture_seconds, 3),
                    capture_phase_seconds={k: round(v, 4) for k, v in self.capture_phases.items()},

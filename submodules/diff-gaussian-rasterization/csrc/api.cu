@@ -106,7 +106,7 @@ int bits_for(uint32_t n) {
   return b;
 }
 
-// DGR_EMIT=warp: a Gaussian of many pairs is written by its whole warp (preprocess.cu, emit_by_warp); thread (the
+// DGR_EMIT=warp: a Gaussian of many pairs is written by its whole warp (preprocess.cu, emit_gaussian); thread (the
 // default until measured on a GPU): one thread a Gaussian.
 bool emit_by_warp() {
   const char* env = std::getenv("DGR_EMIT");

@@ -220,8 +220,8 @@ __device__ __forceinline__ void tile_rect(float2 m, float r, int tiles_x, int ti
 // only tiles that hold a pixel centre where alpha = opacity * exp(-q/2) can reach 1/255 (q = d^T conic d) are
 // kept: per tile row, the exact x-interval of the ellipse q <= 2 ln(255 opacity) clipped to the row's pixel strip.
 // Thresholds carry margins, so the choice is conservative: a dropped tile has no pixel that passes the alpha test,
-// and the image, gradients and stats are those of the full rect. (for_each_tile walks it in one thread, the
-// warp-cooperative pair emission in a warp: the same tiles by construction.)
+// and the image, gradients and stats are those of the full rect. (The count pass walks it with for_each_tile, the
+// pair emission with preprocess.cu's emit_gaussian: the same tiles by construction.)
 struct TileSpan {
   int x0 = 0, x1 = 0, ty0 = 0, ty1 = 0;
   bool exact = false;  // (false: not positive definite, the whole rect)

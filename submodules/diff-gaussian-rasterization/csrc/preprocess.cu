@@ -201,34 +201,35 @@ void launch_compact(int P, int V, const int* V_dev, const int* order, const floa
                                                       rgbd_c, radius_c, rank);
 }
 
-// A Gaussian's pairs by its whole warp (every lane calls it with the same arguments): row by row, the lanes write
-// a row's tiles side by side, so a Gaussian over many tiles takes ~rows + tiles/32 steps instead of one per tile.
-// Pairs past `cap` are dropped and a shortfall is padded with the sentinel tile id, as the one-thread walk does.
+// Gaussian g's pairs, its tiles row by row, written by `lanes` threads (lane 0..lanes-1, each calling it with the
+// same other arguments: one thread, or a whole warp that writes a row's tiles side by side, ~rows + tiles/32 steps
+// instead of one a tile). Pairs past `cap` are dropped; a shortfall (the count pass ran the same TileSpan) is padded
+// with the sentinel tile id, which the range pass ignores.
 template <typename KeyT>
-__device__ __forceinline__ void emit_by_warp(int g, float2 m, float4 co, int radius, int tiles_x, int tiles_y,
-                                             KeyT* k, int* v, int cap, int lane) {
+__device__ __forceinline__ void emit_gaussian(int g, float2 m, float4 co, int radius, int tiles_x, int tiles_y,
+                                              KeyT* k, int* v, int cap, int lane, int lanes) {
   const TileSpan span(m, co, radius, tiles_x, tiles_y);
   int n = 0;  // (the same on every lane)
   for (int ty = span.ty0; ty < span.ty1 && n < cap; ty++) {
     int txa, txb;
     span.row(ty, tiles_x, txa, txb);
     const int c = max(0, txb - txa);
-    for (int t = lane; t < c && n + t < cap; t += 32) {
+    for (int t = lane; t < c && n + t < cap; t += lanes) {
       k[n + t] = (KeyT)(ty * tiles_x + txa + t);
       v[n + t] = g;
     }
     n += c;
   }
-  for (int t = n + lane; t < cap; t += 32) {
+  for (int t = n + lane; t < cap; t += lanes) {
     k[t] = (KeyT)(tiles_x * tiles_y);
     v[t] = g;
   }
 }
 
 // For visible Gaussians in depth order (rank i), write (tile, rank) pairs at offsets[i-1] .. offsets[i]: one thread
-// a Gaussian; with BY_WARP, a Gaussian of more than EMIT_BY_WARP pairs is written by its whole warp instead
-// (emit_by_warp: one thread writing all the tiles of a Gaussian that covers much of the image was the kernel's
-// critical path, 0.17-0.34 ms at 0.1M-3M Gaussians in scripts/benchmark_rasterizer.py on an H200).
+// a Gaussian; with BY_WARP, a Gaussian of more than EMIT_BY_WARP pairs is written by its whole warp instead (one
+// thread writing all the tiles of a Gaussian that covers much of the image was the kernel's critical path,
+// 0.17-0.34 ms at 0.1M-3M Gaussians in scripts/benchmark_rasterizer.py on an H200).
 constexpr int EMIT_BY_WARP = 32;
 template <typename KeyT, bool BY_WARP>
 __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, const float2* xy_c,
@@ -247,23 +248,8 @@ __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, cons
     cap = max(0, end - start);
   }
   const bool by_warp = BY_WARP && cap > EMIT_BY_WARP;
-  if (cap > 0 && !by_warp) {
-    KeyT* k = keys + start;
-    int* v = vals + start;
-    int n = 0;
-    for_each_tile(xy_c[i], conic_c[i], radius_c[i], tiles_x, tiles_y, [&](int tile) {
-      if (n < cap) {
-        k[n] = (KeyT)tile;
-        v[n] = i;
-      }
-      n++;
-    });
-    // Safety net (the count pass ran the same code): pad with a sentinel tile id that the range pass ignores.
-    for (; n < cap; n++) {
-      k[n] = (KeyT)(tiles_x * tiles_y);
-      v[n] = i;
-    }
-  }
+  if (cap > 0 && !by_warp)
+    emit_gaussian(i, xy_c[i], conic_c[i], radius_c[i], tiles_x, tiles_y, keys + start, vals + start, cap, 0, 1);
   if constexpr (BY_WARP) {  // (every lane of the warp is here: the grid is whole blocks of whole warps)
     const int lane = threadIdx.x & 31;
     for (unsigned left = __ballot_sync(0xffffffffu, by_warp); left != 0; left &= left - 1) {
@@ -271,7 +257,7 @@ __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, cons
       const int g = __shfl_sync(0xffffffffu, i, src);
       const int s = __shfl_sync(0xffffffffu, start, src);
       const int c = __shfl_sync(0xffffffffu, cap, src);
-      emit_by_warp(g, xy_c[g], conic_c[g], radius_c[g], tiles_x, tiles_y, keys + s, vals + s, c, lane);
+      emit_gaussian(g, xy_c[g], conic_c[g], radius_c[g], tiles_x, tiles_y, keys + s, vals + s, c, lane, 32);
     }
   }
 }

@@ -278,14 +278,19 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
                                               area_max);
 }
 
-int render_fwd_resident_blocks() {  // per SM, at the one-block walk's registers and shared memory (0: unknown)
+// Blocks of `threads` that one SM holds at once, at the kernel's registers and shared memory (0: unknown).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int threads) {
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, render_fwd_kernel<STATS_AREA_MAX, false>, BLOCK, 0) !=
-      cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, 0) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }
   return blocks;
+}
+
+int render_fwd_resident_blocks() {  // (the one-block walk's)
+  return resident_blocks(render_fwd_kernel<STATS_AREA_MAX, false>, BLOCK);
 }
 
 size_t render_fwd_scratch_floats(int chunks, int W, int H) {
@@ -466,13 +471,8 @@ void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ran
       dL_dinvdepth, ds1, ds2, grad, chunks, tile_order);
 }
 
-int render_bwd_resident_warps() {  // per SM, at this kernel's registers and shared memory (0: unknown)
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, render_bwd_kernel, BWD_WARPS * 32, 0) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return blocks * BWD_WARPS;
+int render_bwd_resident_warps() {  // per SM (0: unknown)
+  return resident_blocks(render_bwd_kernel, BWD_WARPS * 32) * BWD_WARPS;
 }
 
 // One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the
