@@ -245,13 +245,26 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then  # SKIP_TESTS=1: a later session on the sam
   if [ "${GATING:-1}" = 0 ]; then echo " 0 passed (gating suite skipped: GATING=0)" > $R/logs/gpu_tests.txt
   else SKIP_BUILD=1 bash scripts/gpu_check.sh $(for t in $NEW_TESTS; do echo --deselect $t; done) > $R/logs/gpu_tests.txt 2>&1; fi
   tail -3 $R/logs/gpu_tests.txt >> $R/summary.txt
-  python3 -m pytest -q -rfE -p no:cacheprovider $NEW_TESTS > $R/logs/new_tests.txt 2>&1
-  { echo "tests changed since their last GPU run:"; grep -E "^(FAILED|ERROR)|passed|failed" $R/logs/new_tests.txt \
-    | head -14; } >> $R/summary.txt
-  if ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ error" $R/logs/gpu_tests.txt \
-      $R/logs/new_tests.txt; then
-    stamp "GPU TESTS FAILED: stopping"; grep -hE "^(FAILED|ERROR)" $R/logs/gpu_tests.txt $R/logs/new_tests.txt | head -20 \
-      >> $R/summary.txt
+  # (one pytest a file: a crash (a segfault ends pytest before its summary) loses only that file's report, and is
+  # counted as a failure with the test it stopped in)
+  new_ok=1; echo "tests changed since their last GPU run:" >> $R/summary.txt; : > $R/logs/new_tests.txt
+  for t in $NEW_TESTS; do
+    log=$R/logs/new_tests_$(basename ${t%%::*} .py).txt
+    python3 -m pytest -v -rfE -p no:cacheprovider $t > $log 2>&1; rc=$?
+    cat $log >> $R/logs/new_tests.txt
+    last=$(grep -E "^=+ .*(passed|failed|error|skipped).* in [0-9.]+s" $log | tail -1)
+    if [ -z "$last" ]; then
+      new_ok=0; echo "  $t: CRASHED (rc $rc): $(grep -m1 -oE 'Fatal Python error.*' $log);" \
+        "$(grep -m1 -E 'File .*/tests/.* in test_' $log)" >> $R/summary.txt
+    else
+      echo "  $t: $last" >> $R/summary.txt
+      grep -E "^(FAILED|ERROR)" $log | head -8 >> $R/summary.txt
+      [ $rc = 0 ] || new_ok=0
+    fi
+  done
+  if [ $new_ok = 0 ] || ! grep -q " passed" $R/logs/gpu_tests.txt || grep -qE "[0-9]+ failed|[0-9]+ error" \
+      $R/logs/gpu_tests.txt; then
+    stamp "GPU TESTS FAILED: stopping"; grep -hE "^(FAILED|ERROR)" $R/logs/gpu_tests.txt | head -20 >> $R/summary.txt
     touch $DONE; exit 1
   fi
 fi

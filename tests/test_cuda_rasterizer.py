@@ -310,16 +310,21 @@ def test_backward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chun
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
+    """A bad flag stops the first render's forward, before any work (the backward's flag too: thrown in a backward it
+    would surface from autograd's device thread, mid-step)."""
     dgr = _cuda_module()
-    s = _settings(W=32, H=32)
+    s = _to_cuda_settings(_settings(W=32, H=32))
     g = random_gaussians(50, seed=3, device=DEV)
-    monkeypatch.setenv("DGR_BWD_CHUNKS", "0")
-    with pytest.raises(RuntimeError, match="DGR_BWD_CHUNKS must be auto or a number of chunks from 1 to 64"):
-        render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
-    monkeypatch.delenv("DGR_BWD_CHUNKS")
-    monkeypatch.setenv("DGR_FWD_CHUNKS", "2x")
-    with pytest.raises(RuntimeError, match="DGR_FWD_CHUNKS must be auto or a number of chunks from 1 to 16, not '2x'"):
-        render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_weights(s, 3, device=DEV))
+    for name, value, message in (("DGR_BWD_CHUNKS", "0", "DGR_BWD_CHUNKS must be auto or a number of chunks from 1 "
+                                  "to 64, not '0'"),
+                                 ("DGR_FWD_CHUNKS", "2x", "DGR_FWD_CHUNKS must be auto or a number of chunks from 1 "
+                                  "to 16, not '2x'")):
+        monkeypatch.setenv(name, value)
+        with torch.no_grad(), pytest.raises(RuntimeError, match=message):
+            dgr.GaussianRasterizer(raster_settings=s)(
+                means3D=g["means3D"], means2D=torch.zeros_like(g["means3D"]), shs=g["shs"],
+                opacities=g["opacities"], scales=g["scales"], rotations=g["rotations"])
+        monkeypatch.delenv(name)
 
 
 def test_chunk_counts_follow_the_flags_and_the_tile_count(monkeypatch):

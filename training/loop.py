@@ -413,8 +413,11 @@ def _render_views(run, it, want_stats):
                 loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
         with timer("backward"):
             (run.view_weight * loss).backward()
+        # (no autograd graph kept past the view: the further views' graph captured later in this step would meet
+        # its parameters' AccumulateGrad nodes and fail, see without_graph)
+        loss = loss.detach()
         with timer("statistics"):
-            step_loss += loss.detach()
+            step_loss += loss
             vis = out["visibility_filter"]
             visible = vis if visible is None else visible | vis
             if want_stats:

@@ -121,7 +121,7 @@ bool emit_by_warp() {
 template <typename KeyT>
 torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch::Tensor& radius_c,
                         const torch::Tensor& xy_c, const torch::Tensor& conic_c, const Cam& cam, int num_tiles,
-                        torch::Tensor& ranges, const PairCapacity& pc, bool debug, cudaStream_t stream) {
+                        torch::Tensor& ranges, const PairCapacity& pc, bool warp, bool debug, cudaStream_t stream) {
   const auto iopt = offsets.options();
   const auto kopt = iopt.dtype(sizeof(KeyT) == 2 ? torch::kInt16 : torch::kInt32);
   // four separate buffers, so that only the sorted values stay alive afterwards
@@ -134,7 +134,7 @@ torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch:
   launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
               reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
               reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, pc,
-              emit_by_warp(), stream);
+              warp, stream);
   check_launch(debug, "emit");
   cub::DoubleBuffer<KeyT> kb(k0, k1);
   cub::DoubleBuffer<int> vb(v0, v1);
@@ -253,6 +253,11 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const auto iopt = means3D.options().dtype(torch::kInt32);
   const Cam cam = make_cam(H, W, tanfovx, tanfovy, scale_modifier, antialiasing, view, proj, cpos);
   const int num_tiles = cam.tiles_x * cam.tiles_y;
+  // the environment's flags, read before any work: a bad value stops the first render, the backward's chunk count
+  // too (thrown in a backward it would surface from autograd's device thread, mid-step)
+  const int asked_chunks = fwd_chunks(num_tiles);
+  (void)bwd_chunks(num_tiles);
+  const bool warp_emission = emit_by_warp();
 
   const bool sh_fast = sh_fast_path(M, shs, split);
   // The capacity mode: no host-device sync. The compacted arrays get P rows, the pair buffers pair_capacity
@@ -356,11 +361,11 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     depth_keys.reset();
     if (R > 0) {
       if (num_tiles < 65535)
-        point_list = bin_pairs<uint16_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc, debug,
-                                         stream);
+        point_list = bin_pairs<uint16_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc,
+                                         warp_emission, debug, stream);
       else
-        point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc, debug,
-                                         stream);
+        point_list = bin_pairs<uint32_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc,
+                                         warp_emission, debug, stream);
     }
   }
   torch::Tensor tile_order = torch::empty({0}, iopt);
@@ -368,7 +373,6 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     tile_order = heavy_first(num_tiles, cam.tiles_x, W, H, ranges, nullptr, point_list.numel(), stream);
     check_launch(debug, "tile order");
   }
-  const int asked_chunks = fwd_chunks(num_tiles);  // (the flag is checked on renders with no pairs too)
   const int chunks = point_list.numel() > 0 ? asked_chunks : 1;
   torch::Tensor scratch;  // (none for one chunk)
   if (chunks > 1) scratch = torch::empty({(int64_t)render_fwd_scratch_floats(chunks, W, H)}, fopt);
