@@ -6,6 +6,11 @@ rotations/opacities, SH degree 3) and rendered from the scene's real cameras at 
     python scripts/benchmark_rasterizer.py --scene data/bonsai            # 0.1M, 1M, 3M Gaussians
     python scripts/benchmark_rasterizer.py --sizes 100000 --runs 30 --no-gsplat
 
+Ours runs twice: in the exact mode (the forward reads the pair count back to size its buffers: one host-device
+sync a render) and in the capacity mode, as the trainer renders (buffers of 2x the most pairs one of the views
+makes, sized once per model size as training/pair_budget.py does; nothing read back, so the host queues the
+whole forward and backward ahead of the GPU); a pass that overflowed its capacity is reported.
+
 Times: CUDA events around forward + loss + backward, after warm-up, in --rounds rounds that alternate the two
 renderers (--runs iterations each, cycling through the views), so that a drift of the GPU's speed during the
 benchmark (clocks, heat, a neighbour) reaches both alike: each renderer's median over all its iterations, and
@@ -91,19 +96,54 @@ def sample_gaussians(xyz, n, seed, device):
 
 
 # ---------------------------------------------------------------------------------------------- renderers
-def ours_step(params, v, bg):
+def ours_render(params, v, bg, capacity=None):
+    """Our forward: (color, invdepth). capacity: a Capacity for the capacity mode, or None for the exact mode."""
     from diff_gaussian_rasterization import GaussianRasterizationSettings, GaussianRasterizer  # noqa: PLC0415
 
+    mode = {} if capacity is None else dict(pair_capacity=capacity.pairs, pair_meta=capacity.meta)
     s = GaussianRasterizationSettings(image_height=v["H"], image_width=v["W"], tanfovx=v["tanfovx"],
                                       tanfovy=v["tanfovy"], bg=bg, scale_modifier=1.0, viewmatrix=v["view"],
                                       projmatrix=v["proj"], sh_degree=3, campos=v["campos"], prefiltered=False,
-                                      debug=False, antialiasing=False)
+                                      debug=False, antialiasing=False, **mode)
     means2D = torch.zeros_like(params["means"], requires_grad=True)
     color, radii, invdepth = GaussianRasterizer(s)(  # means2D [P, 3] as graphdeco-style training passes it
         means3D=params["means"], means2D=means2D, opacities=params["opacities"][:, None], shs=params["shs"],
         scales=params["scales"], rotations=params["quats"])
+    if capacity is not None:
+        capacity.overflows += capacity.meta[2:3]  # (on the device, as the trainer counts them: no sync)
+    return color, invdepth
+
+
+def ours_step(params, v, bg, capacity=None):
+    color, invdepth = ours_render(params, v, bg, capacity)
     loss = color.sum() + invdepth.sum()
     loss.backward()
+
+
+class Capacity:
+    """The capacity mode's pair buffers for one model size, as the trainer sizes them (training/pair_budget.py):
+    HEADROOM x the most pairs a view makes, each view measured once by a render that fits (a sync, outside the
+    timing); ``overflows`` counts on the device the renders whose pairs did not fit afterwards."""
+
+    def __init__(self, params, views, bg):
+        from training.pair_budget import HEADROOM, INITIAL_PAIRS_PER_GAUSSIAN, MIN_CAPACITY  # noqa: PLC0415
+
+        dev = params["means"].device
+        self.meta = torch.zeros(3, dtype=torch.int32, device=dev)
+        self.overflows = torch.zeros(1, dtype=torch.int32, device=dev)
+        self.pairs = max(MIN_CAPACITY, INITIAL_PAIRS_PER_GAUSSIAN * params["means"].shape[0])
+        most = 0
+        for v in views:
+            while True:
+                with torch.no_grad():
+                    ours_render(params, v, bg, self)
+                _, pairs, overflow = self.meta.tolist()
+                if not overflow:
+                    break
+                self.pairs = 2 * pairs
+            most = max(most, pairs)
+        self.pairs = max(MIN_CAPACITY, int(HEADROOM * most))
+        self.overflows.zero_()
 
 
 def ours_settings_line(width, height):
@@ -219,36 +259,46 @@ def main(argv=None):
         params = sample_gaussians(xyz, n, args.seed, dev)
         params = {k: v.contiguous().requires_grad_(True) for k, v in params.items()}
         gs = lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode)  # noqa: E731
-        steps = {"ours": ours_step, **({"gsplat": gs} if have_gsplat else {})}
+        cap = Capacity(params, views, bg)
+        steps = {"ours": ours_step, "ours_cap": lambda p, v, b, c=cap: ours_step(p, v, b, c),
+                 **({"gsplat": gs} if have_gsplat else {})}
         peaks = {k: warm_up(f, params, views, bg, args.warmup) for k, f in steps.items()}
-        times, ratios = {k: [] for k in steps}, []
+        times, ratios = {k: [] for k in steps}, {k: [] for k in ("ours", "ours_cap")}
         for _ in range(args.rounds):
             got = {k: timed(f, params, views, bg, args.runs) for k, f in steps.items()}
             for k, t in got.items():
                 times[k] += t
             if have_gsplat:
-                ratios.append(statistics.median(got["ours"]) / statistics.median(got["gsplat"]))
-        ours_ms, ours_mb = statistics.median(times["ours"]), peaks["ours"]
-        gs_ms = statistics.median(times["gsplat"]) if have_gsplat else float("nan")
-        gs_mb = peaks.get("gsplat", float("nan"))
-        ratio = (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (float("nan"),) * 3
-        rows.append((n, ours_ms, gs_ms, ratio, ours_mb, gs_mb))
+                for k in ratios:
+                    ratios[k].append(statistics.median(got[k]) / statistics.median(got["gsplat"]))
+        ms = {k: statistics.median(t) for k, t in times.items()}
+        ratio = {k: (statistics.median(r), min(r), max(r)) if r else (float("nan"),) * 3 for k, r in ratios.items()}
+        overflows = int(cap.overflows.item())
+        rows.append((n, ms, ratio, peaks, cap.pairs, overflows))
         if args.profile and n == sizes[-1]:
             profile(ours_step, params, views, bg, "ours")
             if have_gsplat:
                 profile(gs, params, views, bg, "gsplat")
-        print(f"  N={n}: ours {ours_ms:.2f} ms {ours_mb:.0f} MiB; gsplat {gs_ms:.2f} ms {gs_mb:.0f} MiB", flush=True)
-        del params
+        print(f"  N={n}: ours {ms['ours']:.2f} ms {peaks['ours']:.0f} MiB; capacity mode {ms['ours_cap']:.2f} ms "
+              f"{peaks['ours_cap']:.0f} MiB ({cap.pairs} pairs, {overflows} overflowed); gsplat "
+              f"{ms.get('gsplat', float('nan')):.2f} ms {peaks.get('gsplat', float('nan')):.0f} MiB", flush=True)
+        del params, cap, steps
         torch.cuda.empty_cache()
     print()
-    print(f"{'N':>9} | {'ours ms':>8} | {'gsplat ms':>9} | {'ratio':>6} | {'rounds':>11} | {'ours peak MiB':>13} | "
-          f"{'gsplat peak MiB':>15}")
-    print("-" * 90)
-    for n, om, gm, (r, lo, hi), ob, gb in rows:
-        print(f"{n:>9} | {om:>8.2f} | {gm:>9.2f} | {r:>6.2f} | {lo:>5.2f}-{hi:<5.2f} | {ob:>13.0f} | {gb:>15.0f}")
-    print(f"(ratio = ours / gsplat, the median of {args.rounds} rounds' ratios, their range beside it; forward +")
-    print(f" backward, medians of {args.rounds} x {args.runs} iterations each; ours also renders inverse depth and the")
-    print(" means2D gradient; gsplat retains its means2d gradient, as its densification strategies do)")
+    print(f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'gsplat ms':>9} | {'ratio':>17} | {'capacity ratio':>17} | "
+          f"{'peak MiB ours / capacity / gsplat':>33}")
+    print("-" * 116)
+    for n, ms, ratio, peaks, _, overflows in rows:
+        r = {k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in ratio.items()}
+        mib = " / ".join(f"{peaks.get(k, float('nan')):.0f}" for k in ("ours", "ours_cap", "gsplat"))
+        print(f"{n:>9} | {ms['ours']:>8.2f} | {ms['ours_cap']:>8.2f} | {ms.get('gsplat', float('nan')):>9.2f} | "
+              f"{r['ours']:>17} | {r['ours_cap']:>17} | {mib:>33}" + (" OVERFLOWED" if overflows else ""))
+    print(f"(ratio = ours / gsplat, the median of {args.rounds} rounds' ratios (their range); capacity: our capacity")
+    print(f" mode, as the trainer renders (no host-device sync); forward + backward, medians of {args.rounds} x "
+          f"{args.runs} iterations")
+    print(" each; ours also renders inverse depth and the means2D gradient; gsplat retains its means2d gradient, as")
+    print(" its densification strategies do; OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not")
+    print(" valid)")
 
 
 if __name__ == "__main__":
