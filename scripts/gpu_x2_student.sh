@@ -28,7 +28,7 @@
 #        paired over SEEDS, bonsai once, lego's default pipeline;
 #   verify16  one GPU (~10 min with the build and the tests): the changed tests (the sixteenth session's fixes and the
 #        ones its crash stopped), the rasterizer benchmark (with the capacity-mode column) by pair emission, lego's
-#        automatic forward chunks against one on seeds 5-8;
+#        automatic forward chunks against one on seeds 5-8, the pair emission under Nsight Compute by emission;
 #   verify15  one GPU (~18 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): fwdauto, then
 #        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled,
 #        the rasterizer benchmark with the pair emission by thread and by warp (DGR_EMIT); THEN=agree: agree after;
@@ -238,6 +238,20 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
     grep -E "render_(fwd|bwd)_(prefix_)?kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L1/TEX Hit Rate|^ +Warp Cycles Per Issued Instruction" \
       $R/logs/ncu_${scene}_details.txt | head -40; tail -3 $R/logs/ncu_${scene}_run.txt; } >> $R/summary.txt 2>&1
 }
+ncu_emit() {  # [NAME=value ...]: Nsight Compute on the pair emission at 1M Gaussians (the benchmark's bonsai views;
+  # issue 12: our emit kernel took 0.24-0.31 ms there, as long as gsplat's whole render backward, for a few bytes a
+  # pair): why it is slow (memory or latency bound, its stall reasons), in the summary and the logs
+  local envs=()
+  while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
+  local tag=${envs[*]:-default}; tag=${tag//[^A-Za-z0-9]/_}
+  env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 ncu --clock-control none --set full --kernel-name regex:'emit_kernel' \
+    --launch-skip 2 --launch-count 2 -f -o /tmp/ncu_emit_$tag python3 scripts/benchmark_rasterizer.py \
+    --scene data/bonsai --sizes 1000000 --no-gsplat --warmup 1 --rounds 1 --runs 1 > $R/logs/ncu_emit_${tag}_run.txt 2>&1
+  ncu --import /tmp/ncu_emit_$tag.ncu-rep --page details > $R/logs/ncu_emit_${tag}_details.txt 2>&1
+  { stamp "ncu, the pair emission at 1M Gaussians, ${envs[*]} (alone on GPU 0; details in logs/ncu_emit_${tag}_details.txt)"
+    grep -E "emit_kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +DRAM Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L2 Hit Rate|^ +Warp Cycles Per Issued Instruction|^ +Grid Size|stall" \
+      $R/logs/ncu_emit_${tag}_details.txt | head -40; tail -3 $R/logs/ncu_emit_${tag}_run.txt; } >> $R/summary.txt 2>&1
+}
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
 # (the tests changed since their last GPU run: the graph step's and their syncs, the CUDA rasterizer's, the 2-GPU
@@ -432,6 +446,7 @@ if [ "${PLAN:-}" = verify16 ]; then  # one GPU (~10 min with the build and the t
   # -0.001), x0.892 ms/step)
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp
   SEEDS="5 6 7 8" fwd_paired lego "1 auto"
+  ncu_emit DGR_EMIT=thread; ncu_emit DGR_EMIT=warp
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = fwdauto ]; then  # one GPU (~8 min with the build and the tests, SEEDS="1 2 3 4"): the automatic
