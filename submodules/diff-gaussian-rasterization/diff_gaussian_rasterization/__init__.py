@@ -144,7 +144,8 @@ def stage_outputs(settings, means3D, opacities, shs=None, colors_precomp=None, s
                   cov3D_precomp=None):
     """The preprocessing kernel alone (no gradient): dict of means2D [P, 2] (pixels), depths [P] (view z),
     conics [P, 3], opacities [P] (with the antialiasing factor), colors [P, 3], radii [P] int32 and
-    tiles_touched [P] int32; culled rows (radius 0) are zero. reference.preprocess computes the same keys."""
+    tiles_touched [P] int32; culled rows (radius 0) are zero. reference.preprocess computes the same keys but
+    tiles_touched, which reference.tile_rects bounds (the radius's rect; the kernels drop tiles the ellipse misses)."""
     s = settings
     check_inputs(shs, colors_precomp, scales, rotations, cov3D_precomp)
     dev = means3D.device
