@@ -26,9 +26,10 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify16  one GPU (~10 min with the build and the tests): the changed tests (the sixteenth session's fixes and the
+#   verify16  one GPU (~14 min with the build and the tests; a launch and a poll): the changed tests (the sixteenth session's fixes and the
 #        ones its crash stopped), the rasterizer benchmark (with the capacity-mode column) by pair emission, lego's
-#        automatic forward chunks against one on seeds 5-8, the pair emission under Nsight Compute by emission;
+#        automatic forward chunks against one on seeds 5-8, a probe of the crash (capture_probe), the pair emission
+#        under Nsight Compute by emission;
 #   verify15  one GPU (~18 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): fwdauto, then
 #        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled,
 #        the rasterizer benchmark with the pair emission by thread and by warp (DGR_EMIT); THEN=agree: agree after;
@@ -238,6 +239,56 @@ ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kern
     grep -E "render_(fwd|bwd)_(prefix_)?kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L1/TEX Hit Rate|^ +Warp Cycles Per Issued Instruction" \
       $R/logs/ncu_${scene}_details.txt | head -40; tail -3 $R/logs/ncu_${scene}_run.txt; } >> $R/summary.txt 2>&1
 }
+capture_probe() {  # the sixteenth session's crash: a test process segfaulted in a backward that threw, after two
+  # captures had failed inside autograd's backward (its AccumulateGrad nodes from another stream). Does a capture
+  # that fails there leave a later throwing backward crashing? Each case in its own process (a crash is an answer)
+  local case
+  for case in none python cpp; do
+    { stamp "capture probe: a capture fails in the backward, then a backward raises ($case)"
+      CASE=$case CUDA_VISIBLE_DEVICES=0 timeout 120 python3 - <<'PY' 2>&1 | grep -v Warn | tail -4; echo "  rc ${PIPESTATUS[0]}"; } >> $R/summary.txt
+import os, torch
+from training.graph_step import _abandon_capture
+p = torch.nn.Parameter(torch.randn(4096, device="cuda"))
+kept = (p * 2).sum()  # an eager graph kept alive: p's AccumulateGrad node, made on the default stream
+kept.backward(retain_graph=True)
+side = torch.cuda.Stream()
+side.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(side):
+    (p * 3).sum().backward()  # the warm-up
+torch.cuda.current_stream().wait_stream(side)
+torch.cuda.synchronize()
+graph, pool = torch.cuda.CUDAGraph(), torch.cuda.graph_pool_handle()
+with torch.cuda.stream(torch.cuda.Stream()):
+    graph.capture_begin(pool=pool)
+    try:
+        (p * 3).sum().backward()
+        graph.capture_end()
+        print("capture succeeded")
+    except Exception as e:
+        print("capture failed:", type(e).__name__, str(e).splitlines()[0][:100])
+        _abandon_capture(graph, torch.device("cuda"), pool)
+del graph
+class Raises(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1
+    @staticmethod
+    def backward(ctx, g):
+        if os.environ["CASE"] == "python":
+            raise RuntimeError("raised in a backward")
+        if os.environ["CASE"] == "cpp":
+            torch.empty(-1, device=g.device)  # (a C++ error)
+        return g
+try:
+    Raises.apply(p).sum().backward()
+    print("backward returned")
+except RuntimeError as e:
+    print("backward raised:", str(e).splitlines()[0][:100])
+torch.cuda.synchronize()
+print("done")
+PY
+  done
+}
 ncu_emit() {  # [NAME=value ...]: Nsight Compute on the pair emission at 1M Gaussians (the benchmark's bonsai views;
   # issue 12: our emit kernel took 0.24-0.31 ms there, as long as gsplat's whole render backward, for a few bytes a
   # pair): why it is slow (memory or latency bound, its stall reasons), in the summary and the logs
@@ -439,13 +490,14 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = verify16 ]; then  # one GPU (~10 min with the build and the tests): what the sixteenth session
+if [ "${PLAN:-}" = verify16 ]; then  # one GPU (~14 min with the build and the tests): what the sixteenth session
   # changed (the flags read at the forward's start; an eager view's loss without its graph; the tests its crash
   # stopped: the forward's chunks, the warp emission's bit-equality), the benchmark with the capacity-mode column by
   # emission, and lego's automatic forward chunks against one on four more seeds (seeds 1-4: -0.021 dB (-0.042,
   # -0.001), x0.892 ms/step)
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp
   SEEDS="5 6 7 8" fwd_paired lego "1 auto"
+  capture_probe
   ncu_emit DGR_EMIT=thread; ncu_emit DGR_EMIT=warp
   stamp done; touch $DONE; exit 0
 fi
