@@ -26,10 +26,10 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify16  one GPU (~14 min with the build and the tests; a launch and a poll): the changed tests (the sixteenth session's fixes and the
-#        ones its crash stopped), the rasterizer benchmark (with the capacity-mode column) by pair emission, lego's
-#        automatic forward chunks against one on seeds 5-8, a probe of the crash (capture_probe), the pair emission
-#        under Nsight Compute by emission;
+#   verify16  one GPU (~14 min with the build and the tests; a launch and a poll): the changed tests (the sixteenth
+#        session's fixes and the ones its crash stopped), the rasterizer benchmark (with the capacity-mode column) by
+#        pair emission, lego's automatic forward chunks against one on seeds 5-8, a probe of the crash
+#        (capture_probe), the pair emission under Nsight Compute by emission;
 #   verify15  one GPU (~18 min with the build and the tests, SEEDS="1 2 3 4"; a launch and a poll): fwdauto, then
 #        6 views a step graphed against eager (lego 7,000 steps, bonsai 2,000) and lego's 6-view graphed step profiled,
 #        the rasterizer benchmark with the pair emission by thread and by warp (DGR_EMIT); THEN=agree: agree after;
