@@ -220,6 +220,26 @@ def timed(step, params, views, bg, runs):
     return times
 
 
+def table(rows, rounds, runs):
+    """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "gsplat" where timed), the
+    ratio to gsplat's of "ours" and "ours_cap" as (median, low, high) over the rounds, peak MiB by renderer, the
+    capacity's pairs, the renders that overflowed it)."""
+    nan = float("nan")
+    lines = ["", f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'gsplat ms':>9} | {'ratio':>17} | "
+                 f"{'capacity ratio':>17} | {'peak MiB ours / capacity / gsplat':>33}", "-" * 116]
+    for n, ms, ratio, peaks, _, overflows in rows:
+        r = {k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in ratio.items()}
+        mib = " / ".join(f"{peaks.get(k, nan):.0f}" for k in ("ours", "ours_cap", "gsplat"))
+        lines.append(f"{n:>9} | {ms['ours']:>8.2f} | {ms['ours_cap']:>8.2f} | {ms.get('gsplat', nan):>9.2f} | "
+                     f"{r['ours']:>17} | {r['ours_cap']:>17} | {mib:>33}" + (" OVERFLOWED" if overflows else ""))
+    return lines + [
+        f"(ratio = ours / gsplat, the median of {rounds} rounds' ratios (their range); capacity: our capacity mode, as",
+        f" the trainer renders (no host-device sync); forward + backward, medians of {rounds} x {runs} iterations",
+        " each; ours also renders inverse depth and the means2D gradient; gsplat retains its means2d gradient, as",
+        " its densification strategies do; OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not",
+        " valid)"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene", default="data/bonsai", help="COLMAP scene folder (with sparse/0)")
@@ -284,21 +304,7 @@ def main(argv=None):
               f"{ms.get('gsplat', float('nan')):.2f} ms {peaks.get('gsplat', float('nan')):.0f} MiB", flush=True)
         del params, cap, steps
         torch.cuda.empty_cache()
-    print()
-    print(f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'gsplat ms':>9} | {'ratio':>17} | {'capacity ratio':>17} | "
-          f"{'peak MiB ours / capacity / gsplat':>33}")
-    print("-" * 116)
-    for n, ms, ratio, peaks, _, overflows in rows:
-        r = {k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in ratio.items()}
-        mib = " / ".join(f"{peaks.get(k, float('nan')):.0f}" for k in ("ours", "ours_cap", "gsplat"))
-        print(f"{n:>9} | {ms['ours']:>8.2f} | {ms['ours_cap']:>8.2f} | {ms.get('gsplat', float('nan')):>9.2f} | "
-              f"{r['ours']:>17} | {r['ours_cap']:>17} | {mib:>33}" + (" OVERFLOWED" if overflows else ""))
-    print(f"(ratio = ours / gsplat, the median of {args.rounds} rounds' ratios (their range); capacity: our capacity")
-    print(f" mode, as the trainer renders (no host-device sync); forward + backward, medians of {args.rounds} x "
-          f"{args.runs} iterations")
-    print(" each; ours also renders inverse depth and the means2D gradient; gsplat retains its means2d gradient, as")
-    print(" its densification strategies do; OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not")
-    print(" valid)")
+    print("\n".join(table(rows, args.rounds, args.runs)))
 
 
 if __name__ == "__main__":
