@@ -42,8 +42,9 @@ def _env(gpus=False, **extra):
     return env
 
 
-def _train(out, scene, nproc=None, env=None, extra=(), flags=(*DISTILL, *VIEWS)):
-    argv = [os.path.join(REPO, "train.py"), "-s", scene, "-m", out, *flags, "--dist_timeout_minutes", "0.2",
+def _train(out, scene, nproc=None, env=None, extra=(), flags=(*DISTILL, *VIEWS), script=None):
+    """train.py (or ``script``, which takes its arguments) in one process, or under torchrun with ``nproc`` ranks."""
+    argv = [script or os.path.join(REPO, "train.py"), "-s", scene, "-m", out, *flags, "--dist_timeout_minutes", "0.2",
             *extra]
     cmd = [sys.executable, *argv] if nproc is None else [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
                                                         "--", *argv]  # (-- : train.py's --start is not torchrun's)
@@ -123,6 +124,36 @@ def test_two_ranks_train_one_model_as_one_process_does(scene, tmp_path):
     assert n == n_ref > 3 * 120  # densified alike
     assert torch.equal(a, b)  # two parts of a sum in either order: bit-identical
     assert r.stdout.count("Training complete") == 1  # rank 0 reports (and writes), rank 1 is silent
+
+
+# train.py with the CUDA graphs' eager stand-in (the CPU has none), which counts the views each graph would replay
+GRAPHED_TRAIN = """import training.loop, train
+from tests.test_graph_step import _EagerStandIn
+training.loop.graphs_wanted = lambda pipe, device: True
+training.loop.GraphedStep = _EagerStandIn
+train._main.from_command_line = True
+train.run_cli(train.main)
+"""
+
+
+def test_data_parallel_ranks_graph_the_views_they_render(scene, tmp_path):
+    """--cuda_graphs under torchrun: each rank's step graph takes the first view it renders and the further views'
+    graph its others (4 views a step on 2 ranks: 2 each); the all-reduced steps equal the eager ranks' bit for bit."""
+    script = tmp_path / "graphed_train.py"
+    script.write_text(GRAPHED_TRAIN)
+    flags = [*VANILLA, "--views_per_step", "4"]  # (the last --views_per_step wins)
+    runs = {}
+    for name, how in (("eager", None), ("graphed", str(script))):
+        out = str(tmp_path / name)
+        r = _train(out, scene, 2, flags=flags, script=how)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        runs[name] = out
+    with open(os.path.join(runs["graphed"], "point_cloud", "training_log.json")) as f:
+        graphs = json.load(f)["cuda_graphs"]
+    assert graphs["replays"] == 30 and graphs["further_views"] == 30 and graphs["eager_steps"] == 0, graphs
+    ply = os.path.join("point_cloud", "iteration_30", "point_cloud.ply")
+    (a, n), (b, n_ref) = (_params(os.path.join(runs[k], ply)) for k in ("graphed", "eager"))
+    assert n == n_ref > 3 * 120 and torch.equal(a, b)
 
 
 def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):

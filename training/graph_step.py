@@ -37,8 +37,10 @@ the first and a second graph the others, GraphedStep.further_view: captured once
 its gradients to the step graph's and is replayed once a view, each replay's render output read (the densification
 statistics) before the next (lego's eager 6-view step: the GPU busy 5.1 of 9.5 ms, 347 launches; fifteenth session).
 A step whose first view steps eagerly (a depth map) steps its other views eagerly too: the further views' graph adds
-only to the step graph's gradients (an eager view after a replay adds to those in place). The graphs need
-training views of one size and field of view, no data-parallel ranks and no --profile.
+only to the step graph's gradients (an eager view after a replay adds to those in place). Under data parallelism
+(torchrun, --views_per_step >= 2) each rank's graphs take the views it renders, its first the step graph's; the
+novel view's graph replays on the writer rank alone, which adds that loss once (the all-reduce after the replays
+sums the ranks' gradients). The graphs need training views of one size and field of view and no --profile.
 
 --cuda_graphs auto (the default) graphs every model whose step can take the graph, as on does; a capture that fails
 raises GraphCaptureError with the model's gradients as they were before it (none; an added view's: the step
@@ -125,16 +127,15 @@ def graph_flag_conflict(pipe):
     return None
 
 
-def graph_ineligible(sync, cameras=()):
+def graph_ineligible(cameras=()):
     """Why this model's steps cannot take the graph (see the module docstring), or None: every role's can (its
     hooks run eagerly around the replay: G_perb's noise events in place on the parameters the graph reads before
     it, its statistics and the student's extra terms after it; G_drop's dropout iterations instead of it), when the
     training views share one image size and field of view (the graph holds them: views that differ would capture
-    it again at every step) and no data-parallel ranks share the step."""
+    it again at every step). Data-parallel ranks each graph the views they render (training/data_parallel.py: the
+    all-reduce, after the replays, sums the gradients the graphs left)."""
     if len({(c.image_height, c.image_width, c.tanfovx, c.tanfovy) for c in cameras}) > 1:
         return "its training views differ in size or field of view"
-    if sync is not None:
-        return "data-parallel ranks"
     return None
 
 

@@ -363,10 +363,10 @@ def _drop_graph(run, it, error):
 
 
 def _render_views(run, it, want_stats):
-    """Render, score and back-propagate the step's views; returns (last render output, its camera, summed loss,
-    Gaussians seen by any view: sparse_adam updates only these). With --cuda_graphs, a view that qualifies
-    (training/graph_step.py) replays a graph instead: the step's own for its first view, the further views' graph
-    (which adds to those gradients) for the others."""
+    """Render, score and back-propagate the step's views (data-parallel: this rank's share); returns (last render
+    output, its camera, summed loss, Gaussians seen by any view: sparse_adam updates only these). With
+    --cuda_graphs, a view that qualifies (training/graph_step.py) replays a graph instead: the step's own for the
+    first view this rank renders, the further views' graph (which adds to those gradients) for the others."""
     model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
     step_loss = torch.zeros((), device=dev)
     visible = None
@@ -379,11 +379,12 @@ def _render_views(run, it, want_stats):
             random.shuffle(run.stack)
         cam = run.stack.pop()
         bgc = torch.rand(3, device=dev) if opt.random_background else run.bg
-        if run.graphed is not None:
+        mine = run.sync is None or run.sync.renders(j)  # (data-parallel: this rank renders its share of the views)
+        if run.graphed is not None and mine:
             done = None
             if not run.graphed.applies(cam) or role.drops(it):
                 pass  # (this view's depth map or dropout: rendered below)
-            elif visible is None:  # (the step's first view: its graph writes the gradients)
+            elif visible is None:  # (the step's first view here: its graph writes the gradients)
                 try:
                     done = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc)
                 except GraphCaptureError as e:
@@ -400,8 +401,8 @@ def _render_views(run, it, want_stats):
             if run.graphed is not None:
                 run.graphed.ran_eagerly()
         opacity = role.render_opacity(it, model)  # (G_drop's random mask of this view)
-        if run.sync is not None and not run.sync.renders(j):  # (after the draws: every rank's RNG stays in step,
-            continue  # and each view gets the draws it gets in one process)
+        if not mine:  # (after the draws: every rank's RNG stays in step, and each view gets the draws it gets in one
+            continue  # process; a view that can take the graph draws nothing)
         with timer("render"):
             out = (run.pairs.render if run.pairs else render)(cam, model, run.pipe, bgc, opacity=opacity,
                                                               return_stats=want_stats)
@@ -555,7 +556,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
     run.every_s, run.last_auto = 60.0 * checkpoint_every_minutes, time.time()
     run.timer = timer = PhaseTimer(dev, pipe.profile)
     if graphs_wanted(pipe, dev):  # (train.py refuses the flags that rule out every model under "on")
-        why_not = graph_flag_conflict(pipe) or graph_ineligible(sync, run.train_cams)
+        why_not = graph_flag_conflict(pipe) or graph_ineligible(run.train_cams)
         if why_not is None:
             run.graphed = role.graphed = GraphedStep(model, opt, pipe, run.bg, run.view_weight)
         elif run.lead and pipe.cuda_graphs == "on":  # (auto takes the graph where it can, silently)
