@@ -43,6 +43,8 @@
 #        both GPUs, with --distill_start 16000 (the early student) and without (issue 17), then the early student's
 #        quality under torchrun over SEEDS;
 #   x2late  two GPUs (~9 min): the same with --distill_start 20000;
+#   x2dp  two GPUs (~12 min): data-parallel ranks graphed (the sixteenth session): bonsai's pipeline with two views a
+#        step under torchrun, graphed against eager, and in one process;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -56,8 +58,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -545,6 +547,15 @@ if [ "${PLAN:-}" = x2 ]; then  # two GPUs (~15 min with the build and GATING=0; 
   # start; then the early student's quality under torchrun: seeds SEEDS, two pipelines side by side
   sequential 0 seq_ds16 --distill_start 16000; torchrun2 tr_ds16 --distill_start 16000; torchrun2 tr_default
   stages seq_ds16 tr_ds16 tr_default; torchrun_study tr16 --distill_start 16000
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = x2dp ]; then  # two GPUs (~12 min with the build and the tests): data-parallel ranks graphed
+  # (the sixteenth session; eager before): bonsai's pipeline with two views a step under torchrun, graphed (the
+  # default) against eager, and in one process (the eleventh session, eager: 126.9 s under torchrun, 193.3 s in one
+  # process, 2.97x its G_std stage), each alone on the machine
+  torchrun2 tr_v2 --views_per_step 2; torchrun2 tr_v2_eager --views_per_step 2 --cuda_graphs off
+  sequential 0 seq_v2 --views_per_step 2
+  stages tr_v2 tr_v2_eager seq_v2
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = x2late ]; then  # two GPUs (~9 min; the eleventh session's second): torchrun with --distill_start
