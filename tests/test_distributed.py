@@ -156,6 +156,27 @@ def test_data_parallel_ranks_graph_the_views_they_render(scene, tmp_path):
     assert n == n_ref > 3 * 120 and torch.equal(a, b)
 
 
+def test_graphed_ranks_distill_as_eager_ranks_do(scene, tmp_path):
+    """The four models under torchrun with the graphs (their eager stand-ins): the teachers' noise events and dropout
+    iterations around the replays, G_std and the student data-parallel (4 views a step on 2 ranks), the student's
+    second targets and its novel views (the writer rank's graph): every PLY equal to the eager ranks'. (No structure
+    loss: the graphed step back-propagates it apart from the novel view's loss, which moves the result by rounding.)"""
+    script = tmp_path / "graphed_train.py"
+    script.write_text(GRAPHED_TRAIN)
+    flags = [*DISTILL, "--views_per_step", "4", "--lambda_structure", "0", "--novel_view_start", "0"]
+    found = {}
+    for name, how in (("eager", None), ("graphed", str(script))):
+        out = str(tmp_path / name)
+        r = _train(out, scene, 2, flags=flags, script=how)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        found[name] = _hashes(out)
+        if how:
+            with open(os.path.join(out, "distill.json")) as f:
+                graphs = {m: d.get("cuda_graphs") for m, d in json.load(f)["models"].items()}
+    assert found["graphed"] == found["eager"] and len(found["eager"]) >= 4
+    assert graphs["student"]["further_views"] > 0 and graphs["student"]["added_view"] > 0, graphs
+
+
 def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
     """With --views_per_step 1 there is no view to split: rank 0 trains the student as one process does (no
     all-reduce a step), the other rank ends after the teachers; every PLY equals the sequential run's."""
