@@ -126,21 +126,21 @@ class Capacity:
     timing); ``overflows`` counts on the device the renders whose pairs did not fit afterwards."""
 
     def __init__(self, params, views, bg):
-        from training.pair_budget import HEADROOM, INITIAL_PAIRS_PER_GAUSSIAN, MIN_CAPACITY  # noqa: PLC0415
+        from training.pair_budget import (  # noqa: PLC0415
+            HEADROOM, INITIAL_PAIRS_PER_GAUSSIAN, MIN_CAPACITY, pairs_that_fit,
+        )
 
         dev = params["means"].device
         self.meta = torch.zeros(3, dtype=torch.int32, device=dev)
         self.overflows = torch.zeros(1, dtype=torch.int32, device=dev)
-        self.pairs = max(MIN_CAPACITY, INITIAL_PAIRS_PER_GAUSSIAN * params["means"].shape[0])
-        most = 0
+        cap, most = max(MIN_CAPACITY, INITIAL_PAIRS_PER_GAUSSIAN * params["means"].shape[0]), 0
+
+        def render_at(capacity):
+            self.pairs = capacity
+            ours_render(params, v, bg, self)
+
         for v in views:
-            while True:
-                with torch.no_grad():
-                    ours_render(params, v, bg, self)
-                _, pairs, overflow = self.meta.tolist()
-                if not overflow:
-                    break
-                self.pairs = 2 * pairs
+            pairs, cap = pairs_that_fit(render_at, cap, self.meta)
             most = max(most, pairs)
         self.pairs = max(MIN_CAPACITY, int(HEADROOM * most))
         self.overflows.zero_()

@@ -11,7 +11,7 @@ import train
 from scripts.make_synthetic_scene import make_synthetic_scene
 from tests.cli_helpers import run_cli
 from arguments import PipelineParams
-from training.pair_budget import HEADROOM, MIN_CAPACITY, PairBudget, capacity_mode_applies
+from training.pair_budget import HEADROOM, MIN_CAPACITY, PairBudget, capacity_mode_applies, pairs_that_fit
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -39,6 +39,18 @@ def test_the_capacity_follows_the_pairs_and_the_models_growth():
     _read(b, 10, 500)
     b.fit(500)
     assert b.capacity == MIN_CAPACITY
+
+
+def test_a_view_is_rendered_again_with_room_until_its_pairs_fit():
+    meta, tried = torch.zeros(3, dtype=torch.int32), []
+
+    def render_at(capacity):  # (a view of 5,000 pairs: the rasterizer counts them all, keeps what fits)
+        tried.append(capacity)
+        meta.copy_(torch.tensor([700, 5000, int(capacity < 5000)]))
+
+    assert pairs_that_fit(render_at, 1024, meta) == (5000, 10_000) and tried == [1024, 10_000]
+    tried.clear()
+    assert pairs_that_fit(render_at, 6000, meta) == (5000, 6000) and tried == [6000]
 
 
 def test_auto_is_on_only_where_the_cuda_rasterizer_renders(monkeypatch):

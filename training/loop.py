@@ -362,6 +362,15 @@ def _drop_graph(run, it, error):
     run.graphed = run.role.graphed = None
 
 
+def _tally(run, cam, want_stats, out, loss, step_loss, visible):
+    """A stepped view's loss and visible Gaussians added to the step's (the loss not in place: a graph's is its own
+    buffer), its render output given to the strategy's per-view statistics: (step loss, visible)."""
+    if want_stats:
+        run.strategy.observe(run.stats, out, cam)
+    vis = out["visibility_filter"]
+    return step_loss + loss, vis if visible is None else visible | vis
+
+
 def _render_views(run, it, want_stats):
     """Render, score and back-propagate the step's views (data-parallel: this rank's share); returns (last render
     output, its camera, summed loss, Gaussians seen by any view: sparse_adam updates only these). With
@@ -391,12 +400,9 @@ def _render_views(run, it, want_stats):
                     _drop_graph(run, it, e)  # (then this view renders eagerly below)
             else:  # (a further view adds to them; eagerly, below, where the step's first view was eager)
                 done = run.graphed.further_view(cam, want_stats, role.view_target(it, cam, dev), bgc)
-            if done is not None:
-                out, loss, vis = done
-                step_loss = step_loss + loss  # (not in place: the graph's loss is its own buffer)
-                visible = vis if visible is None else visible | vis
-                if want_stats:
-                    run.strategy.observe(run.stats, out, cam)  # (the graph's render output, before the next replay)
+            if done is not None:  # (its render output is the graph's: read before the next replay)
+                out, loss, _ = done
+                step_loss, visible = _tally(run, cam, want_stats, out, loss, step_loss, visible)
                 continue
             if run.graphed is not None:
                 run.graphed.ran_eagerly()
@@ -418,11 +424,7 @@ def _render_views(run, it, want_stats):
         # its parameters' AccumulateGrad nodes and fail, see without_graph)
         loss = loss.detach()
         with timer("statistics"):
-            step_loss += loss
-            vis = out["visibility_filter"]
-            visible = vis if visible is None else visible | vis
-            if want_stats:
-                run.strategy.observe(run.stats, out, cam)
+            step_loss, visible = _tally(run, cam, want_stats, out, loss, step_loss, visible)
             if run.graphed is not None:  # (returned and kept past the next step: with its autograd graph, the next
                 out = without_graph(out)  # capture after this eager step (a depth map, a dropout) would fail)
     if run.pairs is not None:

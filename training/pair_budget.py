@@ -31,6 +31,19 @@ def capacity_mode_applies(pipe, device):
     return gaussian_renderer.fast_path_on(getattr(pipe, "capacity_mode", "off"), device, backend)
 
 
+def pairs_that_fit(render_at, capacity, meta):
+    """One view's pair count: ``render_at(capacity)`` renders it in capacity mode (writing ``meta``), again with
+    twice the pairs it counted while they did not fit (waits for each count: a sync). Returns (pairs, the capacity
+    of the render that fitted)."""
+    while True:
+        with torch.no_grad():
+            render_at(capacity)
+        _, pairs, overflow = meta.tolist()
+        if not overflow:
+            return pairs, capacity
+        capacity = 2 * pairs
+
+
 class PairBudget:
     def __init__(self, device, capacity=None):
         self.dev = torch.device(device)
@@ -66,15 +79,11 @@ class PairBudget:
         """Size the capacity from one view's pairs, rendered in capacity mode without grad until they fit
         (INITIAL_PAIRS_PER_GAUSSIAN x the model's size first): it waits for the counts, a sync, so only for a
         graph capture or the first eager render."""
-        cap = max(MIN_CAPACITY, self.capacity or INITIAL_PAIRS_PER_GAUSSIAN * model.num_points)
-        while True:
-            with torch.no_grad():
-                render(camera, model, pipe, bg, opacity=opacity, pair_capacity=cap, pair_meta=self.meta)
-            _, pairs, overflow = self.meta.tolist()
-            if not overflow:
-                self.capacity = max(MIN_CAPACITY, int(HEADROOM * pairs), self.capacity or 0)
-                return self.capacity
-            cap = 2 * pairs
+        pairs, _ = pairs_that_fit(
+            lambda cap: render(camera, model, pipe, bg, opacity=opacity, pair_capacity=cap, pair_meta=self.meta),
+            max(MIN_CAPACITY, self.capacity or INITIAL_PAIRS_PER_GAUSSIAN * model.num_points), self.meta)
+        self.capacity = max(MIN_CAPACITY, int(HEADROOM * pairs), self.capacity or 0)
+        return self.capacity
 
     def poll(self, num_points=0):
         """Read the counters once their last copy has landed (never waiting) and queue the next copy
