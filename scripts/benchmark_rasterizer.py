@@ -153,7 +153,7 @@ def ours_settings_line(width, height):
     tiles = math.ceil(width / 16) * math.ceil(height / 16)
     fwd, bwd = dgr.extension().render_chunks(tiles)
     return (f"ours: {tiles} tiles, render forward in {fwd} depth chunk(s), backward in {bwd}; pair emission by "
-            f"{os.environ.get('DGR_EMIT') or 'thread'}")
+            f"{os.environ.get('DGR_EMIT') or 'warp'}")
 
 
 def gsplat_step(params, v, bg, render_mode="RGB"):

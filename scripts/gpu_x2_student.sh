@@ -26,6 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify17  one GPU (~13 min with the build and the tests; a launch and a poll): the pair emission by warp (the
+#        default since the seventeenth session) against by thread, lego paired over SEEDS and the benchmark; lego's
+#        automatic forward chunks against one on seeds 5-8; the emission under Nsight Compute;
 #   verify16  one GPU (~14 min with the build and the tests; a launch and a poll): the changed tests (the sixteenth
 #        session's fixes and the ones its crash stopped), the rasterizer benchmark (with the capacity-mode column) by
 #        pair emission, lego's automatic forward chunks against one on seeds 5-8, a probe of the crash
@@ -58,8 +61,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -424,33 +427,37 @@ fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default s
   DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
   raster_bench DGR_FWD_CHUNKS=1; raster_bench DGR_FWD_CHUNKS=2
 }
-fwd_paired() {  # scene "counts": the scene's 7,000 steps (lego vanilla, bonsai on the peer's schedule) with each
-  # DGR_FWD_CHUNKS count of "counts" (1 first: the baseline) over SEEDS, each alone, then each count's PSNR and ms/step
-  # against one chunk's, paired by seed (the seed study's mean and Student-t 95% interval)
-  local scene=$1 runs=() seed c
-  for seed in $SEEDS; do for c in $2; do runs+=("$scene:--seed $seed DGR_FWD_CHUNKS=$c"); done; done
+flag_paired() {  # scene NAME "values": the scene's 7,000 steps (lego vanilla, bonsai on the peer's schedule) with
+  # the environment flag NAME at each of "values" (the first: the baseline) over SEEDS, each alone, then each value's
+  # PSNR and ms/step against the baseline's, paired by seed (the seed study's mean and Student-t 95% interval)
+  local scene=$1 name=$2 runs=() seed v
+  for seed in $SEEDS; do for v in $3; do runs+=("$scene:--seed $seed $name=$v"); done; done
   graph_ab 0 "${runs[@]}"
-  { stamp "forward chunks against one, paired by seed ($scene, 7,000 steps)"
-    python3 - "$2" <<'PY'
+  { stamp "$name against ${3%% *}, paired by seed ($scene, 7,000 steps)"
+    python3 - "$name" "$3" <<'PY'
 import json, re, statistics, sys
 from scripts.seed_study import summarize
+name, values = sys.argv[1], sys.argv[2].split()
 rows = {}
 for line in open("/tmp/res/logs/ab_runs.txt"):
-    name, _, mode = line.split()[:3]
-    seed, chunks = re.search(r"--seed_(\d+)", mode).group(1), re.search(r"CHUNKS=(\w+)", mode).group(1)
+    run, _, mode = line.split()[:3]
+    seed, value = re.search(r"--seed_(\d+)", mode), re.search(name + r"=(\w+)", mode)
+    if not (seed and value):
+        continue  # (another study's run)
     try:
-        s = json.load(open(f"/tmp/{name}/point_cloud/training_log.json"))
-        rows[(seed, chunks)] = (s["psnr"], s["ms_per_step"])
+        s = json.load(open(f"/tmp/{run}/point_cloud/training_log.json"))
+        rows[(seed.group(1), value.group(1))] = (s["psnr"], s["ms_per_step"])
     except (OSError, ValueError, KeyError) as exc:
-        print(name, mode, "no summary:", exc)
-for c in sys.argv[1].split()[1:]:
-    d = [(rows[(s, c)][0] - rows[(s, "1")][0], rows[(s, c)][1] / rows[(s, "1")][1])
-         for s in sorted({s for s, _ in rows}) if (s, c) in rows and (s, "1") in rows]
+        print(run, mode, "no summary:", exc)
+base = values[0]
+for v in values[1:]:
+    d = [(rows[(s, v)][0] - rows[(s, base)][0], rows[(s, v)][1] / rows[(s, base)][1])
+         for s in sorted({s for s, _ in rows}) if (s, v) in rows and (s, base) in rows]
     if d:
         dp = [x for x, _ in d]
         m = summarize(dp)
         ci = "" if m["sd"] is None else f" ({m['ci95_low']:+.3f}, {m['ci95_high']:+.3f})"
-        print(f"{c} chunks - 1: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; each {', '.join(f'{x:+.2f}' for x in dp)}; "
+        print(f"{name}={v} - {base}: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; each {', '.join(f'{x:+.2f}' for x in dp)}; "
               f"ms/step x{statistics.mean(r for _, r in d):.3f} (each {', '.join(f'{r:.3f}' for _, r in d)})")
 PY
   } >> $R/summary.txt 2>&1
@@ -458,7 +465,7 @@ PY
 fwd_seeds_plan() {  # the fourteenth session's question (bonsai's two-chunk runs ended 0.3 dB lower on average:
   # run-to-run spread or a fault the tests miss? the fifteenth: +0.23 (-0.06, +0.51), spread), then lego's step by
   # chunks beyond 4 (1.65-1.67 ms with 4, 1.70-1.74 with 3, 1.78-1.82 with one in the fourteenth session)
-  fwd_paired bonsai "1 2 4"
+  flag_paired bonsai DGR_FWD_CHUNKS "1 2 4"
   graph_ab 0 "lego:DGR_FWD_CHUNKS=4" "lego:DGR_FWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=8" "lego:"
 }
 fwd_auto_plan() {  # the forward's automatic depth chunks (the fifteenth session) against one chunk: the counts it
@@ -466,7 +473,7 @@ fwd_auto_plan() {  # the forward's automatic depth chunks (the fifteenth session
   python3 -c "import torch, diff_gaussian_rasterization as d; e = d.extension(); print('chunks (forward, backward)"\
 " by tiles on', torch.cuda.get_device_name(), {t: e.render_chunks(t) for t in (625, 1000, 1700, 2500)})" \
     >> $R/summary.txt 2>&1
-  fwd_paired lego "1 auto"
+  flag_paired lego DGR_FWD_CHUNKS "1 auto"
   graph_ab 0 "bonsai:" "bonsai:DGR_FWD_CHUNKS=1"
   pipeline_alone 0 lego 12 default
 }
@@ -492,13 +499,23 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = verify17 ]; then  # one GPU (~13 min with the build and the tests): the seventeenth session's
+  # changes (the pair emission by warp the default; a chunk flag's bound formatted as text: the crash of the
+  # sixteenth's test), lego's step by emission paired over SEEDS, the benchmark by emission, the pair emission under
+  # Nsight Compute by emission, lego's automatic forward chunks against one on seeds 5-8 (last: the first to go)
+  flag_paired lego DGR_EMIT "thread warp"
+  raster_bench DGR_EMIT=thread; raster_bench
+  ncu_emit DGR_EMIT=thread; ncu_emit DGR_EMIT=warp
+  SEEDS="5 6 7 8" flag_paired lego DGR_FWD_CHUNKS "1 auto"
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = verify16 ]; then  # one GPU (~14 min with the build and the tests): what the sixteenth session
   # changed (the flags read at the forward's start; an eager view's loss without its graph; the tests its crash
   # stopped: the forward's chunks, the warp emission's bit-equality), the benchmark with the capacity-mode column by
   # emission, and lego's automatic forward chunks against one on four more seeds (seeds 1-4: -0.021 dB (-0.042,
   # -0.001), x0.892 ms/step)
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp
-  SEEDS="5 6 7 8" fwd_paired lego "1 auto"
+  SEEDS="5 6 7 8" flag_paired lego DGR_FWD_CHUNKS "1 auto"
   capture_probe
   ncu_emit DGR_EMIT=thread; ncu_emit DGR_EMIT=warp
   stamp done; touch $DONE; exit 0

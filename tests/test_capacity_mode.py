@@ -53,10 +53,14 @@ def _pairs(s, g):
     return int(drawn.sum()), int(out["tiles_touched"][drawn].sum())
 
 
-def _assert_grads_close(a, b):
+def _assert_grads_close(a, b, noise=None):
+    """b's gradients are a's up to the backward's atomic float order. `noise`: by parameter, the largest gap between
+    two runs of the same inputs, which (times 4) widens the tolerance where huge Gaussians sum more terms than it
+    allows (the 4112 px scene's)."""
     for k in a:
         scale = float(a[k].abs().max()) or 1.0
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5 * scale, msg=k)
+        atol = max(1e-5 * scale, 4 * (noise or {}).get(k, 0.0))
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=atol, msg=k)
 
 
 @pytest.mark.parametrize("size", [(200, 150), (4112, 4112)], ids=["16-bit tile keys", "32-bit tile keys"])
@@ -164,9 +168,10 @@ def test_capacity_mode_needs_its_meta_tensor():
 
 @pytest.mark.parametrize("size", [(200, 150), (4112, 4112)], ids=["16-bit tile keys", "32-bit tile keys"])
 def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, size):
-    """DGR_EMIT=warp: a Gaussian of more than 32 pairs is written by its whole warp, row by row. The pairs are the
-    one-thread walk's, in the same places: the renders are bit for bit equal, in the exact mode, in the capacity
-    mode with room to spare and past the capacity (the same pairs dropped)."""
+    """The warp emission (the default; DGR_EMIT=warp): a Gaussian of more than 32 pairs is written by its whole warp,
+    row by row. The pairs are the one-thread walk's (DGR_EMIT=thread), in the same places: the renders are bit for
+    bit equal, in the exact mode, in the capacity mode with room to spare and past the capacity (the same pairs
+    dropped); the gradients differ by the atomics' float order only (the gap of two runs of one emission)."""
     W, H = size
     s = look_at_settings(W=W, H=H, eye=(0.0, 0.0, -4.0), sh_degree=3, device=DEV)
     # (log-scales for a mix of Gaussians within 32 tiles and far beyond at each size: a 60-degree view at ~4 units
@@ -186,9 +191,12 @@ def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, size):
             meta = torch.zeros(3, dtype=torch.int32, device=DEV)
             runs[emit].append(_render(s, g, capacity, meta))
             assert meta.tolist() == [V, R, int(capacity < R)], (emit, capacity)
+    monkeypatch.setenv("DGR_EMIT", "thread")
+    again, first = _render(s, g)[3], runs["thread"][0][3]
+    noise = {k: float((again[k] - first[k]).abs().max()) for k in first}
     for k, (a, b) in enumerate(zip(runs["thread"], runs["warp"])):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), k
-        _assert_grads_close(a[3], b[3])
+        _assert_grads_close(a[3], b[3], noise)
     monkeypatch.setenv("DGR_EMIT", "warps")
     with pytest.raises(RuntimeError, match="DGR_EMIT must be thread or warp, not 'warps'"):
         _render(s, g, grad=False)

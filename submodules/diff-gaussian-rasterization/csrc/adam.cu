@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include <string>
+
 #include "api.h"
 
 namespace dgr {
@@ -126,7 +128,8 @@ void adam_multi_(std::vector<torch::Tensor> params, const std::vector<torch::Ten
                  const torch::Tensor& visible, const std::vector<double>& lrs, const std::vector<int64_t>& steps,
                  double beta1, double beta2, double eps) {
   const size_t n = params.size();
-  TORCH_CHECK(n <= (size_t)kMaxSegments, "adam_multi_ takes at most ", kMaxSegments, " parameters");
+  // (the bound as text, as api.cu's chunks_flag says why)
+  TORCH_CHECK(n <= (size_t)kMaxSegments, "adam_multi_ takes at most ", std::to_string(kMaxSegments), " parameters");
   TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && lrs.size() == n &&
                   steps.size() == n, "adam_multi_: one grad, exp_avg, exp_avg_sq, lr and step per parameter");
   if (n == 0) return;

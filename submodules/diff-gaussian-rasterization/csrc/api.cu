@@ -106,13 +106,14 @@ int bits_for(uint32_t n) {
   return b;
 }
 
-// DGR_EMIT=warp: a Gaussian of many pairs is written by its whole warp (preprocess.cu, emit_gaussian); thread (the
-// default until measured on a GPU): one thread a Gaussian.
+// The pair emission: by warp (the default) a Gaussian of many pairs is written by its whole warp (preprocess.cu,
+// emit_gaussian), the same pairs in the same places as one thread's walk (DGR_EMIT=thread, kept for measurements;
+// on an H200 the warp's emit kernel took 0.24 against 0.31 ms at 1M Gaussians, docs/BENCHMARKS.md sixteenth session).
 bool emit_by_warp() {
   const char* env = std::getenv("DGR_EMIT");
-  if (env == nullptr || *env == 0 || std::string(env) == "thread") return false;
-  TORCH_CHECK(std::string(env) == "warp", "DGR_EMIT must be thread or warp, not '", env, "'");
-  return true;
+  if (env == nullptr || *env == 0 || std::string(env) == "warp") return true;
+  TORCH_CHECK(std::string(env) == "thread", "DGR_EMIT must be thread or warp, not '", env, "'");
+  return false;
 }
 
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
@@ -191,8 +192,10 @@ int chunks_flag(const char* name, int most, int automatic) {
   if (env == nullptr || *env == 0 || std::string(env) == "auto") return automatic;
   char* rest = nullptr;
   const long n = std::strtol(env, &rest, 10);
-  TORCH_CHECK(*rest == 0 && n >= 1 && n <= most, name, " must be auto or a number of chunks from 1 to ", most,
-              ", not '", env, "'");
+  // (the bound as text: a number streamed into the message crashed the GPU machine's build inside ostream's integer
+  // insert, a copy instantiated in this library; text goes through another path, docs/BENCHMARKS.md seventeenth)
+  TORCH_CHECK(*rest == 0 && n >= 1 && n <= most, name, " must be auto or a number of chunks from 1 to ",
+              std::to_string(most), ", not '", env, "'");
   return (int)n;
 }
 
