@@ -166,22 +166,24 @@ def test_capacity_mode_needs_its_meta_tensor():
         _render(s, g, 100, torch.zeros(3, dtype=torch.int64, device=DEV), grad=False)
 
 
-@pytest.mark.parametrize("size", [(200, 150), (4112, 4112)], ids=["16-bit tile keys", "32-bit tile keys"])
-def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, size):
-    """The warp emission (the default; DGR_EMIT=warp): a Gaussian of more than 32 pairs is written by its whole warp,
-    row by row. The pairs are the one-thread walk's (DGR_EMIT=thread), in the same places: the renders are bit for
+# (log-scales for a mix of Gaussians within 32 tiles and far beyond at each size: a 60-degree view at ~4 units spans
+# ~130 px per unit of scale at 200 px wide, ~2,700 at 4,112; the third queues more Gaussians than the second kernel
+# has warps, 8,192, so that its warps take several each)
+@pytest.mark.parametrize("W, H, P, scale, queued", [(200, 150, 1500, (-3.5, 0.0), 20),
+                                                    (4112, 4112, 600, (-7.0, -1.0), 20),
+                                                    (200, 150, 30000, (-2.5, -0.3), 8193)],
+                         ids=["16-bit tile keys", "32-bit tile keys", "more queued than warps"])
+def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, W, H, P, scale, queued):
+    """The warp emission (the default; DGR_EMIT=warp): a Gaussian of more than 32 pairs is queued and written by one
+    warp of a second kernel, row by row. The pairs are the one-thread walk's (DGR_EMIT=thread), in the same places: the renders are bit for
     bit equal, in the exact mode, in the capacity mode with room to spare and past the capacity (the same pairs
     dropped); the gradients differ by the atomics' float order only (the gap of two runs of one emission)."""
-    W, H = size
     s = look_at_settings(W=W, H=H, eye=(0.0, 0.0, -4.0), sh_degree=3, device=DEV)
-    # (log-scales for a mix of Gaussians within 32 tiles and far beyond at each size: a 60-degree view at ~4 units
-    # spans ~130 px per unit of scale at 200 px wide, ~2,700 at 4,112)
-    P, scale = (1500, (-3.5, 0.0)) if W < 1000 else (600, (-7.0, -1.0))
     g = random_gaussians(P, seed=5, sh_degree=3, scale=scale, device=DEV)
     out = _dgr().stage_outputs(_settings(s), g["means3D"], g["opacities"], shs=g["shs"], scales=g["scales"],
                                rotations=g["rotations"])
     touched = out["tiles_touched"][out["radii"] > 0]
-    assert int((touched > 32).sum()) >= 20 and int((touched <= 32).sum()) >= 20  # (both paths, in many warps)
+    assert int((touched > 32).sum()) >= queued and int((touched <= 32).sum()) >= 20  # (both paths, in many warps)
     V, R = _pairs(s, g)
     runs = {}
     for emit in ("thread", "warp"):

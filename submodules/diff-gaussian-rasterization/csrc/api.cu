@@ -132,10 +132,12 @@ torch::Tensor bin_pairs(int R, int V, const torch::Tensor& offsets, const torch:
   KeyT* k1 = reinterpret_cast<KeyT*>(keys[1].data_ptr());
   int* v0 = vals[0].data_ptr<int>();
   int* v1 = vals[1].data_ptr<int>();
+  torch::Tensor heavy;  // (the warp emission's queue of Gaussians of many pairs)
+  if (warp) heavy = torch::empty({(int64_t)V + 2}, iopt);
   launch_emit(V, offsets.data_ptr<int>(), radius_c.data_ptr<int>(),
               reinterpret_cast<const float2*>(xy_c.data_ptr<float>()),
               reinterpret_cast<const float4*>(conic_c.data_ptr<float>()), cam.tiles_x, cam.tiles_y, k0, v0, pc,
-              warp, stream);
+              warp ? heavy.data_ptr<int>() : nullptr, stream);
   check_launch(debug, "emit");
   cub::DoubleBuffer<KeyT> kb(k0, k1);
   cub::DoubleBuffer<int> vb(v0, v1);

@@ -42,12 +42,13 @@ struct PairCapacity {
 // For ranks i < V, write (tile, rank) pairs at offsets[i-1] .. offsets[i]. Tile keys are 16-bit when the
 // grid (plus one sentinel id) fits, else 32-bit. In the capacity mode, V comes from meta[0], the entries from
 // meta[1] to the capacity get the sentinel tile id, and pairs past the capacity are dropped with meta[2] = 1.
-// by_warp: a Gaussian of many pairs is written by its whole warp (the same pairs, in the same places).
+// heavy (V + 2 ints of scratch, or null: one thread a Gaussian): a Gaussian of many pairs is queued there and
+// written by a whole warp of a second kernel (the same pairs, in the same places).
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, const PairCapacity& pc, bool by_warp,
+                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, const PairCapacity& pc, int* heavy,
                  cudaStream_t stream);
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, const PairCapacity& pc, bool by_warp,
+                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, const PairCapacity& pc, int* heavy,
                  cudaStream_t stream);
 
 // ranges[t] = [first, last) of tile t in the tile-sorted keys (ranges zeroed by the caller).

@@ -1,4 +1,6 @@
 // Forward preprocessing (projection, SH colour, tile counting) and the binning helpers.
+#include <algorithm>
+
 #include "geometry.cuh"
 #include "kernels.h"
 
@@ -226,39 +228,65 @@ __device__ __forceinline__ void emit_gaussian(int g, float2 m, float4 co, int ra
   }
 }
 
-// For visible Gaussians in depth order (rank i), write (tile, rank) pairs at offsets[i-1] .. offsets[i]: one thread
-// a Gaussian; with BY_WARP, a Gaussian of more than EMIT_BY_WARP pairs is written by its whole warp instead (one
-// thread writing all the tiles of a Gaussian that covers much of the image was the kernel's critical path,
-// 0.17-0.34 ms at 0.1M-3M Gaussians in scripts/benchmark_rasterizer.py on an H200).
+// Rank i's pairs go to offsets[i-1] .. offsets[i], cut at the capacity in the capacity mode (the call flagged).
+__device__ __forceinline__ int pair_start(int i, const int* offsets, const PairCapacity& pc, int& cap) {
+  const int start = i == 0 ? 0 : offsets[i - 1];
+  int end = offsets[i];
+  if (pc.meta && end > pc.capacity) {
+    end = pc.capacity;
+    pc.meta[2] = 1;
+  }
+  cap = max(0, end - start);
+  return start;
+}
+
+// For visible Gaussians in depth order (rank i), write (tile, rank) pairs at offsets[i-1] .. offsets[i], one thread
+// a Gaussian of up to EMIT_BY_WARP pairs. With QUEUE, a larger one is queued in heavy[2..] (heavy[0] counts them)
+// for emit_heavy_kernel's warps: one thread writing all the tiles of a Gaussian that covers much of the image was
+// the kernel's critical path, and so was one warp writing the 32 such Gaussians of its lanes one after another (the
+// nearest, largest Gaussians are neighbours in depth order; Nsight Compute on an H200 at 1M Gaussians: one SM busy
+// for all of the kernel's 0.23 ms, the average one for 0.04, docs/BENCHMARKS.md seventeenth session).
 constexpr int EMIT_BY_WARP = 32;
-template <typename KeyT, bool BY_WARP>
+template <typename KeyT, bool QUEUE>
 __global__ void emit_kernel(int V, const int* offsets, const int* radius_c, const float2* xy_c,
                             const float4* conic_c, int tiles_x, int tiles_y, KeyT* keys, int* vals,
-                            const PairCapacity pc) {
+                            const PairCapacity pc, int* heavy) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (pc.meta) V = pc.meta[0];
   int start = 0, cap = 0;
-  if (i < V) {
-    start = i == 0 ? 0 : offsets[i - 1];
-    int end = offsets[i];
-    if (pc.meta && end > pc.capacity) {  // the pairs past the buffer are dropped, and the call flagged
-      end = pc.capacity;
-      pc.meta[2] = 1;
-    }
-    cap = max(0, end - start);
-  }
-  const bool by_warp = BY_WARP && cap > EMIT_BY_WARP;
-  if (cap > 0 && !by_warp)
+  if (i < V) start = pair_start(i, offsets, pc, cap);
+  const bool queued = QUEUE && cap > EMIT_BY_WARP;
+  if (cap > 0 && !queued)
     emit_gaussian(i, xy_c[i], conic_c[i], radius_c[i], tiles_x, tiles_y, keys + start, vals + start, cap, 0, 1);
-  if constexpr (BY_WARP) {  // (every lane of the warp is here: the grid is whole blocks of whole warps)
-    const int lane = threadIdx.x & 31;
-    for (unsigned left = __ballot_sync(0xffffffffu, by_warp); left != 0; left &= left - 1) {
-      const int src = __ffs(left) - 1;
-      const int g = __shfl_sync(0xffffffffu, i, src);
-      const int s = __shfl_sync(0xffffffffu, start, src);
-      const int c = __shfl_sync(0xffffffffu, cap, src);
-      emit_gaussian(g, xy_c[g], conic_c[g], radius_c[g], tiles_x, tiles_y, keys + s, vals + s, c, lane, 32);
+  if constexpr (QUEUE) {  // (every lane of the warp is here: the grid is whole blocks of whole warps)
+    const unsigned mask = __ballot_sync(0xffffffffu, queued);
+    if (mask != 0) {  // one atomic a warp
+      const int lane = threadIdx.x & 31, leader = __ffs(mask) - 1;
+      int base = 0;
+      if (lane == leader) base = atomicAdd(heavy, __popc(mask));
+      base = __shfl_sync(0xffffffffu, base, leader);
+      if (queued) heavy[2 + base + __popc(mask & ((1u << lane) - 1))] = i;
     }
+  }
+}
+
+// The queued Gaussians, each written by one warp (lanes side by side along a row of tiles); the warps take the next
+// one from heavy[1] until the queue is done, so the largest spread over the GPU instead of waiting in line.
+template <typename KeyT>
+__global__ void emit_heavy_kernel(const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
+                                  int tiles_x, int tiles_y, KeyT* keys, int* vals, const PairCapacity pc,
+                                  int* heavy) {
+  const int lane = threadIdx.x & 31;
+  const int queued = heavy[0];
+  for (;;) {
+    int item = 0;
+    if (lane == 0) item = atomicAdd(heavy + 1, 1);
+    item = __shfl_sync(0xffffffffu, item, 0);
+    if (item >= queued) return;
+    const int g = heavy[2 + item];
+    int cap;
+    const int start = pair_start(g, offsets, pc, cap);
+    emit_gaussian(g, xy_c[g], conic_c[g], radius_c[g], tiles_x, tiles_y, keys + start, vals + start, cap, lane, 32);
   }
 }
 
@@ -274,27 +302,37 @@ __global__ void fill_sentinel_kernel(const PairCapacity pc, KeyT sentinel, KeyT*
 
 template <typename KeyT>
 void launch_emit_t(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                   int tiles_x, int tiles_y, KeyT* keys, int* vals, const PairCapacity& pc, bool by_warp,
+                   int tiles_x, int tiles_y, KeyT* keys, int* vals, const PairCapacity& pc, int* heavy,
                    cudaStream_t stream) {
   if (pc.meta) {
     fill_sentinel_kernel<KeyT><<<(pc.capacity + 255) / 256, 256, 0, stream>>>(pc, (KeyT)(tiles_x * tiles_y), keys,
                                                                                vals);
   }
   if (V == 0) return;
-  auto kernel = by_warp ? emit_kernel<KeyT, true> : emit_kernel<KeyT, false>;
-  kernel<<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc);
+  if (heavy == nullptr) {
+    emit_kernel<KeyT, false><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x,
+                                                                   tiles_y, keys, vals, pc, nullptr);
+    return;
+  }
+  cudaMemsetAsync(heavy, 0, 2 * sizeof(int), stream);  // (the queue's length and the next item to take)
+  emit_kernel<KeyT, true><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y,
+                                                                keys, vals, pc, heavy);
+  // up to 8,192 warps (one wave of an H200's; fewer for fewer Gaussians, at least one a Gaussian), each looping
+  // over the queue
+  emit_heavy_kernel<KeyT><<<std::min((V + 7) / 8, 1024), 256, 0, stream>>>(offsets, radius_c, xy_c, conic_c, tiles_x,
+                                                                             tiles_y, keys, vals, pc, heavy);
 }
 
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, const PairCapacity& pc, bool by_warp,
+                 int tiles_x, int tiles_y, uint16_t* keys, int* vals, const PairCapacity& pc, int* heavy,
                  cudaStream_t stream) {
-  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc, by_warp, stream);
+  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc, heavy, stream);
 }
 
 void launch_emit(int V, const int* offsets, const int* radius_c, const float2* xy_c, const float4* conic_c,
-                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, const PairCapacity& pc, bool by_warp,
+                 int tiles_x, int tiles_y, uint32_t* keys, int* vals, const PairCapacity& pc, int* heavy,
                  cudaStream_t stream) {
-  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc, by_warp, stream);
+  launch_emit_t(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc, heavy, stream);
 }
 
 template <typename KeyT>
