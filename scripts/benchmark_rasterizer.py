@@ -16,6 +16,10 @@ renderers (--runs iterations each, cycling through the views), so that a drift o
 benchmark (clocks, heat, a neighbour) reaches both alike: each renderer's median over all its iterations, and
 the ratio as the median of the rounds' ratios with their range. Peak memory: torch.cuda.max_memory_allocated
 during one renderer's iterations, with the same parameter tensors alive for both renderers.
+
+Kernel time: the GPU work of one iteration alone (kernels, copies and fills; torch.profiler over a pass through the
+views), without the gaps where the GPU waits for the host: the wall time above is held by the host where the
+rasterizer's kernels take less than its host work (small N), which the trainer's CUDA graphs do not pay.
 """
 import argparse
 import math
@@ -192,6 +196,25 @@ def profile(step, params, views, bg, label, top=12):
         print(f"    {ms:8.3f} {c:3d}  {k[:110]}")
 
 
+def device_ms(events, iterations):
+    """Milliseconds of GPU work an iteration: the device events' own time (profiler microseconds) over `iterations`."""
+    from torch.autograd import DeviceType  # noqa: PLC0415
+    return sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3 / iterations
+
+
+def kernel_ms(step, params, views, bg):
+    """GPU work of one forward + backward (ms), from a profiled pass over the views (after the timed rounds)."""
+    from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
+
+    torch.cuda.synchronize()
+    with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+        for v in views:
+            step(params, v, bg)
+            _clear_grads(params)
+        torch.cuda.synchronize()
+    return device_ms(prof.events(), len(views))
+
+
 def warm_up(step, params, views, bg, iterations):
     """Untimed iterations, then the peak memory (MiB) of one pass over the views."""
     for i in range(iterations):
@@ -223,21 +246,25 @@ def timed(step, params, views, bg, runs):
 def table(rows, rounds, runs):
     """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "gsplat" where timed), the
     ratio to gsplat's of "ours" and "ours_cap" as (median, low, high) over the rounds, peak MiB by renderer, the
-    capacity's pairs, the renders that overflowed it)."""
+    capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms))."""
     nan = float("nan")
     lines = ["", f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'gsplat ms':>9} | {'ratio':>17} | "
-                 f"{'capacity ratio':>17} | {'peak MiB ours / capacity / gsplat':>33}", "-" * 116]
-    for n, ms, ratio, peaks, _, overflows in rows:
+                 f"{'capacity ratio':>17} | {'kernel ms capacity / gsplat':>27} | "
+                 f"{'peak MiB ours / capacity / gsplat':>33}", "-" * 146]
+    for n, ms, ratio, peaks, _, overflows, gpu in rows:
         r = {k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in ratio.items()}
         mib = " / ".join(f"{peaks.get(k, nan):.0f}" for k in ("ours", "ours_cap", "gsplat"))
+        kern = (f"{gpu['ours_cap']:.2f} / {gpu.get('gsplat', nan):.2f} "
+                f"({gpu['ours_cap'] / gpu.get('gsplat', nan):.2f})")
         lines.append(f"{n:>9} | {ms['ours']:>8.2f} | {ms['ours_cap']:>8.2f} | {ms.get('gsplat', nan):>9.2f} | "
-                     f"{r['ours']:>17} | {r['ours_cap']:>17} | {mib:>33}" + (" OVERFLOWED" if overflows else ""))
+                     f"{r['ours']:>17} | {r['ours_cap']:>17} | {kern:>27} | {mib:>33}"
+                     + (" OVERFLOWED" if overflows else ""))
     return lines + [
         f"(ratio = ours / gsplat, the median of {rounds} rounds' ratios (their range); capacity: our capacity mode, as",
         f" the trainer renders (no host-device sync); forward + backward, medians of {rounds} x {runs} iterations",
-        " each; ours also renders inverse depth and the means2D gradient; gsplat retains its means2d gradient, as",
-        " its densification strategies do; OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not",
-        " valid)"]
+        " each; kernel ms: the GPU work of one iteration without the host's gaps (their ratio in brackets); ours also",
+        " renders inverse depth and the means2D gradient; gsplat retains its means2d gradient, as its densification",
+        " strategies do; OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not valid)"]
 
 
 def main(argv=None):
@@ -293,15 +320,17 @@ def main(argv=None):
                     ratios[k].append(statistics.median(got[k]) / statistics.median(got["gsplat"]))
         ms = {k: statistics.median(t) for k, t in times.items()}
         ratio = {k: (statistics.median(r), min(r), max(r)) if r else (float("nan"),) * 3 for k, r in ratios.items()}
+        gpu = {k: kernel_ms(f, params, views, bg) for k, f in steps.items() if k != "ours"}
         overflows = int(cap.overflows.item())
-        rows.append((n, ms, ratio, peaks, cap.pairs, overflows))
+        rows.append((n, ms, ratio, peaks, cap.pairs, overflows, gpu))
         if args.profile and n == sizes[-1]:
             profile(ours_step, params, views, bg, "ours")
             if have_gsplat:
                 profile(gs, params, views, bg, "gsplat")
         print(f"  N={n}: ours {ms['ours']:.2f} ms {peaks['ours']:.0f} MiB; capacity mode {ms['ours_cap']:.2f} ms "
               f"{peaks['ours_cap']:.0f} MiB ({cap.pairs} pairs, {overflows} overflowed); gsplat "
-              f"{ms.get('gsplat', float('nan')):.2f} ms {peaks.get('gsplat', float('nan')):.0f} MiB", flush=True)
+              f"{ms.get('gsplat', float('nan')):.2f} ms {peaks.get('gsplat', float('nan')):.0f} MiB; kernels "
+              + " / ".join(f"{k} {t:.3f} ms" for k, t in gpu.items()), flush=True)
         del params, cap, steps
         torch.cuda.empty_cache()
     print("\n".join(table(rows, args.rounds, args.runs)))

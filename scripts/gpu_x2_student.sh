@@ -26,6 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify18  one GPU (~15 min with the build and the tests; a launch and a poll): the queued pair emission in
+#        training (bonsai's and lego's steps by emission, paired over SEEDS), the benchmark by emission, bonsai's
+#        default pipeline;
 #   verify17  one GPU (~13 min with the build and the tests; a launch and a poll): the pair emission by warp (the
 #        default since the seventeenth session) against by thread, lego paired over SEEDS and the benchmark; lego's
 #        automatic forward chunks against one on seeds 5-8; the emission under Nsight Compute;
@@ -61,8 +64,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify18|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify18, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -497,6 +500,16 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify18 ]; then  # one GPU (~15 min with the build and the tests): the queued pair emission (the
+  # seventeenth session: its tests passed, its kernels 50 against 228 us at 1M) in training: bonsai's and lego's
+  # 7,000 steps by emission paired over SEEDS, the benchmark (with its kernel-time column) by emission, bonsai's
+  # default pipeline alone
+  flag_paired bonsai DGR_EMIT "thread warp"
+  flag_paired lego DGR_EMIT "thread warp"
+  raster_bench; raster_bench DGR_EMIT=thread
+  pipeline_alone 0 bonsai 12 default
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify17 ]; then  # one GPU (~13 min with the build and the tests): the seventeenth session's

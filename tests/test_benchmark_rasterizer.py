@@ -10,16 +10,18 @@ def _row(n, ours, cap, gsplat=None, overflows=0):
     ratio = {k: ((ms[k] / gsplat, ms[k] / gsplat - 0.01, ms[k] / gsplat + 0.02) if gsplat else (math.nan,) * 3)
              for k in ("ours", "ours_cap")}
     peaks = dict(ours=571.4, ours_cap=603.0, **({"gsplat": 608.2} if gsplat else {}))
-    return n, ms, ratio, peaks, 123456, overflows
+    gpu = dict(ours_cap=0.5 * cap, **({"gsplat": 0.8 * gsplat} if gsplat else {}))
+    return n, ms, ratio, peaks, 123456, overflows, gpu
 
 
 def test_the_table_gives_both_modes_against_gsplat_and_flags_an_overflow():
     lines = table([_row(100_000, 1.22, 1.0, 1.52), _row(1_000_000, 1.61, 1.3, 1.85, overflows=3)], rounds=5, runs=20)
     head, rows, note = lines[1], lines[3:5], " ".join(lines[5:])
     assert [c.strip() for c in head.split("|")] == ["N", "ours ms", "capacity", "gsplat ms", "ratio", "capacity ratio",
-                                                   "peak MiB ours / capacity / gsplat"]
+                                                   "kernel ms capacity / gsplat", "peak MiB ours / capacity / gsplat"]
     cells = [[c.strip() for c in r.split("|")] for r in rows]
-    assert cells[0] == ["100000", "1.22", "1.00", "1.52", "0.80 (0.79-0.82)", "0.66 (0.65-0.68)", "571 / 603 / 608"]
+    assert cells[0] == ["100000", "1.22", "1.00", "1.52", "0.80 (0.79-0.82)", "0.66 (0.65-0.68)",
+                        "0.50 / 1.22 (0.41)", "571 / 603 / 608"]
     assert cells[1][:4] == ["1000000", "1.61", "1.30", "1.85"] and cells[1][-1].endswith("OVERFLOWED")
     assert not rows[0].endswith("OVERFLOWED")
     assert "median of 5 rounds' ratios" in note and "5 x 20 iterations" in note
@@ -28,4 +30,19 @@ def test_the_table_gives_both_modes_against_gsplat_and_flags_an_overflow():
 def test_without_gsplat_the_ratios_read_nan():
     lines = table([_row(100_000, 1.22, 1.0)], rounds=1, runs=3)
     cells = [c.strip() for c in lines[3].split("|")]
-    assert cells[3] == "nan" and cells[4] == "nan (nan-nan)" and cells[6] == "571 / 603 / nan"
+    assert cells[3] == "nan" and cells[4] == "nan (nan-nan)" and cells[6] == "0.50 / nan (nan)"
+    assert cells[7] == "571 / 603 / nan"
+
+
+def test_the_kernel_time_sums_the_device_events_only():
+    """Kernel ms: the device events' own time over the iterations (host events, which carry their kernels' time
+    in their totals, are not counted again)."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from scripts.benchmark_rasterizer import device_ms
+    events = [SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=300.0),
+              SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=500.0),
+              SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=800.0)]
+    assert device_ms(events, 2) == 0.4

@@ -106,9 +106,9 @@ int bits_for(uint32_t n) {
   return b;
 }
 
-// The pair emission: by warp (the default) a Gaussian of many pairs is written by its whole warp (preprocess.cu,
-// emit_gaussian), the same pairs in the same places as one thread's walk (DGR_EMIT=thread, kept for measurements;
-// on an H200 the warp's emit kernel took 0.24 against 0.31 ms at 1M Gaussians, docs/BENCHMARKS.md sixteenth session).
+// The pair emission: by warp (the default) a Gaussian of many pairs is queued for a second kernel whose warps write
+// one each (preprocess.cu, emit_kernel), the same pairs in the same places as one thread's walk (DGR_EMIT=thread,
+// kept for measurements; on an H200 at 1M Gaussians 50 against 246-281 us, docs/BENCHMARKS.md seventeenth session).
 bool emit_by_warp() {
   const char* env = std::getenv("DGR_EMIT");
   if (env == nullptr || *env == 0 || std::string(env) == "warp") return true;
