@@ -317,8 +317,8 @@ void launch_emit_t(int V, const int* offsets, const int* radius_c, const float2*
   cudaMemsetAsync(heavy, 0, 2 * sizeof(int), stream);  // (the queue's length and the next item to take)
   emit_kernel<KeyT, true><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y,
                                                                 keys, vals, pc, heavy);
-  // up to 8,192 warps (one wave of an H200's; fewer for fewer Gaussians, at least one a Gaussian), each looping
-  // over the queue
+  // up to 8,192 warps (about as many as an H200 holds at once; for fewer Gaussians one a Gaussian), each taking
+  // queued Gaussians until none is left
   emit_heavy_kernel<KeyT><<<std::min((V + 7) / 8, 1024), 256, 0, stream>>>(offsets, radius_c, xy_c, conic_c, tiles_x,
                                                                              tiles_y, keys, vals, pc, heavy);
 }
