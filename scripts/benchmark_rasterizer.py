@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scene.colmap_loader import (  # noqa: E402
     detect_model_ext, qvec2rotmat, read_cameras, read_images, read_points3D_arrays,
 )
+from utils.phase_timer import gpu_work_events  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- scene
@@ -197,9 +198,8 @@ def profile(step, params, views, bg, label, top=12):
 
 
 def device_ms(events, iterations):
-    """Milliseconds of GPU work an iteration: the device events' own time (profiler microseconds) over `iterations`."""
-    from torch.autograd import DeviceType  # noqa: PLC0415
-    return sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3 / iterations
+    """Milliseconds of GPU work an iteration: the work events' own time (profiler microseconds) over `iterations`."""
+    return sum(e.self_device_time_total for e in gpu_work_events(events)) / 1e3 / iterations
 
 
 def kernel_ms(step, params, views, bg):

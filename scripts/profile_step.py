@@ -34,6 +34,7 @@ from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.phase_timer import gpu_work_events  # noqa: E402
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,8 +89,7 @@ def report(win, trace_path):
     steps = len(win.prof_range)
     events = win.prof.events()
     # GPU-side ranges of record_function annotations (e.g. Optimizer.step) are not work: leave them out
-    gpu = [e for e in events if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False)
-           and not e.name.startswith(("Optimizer.", "ProfilerStep"))]
+    gpu = gpu_work_events(events)
     kernels = [e for e in gpu if "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
     busy_us = sum(e.device_time for e in gpu) if gpu and hasattr(gpu[0], "device_time") else \
         sum(e.cuda_time for e in gpu)

@@ -34,15 +34,18 @@ def test_without_gsplat_the_ratios_read_nan():
     assert cells[7] == "571 / 603 / nan"
 
 
-def test_the_kernel_time_sums_the_device_events_only():
-    """Kernel ms: the device events' own time over the iterations (host events, which carry their kernels' time
-    in their totals, are not counted again)."""
+def test_the_kernel_time_sums_the_gpus_work_only():
+    """Kernel ms: the device events' own time over the iterations; host events (which carry their kernels' time in
+    their totals) and the GPU-side ranges of annotations are not counted again."""
     from types import SimpleNamespace
 
     from torch.autograd import DeviceType
 
     from scripts.benchmark_rasterizer import device_ms
-    events = [SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=300.0),
-              SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=500.0),
-              SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=800.0)]
+
+    def event(device, us, name="k", annotation=False):
+        return SimpleNamespace(device_type=device, self_device_time_total=us, name=name, is_user_annotation=annotation)
+    events = [event(DeviceType.CUDA, 300.0, "render_bwd_kernel"), event(DeviceType.CUDA, 500.0, "Memset (Device)"),
+              event(DeviceType.CPU, 800.0, "aten::sum"), event(DeviceType.CUDA, 900.0, "ProfilerStep#3"),
+              event(DeviceType.CUDA, 700.0, "my_range", annotation=True)]
     assert device_ms(events, 2) == 0.4

@@ -62,3 +62,10 @@ class PhaseTimer:
             return None
         self.flush()
         return {name: round(ms / max(1, self.steps), 3) for name, ms in self.total_ms.items()}
+
+
+def gpu_work_events(events):
+    """The GPU's work among torch.profiler's events (kernels, copies, fills): its device events, without the GPU-side
+    ranges of record_function annotations (Optimizer.step, ProfilerStep#), which span work rather than being it."""
+    return [e for e in events if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False)
+            and not e.name.startswith(("Optimizer.", "ProfilerStep"))]
