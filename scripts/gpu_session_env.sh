@@ -10,7 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/peer_schedule.sh"  # PEER_FLAGS
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 R=/tmp/res; S=/tmp/study; mkdir -p $R/logs $S
 DONE=${DONE:-/tmp/x2.done}
-stamp() { echo "[$(date +%T)] $*" >> $R/summary.txt; }  # (not to stdout too: inside "{ ...; } >> summary" it was written twice)
+# (to the summary only: inside "{ ...; } >> summary" a copy to stdout was written twice)
+stamp() { echo "[$(date +%T)] $*" >> $R/summary.txt; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a $R/summary.txt

@@ -460,8 +460,8 @@ for v in values[1:]:
         dp = [x for x, _ in d]
         m = summarize(dp)
         ci = "" if m["sd"] is None else f" ({m['ci95_low']:+.3f}, {m['ci95_high']:+.3f})"
-        print(f"{name}={v} - {base}: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; each {', '.join(f'{x:+.2f}' for x in dp)}; "
-              f"ms/step x{statistics.mean(r for _, r in d):.3f} (each {', '.join(f'{r:.3f}' for _, r in d)})")
+        print(f"{name}={v} - {base}: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; "
+              f"each {', '.join(f'{x:+.2f}' for x in dp)}; ms/step x{statistics.mean(r for _, r in d):.3f} (each {', '.join(f'{r:.3f}' for _, r in d)})")
 PY
   } >> $R/summary.txt 2>&1
 }

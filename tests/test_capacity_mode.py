@@ -175,9 +175,10 @@ def test_capacity_mode_needs_its_meta_tensor():
                          ids=["16-bit tile keys", "32-bit tile keys", "more queued than warps"])
 def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, W, H, P, scale, queued):
     """The warp emission (the default; DGR_EMIT=warp): a Gaussian of more than 32 pairs is queued and written by one
-    warp of a second kernel, row by row. The pairs are the one-thread walk's (DGR_EMIT=thread), in the same places: the renders are bit for
-    bit equal, in the exact mode, in the capacity mode with room to spare and past the capacity (the same pairs
-    dropped); the gradients differ by the atomics' float order only (the gap of two runs of one emission)."""
+    warp of a second kernel, row by row. The pairs are the one-thread walk's (DGR_EMIT=thread), in the same places:
+    the renders are bit for bit equal, in the exact mode, in the capacity mode with room to spare and past the
+    capacity (the same pairs dropped); the gradients differ by the atomics' float order only (the gap of two runs of
+    one emission)."""
     s = look_at_settings(W=W, H=H, eye=(0.0, 0.0, -4.0), sh_degree=3, device=DEV)
     g = random_gaussians(P, seed=5, sh_degree=3, scale=scale, device=DEV)
     out = _dgr().stage_outputs(_settings(s), g["means3D"], g["opacities"], shs=g["shs"], scales=g["scales"],
