@@ -461,7 +461,8 @@ for v in values[1:]:
         m = summarize(dp)
         ci = "" if m["sd"] is None else f" ({m['ci95_low']:+.3f}, {m['ci95_high']:+.3f})"
         print(f"{name}={v} - {base}: PSNR {m['mean']:+.3f} dB{ci}, n={m['n']}; "
-              f"each {', '.join(f'{x:+.2f}' for x in dp)}; ms/step x{statistics.mean(r for _, r in d):.3f} (each {', '.join(f'{r:.3f}' for _, r in d)})")
+              f"each {', '.join(f'{x:+.2f}' for x in dp)}; ms/step x{statistics.mean(r for _, r in d):.3f} "
+              f"(each {', '.join(f'{r:.3f}' for _, r in d)})")
 PY
   } >> $R/summary.txt 2>&1
 }
