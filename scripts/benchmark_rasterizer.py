@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scene.colmap_loader import (  # noqa: E402
     detect_model_ext, qvec2rotmat, read_cameras, read_images, read_points3D_arrays,
 )
-from utils.phase_timer import gpu_work_events  # noqa: E402
+from utils.phase_timer import gpu_work_us  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- scene
@@ -199,7 +199,7 @@ def profile(step, params, views, bg, label, top=12):
 
 def device_ms(events, iterations):
     """Milliseconds of GPU work an iteration: the work events' own time (profiler microseconds) over `iterations`."""
-    return sum(e.self_device_time_total for e in gpu_work_events(events)) / 1e3 / iterations
+    return gpu_work_us(events) / 1e3 / iterations
 
 
 def kernel_ms(step, params, views, bg):

@@ -34,7 +34,7 @@ from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.phase_timer import gpu_work_events  # noqa: E402
+from utils.phase_timer import gpu_work_events, gpu_work_us  # noqa: E402
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,15 +91,14 @@ def report(win, trace_path):
     # GPU-side ranges of record_function annotations (e.g. Optimizer.step) are not work: leave them out
     gpu = gpu_work_events(events)
     kernels = [e for e in gpu if "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
-    busy_us = sum(e.device_time for e in gpu) if gpu and hasattr(gpu[0], "device_time") else \
-        sum(e.cuda_time for e in gpu)
+    busy_us = gpu_work_us(events)
     launches = [e for e in events if e.device_type.name == "CPU" and e.name in (
         "cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")]
     print("\n== top CUDA kernels (summed over the window) ==")
     by_name = collections.defaultdict(lambda: [0, 0.0])
     for e in gpu:
         by_name[e.name][0] += 1
-        by_name[e.name][1] += getattr(e, "device_time", None) or e.cuda_time
+        by_name[e.name][1] += e.self_device_time_total
     for name, (n, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:25]:
         print(f"{us / steps / 1000:8.3f} ms/step {n / steps:6.1f}/step  {name[:110]}")
     print("\n== top operators by host (CPU) time ==")

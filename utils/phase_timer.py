@@ -69,3 +69,8 @@ def gpu_work_events(events):
     ranges of record_function annotations (Optimizer.step, ProfilerStep#), which span work rather than being it."""
     return [e for e in events if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False)
             and not e.name.startswith(("Optimizer.", "ProfilerStep"))]
+
+
+def gpu_work_us(events):
+    """Microseconds of the GPU's work among torch.profiler's events (gpu_work_events, each its own time)."""
+    return sum(e.self_device_time_total for e in gpu_work_events(events))
