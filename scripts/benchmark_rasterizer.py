@@ -9,7 +9,9 @@ rotations/opacities, SH degree 3) and rendered from the scene's real cameras at 
 Ours runs twice: in the exact mode (the forward reads the pair count back to size its buffers: one host-device
 sync a render) and in the capacity mode, as the trainer renders (buffers of 2x the most pairs one of the views
 makes, sized once per model size as training/pair_budget.py does; nothing read back, so the host queues the
-whole forward and backward ahead of the GPU); a pass that overflowed its capacity is reported.
+whole forward and backward ahead of the GPU); a pass that overflowed its capacity is reported. The capacity mode
+runs a third time replayed from CUDA graphs (one per view), as the trainer's steps run: no host work per kernel.
+gsplat cannot be captured (its forward reads its intersection count back to the host), so it runs eagerly only.
 
 Times: CUDA events around forward + loss + backward, after warm-up, in --rounds rounds that alternate the two
 renderers (--runs iterations each, cycling through the views), so that a drift of the GPU's speed during the
@@ -151,6 +153,35 @@ class Capacity:
         self.overflows.zero_()
 
 
+class Graphed:
+    """Our capacity-mode forward + backward captured in one CUDA graph per view and replayed, as the trainer's steps
+    run (training/graph_step.py): an iteration is one replay, no host work per kernel. The graphs share one memory
+    pool; each keeps its own gradient buffers (set to None after the capture: a replay rewrites them, nothing reads
+    them). gsplat has no such column: its forward reads the number of tile intersections back to the host to size
+    its buffers (gsplat 1.5.3, cuda/csrc/Intersect.cpp, ``cum_tiles_per_gauss[-1].item()``), which a capture refuses."""
+
+    def __init__(self, params, views, bg, capacity):
+        self.capacity, self.graphs = capacity, {}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture (CUB's and autograd's first-use work)
+            for v in views:
+                ours_step(params, v, bg, capacity)
+                _clear_grads(params)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        pool = torch.cuda.graph_pool_handle()
+        for v in views:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                ours_step(params, v, bg, capacity)
+            _clear_grads(params)
+            self.graphs[id(v)] = graph
+
+    def __call__(self, params, v, bg):
+        self.graphs[id(v)].replay()
+
+
 def ours_settings_line(width, height):
     """Our rasterizer's kernel choices at this image size (depth chunks of the render forward and backward, the
     pair emission), so that a table says what it timed."""
@@ -246,25 +277,30 @@ def timed(step, params, views, bg, runs):
 def table(rows, rounds, runs):
     """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "gsplat" where timed), the
     ratio to gsplat's of "ours" and "ours_cap" as (median, low, high) over the rounds, peak MiB by renderer, the
-    capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms))."""
+    capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms)). "ours_graph" (Graphed)
+    may be missing from ms and ratio: its cells then read nan."""
     nan = float("nan")
-    lines = ["", f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'gsplat ms':>9} | {'ratio':>17} | "
-                 f"{'capacity ratio':>17} | {'kernel ms capacity / gsplat':>27} | "
-                 f"{'peak MiB ours / capacity / gsplat':>33}", "-" * 146]
+    lines = ["", f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'graphed':>8} | {'gsplat ms':>9} | "
+                 f"{'ratio':>17} | {'capacity ratio':>17} | {'graphed ratio':>17} | "
+                 f"{'kernel ms capacity / gsplat':>27} | {'peak MiB ours / capacity / gsplat':>33}", "-" * 187]
     for n, ms, ratio, peaks, _, overflows, gpu in rows:
         r = {k: f"{m:.2f} ({lo:.2f}-{hi:.2f})" for k, (m, lo, hi) in ratio.items()}
+        r.setdefault("ours_graph", "nan (nan-nan)")
         mib = " / ".join(f"{peaks.get(k, nan):.0f}" for k in ("ours", "ours_cap", "gsplat"))
         kern = (f"{gpu['ours_cap']:.2f} / {gpu.get('gsplat', nan):.2f} "
                 f"({gpu['ours_cap'] / gpu.get('gsplat', nan):.2f})")
-        lines.append(f"{n:>9} | {ms['ours']:>8.2f} | {ms['ours_cap']:>8.2f} | {ms.get('gsplat', nan):>9.2f} | "
-                     f"{r['ours']:>17} | {r['ours_cap']:>17} | {kern:>27} | {mib:>33}"
+        lines.append(f"{n:>9} | {ms['ours']:>8.2f} | {ms['ours_cap']:>8.2f} | {ms.get('ours_graph', nan):>8.2f} | "
+                     f"{ms.get('gsplat', nan):>9.2f} | {r['ours']:>17} | {r['ours_cap']:>17} | "
+                     f"{r['ours_graph']:>17} | {kern:>27} | {mib:>33}"
                      + (" OVERFLOWED" if overflows else ""))
     return lines + [
         f"(ratio = ours / gsplat, the median of {rounds} rounds' ratios (their range); capacity: our capacity mode, as",
         f" the trainer renders (no host-device sync); forward + backward, medians of {rounds} x {runs} iterations",
-        " each; kernel ms: the GPU work of one iteration without the host's gaps (their ratio in brackets); ours also",
-        " renders inverse depth and the means2D gradient; gsplat retains its means2d gradient, as its densification",
-        " strategies do; OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not valid)"]
+        " each; graphed: the capacity mode replayed from CUDA graphs, as the trainer's steps run (gsplat's forward",
+        " syncs with the host, it cannot be captured); kernel ms: the GPU work of one iteration without the host's",
+        " gaps (their ratio in brackets); ours also renders inverse depth and the means2D gradient; gsplat retains",
+        " its means2d gradient, as its densification strategies do; OVERFLOWED: a capacity-mode render's pairs did",
+        " not fit, its time is not valid)"]
 
 
 def main(argv=None):
@@ -307,10 +343,15 @@ def main(argv=None):
         params = {k: v.contiguous().requires_grad_(True) for k, v in params.items()}
         gs = lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode)  # noqa: E731
         cap = Capacity(params, views, bg)
-        steps = {"ours": ours_step, "ours_cap": lambda p, v, b, c=cap: ours_step(p, v, b, c),
-                 **({"gsplat": gs} if have_gsplat else {})}
+        steps = {"ours": ours_step, "ours_cap": lambda p, v, b, c=cap: ours_step(p, v, b, c)}
+        try:
+            steps["ours_graph"] = Graphed(params, views, bg, cap)
+        except RuntimeError as exc:  # (the table then reads nan there; the eager columns stand)
+            print(f"  N={n}: the capacity mode could not be captured in a CUDA graph ({exc}); no graphed column")
+        if have_gsplat:
+            steps["gsplat"] = gs
         peaks = {k: warm_up(f, params, views, bg, args.warmup) for k, f in steps.items()}
-        times, ratios = {k: [] for k in steps}, {k: [] for k in ("ours", "ours_cap")}
+        times, ratios = {k: [] for k in steps}, {k: [] for k in ("ours", "ours_cap", "ours_graph") if k in steps}
         for _ in range(args.rounds):
             got = {k: timed(f, params, views, bg, args.runs) for k, f in steps.items()}
             for k, t in got.items():
@@ -320,7 +361,7 @@ def main(argv=None):
                     ratios[k].append(statistics.median(got[k]) / statistics.median(got["gsplat"]))
         ms = {k: statistics.median(t) for k, t in times.items()}
         ratio = {k: (statistics.median(r), min(r), max(r)) if r else (float("nan"),) * 3 for k, r in ratios.items()}
-        gpu = {k: kernel_ms(f, params, views, bg) for k, f in steps.items() if k != "ours"}
+        gpu = {k: kernel_ms(f, params, views, bg) for k, f in steps.items() if k in ("ours_cap", "gsplat")}
         overflows = int(cap.overflows.item())
         rows.append((n, ms, ratio, peaks, cap.pairs, overflows, gpu))
         if args.profile and n == sizes[-1]:
@@ -328,7 +369,8 @@ def main(argv=None):
             if have_gsplat:
                 profile(gs, params, views, bg, "gsplat")
         print(f"  N={n}: ours {ms['ours']:.2f} ms {peaks['ours']:.0f} MiB; capacity mode {ms['ours_cap']:.2f} ms "
-              f"{peaks['ours_cap']:.0f} MiB ({cap.pairs} pairs, {overflows} overflowed); gsplat "
+              f"{peaks['ours_cap']:.0f} MiB ({cap.pairs} pairs, {overflows} overflowed), graphed "
+              f"{ms.get('ours_graph', float('nan')):.2f} ms; gsplat "
               f"{ms.get('gsplat', float('nan')):.2f} ms {peaks.get('gsplat', float('nan')):.0f} MiB; kernels "
               + " / ".join(f"{k} {t:.3f} ms" for k, t in gpu.items()), flush=True)
         del params, cap, steps

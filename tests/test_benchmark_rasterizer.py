@@ -5,33 +5,38 @@ import math
 from scripts.benchmark_rasterizer import table
 
 
-def _row(n, ours, cap, gsplat=None, overflows=0):
-    ms = dict(ours=ours, ours_cap=cap, **({"gsplat": gsplat} if gsplat else {}))
+def _row(n, ours, cap, gsplat=None, overflows=0, graphed=None):
+    ms = dict(ours=ours, ours_cap=cap, **({"gsplat": gsplat} if gsplat else {}),
+              **({"ours_graph": graphed} if graphed else {}))
     ratio = {k: ((ms[k] / gsplat, ms[k] / gsplat - 0.01, ms[k] / gsplat + 0.02) if gsplat else (math.nan,) * 3)
-             for k in ("ours", "ours_cap")}
+             for k in ("ours", "ours_cap", "ours_graph") if k in ms}
     peaks = dict(ours=571.4, ours_cap=603.0, **({"gsplat": 608.2} if gsplat else {}))
     gpu = dict(ours_cap=0.5 * cap, **({"gsplat": 0.8 * gsplat} if gsplat else {}))
     return n, ms, ratio, peaks, 123456, overflows, gpu
 
 
 def test_the_table_gives_both_modes_against_gsplat_and_flags_an_overflow():
-    lines = table([_row(100_000, 1.22, 1.0, 1.52), _row(1_000_000, 1.61, 1.3, 1.85, overflows=3)], rounds=5, runs=20)
+    lines = table([_row(100_000, 1.22, 1.0, 1.52, graphed=0.76), _row(1_000_000, 1.61, 1.3, 1.85, overflows=3)],
+                  rounds=5, runs=20)
     head, rows, note = lines[1], lines[3:5], " ".join(lines[5:])
-    assert [c.strip() for c in head.split("|")] == ["N", "ours ms", "capacity", "gsplat ms", "ratio", "capacity ratio",
-                                                   "kernel ms capacity / gsplat", "peak MiB ours / capacity / gsplat"]
+    assert [c.strip() for c in head.split("|")] == ["N", "ours ms", "capacity", "graphed", "gsplat ms", "ratio",
+                                                   "capacity ratio", "graphed ratio", "kernel ms capacity / gsplat",
+                                                   "peak MiB ours / capacity / gsplat"]
     cells = [[c.strip() for c in r.split("|")] for r in rows]
-    assert cells[0] == ["100000", "1.22", "1.00", "1.52", "0.80 (0.79-0.82)", "0.66 (0.65-0.68)",
-                        "0.50 / 1.22 (0.41)", "571 / 603 / 608"]
-    assert cells[1][:4] == ["1000000", "1.61", "1.30", "1.85"] and cells[1][-1].endswith("OVERFLOWED")
+    assert cells[0] == ["100000", "1.22", "1.00", "0.76", "1.52", "0.80 (0.79-0.82)", "0.66 (0.65-0.68)",
+                        "0.50 (0.49-0.52)", "0.50 / 1.22 (0.41)", "571 / 603 / 608"]
+    # a row without the graphed mode (e.g. its capture failed) reads nan there, the rest as before
+    assert cells[1][:6] == ["1000000", "1.61", "1.30", "nan", "1.85", "0.87 (0.86-0.89)"]
+    assert cells[1][7] == "nan (nan-nan)" and cells[1][-1].endswith("OVERFLOWED")
     assert not rows[0].endswith("OVERFLOWED")
-    assert "median of 5 rounds' ratios" in note and "5 x 20 iterations" in note
+    assert "median of 5 rounds' ratios" in note and "5 x 20 iterations" in note and "CUDA graphs" in note
 
 
 def test_without_gsplat_the_ratios_read_nan():
     lines = table([_row(100_000, 1.22, 1.0)], rounds=1, runs=3)
     cells = [c.strip() for c in lines[3].split("|")]
-    assert cells[3] == "nan" and cells[4] == "nan (nan-nan)" and cells[6] == "0.50 / nan (nan)"
-    assert cells[7] == "571 / 603 / nan"
+    assert cells[4] == "nan" and cells[5] == "nan (nan-nan)" and cells[8] == "0.50 / nan (nan)"
+    assert cells[9] == "571 / 603 / nan"
 
 
 def test_the_kernel_time_sums_the_gpus_work_only():
