@@ -230,10 +230,7 @@ __device__ __forceinline__ void preprocess_bwd_one(
   for (int k = 0; k < 3; k++) dL_dmeans3D[3 * i + k] = dp[k];
 }
 
-// 8 blocks an SM (64 registers, a few bytes spilled; shared memory holds 8 too) instead of 6 at its natural 80: the
-// kernel is memory-bound (an H200 at 1M Gaussians: 60% of DRAM bandwidth at 35% occupancy, 173 us; Nsight Compute,
-// docs/BENCHMARKS.md eighteenth session).
-__global__ void __launch_bounds__(PRE_BLOCK, 8) preprocess_bwd_kernel(
+__global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
     int P, int deg, int M, bool sh_fast, int n2, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
     const float* __restrict__ shs_rest, const float* __restrict__ colors_precomp,
