@@ -309,16 +309,50 @@ def test_backward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chun
     _compare(s, g, seed=16)
 
 
+@pytest.mark.parametrize("chunks", ["1", "3"])
+def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
+    """DGR_BWD_CULL=on: each warp of the render backward walks only the staged Gaussians whose alpha ellipse may reach
+    its 8x4 pixels. The skipped ones are those no pixel of the warp blends, so the gradients are the full walk's (up
+    to the atomics' float order: the gap of two runs of the full walk) and the torch rasterizer's: small and
+    elongated rotated Gaussians (most miss most warps of their tiles), opacities just above 1/255 (ellipses of
+    almost no area, whose pixels sit at the alpha test's threshold), a 600-deep list, and in depth chunks (the walk
+    behind a chunk is culled too)."""
+    monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
+    gen = torch.Generator().manual_seed(40)
+    s = _settings(W=96, H=72, sh_degree=1)
+    g = random_gaussians(2500, seed=40, sh_degree=1, spread=1.2, scale=(-5.0, -3.5), device=DEV)
+    stretch = torch.rand(2500, generator=gen) < 0.3  # 30% needles: one axis 20x the others
+    g["scales"][stretch.to(DEV), 0] *= 20.0
+    faint = torch.rand(2500, generator=gen) < 0.2
+    g["opacities"][faint.to(DEV)] = (torch.rand(int(faint.sum()), 1, generator=gen) * 0.0004 + 0.00395).to(DEV)
+    deep = random_gaussians(600, seed=41, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)
+    deep["opacities"] = torch.rand(600, 1, generator=gen).to(DEV) * 0.02 + 0.005
+    dgr = _cuda_module()
+    for seed, scene in ((40, g), (41, deep)):
+        w = loss_weights(s, seed, True, True, DEV)
+
+        def grads(cull):
+            monkeypatch.setenv("DGR_BWD_CULL", cull)
+            return render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w)["grads"]
+        full, again, culled = grads("off"), grads("off"), grads("on")
+        for k in full:
+            noise = float((again[k] - full[k]).abs().max())
+            scale = float(full[k].abs().max()) or 1.0
+            torch.testing.assert_close(culled[k], full[k], rtol=1e-3, atol=max(1e-5 * scale, 4 * noise), msg=k)
+    _compare(s, deep, seed=41)  # (still DGR_BWD_CULL=on) and the torch rasterizer's
+
+
 def test_a_bad_chunk_count_is_refused(monkeypatch):
-    """A bad flag stops the first render's forward, before any work (the backward's flag too: thrown in a backward it
-    would surface from autograd's device thread, mid-step)."""
+    """A bad flag stops the first render's forward, before any work (the backward's flags too: thrown in a backward
+    they would surface from autograd's device thread, mid-step)."""
     dgr = _cuda_module()
     s = _to_cuda_settings(_settings(W=32, H=32))
     g = random_gaussians(50, seed=3, device=DEV)
     for name, value, message in (("DGR_BWD_CHUNKS", "0", "DGR_BWD_CHUNKS must be auto or a number of chunks from 1 "
                                   "to 64, not '0'"),
                                  ("DGR_FWD_CHUNKS", "2x", "DGR_FWD_CHUNKS must be auto or a number of chunks from 1 "
-                                  "to 16, not '2x'")):
+                                  "to 16, not '2x'"),
+                                 ("DGR_BWD_CULL", "yes", "DGR_BWD_CULL must be on or off, not 'yes'")):
         monkeypatch.setenv(name, value)
         with torch.no_grad(), pytest.raises(RuntimeError, match=message):
             dgr.GaussianRasterizer(raster_settings=s)(

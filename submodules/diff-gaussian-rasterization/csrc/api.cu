@@ -116,6 +116,15 @@ bool emit_by_warp() {
   return false;
 }
 
+// The render backward's warp culling (render.cu, render_bwd_kernel's CULL): DGR_BWD_CULL=on, off (the default until
+// it is measured on the GPU).
+bool bwd_cull() {
+  const char* env = std::getenv("DGR_BWD_CULL");
+  if (env == nullptr || *env == 0 || std::string(env) == "off") return false;
+  TORCH_CHECK(std::string(env) == "on", "DGR_BWD_CULL must be on or off, not '", env, "'");
+  return true;
+}
+
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
 // R: the number of pairs (exact mode) or the buffers' capacity (pc.meta set: sentinel entries after the pairs).
@@ -262,6 +271,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   // too (thrown in a backward it would surface from autograd's device thread, mid-step)
   const int asked_chunks = fwd_chunks(num_tiles);
   (void)bwd_chunks(num_tiles);
+  (void)bwd_cull();
   const bool warp_emission = emit_by_warp();
 
   const bool sh_fast = sh_fast_path(M, shs, split);
@@ -456,7 +466,7 @@ std::vector<torch::Tensor> rasterize_backward(
                       (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
                       dL_dinvdepth.data_ptr<float>(), (int)dL_dinvdepth.stride(1), (int)dL_dinvdepth.stride(2),
                       grad.data_ptr<float>(), bwd_chunks(num_tiles),
-                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, stream);
+                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, bwd_cull(), stream);
     check_launch(debug, "render backward");
   }
   const bool sh_fast = M == 16 && shs.numel() > 0 &&

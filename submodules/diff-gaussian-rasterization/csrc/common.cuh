@@ -215,6 +215,39 @@ __device__ __forceinline__ void tile_rect(float2 m, float r, int tiles_x, int ti
   y1 = (int)fminf(fmaxf(fy1, 0.f), (float)tiles_y);
 }
 
+// The ellipse q = d^T conic d <= t around a Gaussian's mean where its alpha = opacity * exp(-q/2) can reach 1/255,
+// t widened for the kernels' rounding (alpha's exp and the quadratic form), and its half extents X, Y in pixels.
+// `drawn` false: opacity below 1/255, no pixel passes. `exact` false: the conic is not positive definite (or not
+// finite), no extent is known and every pixel may pass.
+struct AlphaEllipse {
+  bool drawn = false, exact = false;
+  float t = 0.f, detc = 0.f, X = 0.f, Y = 0.f;
+
+  __device__ __forceinline__ explicit AlphaEllipse(float4 co) {
+    const float ca = co.x, cb = co.y, cc = co.z, op = co.w;
+    if (!(op * 255.f >= 0.999f)) return;  // alpha <= opacity < 1/255 everywhere
+    drawn = true;
+    const float thr = 2.f * logf(fmaxf(255.f * op, 1.f));
+    t = thr * 1.001f + 2e-3f;
+    detc = ca * cc - cb * cb;
+    exact = (ca > 0.f) && (cc > 0.f) && (detc > 0.f) && isfinite(t) && isfinite(detc);
+    if (exact) {
+      X = sqrtf(t * cc / detc);
+      Y = sqrtf(t * ca / detc);
+      exact = isfinite(X) && isfinite(Y);
+    }
+  }
+
+  // False only where no pixel centre of [x0, x1] x [y0, y1] (pixels) can pass the alpha test: the ellipse's box,
+  // with TileSpan's margins, misses the rect.
+  __device__ __forceinline__ bool may_reach(float2 m, float x0, float y0, float x1, float y1) const {
+    if (!drawn) return false;
+    if (!exact) return true;
+    const float ex = X * 1.001f + 0.05f, ey = Y * 1.001f + 0.05f;
+    return m.x + ex >= x0 && m.x - ex <= x1 && m.y + ey >= y0 && m.y - ey <= y1;
+  }
+};
+
 // The tiles a Gaussian really reaches, row by row: tile rows [ty0, ty1), and row(ty) the row's tiles [txa, txb)
 // (none when txb <= txa). Start: graphdeco's rect (radius based; the reference never goes beyond it). Within it,
 // only tiles that hold a pixel centre where alpha = opacity * exp(-q/2) can reach 1/255 (q = d^T conic d) are
@@ -231,20 +264,16 @@ struct TileSpan {
     int y0, y1;
     tile_rect(m, (float)radius, tiles_x, tiles_y, x0, y0, x1, y1);
     if (x1 <= x0 || y1 <= y0) return;
-    const float cc = co.z, op = co.w;
+    const float cc = co.z;
     ca = co.x;
     cb = co.y;
-    if (!(op * 255.f >= 0.999f)) return;  // alpha <= opacity < 1/255 everywhere
-    const float thr = 2.f * logf(fmaxf(255.f * op, 1.f));
-    t = thr * 1.001f + 2e-3f;
-    detc = ca * cc - cb * cb;
-    float X = 0.f;
-    exact = (ca > 0.f) && (cc > 0.f) && (detc > 0.f) && isfinite(t) && isfinite(detc);
-    if (exact) {
-      X = sqrtf(t * cc / detc);  // half extents of the ellipse
-      Y = sqrtf(t * ca / detc);
-      exact = isfinite(X) && isfinite(Y);
-    }
+    const AlphaEllipse el(co);
+    if (!el.drawn) return;
+    t = el.t;
+    detc = el.detc;
+    exact = el.exact;
+    const float X = el.X;  // half extents of the ellipse
+    Y = el.Y;
     if (!exact) {
       ty0 = y0;
       ty1 = y1;

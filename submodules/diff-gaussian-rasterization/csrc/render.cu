@@ -329,6 +329,11 @@ constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile and chunk
 // walking the entries behind the chunk front to back (alpha only: no gradients, no atomics): the transmittance
 // product P of those entries and their colour; the transmittance after the chunk is then final_T / P.
 
+// CULL (DGR_BWD_CULL=on): the lane that stages a Gaussian also tests its alpha ellipse's box against the warp's 8x4
+// pixels (AlphaEllipse::may_reach), and the warp walks only the staged Gaussians that may reach them, instead of
+// evaluating every one at all 32 pixels to find none passes. A skipped Gaussian is one no pixel of the warp blends,
+// so the same Gaussians blend in the same order: the same gradients up to the atomics' float order.
+template <bool CULL>
 __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
@@ -412,12 +417,18 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
     }
     warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
   };
+  // the warp's pixel rect (its lane 0 holds the top-left pixel: tile_pixel's 8x4 layout)
+  const float wx0 = CULL ? __shfl_sync(0xffffffffu, fpx, 0) : 0.f, wy0 = CULL ? __shfl_sync(0xffffffffu, fpy, 0) : 0.f;
+  // Stage entry li of the tile's list in slot `slot`; true where it may reach the warp's pixels (always without CULL)
   auto stage = [&](int slot, int li) {
     const int g = point_list[range.x + li];
+    const float2 m = xy[g];
+    const float4 co = conic_op[g];
     s_id[slot] = g;
-    s_xy[slot] = xy[g];
-    s_co[slot] = conic_op[g];
+    s_xy[slot] = m;
+    s_co[slot] = co;
     s_cd[slot] = rgbd[g];
+    return !CULL || AlphaEllipse(co).may_reach(m, wx0, wy0, wx0 + 7.f, wy0 + 3.f);
   };
 
   // this block's chunk: entries [lo, hi) of the tile's list (32-aligned bounds)
@@ -429,17 +440,27 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
   const int base = t & ~31;  // this warp's staging slots
   if (hi < warp_last) {  // entries behind the chunk, front to back: their transmittance product and colour
     float P = 1.f, b0 = 0.f, b1 = 0.f, b2 = 0.f, bD = 0.f;
+    auto blend_front = [&](int k) {
+      const AlphaEval e = eval_alpha(s_xy[k], s_co[k], fpx, fpy);
+      if (!e.ok) return;
+      add_weighted(b0, b1, b2, bD, s_cd[k], e.alpha * P);
+      P *= 1.f - e.alpha;
+    };
     for (int start = hi; start < warp_last; start += 32) {
       const int end = min(warp_last, start + 32);
       __syncwarp();
-      if (start + lane < end) stage(base + lane, start + lane);
-      __syncwarp();
-      for (int j = start; j < end && j < last; j++) {
-        const int k = base + j - start;
-        const AlphaEval e = eval_alpha(s_xy[k], s_co[k], fpx, fpy);
-        if (!e.ok) continue;
-        add_weighted(b0, b1, b2, bD, s_cd[k], e.alpha * P);
-        P *= 1.f - e.alpha;
+      const bool mine = start + lane < end && stage(base + lane, start + lane);
+      if constexpr (CULL) {
+        unsigned todo = __ballot_sync(0xffffffffu, mine);
+        __syncwarp();
+        for (; todo != 0; todo &= todo - 1) {  // front to back: the lowest bit first
+          const int j = start + __ffs(todo) - 1;
+          if (j >= last) break;
+          blend_front(base + j - start);
+        }
+      } else {
+        __syncwarp();
+        for (int j = start; j < end && j < last; j++) blend_front(base + j - start);
       }
     }
     if (hi < last) {  // this pixel blends entries behind the chunk: start from the state at its back
@@ -453,9 +474,19 @@ __global__ void __launch_bounds__(BWD_WARPS * 32) render_bwd_kernel(
   for (int end = min(hi, warp_last); end > lo; end -= 32) {
     const int start = max(lo, end - 32);
     __syncwarp();
-    if (start + lane < end) stage(base + lane, start + lane);
-    __syncwarp();
-    for (int j = end - 1; j >= start; j--) blend_back(base + j - start, j);
+    const bool mine = start + lane < end && stage(base + lane, start + lane);
+    if constexpr (CULL) {
+      unsigned todo = __ballot_sync(0xffffffffu, mine);
+      __syncwarp();
+      while (todo != 0) {  // back to front: the highest bit first
+        const int b = 31 - __clz(todo);
+        todo ^= 1u << b;
+        blend_back(base + b, start + b);
+      }
+    } else {
+      __syncwarp();
+      for (int j = end - 1; j >= start; j--) blend_back(base + j - start, j);
+    }
   }
 }
 
@@ -463,16 +494,17 @@ void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ran
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
                        const float* dL_dinvdepth, int ds1, int ds2, float* grad, int chunks, const int* tile_order,
-                       cudaStream_t stream) {
+                       bool cull, cudaStream_t stream) {
   if (num_tiles == 0) return;
   chunks = std::max(1, chunks);
-  render_bwd_kernel<<<num_tiles * BWD_SPLIT * chunks, BWD_WARPS * 32, 0, stream>>>(
+  auto kernel = cull ? render_bwd_kernel<true> : render_bwd_kernel<false>;
+  kernel<<<num_tiles * BWD_SPLIT * chunks, BWD_WARPS * 32, 0, stream>>>(
       tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, final_T, n_contrib, dL_dcolor, cs0, cs1, cs2,
       dL_dinvdepth, ds1, ds2, grad, chunks, tile_order);
 }
 
 int render_bwd_resident_warps() {  // per SM (0: unknown)
-  return resident_blocks(render_bwd_kernel, BWD_WARPS * 32) * BWD_WARPS;
+  return resident_blocks(render_bwd_kernel<false>, BWD_WARPS * 32) * BWD_WARPS;
 }
 
 // One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the
