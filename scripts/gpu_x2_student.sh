@@ -26,6 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify19  one GPU (~12 min with the build and the tests; a launch and a poll): the render backward's warp culling
+#        (DGR_BWD_CULL, off by default, never run on a GPU before): lego's and bonsai's steps off/on paired over SEEDS,
+#        the benchmark off/on;
 #   verify18  one GPU (~15 min with the build and the tests; a launch and a poll): the queued pair emission in
 #        training (bonsai's and lego's steps by emission, paired over SEEDS), the benchmark by emission, bonsai's
 #        default pipeline;
@@ -64,8 +67,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify18|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify18, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify19|verify18|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify19, verify18, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -501,6 +504,15 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify19 ]; then  # one GPU (~12 min with the build and the tests): the render backward's warp
+  # culling (the eighteenth session, compiled but never run: its tests are in test_cuda_rasterizer.py, among the
+  # changed tests) in training, lego's late step being 60% render backward: lego's and bonsai's 7,000 steps off/on
+  # paired over SEEDS, then the benchmark off/on
+  flag_paired lego DGR_BWD_CULL "off on"
+  flag_paired bonsai DGR_BWD_CULL "off on"
+  raster_bench; raster_bench DGR_BWD_CULL=on
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify18 ]; then  # one GPU (~15 min with the build and the tests): the queued pair emission (the
