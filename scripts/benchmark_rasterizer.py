@@ -161,7 +161,7 @@ class Graphed:
     its buffers (gsplat 1.5.3, cuda/csrc/Intersect.cpp, ``cum_tiles_per_gauss[-1].item()``), which a capture refuses."""
 
     def __init__(self, params, views, bg, capacity):
-        self.capacity, self.graphs = capacity, {}
+        self.graphs = {}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the capture (CUB's and autograd's first-use work)
@@ -275,8 +275,8 @@ def timed(step, params, views, bg, runs):
 
 
 def table(rows, rounds, runs):
-    """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "gsplat" where timed), the
-    ratio to gsplat's of "ours" and "ours_cap" as (median, low, high) over the rounds, peak MiB by renderer, the
+    """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "ours_graph", "gsplat" where
+    timed), the ratio to gsplat's of "ours", "ours_cap" and "ours_graph" as (median, low, high) over the rounds, peak MiB by renderer, the
     capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms)). "ours_graph" (Graphed)
     may be missing from ms and ratio: its cells then read nan."""
     nan = float("nan")
