@@ -184,12 +184,13 @@ class Graphed:
 
 def ours_settings_line(width, height):
     """Our rasterizer's kernel choices at this image size (depth chunks of the render forward and backward, the
-    pair emission), so that a table says what it timed."""
+    pair emission, the warp culling), so that a table says what it timed."""
     import diff_gaussian_rasterization as dgr  # noqa: PLC0415
     tiles = math.ceil(width / 16) * math.ceil(height / 16)
     fwd, bwd = dgr.extension().render_chunks(tiles)
     return (f"ours: {tiles} tiles, render forward in {fwd} depth chunk(s), backward in {bwd}; pair emission by "
-            f"{os.environ.get('DGR_EMIT') or 'warp'}")
+            f"{os.environ.get('DGR_EMIT') or 'warp'}; warp culling: forward {os.environ.get('DGR_FWD_CULL') or 'off'}, "
+            f"backward {os.environ.get('DGR_BWD_CULL') or 'off'}")
 
 
 def gsplat_step(params, v, bg, render_mode="RGB"):

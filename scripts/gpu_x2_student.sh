@@ -26,9 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify19  one GPU (~12 min with the build and the tests; a launch and a poll): the render backward's warp culling
-#        (DGR_BWD_CULL, off by default, never run on a GPU before): lego's and bonsai's steps off/on paired over SEEDS,
-#        the benchmark off/on;
+#   verify19  one GPU (~15 min with the build and the tests; a launch and a poll): the render kernels' warp culling
+#        (DGR_BWD_CULL, DGR_FWD_CULL, off by default, never run on a GPU before): lego's steps off/on by flag and
+#        bonsai's with both, paired over SEEDS, the benchmark off/on;
 #   verify18  one GPU (~15 min with the build and the tests; a launch and a poll): the queued pair emission in
 #        training (bonsai's and lego's steps by emission, paired over SEEDS), the benchmark by emission, bonsai's
 #        default pipeline;
@@ -506,13 +506,14 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = verify19 ]; then  # one GPU (~12 min with the build and the tests): the render backward's warp
+if [ "${PLAN:-}" = verify19 ]; then  # one GPU (~15 min with the build and the tests): the render kernels' warp
   # culling (the eighteenth session, compiled but never run: its tests are in test_cuda_rasterizer.py, among the
-  # changed tests) in training, lego's late step being 60% render backward: lego's and bonsai's 7,000 steps off/on
-  # paired over SEEDS, then the benchmark off/on
+  # changed tests) in training, lego's late step being 60% render backward and 17% forward: lego's 7,000 steps off/on
+  # for each flag paired over SEEDS, bonsai's with the backward's, then the benchmark off/on (both flags)
   flag_paired lego DGR_BWD_CULL "off on"
+  flag_paired lego DGR_FWD_CULL "off on"
   flag_paired bonsai DGR_BWD_CULL "off on"
-  raster_bench; raster_bench DGR_BWD_CULL=on
+  raster_bench; raster_bench DGR_BWD_CULL=on DGR_FWD_CULL=on
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify18 ]; then  # one GPU (~15 min with the build and the tests): the queued pair emission (the

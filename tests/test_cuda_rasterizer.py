@@ -309,15 +309,10 @@ def test_backward_in_depth_chunks_matches_the_torch_rasterizer(monkeypatch, chun
     _compare(s, g, seed=16)
 
 
-@pytest.mark.parametrize("chunks", ["1", "3"])
-def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
-    """DGR_BWD_CULL=on: each warp of the render backward walks only the staged Gaussians whose alpha ellipse may reach
-    its 8x4 pixels. The skipped ones are those no pixel of the warp blends, so the gradients are the full walk's (up
-    to the atomics' float order: the gap of two runs of the full walk) and the torch rasterizer's: small and
-    elongated rotated Gaussians (most miss most warps of their tiles), opacities just above 1/255 (ellipses of
-    almost no area, whose pixels sit at the alpha test's threshold), a 600-deep list, and in depth chunks (the walk
-    behind a chunk is culled too)."""
-    monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
+def _cull_scenes():
+    """(seed, settings, Gaussians) for the warp culling's tests: small and elongated rotated Gaussians (most miss most
+    8x4 pixel blocks of their tiles), opacities just above 1/255 (ellipses of almost no area, whose pixels sit at the
+    alpha test's threshold), and a 600-deep list of large faint ones (no block culled: the lists' depth chunks)."""
     gen = torch.Generator().manual_seed(40)
     s = _settings(W=96, H=72, sh_degree=1)
     g = random_gaussians(2500, seed=40, sh_degree=1, spread=1.2, scale=(-5.0, -3.5), device=DEV)
@@ -327,19 +322,57 @@ def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
     g["opacities"][faint.to(DEV)] = (torch.rand(int(faint.sum()), 1, generator=gen) * 0.0004 + 0.00395).to(DEV)
     deep = random_gaussians(600, seed=41, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)
     deep["opacities"] = torch.rand(600, 1, generator=gen).to(DEV) * 0.02 + 0.005
+    return [(40, s, g), (41, s, deep)]
+
+
+def _assert_culled_grads_match(full, again, culled):
+    """The culled walk's gradients (or float stats) are the full walk's up to the atomics' float order (4x the gap of
+    two full runs)."""
+    for k in full:
+        noise = float((again[k] - full[k]).abs().max())
+        scale = float(full[k].abs().max()) or 1.0
+        torch.testing.assert_close(culled[k], full[k], rtol=1e-3, atol=max(1e-5 * scale, 4 * noise), msg=k)
+
+
+@pytest.mark.parametrize("chunks", ["1", "3"])
+def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
+    """DGR_BWD_CULL=on: each warp of the render backward walks only the staged Gaussians whose alpha ellipse may reach
+    its 8x4 pixels. The skipped ones are those no pixel of the warp blends, so the gradients are the full walk's and
+    the torch rasterizer's; in depth chunks the walk behind a chunk is culled too."""
+    monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
     dgr = _cuda_module()
-    for seed, scene in ((40, g), (41, deep)):
+    for seed, s, scene in _cull_scenes():
         w = loss_weights(s, seed, True, True, DEV)
 
         def grads(cull):
             monkeypatch.setenv("DGR_BWD_CULL", cull)
             return render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w)["grads"]
-        full, again, culled = grads("off"), grads("off"), grads("on")
-        for k in full:
-            noise = float((again[k] - full[k]).abs().max())
-            scale = float(full[k].abs().max()) or 1.0
-            torch.testing.assert_close(culled[k], full[k], rtol=1e-3, atol=max(1e-5 * scale, 4 * noise), msg=k)
-    _compare(s, deep, seed=41)  # (still DGR_BWD_CULL=on) and the torch rasterizer's
+        _assert_culled_grads_match(grads("off"), grads("off"), grads("on"))
+    _compare(s, scene, seed=seed)  # (still DGR_BWD_CULL=on: the deep scene) and the torch rasterizer's
+
+
+@pytest.mark.parametrize("chunks", ["1", "3"])
+def test_forward_warp_culling_draws_the_full_walks_image(monkeypatch, chunks):
+    """DGR_FWD_CULL=on: the thread that stages a Gaussian marks the 8x4 pixel blocks it may reach and each warp blends
+    only those marked for it, in the same order: the image and inverse depth bit for bit, the per-Gaussian stats (the
+    counts exactly), and the gradients (the backward starts from the forward's final T and last contributor); in
+    depth chunks (DGR_FWD_CHUNKS=3) the chunks' transmittance pass is culled too."""
+    monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
+    dgr = _cuda_module()
+    for seed, s, scene in _cull_scenes():
+        w = loss_weights(s, seed, True, True, DEV)
+
+        def render(cull):
+            monkeypatch.setenv("DGR_FWD_CULL", cull)
+            return render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True)
+        full, again, culled = render("off"), render("off"), render("on")
+        for k in ("color", "invdepth", "radii"):
+            assert torch.equal(culled[k], full[k]), k
+        assert torch.equal(culled["stats"]["area_proj"], full["stats"]["area_proj"])
+        assert torch.equal(culled["stats"]["area_max"], full["stats"]["area_max"])
+        _assert_culled_grads_match(*({"accum_weights": r["stats"]["accum_weights"]} for r in (full, again, culled)))
+        _assert_culled_grads_match(full["grads"], again["grads"], culled["grads"])
+    _compare(s, scene, seed=seed)  # (still DGR_FWD_CULL=on: the deep scene) and the torch rasterizer's
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
@@ -352,7 +385,8 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
                                   "to 64, not '0'"),
                                  ("DGR_FWD_CHUNKS", "2x", "DGR_FWD_CHUNKS must be auto or a number of chunks from 1 "
                                   "to 16, not '2x'"),
-                                 ("DGR_BWD_CULL", "yes", "DGR_BWD_CULL must be on or off, not 'yes'")):
+                                 ("DGR_BWD_CULL", "yes", "DGR_BWD_CULL must be on or off, not 'yes'"),
+                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'")):
         monkeypatch.setenv(name, value)
         with torch.no_grad(), pytest.raises(RuntimeError, match=message):
             dgr.GaussianRasterizer(raster_settings=s)(

@@ -9,8 +9,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "submodules", "*", "csrc", "*.cu"))
                  + glob.glob(os.path.join(ROOT, "submodules", "*", "csrc", "*.cpp")))
 # what a message argument may be: a string literal (possibly a macro's `name "..."` concatenation), a number made text,
-# CUDA's error string, or one of the const char* parameters the sources pass on (a flag's or a tensor's name)
-TEXT = re.compile(r'^("|\w+\s+"|std::to_string\(|cudaGetErrorString\(|(name|where|env)$)')
+# CUDA's error string, or one of the const char* parameters the sources pass on (a flag's or a tensor's name, a flag's
+# two words)
+TEXT = re.compile(r'^("|\w+\s+"|std::to_string\(|cudaGetErrorString\(|(name|where|env|yes|no)$)')
 
 
 def _calls(source, macro="TORCH_CHECK"):

@@ -106,24 +106,25 @@ int bits_for(uint32_t n) {
   return b;
 }
 
+// A two-word environment flag: true where it reads `yes`, false for `no`, `fallback` where unset or empty.
+bool env_is(const char* name, const char* yes, const char* no, bool fallback) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == 0) return fallback;
+  const std::string v(env);
+  TORCH_CHECK(v == yes || v == no, name, " must be ", yes, " or ", no, ", not '", env, "'");
+  return v == yes;
+}
+
 // The pair emission: by warp (the default) a Gaussian of many pairs is queued for a second kernel whose warps write
 // one each (preprocess.cu, emit_kernel), the same pairs in the same places as one thread's walk (DGR_EMIT=thread,
 // kept for measurements; on an H200 at 1M Gaussians 50 against 246-281 us, docs/BENCHMARKS.md seventeenth session).
-bool emit_by_warp() {
-  const char* env = std::getenv("DGR_EMIT");
-  if (env == nullptr || *env == 0 || std::string(env) == "warp") return true;
-  TORCH_CHECK(std::string(env) == "thread", "DGR_EMIT must be thread or warp, not '", env, "'");
-  return false;
-}
+bool emit_by_warp() { return !env_is("DGR_EMIT", "thread", "warp", false); }
 
-// The render backward's warp culling (render.cu, render_bwd_kernel's CULL): DGR_BWD_CULL=on, off (the default until
-// it is measured on the GPU).
-bool bwd_cull() {
-  const char* env = std::getenv("DGR_BWD_CULL");
-  if (env == nullptr || *env == 0 || std::string(env) == "off") return false;
-  TORCH_CHECK(std::string(env) == "on", "DGR_BWD_CULL must be on or off, not '", env, "'");
-  return true;
-}
+// The render kernels' warp culling (render.cu, the kernels' CULL): each warp walks only the staged Gaussians whose
+// alpha ellipse may reach its 8x4 pixels. DGR_FWD_CULL for the forward (and its chunks' transmittance pass),
+// DGR_BWD_CULL for the backward: on, or off (the default until they are measured on a GPU).
+bool fwd_cull() { return env_is("DGR_FWD_CULL", "on", "off", false); }
+bool bwd_cull() { return env_is("DGR_BWD_CULL", "on", "off", false); }
 
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
@@ -272,6 +273,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const int asked_chunks = fwd_chunks(num_tiles);
   (void)bwd_chunks(num_tiles);
   (void)bwd_cull();
+  const bool cull = fwd_cull();
   const bool warp_emission = emit_by_warp();
 
   const bool sh_fast = sh_fast_path(M, shs, split);
@@ -401,7 +403,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                     all_stats ? accum_w.data_ptr<float>() : nullptr, all_stats ? area_proj.data_ptr<float>() : nullptr,
                     stats_mode != STATS_NONE ? area_max.data_ptr<float>() : nullptr,
                     tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, chunks,
-                    scratch.defined() ? scratch.data_ptr<float>() : nullptr, stream);
+                    scratch.defined() ? scratch.data_ptr<float>() : nullptr, cull, stream);
   check_launch(debug, "render");
   return {out_color, out_invdepth, radii,     rank,     xy_c,      conic_c,  rgbd_c,
           point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max};

@@ -63,7 +63,7 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
                        const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
-                       int chunks, float* scratch, cudaStream_t stream);
+                       int chunks, float* scratch, bool cull, cudaStream_t stream);
 // floats of `scratch` the forward needs with `chunks` depth chunks (0 for one: no scratch)
 size_t render_fwd_scratch_floats(int chunks, int W, int H);
 int render_fwd_resident_blocks();

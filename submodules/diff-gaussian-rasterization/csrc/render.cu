@@ -32,6 +32,33 @@ __device__ __forceinline__ void add_weighted(float& c0, float& c1, float& c2, fl
   d += cd.w * w;
 }
 
+// Warp culling (DGR_FWD_CULL / DGR_BWD_CULL): the 8x4 pixel blocks of `tile` (warp w's block in tile_pixel's
+// layout is bit w) that a Gaussian's alpha ellipse may reach (AlphaEllipse::may_reach, conservative: a block whose bit
+// is clear has no pixel that passes the alpha test).
+__device__ __forceinline__ unsigned warp_blocks_reached(float2 m, float4 co, int tile, int tiles_x) {
+  const AlphaEllipse el(co);
+  const float tx = (float)((tile % tiles_x) * TILE), ty = (float)((tile / tiles_x) * TILE);
+  unsigned bits = 0u;
+#pragma unroll
+  for (int w = 0; w < BLOCK / 32; w++) {
+    const float x0 = tx + (float)((w & 1) << 3), y0 = ty + (float)((w >> 1) << 2);
+    if (el.may_reach(m, x0, y0, x0 + 7.f, y0 + 3.f)) bits |= 1u << w;
+  }
+  return bits;
+}
+
+// The culled walk of a block-staged batch: visit(j) for the slots j < n, in order, whose reached blocks (`blocks`, one
+// byte a slot) include this thread's warp's, while this thread is not `done`. Every warp of the block calls it.
+template <typename F>
+__device__ __forceinline__ void walk_reached(const unsigned char* blocks, int n, int t, const bool& done, F&& visit) {
+  const unsigned mine = 1u << (t >> 5);
+  for (int j0 = 0; j0 < n; j0 += 32) {
+    const int j = j0 + (t & 31);
+    unsigned todo = __ballot_sync(0xffffffffu, j < n && (blocks[j] & mine));
+    for (; todo != 0 && !done; todo &= todo - 1) visit(j0 + __ffs(todo) - 1);
+  }
+}
+
 // A pixel's outputs once its walk is done: colour over the background, inverse depth, the state the backward reads
 // (final T, last contributor) and its area_max vote for the Gaussian of the largest weight.
 template <int STATS>
@@ -73,7 +100,10 @@ __device__ __forceinline__ void chunk_bounds(int len, int chunks, int c, int& lo
   hi = (int)min((long long)len, lo + step);
 }
 
-template <int STATS, bool CHUNKED>
+// CULL (DGR_FWD_CULL=on): the thread that stages a Gaussian also marks the 8x4 pixel blocks its alpha ellipse may
+// reach, and each warp walks only the staged Gaussians marked for its block: the same Gaussians blend at each pixel,
+// in the same order (the same image, bit for bit).
+template <int STATS, bool CHUNKED, bool CULL>
 __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
@@ -85,6 +115,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
   __shared__ float4 s_cd[BLOCK];
+  __shared__ unsigned char s_reached[CULL ? BLOCK : 1];
 
   const int slot = CHUNKED ? blockIdx.x / chunks : blockIdx.x;  // (a tile's chunks are adjacent blocks)
   const int tile = tile_order ? tile_order[slot] : slot;
@@ -117,9 +148,12 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
   auto stage = [&](int slot, int idx) {
     const int g = point_list[idx];  // rank of the Gaussian (depth order)
     if (STATS != STATS_NONE) s_id[slot] = order[g];  // its index, for the per-Gaussian stats
-    s_xy[slot] = xy[g];
-    s_co[slot] = conic_op[g];
+    const float2 m = xy[g];
+    const float4 co = conic_op[g];
+    s_xy[slot] = m;
+    s_co[slot] = co;
     s_cd[slot] = rgbd[g];
+    if constexpr (CULL) s_reached[slot] = (unsigned char)warp_blocks_reached(m, co, tile, tiles_x);
   };
   auto blend = [&](int k) {  // the Gaussian staged in slot k, in front-to-back order
     contributor++;
@@ -151,7 +185,14 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     if (idx < hi) stage(t, range.x + idx);
     __syncthreads();
     const int n = min(BLOCK, hi - start);
-    for (int j = 0; j < n && !done; j++) blend(j);
+    if constexpr (CULL) {
+      walk_reached(s_reached, n, t, done, [&](int j) {
+        contributor = start + j;  // (blend counts it: its list position, as the full walk's count reaches it)
+        blend(j);
+      });
+    } else {
+      for (int j = 0; j < n && !done; j++) blend(j);
+    }
   }
   if (!inside) return;
   if constexpr (CHUNKED) {
@@ -173,12 +214,14 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
 // Pass 1 of the chunked forward: each chunk's own transmittance product at each pixel (alpha only), 0 where the
 // chunk alone takes it below T_MIN (the pixel then stops in this chunk or in front of it); not the last chunk's, which
 // no chunk is behind. Blocks: (chunks - 1) a tile.
+template <bool CULL>
 __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const int* __restrict__ tile_order,
     int chunks, float* __restrict__ prod) {
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
+  __shared__ unsigned char s_reached[CULL ? BLOCK : 1];
 
   const int slot = blockIdx.x / (chunks - 1), chunk = blockIdx.x % (chunks - 1);
   const int tile = tile_order ? tile_order[slot] : slot;
@@ -195,14 +238,17 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
     const int idx = start + t;
     if (idx < hi) {
       const int g = point_list[range.x + idx];
-      s_xy[t] = xy[g];
-      s_co[t] = conic_op[g];
+      const float2 m = xy[g];
+      const float4 co = conic_op[g];
+      s_xy[t] = m;
+      s_co[t] = co;
+      if constexpr (CULL) s_reached[t] = (unsigned char)warp_blocks_reached(m, co, tile, tiles_x);
     }
     __syncthreads();
     const int n = min(BLOCK, hi - start);
-    for (int j = 0; j < n && !done; j++) {
+    auto absorb = [&](int j) {  // the Gaussian in slot j: the chunk's transmittance product so far
       const AlphaEval e = eval_alpha(s_xy[j], s_co[j], p.fx, p.fy);
-      if (!e.ok) continue;
+      if (!e.ok) return;
       const float test = P * (1.f - e.alpha);
       if (test < T_MIN) {
         P = 0.f;
@@ -210,6 +256,11 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_prefix_kernel(
       } else {
         P = test;
       }
+    };
+    if constexpr (CULL) {
+      walk_reached(s_reached, n, t, done, absorb);
+    } else {
+      for (int j = 0; j < n && !done; j++) absorb(j);
     }
   }
   if (p.inside) prod[(size_t)chunk * H * W + p.y * W + p.x] = P;
@@ -246,29 +297,32 @@ __global__ void render_fwd_merge_kernel(int HW, int chunks, const float* __restr
                      area_max);
 }
 
-// The forward kernel of a stats mode, one-block (CHUNKED false) or chunked.
-template <bool CHUNKED>
+// The forward kernel of a stats mode, one-block (CHUNKED false) or chunked, culled or not.
+template <bool CHUNKED, bool CULL>
 auto fwd_kernel(int stats) {
-  return stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, CHUNKED>
-         : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, CHUNKED>
-                                   : render_fwd_kernel<STATS_NONE, CHUNKED>;
+  return stats == STATS_ALL        ? render_fwd_kernel<STATS_ALL, CHUNKED, CULL>
+         : stats == STATS_AREA_MAX ? render_fwd_kernel<STATS_AREA_MAX, CHUNKED, CULL>
+                                   : render_fwd_kernel<STATS_NONE, CHUNKED, CULL>;
 }
 
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
                        const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
-                       int chunks, float* scratch, cudaStream_t stream) {
+                       int chunks, float* scratch, bool cull, cudaStream_t stream) {
   if (num_tiles == 0) return;
   chunks = std::max(1, chunks);
   const bool chunked = chunks > 1;
   const int HW = W * H;
   float* prod = chunked ? scratch : nullptr;                              // [chunks - 1][HW]
   float* part = chunked ? scratch + (size_t)(chunks - 1) * HW : nullptr;  // [chunks][FWD_PARTS][HW]
-  if (chunked)
-    render_fwd_prefix_kernel<<<num_tiles * (chunks - 1), BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy,
-                                                                             conic_op, tile_order, chunks, prod);
-  auto kernel = chunked ? fwd_kernel<true>(stats) : fwd_kernel<false>(stats);
+  if (chunked) {
+    auto prefix = cull ? render_fwd_prefix_kernel<true> : render_fwd_prefix_kernel<false>;
+    prefix<<<num_tiles * (chunks - 1), BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op,
+                                                           tile_order, chunks, prod);
+  }
+  auto kernel = chunked ? (cull ? fwd_kernel<true, true>(stats) : fwd_kernel<true, false>(stats))
+                        : (cull ? fwd_kernel<false, true>(stats) : fwd_kernel<false, false>(stats));
   kernel<<<num_tiles * chunks, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
                                                    out_color, out_invdepth, final_T, n_contrib, order, accum_w,
                                                    area_proj, area_max, tile_order, chunks, prod, part);
@@ -290,7 +344,7 @@ int resident_blocks(Kernel kernel, int threads) {
 }
 
 int render_fwd_resident_blocks() {  // (the one-block walk's)
-  return resident_blocks(render_fwd_kernel<STATS_AREA_MAX, false>, BLOCK);
+  return resident_blocks(render_fwd_kernel<STATS_AREA_MAX, false, false>, BLOCK);
 }
 
 size_t render_fwd_scratch_floats(int chunks, int W, int H) {
