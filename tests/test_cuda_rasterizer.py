@@ -334,21 +334,29 @@ def _assert_culled_grads_match(full, again, culled):
         torch.testing.assert_close(culled[k], full[k], rtol=1e-3, atol=max(1e-5 * scale, 4 * noise), msg=k)
 
 
+def _full_and_culled(monkeypatch, flag):
+    """For each of _cull_scenes, the CUDA render with its gradients and stats: twice with the culling `flag` off, once
+    on. Leaves the flag on."""
+    dgr = _cuda_module()
+    for seed, s, scene in _cull_scenes():
+        w = loss_weights(s, seed, True, True, DEV)
+        runs = []
+        for cull in ("off", "off", "on"):
+            monkeypatch.setenv(flag, cull)
+            runs.append(render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True))
+        yield runs
+
+
 @pytest.mark.parametrize("chunks", ["1", "3"])
 def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
     """DGR_BWD_CULL=on: each warp of the render backward walks only the staged Gaussians whose alpha ellipse may reach
     its 8x4 pixels. The skipped ones are those no pixel of the warp blends, so the gradients are the full walk's and
     the torch rasterizer's; in depth chunks the walk behind a chunk is culled too."""
     monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
-    dgr = _cuda_module()
-    for seed, s, scene in _cull_scenes():
-        w = loss_weights(s, seed, True, True, DEV)
-
-        def grads(cull):
-            monkeypatch.setenv("DGR_BWD_CULL", cull)
-            return render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w)["grads"]
-        _assert_culled_grads_match(grads("off"), grads("off"), grads("on"))
-    _compare(s, scene, seed=seed)  # (still DGR_BWD_CULL=on: the deep scene) and the torch rasterizer's
+    for full, again, culled in _full_and_culled(monkeypatch, "DGR_BWD_CULL"):
+        _assert_culled_grads_match(full["grads"], again["grads"], culled["grads"])
+    seed, s, deep = _cull_scenes()[-1]
+    _compare(s, deep, seed=seed)  # (DGR_BWD_CULL=on) and the torch rasterizer's
 
 
 @pytest.mark.parametrize("chunks", ["1", "3"])
@@ -358,21 +366,15 @@ def test_forward_warp_culling_draws_the_full_walks_image(monkeypatch, chunks):
     counts exactly), and the gradients (the backward starts from the forward's final T and last contributor); in
     depth chunks (DGR_FWD_CHUNKS=3) the chunks' transmittance pass is culled too."""
     monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
-    dgr = _cuda_module()
-    for seed, s, scene in _cull_scenes():
-        w = loss_weights(s, seed, True, True, DEV)
-
-        def render(cull):
-            monkeypatch.setenv("DGR_FWD_CULL", cull)
-            return render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True)
-        full, again, culled = render("off"), render("off"), render("on")
+    for full, again, culled in _full_and_culled(monkeypatch, "DGR_FWD_CULL"):
         for k in ("color", "invdepth", "radii"):
             assert torch.equal(culled[k], full[k]), k
         assert torch.equal(culled["stats"]["area_proj"], full["stats"]["area_proj"])
         assert torch.equal(culled["stats"]["area_max"], full["stats"]["area_max"])
         _assert_culled_grads_match(*({"accum_weights": r["stats"]["accum_weights"]} for r in (full, again, culled)))
         _assert_culled_grads_match(full["grads"], again["grads"], culled["grads"])
-    _compare(s, scene, seed=seed)  # (still DGR_FWD_CULL=on: the deep scene) and the torch rasterizer's
+    seed, s, deep = _cull_scenes()[-1]
+    _compare(s, deep, seed=seed)  # (DGR_FWD_CULL=on) and the torch rasterizer's
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
