@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scene.colmap_loader import (  # noqa: E402
     detect_model_ext, qvec2rotmat, read_cameras, read_images, read_points3D_arrays,
 )
-from utils.phase_timer import gpu_work_us  # noqa: E402
+from utils.phase_timer import gpu_work_by_name, gpu_work_us  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- scene
@@ -210,23 +210,26 @@ def _clear_grads(params):
         p.grad = None
 
 
-def profile(step, params, views, bg, label, top=12):
-    """Print the GPU kernels of one forward+backward, by total time."""
+def _profiled(step, params, views, bg):
+    """torch.profiler's CUDA events of one forward + backward a view, over `views`."""
     from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
 
-    step(params, views[0], bg)
     torch.cuda.synchronize()
-    _clear_grads(params)
     with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
-        step(params, views[0], bg)
+        for v in views:
+            step(params, v, bg)
+            _clear_grads(params)
         torch.cuda.synchronize()
+    return prof.events()
+
+
+def profile(step, params, views, bg, label, top=12):
+    """Print the GPU kernels of one forward+backward (after an untimed one), by total time."""
+    step(params, views[0], bg)
     _clear_grads(params)
-    rows = [(e.key, e.device_time_total / 1e3, e.count) for e in prof.key_averages()
-            if e.device_time_total > 0]
-    rows.sort(key=lambda r: -r[1])
     print(f"  kernels of {label} (ms, calls):")
-    for k, ms, c in rows[:top]:
-        print(f"    {ms:8.3f} {c:3d}  {k[:110]}")
+    for name, n, us in gpu_work_by_name(_profiled(step, params, views[:1], bg))[:top]:
+        print(f"    {us / 1e3:8.3f} {n:3d}  {name[:110]}")
 
 
 def device_ms(events, iterations):
@@ -236,15 +239,7 @@ def device_ms(events, iterations):
 
 def kernel_ms(step, params, views, bg):
     """GPU work of one forward + backward (ms), from a profiled pass over the views (after the timed rounds)."""
-    from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
-
-    torch.cuda.synchronize()
-    with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
-        for v in views:
-            step(params, v, bg)
-            _clear_grads(params)
-        torch.cuda.synchronize()
-    return device_ms(prof.events(), len(views))
+    return device_ms(_profiled(step, params, views, bg), len(views))
 
 
 def warm_up(step, params, views, bg, iterations):
@@ -277,9 +272,9 @@ def timed(step, params, views, bg, runs):
 
 def table(rows, rounds, runs):
     """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "ours_graph", "gsplat" where
-    timed), the ratio to gsplat's of "ours", "ours_cap" and "ours_graph" as (median, low, high) over the rounds, peak MiB by renderer, the
-    capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms)). "ours_graph" (Graphed)
-    may be missing from ms and ratio: its cells then read nan."""
+    timed), the ratio to gsplat's of "ours", "ours_cap" and "ours_graph" as (median, low, high) over the rounds,
+    peak MiB by renderer, the capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms)).
+    "ours_graph" (Graphed) may be missing from ms and ratio: its cells then read nan."""
     nan = float("nan")
     lines = ["", f"{'N':>9} | {'ours ms':>8} | {'capacity':>8} | {'graphed':>8} | {'gsplat ms':>9} | "
                  f"{'ratio':>17} | {'capacity ratio':>17} | {'graphed ratio':>17} | "

@@ -34,7 +34,7 @@ from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.phase_timer import gpu_work_events, gpu_work_us  # noqa: E402
+from utils.phase_timer import gpu_work_by_name, gpu_work_events, gpu_work_us  # noqa: E402
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,11 +95,7 @@ def report(win, trace_path):
     launches = [e for e in events if e.device_type.name == "CPU" and e.name in (
         "cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")]
     print("\n== top CUDA kernels (summed over the window) ==")
-    by_name = collections.defaultdict(lambda: [0, 0.0])
-    for e in gpu:
-        by_name[e.name][0] += 1
-        by_name[e.name][1] += e.self_device_time_total
-    for name, (n, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:25]:
+    for name, n, us in gpu_work_by_name(events)[:25]:
         print(f"{us / steps / 1000:8.3f} ms/step {n / steps:6.1f}/step  {name[:110]}")
     print("\n== top operators by host (CPU) time ==")
     print(win.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))

@@ -47,6 +47,7 @@ def test_the_kernel_time_sums_the_gpus_work_only():
     from torch.autograd import DeviceType
 
     from scripts.benchmark_rasterizer import device_ms
+    from utils.phase_timer import gpu_work_by_name
 
     def event(device, us, name="k", annotation=False):
         return SimpleNamespace(device_type=device, self_device_time_total=us, name=name, is_user_annotation=annotation)
@@ -54,3 +55,6 @@ def test_the_kernel_time_sums_the_gpus_work_only():
               event(DeviceType.CPU, 800.0, "aten::sum"), event(DeviceType.CUDA, 900.0, "ProfilerStep#3"),
               event(DeviceType.CUDA, 700.0, "my_range", annotation=True)]
     assert device_ms(events, 2) == 0.4
+    # the same events summed by kernel name (--profile's and profile_step's lists)
+    assert gpu_work_by_name(events + [event(DeviceType.CUDA, 100.0, "render_bwd_kernel")]) == [
+        ("Memset (Device)", 1, 500.0), ("render_bwd_kernel", 2, 400.0)]

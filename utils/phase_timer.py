@@ -74,3 +74,13 @@ def gpu_work_events(events):
 def gpu_work_us(events):
     """Microseconds of the GPU's work among torch.profiler's events (gpu_work_events, each its own time)."""
     return sum(e.self_device_time_total for e in gpu_work_events(events))
+
+
+def gpu_work_by_name(events):
+    """(name, count, microseconds) of the GPU's work among torch.profiler's events, summed by kernel name, the
+    costliest first."""
+    totals = {}
+    for e in gpu_work_events(events):
+        n, us = totals.get(e.name, (0, 0.0))
+        totals[e.name] = (n + 1, us + e.self_device_time_total)
+    return sorted(((name, n, us) for name, (n, us) in totals.items()), key=lambda r: -r[2])

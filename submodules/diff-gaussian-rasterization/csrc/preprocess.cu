@@ -309,14 +309,11 @@ void launch_emit_t(int V, const int* offsets, const int* radius_c, const float2*
                                                                                vals);
   }
   if (V == 0) return;
-  if (heavy == nullptr) {
-    emit_kernel<KeyT, false><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x,
-                                                                   tiles_y, keys, vals, pc, nullptr);
-    return;
-  }
-  cudaMemsetAsync(heavy, 0, 2 * sizeof(int), stream);  // (the queue's length and the next item to take)
-  emit_kernel<KeyT, true><<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y,
-                                                                keys, vals, pc, heavy);
+  if (heavy != nullptr) cudaMemsetAsync(heavy, 0, 2 * sizeof(int), stream);  // (the queue's length, the next to take)
+  auto kernel = heavy != nullptr ? emit_kernel<KeyT, true> : emit_kernel<KeyT, false>;
+  kernel<<<(V + 255) / 256, 256, 0, stream>>>(V, offsets, radius_c, xy_c, conic_c, tiles_x, tiles_y, keys, vals, pc,
+                                              heavy);
+  if (heavy == nullptr) return;
   // up to 8,192 warps (about as many as an H200 holds at once; for fewer Gaussians one a Gaussian), each taking
   // queued Gaussians until none is left
   emit_heavy_kernel<KeyT><<<std::min((V + 7) / 8, 1024), 256, 0, stream>>>(offsets, radius_c, xy_c, conic_c, tiles_x,
