@@ -4,7 +4,7 @@ without CUDA."""
 import pytest
 import torch
 
-from tests.raster_helpers import look_at_settings, random_gaussians
+from tests.raster_helpers import assert_close_up_to_atomics, atomics_noise, look_at_settings, random_gaussians
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEV = "cuda"
@@ -53,16 +53,6 @@ def _pairs(s, g):
     return int(drawn.sum()), int(out["tiles_touched"][drawn].sum())
 
 
-def _assert_grads_close(a, b, noise=None):
-    """b's gradients are a's up to the backward's atomic float order. `noise`: by parameter, the largest gap between
-    two runs of the same inputs, which (times 4) widens the tolerance where huge Gaussians sum more terms than it
-    allows (the 4112 px scene's)."""
-    for k in a:
-        scale = float(a[k].abs().max()) or 1.0
-        atol = max(1e-5 * scale, 4 * (noise or {}).get(k, 0.0))
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=atol, msg=k)
-
-
 @pytest.mark.parametrize("size", [(200, 150), (4112, 4112)], ids=["16-bit tile keys", "32-bit tile keys"])
 def test_capacity_mode_equals_the_exact_mode_when_the_pairs_fit(size):
     W, H = size
@@ -77,7 +67,7 @@ def test_capacity_mode_equals_the_exact_mode_when_the_pairs_fit(size):
         assert meta.tolist() == [V, R, 0]
         # the same pairs in the same order: the images are bit for bit the exact mode's
         assert torch.equal(c2, color) and torch.equal(d2, invdepth) and torch.equal(r2, radii)
-        _assert_grads_close(grads, g2)  # (the backward adds with atomics: float order only)
+        assert_close_up_to_atomics(grads, g2)  # (the backward adds with atomics: float order only)
 
 
 def test_pairs_past_the_capacity_are_dropped_and_flagged():
@@ -155,7 +145,7 @@ def test_a_cuda_graph_holds_forward_and_backward():
     want_color, _, _, want_grads = _render(s_other, g)
     assert meta.tolist()[2] == 0
     assert torch.equal(color, want_color)
-    _assert_grads_close(want_grads, {k: v.grad for k, v in leaves.items()} | {"means2D": means2D.grad})
+    assert_close_up_to_atomics(want_grads, {k: v.grad for k, v in leaves.items()} | {"means2D": means2D.grad})
 
 
 def test_capacity_mode_needs_its_meta_tensor():
@@ -195,11 +185,10 @@ def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, W, H, P, scale,
             runs[emit].append(_render(s, g, capacity, meta))
             assert meta.tolist() == [V, R, int(capacity < R)], (emit, capacity)
     monkeypatch.setenv("DGR_EMIT", "thread")
-    again, first = _render(s, g)[3], runs["thread"][0][3]
-    noise = {k: float((again[k] - first[k]).abs().max()) for k in first}
+    noise = atomics_noise(runs["thread"][0][3], _render(s, g)[3])
     for k, (a, b) in enumerate(zip(runs["thread"], runs["warp"])):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), k
-        _assert_grads_close(a[3], b[3], noise)
+        assert_close_up_to_atomics(a[3], b[3], noise)
     monkeypatch.setenv("DGR_EMIT", "warps")
     with pytest.raises(RuntimeError, match="DGR_EMIT must be thread or warp, not 'warps'"):
         _render(s, g, grad=False)
