@@ -189,8 +189,8 @@ def ours_settings_line(width, height):
     tiles = math.ceil(width / 16) * math.ceil(height / 16)
     fwd, bwd = dgr.extension().render_chunks(tiles)
     return (f"ours: {tiles} tiles, render forward in {fwd} depth chunk(s), backward in {bwd}; pair emission by "
-            f"{os.environ.get('DGR_EMIT') or 'warp'}; warp culling: forward {os.environ.get('DGR_FWD_CULL') or 'off'}, "
-            f"backward {os.environ.get('DGR_BWD_CULL') or 'off'}")
+            f"{os.environ.get('DGR_EMIT') or 'warp'}; warp culling: forward {os.environ.get('DGR_FWD_CULL') or 'on'}, "
+            f"backward {os.environ.get('DGR_BWD_CULL') or 'on'}")
 
 
 def gsplat_step(params, v, bg, render_mode="RGB"):

@@ -26,6 +26,8 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   cull  one GPU (~8 min, SKIP_TESTS=1): both warp cullings together against neither, lego and bonsai paired over
+#        SEEDS; cullpipe (~5 min): bonsai's and lego's default pipelines (seed 12) with both;
 #   verify19  one GPU (~15 min with the build and the tests; a launch and a poll): the render kernels' warp culling
 #        (DGR_BWD_CULL, DGR_FWD_CULL, off by default, never run on a GPU before): lego's steps off/on by flag and
 #        bonsai's with both, paired over SEEDS, the benchmark off/on;
@@ -67,8 +69,8 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|verify19|verify18|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, verify19, verify18, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
+case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|cull|cullpipe|verify19|verify18|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
+  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, cull, cullpipe, verify19, verify18, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
      touch /tmp/x2.done; exit 2;;
 esac
 source "$(dirname "$0")/gpu_session_env.sh"
@@ -435,19 +437,22 @@ fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default s
 }
 flag_paired() {  # scene NAME "values": the scene's 7,000 steps (lego vanilla, bonsai on the peer's schedule) with
   # the environment flag NAME at each of "values" (the first: the baseline) over SEEDS, each alone, then each value's
-  # PSNR and ms/step against the baseline's, paired by seed (the seed study's mean and Student-t 95% interval)
-  local scene=$1 name=$2 runs=() seed v
-  for seed in $SEEDS; do for v in $3; do runs+=("$scene:--seed $seed $name=$v"); done; done
+  # PSNR and ms/step against the baseline's, paired by seed (the seed study's mean and Student-t 95% interval);
+  # NAME may be several flags joined by commas (A,B: each run sets all of them to the value)
+  local scene=$1 name=$2 runs=() seed v n sets
+  for seed in $SEEDS; do for v in $3; do
+    sets=""; for n in ${name//,/ }; do sets+=" $n=$v"; done; runs+=("$scene:--seed $seed$sets")
+  done; done
   graph_ab 0 "${runs[@]}"
   { stamp "$name against ${3%% *}, paired by seed ($scene, 7,000 steps)"
     python3 - "$name" "$3" <<'PY'
 import json, re, statistics, sys
 from scripts.seed_study import summarize
-name, values = sys.argv[1], sys.argv[2].split()
+name, values = sys.argv[1].split(",")[0], sys.argv[2].split()
 rows = {}
 for line in open("/tmp/res/logs/ab_runs.txt"):
     run, _, mode = line.split()[:3]
-    seed, value = re.search(r"--seed_(\d+)", mode), re.search(name + r"=(\w+)", mode)
+    seed, value = re.search(r"--seed_(\d+)", mode), re.search(name + r"=([A-Za-z0-9]+)", mode)  # (not \w: "_" joins the run's words)
     if not (seed and value):
         continue  # (another study's run)
     try:
@@ -504,6 +509,18 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = cullpipe ]; then  # one GPU (~5 min, SKIP_TESTS=1): bonsai's and lego's default pipelines (seed 12)
+  # alone with both warp cullings on, beside verify18's bonsai pipeline without them
+  export DGR_FWD_CULL=on DGR_BWD_CULL=on
+  pipeline_alone 0 bonsai 12 cull; pipeline_alone 0 lego 12 cull
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = cull ]; then  # one GPU (~8 min, SKIP_TESTS=1 on verify19's tested sources): both warp cullings
+  # together against neither, lego's and bonsai's 7,000 steps paired over SEEDS (verify19 measured each alone)
+  flag_paired lego DGR_FWD_CULL,DGR_BWD_CULL "off on"
+  flag_paired bonsai DGR_FWD_CULL,DGR_BWD_CULL "off on"
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify19 ]; then  # one GPU (~15 min with the build and the tests): the render kernels' warp
