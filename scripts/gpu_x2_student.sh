@@ -26,6 +26,8 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify20  one GPU (~14 min with the build and the tests; a launch and a poll): the warp culling as the default:
+#        the tests, lego's default steps on seeds 5-12, lego's depth chunks with it, the benchmark's kernels by culling;
 #   cull  one GPU (~8 min, SKIP_TESTS=1): both warp cullings together against neither, lego and bonsai paired over
 #        SEEDS; cullpipe (~5 min): bonsai's and lego's default pipelines (seed 12) with both;
 #   verify19  one GPU (~15 min with the build and the tests; a launch and a poll): the render kernels' warp culling
@@ -69,10 +71,13 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-case "${PLAN:-}" in one|agree|late1|kernels|chunks|chunkdefault|fwdchunks|fwdseeds|fwdauto|cull|cullpipe|verify19|verify18|verify17|verify16|verify15|verify14|verify13|recapture|autocheck|graphcheck|x2|x2dp|x2late|full|steps|peer|early|stage_times) ;;
-  *) echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: one, agree, late1, kernels, chunks, chunkdefault, fwdchunks, fwdseeds, fwdauto, cull, cullpipe, verify19, verify18, verify17, verify16, verify15, verify14, verify13, recapture, autocheck, graphcheck, x2, x2dp, x2late, full, steps, peer, early or stage_times"
-     touch /tmp/x2.done; exit 2;;
-esac
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify20 verify19 verify18
+  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
+  stage_times"
+if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
+  echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
+  touch /tmp/x2.done; exit 2
+fi
 source "$(dirname "$0")/gpu_session_env.sh"
 SEEDS=${SEEDS:-12 13 14 15}
 FULL_SEED=${FULL_SEED:-5}
@@ -509,6 +514,18 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify20 ]; then  # one GPU (~14 min with the build and the tests; a launch and a poll): the warp
+  # culling as the default (the nineteenth session), the tests with it; lego's default 7,000 steps on eight more seeds
+  # (issue 12's 1.5 ms), lego's depth chunks with the culling (the counts were chosen without it), then the benchmark's
+  # kernels with and without the culling (its GPU work did not move with it, training's did)
+  graph_ab 0 "lego:--seed 5" "lego:--seed 6" "lego:--seed 7" "lego:--seed 8" "lego:--seed 9" "lego:--seed 10" \
+    "lego:--seed 11" "lego:--seed 12"
+  graph_ab 0 "lego:DGR_BWD_CHUNKS=2" "lego:DGR_BWD_CHUNKS=4" "lego:DGR_BWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=4" \
+    "lego:DGR_FWD_CHUNKS=8" "lego:"
+  raster_bench --sizes 1000000 --rounds 3 --runs 10 --profile
+  raster_bench DGR_BWD_CULL=off DGR_FWD_CULL=off --sizes 1000000 --rounds 3 --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = cullpipe ]; then  # one GPU (~5 min, SKIP_TESTS=1): bonsai's and lego's default pipelines (seed 12)
