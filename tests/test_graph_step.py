@@ -87,7 +87,7 @@ class _EagerStandIn:
         out = self.render(camera, self.model, self.pipe, self.bg if bg is None else bg, return_stats=want_stats)
         loss = self.loss(out["render"], camera.original_image(self.model.device), self.opt.lambda_dssim, target)
         (self.view_weight * loss).backward()
-        return self.without_graph(out), loss.detach(), out["visibility_filter"]
+        return self.without_graph(out), loss.detach()
 
     def step(self, camera, want_stats, target=None, bg=None):
         assert all(p.grad is None for p in self.model.params.values())  # (the graph writes the step's gradients)
@@ -583,7 +583,7 @@ def test_a_replay_renders_with_the_background_it_is_given(tmp_path):
     for k, colour in enumerate(colours + [None]):
         for p in model.params.values():
             p.grad = None
-        out, _, _ = step.step(cams[0], False, None, colour)
+        out, _ = step.step(cams[0], False, None, colour)
         with torch.no_grad():
             want = render(cams[0], model, pipe, bg if colour is None else colour)["render"]
         torch.testing.assert_close(out["render"], want, rtol=1e-4, atol=1e-5, msg=f"step {k}")
@@ -653,9 +653,9 @@ def test_further_views_add_the_gradients_of_eager_ones(tmp_path):
             step.key = None  # (as after a densification)
         step.step(views[0], True)
         for j, cam in enumerate(views[1:]):
-            out, loss, visible = step.further_view(cam, True)
+            out, loss = step.further_view(cam, True)
             with torch.no_grad():  # (read now: the next replay writes the same buffers)
-                seen = (loss.clone(), visible.clone(), out["viewspace_points"].grad.clone())
+                seen = (loss.clone(), out["visibility_filter"].clone(), out["viewspace_points"].grad.clone())
             want_out = render(cam, model, pipe, bg, return_stats=True)
             want_loss = photometric_loss(want_out["render"], cam.original_image("cuda"), opt.lambda_dssim)
             want_grad = torch.autograd.grad(0.6 * want_loss, want_out["viewspace_points"], retain_graph=False)[0]

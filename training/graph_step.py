@@ -332,7 +332,7 @@ class GraphedStep:
 
     def step(self, camera, want_stats, target=None, bg=None):
         """Replay (capturing first when the model, view setup or second target's weight changed): (render
-        output, loss, visible). ``target``: the role's (image, weight) for this view, or None; ``bg``: this step's
+        output, loss). ``target``: the role's (image, weight) for this view, or None; ``bg``: this step's
         background (--random_background: a new one each step, copied into the buffer the graph reads), or None
         for the run's."""
         bg = self.base_bg if bg is None else bg
@@ -348,11 +348,11 @@ class GraphedStep:
         self._set_grads(self.grads)  # (the optimizer step clears .grad; the graph writes the same tensors every replay)
         if self.pairs.poll(self.model.num_points):  # overflowed: the capacity doubled, capture again next step
             self.key = None
-        return self.out, self.loss, self.out["visibility_filter"]
+        return self.out, self.loss
 
     def _add(self, name, view_weight, camera, want_stats, target, bg):
         """After this step's replay: ``camera``'s view stepped by the adding graph ``name`` (see ADDERS), whose
-        backward adds its gradients to the ones this replay left; its step()'s (render output, loss, visible), or
+        backward adds its gradients to the ones this replay left; its step()'s (render output, loss), or
         None when the parameters hold an eager step's gradients or that graph could not be captured (said once,
         recorded in the summary): the caller then steps the view eagerly."""
         if self.adders.get(name) is False or not self.holds_gradients():
@@ -379,7 +379,7 @@ class GraphedStep:
 
     def further_view(self, camera, want_stats, target=None, bg=None):
         """A further training view of this step (--views_per_step above 1; arguments as step's), by the
-        "further_views" graph, replayed once for each: (render output, loss, visible), or None (see _add). Its
+        "further_views" graph, replayed once for each: (render output, loss), or None (see _add). Its
         render output is the graph's: read it before the next view replays."""
         return self._add("further_views", self.view_weight, camera, want_stats, target, bg)
 

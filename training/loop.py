@@ -401,7 +401,7 @@ def _render_views(run, it, want_stats):
             else:  # (a further view adds to them; eagerly, below, where the step's first view was eager)
                 done = run.graphed.further_view(cam, want_stats, role.view_target(it, cam, dev), bgc)
             if done is not None:  # (its render output is the graph's: read before the next replay)
-                out, loss, _ = done
+                out, loss = done
                 step_loss, visible = _tally(run, cam, want_stats, out, loss, step_loss, visible)
                 continue
             if run.graphed is not None:
