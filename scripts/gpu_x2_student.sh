@@ -524,8 +524,8 @@ if [ "${PLAN:-}" = verify20 ]; then  # one GPU (~14 min with the build and the t
     "lego:--seed 11" "lego:--seed 12"
   graph_ab 0 "lego:DGR_BWD_CHUNKS=2" "lego:DGR_BWD_CHUNKS=4" "lego:DGR_BWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=4" \
     "lego:DGR_FWD_CHUNKS=8" "lego:"
-  raster_bench --sizes 1000000 --rounds 3 --runs 10 --profile
-  raster_bench DGR_BWD_CULL=off DGR_FWD_CULL=off --sizes 1000000 --rounds 3 --runs 10 --profile
+  raster_bench --sizes 100000,1000000 --rounds 3 --runs 10 --profile
+  raster_bench DGR_BWD_CULL=off DGR_FWD_CULL=off --sizes 100000,1000000 --rounds 3 --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = cullpipe ]; then  # one GPU (~5 min, SKIP_TESTS=1): bonsai's and lego's default pipelines (seed 12)
