@@ -26,8 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify20  one GPU (~14 min with the build and the tests; a launch and a poll): the warp culling as the default:
-#        the tests, lego's default steps on seeds 5-12, lego's depth chunks with it, the benchmark's kernels by culling;
+#   verify20  one GPU (~19 min with the build and the tests; a launch and two polls): the warp culling as the
+#        default and the backward's 12-shuffle sums: the tests, lego's and bonsai's steps by the sums paired over SEEDS,
+#        lego's depth chunks with the culling, the benchmark's kernels by culling;
 #   cull  one GPU (~8 min, SKIP_TESTS=1): both warp cullings together against neither, lego and bonsai paired over
 #        SEEDS; cullpipe (~5 min): bonsai's and lego's default pipelines (seed 12) with both;
 #   verify19  one GPU (~15 min with the build and the tests; a launch and a poll): the render kernels' warp culling
@@ -516,12 +517,13 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = verify20 ]; then  # one GPU (~14 min with the build and the tests; a launch and a poll): the warp
-  # culling as the default (the nineteenth session), the tests with it; lego's default 7,000 steps on eight more seeds
-  # (issue 12's 1.5 ms), lego's depth chunks with the culling (the counts were chosen without it), then the benchmark's
-  # kernels with and without the culling (its GPU work did not move with it, training's did)
-  graph_ab 0 "lego:--seed 5" "lego:--seed 6" "lego:--seed 7" "lego:--seed 8" "lego:--seed 9" "lego:--seed 10" \
-    "lego:--seed 11" "lego:--seed 12"
+if [ "${PLAN:-}" = verify20 ]; then  # one GPU (~19 min with the build and the tests; a launch and two polls): the
+  # warp culling as the default (the nineteenth session) and the backward's 12-shuffle warp sums (DGR_BWD_SHUFFLES=12,
+  # compiled, never run), the tests with them; lego's and bonsai's 7,000 steps by the sums, paired over SEEDS (issue
+  # 12's 1.5 ms for lego), lego's depth chunks with the culling (the counts were chosen without it), then the
+  # benchmark's kernels with and without the culling (its GPU work did not move with it, training's did)
+  flag_paired lego DGR_BWD_SHUFFLES "16 12"
+  flag_paired bonsai DGR_BWD_SHUFFLES "16 12"
   graph_ab 0 "lego:DGR_BWD_CHUNKS=2" "lego:DGR_BWD_CHUNKS=4" "lego:DGR_BWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=4" \
     "lego:DGR_FWD_CHUNKS=8" "lego:"
   raster_bench --sizes 100000,1000000 --rounds 3 --runs 10 --profile

@@ -325,15 +325,15 @@ def _cull_scenes():
     return [(40, s, g), (41, s, deep)]
 
 
-def _full_and_culled(monkeypatch, flag):
-    """For each of _cull_scenes, the CUDA render with its gradients and stats: twice with the culling `flag` off, once
-    on. Leaves the flag on."""
+def _runs_by_flag(monkeypatch, flag, base="off", other="on"):
+    """For each of _cull_scenes, the CUDA render with its gradients and stats: twice with the environment `flag` at
+    `base`, once at `other`. Leaves it at `other`."""
     dgr = _cuda_module()
     for seed, s, scene in _cull_scenes():
         w = loss_weights(s, seed, True, True, DEV)
         runs = []
-        for cull in ("off", "off", "on"):
-            monkeypatch.setenv(flag, cull)
+        for value in (base, base, other):
+            monkeypatch.setenv(flag, value)
             runs.append(render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True))
         yield runs
 
@@ -344,7 +344,7 @@ def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
     its 8x4 pixels. The skipped ones are those no pixel of the warp blends, so the gradients are the full walk's and
     the torch rasterizer's; in depth chunks the walk behind a chunk is culled too."""
     monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
-    for full, again, culled in _full_and_culled(monkeypatch, "DGR_BWD_CULL"):
+    for full, again, culled in _runs_by_flag(monkeypatch, "DGR_BWD_CULL"):
         assert_close_up_to_atomics(full["grads"], culled["grads"], atomics_noise(full["grads"], again["grads"]))
     seed, s, deep = _cull_scenes()[-1]
     _compare(s, deep, seed=seed)  # (DGR_BWD_CULL=on) and the torch rasterizer's
@@ -357,7 +357,7 @@ def test_forward_warp_culling_draws_the_full_walks_image(monkeypatch, chunks):
     counts exactly), and the gradients (the backward starts from the forward's final T and last contributor); in
     depth chunks (DGR_FWD_CHUNKS=3) the chunks' transmittance pass is culled too."""
     monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
-    for full, again, culled in _full_and_culled(monkeypatch, "DGR_FWD_CULL"):
+    for full, again, culled in _runs_by_flag(monkeypatch, "DGR_FWD_CULL"):
         for k in ("color", "invdepth", "radii"):
             assert torch.equal(culled[k], full[k]), k
         assert torch.equal(culled["stats"]["area_proj"], full["stats"]["area_proj"])
@@ -367,6 +367,20 @@ def test_forward_warp_culling_draws_the_full_walks_image(monkeypatch, chunks):
         assert_close_up_to_atomics(full["grads"], culled["grads"], atomics_noise(full["grads"], again["grads"]))
     seed, s, deep = _cull_scenes()[-1]
     _compare(s, deep, seed=seed)  # (DGR_FWD_CULL=on) and the torch rasterizer's
+
+
+@pytest.mark.parametrize("cull", ["off", "on"])
+def test_backward_sums_by_12_shuffles_match_16(monkeypatch, cull):
+    """DGR_BWD_SHUFFLES=12: the render backward sums each Gaussian's 10 gradients over the warp with 12 shuffles, the
+    values not padded to 16: the same totals in the same slots, added in another order (float rounding apart), with
+    and without the warp culling; in depth chunks too."""
+    monkeypatch.setenv("DGR_BWD_CULL", cull)
+    monkeypatch.setenv("DGR_BWD_CHUNKS", "3")
+    for padded, again, tight in _runs_by_flag(monkeypatch, "DGR_BWD_SHUFFLES", "16", "12"):
+        assert torch.equal(tight["color"], padded["color"])
+        assert_close_up_to_atomics(padded["grads"], tight["grads"], atomics_noise(padded["grads"], again["grads"]))
+    seed, s, deep = _cull_scenes()[-1]
+    _compare(s, deep, seed=seed)  # (DGR_BWD_SHUFFLES=12) and the torch rasterizer's
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
@@ -380,7 +394,8 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
                                  ("DGR_FWD_CHUNKS", "2x", "DGR_FWD_CHUNKS must be auto or a number of chunks from 1 "
                                   "to 16, not '2x'"),
                                  ("DGR_BWD_CULL", "yes", "DGR_BWD_CULL must be on or off, not 'yes'"),
-                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'")):
+                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'"),
+                                 ("DGR_BWD_SHUFFLES", "8", "DGR_BWD_SHUFFLES must be 12 or 16, not '8'")):
         monkeypatch.setenv(name, value)
         with torch.no_grad(), pytest.raises(RuntimeError, match=message):
             dgr.GaussianRasterizer(raster_settings=s)(

@@ -371,6 +371,32 @@ __device__ __forceinline__ void warp_sum10_atomic(float v[16], int lane, float* 
   if ((lane & 1) == 0 && slot < GRAD_STRIDE) atomicAdd(dst + slot, total);
 }
 
+// The same sum with 12 shuffles (DGR_BWD_SHUFFLES=12): the 10 values are not padded to 16; each exchange halves what
+// a lane holds, 10 -> 5 -> 3 or 2 -> 2 or 1 -> 1, then the last pair adds up. Lane bits a (16), b (8), c (4), d (2)
+// choose the half kept: value 5a + (b and c clear: d; else b ? 3 + c : 2) ends summed in lane pairs (l, l ^ 1), one
+// pair for values 0, 1, 5 and 6, two (d clear and set) for the others; one even lane of each value writes it. Another
+// order of the additions than warp_sum10_atomic's: the same sums up to float rounding.
+__device__ __forceinline__ void warp_sum10_atomic_12(const float v[16], int lane, float* dst) {
+  constexpr unsigned FULL = 0xffffffffu;
+  const bool a = lane & 16, b = lane & 8, c = lane & 4, d = lane & 2;
+  float w[5];  // 16 apart: values 0-4 (a clear) or 5-9
+#pragma unroll
+  for (int k = 0; k < 5; k++) w[k] = (a ? v[k + 5] : v[k]) + __shfl_xor_sync(FULL, a ? v[k] : v[k + 5], 16);
+  // 8 apart: w0-w2 (b clear: z0-z2) or w3-w4 (z0-z1)
+  const float z0 = (b ? w[3] : w[0]) + __shfl_xor_sync(FULL, b ? w[0] : w[3], 8);
+  const float z1 = (b ? w[4] : w[1]) + __shfl_xor_sync(FULL, b ? w[1] : w[4], 8);
+  const float z2 = w[2] + __shfl_xor_sync(FULL, w[2], 8);
+  // 4 apart: of three, z0-z1 (c clear: y0-y1) or z2; of two, z0 (c clear) or z1
+  const float y0 = (c ? (b ? z1 : z2) : z0) + __shfl_xor_sync(FULL, c ? z0 : (b ? z1 : z2), 4);
+  const float y1 = z1 + __shfl_xor_sync(FULL, z1, 4);
+  // 2 apart: the lanes that kept two values (b, c clear) keep y0 (d clear) or y1; the others add up their one
+  const bool two = !b && !c;
+  float t = (two && d ? y1 : y0) + __shfl_xor_sync(FULL, two && !d ? y1 : y0, 2);
+  t += __shfl_xor_sync(FULL, t, 1);
+  const int slot = 5 * a + (two ? (int)d : b ? 3 + (int)c : 2);
+  if ((lane & 1) == 0 && (two || !d)) atomicAdd(dst + slot, t);
+}
+
 // Warps per block of the backward: each warp stages and walks its own pixels' Gaussians back to front, 32 at
 // a time with no block barrier (a warp whose pixels blend few Gaussians neither waits for the others nor
 // holds them up), and small blocks free their resources as soon as their warps are done.
@@ -388,7 +414,8 @@ constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile and chunk
 // evaluating every one at all 32 pixels to find none passes. A skipped Gaussian is one no pixel of the warp blends,
 // so the same Gaussians blend in the same order: the same gradients up to the atomics' float order. (CULL holds to 16
 // blocks an SM, the full walk's occupancy: 64 registers, none spilled, where it would take 70 and 14 blocks.)
-template <bool CULL>
+// SUM12 (DGR_BWD_SHUFFLES=12): the per-Gaussian sums by warp_sum10_atomic_12.
+template <bool CULL, bool SUM12>
 __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
@@ -470,7 +497,10 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
         v[4] = -0.5f * e.dy * e.dy * dL_dpower;
       }
     }
-    warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
+    if constexpr (SUM12)
+      warp_sum10_atomic_12(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
+    else
+      warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
   };
   // the warp's pixel rect (its lane 0 holds the top-left pixel: tile_pixel's 8x4 layout)
   const float wx0 = CULL ? __shfl_sync(0xffffffffu, fpx, 0) : 0.f, wy0 = CULL ? __shfl_sync(0xffffffffu, fpy, 0) : 0.f;
@@ -549,17 +579,18 @@ void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ran
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
                        const float* dL_dinvdepth, int ds1, int ds2, float* grad, int chunks, const int* tile_order,
-                       bool cull, cudaStream_t stream) {
+                       bool cull, bool sum12, cudaStream_t stream) {
   if (num_tiles == 0) return;
   chunks = std::max(1, chunks);
-  auto kernel = cull ? render_bwd_kernel<true> : render_bwd_kernel<false>;
+  auto kernel = cull ? (sum12 ? render_bwd_kernel<true, true> : render_bwd_kernel<true, false>)
+                     : (sum12 ? render_bwd_kernel<false, true> : render_bwd_kernel<false, false>);
   kernel<<<num_tiles * BWD_SPLIT * chunks, BWD_WARPS * 32, 0, stream>>>(
       tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, final_T, n_contrib, dL_dcolor, cs0, cs1, cs2,
       dL_dinvdepth, ds1, ds2, grad, chunks, tile_order);
 }
 
 int render_bwd_resident_warps() {  // per SM (0: unknown)
-  return resident_blocks(render_bwd_kernel<false>, BWD_WARPS * 32) * BWD_WARPS;
+  return resident_blocks(render_bwd_kernel<false, false>, BWD_WARPS * 32) * BWD_WARPS;
 }
 
 // One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the
