@@ -223,6 +223,7 @@ struct AlphaEllipse {
   bool drawn = false, exact = false;
   float t = 0.f, detc = 0.f, X = 0.f, Y = 0.f;
 
+  AlphaEllipse() = default;
   __device__ __forceinline__ explicit AlphaEllipse(float4 co) {
     const float ca = co.x, cb = co.y, cc = co.z, op = co.w;
     if (!(op * 255.f >= 0.999f)) return;  // alpha <= opacity < 1/255 everywhere
@@ -238,12 +239,16 @@ struct AlphaEllipse {
     }
   }
 
+  // The half extents X, Y widened by the margins of every test built on them (may_reach, TileSpan's tile rows).
+  __device__ __forceinline__ float reach_x() const { return X * 1.001f + 0.05f; }
+  __device__ __forceinline__ float reach_y() const { return Y * 1.001f + 0.05f; }
+
   // False only where no pixel centre of [x0, x1] x [y0, y1] (pixels) can pass the alpha test: the ellipse's box,
-  // with TileSpan's margins, misses the rect.
+  // with those margins, misses the rect.
   __device__ __forceinline__ bool may_reach(float2 m, float x0, float y0, float x1, float y1) const {
     if (!drawn) return false;
     if (!exact) return true;
-    const float ex = X * 1.001f + 0.05f, ey = Y * 1.001f + 0.05f;
+    const float ex = reach_x(), ey = reach_y();
     return m.x + ex >= x0 && m.x - ex <= x1 && m.y + ey >= y0 && m.y - ey <= y1;
   }
 };
@@ -257,8 +262,8 @@ struct AlphaEllipse {
 // pair emission with preprocess.cu's emit_gaussian: the same tiles by construction.)
 struct TileSpan {
   int x0 = 0, x1 = 0, ty0 = 0, ty1 = 0;
-  bool exact = false;  // (false: not positive definite, the whole rect)
-  float mx = 0.f, my = 0.f, ca = 0.f, cb = 0.f, t = 0.f, detc = 0.f, Y = 0.f, dyL = 0.f, pad = 0.f, ica = 0.f;
+  AlphaEllipse el;  // (el.exact false: not positive definite, the whole rect)
+  float mx = 0.f, my = 0.f, ca = 0.f, cb = 0.f, dyL = 0.f, pad = 0.f, ica = 0.f;
 
   __device__ __forceinline__ TileSpan(float2 m, float4 co, int radius, int tiles_x, int tiles_y) {
     int y0, y1;
@@ -267,34 +272,30 @@ struct TileSpan {
     const float cc = co.z;
     ca = co.x;
     cb = co.y;
-    const AlphaEllipse el(co);
+    el = AlphaEllipse(co);
     if (!el.drawn) return;
-    t = el.t;
-    detc = el.detc;
-    exact = el.exact;
-    const float X = el.X;  // half extents of the ellipse
-    Y = el.Y;
-    if (!exact) {
+    if (!el.exact) {
       ty0 = y0;
       ty1 = y1;
       return;
     }
     mx = m.x;
     my = m.y;
-    const float ey = Y * 1.001f + 0.05f;
+    const float ey = el.reach_y();
     ty0 = max(y0, (int)fminf(fmaxf(floorf((m.y - ey) / TILE), -1.f), (float)tiles_y));
     ty1 = min(y1, (int)fminf(fmaxf(floorf((m.y + ey) / TILE) + 1.f, -1.f), (float)tiles_y));
-    dyL = cb * sqrtf(t / (detc * cc));  // dy of the leftmost point (the rightmost is at -dyL)
-    pad = 0.05f + 1e-3f * X;
+    dyL = cb * sqrtf(el.t / (el.detc * cc));  // dy of the leftmost point (the rightmost is at -dyL)
+    pad = 0.05f + 1e-3f * el.X;
     ica = 1.f / ca;
   }
 
   __device__ __forceinline__ void row(int ty, int tiles_x, int& txa, int& txb) const {
-    if (!exact) {
+    if (!el.exact) {
       txa = x0;
       txb = x1;
       return;
     }
+    const float Y = el.Y, t = el.t, detc = el.detc;
     const float ya = fmaxf((float)(ty * TILE) - my, -Y);
     const float yb = fminf((float)(ty * TILE + TILE - 1) - my, Y);
     if (ya > yb) {  // the strip misses the ellipse
