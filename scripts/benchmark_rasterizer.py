@@ -183,14 +183,13 @@ class Graphed:
 
 
 def ours_settings_line(width, height):
-    """Our rasterizer's kernel choices at this image size (depth chunks of the render forward and backward, the
-    pair emission, the warp culling), so that a table says what it timed."""
+    """Our rasterizer's kernel choices at this image size (depth chunks of the render forward and backward, and what
+    the environment flags choose, as the extension reads them), so that a table says what it timed."""
     import diff_gaussian_rasterization as dgr  # noqa: PLC0415
     tiles = math.ceil(width / 16) * math.ceil(height / 16)
     fwd, bwd = dgr.extension().render_chunks(tiles)
-    return (f"ours: {tiles} tiles, render forward in {fwd} depth chunk(s), backward in {bwd}; pair emission by "
-            f"{os.environ.get('DGR_EMIT') or 'warp'}; warp culling: forward {os.environ.get('DGR_FWD_CULL') or 'on'}, "
-            f"backward {os.environ.get('DGR_BWD_CULL') or 'on'}")
+    flags = ", ".join(f"{k}={v}" for k, v in sorted(dgr.extension().render_flags().items()))
+    return f"ours: {tiles} tiles, render forward in {fwd} depth chunk(s), backward in {bwd}; {flags}"
 
 
 def gsplat_step(params, v, bg, render_mode="RGB"):

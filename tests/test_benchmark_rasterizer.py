@@ -2,6 +2,8 @@
 of our modes' ratios to gsplat with their range, the peaks, and the rows whose capacity-mode renders overflowed."""
 import math
 
+import pytest
+
 from scripts.benchmark_rasterizer import table
 
 
@@ -58,3 +60,25 @@ def test_the_kernel_time_sums_the_gpus_work_only():
     # the same events summed by kernel name (--profile's and profile_step's lists)
     assert gpu_work_by_name(events + [event(DeviceType.CUDA, 100.0, "render_bwd_kernel")]) == [
         ("Memset (Device)", 1, 500.0), ("render_bwd_kernel", 2, 400.0)]
+
+
+def test_the_extension_says_what_the_environment_flags_choose(monkeypatch):
+    """The settings line of the benchmark's table comes from the extension's render_flags(): the defaults, each flag's
+    other value, and a bad value refused with the flag's name (host code: no GPU needed, only the built extension)."""
+    from gaussian_renderer.cuda_package import has_kernels, package
+
+    if not has_kernels():
+        pytest.skip("the diff_gaussian_rasterization extension is not built here")
+    ext = package.extension()
+    flags = ("DGR_EMIT", "DGR_FWD_CULL", "DGR_BWD_CULL", "DGR_BWD_SHUFFLES")
+    for name in flags:
+        monkeypatch.delenv(name, raising=False)
+    assert ext.render_flags() == {"DGR_EMIT": "warp", "DGR_FWD_CULL": "on", "DGR_BWD_CULL": "on",
+                                  "DGR_BWD_SHUFFLES": "16"}
+    others = {"DGR_EMIT": "thread", "DGR_FWD_CULL": "off", "DGR_BWD_CULL": "off", "DGR_BWD_SHUFFLES": "12"}
+    for name, value in others.items():
+        monkeypatch.setenv(name, value)
+    assert ext.render_flags() == others
+    monkeypatch.setenv("DGR_FWD_CULL", "maybe")
+    with pytest.raises(RuntimeError, match="DGR_FWD_CULL must be on or off, not 'maybe'"):
+        ext.render_flags()

@@ -242,6 +242,13 @@ std::vector<int64_t> render_chunks(int64_t num_tiles) {
   return {fwd_chunks((int)num_tiles), bwd_chunks((int)num_tiles)};
 }
 
+std::map<std::string, std::string> render_flags() {
+  return {{"DGR_EMIT", emit_by_warp() ? "warp" : "thread"},
+          {"DGR_FWD_CULL", fwd_cull() ? "on" : "off"},
+          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"},
+          {"DGR_BWD_SHUFFLES", bwd_sum12() ? "12" : "16"}};
+}
+
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
                                              const torch::Tensor& colors_in, const torch::Tensor& opacity_in,
                                              const torch::Tensor& scales_in, const torch::Tensor& rotations_in,
