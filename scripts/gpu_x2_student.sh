@@ -26,9 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify20  one GPU (~19 min with the build and the tests; a launch and two polls): the warp culling as the
-#        default and the backward's 12-shuffle sums: the tests, lego's and bonsai's steps by the sums paired over SEEDS,
-#        lego's depth chunks with the culling, the benchmark's kernels by culling;
+#   verify21  one GPU (~10 min with the build and the tests): the backward's 12-shuffle sums as its only sums, the
+#        tests, the gsplat test's sample by colour seed, the benchmark's kernels at 0.1M/1M/3M, lego's backward chunks,
+#        bonsai's pipeline (verify20, at 9d5463c: the sums paired by DGR_BWD_SHUFFLES over SEEDS);
 #   cull  one GPU (~8 min, SKIP_TESTS=1): both warp cullings together against neither, lego and bonsai paired over
 #        SEEDS; cullpipe (~5 min): bonsai's and lego's default pipelines (seed 12) with both;
 #   verify19  one GPU (~15 min with the build and the tests; a launch and a poll): the render kernels' warp culling
@@ -72,7 +72,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify20 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -517,17 +517,15 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = verify20 ]; then  # one GPU (~19 min with the build and the tests; a launch and two polls): the
-  # warp culling as the default (the nineteenth session) and the backward's 12-shuffle warp sums (DGR_BWD_SHUFFLES=12,
-  # compiled, never run), the tests with them; lego's and bonsai's 7,000 steps by the sums, paired over SEEDS (issue
-  # 12's 1.5 ms for lego), lego's depth chunks with the culling (the counts were chosen without it), then the
-  # benchmark's kernels with and without the culling (its GPU work did not move with it, training's did)
-  flag_paired lego DGR_BWD_SHUFFLES "16 12"
-  flag_paired bonsai DGR_BWD_SHUFFLES "16 12"
-  graph_ab 0 "lego:DGR_BWD_CHUNKS=2" "lego:DGR_BWD_CHUNKS=4" "lego:DGR_BWD_CHUNKS=6" "lego:DGR_FWD_CHUNKS=4" \
-    "lego:DGR_FWD_CHUNKS=8" "lego:"
-  raster_bench --sizes 100000,1000000 --rounds 3 --runs 10 --profile
-  raster_bench DGR_BWD_CULL=off DGR_FWD_CULL=off --sizes 100000,1000000 --rounds 3 --runs 10 --profile
+if [ "${PLAN:-}" = verify21 ]; then  # one GPU (~10 min with the build and the tests; a launch and a poll): the
+  # backward's 12-shuffle warp sums as its only sums (the twentieth session), the tests with them; the gsplat backend
+  # test's sample over 30 colour seeds (.devdata/diag/gsplat_colours.py, when carried); the benchmark's kernels at
+  # issue 12's three sizes; lego's backward depth chunks with the cheaper sums; bonsai's default pipeline (seed 12)
+  [ -f .devdata/diag/gsplat_colours.py ] && { stamp "gsplat against the torch reference by colour seed";
+    PYTHONPATH=.:$PYTHONPATH python3 .devdata/diag/gsplat_colours.py 2>&1 | tail -3 >> $R/summary.txt; }
+  raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
+  graph_ab 0 "lego:DGR_BWD_CHUNKS=2" "lego:DGR_BWD_CHUNKS=4" "lego:DGR_BWD_CHUNKS=6" "lego:DGR_BWD_CHUNKS=8" "lego:"
+  pipeline_alone 0 bonsai 12 sum12
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = cullpipe ]; then  # one GPU (~5 min, SKIP_TESTS=1): bonsai's and lego's default pipelines (seed 12)

@@ -127,10 +127,6 @@ bool emit_by_warp() { return !env_is("DGR_EMIT", "thread", "warp", false); }
 bool fwd_cull() { return env_is("DGR_FWD_CULL", "on", "off", true); }
 bool bwd_cull() { return env_is("DGR_BWD_CULL", "on", "off", true); }
 
-// The render backward's per-Gaussian warp sums (render.cu): 16 shuffles (the 10 gradients padded to 16; the default
-// until the other is measured on a GPU) or 12 (DGR_BWD_SHUFFLES=12, not padded).
-bool bwd_sum12() { return env_is("DGR_BWD_SHUFFLES", "12", "16", false); }
-
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
 // R: the number of pairs (exact mode) or the buffers' capacity (pc.meta set: sentinel entries after the pairs).
@@ -245,8 +241,7 @@ std::vector<int64_t> render_chunks(int64_t num_tiles) {
 std::map<std::string, std::string> render_flags() {
   return {{"DGR_EMIT", emit_by_warp() ? "warp" : "thread"},
           {"DGR_FWD_CULL", fwd_cull() ? "on" : "off"},
-          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"},
-          {"DGR_BWD_SHUFFLES", bwd_sum12() ? "12" : "16"}};
+          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"}};
 }
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
@@ -285,7 +280,6 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   const int asked_chunks = fwd_chunks(num_tiles);
   (void)bwd_chunks(num_tiles);
   (void)bwd_cull();
-  (void)bwd_sum12();
   const bool cull = fwd_cull();
   const bool warp_emission = emit_by_warp();
 
@@ -481,8 +475,7 @@ std::vector<torch::Tensor> rasterize_backward(
                       (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
                       dL_dinvdepth.data_ptr<float>(), (int)dL_dinvdepth.stride(1), (int)dL_dinvdepth.stride(2),
                       grad.data_ptr<float>(), bwd_chunks(num_tiles),
-                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, bwd_cull(), bwd_sum12(),
-                      stream);
+                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, bwd_cull(), stream);
     check_launch(debug, "render backward");
   }
   const bool sh_fast = M == 16 && shs.numel() > 0 &&

@@ -351,32 +351,15 @@ size_t render_fwd_scratch_floats(int chunks, int W, int H) {
   return chunks <= 1 ? 0 : ((size_t)chunks - 1 + (size_t)chunks * FWD_PARTS) * W * H;
 }
 
-// Sum 10 per-lane values over the warp with a reduce-scatter (16 shuffles instead of 50) and add the
-// totals to dst[0..9] with one atomic instruction spread over 10 lanes.
-__device__ __forceinline__ void warp_sum10_atomic(float v[16], int lane, float* dst) {
-#pragma unroll
-  for (int s = 0; s < 4; s++) {
-    const int off = 16 >> s;
-    const int half = 8 >> s;
-    const bool upper = (lane & off) != 0;
-#pragma unroll
-    for (int k = 0; k < half; k++) {
-      const float send = upper ? v[k] : v[k + half];
-      const float keep = upper ? v[k + half] : v[k];
-      v[k] = keep + __shfl_xor_sync(0xffffffffu, send, off);
-    }
-  }
-  const float total = v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
-  const int slot = ((lane >> 1) & 1) | (((lane >> 2) & 1) << 1) | (((lane >> 3) & 1) << 2) | (((lane >> 4) & 1) << 3);
-  if ((lane & 1) == 0 && slot < GRAD_STRIDE) atomicAdd(dst + slot, total);
-}
-
-// The same sum with 12 shuffles (DGR_BWD_SHUFFLES=12): the 10 values are not padded to 16; each exchange halves what
-// a lane holds, 10 -> 5 -> 3 or 2 -> 2 or 1 -> 1, then the last pair adds up. Lane bits a (16), b (8), c (4), d (2)
-// choose the half kept: value 5a + (b and c clear: d; else b ? 3 + c : 2) ends summed in lane pairs (l, l ^ 1), one
-// pair for values 0, 1, 5 and 6, two (d clear and set) for the others; one even lane of each value writes it. Another
-// order of the additions than warp_sum10_atomic's: the same sums up to float rounding.
-__device__ __forceinline__ void warp_sum10_atomic_12(const float v[16], int lane, float* dst) {
+// Sum 10 per-lane values over the warp with a reduce-scatter in 12 shuffles (50 by plain butterflies) and add each
+// total to dst[0..9] with one atomic instruction spread over 10 lanes. Each exchange halves what a lane holds,
+// 10 -> 5 -> 3 or 2 -> 2 or 1 -> 1, then the last pair adds up. Lane bits a (16), b (8), c (4), d (2) choose the half
+// kept: value 5a + (b and c clear: d; else b ? 3 + c : 2) ends summed in lane pairs (l, l ^ 1), one pair for values
+// 0, 1, 5 and 6, two (d clear and set) for the others; one even lane of each value writes it. Every lane's choice is
+// a select, so the sum compiles to straight-line code; padding the 10 to 16 for a power-of-two split (16 shuffles)
+// compiled its first exchange to a loop with a divergent branch per value and cost lego's 7,000 steps 1.27x the time
+// (docs/BENCHMARKS.md, twentieth session).
+__device__ __forceinline__ void warp_sum10_atomic(const float v[GRAD_STRIDE], int lane, float* dst) {
   constexpr unsigned FULL = 0xffffffffu;
   const bool a = lane & 16, b = lane & 8, c = lane & 4, d = lane & 2;
   float w[5];  // 16 apart: values 0-4 (a clear) or 5-9
@@ -414,8 +397,7 @@ constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile and chunk
 // evaluating every one at all 32 pixels to find none passes. A skipped Gaussian is one no pixel of the warp blends,
 // so the same Gaussians blend in the same order: the same gradients up to the atomics' float order. (CULL holds to 16
 // blocks an SM, the full walk's occupancy: 64 registers, none spilled, where it would take 70 and 14 blocks.)
-// SUM12 (DGR_BWD_SHUFFLES=12): the per-Gaussian sums by warp_sum10_atomic_12.
-template <bool CULL, bool SUM12>
+template <bool CULL>
 __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
@@ -470,9 +452,9 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
       valid = e.ok;
     }
     if (!__any_sync(0xffffffffu, valid)) return;
-    float v[16];
+    float v[GRAD_STRIDE];
 #pragma unroll
-    for (int q = 0; q < 16; q++) v[q] = 0.f;
+    for (int q = 0; q < GRAD_STRIDE; q++) v[q] = 0.f;
     if (valid) {
       const float4 cd = s_cd[k];
       T = T / (1.f - e.alpha);  // transmittance in front of this Gaussian
@@ -497,10 +479,7 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
         v[4] = -0.5f * e.dy * e.dy * dL_dpower;
       }
     }
-    if constexpr (SUM12)
-      warp_sum10_atomic_12(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
-    else
-      warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
+    warp_sum10_atomic(v, lane, grad + (size_t)s_id[k] * GRAD_STRIDE);
   };
   // the warp's pixel rect (its lane 0 holds the top-left pixel: tile_pixel's 8x4 layout)
   const float wx0 = CULL ? __shfl_sync(0xffffffffu, fpx, 0) : 0.f, wy0 = CULL ? __shfl_sync(0xffffffffu, fpy, 0) : 0.f;
@@ -579,18 +558,17 @@ void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ran
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
                        const float* dL_dinvdepth, int ds1, int ds2, float* grad, int chunks, const int* tile_order,
-                       bool cull, bool sum12, cudaStream_t stream) {
+                       bool cull, cudaStream_t stream) {
   if (num_tiles == 0) return;
   chunks = std::max(1, chunks);
-  auto kernel = cull ? (sum12 ? render_bwd_kernel<true, true> : render_bwd_kernel<true, false>)
-                     : (sum12 ? render_bwd_kernel<false, true> : render_bwd_kernel<false, false>);
+  auto kernel = cull ? render_bwd_kernel<true> : render_bwd_kernel<false>;
   kernel<<<num_tiles * BWD_SPLIT * chunks, BWD_WARPS * 32, 0, stream>>>(
       tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, final_T, n_contrib, dL_dcolor, cs0, cs1, cs2,
       dL_dinvdepth, ds1, ds2, grad, chunks, tile_order);
 }
 
 int render_bwd_resident_warps() {  // per SM (0: unknown)
-  return resident_blocks(render_bwd_kernel<false, false>, BWD_WARPS * 32) * BWD_WARPS;
+  return resident_blocks(render_bwd_kernel<false>, BWD_WARPS * 32) * BWD_WARPS;
 }
 
 // One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the
