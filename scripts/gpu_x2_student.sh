@@ -26,6 +26,8 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify22  one GPU (~12 min with the build and the tests, SEEDS="1 2 3 4"): the SH rows staged in batches
+#        (DGR_SH_STAGE) against the loop: tests, the benchmark's kernels at 0.1M/1M/3M, bonsai and lego paired;
 #   verify21  one GPU (~10 min with the build and the tests): the backward's 12-shuffle sums as its only sums, the
 #        tests, the gsplat test's sample by colour seed, the benchmark's kernels at 0.1M/1M/3M, lego's backward chunks,
 #        bonsai's pipeline (verify20, at 9d5463c: the sums paired by DGR_BWD_SHUFFLES over SEEDS);
@@ -72,7 +74,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify21 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify22 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -433,7 +435,7 @@ raster_bench() {  # [NAME=value ...] [benchmark_rasterizer.py flags]: our raster
   while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
   { stamp "rasterizer benchmark ${envs[*]} $* (alone on GPU 0)"
     env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 python3 scripts/benchmark_rasterizer.py --scene data/bonsai "$@" 2>&1 \
-      | grep -v Warn | tail -40; } >> $R/summary.txt
+      | grep -v Warn | tail -${BENCH_LINES:-100}; } >> $R/summary.txt
 }
 fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default step otherwise)
   graph_ab 0 "lego:" "lego:DGR_FWD_CHUNKS=2" "lego:DGR_FWD_CHUNKS=3" "lego:DGR_FWD_CHUNKS=4" "lego:" \
@@ -515,6 +517,17 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify22 ]; then  # one GPU (~12 min with the build and the tests; a launch and a poll): the
+  # per-Gaussian kernels' SH rows staged in batches of loads (DGR_SH_STAGE=batched, built in the twentieth session,
+  # never run) and the depth sort's values written by the preprocessing (no torch.arange): the tests, the benchmark's
+  # kernels by staging at issue 12's three sizes, bonsai's 7,000 steps by staging paired over SEEDS (1.2M Gaussians:
+  # the preprocessing matters most there), lego's too
+  raster_bench DGR_SH_STAGE=loop --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
+  raster_bench DGR_SH_STAGE=batched --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
+  flag_paired bonsai DGR_SH_STAGE "loop batched"
+  flag_paired lego DGR_SH_STAGE "loop batched"
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify21 ]; then  # one GPU (~10 min with the build and the tests; a launch and a poll): the

@@ -325,17 +325,30 @@ def _cull_scenes():
     return [(40, s, g), (41, s, deep)]
 
 
-def _runs_by_flag(monkeypatch, flag):
-    """For each of _cull_scenes, the CUDA render with its gradients and stats: twice with the environment `flag` off,
-    once on. Leaves it on."""
+def _runs_by_flag(monkeypatch, flag, values=("off", "on"), scenes=None, split_sh=False):
+    """For each scene (seed, settings, Gaussians; default _cull_scenes), the CUDA render with its gradients and stats:
+    twice with the environment `flag` at values[0], once at values[1]. Leaves it at values[1]."""
     dgr = _cuda_module()
-    for seed, s, scene in _cull_scenes():
+    for seed, s, scene in scenes or _cull_scenes():
         w = loss_weights(s, seed, True, True, DEV)
         runs = []
-        for value in ("off", "off", "on"):
+        for value in (values[0], values[0], values[1]):
             monkeypatch.setenv(flag, value)
-            runs.append(render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True))
+            runs.append(render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True,
+                                          split_sh=split_sh))
         yield runs
+
+
+def _assert_the_same_render(base, again, other):
+    """`other` renders what `base` does: image, inverse depth, radii and the area stats bit for bit, the accumulated
+    weights and the gradients up to the atomics' float order (their noise: `base` against `again`, the same run)."""
+    for k in ("color", "invdepth", "radii"):
+        assert torch.equal(other[k], base[k]), k
+    for k in ("area_proj", "area_max"):
+        assert torch.equal(other["stats"][k], base["stats"][k]), k
+    weights = [{"accum_weights": r["stats"]["accum_weights"]} for r in (base, again, other)]
+    assert_close_up_to_atomics(weights[0], weights[2], atomics_noise(weights[0], weights[1]))
+    assert_close_up_to_atomics(base["grads"], other["grads"], atomics_noise(base["grads"], again["grads"]))
 
 
 @pytest.mark.parametrize("chunks", ["1", "3"])
@@ -357,16 +370,23 @@ def test_forward_warp_culling_draws_the_full_walks_image(monkeypatch, chunks):
     counts exactly), and the gradients (the backward starts from the forward's final T and last contributor); in
     depth chunks (DGR_FWD_CHUNKS=3) the chunks' transmittance pass is culled too."""
     monkeypatch.setenv("DGR_FWD_CHUNKS", chunks)
-    for full, again, culled in _runs_by_flag(monkeypatch, "DGR_FWD_CULL"):
-        for k in ("color", "invdepth", "radii"):
-            assert torch.equal(culled[k], full[k]), k
-        assert torch.equal(culled["stats"]["area_proj"], full["stats"]["area_proj"])
-        assert torch.equal(culled["stats"]["area_max"], full["stats"]["area_max"])
-        full_w, again_w, culled_w = ({"accum_weights": r["stats"]["accum_weights"]} for r in (full, again, culled))
-        assert_close_up_to_atomics(full_w, culled_w, atomics_noise(full_w, again_w))
-        assert_close_up_to_atomics(full["grads"], culled["grads"], atomics_noise(full["grads"], again["grads"]))
+    for runs in _runs_by_flag(monkeypatch, "DGR_FWD_CULL"):
+        _assert_the_same_render(*runs)
     seed, s, deep = _cull_scenes()[-1]
     _compare(s, deep, seed=seed)  # (DGR_FWD_CULL=on) and the torch rasterizer's
+
+
+@pytest.mark.parametrize("split_sh", [False, True])
+def test_sh_staged_in_batches_matches_the_loop(monkeypatch, split_sh):
+    """DGR_SH_STAGE=batched: the per-Gaussian kernels load a warp's SH rows in batches of up to 15 loads a lane before
+    storing them to shared memory, where the loop stores each before the next trip's loads: the same values in the
+    same places, so the same image, radii and screen-space data bit for bit, and gradients up to the render
+    backward's atomics; 16 coefficients (the staged path) in one array or two (render()'s form), whole warps and a
+    last partial one (1,000 Gaussians)."""
+    scene = (50, _settings(W=64, H=48, sh_degree=3), random_gaussians(1000, seed=50, sh_degree=3, device=DEV))
+    for runs in _runs_by_flag(monkeypatch, "DGR_SH_STAGE", ("loop", "batched"), [scene], split_sh):
+        _assert_the_same_render(*runs)
+    _compare(*scene[1:], seed=50, split_sh=split_sh)  # (DGR_SH_STAGE=batched) and the torch rasterizer's
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
@@ -380,7 +400,8 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
                                  ("DGR_FWD_CHUNKS", "2x", "DGR_FWD_CHUNKS must be auto or a number of chunks from 1 "
                                   "to 16, not '2x'"),
                                  ("DGR_BWD_CULL", "yes", "DGR_BWD_CULL must be on or off, not 'yes'"),
-                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'")):
+                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'"),
+                                 ("DGR_SH_STAGE", "fast", "DGR_SH_STAGE must be batched or loop, not 'fast'")):
         monkeypatch.setenv(name, value)
         with torch.no_grad(), pytest.raises(RuntimeError, match=message):
             dgr.GaussianRasterizer(raster_settings=s)(

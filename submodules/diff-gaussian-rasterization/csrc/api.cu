@@ -127,6 +127,12 @@ bool emit_by_warp() { return !env_is("DGR_EMIT", "thread", "warp", false); }
 bool fwd_cull() { return env_is("DGR_FWD_CULL", "on", "off", true); }
 bool bwd_cull() { return env_is("DGR_BWD_CULL", "on", "off", true); }
 
+// How the per-Gaussian kernels stage a warp's SH rows into shared memory (common.cuh, warp_stage): a loop whose
+// trips keep about four loads in flight a warp (loop, the default; under Nsight Compute on an H200 these kernels ran
+// at 54-60% of DRAM bandwidth, docs/BENCHMARKS.md eighteenth session), or batches of up to 15 loads a lane (batched,
+// opt-in until measured on a GPU).
+bool sh_batched() { return env_is("DGR_SH_STAGE", "batched", "loop", false); }
+
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
 // R: the number of pairs (exact mode) or the buffers' capacity (pc.meta set: sentinel entries after the pairs).
@@ -241,7 +247,8 @@ std::vector<int64_t> render_chunks(int64_t num_tiles) {
 std::map<std::string, std::string> render_flags() {
   return {{"DGR_EMIT", emit_by_warp() ? "warp" : "thread"},
           {"DGR_FWD_CULL", fwd_cull() ? "on" : "off"},
-          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"}};
+          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"},
+          {"DGR_SH_STAGE", sh_batched() ? "batched" : "loop"}};
 }
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
@@ -282,6 +289,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   (void)bwd_cull();
   const bool cull = fwd_cull();
   const bool warp_emission = emit_by_warp();
+  const bool batched = sh_batched();
 
   const bool sh_fast = sh_fast_path(M, shs, split);
   // The capacity mode: no host-device sync. The compacted arrays get P rows, the pair buffers pair_capacity
@@ -295,7 +303,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                 "pair_capacity > 0 needs pair_meta: a contiguous int32 tensor of 3 entries on the Gaussians' GPU");
     C10_CUDA_CHECK(cudaMemsetAsync(pair_meta.data_ptr<int>(), 0, 3 * sizeof(int), stream));
   }
-  auto radii = torch::zeros({P}, iopt);
+  auto radii = torch::empty({P}, iopt);  // (every entry written by the preprocessing)
   auto out_color = torch::empty({3, H, W}, fopt);
   auto out_invdepth = torch::empty({1, H, W}, fopt);
   auto final_T = torch::empty({H, W}, fopt);
@@ -319,14 +327,15 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     auto rgbd = torch::empty({P, 4}, fopt);
     auto tiles_touched = torch::empty({P}, iopt);
     auto depth_keys = torch::empty({P}, iopt);
+    auto depth_index = torch::empty({P}, iopt);  // 0 .. P-1, the depth sort's values
     launch_preprocess_fwd(P, deg, M, sh_fast, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
                           opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D),
                           cam,
                           radii.data_ptr<int>(), reinterpret_cast<float2*>(xy.data_ptr<float>()),
                           reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
                           reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
-                          reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), tiles_touched.data_ptr<int>(),
-                          stream);
+                          reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), depth_index.data_ptr<int>(),
+                          tiles_touched.data_ptr<int>(), batched, stream);
     check_launch(debug, "preprocess");
 
     // Depth order of the Gaussians (culled ones carry the largest key and come last).
@@ -336,7 +345,6 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     {
       auto keys_out = torch::empty({P}, iopt);
       {
-        auto idx_in = torch::arange(P, iopt);
         size_t temp_bytes = 0;
         cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
                                         (const int*)nullptr, (int*)nullptr, P, 0, 32, stream);
@@ -344,7 +352,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
         cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes,
                                         reinterpret_cast<const uint32_t*>(depth_keys.data_ptr<int>()),
                                         reinterpret_cast<uint32_t*>(keys_out.data_ptr<int>()),
-                                        idx_in.data_ptr<int>(), order.data_ptr<int>(), P, 0, 32, stream);
+                                        depth_index.data_ptr<int>(), order.data_ptr<int>(), P, 0, 32, stream);
         check_launch(debug, "depth sort");
       }
       // Offsets of each Gaussian's (tile, Gaussian) pairs, in depth order; V and R in one small copy.
@@ -383,6 +391,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     rgbd.reset();
     tiles_touched.reset();
     depth_keys.reset();
+    depth_index.reset();
     if (R > 0) {
       if (num_tiles < 65535)
         point_list = bin_pairs<uint16_t>(R, V, offsets, radius_c, xy_c, conic_c, cam, num_tiles, ranges, pc,
@@ -490,7 +499,7 @@ std::vector<torch::Tensor> rasterize_backward(
                         colors.numel() > 0 ? dL_dcolors.data_ptr<float>() : nullptr,
                         use_cov ? nullptr : dL_dscales.data_ptr<float>(),
                         use_cov ? nullptr : dL_drotations.data_ptr<float>(),
-                        use_cov ? dL_dcov3D.data_ptr<float>() : nullptr, stream);
+                        use_cov ? dL_dcov3D.data_ptr<float>() : nullptr, sh_batched(), stream);
   check_launch(debug, "preprocess backward");
   return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations,
           dL_dsh_rest};
@@ -526,14 +535,15 @@ std::vector<torch::Tensor> preprocess_forward(const torch::Tensor& means3D_in, c
   auto conic_op = torch::zeros({P, 4}, fopt);
   auto rgbd = torch::zeros({P, 4}, fopt);
   auto tiles_touched = torch::zeros({P}, iopt);
-  auto depth_keys = torch::empty({P}, iopt);
+  auto depth_keys = torch::empty({P}, iopt), depth_index = torch::empty({P}, iopt);
   launch_preprocess_fwd(P, sh_degree_used(sh_degree, M), M, sh_fast_path(M, shs, split), means3D.data_ptr<float>(),
                         opt_ptr(scales), opt_ptr(rotations), opacity.data_ptr<float>(), opt_ptr(shs),
                         opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D), cam, radii.data_ptr<int>(),
                         reinterpret_cast<float2*>(xy.data_ptr<float>()),
                         reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
                         reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
-                        reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), tiles_touched.data_ptr<int>(), stream);
+                        reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), depth_index.data_ptr<int>(),
+                        tiles_touched.data_ptr<int>(), sh_batched(), stream);
   check_launch(false, "preprocess stage");
   return {radii, xy, conic_op, rgbd, tiles_touched};
 }

@@ -25,18 +25,36 @@ __device__ __forceinline__ bool usable_color(float3 c) {
 
 // A warp moves the 48-float SH rows of Gaussians g0 .. g0+31 between global memory (contiguous, 16-byte
 // aligned) and shared memory (row stride SH_PAD) with coalesced 16-byte accesses; rows >= P are skipped.
-__device__ __forceinline__ void warp_load_rows48(const float* __restrict__ src, int g0, int P, float* buf, int lane) {
-  const int n4 = min(32, P - g0) * 12;
-  const float4* s4 = reinterpret_cast<const float4*>(src + (size_t)g0 * 48);
-  for (int e = lane; e < n4; e += 32) {
-    const float4 v = s4[e];
-    const int r = e / 12, c = (e - r * 12) * 4;
-    float* d = buf + r * SH_PAD + c;
-    d[0] = v.x;
-    d[1] = v.y;
-    d[2] = v.z;
-    d[3] = v.w;
+// Copy the warp's n elements src[0 .. n-1] into shared memory by put(e, value), BATCH loads a lane in flight before
+// their stores (BATCHED), or the plain loop (its trips store each load before the next trip's loads issue, which
+// holds a warp to about four loads in flight). The same values land in the same places either way.
+template <bool BATCHED, int BATCH, typename T, typename Put>
+__device__ __forceinline__ void warp_stage(const T* __restrict__ src, int n, int lane, Put put) {
+  int e0 = 0;
+  if constexpr (BATCHED) {
+    for (; e0 + 32 * BATCH <= n; e0 += 32 * BATCH) {
+      T v[BATCH];
+#pragma unroll
+      for (int b = 0; b < BATCH; b++) v[b] = src[e0 + 32 * b + lane];
+#pragma unroll
+      for (int b = 0; b < BATCH; b++) put(e0 + 32 * b + lane, v[b]);
+    }
   }
+  for (int e = e0 + lane; e < n; e += 32) put(e, src[e]);
+}
+
+template <bool BATCHED>
+__device__ __forceinline__ void warp_load_rows48(const float* __restrict__ src, int g0, int P, float* buf, int lane) {
+  // a full warp's 384 float4 in two batches of 6 a lane
+  warp_stage<BATCHED, 6>(reinterpret_cast<const float4*>(src + (size_t)g0 * 48), min(32, P - g0) * 12, lane,
+                         [buf](int e, float4 v) {
+                           const int r = e / 12, c = (e - r * 12) * 4;
+                           float* d = buf + r * SH_PAD + c;
+                           d[0] = v.x;
+                           d[1] = v.y;
+                           d[2] = v.z;
+                           d[3] = v.w;
+                         });
 }
 
 __device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g0, int P, const float* buf, int lane) {
@@ -52,17 +70,18 @@ __device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g
 // The same for SH given as two arrays, the DC rows dc [P, 3] and the higher bands rest [P, 45] (the model's
 // f_dc and f_rest, so the host never concatenates them); rest == nullptr: dc holds whole 48-float rows.
 // Each part of the warp's 32 rows is one contiguous range, read and written with coalesced 4-byte accesses.
+// BATCHED (DGR_SH_STAGE=batched): the loads in batches (warp_stage; a full warp's rest rows in three of 15 a lane).
+template <bool BATCHED>
 __device__ __forceinline__ void warp_load_sh(const float* __restrict__ dc, const float* __restrict__ rest, int g0,
                                              int P, float* buf, int lane) {
   if (rest == nullptr) {
-    warp_load_rows48(dc, g0, P, buf, lane);
+    warp_load_rows48<BATCHED>(dc, g0, P, buf, lane);
     return;
   }
   const int n = min(32, P - g0);
-  const float* d = dc + (size_t)g0 * 3;
-  for (int e = lane; e < n * 3; e += 32) buf[(e / 3) * SH_PAD + e % 3] = d[e];
-  const float* r = rest + (size_t)g0 * 45;
-  for (int e = lane; e < n * 45; e += 32) buf[(e / 45) * SH_PAD + 3 + e % 45] = r[e];
+  warp_stage<BATCHED, 3>(dc + (size_t)g0 * 3, n * 3, lane, [buf](int e, float v) { buf[(e / 3) * SH_PAD + e % 3] = v; });
+  warp_stage<BATCHED, 15>(rest + (size_t)g0 * 45, n * 45, lane,
+                          [buf](int e, float v) { buf[(e / 45) * SH_PAD + 3 + e % 45] = v; });
 }
 
 __device__ __forceinline__ void warp_store_sh(float* __restrict__ dc, float* __restrict__ rest, int g0, int P,

@@ -72,12 +72,13 @@ __device__ __forceinline__ bool project_gaussian(int i, const float* __restrict_
   return true;
 }
 
+template <bool SH_BATCHED>
 __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     int P, int deg, int M, bool sh_fast, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
     const float* __restrict__ shs_rest, const float* __restrict__ colors_precomp,
     const float* __restrict__ cov3D_precomp, const Cam cam, int* radii,
-    float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched) {
+    float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index, int* tiles_touched) {
   __shared__ float s_sh[PRE_BLOCK / 32][32 * SH_PAD];
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
   } else {
     const float* sh;
     if (sh_fast) {  // M == 16: the warp stages its 32 rows through shared memory with coalesced loads
-      if (__any_sync(0xffffffffu, vis)) warp_load_sh(shs, shs_rest, i - lane, P, s_sh[warp], lane);
+      if (__any_sync(0xffffffffu, vis)) warp_load_sh<SH_BATCHED>(shs, shs_rest, i - lane, P, s_sh[warp], lane);
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
     } else {
@@ -125,6 +126,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     }
   }
   if (i >= P) return;
+  depth_index[i] = i;  // the depth sort's values (here rather than by a torch.arange: one launch and pass fewer)
   if (!vis) {
     radii[i] = 0;
     tiles_touched[i] = 0;
@@ -143,13 +145,13 @@ void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* mea
                            const float* rotations, const float* opacities, const float* shs,
                            const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
                            const Cam& cam, int* radii,
-                           float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* tiles_touched,
-                           cudaStream_t stream) {
+                           float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index,
+                           int* tiles_touched, bool sh_batched, cudaStream_t stream) {
   if (P == 0) return;
-  preprocess_fwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
+  auto kernel = sh_batched ? preprocess_fwd_kernel<true> : preprocess_fwd_kernel<false>;
+  kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
       P, deg, M, sh_fast, means3D, scales, rotations, opacities, shs, shs_rest, colors_precomp, cov3D_precomp, cam,
-      radii, xy,
-      conic_op, rgbd, depth_keys, tiles_touched);
+      radii, xy, conic_op, rgbd, depth_keys, depth_index, tiles_touched);
 }
 
 // After the depth sort: counts in depth order, V (number of visible Gaussians: their keys come first).
