@@ -535,15 +535,15 @@ std::vector<torch::Tensor> preprocess_forward(const torch::Tensor& means3D_in, c
   auto conic_op = torch::zeros({P, 4}, fopt);
   auto rgbd = torch::zeros({P, 4}, fopt);
   auto tiles_touched = torch::zeros({P}, iopt);
-  auto depth_keys = torch::empty({P}, iopt), depth_index = torch::empty({P}, iopt);
+  auto depth_keys = torch::empty({P}, iopt);
   launch_preprocess_fwd(P, sh_degree_used(sh_degree, M), M, sh_fast_path(M, shs, split), means3D.data_ptr<float>(),
                         opt_ptr(scales), opt_ptr(rotations), opacity.data_ptr<float>(), opt_ptr(shs),
                         opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D), cam, radii.data_ptr<int>(),
                         reinterpret_cast<float2*>(xy.data_ptr<float>()),
                         reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
                         reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
-                        reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), depth_index.data_ptr<int>(),
-                        tiles_touched.data_ptr<int>(), sh_batched(), stream);
+                        reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), nullptr, tiles_touched.data_ptr<int>(),
+                        sh_batched(), stream);
   check_launch(false, "preprocess stage");
   return {radii, xy, conic_op, rgbd, tiles_touched};
 }

@@ -79,7 +79,8 @@ __device__ __forceinline__ void warp_load_sh(const float* __restrict__ dc, const
     return;
   }
   const int n = min(32, P - g0);
-  warp_stage<BATCHED, 3>(dc + (size_t)g0 * 3, n * 3, lane, [buf](int e, float v) { buf[(e / 3) * SH_PAD + e % 3] = v; });
+  warp_stage<BATCHED, 3>(dc + (size_t)g0 * 3, n * 3, lane,
+                         [buf](int e, float v) { buf[(e / 3) * SH_PAD + e % 3] = v; });
   warp_stage<BATCHED, 15>(rest + (size_t)g0 * 45, n * 45, lane,
                           [buf](int e, float v) { buf[(e / 45) * SH_PAD + 3 + e % 45] = v; });
 }

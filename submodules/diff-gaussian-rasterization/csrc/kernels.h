@@ -10,7 +10,8 @@ namespace dgr {
 // Per-Gaussian projection, colour and tile count. Culled Gaussians get radius 0, tile count 0 and the
 // largest depth key; the other outputs are written for visible Gaussians only. sh_fast: M == 16 and either
 // shs 16-byte aligned or the SH split into shs (DC [P, 3]) and shs_rest ([P, 45]) (coalesced shared-memory
-// staging of the SH rows); shs_rest is nullptr unless split, which needs sh_fast.
+// staging of the SH rows); shs_rest is nullptr unless split, which needs sh_fast. depth_index (unless nullptr)
+// gets 0 .. P-1, the depth sort's values; sh_batched: the SH staging in batches of loads (common.cuh, warp_stage).
 void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
                            const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,

@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     }
   }
   if (i >= P) return;
-  depth_index[i] = i;  // the depth sort's values (here rather than by a torch.arange: one launch and pass fewer)
+  if (depth_index) depth_index[i] = i;  // the depth sort's values (rather than a torch.arange: a launch and pass fewer)
   if (!vis) {
     radii[i] = 0;
     tiles_touched[i] = 0;
