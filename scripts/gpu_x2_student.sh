@@ -27,7 +27,8 @@
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
 #   verify22  one GPU (~12 min with the build and the tests, SEEDS="1 2 3 4"): the SH rows staged in batches
-#        (DGR_SH_STAGE) against the loop: tests, the benchmark's kernels at 0.1M/1M/3M, bonsai and lego paired;
+#        (DGR_SH_STAGE) against the loop: tests, the benchmark's kernels at 0.1M/1M/3M, bonsai and lego paired,
+#        the preprocessing kernels under Nsight Compute by staging;
 #   verify21  one GPU (~10 min with the build and the tests): the backward's 12-shuffle sums as its only sums, the
 #        tests, the gsplat test's sample by colour seed, the benchmark's kernels at 0.1M/1M/3M, lego's backward chunks,
 #        bonsai's pipeline (verify20, at 9d5463c: the sums paired by DGR_BWD_SHUFFLES over SEEDS);
@@ -310,19 +311,20 @@ print("done")
 PY
   done
 }
-ncu_emit() {  # [NAME=value ...]: Nsight Compute on the pair emission at 1M Gaussians (the benchmark's bonsai views;
-  # issue 12: our emit kernel took 0.24-0.31 ms there, as long as gsplat's whole render backward, for a few bytes a
-  # pair): why it is slow (memory or latency bound, its stall reasons), in the summary and the logs
-  local envs=()
+ncu_kernels_1m() {  # name kernel-regex [NAME=value ...]: Nsight Compute on the kernels matching the regex at 1M
+  # Gaussians (the benchmark's bonsai views; two launches after two skipped): whether they are memory or latency bound
+  # (throughputs, occupancy, stall reasons), in the summary and logs/ncu_<name>_<flags>_details.txt. Issue 12: the
+  # pair emission (emit_kernel), the per-Gaussian preprocessing (preprocess_(fwd|bwd)_kernel)
+  local name=$1 regex=$2 envs=(); shift 2
   while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
-  local tag=${envs[*]:-default}; tag=${tag//[^A-Za-z0-9]/_}
-  env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 ncu --clock-control none --set full --kernel-name regex:'emit_kernel' \
-    --launch-skip 2 --launch-count 2 -f -o /tmp/ncu_emit_$tag python3 scripts/benchmark_rasterizer.py \
-    --scene data/bonsai --sizes 1000000 --no-gsplat --warmup 1 --rounds 1 --runs 1 > $R/logs/ncu_emit_${tag}_run.txt 2>&1
-  ncu --import /tmp/ncu_emit_$tag.ncu-rep --page details > $R/logs/ncu_emit_${tag}_details.txt 2>&1
-  { stamp "ncu, the pair emission at 1M Gaussians, ${envs[*]} (alone on GPU 0; details in logs/ncu_emit_${tag}_details.txt)"
-    grep -E "emit_kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +DRAM Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L2 Hit Rate|^ +Warp Cycles Per Issued Instruction|^ +Grid Size|stall" \
-      $R/logs/ncu_emit_${tag}_details.txt | head -40; tail -3 $R/logs/ncu_emit_${tag}_run.txt; } >> $R/summary.txt 2>&1
+  local tag=${envs[*]:-default}; tag=${name}_${tag//[^A-Za-z0-9]/_}
+  env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 ncu --clock-control none --set full --kernel-name regex:"$regex" \
+    --launch-skip 2 --launch-count 2 -f -o /tmp/ncu_$tag python3 scripts/benchmark_rasterizer.py \
+    --scene data/bonsai --sizes 1000000 --no-gsplat --warmup 1 --rounds 1 --runs 1 > $R/logs/ncu_${tag}_run.txt 2>&1
+  ncu --import /tmp/ncu_$tag.ncu-rep --page details > $R/logs/ncu_${tag}_details.txt 2>&1
+  { stamp "ncu, $name ($regex) at 1M Gaussians, ${envs[*]} (alone on GPU 0; details in logs/ncu_${tag}_details.txt)"
+    grep -E "_kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +DRAM Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L2 Hit Rate|^ +Warp Cycles Per Issued Instruction|^ +Grid Size|stall" \
+      $R/logs/ncu_${tag}_details.txt | head -60; tail -3 $R/logs/ncu_${tag}_run.txt; } >> $R/summary.txt 2>&1
 }
 
 # the CUDA tests first (25 s; with this session's held teachers): a failure stops the session before its budget goes
@@ -528,6 +530,8 @@ if [ "${PLAN:-}" = verify22 ]; then  # one GPU (~12 min with the build and the t
   raster_bench DGR_SH_STAGE=batched --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
   flag_paired bonsai DGR_SH_STAGE "loop batched"
   flag_paired lego DGR_SH_STAGE "loop batched"
+  ncu_kernels_1m preprocess 'preprocess_(fwd|bwd)_kernel' DGR_SH_STAGE=loop
+  ncu_kernels_1m preprocess 'preprocess_(fwd|bwd)_kernel' DGR_SH_STAGE=batched
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify21 ]; then  # one GPU (~10 min with the build and the tests; a launch and a poll): the
@@ -579,7 +583,7 @@ if [ "${PLAN:-}" = verify17 ]; then  # one GPU (~13 min with the build and the t
   # Nsight Compute by emission, lego's automatic forward chunks against one on seeds 5-8 (last: the first to go)
   flag_paired lego DGR_EMIT "thread warp"
   raster_bench DGR_EMIT=thread; raster_bench
-  ncu_emit DGR_EMIT=thread; ncu_emit DGR_EMIT=warp
+  ncu_kernels_1m emit emit_kernel DGR_EMIT=thread; ncu_kernels_1m emit emit_kernel DGR_EMIT=warp
   SEEDS="5 6 7 8" flag_paired lego DGR_FWD_CHUNKS "1 auto"
   stamp done; touch $DONE; exit 0
 fi
@@ -591,7 +595,7 @@ if [ "${PLAN:-}" = verify16 ]; then  # one GPU (~14 min with the build and the t
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp
   SEEDS="5 6 7 8" flag_paired lego DGR_FWD_CHUNKS "1 auto"
   capture_probe
-  ncu_emit DGR_EMIT=thread; ncu_emit DGR_EMIT=warp
+  ncu_kernels_1m emit emit_kernel DGR_EMIT=thread; ncu_kernels_1m emit emit_kernel DGR_EMIT=warp
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = fwdauto ]; then  # one GPU (~8 min with the build and the tests, SEEDS="1 2 3 4"): the automatic
