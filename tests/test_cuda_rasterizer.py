@@ -383,10 +383,10 @@ def test_sh_staged_in_batches_matches_the_loop(monkeypatch, split_sh):
     same places, so the same image, radii and screen-space data bit for bit, and gradients up to the render
     backward's atomics; 16 coefficients (the staged path) in one array or two (render()'s form), whole warps and a
     last partial one (1,000 Gaussians)."""
-    scene = (50, _settings(W=64, H=48, sh_degree=3), random_gaussians(1000, seed=50, sh_degree=3, device=DEV))
-    for runs in _runs_by_flag(monkeypatch, "DGR_SH_STAGE", ("loop", "batched"), [scene], split_sh):
+    s, g = _settings(W=64, H=48, sh_degree=3), random_gaussians(1000, seed=50, sh_degree=3, device=DEV)
+    for runs in _runs_by_flag(monkeypatch, "DGR_SH_STAGE", ("loop", "batched"), [(50, s, g)], split_sh):
         _assert_the_same_render(*runs)
-    _compare(*scene[1:], seed=50, split_sh=split_sh)  # (DGR_SH_STAGE=batched) and the torch rasterizer's
+    _compare(s, g, seed=50, split_sh=split_sh)  # (DGR_SH_STAGE=batched) and the torch rasterizer's
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
