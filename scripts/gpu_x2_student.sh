@@ -26,9 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify22  one GPU (~12 min with the build and the tests, SEEDS="1 2 3 4"): the SH rows staged in batches
-#        (DGR_SH_STAGE) against the loop: tests, the benchmark's kernels at 0.1M/1M/3M, bonsai and lego paired,
-#        the preprocessing kernels under Nsight Compute by staging;
+#   verify23  one GPU (~9 min with the build and the tests, SEEDS="1 2 3 4"): only the visible Gaussians' SH rows
+#        read: tests, the benchmark's kernels at 0.1M/1M/3M twice, bonsai's and lego's steps over SEEDS, the
+#        preprocessing kernels under Nsight Compute (verify22: the SH staging by batches against the loop);
 #   verify21  one GPU (~10 min with the build and the tests): the backward's 12-shuffle sums as its only sums, the
 #        tests, the gsplat test's sample by colour seed, the benchmark's kernels at 0.1M/1M/3M, lego's backward chunks,
 #        bonsai's pipeline (verify20, at 9d5463c: the sums paired by DGR_BWD_SHUFFLES over SEEDS);
@@ -75,7 +75,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify22 verify21 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -314,7 +314,8 @@ PY
 ncu_kernels_1m() {  # name kernel-regex [NAME=value ...]: Nsight Compute on the kernels matching the regex at 1M
   # Gaussians (the benchmark's bonsai views; two launches after two skipped): whether they are memory or latency bound
   # (throughputs, occupancy, stall reasons), in the summary and logs/ncu_<name>_<flags>_details.txt. Issue 12: the
-  # pair emission (emit_kernel), the per-Gaussian preprocessing (preprocess_(fwd|bwd)_kernel)
+  # pair emission (emit_kernel), the per-Gaussian preprocessing (preprocess_fwd_kernel, preprocess_bwd_kernel). One
+  # kernel a call: the launches are counted over all matches (verify22's (fwd|bwd) caught only forwards)
   local name=$1 regex=$2 envs=(); shift 2
   while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
   local tag=${envs[*]:-default}; tag=${name}_${tag//[^A-Za-z0-9]/_}
@@ -521,17 +522,18 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = verify22 ]; then  # one GPU (~12 min with the build and the tests; a launch and a poll): the
-  # per-Gaussian kernels' SH rows staged in batches of loads (DGR_SH_STAGE=batched, built in the twentieth session,
-  # never run) and the depth sort's values written by the preprocessing (no torch.arange): the tests, the benchmark's
-  # kernels by staging at issue 12's three sizes, bonsai's 7,000 steps by staging paired over SEEDS (1.2M Gaussians:
-  # the preprocessing matters most there), lego's too
-  raster_bench DGR_SH_STAGE=loop --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
-  raster_bench DGR_SH_STAGE=batched --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
-  flag_paired bonsai DGR_SH_STAGE "loop batched"
-  flag_paired lego DGR_SH_STAGE "loop batched"
-  ncu_kernels_1m preprocess 'preprocess_(fwd|bwd)_kernel' DGR_SH_STAGE=loop
-  ncu_kernels_1m preprocess 'preprocess_(fwd|bwd)_kernel' DGR_SH_STAGE=batched
+if [ "${PLAN:-}" = verify23 ]; then  # one GPU (~9 min with the build and the tests, SEEDS="1 2 3 4"; NEW_TESTS=
+  # "tests/test_cuda_rasterizer.py tests/test_benchmark_rasterizer.py"): the per-Gaussian kernels read only the SH
+  # rows of a warp's visible Gaussians (the twenty-first session; exact): the tests, the benchmark's kernels at issue
+  # 12's three sizes (twice), bonsai's and lego's 7,000 steps over SEEDS (against verify22's batched runs on the same
+  # seeds, another machine of the kind), both preprocessing kernels under Nsight Compute. (verify22, at be11f4c: the
+  # SH rows staged in batches against the loop, DGR_SH_STAGE, since removed: the batches are the only staging)
+  raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
+  graph_ab 0 $(for s in $SEEDS; do echo "bonsai:--seed $s"; done)
+  graph_ab 0 $(for s in $SEEDS; do echo "lego:--seed $s"; done)
+  ncu_kernels_1m preprocess_fwd 'preprocess_fwd_kernel'
+  ncu_kernels_1m preprocess_bwd 'preprocess_bwd_kernel'
+  raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify21 ]; then  # one GPU (~10 min with the build and the tests; a launch and a poll): the

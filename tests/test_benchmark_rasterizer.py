@@ -70,12 +70,11 @@ def test_the_extension_says_what_the_environment_flags_choose(monkeypatch):
     if not has_kernels():
         pytest.skip("the diff_gaussian_rasterization extension is not built here")
     ext = package.extension()
-    flags = ("DGR_EMIT", "DGR_FWD_CULL", "DGR_BWD_CULL", "DGR_SH_STAGE")
+    flags = ("DGR_EMIT", "DGR_FWD_CULL", "DGR_BWD_CULL")
     for name in flags:
         monkeypatch.delenv(name, raising=False)
-    assert ext.render_flags() == {"DGR_EMIT": "warp", "DGR_FWD_CULL": "on", "DGR_BWD_CULL": "on",
-                                  "DGR_SH_STAGE": "loop"}
-    others = {"DGR_EMIT": "thread", "DGR_FWD_CULL": "off", "DGR_BWD_CULL": "off", "DGR_SH_STAGE": "batched"}
+    assert ext.render_flags() == {"DGR_EMIT": "warp", "DGR_FWD_CULL": "on", "DGR_BWD_CULL": "on"}
+    others = {"DGR_EMIT": "thread", "DGR_FWD_CULL": "off", "DGR_BWD_CULL": "off"}
     for name, value in others.items():
         monkeypatch.setenv(name, value)
     assert ext.render_flags() == others

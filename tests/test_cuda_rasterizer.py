@@ -325,17 +325,16 @@ def _cull_scenes():
     return [(40, s, g), (41, s, deep)]
 
 
-def _runs_by_flag(monkeypatch, flag, values=("off", "on"), scenes=None, split_sh=False):
-    """For each scene (seed, settings, Gaussians; default _cull_scenes), the CUDA render with its gradients and stats:
-    twice with the environment `flag` at values[0], once at values[1]. Leaves it at values[1]."""
+def _runs_by_flag(monkeypatch, flag):
+    """For each of _cull_scenes, the CUDA render with its gradients and stats: twice with the environment `flag` off,
+    once on. Leaves it on."""
     dgr = _cuda_module()
-    for seed, s, scene in scenes or _cull_scenes():
+    for seed, s, scene in _cull_scenes():
         w = loss_weights(s, seed, True, True, DEV)
         runs = []
-        for value in (values[0], values[0], values[1]):
+        for value in ("off", "off", "on"):
             monkeypatch.setenv(flag, value)
-            runs.append(render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True,
-                                          split_sh=split_sh))
+            runs.append(render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), scene, w, return_stats=True))
         yield runs
 
 
@@ -377,16 +376,21 @@ def test_forward_warp_culling_draws_the_full_walks_image(monkeypatch, chunks):
 
 
 @pytest.mark.parametrize("split_sh", [False, True])
-def test_sh_staged_in_batches_matches_the_loop(monkeypatch, split_sh):
-    """DGR_SH_STAGE=batched: the per-Gaussian kernels load a warp's SH rows in batches of up to 15 loads a lane before
-    storing them to shared memory, where the loop stores each before the next trip's loads: the same values in the
-    same places, so the same image, radii and screen-space data bit for bit, and gradients up to the render
-    backward's atomics; 16 coefficients (the staged path) in one array or two (render()'s form), whole warps and a
-    last partial one (1,000 Gaussians)."""
+@pytest.mark.parametrize("culled_share", [0.0, 0.7])
+def test_sh_rows_staged_in_batches(split_sh, culled_share):
+    """The per-Gaussian kernels load a warp's SH rows into shared memory in batches of loads (common.cuh, warp_stage:
+    6 float4 a lane for whole rows, 3 and 15 floats for the two parts), only the rows of the warp's visible Gaussians:
+    16 coefficients (the staged path) in one array or two (render()'s form), whole warps and a last partial one
+    (1,000 Gaussians: 31 full warps and 8 rows, which take the tail loop), all visible or 70% culled at random
+    (mirrored behind the camera, so nearly every warp mixes both), against the torch rasterizer; the culled
+    Gaussians get radius 0 and no gradient."""
     s, g = _settings(W=64, H=48, sh_degree=3), random_gaussians(1000, seed=50, sh_degree=3, device=DEV)
-    for runs in _runs_by_flag(monkeypatch, "DGR_SH_STAGE", ("loop", "batched"), [(50, s, g)], split_sh):
-        _assert_the_same_render(*runs)
-    _compare(s, g, seed=50, split_sh=split_sh)  # (DGR_SH_STAGE=batched) and the torch rasterizer's
+    culled = (torch.rand(1000, generator=torch.Generator().manual_seed(51)) < culled_share).to(DEV)
+    g["means3D"][culled] = 2 * s.campos - g["means3D"][culled]  # (mirrored through the camera: view depth -z)
+    _, cud = _compare(s, g, seed=50, split_sh=split_sh)
+    assert (cud["radii"][culled] == 0).all() and (cud["radii"][~culled] > 0).float().mean() > 0.9
+    for k, gr in cud["grads"].items():
+        assert gr[culled].abs().sum() == 0, k
 
 
 def test_a_bad_chunk_count_is_refused(monkeypatch):
@@ -400,8 +404,7 @@ def test_a_bad_chunk_count_is_refused(monkeypatch):
                                  ("DGR_FWD_CHUNKS", "2x", "DGR_FWD_CHUNKS must be auto or a number of chunks from 1 "
                                   "to 16, not '2x'"),
                                  ("DGR_BWD_CULL", "yes", "DGR_BWD_CULL must be on or off, not 'yes'"),
-                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'"),
-                                 ("DGR_SH_STAGE", "fast", "DGR_SH_STAGE must be batched or loop, not 'fast'")):
+                                 ("DGR_FWD_CULL", "1", "DGR_FWD_CULL must be on or off, not '1'")):
         monkeypatch.setenv(name, value)
         with torch.no_grad(), pytest.raises(RuntimeError, match=message):
             dgr.GaussianRasterizer(raster_settings=s)(

@@ -127,12 +127,6 @@ bool emit_by_warp() { return !env_is("DGR_EMIT", "thread", "warp", false); }
 bool fwd_cull() { return env_is("DGR_FWD_CULL", "on", "off", true); }
 bool bwd_cull() { return env_is("DGR_BWD_CULL", "on", "off", true); }
 
-// How the per-Gaussian kernels stage a warp's SH rows into shared memory (common.cuh, warp_stage): a loop whose
-// trips keep about four loads in flight a warp (loop, the default; under Nsight Compute on an H200 these kernels ran
-// at 54-60% of DRAM bandwidth, docs/BENCHMARKS.md eighteenth session), or batches of up to 15 loads a lane (batched,
-// opt-in until measured on a GPU).
-bool sh_batched() { return env_is("DGR_SH_STAGE", "batched", "loop", false); }
-
 // Emit the (tile, rank) pairs, sort them stably by tile (each tile stays in depth order), find the tile
 // ranges. Returns the ranks in tile-major order (the point list).
 // R: the number of pairs (exact mode) or the buffers' capacity (pc.meta set: sentinel entries after the pairs).
@@ -247,8 +241,7 @@ std::vector<int64_t> render_chunks(int64_t num_tiles) {
 std::map<std::string, std::string> render_flags() {
   return {{"DGR_EMIT", emit_by_warp() ? "warp" : "thread"},
           {"DGR_FWD_CULL", fwd_cull() ? "on" : "off"},
-          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"},
-          {"DGR_SH_STAGE", sh_batched() ? "batched" : "loop"}};
+          {"DGR_BWD_CULL", bwd_cull() ? "on" : "off"}};
 }
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, const torch::Tensor& means3D_in,
@@ -289,7 +282,6 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   (void)bwd_cull();
   const bool cull = fwd_cull();
   const bool warp_emission = emit_by_warp();
-  const bool batched = sh_batched();
 
   const bool sh_fast = sh_fast_path(M, shs, split);
   // The capacity mode: no host-device sync. The compacted arrays get P rows, the pair buffers pair_capacity
@@ -335,7 +327,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                           reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
                           reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
                           reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), depth_index.data_ptr<int>(),
-                          tiles_touched.data_ptr<int>(), batched, stream);
+                          tiles_touched.data_ptr<int>(), stream);
     check_launch(debug, "preprocess");
 
     // Depth order of the Gaussians (culled ones carry the largest key and come last).
@@ -499,7 +491,7 @@ std::vector<torch::Tensor> rasterize_backward(
                         colors.numel() > 0 ? dL_dcolors.data_ptr<float>() : nullptr,
                         use_cov ? nullptr : dL_dscales.data_ptr<float>(),
                         use_cov ? nullptr : dL_drotations.data_ptr<float>(),
-                        use_cov ? dL_dcov3D.data_ptr<float>() : nullptr, sh_batched(), stream);
+                        use_cov ? dL_dcov3D.data_ptr<float>() : nullptr, stream);
   check_launch(debug, "preprocess backward");
   return {dL_dmeans2D, dL_dcolors, dL_dopacity, dL_dmeans3D, dL_dcov3D, dL_dshs, dL_dscales, dL_drotations,
           dL_dsh_rest};
@@ -543,7 +535,7 @@ std::vector<torch::Tensor> preprocess_forward(const torch::Tensor& means3D_in, c
                         reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
                         reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
                         reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), nullptr, tiles_touched.data_ptr<int>(),
-                        sh_batched(), stream);
+                        stream);
   check_launch(false, "preprocess stage");
   return {radii, xy, conic_op, rgbd, tiles_touched};
 }

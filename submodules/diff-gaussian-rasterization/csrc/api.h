@@ -18,7 +18,7 @@ namespace dgr {
 // The depth chunks per tile of the render forward and backward at `num_tiles` tiles on this GPU (DGR_FWD_CHUNKS and
 // DGR_BWD_CHUNKS: auto or a forced count), for benchmarks and tests.
 std::vector<int64_t> render_chunks(int64_t num_tiles);
-// The kernel choices the environment makes now (DGR_EMIT, DGR_FWD_CULL, DGR_BWD_CULL, DGR_SH_STAGE), by flag,
+// The kernel choices the environment makes now (DGR_EMIT, DGR_FWD_CULL, DGR_BWD_CULL), by flag,
 // defaults included, so that a benchmark says what it timed without restating the defaults.
 std::map<std::string, std::string> render_flags();
 

@@ -25,36 +25,38 @@ __device__ __forceinline__ bool usable_color(float3 c) {
 
 // A warp moves the 48-float SH rows of Gaussians g0 .. g0+31 between global memory (contiguous, 16-byte
 // aligned) and shared memory (row stride SH_PAD) with coalesced 16-byte accesses; rows >= P are skipped.
-// Copy the warp's n elements src[0 .. n-1] into shared memory by put(e, value), BATCH loads a lane in flight before
-// their stores (BATCHED), or the plain loop (its trips store each load before the next trip's loads issue, which
-// holds a warp to about four loads in flight). The same values land in the same places either way.
-template <bool BATCHED, int BATCH, typename T, typename Put>
-__device__ __forceinline__ void warp_stage(const T* __restrict__ src, int n, int lane, Put put) {
+// Copy the warp's n elements src[0 .. n-1] (rows of PER_ROW elements) into shared memory by put(e, value), BATCH
+// loads a lane issued before their stores: a plain loop stores each load before the next trip's loads issue, which
+// held a warp to about four loads in flight (SASS); the batches made bonsai's step x0.957 on an H200
+// (docs/BENCHMARKS.md, twenty-first session). Only the rows whose bit is set in `rows` (the warp's visible Gaussians)
+// are read, the others get zeros: a culled Gaussian's SH is never used, and in a view that sees a third of the
+// Gaussians most warps mix both, so reading whole warps' rows moved three times the SH bytes needed.
+template <int BATCH, int PER_ROW, typename T, typename Put>
+__device__ __forceinline__ void warp_stage(const T* __restrict__ src, int n, int lane, unsigned rows, Put put) {
+  const auto load = [&](int e) { return (rows >> (e / PER_ROW)) & 1u ? src[e] : T{}; };
   int e0 = 0;
-  if constexpr (BATCHED) {
-    for (; e0 + 32 * BATCH <= n; e0 += 32 * BATCH) {
-      T v[BATCH];
+  for (; e0 + 32 * BATCH <= n; e0 += 32 * BATCH) {
+    T v[BATCH];
 #pragma unroll
-      for (int b = 0; b < BATCH; b++) v[b] = src[e0 + 32 * b + lane];
+    for (int b = 0; b < BATCH; b++) v[b] = load(e0 + 32 * b + lane);
 #pragma unroll
-      for (int b = 0; b < BATCH; b++) put(e0 + 32 * b + lane, v[b]);
-    }
+    for (int b = 0; b < BATCH; b++) put(e0 + 32 * b + lane, v[b]);
   }
-  for (int e = e0 + lane; e < n; e += 32) put(e, src[e]);
+  for (int e = e0 + lane; e < n; e += 32) put(e, load(e));
 }
 
-template <bool BATCHED>
-__device__ __forceinline__ void warp_load_rows48(const float* __restrict__ src, int g0, int P, float* buf, int lane) {
+__device__ __forceinline__ void warp_load_rows48(const float* __restrict__ src, int g0, int P, unsigned rows,
+                                                 float* buf, int lane) {
   // a full warp's 384 float4 in two batches of 6 a lane
-  warp_stage<BATCHED, 6>(reinterpret_cast<const float4*>(src + (size_t)g0 * 48), min(32, P - g0) * 12, lane,
-                         [buf](int e, float4 v) {
-                           const int r = e / 12, c = (e - r * 12) * 4;
-                           float* d = buf + r * SH_PAD + c;
-                           d[0] = v.x;
-                           d[1] = v.y;
-                           d[2] = v.z;
-                           d[3] = v.w;
-                         });
+  warp_stage<6, 12>(reinterpret_cast<const float4*>(src + (size_t)g0 * 48), min(32, P - g0) * 12, lane, rows,
+                    [buf](int e, float4 v) {
+                      const int r = e / 12, c = (e - r * 12) * 4;
+                      float* d = buf + r * SH_PAD + c;
+                      d[0] = v.x;
+                      d[1] = v.y;
+                      d[2] = v.z;
+                      d[3] = v.w;
+                    });
 }
 
 __device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g0, int P, const float* buf, int lane) {
@@ -70,19 +72,18 @@ __device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g
 // The same for SH given as two arrays, the DC rows dc [P, 3] and the higher bands rest [P, 45] (the model's
 // f_dc and f_rest, so the host never concatenates them); rest == nullptr: dc holds whole 48-float rows.
 // Each part of the warp's 32 rows is one contiguous range, read and written with coalesced 4-byte accesses.
-// BATCHED (DGR_SH_STAGE=batched): the loads in batches (warp_stage; a full warp's rest rows in three of 15 a lane).
-template <bool BATCHED>
+// The loads in batches (warp_stage; a full warp's rest rows in three of 15 a lane), of the rows set in `rows`.
 __device__ __forceinline__ void warp_load_sh(const float* __restrict__ dc, const float* __restrict__ rest, int g0,
-                                             int P, float* buf, int lane) {
+                                             int P, unsigned rows, float* buf, int lane) {
   if (rest == nullptr) {
-    warp_load_rows48<BATCHED>(dc, g0, P, buf, lane);
+    warp_load_rows48(dc, g0, P, rows, buf, lane);
     return;
   }
   const int n = min(32, P - g0);
-  warp_stage<BATCHED, 3>(dc + (size_t)g0 * 3, n * 3, lane,
-                         [buf](int e, float v) { buf[(e / 3) * SH_PAD + e % 3] = v; });
-  warp_stage<BATCHED, 15>(rest + (size_t)g0 * 45, n * 45, lane,
-                          [buf](int e, float v) { buf[(e / 45) * SH_PAD + 3 + e % 45] = v; });
+  warp_stage<3, 3>(dc + (size_t)g0 * 3, n * 3, lane, rows,
+                   [buf](int e, float v) { buf[(e / 3) * SH_PAD + e % 3] = v; });
+  warp_stage<15, 45>(rest + (size_t)g0 * 45, n * 45, lane, rows,
+                     [buf](int e, float v) { buf[(e / 45) * SH_PAD + 3 + e % 45] = v; });
 }
 
 __device__ __forceinline__ void warp_store_sh(float* __restrict__ dc, float* __restrict__ rest, int g0, int P,

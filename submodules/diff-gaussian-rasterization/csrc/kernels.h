@@ -11,13 +11,13 @@ namespace dgr {
 // largest depth key; the other outputs are written for visible Gaussians only. sh_fast: M == 16 and either
 // shs 16-byte aligned or the SH split into shs (DC [P, 3]) and shs_rest ([P, 45]) (coalesced shared-memory
 // staging of the SH rows); shs_rest is nullptr unless split, which needs sh_fast. depth_index (unless nullptr)
-// gets 0 .. P-1, the depth sort's values; sh_batched: the SH staging in batches of loads (common.cuh, warp_stage).
+// gets 0 .. P-1, the depth sort's values.
 void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
                            const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
                            const Cam& cam, int* radii,
                            float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index,
-                           int* tiles_touched, bool sh_batched, cudaStream_t stream);
+                           int* tiles_touched, cudaStream_t stream);
 
 // counts_sorted[i] = tiles_touched[order[i]]; meta[0] = number of visible Gaussians (they sort first).
 void launch_gather_counts(int P, const int* order, const uint32_t* sorted_keys, const int* tiles_touched,
@@ -89,6 +89,6 @@ void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const fl
                            const Cam& cam, const int* rank, const float* grad, float* dL_dmeans3D,
                            float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs, float* dL_dshs_rest,
                            float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
-                           bool sh_batched, cudaStream_t stream);
+                           cudaStream_t stream);
 
 }  // namespace dgr

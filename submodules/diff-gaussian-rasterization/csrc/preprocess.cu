@@ -72,7 +72,6 @@ __device__ __forceinline__ bool project_gaussian(int i, const float* __restrict_
   return true;
 }
 
-template <bool SH_BATCHED>
 __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     int P, int deg, int M, bool sh_fast, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
@@ -98,7 +97,8 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
   } else {
     const float* sh;
     if (sh_fast) {  // M == 16: the warp stages its 32 rows through shared memory with coalesced loads
-      if (__any_sync(0xffffffffu, vis)) warp_load_sh<SH_BATCHED>(shs, shs_rest, i - lane, P, s_sh[warp], lane);
+      const unsigned rows = __ballot_sync(0xffffffffu, vis);  // (culled rows: not read)
+      if (rows) warp_load_sh(shs, shs_rest, i - lane, P, rows, s_sh[warp], lane);
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
     } else {
@@ -147,10 +147,9 @@ void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* mea
                            const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
                            const Cam& cam, int* radii,
                            float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index,
-                           int* tiles_touched, bool sh_batched, cudaStream_t stream) {
+                           int* tiles_touched, cudaStream_t stream) {
   if (P == 0) return;
-  auto kernel = sh_batched ? preprocess_fwd_kernel<true> : preprocess_fwd_kernel<false>;
-  kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
+  preprocess_fwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
       P, deg, M, sh_fast, means3D, scales, rotations, opacities, shs, shs_rest, colors_precomp, cov3D_precomp, cam,
       radii, xy, conic_op, rgbd, depth_keys, depth_index, tiles_touched);
 }

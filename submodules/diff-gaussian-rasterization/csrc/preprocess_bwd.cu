@@ -230,7 +230,6 @@ __device__ __forceinline__ void preprocess_bwd_one(
   for (int k = 0; k < 3; k++) dL_dmeans3D[3 * i + k] = dp[k];
 }
 
-template <bool SH_BATCHED>
 __global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
     int P, int deg, int M, bool sh_fast, int n2, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
@@ -248,7 +247,8 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
   float* dsh = nullptr;
   if (shs != nullptr) {
     if (sh_fast) {
-      if (__any_sync(0xffffffffu, vis)) warp_load_sh<SH_BATCHED>(shs, shs_rest, i - lane, P, s_sh[warp], lane);
+      const unsigned rows = __ballot_sync(0xffffffffu, vis);  // (culled rows: not read)
+      if (rows) warp_load_sh(shs, shs_rest, i - lane, P, rows, s_sh[warp], lane);
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
       dsh = s_sh[warp] + lane * SH_PAD;  // overwritten in place once read
@@ -291,10 +291,9 @@ void launch_preprocess_bwd(int P, int deg, int M, bool sh_fast, int n2, const fl
                            const Cam& cam, const int* rank, const float* grad, float* dL_dmeans3D,
                            float* dL_dmeans2D, float* dL_dopacity, float* dL_dshs, float* dL_dshs_rest,
                            float* dL_dcolors, float* dL_dscales, float* dL_drotations, float* dL_dcov3D,
-                           bool sh_batched, cudaStream_t stream) {
+                           cudaStream_t stream) {
   if (P == 0) return;
-  auto kernel = sh_batched ? preprocess_bwd_kernel<true> : preprocess_bwd_kernel<false>;
-  kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
+  preprocess_bwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
       P, deg, M, sh_fast, n2, means3D, scales, rotations, opacities, shs, shs_rest, colors_precomp, cov3D_precomp,
       cam, rank, grad, dL_dmeans3D, dL_dmeans2D, dL_dopacity, dL_dshs, dL_dshs_rest, dL_dcolors, dL_dscales,
       dL_drotations, dL_dcov3D);
