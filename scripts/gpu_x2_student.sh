@@ -75,7 +75,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify23 verify21 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -446,6 +446,14 @@ fwd_chunks_plan() {  # the forward's depth chunks, each run alone (the default s
   DGR_FWD_CHUNKS=3 ncu_kernels 0 lego
   raster_bench DGR_FWD_CHUNKS=1; raster_bench DGR_FWD_CHUNKS=2
 }
+seed_steps() {  # scene ...: each scene's default 7,000 steps (graph_ab's) over SEEDS, each alone on GPU 0
+  local scene seed runs
+  for scene in "$@"; do
+    runs=(); for seed in $SEEDS; do runs+=("$scene:--seed $seed"); done
+    graph_ab 0 "${runs[@]}"
+  done
+}
+
 flag_paired() {  # scene NAME "values": the scene's 7,000 steps (lego vanilla, bonsai on the peer's schedule) with
   # the environment flag NAME at each of "values" (the first: the baseline) over SEEDS, each alone, then each value's
   # PSNR and ms/step against the baseline's, paired by seed (the seed study's mean and Student-t 95% interval);
@@ -522,6 +530,11 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = seedsteps ]; then  # one GPU (~2 min a scene with prebuilt extensions, SKIP_TESTS=1): SCENES'
+  # default 7,000 steps over SEEDS, each alone (verify23's step runs, lost to a word-splitting bug of its first form)
+  seed_steps ${SCENES:-bonsai lego}
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = verify23 ]; then  # one GPU (~9 min with the build and the tests, SEEDS="1 2 3 4"; NEW_TESTS=
   # "tests/test_cuda_rasterizer.py tests/test_benchmark_rasterizer.py"): the per-Gaussian kernels read only the SH
   # rows of a warp's visible Gaussians (the twenty-first session; exact): the tests, the benchmark's kernels at issue
@@ -529,8 +542,7 @@ if [ "${PLAN:-}" = verify23 ]; then  # one GPU (~9 min with the build and the te
   # seeds, another machine of the kind), both preprocessing kernels under Nsight Compute. (verify22, at be11f4c: the
   # SH rows staged in batches against the loop, DGR_SH_STAGE, since removed: the batches are the only staging)
   raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
-  graph_ab 0 $(for s in $SEEDS; do echo "bonsai:--seed $s"; done)
-  graph_ab 0 $(for s in $SEEDS; do echo "lego:--seed $s"; done)
+  seed_steps bonsai lego
   ncu_kernels_1m preprocess_fwd 'preprocess_fwd_kernel'
   ncu_kernels_1m preprocess_bwd 'preprocess_bwd_kernel'
   raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile

@@ -185,7 +185,8 @@ def test_the_warp_emission_writes_the_threads_pairs(monkeypatch, W, H, P, scale,
             runs[emit].append(_render(s, g, capacity, meta))
             assert meta.tolist() == [V, R, int(capacity < R)], (emit, capacity)
     monkeypatch.setenv("DGR_EMIT", "thread")
-    noise = atomics_noise(runs["thread"][0][3], _render(s, g)[3])
+    # (three runs compared below: the noise of three repeats; with one a run of 32-bit keys once fell outside 4x it)
+    noise = atomics_noise(runs["thread"][0][3], *(_render(s, g)[3] for _ in range(3)))
     for k, (a, b) in enumerate(zip(runs["thread"], runs["warp"])):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), k
         assert_close_up_to_atomics(a[3], b[3], noise)
