@@ -222,7 +222,7 @@ def _profiled(step, params, views, bg):
     return prof.events()
 
 
-def profile(step, params, views, bg, label, top=12):
+def profile(step, params, views, bg, label, top=20):
     """Print the GPU kernels of one forward+backward (after an untimed one), by total time."""
     step(params, views[0], bg)
     _clear_grads(params)

@@ -531,8 +531,10 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = seedsteps ]; then  # one GPU (~2 min a scene with prebuilt extensions, SKIP_TESTS=1): SCENES'
-  # default 7,000 steps over SEEDS, each alone (verify23's step runs, lost to a word-splitting bug of its first form)
+  # default 7,000 steps over SEEDS, each alone (verify23's step runs, lost to a word-splitting bug of its first form),
+  # then the rasterizer's kernels at 0.1M Gaussians (the benchmark profiles its largest size only)
   seed_steps ${SCENES:-bonsai lego}
+  raster_bench --sizes 100000 --rounds 3 --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify23 ]; then  # one GPU (~9 min with the build and the tests, SEEDS="1 2 3 4"; NEW_TESTS=
