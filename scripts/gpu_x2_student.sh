@@ -26,6 +26,8 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify24  one GPU (~5 min with the build, GATING=0): the splat records and the rank split, the rasterizer tests,
+#        the benchmark's kernels at 0.1M (profiled) and at 1M/3M;
 #   verify23  one GPU (~9 min with the build and the tests, SEEDS="1 2 3 4"): only the visible Gaussians' SH rows
 #        read: tests, the benchmark's kernels at 0.1M/1M/3M twice, bonsai's and lego's steps over SEEDS, the
 #        preprocessing kernels under Nsight Compute (verify22: the SH staging by batches against the loop);
@@ -75,7 +77,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe seedsteps verify23 verify21 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -528,6 +530,15 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify24 ]; then  # one GPU (~5 min with the build; GATING=0 NEW_TESTS="tests/test_cuda_rasterizer.py
+  # tests/test_capacity_mode.py tests/test_benchmark_rasterizer.py"): the preprocessing's splat records (one 48-byte
+  # record a Gaussian for the compaction to gather), the culled Gaussians' rank -1 written by the preprocessing, the
+  # count gather skipping culled Gaussians (the twenty-first session; exact): the tests, then the benchmark's kernels
+  # at 0.1M (its profile) and at 1M and 3M
+  raster_bench --sizes 100000 --rounds 3 --runs 10 --profile
+  raster_bench --sizes 1000000,3000000 --rounds 3 --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = seedsteps ]; then  # one GPU (~2 min a scene with prebuilt extensions, SKIP_TESTS=1): SCENES'

@@ -304,7 +304,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   // render data of the visible Gaussians, in depth order (index = rank); rank[g] = -1 when culled
   torch::Tensor xy_c = torch::empty({0, 2}, fopt), conic_c = torch::empty({0, 4}, fopt),
                 rgbd_c = torch::empty({0, 4}, fopt);
-  torch::Tensor rank = torch::empty({P}, iopt);  // every entry written by the compaction
+  // every entry written: the culled ones' -1 by the preprocessing, the others' rank by the compaction
+  torch::Tensor rank = torch::empty({P}, iopt);
   torch::Tensor order = torch::empty({0}, iopt);
   torch::Tensor point_list = torch::empty({0}, iopt);
   // three distinct tensors even when empty (autograd outputs must not alias)
@@ -314,20 +315,15 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   torch::Tensor area_max = torch::zeros({stats_mode != STATS_NONE ? P : 0}, fopt);
 
   if (P > 0) {
-    auto xy = torch::empty({P, 2}, fopt);
-    auto conic_op = torch::empty({P, 4}, fopt);
-    auto rgbd = torch::empty({P, 4}, fopt);
+    auto splats = torch::empty({P, (int64_t)(sizeof(Splat) / sizeof(float))}, fopt);
     auto tiles_touched = torch::empty({P}, iopt);
     auto depth_keys = torch::empty({P}, iopt);
     auto depth_index = torch::empty({P}, iopt);  // 0 .. P-1, the depth sort's values
     launch_preprocess_fwd(P, deg, M, sh_fast, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
                           opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D),
-                          cam,
-                          radii.data_ptr<int>(), reinterpret_cast<float2*>(xy.data_ptr<float>()),
-                          reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
-                          reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
+                          cam, radii.data_ptr<int>(), reinterpret_cast<Splat*>(splats.data_ptr<float>()),
                           reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), depth_index.data_ptr<int>(),
-                          tiles_touched.data_ptr<int>(), stream);
+                          tiles_touched.data_ptr<int>(), rank.data_ptr<int>(), stream);
     check_launch(debug, "preprocess");
 
     // Depth order of the Gaussians (culled ones carry the largest key and come last).
@@ -370,17 +366,13 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
     conic_c = torch::empty({V, 4}, fopt);
     rgbd_c = torch::empty({V, 4}, fopt);
     auto radius_c = torch::empty({V}, iopt);
-    launch_compact(P, V, pc.meta, order.data_ptr<int>(), reinterpret_cast<const float2*>(xy.data_ptr<float>()),
-                   reinterpret_cast<const float4*>(conic_op.data_ptr<float>()),
-                   reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), radii.data_ptr<int>(),
+    launch_compact(P, V, pc.meta, order.data_ptr<int>(), reinterpret_cast<const Splat*>(splats.data_ptr<float>()),
                    reinterpret_cast<float2*>(xy_c.data_ptr<float>()),
                    reinterpret_cast<float4*>(conic_c.data_ptr<float>()),
                    reinterpret_cast<float4*>(rgbd_c.data_ptr<float>()), radius_c.data_ptr<int>(),
                    rank.data_ptr<int>(), stream);
     check_launch(debug, "compact");
-    xy.reset();  // free the per-Gaussian temporaries before the pair buffers are allocated
-    conic_op.reset();
-    rgbd.reset();
+    splats.reset();  // free the per-Gaussian temporaries before the pair buffers are allocated
     tiles_touched.reset();
     depth_keys.reset();
     depth_index.reset();
@@ -521,23 +513,21 @@ std::vector<torch::Tensor> preprocess_forward(const torch::Tensor& means3D_in, c
                            cpos);
   const auto fopt = means3D.options().dtype(torch::kFloat32);
   const auto iopt = means3D.options().dtype(torch::kInt32);
-  // zeros: the kernel writes xy, conic_op and rgbd of the drawn Gaussians only
+  // zeros: the kernel writes the splats of the drawn Gaussians only
   auto radii = torch::zeros({P}, iopt);
-  auto xy = torch::zeros({P, 2}, fopt);
-  auto conic_op = torch::zeros({P, 4}, fopt);
-  auto rgbd = torch::zeros({P, 4}, fopt);
+  auto splats = torch::zeros({P, (int64_t)(sizeof(Splat) / sizeof(float))}, fopt);
   auto tiles_touched = torch::zeros({P}, iopt);
   auto depth_keys = torch::empty({P}, iopt);
   launch_preprocess_fwd(P, sh_degree_used(sh_degree, M), M, sh_fast_path(M, shs, split), means3D.data_ptr<float>(),
                         opt_ptr(scales), opt_ptr(rotations), opacity.data_ptr<float>(), opt_ptr(shs),
                         opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D), cam, radii.data_ptr<int>(),
-                        reinterpret_cast<float2*>(xy.data_ptr<float>()),
-                        reinterpret_cast<float4*>(conic_op.data_ptr<float>()),
-                        reinterpret_cast<float4*>(rgbd.data_ptr<float>()),
+                        reinterpret_cast<Splat*>(splats.data_ptr<float>()),
                         reinterpret_cast<uint32_t*>(depth_keys.data_ptr<int>()), nullptr, tiles_touched.data_ptr<int>(),
-                        stream);
+                        nullptr, stream);
   check_launch(false, "preprocess stage");
-  return {radii, xy, conic_op, rgbd, tiles_touched};
+  // (the splat's words: xy, radius and a spare, conic and opacity, colour and inverse depth)
+  return {radii, splats.slice(1, 0, 2).contiguous(), splats.slice(1, 4, 8).contiguous(),
+          splats.slice(1, 8, 12).contiguous(), tiles_touched};
 }
 
 torch::Tensor mark_visible(const torch::Tensor& means3D_in, const torch::Tensor& viewmatrix,

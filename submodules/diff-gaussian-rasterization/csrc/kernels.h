@@ -7,30 +7,39 @@
 
 namespace dgr {
 
-// Per-Gaussian projection, colour and tile count. Culled Gaussians get radius 0, tile count 0 and the
-// largest depth key; the other outputs are written for visible Gaussians only. sh_fast: M == 16 and either
-// shs 16-byte aligned or the SH split into shs (DC [P, 3]) and shs_rest ([P, 45]) (coalesced shared-memory
-// staging of the SH rows); shs_rest is nullptr unless split, which needs sh_fast. depth_index (unless nullptr)
-// gets 0 .. P-1, the depth sort's values.
+// One visible Gaussian's render data as the preprocessing writes it (48 bytes, three 16-byte words): the compaction
+// gathers it in depth order from one place (two 32-byte sectors instead of one for each of four arrays).
+struct Splat {
+  float2 xy;
+  int radius, unused;
+  float4 conic_op;
+  float4 rgbd;  // colour and inverse depth
+};
+static_assert(sizeof(Splat) == 48 && alignof(Splat) == 16, "Splat: three 16-byte words");
+
+// Per-Gaussian projection, colour and tile count. Culled Gaussians get radius 0, tile count 0, the largest depth key
+// and rank -1 (rank unless nullptr; the compaction writes the visible ones'); `splats` is written for visible
+// Gaussians only. sh_fast: M == 16 and either shs 16-byte aligned or the SH split into shs (DC [P, 3]) and shs_rest
+// ([P, 45]) (coalesced shared-memory staging of the SH rows); shs_rest is nullptr unless split, which needs
+// sh_fast. depth_index (unless nullptr) gets 0 .. P-1, the depth sort's values.
 void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
                            const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
-                           const Cam& cam, int* radii,
-                           float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index,
-                           int* tiles_touched, cudaStream_t stream);
+                           const Cam& cam, int* radii, Splat* splats, uint32_t* depth_keys, int* depth_index,
+                           int* tiles_touched, int* rank, cudaStream_t stream);
 
-// counts_sorted[i] = tiles_touched[order[i]]; meta[0] = number of visible Gaussians (they sort first).
+// counts_sorted[i] = tiles_touched[order[i]] (0 past the visible ones, unread); meta[0] = number of visible
+// Gaussians (they sort first).
 void launch_gather_counts(int P, const int* order, const uint32_t* sorted_keys, const int* tiles_touched,
                           int* counts_sorted, int* meta, cudaStream_t stream);
 
 // meta[1] = offsets[P - 1] (total number of (tile, Gaussian) pairs)
 void launch_copy_total(int P, const int* offsets, int* meta, cudaStream_t stream);
 
-// Render data of the V visible Gaussians in depth order (their rank), and rank[g] (-1 when culled). V_dev
-// (the capacity mode) is V on the device, read instead of V.
-void launch_compact(int P, int V, const int* V_dev, const int* order, const float2* xy, const float4* conic_op,
-                    const float4* rgbd, const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c,
-                    int* radius_c, int* rank, cudaStream_t stream);
+// Render data of the V visible Gaussians in depth order (their rank), and rank[g] = its rank (the culled ones' -1
+// is the preprocessing's). V_dev (the capacity mode) is V on the device, read instead of V.
+void launch_compact(int P, int V, const int* V_dev, const int* order, const Splat* splats, float2* xy_c,
+                    float4* conic_c, float4* rgbd_c, int* radius_c, int* rank, cudaStream_t stream);
 
 // The capacity mode (no host-device sync in the forward): the pair buffers hold `capacity` entries and the
 // kernels read V and the pair count from meta = [V, pairs, overflow] on the device; meta == nullptr: the exact

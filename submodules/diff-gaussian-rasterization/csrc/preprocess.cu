@@ -76,8 +76,8 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     int P, int deg, int M, bool sh_fast, const float* __restrict__ means3D, const float* __restrict__ scales,
     const float* __restrict__ rotations, const float* __restrict__ opacities, const float* __restrict__ shs,
     const float* __restrict__ shs_rest, const float* __restrict__ colors_precomp,
-    const float* __restrict__ cov3D_precomp, const Cam cam, int* radii,
-    float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index, int* tiles_touched) {
+    const float* __restrict__ cov3D_precomp, const Cam cam, int* radii, Splat* splats, uint32_t* depth_keys,
+    int* depth_index, int* tiles_touched, int* rank) {
   __shared__ float s_sh[PRE_BLOCK / 32][32 * SH_PAD];
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -132,12 +132,14 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
     radii[i] = 0;
     tiles_touched[i] = 0;
     depth_keys[i] = 0xFFFFFFFFu;
+    if (rank) rank[i] = -1;  // (here, coalesced, rather than scattered by the compaction)
     return;
   }
   radii[i] = rad;
-  xy[i] = m;
-  conic_op[i] = co;
-  rgbd[i] = make_float4(col.x, col.y, col.z, 1.f / z);
+  float4* sp = reinterpret_cast<float4*>(splats + i);  // (three 16-byte stores)
+  sp[0] = make_float4(m.x, m.y, __int_as_float(rad), 0.f);
+  sp[1] = co;
+  sp[2] = make_float4(col.x, col.y, col.z, 1.f / z);
   depth_keys[i] = __float_as_uint(z);
   tiles_touched[i] = for_each_tile(m, co, rad, cam.tiles_x, cam.tiles_y, [](int) {});
 }
@@ -145,13 +147,12 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
 void launch_preprocess_fwd(int P, int deg, int M, bool sh_fast, const float* means3D, const float* scales,
                            const float* rotations, const float* opacities, const float* shs,
                            const float* shs_rest, const float* colors_precomp, const float* cov3D_precomp,
-                           const Cam& cam, int* radii,
-                           float2* xy, float4* conic_op, float4* rgbd, uint32_t* depth_keys, int* depth_index,
-                           int* tiles_touched, cudaStream_t stream) {
+                           const Cam& cam, int* radii, Splat* splats, uint32_t* depth_keys, int* depth_index,
+                           int* tiles_touched, int* rank, cudaStream_t stream) {
   if (P == 0) return;
   preprocess_fwd_kernel<<<(P + PRE_BLOCK - 1) / PRE_BLOCK, PRE_BLOCK, 0, stream>>>(
       P, deg, M, sh_fast, means3D, scales, rotations, opacities, shs, shs_rest, colors_precomp, cov3D_precomp, cam,
-      radii, xy, conic_op, rgbd, depth_keys, depth_index, tiles_touched);
+      radii, splats, depth_keys, depth_index, tiles_touched, rank);
 }
 
 // After the depth sort: counts in depth order, V (number of visible Gaussians: their keys come first).
@@ -159,8 +160,8 @@ __global__ void gather_counts_kernel(int P, const int* order, const uint32_t* so
                                      int* counts_sorted, int* meta) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= P) return;
-  counts_sorted[i] = tiles_touched[order[i]];
   const bool v = sorted_keys[i] != 0xFFFFFFFFu;
+  counts_sorted[i] = v ? tiles_touched[order[i]] : 0;  // (a culled Gaussian touches no tile: not read)
   if (i == 0 && !v) meta[0] = 0;
   if (v && (i == P - 1 || sorted_keys[i + 1] == 0xFFFFFFFFu)) meta[0] = i + 1;
 }
@@ -178,31 +179,28 @@ void launch_copy_total(int P, const int* offsets, int* meta, cudaStream_t stream
   copy_total_kernel<<<1, 1, 0, stream>>>(P, offsets, meta);
 }
 
-// Visible Gaussians' render data in depth order (rank i), and rank[g] (-1 when culled).
-__global__ void compact_kernel(int P, int V, const int* V_dev, const int* order, const float2* xy,
-                               const float4* conic_op, const float4* rgbd, const int* radii, float2* xy_c,
+// Visible Gaussians' render data in depth order (rank i), and their rank[g] (the culled ones' -1: preprocess).
+__global__ void compact_kernel(int P, int V, const int* V_dev, const int* order, const Splat* splats, float2* xy_c,
                                float4* conic_c, float4* rgbd_c, int* radius_c, int* rank) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= P) return;
   if (V_dev) V = *V_dev;
+  if (i >= V) return;
   const int g = order[i];
-  if (i < V) {
-    xy_c[i] = xy[g];
-    conic_c[i] = conic_op[g];
-    rgbd_c[i] = rgbd[g];
-    radius_c[i] = radii[g];
-    rank[g] = i;
-  } else {
-    rank[g] = -1;
-  }
+  const float4* sp = reinterpret_cast<const float4*>(splats + g);
+  const float4 a = sp[0];
+  xy_c[i] = make_float2(a.x, a.y);
+  radius_c[i] = __float_as_int(a.z);
+  conic_c[i] = sp[1];
+  rgbd_c[i] = sp[2];
+  rank[g] = i;
 }
 
-void launch_compact(int P, int V, const int* V_dev, const int* order, const float2* xy, const float4* conic_op,
-                    const float4* rgbd, const int* radii, float2* xy_c, float4* conic_c, float4* rgbd_c,
-                    int* radius_c, int* rank, cudaStream_t stream) {
+void launch_compact(int P, int V, const int* V_dev, const int* order, const Splat* splats, float2* xy_c,
+                    float4* conic_c, float4* rgbd_c, int* radius_c, int* rank, cudaStream_t stream) {
   if (P == 0) return;
-  compact_kernel<<<(P + 255) / 256, 256, 0, stream>>>(P, V, V_dev, order, xy, conic_op, rgbd, radii, xy_c, conic_c,
-                                                      rgbd_c, radius_c, rank);
+  compact_kernel<<<(P + 255) / 256, 256, 0, stream>>>(P, V, V_dev, order, splats, xy_c, conic_c, rgbd_c, radius_c,
+                                                      rank);
 }
 
 // Gaussian g's pairs, its tiles row by row, written by `lanes` threads (lane 0..lanes-1, each calling it with the
