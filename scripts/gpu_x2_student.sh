@@ -537,8 +537,8 @@ if [ "${PLAN:-}" = verify24 ]; then  # one GPU (~5 min with the build; GATING=0 
   # record a Gaussian for the compaction to gather), the culled Gaussians' rank -1 written by the preprocessing, the
   # count gather skipping culled Gaussians (the twenty-first session; exact): the tests, then the benchmark's kernels
   # at 0.1M (its profile) and at 1M and 3M
-  raster_bench --sizes 100000 --rounds 3 --runs 10 --profile
-  raster_bench --sizes 1000000,3000000 --rounds 3 --runs 10 --profile
+  raster_bench --sizes 100000 --rounds ${ROUNDS:-3} --runs 10 --profile
+  raster_bench --sizes ${SIZES:-1000000,3000000} --rounds ${ROUNDS:-3} --runs 10 --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = seedsteps ]; then  # one GPU (~2 min a scene with prebuilt extensions, SKIP_TESTS=1): SCENES'
