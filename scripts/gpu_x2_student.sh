@@ -26,6 +26,8 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify25  one GPU (~10 min with the tests, the prebuilt extensions): the gating suite, bonsai's and lego's steps
+#        over SEEDS, the benchmark at 0.1M/1M/3M, the render backward under Nsight Compute at 0.1M;
 #   verify24  one GPU (~5 min with the build, GATING=0): the splat records and the rank split, the rasterizer tests,
 #        the benchmark's kernels at 0.1M (profiled) and at 1M/3M;
 #   verify23  one GPU (~9 min with the build and the tests, SEEDS="1 2 3 4"): only the visible Gaussians' SH rows
@@ -77,7 +79,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify24 seedsteps verify23 verify21 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify25 verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -314,18 +316,20 @@ PY
   done
 }
 ncu_kernels_1m() {  # name kernel-regex [NAME=value ...]: Nsight Compute on the kernels matching the regex at 1M
-  # Gaussians (the benchmark's bonsai views; two launches after two skipped): whether they are memory or latency bound
-  # (throughputs, occupancy, stall reasons), in the summary and logs/ncu_<name>_<flags>_details.txt. Issue 12: the
-  # pair emission (emit_kernel), the per-Gaussian preprocessing (preprocess_fwd_kernel, preprocess_bwd_kernel). One
-  # kernel a call: the launches are counted over all matches (verify22's (fwd|bwd) caught only forwards)
+  # Gaussians, or NCU_SIZE (the benchmark's bonsai views; two launches after two skipped): whether they are memory or
+  # latency bound (throughputs, occupancy, stall reasons), in the summary and logs/ncu_<name>_<flags>_details.txt.
+  # Issue 12: the pair emission (emit_kernel), the per-Gaussian preprocessing (preprocess_fwd_kernel,
+  # preprocess_bwd_kernel), the render backward. One kernel a call: the launches are counted over all matches
+  # (verify22's (fwd|bwd) caught only forwards)
   local name=$1 regex=$2 envs=(); shift 2
   while [[ ${1:-} =~ ^[A-Z_]+= ]]; do envs+=("$1"); shift; done
   local tag=${envs[*]:-default}; tag=${name}_${tag//[^A-Za-z0-9]/_}
   env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 ncu --clock-control none --set full --kernel-name regex:"$regex" \
     --launch-skip 2 --launch-count 2 -f -o /tmp/ncu_$tag python3 scripts/benchmark_rasterizer.py \
-    --scene data/bonsai --sizes 1000000 --no-gsplat --warmup 1 --rounds 1 --runs 1 > $R/logs/ncu_${tag}_run.txt 2>&1
+    --scene data/bonsai --sizes ${NCU_SIZE:-1000000} --no-gsplat --warmup 1 --rounds 1 --runs 1 \
+    > $R/logs/ncu_${tag}_run.txt 2>&1
   ncu --import /tmp/ncu_$tag.ncu-rep --page details > $R/logs/ncu_${tag}_details.txt 2>&1
-  { stamp "ncu, $name ($regex) at 1M Gaussians, ${envs[*]} (alone on GPU 0; details in logs/ncu_${tag}_details.txt)"
+  { stamp "ncu, $name ($regex) at ${NCU_SIZE:-1000000} Gaussians, ${envs[*]} (alone on GPU 0; details in logs/ncu_${tag}_details.txt)"
     grep -E "_kernel|^ +Duration|^ +Compute \(SM\) Throughput|^ +Memory Throughput|^ +DRAM Throughput|^ +Achieved Occupancy|^ +Registers Per Thread|^ +L2 Hit Rate|^ +Warp Cycles Per Issued Instruction|^ +Grid Size|stall" \
       $R/logs/ncu_${tag}_details.txt | head -60; tail -3 $R/logs/ncu_${tag}_run.txt; } >> $R/summary.txt 2>&1
 }
@@ -530,6 +534,18 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify25 ]; then  # one GPU (~10 min with the tests; .devdata/prebuilt/prebuilt.tgz of verify24
+  # spares the build while the CUDA sources are c213fbc's): the gating suite on the sources verify24 ran only the
+  # rasterizer's tests on, then the training steps of bonsai and lego over SEEDS with the SH rows of the visible
+  # Gaussians only and the splat records (against verify22's batched runs, seeds 1-4: bonsai 1.91-1.95 ms/step,
+  # lego 1.14-1.21), the benchmark at issue 12's three sizes with 0.1M's kernels profiled, and the render backward
+  # under Nsight Compute at 0.1M (what holds the 0.1M ratio at 0.77)
+  seed_steps bonsai lego
+  raster_bench --sizes 100000 --rounds 3 --runs 10 --profile
+  raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --profile
+  NCU_SIZE=100000 ncu_kernels_1m render_bwd 'render_bwd_kernel'
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify24 ]; then  # one GPU (~5 min with the build; GATING=0 NEW_TESTS="tests/test_cuda_rasterizer.py
