@@ -26,7 +26,7 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
-#   verify25  one GPU (~10 min with the tests, the prebuilt extensions): the gating suite, bonsai's and lego's steps
+#   verify25  one GPU (~12 min with the build and the tests): the gating suite, bonsai's and lego's steps
 #        over SEEDS, the benchmark at 0.1M/1M/3M, the render backward under Nsight Compute at 0.1M;
 #   verify24  one GPU (~5 min with the build, GATING=0): the splat records and the rank split, the rasterizer tests,
 #        the benchmark's kernels at 0.1M (profiled) and at 1M/3M;
@@ -536,9 +536,9 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
   stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = verify25 ]; then  # one GPU (~10 min with the tests; .devdata/prebuilt/prebuilt.tgz of verify24
-  # spares the build while the CUDA sources are c213fbc's): the gating suite on the sources verify24 ran only the
-  # rasterizer's tests on, then the training steps of bonsai and lego over SEEDS with the SH rows of the visible
+if [ "${PLAN:-}" = verify25 ]; then  # one GPU (~12 min with the build and the tests: the review's move of the SH
+  # rows' ballot into warp_load_sh changed the sources' hash, not their SASS): the gating suite on the sources
+  # verify24 ran only the rasterizer's tests on, then the training steps of bonsai and lego over SEEDS with the SH rows of the visible
   # Gaussians only and the splat records (against verify22's batched runs, seeds 1-4: bonsai 1.91-1.95 ms/step,
   # lego 1.14-1.21), the benchmark at issue 12's three sizes with 0.1M's kernels profiled, and the render backward
   # under Nsight Compute at 0.1M (what holds the 0.1M ratio at 0.77)

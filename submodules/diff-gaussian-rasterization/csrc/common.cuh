@@ -72,9 +72,12 @@ __device__ __forceinline__ void warp_store_rows48(float* __restrict__ dst, int g
 // The same for SH given as two arrays, the DC rows dc [P, 3] and the higher bands rest [P, 45] (the model's
 // f_dc and f_rest, so the host never concatenates them); rest == nullptr: dc holds whole 48-float rows.
 // Each part of the warp's 32 rows is one contiguous range, read and written with coalesced 4-byte accesses.
-// The loads in batches (warp_stage; a full warp's rest rows in three of 15 a lane), of the rows set in `rows`.
+// The loads in batches (warp_stage; a full warp's rest rows in three of 15 a lane), of the rows of the lanes whose
+// `vis` is set (called by the whole warp; none read when no lane's is).
 __device__ __forceinline__ void warp_load_sh(const float* __restrict__ dc, const float* __restrict__ rest, int g0,
-                                             int P, unsigned rows, float* buf, int lane) {
+                                             int P, bool vis, float* buf, int lane) {
+  const unsigned rows = __ballot_sync(0xffffffffu, vis);
+  if (rows == 0) return;
   if (rest == nullptr) {
     warp_load_rows48(dc, g0, P, rows, buf, lane);
     return;

@@ -97,8 +97,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_fwd_kernel(
   } else {
     const float* sh;
     if (sh_fast) {  // M == 16: the warp stages its 32 rows through shared memory with coalesced loads
-      const unsigned rows = __ballot_sync(0xffffffffu, vis);  // (culled rows: not read)
-      if (rows) warp_load_sh(shs, shs_rest, i - lane, P, rows, s_sh[warp], lane);
+      warp_load_sh(shs, shs_rest, i - lane, P, vis, s_sh[warp], lane);  // (culled rows: not read)
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
     } else {

@@ -247,8 +247,7 @@ __global__ void __launch_bounds__(PRE_BLOCK) preprocess_bwd_kernel(
   float* dsh = nullptr;
   if (shs != nullptr) {
     if (sh_fast) {
-      const unsigned rows = __ballot_sync(0xffffffffu, vis);  // (culled rows: not read)
-      if (rows) warp_load_sh(shs, shs_rest, i - lane, P, rows, s_sh[warp], lane);
+      warp_load_sh(shs, shs_rest, i - lane, P, vis, s_sh[warp], lane);  // (culled rows: not read)
       __syncwarp();
       sh = s_sh[warp] + lane * SH_PAD;
       dsh = s_sh[warp] + lane * SH_PAD;  // overwritten in place once read
