@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scene.colmap_loader import (  # noqa: E402
     detect_model_ext, qvec2rotmat, read_cameras, read_images, read_points3D_arrays,
 )
-from utils.phase_timer import gpu_work_by_name, gpu_work_us  # noqa: E402
+from utils.phase_timer import gpu_waits, gpu_work_by_name, gpu_work_us  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- scene
@@ -231,6 +231,38 @@ def profile(step, params, views, bg, label, top=20):
         print(f"    {us / 1e3:8.3f} {n:3d}  {name[:110]}")
 
 
+def host_waits(step, params, views, bg, label, top=12):
+    """Print where the GPU waits for the host in one forward + backward a view (after an untimed one): the GPU's idle
+    time before each iteration's first kernel, and the gaps inside it that a later launch ended (gpu_waits), summed
+    by the CPU ops that made that launch. torch.profiler's own host cost lengthens every gap a little, alike for
+    both renderers: the list says where, not how much exactly."""
+    import json  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from torch.profiler import ProfilerActivity, profile as tprofile, record_function  # noqa: PLC0415
+
+    step(params, views[0], bg)
+    _clear_grads(params)
+    torch.cuda.synchronize()
+    with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for v in views:
+            with record_function("iteration"):
+                step(params, v, bg)
+                torch.cuda.synchronize()  # (inside the range: its last kernel ends in it)
+            _clear_grads(params)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            n, prelude, rows = gpu_waits(json.load(f))
+    n = max(n, 1)
+    total = sum(r[0] for r in rows)
+    print(f"  where the GPU waits for the host, {label} (us an iteration, over {n}): before its first kernel "
+          f"{prelude / n:.0f}; inside {total / n:.0f}, of which:")
+    for us, count, ops, name in rows[:top]:
+        print(f"    {us / n:7.1f} {count / n:5.1f}x  {ops[:90]}  ->  {name[:60]}")
+
+
 def device_ms(events, iterations):
     """Milliseconds of GPU work an iteration: the work events' own time (profiler microseconds) over `iterations`."""
     return gpu_work_us(events) / 1e3 / iterations
@@ -311,6 +343,8 @@ def main(argv=None):
     ap.add_argument("--gsplat-render-mode", default="RGB", help="gsplat render_mode (RGB, or RGB+D for depth)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels at the largest size")
+    ap.add_argument("--gaps", action="store_true",
+                    help="print where the GPU waits for the host at the largest size (each eager renderer)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.runs < 1 or args.warmup < 0:
         ap.error("--rounds and --runs must be at least 1, --warmup at least 0")
@@ -363,6 +397,10 @@ def main(argv=None):
             profile(ours_step, params, views, bg, "ours")
             if have_gsplat:
                 profile(gs, params, views, bg, "gsplat")
+        if args.gaps and n == sizes[-1]:
+            for k, label in (("ours", "ours"), ("ours_cap", "ours, capacity mode"), ("gsplat", "gsplat")):
+                if k in steps:
+                    host_waits(steps[k], params, views, bg, label)
         print(f"  N={n}: ours {ms['ours']:.2f} ms {peaks['ours']:.0f} MiB; capacity mode {ms['ours_cap']:.2f} ms "
               f"{peaks['ours_cap']:.0f} MiB ({cap.pairs} pairs, {overflows} overflowed), graphed "
               f"{ms.get('ours_graph', float('nan')):.2f} ms; gsplat "

@@ -81,3 +81,32 @@ def test_the_extension_says_what_the_environment_flags_choose(monkeypatch):
     monkeypatch.setenv("DGR_FWD_CULL", "maybe")
     with pytest.raises(RuntimeError, match="DGR_FWD_CULL must be on or off, not 'maybe'"):
         ext.render_flags()
+
+
+def test_the_gpus_waits_for_the_host_are_charged_to_the_ops_that_launched_late():
+    """gpu_waits: a gap whose next kernel was launched after the GPU went idle is a wait, charged to the CPU ops around
+    that launch (innermost three, outermost first) and the kernel's name; a gap whose launch came earlier (the GPU was
+    busy elsewhere or waiting on an event) is not; time before an iteration's first kernel is its prelude; work
+    outside the iteration ranges is ignored."""
+    from utils.phase_timer import gpu_waits
+
+    def x(cat, name, ts, dur, corr=None):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur,
+                "args": {} if corr is None else {"correlation": corr}}
+    ev = [x("user_annotation", "iteration", 0, 100), x("user_annotation", "iteration", 200, 100),
+          x("cpu_op", "forward", 1, 60), x("cpu_op", "aten::zeros", 30, 5), x("cpu_op", "aten::fill_", 31, 3),
+          x("cpu_op", "backward", 205, 60)]
+    # iteration 1: k1 launched at 2, runs 10-20; k2 launched at 32 inside forward > aten::zeros > aten::fill_, runs
+    # 40-50 (a wait of 20); k3 launched at 33 but runs 70-80 after a stream dependency (not a wait)
+    ev += [x("cuda_runtime", "cudaLaunchKernel", 2, 1, 1), x("kernel", "k1", 10, 10, 1),
+           x("cuda_runtime", "cudaLaunchKernel", 32, 1, 2), x("gpu_memset", "Memset (Device)", 40, 10, 2),
+           x("cuda_runtime", "cudaLaunchKernel", 33, 1, 3), x("kernel", "k3", 70, 10, 3)]
+    # iteration 2: k4 at 215-225, k5 launched at 250 by backward (after the GPU went idle at 225): a wait of 35
+    ev += [x("cuda_runtime", "cudaLaunchKernel", 206, 1, 4), x("kernel", "k4", 215, 10, 4),
+           x("cuda_runtime", "cudaLaunchKernel", 250, 1, 5), x("kernel", "k5", 260, 5, 5),
+           x("cuda_runtime", "cudaLaunchKernel", 400, 1, 6), x("kernel", "outside", 410, 5, 6)]
+    n, prelude, rows = gpu_waits({"traceEvents": ev + [{"ph": "f", "name": "flow"}]})
+    assert n == 2 and prelude == 10 + 15
+    assert rows == [(35, 1, "backward", "k5"), (20, 1, "forward > aten::zeros > aten::fill_", "Memset (Device)")]
+    # a wait shorter than min_us is left out
+    assert gpu_waits({"traceEvents": ev}, min_us=25)[2] == [(35, 1, "backward", "k5")]

@@ -84,3 +84,49 @@ def gpu_work_by_name(events):
         n, us = totals.get(e.name, (0, 0.0))
         totals[e.name] = (n + 1, us + e.self_device_time_total)
     return sorted(((name, n, us) for name, (n, us) in totals.items()), key=lambda r: -r[2])
+
+
+GPU_WORK_CATEGORIES = ("kernel", "gpu_memset", "gpu_memcpy")
+
+
+def gpu_waits(trace, iteration="iteration", min_us=2.0):
+    """Where the GPU waits for the host, from a torch.profiler Chrome trace (CPU and CUDA activity; the dict that
+    export_chrome_trace writes) whose iterations are record_function(`iteration`) ranges.
+
+    Within an iteration, a gap of at least `min_us` between one piece of GPU work and the next is a wait for the host
+    when the next one's launch call started after the GPU went idle. Each wait is charged to the chain of CPU ops
+    that enclose that launch (outermost first, the innermost three), with the next work's name. Returns
+    (iterations, the GPU's idle time before each iteration's first work summed, [(us summed, count, ops, next work)]
+    the largest first). Gaps whose launch came before the GPU went idle (dependencies, stream order) are not waits
+    for the host and are left out."""
+    events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X"]
+    spans = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
+                   if e.get("cat") in ("user_annotation", "cpu_op") and e.get("name") == iteration)
+    work = sorted((e for e in events if e.get("cat") in GPU_WORK_CATEGORIES), key=lambda e: e["ts"])
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    ops = sorted((e for e in events if e.get("cat") == "cpu_op" and e.get("name") != iteration),
+                 key=lambda e: e["ts"])
+
+    def enclosing(ts):
+        chain = [e for e in ops if e["ts"] <= ts <= e["ts"] + e.get("dur", 0)]
+        chain.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))  # outermost first
+        return " > ".join(e["name"] for e in chain[-3:]) or "(no op: Python or the profiler)"
+
+    prelude, waits = 0.0, {}
+    for start, end in spans:
+        mine = [e for e in work if start <= e["ts"] <= end]
+        if not mine:
+            continue
+        prelude += mine[0]["ts"] - start
+        for prev, nxt in zip(mine, mine[1:]):
+            idle_from = prev["ts"] + prev.get("dur", 0)
+            gap = nxt["ts"] - idle_from
+            launch = launches.get(nxt.get("args", {}).get("correlation"))
+            if gap < min_us or launch is None or launch["ts"] < idle_from:
+                continue
+            key = (enclosing(launch["ts"]), nxt["name"])
+            us, n = waits.get(key, (0.0, 0))
+            waits[key] = (us + gap, n + 1)
+    rows = sorted(((us, n, ops_, name) for (ops_, name), (us, n) in waits.items()), key=lambda r: -r[0])
+    return len(spans), prelude, rows
