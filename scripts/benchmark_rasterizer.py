@@ -13,6 +13,9 @@ whole forward and backward ahead of the GPU); a pass that overflowed its capacit
 runs a third time replayed from CUDA graphs (one per view), as the trainer's steps run: no host work per kernel.
 gsplat cannot be captured (its forward reads its intersection count back to the host), so it runs eagerly only.
 
+The loss is the colour's sum, as gsplat's step: the inverse depth ours renders as well gets no gradient, as in
+training without depth maps (--depth-loss sums it in too, which times the backward's depth terms).
+
 Times: CUDA events around forward + loss + backward, after warm-up, in --rounds rounds that alternate the two
 renderers (--runs iterations each, cycling through the views), so that a drift of the GPU's speed during the
 benchmark (clocks, heat, a neighbour) reaches both alike: each renderer's median over all its iterations, and
@@ -121,9 +124,12 @@ def ours_render(params, v, bg, capacity=None):
     return color, invdepth
 
 
-def ours_step(params, v, bg, capacity=None):
+def ours_step(params, v, bg, capacity=None, depth_loss=False):
+    """Forward, a loss and backward. The loss is the colour's sum, as gsplat's step (its RGB render), so that the
+    inverse depth, which ours renders as well, gets no gradient, as in training without depth maps; depth_loss adds
+    its sum (--depth-loss: the backward's depth terms timed too)."""
     color, invdepth = ours_render(params, v, bg, capacity)
-    loss = color.sum() + invdepth.sum()
+    loss = color.sum() + invdepth.sum() if depth_loss else color.sum()
     loss.backward()
 
 
@@ -160,13 +166,13 @@ class Graphed:
     them). gsplat has no such column: its forward reads the number of tile intersections back to the host to size
     its buffers (gsplat 1.5.3, cuda/csrc/Intersect.cpp, ``cum_tiles_per_gauss[-1].item()``), which a capture refuses."""
 
-    def __init__(self, params, views, bg, capacity):
+    def __init__(self, params, views, bg, capacity, depth_loss=False):
         self.graphs = {}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the capture (CUB's and autograd's first-use work)
             for v in views:
-                ours_step(params, v, bg, capacity)
+                ours_step(params, v, bg, capacity, depth_loss)
                 _clear_grads(params)
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
@@ -174,7 +180,7 @@ class Graphed:
         for v in views:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                ours_step(params, v, bg, capacity)
+                ours_step(params, v, bg, capacity, depth_loss)
             _clear_grads(params)
             self.graphs[id(v)] = graph
 
@@ -301,7 +307,7 @@ def timed(step, params, views, bg, runs):
     return times
 
 
-def table(rows, rounds, runs):
+def table(rows, rounds, runs, depth_loss=False):
     """The closing table's lines. rows: (N, median ms by renderer ("ours", "ours_cap", "ours_graph", "gsplat" where
     timed), the ratio to gsplat's of "ours", "ours_cap" and "ours_graph" as (median, low, high) over the rounds,
     peak MiB by renderer, the capacity's pairs, the renders that overflowed it, kernel ms by renderer (kernel_ms)).
@@ -325,9 +331,10 @@ def table(rows, rounds, runs):
         f" the trainer renders (no host-device sync); forward + backward, medians of {rounds} x {runs} iterations",
         " each; graphed: the capacity mode replayed from CUDA graphs, as the trainer's steps run (gsplat's forward",
         " syncs with the host, it cannot be captured); kernel ms: the GPU work of one iteration without the host's",
-        " gaps (their ratio in brackets); ours also renders inverse depth and the means2D gradient; gsplat retains",
-        " its means2d gradient, as its densification strategies do; OVERFLOWED: a capacity-mode render's pairs did",
-        " not fit, its time is not valid)"]
+        " gaps (their ratio in brackets); ours also renders inverse depth "
+        + ("and sums it into the loss" if depth_loss else "(the loss is the colour's sum, as gsplat's)"),
+        " and the means2D gradient; gsplat retains its means2d gradient, as its densification strategies do;",
+        " OVERFLOWED: a capacity-mode render's pairs did not fit, its time is not valid)"]
 
 
 def main(argv=None):
@@ -343,6 +350,8 @@ def main(argv=None):
     ap.add_argument("--gsplat-render-mode", default="RGB", help="gsplat render_mode (RGB, or RGB+D for depth)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels at the largest size")
+    ap.add_argument("--depth-loss", action="store_true",
+                    help="our loss also sums the inverse depth (its gradient terms in the backward timed too)")
     ap.add_argument("--gaps", action="store_true",
                     help="print where the GPU waits for the host at the largest size (each eager renderer)")
     args = ap.parse_args(argv)
@@ -372,9 +381,10 @@ def main(argv=None):
         params = {k: v.contiguous().requires_grad_(True) for k, v in params.items()}
         gs = lambda p, v, b: gsplat_step(p, v, b, args.gsplat_render_mode)  # noqa: E731
         cap = Capacity(params, views, bg)
-        steps = {"ours": ours_step, "ours_cap": lambda p, v, b, c=cap: ours_step(p, v, b, c)}
+        steps = {"ours": lambda p, v, b: ours_step(p, v, b, None, args.depth_loss),
+                 "ours_cap": lambda p, v, b, c=cap: ours_step(p, v, b, c, args.depth_loss)}
         try:
-            steps["ours_graph"] = Graphed(params, views, bg, cap)
+            steps["ours_graph"] = Graphed(params, views, bg, cap, args.depth_loss)
         except RuntimeError as exc:  # (the table then reads nan there; the eager columns stand)
             print(f"  N={n}: the capacity mode could not be captured in a CUDA graph ({exc}); no graphed column")
         if have_gsplat:
@@ -394,7 +404,7 @@ def main(argv=None):
         overflows = int(cap.overflows.item())
         rows.append((n, ms, ratio, peaks, cap.pairs, overflows, gpu))
         if args.profile and n == sizes[-1]:
-            profile(ours_step, params, views, bg, "ours")
+            profile(steps["ours"], params, views, bg, "ours")
             if have_gsplat:
                 profile(gs, params, views, bg, "gsplat")
         if args.gaps and n == sizes[-1]:
@@ -408,7 +418,7 @@ def main(argv=None):
               + " / ".join(f"{k} {t:.3f} ms" for k, t in gpu.items()), flush=True)
         del params, cap, steps
         torch.cuda.empty_cache()
-    print("\n".join(table(rows, args.rounds, args.runs)))
+    print("\n".join(table(rows, args.rounds, args.runs, args.depth_loss)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@
 #        Gaussians (--profile);
 #   fwdauto  one GPU (~8 min with the build and the tests): the automatic forward chunk count against one chunk, lego
 #        paired over SEEDS, bonsai once, lego's default pipeline;
+#   verify26  one GPU (~8 min with the build, GATING=0 and NEW_TESTS): the render backward without the inverse
+#        depth's terms when the loss does not read it: the tests, bonsai's and lego's steps over SEEDS, the benchmark
+#        (colour loss) at 0.1M/1M/3M with where the GPU waits for the host (--gaps), and at 0.1M with --depth-loss;
 #   verify25  one GPU (~12 min with the build and the tests): the gating suite, bonsai's and lego's steps
 #        over SEEDS, the benchmark at 0.1M/1M/3M, the render backward under Nsight Compute at 0.1M;
 #   verify24  one GPU (~5 min with the build, GATING=0): the splat records and the rank split, the rasterizer tests,
@@ -79,7 +82,7 @@
 #   early, stage_times: the longer torchrun comparison; the pipelines' stage times alone (two GPUs).
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
-PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify25 verify24 seedsteps verify23 verify21 verify19 verify18
+PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
@@ -534,6 +537,17 @@ if [ "${PLAN:-}" = verify15 ]; then  # one GPU (~18 min with the build, the test
   raster_bench DGR_EMIT=thread; raster_bench DGR_EMIT=warp  # (the warp-cooperative pair emission, opt-in until now)
   raster_bench DGR_EMIT=warp --sizes 1000000 --rounds 3 --runs 10 --profile
   [ "${THEN:-}" = agree ] && agree_plan  # (THEN=agree: PLAN=agree's study after it, ~12 more minutes)
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = verify26 ]; then  # one GPU (~8 min with the build; GATING=0 NEW_TESTS="tests/test_cuda_rasterizer.py
+  # tests/test_benchmark_rasterizer.py tests/test_graph_step.py tests/test_step_syncs.py tests/test_capacity_mode.py"):
+  # the render backward without the inverse depth's terms where the loss does not read it (the twenty-second
+  # session): the training steps over SEEDS (against verify25's, seeds 1-4: bonsai 1.93-1.96 ms/step, lego
+  # 1.14-1.18), the benchmark with the colour loss and --gaps at issue 12's three sizes, then at 0.1M with the depth
+  # in the loss (the earlier measure) and its kernels
+  seed_steps bonsai lego
+  raster_bench --sizes 100000,1000000,3000000 --rounds 3 --runs 10 --gaps
+  raster_bench --sizes 100000 --rounds 3 --runs 10 --depth-loss --profile
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = verify25 ]; then  # one GPU (~12 min with the build and the tests: the review's move of the SH

@@ -32,6 +32,8 @@ def test_the_table_gives_both_modes_against_gsplat_and_flags_an_overflow():
     assert cells[1][7] == "nan (nan-nan)" and cells[1][-1].endswith("OVERFLOWED")
     assert not rows[0].endswith("OVERFLOWED")
     assert "median of 5 rounds' ratios" in note and "5 x 20 iterations" in note and "CUDA graphs" in note
+    assert "the loss is the colour's sum, as gsplat's" in note
+    assert "sums it into the loss" in " ".join(table([_row(100_000, 1.22, 1.0)], 1, 3, depth_loss=True))
 
 
 def test_without_gsplat_the_ratios_read_nan():
