@@ -56,8 +56,14 @@ def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=
     assert rel_err(cud["color"], ref["color"]) < FWD_RTOL
     if ref["invdepth"].abs().sum() > 0:
         assert rel_err(cud["invdepth"], ref["invdepth"]) < FWD_RTOL
-    for k, gr in ref["grads"].items():
-        gc = cud["grads"][k]
+    _assert_grads_match(cud["grads"], ref["grads"], grad_rtol)
+    return ref, cud
+
+
+def _assert_grads_match(got, ref, grad_rtol=GRAD_RTOL):
+    """Each of `ref`'s gradients in `got`: finite, of its shape, grad_rtol relative (norm-wise), ~0 where it is 0."""
+    for k, gr in ref.items():
+        gc = got[k]
         assert gc is not None, k
         assert gc.shape == gr.shape, k
         assert torch.isfinite(gc).all(), k
@@ -65,7 +71,6 @@ def _compare(s, g, seed=0, use_precomp=False, color=True, depth=True, grad_rtol=
             assert gc.abs().max() < 1e-6, k
         else:
             assert rel_err(gc, gr) < grad_rtol, (k, rel_err(gc, gr))
-    return ref, cud
 
 
 @pytest.mark.parametrize("sh_degree", [0, 1, 2, 3])
@@ -360,6 +365,69 @@ def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
         assert_close_up_to_atomics(full["grads"], culled["grads"], atomics_noise(full["grads"], again["grads"]))
     seed, s, deep = _cull_scenes()[-1]
     _compare(s, deep, seed=seed)  # (DGR_BWD_CULL=on) and the torch rasterizer's
+
+
+def _grads_under(monkeypatch, s, g, loss_of):
+    """The CUDA render's gradients of every input (render_with_grads's, means2D included) under the loss
+    loss_of(color, invdepth), and the colour and inverse-depth gradients its backward handed the extension."""
+    dgr = _cuda_module()
+    extension = dgr.extension
+    real = extension()
+    handed = []
+
+    class Spy:  # the extension, keeping the output gradients rasterize_backward gets
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def rasterize_backward(self, *args):
+            handed.append((args[12], args[13]))
+            return real.rasterize_backward(*args)
+
+    monkeypatch.setattr(dgr, "extension", lambda: Spy())
+    try:
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
+        means2D = torch.zeros(leaves["means3D"].shape[0], 3, device=DEV, requires_grad=True)
+        color, _, invdepth = dgr.GaussianRasterizer(_to_cuda_settings(s))(
+            leaves["means3D"], means2D, leaves["opacities"], shs=leaves["shs"], scales=leaves["scales"],
+            rotations=leaves["rotations"])
+        loss_of(color, invdepth).backward()
+    finally:
+        monkeypatch.setattr(dgr, "extension", extension)
+    grads = {k: v.grad for k, v in leaves.items()}
+    grads["means2D"] = means2D.grad
+    assert len(handed) == 1
+    return grads, handed[0]
+
+
+@pytest.mark.parametrize("cull", ["on", "off"])
+@pytest.mark.parametrize("chunks", ["1", "3"])
+def test_backward_without_a_depth_gradient(monkeypatch, chunks, cull):
+    """Training without depth maps leaves the inverse depth out of the loss: autograd then hands the backward no
+    gradient for it (set_materialize_grads(False)), the extension gets an empty one and the render backward skips the
+    depth terms (its DEPTH false). A colour-only loss gives the gradients of the same loss + 0 x invdepth (the depth
+    terms with a zero gradient: the same arithmetic, up to the atomics' order) and the torch rasterizer's; a loss on the
+    inverse depth alone (no colour gradient: zeros in its place) the torch rasterizer's. A 600-deep list of faint
+    Gaussians (with DGR_BWD_CHUNKS=3 every pixel's list crosses the chunk bounds: the walk behind a chunk sums colour
+    only) and a random scene, with the warp culling (DGR_BWD_CULL) on and off."""
+    monkeypatch.setenv("DGR_BWD_CHUNKS", chunks)
+    monkeypatch.setenv("DGR_BWD_CULL", cull)
+    deep = random_gaussians(600, seed=30, sh_degree=1, spread=0.08, scale=(-3.0, -1.5), device=DEV)
+    deep["opacities"] = torch.rand(600, 1, generator=torch.Generator().manual_seed(30)).to(DEV) * 0.02 + 0.005
+    scenes = [(30, _settings(W=48, H=40, sh_degree=1), deep),
+              (34, _settings(W=83, H=61, sh_degree=2, antialiasing=True),
+               random_gaussians(300, seed=34, sh_degree=2, device=DEV))]
+    for seed, s, g in scenes:
+        wc, wd = loss_weights(s, seed, device=DEV)
+        no_depth, (gc, gd) = _grads_under(monkeypatch, s, g, lambda c, d: (c * wc).sum())
+        assert gd.numel() == 0 and torch.equal(gc, wc)  # (the no-depth path)
+        again, _ = _grads_under(monkeypatch, s, g, lambda c, d: (c * wc).sum())
+        zero_depth, (_, gd) = _grads_under(monkeypatch, s, g, lambda c, d: (c * wc).sum() + 0 * d.sum())
+        assert gd.shape == (1, s.image_height, s.image_width) and not gd.any()  # (the depth terms, gradient 0)
+        assert_close_up_to_atomics(no_depth, zero_depth, atomics_noise(no_depth, again))
+        _assert_grads_match(no_depth, render_with_grads(TR, s, g, (wc, torch.zeros_like(wd)))["grads"])
+        depth_only, (gc, gd) = _grads_under(monkeypatch, s, g, lambda c, d: (d * wd).sum())
+        assert not gc.any() and gc.shape == (3, s.image_height, s.image_width) and torch.equal(gd, wd)
+        _assert_grads_match(depth_only, render_with_grads(TR, s, g, (torch.zeros_like(wc), wd))["grads"])
 
 
 @pytest.mark.parametrize("chunks", ["1", "3"])

@@ -427,11 +427,13 @@ std::vector<torch::Tensor> rasterize_backward(
                      viewmatrix, projmatrix, campos, background);
   // upstream gradients are read through their strides (no copy when, e.g., a sum expanded them)
   const auto dL_dcolor = dL_dcolor_in.to(torch::kFloat32);
-  const auto dL_dinvdepth = dL_dinvdepth_in.to(torch::kFloat32);
+  // an undefined or empty grad of invdepth: the inverse depth is not in the loss (the render backward skips its terms)
+  const bool depth = dL_dinvdepth_in.defined() && dL_dinvdepth_in.numel() > 0;
+  const auto dL_dinvdepth = depth ? dL_dinvdepth_in.to(torch::kFloat32) : torch::Tensor();
   TORCH_CHECK(dL_dcolor.is_cuda() && dL_dcolor.dim() == 3 && dL_dcolor.size(0) == 3 && dL_dcolor.size(1) == H &&
                   dL_dcolor.size(2) == W, "grad of color must be [3, H, W] on the GPU");
-  TORCH_CHECK(dL_dinvdepth.is_cuda() && dL_dinvdepth.dim() == 3 && dL_dinvdepth.size(1) == H &&
-                  dL_dinvdepth.size(2) == W, "grad of invdepth must be [1, H, W] on the GPU");
+  TORCH_CHECK(!depth || (dL_dinvdepth.is_cuda() && dL_dinvdepth.dim() == 3 && dL_dinvdepth.size(1) == H &&
+                         dL_dinvdepth.size(2) == W), "grad of invdepth must be [1, H, W] on the GPU");
   const int M = sh_coeffs(shs, sh_rest);
   const int deg = sh_degree_used(sh_degree, M);
   const bool split = sh_rest.numel() > 0;
@@ -455,7 +457,8 @@ std::vector<torch::Tensor> rasterize_backward(
             dL_dsh_rest};
 
   const int V = xy.size(0);
-  auto grad = torch::zeros({V, GRAD_STRIDE}, fopt);  // screen-space gradients of the visible Gaussians (by rank)
+  // screen-space gradients of the visible Gaussians (by rank); zeroed: without a depth gradient slot 9 stays 0
+  auto grad = torch::zeros({V, GRAD_STRIDE}, fopt);
   if (point_list.numel() > 0) {
     const auto tile_order =
         heavy_first(num_tiles, cam.tiles_x, W, H, ranges, n_contrib.data_ptr<int>(), point_list.numel(), stream);
@@ -466,9 +469,9 @@ std::vector<torch::Tensor> rasterize_backward(
                       reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), bg.data_ptr<float>(),
                       final_T.data_ptr<float>(), n_contrib.data_ptr<int>(), dL_dcolor.data_ptr<float>(),
                       (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
-                      dL_dinvdepth.data_ptr<float>(), (int)dL_dinvdepth.stride(1), (int)dL_dinvdepth.stride(2),
-                      grad.data_ptr<float>(), bwd_chunks(num_tiles),
-                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, bwd_cull(), stream);
+                      depth ? dL_dinvdepth.data_ptr<float>() : nullptr, depth ? (int)dL_dinvdepth.stride(1) : 0,
+                      depth ? (int)dL_dinvdepth.stride(2) : 0, grad.data_ptr<float>(), bwd_chunks(num_tiles),
+                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, bwd_cull(), depth, stream);
     check_launch(debug, "render backward");
   }
   const bool sh_fast = M == 16 && shs.numel() > 0 &&

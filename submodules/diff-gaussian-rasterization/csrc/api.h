@@ -35,7 +35,8 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                                              const torch::Tensor& pair_meta);
 
 // Returns dL/d(means2D [P,means2D_dim], colors_precomp, opacity [P,1], means3D, cov3D_precomp, shs, scales, rotations,
-// sh_rest); the entries for inputs that were not given are empty.
+// sh_rest); the entries for inputs that were not given are empty. An empty (or undefined) dL_dinvdepth: the inverse
+// depth has no gradient, and the render backward skips its terms.
 std::vector<torch::Tensor> rasterize_backward(
     const torch::Tensor& background, const torch::Tensor& means3D, const torch::Tensor& colors, const torch::Tensor& opacity, const torch::Tensor& scales,
     const torch::Tensor& rotations, double scale_modifier, const torch::Tensor& cov3D_precomp,

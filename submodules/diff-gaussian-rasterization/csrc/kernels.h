@@ -78,11 +78,12 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
 size_t render_fwd_scratch_floats(int chunks, int W, int H);
 int render_fwd_resident_blocks();
 
+// depth false: the inverse depth has no gradient (dL_dinvdepth unread, may be nullptr; grad's slot 9 gets 0).
 void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ranges, const int* point_list,
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
                        const float* dL_dinvdepth, int ds1, int ds2, float* grad, int chunks, const int* tile_order,
-                       bool cull, cudaStream_t stream);
+                       bool cull, bool depth, cudaStream_t stream);
 int render_bwd_resident_warps();
 
 // The render kernels run their tiles in tile_order (heavy first; nullptr: tile id order). The forward has one

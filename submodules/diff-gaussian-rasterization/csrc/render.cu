@@ -24,12 +24,14 @@ __device__ __forceinline__ Pixel tile_pixel(int tile, int t, int tiles_x, int W,
   return p;
 }
 
-// One front-to-back blending term: colour and inverse depth += w x the Gaussian's (rgbd).
+// One front-to-back blending term: colour and inverse depth += w x the Gaussian's (rgbd); DEPTH false: colour only
+// (d untouched: the backward's walk behind a chunk when the inverse depth has no gradient).
+template <bool DEPTH = true>
 __device__ __forceinline__ void add_weighted(float& c0, float& c1, float& c2, float& d, float4 cd, float w) {
   c0 += cd.x * w;
   c1 += cd.y * w;
   c2 += cd.z * w;
-  d += cd.w * w;
+  if constexpr (DEPTH) d += cd.w * w;
 }
 
 // Warp culling (DGR_FWD_CULL / DGR_BWD_CULL): the 8x4 pixel blocks of `tile` (warp w's block in tile_pixel's
@@ -397,7 +399,9 @@ constexpr int BWD_SPLIT = BLOCK / 32 / BWD_WARPS;  // blocks per tile and chunk
 // evaluating every one at all 32 pixels to find none passes. A skipped Gaussian is one no pixel of the warp blends,
 // so the same Gaussians blend in the same order: the same gradients up to the atomics' float order. (CULL holds to 16
 // blocks an SM, the full walk's occupancy: 64 registers, none spilled, where it would take 70 and 14 blocks.)
-template <bool CULL>
+// DEPTH false (no gradient of the inverse depth: not in the loss): no depth terms at all (gD, v[9] = 0, the depth
+// term of dL/dalpha, accD and bD), fewer instructions per (Gaussian, pixel) in an issue-bound kernel.
+template <bool CULL, bool DEPTH>
 __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kernel(
     int tiles_x, int W, int H, const int2* __restrict__ ranges, const int* __restrict__ point_list,
     const float2* __restrict__ xy, const float4* __restrict__ conic_op, const float4* __restrict__ rgbd,
@@ -433,7 +437,7 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
     g0 = dL_dcolor[cp];
     g1 = dL_dcolor[cs0 + cp];
     g2 = dL_dcolor[2 * (int64_t)cs0 + cp];
-    gD = dL_dinvdepth[(int64_t)py * ds1 + (int64_t)px * ds2];
+    if constexpr (DEPTH) gD = dL_dinvdepth[(int64_t)py * ds1 + (int64_t)px * ds2];
   }
   const int warp_last = __reduce_max_sync(0xffffffffu, last);
 
@@ -462,13 +466,13 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
       v[6] = w * g0;
       v[7] = w * g1;
       v[8] = w * g2;
-      v[9] = w * gD;
-      const float dL_dalpha =
-          T * ((cd.x - acc0) * g0 + (cd.y - acc1) * g1 + (cd.z - acc2) * g2 + (cd.w - accD) * gD);
+      if constexpr (DEPTH) v[9] = w * gD;  // (else 0: slot 9 of the zeroed grad stays 0)
+      const float rgb_terms = (cd.x - acc0) * g0 + (cd.y - acc1) * g1 + (cd.z - acc2) * g2;  // (of dL/dalpha / T)
+      const float dL_dalpha = T * (DEPTH ? rgb_terms + (cd.w - accD) * gD : rgb_terms);
       acc0 = e.alpha * cd.x + (1.f - e.alpha) * acc0;
       acc1 = e.alpha * cd.y + (1.f - e.alpha) * acc1;
       acc2 = e.alpha * cd.z + (1.f - e.alpha) * acc2;
-      accD = e.alpha * cd.w + (1.f - e.alpha) * accD;
+      if constexpr (DEPTH) accD = e.alpha * cd.w + (1.f - e.alpha) * accD;
       if (e.raw <= ALPHA_MAX) {  // alpha not clamped: it depends on opacity and power
         v[5] = e.G * dL_dalpha;
         const float dL_dpower = e.raw * dL_dalpha;
@@ -507,7 +511,7 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
     auto blend_front = [&](int k) {
       const AlphaEval e = eval_alpha(s_xy[k], s_co[k], fpx, fpy);
       if (!e.ok) return;
-      add_weighted(b0, b1, b2, bD, s_cd[k], e.alpha * P);
+      add_weighted<DEPTH>(b0, b1, b2, bD, s_cd[k], e.alpha * P);
       P *= 1.f - e.alpha;
     };
     for (int start = hi; start < warp_last; start += 32) {
@@ -532,7 +536,7 @@ __global__ void __launch_bounds__(BWD_WARPS * 32, CULL ? 16 : 0) render_bwd_kern
       acc0 = b0 + P * acc0;
       acc1 = b1 + P * acc1;
       acc2 = b2 + P * acc2;
-      accD = bD + P * accD;
+      if constexpr (DEPTH) accD = bD + P * accD;
     }
   }
   for (int end = min(hi, warp_last); end > lo; end -= 32) {
@@ -558,17 +562,20 @@ void launch_render_bwd(int num_tiles, int tiles_x, int W, int H, const int2* ran
                        const float2* xy, const float4* conic_op, const float4* rgbd, const float* bg,
                        const float* final_T, const int* n_contrib, const float* dL_dcolor, int cs0, int cs1, int cs2,
                        const float* dL_dinvdepth, int ds1, int ds2, float* grad, int chunks, const int* tile_order,
-                       bool cull, cudaStream_t stream) {
+                       bool cull, bool depth, cudaStream_t stream) {
   if (num_tiles == 0) return;
   chunks = std::max(1, chunks);
-  auto kernel = cull ? render_bwd_kernel<true> : render_bwd_kernel<false>;
+  auto kernel = cull ? (depth ? render_bwd_kernel<true, true> : render_bwd_kernel<true, false>)
+                     : (depth ? render_bwd_kernel<false, true> : render_bwd_kernel<false, false>);
   kernel<<<num_tiles * BWD_SPLIT * chunks, BWD_WARPS * 32, 0, stream>>>(
       tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg, final_T, n_contrib, dL_dcolor, cs0, cs1, cs2,
       dL_dinvdepth, ds1, ds2, grad, chunks, tile_order);
 }
 
-int render_bwd_resident_warps() {  // per SM (0: unknown)
-  return resident_blocks(render_bwd_kernel<false>, BWD_WARPS * 32) * BWD_WARPS;
+// Per SM (0: unknown), of the full walk with the depth terms (as before DEPTH: bwd_chunks asks once a process, so one
+// instantiation's count, the same chunks with or without a depth gradient).
+int render_bwd_resident_warps() {
+  return resident_blocks(render_bwd_kernel<false, true>, BWD_WARPS * 32) * BWD_WARPS;
 }
 
 // One warp per tile: work[t] = the tile's number of (tile, Gaussian) pairs (n_contrib == nullptr) or the

@@ -98,6 +98,7 @@ class _RasterizeGaussians(torch.autograd.Function):
             int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), int(stats_mode),
             bool(s.debug), int(s.pair_capacity or 0),
             s.pair_meta if s.pair_meta is not None else torch.empty(0, device=dev, dtype=torch.int32))
+        ctx.set_materialize_grads(False)  # (backward: None for an output the loss does not use)
         ctx.settings = s
         ctx.means2D_shape = means2D.shape
         ctx.opacity_shape = opacities.shape
@@ -113,6 +114,12 @@ class _RasterizeGaussians(torch.autograd.Function):
          rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos) = ctx.saved_tensors
         shape2 = ctx.means2D_shape
         n2 = 2 if len(shape2) == 2 and shape2[-1] == 2 else 3
+        # no gradient of the inverse depth (not in the loss): an empty one, and the render backward skips its terms;
+        # none of the colour (only the depth in the loss): zeros, which the kernel reads as any other
+        if grad_invdepth is None:
+            grad_invdepth = _empty(bg.device)
+        if grad_color is None:
+            grad_color = torch.zeros(3, *final_T.shape, device=final_T.device)
         (d_means2D, d_colors, d_opacity, d_means3D, d_cov3D, d_shs, d_scales, d_rotations,
          d_sh_rest) = extension().rasterize_backward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier),
