@@ -265,8 +265,8 @@ def host_waits(step, params, views, bg, label, top=12):
     total = sum(r[0] for r in rows)
     print(f"  where the GPU waits for the host, {label} (us an iteration, over {n}): before its first kernel "
           f"{prelude / n:.0f}; inside {total / n:.0f}, of which:")
-    for us, count, ops, name in rows[:top]:
-        print(f"    {us / n:7.1f} {count / n:5.1f}x  {ops[:90]}  ->  {name[:60]}")
+    for us, count, ops, name, calls in rows[:top]:
+        print(f"    {us / n:7.1f} {count / n:5.1f}x  {ops[:90]}  ->  {name[:60]}" + (f"  [{calls}]" if calls else ""))
 
 
 def device_ms(events, iterations):

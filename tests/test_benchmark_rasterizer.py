@@ -87,7 +87,7 @@ def test_the_extension_says_what_the_environment_flags_choose(monkeypatch):
 
 def test_the_gpus_waits_for_the_host_are_charged_to_the_ops_that_launched_late():
     """gpu_waits: a gap whose next kernel was launched after the GPU went idle is a wait, charged to the CPU ops around
-    that launch (innermost three, outermost first) and the kernel's name; a gap whose launch came earlier (the GPU was
+    that launch (innermost three, outermost first), the kernel's name and the runtime calls during the wait; a gap whose launch came earlier (the GPU was
     busy elsewhere or waiting on an event) is not; time before an iteration's first kernel is its prelude; work
     outside the iteration ranges is ignored."""
     from utils.phase_timer import gpu_waits
@@ -104,11 +104,14 @@ def test_the_gpus_waits_for_the_host_are_charged_to_the_ops_that_launched_late()
            x("cuda_runtime", "cudaLaunchKernel", 32, 1, 2), x("gpu_memset", "Memset (Device)", 40, 10, 2),
            x("cuda_runtime", "cudaLaunchKernel", 33, 1, 3), x("kernel", "k3", 70, 10, 3)]
     # iteration 2: k4 at 215-225, k5 launched at 250 by backward (after the GPU went idle at 225): a wait of 35
+    # ... while a cudaMalloc ran 230-245
     ev += [x("cuda_runtime", "cudaLaunchKernel", 206, 1, 4), x("kernel", "k4", 215, 10, 4),
+           x("cuda_runtime", "cudaMalloc", 230, 15), x("cuda_runtime", "cudaMalloc", 150, 10),
            x("cuda_runtime", "cudaLaunchKernel", 250, 1, 5), x("kernel", "k5", 260, 5, 5),
            x("cuda_runtime", "cudaLaunchKernel", 400, 1, 6), x("kernel", "outside", 410, 5, 6)]
     n, prelude, rows = gpu_waits({"traceEvents": ev + [{"ph": "f", "name": "flow"}]})
     assert n == 2 and prelude == 10 + 15
-    assert rows == [(35, 1, "backward", "k5"), (20, 1, "forward > aten::zeros > aten::fill_", "Memset (Device)")]
+    assert rows == [(35, 1, "backward", "k5", "cudaMalloc"),
+                    (20, 1, "forward > aten::zeros > aten::fill_", "Memset (Device)", "")]
     # a wait shorter than min_us is left out
-    assert gpu_waits({"traceEvents": ev}, min_us=25)[2] == [(35, 1, "backward", "k5")]
+    assert gpu_waits({"traceEvents": ev}, min_us=25)[2] == [(35, 1, "backward", "k5", "cudaMalloc")]

@@ -95,16 +95,18 @@ def gpu_waits(trace, iteration="iteration", min_us=2.0):
 
     Within an iteration, a gap of at least `min_us` between one piece of GPU work and the next is a wait for the host
     when the next one's launch call started after the GPU went idle. Each wait is charged to the chain of CPU ops
-    that enclose that launch (outermost first, the innermost three), with the next work's name. Returns
-    (iterations, the GPU's idle time before each iteration's first work summed, [(us summed, count, ops, next work)]
-    the largest first). Gaps whose launch came before the GPU went idle (dependencies, stream order) are not waits
+    that enclose that launch (outermost first, the innermost three), with the next work's name and the CUDA runtime
+    calls other than launches that ran while the GPU waited (a cudaMalloc of the caching allocator, a copy that
+    synchronises). Returns (iterations, the GPU's idle time before each iteration's first work summed, [(us summed,
+    count, ops, next work, runtime calls)] the largest first). Gaps whose launch came before the GPU went idle (dependencies, stream order) are not waits
     for the host and are left out."""
     events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X"]
     spans = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
                    if e.get("cat") in ("user_annotation", "cpu_op") and e.get("name") == iteration)
     work = sorted((e for e in events if e.get("cat") in GPU_WORK_CATEGORIES), key=lambda e: e["ts"])
-    launches = {e["args"]["correlation"]: e for e in events
-                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    runtime = [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver")]
+    launches = {e["args"]["correlation"]: e for e in runtime if "correlation" in e.get("args", {})}
+    others = [e for e in runtime if "Launch" not in e["name"]]
     ops = sorted((e for e in events if e.get("cat") == "cpu_op" and e.get("name") != iteration),
                  key=lambda e: e["ts"])
 
@@ -125,8 +127,10 @@ def gpu_waits(trace, iteration="iteration", min_us=2.0):
             launch = launches.get(nxt.get("args", {}).get("correlation"))
             if gap < min_us or launch is None or launch["ts"] < idle_from:
                 continue
-            key = (enclosing(launch["ts"]), nxt["name"])
+            calls = sorted({e["name"] for e in others
+                            if e["ts"] < launch["ts"] and e["ts"] + e.get("dur", 0) > idle_from})
+            key = (enclosing(launch["ts"]), nxt["name"], ", ".join(calls))
             us, n = waits.get(key, (0.0, 0))
             waits[key] = (us + gap, n + 1)
-    rows = sorted(((us, n, ops_, name) for (ops_, name), (us, n) in waits.items()), key=lambda r: -r[0])
+    rows = sorted(((us, n, *key) for key, (us, n) in waits.items()), key=lambda r: -r[0])
     return len(spans), prelude, rows
