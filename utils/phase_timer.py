@@ -96,10 +96,10 @@ def gpu_waits(trace, iteration="iteration", min_us=2.0):
     Within an iteration, a gap of at least `min_us` between one piece of GPU work and the next is a wait for the host
     when the next one's launch call started after the GPU went idle. Each wait is charged to the chain of CPU ops
     that enclose that launch (outermost first, the innermost three), with the next work's name and the CUDA runtime
-    calls other than launches that ran while the GPU waited (a cudaMalloc of the caching allocator, a copy that
-    synchronises). Returns (iterations, the GPU's idle time before each iteration's first work summed, [(us summed,
-    count, ops, next work, runtime calls)] the largest first). Gaps whose launch came before the GPU went idle (dependencies, stream order) are not waits
-    for the host and are left out."""
+    calls other than kernel launches that ran while the GPU waited (a cudaMalloc of the caching allocator, a copy
+    that synchronises, a memset's launch). Returns (iterations, the GPU's idle time before each iteration's first work
+    summed, [(us summed, count, ops, next work, runtime calls)] the largest first). Gaps whose launch came before the
+    GPU went idle (dependencies, stream order) are not waits for the host and are left out."""
     events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X"]
     spans = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
                    if e.get("cat") in ("user_annotation", "cpu_op") and e.get("name") == iteration)
