@@ -87,9 +87,9 @@ def test_the_extension_says_what_the_environment_flags_choose(monkeypatch):
 
 def test_the_gpus_waits_for_the_host_are_charged_to_the_ops_that_launched_late():
     """gpu_waits: a gap whose next kernel was launched after the GPU went idle is a wait, charged to the CPU ops around
-    that launch (innermost three, outermost first), the kernel's name and the runtime calls during the wait; a gap whose launch came earlier (the GPU was
-    busy elsewhere or waiting on an event) is not; time before an iteration's first kernel is its prelude; work
-    outside the iteration ranges is ignored."""
+    that launch (innermost three, outermost first), the kernel's name and the runtime calls during the wait; a gap
+    whose launch came earlier (the GPU was busy elsewhere or waiting on an event) is not; time before an iteration's
+    first kernel is its prelude; work outside the iteration ranges is ignored."""
     from utils.phase_timer import gpu_waits
 
     def x(cat, name, ts, dur, corr=None):
