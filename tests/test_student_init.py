@@ -379,14 +379,16 @@ def test_start_3_learns_the_combined_teacher_render(std_run, monkeypatch, how):
     for t in teachers:
         t.active_sh_degree = t.max_sh_degree
     cams = {c.uid: c for c in Scene(train.read_flags(["-s", scene, "-m", out, "--eval"])[0]).getTrainCameras()}
-    for uid in sorted(seen["targets"])[:2]:
+    apart = 0.0  # (how far the combination gets from the teachers' mean: the check must be able to tell them apart)
+    for uid in sorted(seen["targets"]):
         imgs = torch.stack([render_view(cams[uid], t, seen["pipe"], seen["bg"])["render"] for t in teachers])
         if how == "median":
             want = imgs.median(dim=0).values
         else:  # (the photo where the teachers disagree: the formula is test_combine_renders_by_agreement_...'s)
             want = real_combine(imgs, how, cams[uid].original_image("cpu"))
-            assert (want - imgs.mean(dim=0)).abs().max() > 2 * 2e-3  # (apart from the mean by more than the atol)
+        apart = max(apart, (want.clamp(0, 1) - imgs.mean(dim=0).clamp(0, 1)).abs().max().item())
         assert torch.allclose(seen["targets"][uid].float(), want.clamp(0, 1), atol=2e-3)
+    assert apart > 2 * 2e-3  # (on some view apart from the mean by more than the atol)
 
 
 # by default from the second prune (16000 x 0.005: iterations 80-150); 12000 x 0.005: iterations 60-150
