@@ -87,9 +87,11 @@ def edge_case_gaussians(case, s, P=40, seed=0, dtype=torch.float32, device="cpu"
 
 
 def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_precomp=False, split_sh=False):
-    """Render ``g`` with one rasterizer implementation and back-propagate sum(w * outputs).
-    Returns the outputs and the gradient of every input (means2D included). ``split_sh`` passes the SH as
-    the pair (DC, higher bands), as render() does; their gradients come back concatenated."""
+    """Render ``g`` with one rasterizer implementation and back-propagate sum(w * outputs), loss_w = (colour's,
+    inverse depth's weights); a weight None leaves that output out of the loss (no gradient for it, as in training
+    without depth maps; zeros keep it in with a zero gradient). Returns the outputs and the gradient of every input
+    (means2D included). ``split_sh`` passes the SH as the pair (DC, higher bands), as render() does; their gradients
+    come back concatenated."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
     if split_sh:
         leaves["shs"] = tuple(t.detach().clone().requires_grad_(True) for t in (g["shs"][:, :1], g["shs"][:, 1:]))
@@ -101,9 +103,7 @@ def render_with_grads(rasterizer_cls, s, g, loss_w, return_stats=False, use_prec
         kw.update(shs=leaves["shs"], scales=leaves["scales"], rotations=leaves["rotations"])
     out = rasterizer_cls(raster_settings=s)(**kw, return_stats=return_stats)
     color, radii, invdepth = out[:3]
-    wc, wd = loss_w
-    loss = (color * wc).sum() + (invdepth * wd).sum()
-    loss.backward()
+    sum((o * w).sum() for o, w in zip((color, invdepth), loss_w) if w is not None).backward()
     grads = {k: v.grad for k, v in leaves.items() if k != "shs" or not split_sh}
     if split_sh:
         grads["shs"] = torch.cat([t.grad for t in leaves["shs"]], dim=1)

@@ -367,9 +367,9 @@ def test_backward_warp_culling_matches_the_full_walk(monkeypatch, chunks):
     _compare(s, deep, seed=seed)  # (DGR_BWD_CULL=on) and the torch rasterizer's
 
 
-def _grads_under(monkeypatch, s, g, loss_of):
-    """The CUDA render's gradients of every input (render_with_grads's, means2D included) under the loss
-    loss_of(color, invdepth), and the colour and inverse-depth gradients its backward handed the extension."""
+def _grads_under(monkeypatch, s, g, loss_w):
+    """The CUDA render's gradients (render_with_grads's, under the loss weights loss_w; None: that output out of the
+    loss), and the colour and inverse-depth gradients its backward handed the extension."""
     dgr = _cuda_module()
     extension = dgr.extension
     real = extension()
@@ -385,16 +385,9 @@ def _grads_under(monkeypatch, s, g, loss_of):
 
     monkeypatch.setattr(dgr, "extension", lambda: Spy())
     try:
-        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in g.items()}
-        means2D = torch.zeros(leaves["means3D"].shape[0], 3, device=DEV, requires_grad=True)
-        color, _, invdepth = dgr.GaussianRasterizer(_to_cuda_settings(s))(
-            leaves["means3D"], means2D, leaves["opacities"], shs=leaves["shs"], scales=leaves["scales"],
-            rotations=leaves["rotations"])
-        loss_of(color, invdepth).backward()
+        grads = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, loss_w)["grads"]
     finally:
         monkeypatch.setattr(dgr, "extension", extension)
-    grads = {k: v.grad for k, v in leaves.items()}
-    grads["means2D"] = means2D.grad
     assert len(handed) == 1
     return grads, handed[0]
 
@@ -418,14 +411,14 @@ def test_backward_without_a_depth_gradient(monkeypatch, chunks, cull):
                random_gaussians(300, seed=34, sh_degree=2, device=DEV))]
     for seed, s, g in scenes:
         wc, wd = loss_weights(s, seed, device=DEV)
-        no_depth, (gc, gd) = _grads_under(monkeypatch, s, g, lambda c, d: (c * wc).sum())
+        no_depth, (gc, gd) = _grads_under(monkeypatch, s, g, (wc, None))
         assert gd.numel() == 0 and torch.equal(gc, wc)  # (the no-depth path)
-        again, _ = _grads_under(monkeypatch, s, g, lambda c, d: (c * wc).sum())
-        zero_depth, (_, gd) = _grads_under(monkeypatch, s, g, lambda c, d: (c * wc).sum() + 0 * d.sum())
+        again, _ = _grads_under(monkeypatch, s, g, (wc, None))
+        zero_depth, (_, gd) = _grads_under(monkeypatch, s, g, (wc, torch.zeros_like(wd)))
         assert gd.shape == (1, s.image_height, s.image_width) and not gd.any()  # (the depth terms, gradient 0)
         assert_close_up_to_atomics(no_depth, zero_depth, atomics_noise(no_depth, again))
         _assert_grads_match(no_depth, render_with_grads(TR, s, g, (wc, torch.zeros_like(wd)))["grads"])
-        depth_only, (gc, gd) = _grads_under(monkeypatch, s, g, lambda c, d: (d * wd).sum())
+        depth_only, (gc, gd) = _grads_under(monkeypatch, s, g, (None, wd))
         assert not gc.any() and gc.shape == (3, s.image_height, s.image_width) and torch.equal(gd, wd)
         _assert_grads_match(depth_only, render_with_grads(TR, s, g, (torch.zeros_like(wc), wd))["grads"])
 

@@ -434,6 +434,7 @@ std::vector<torch::Tensor> rasterize_backward(
                   dL_dcolor.size(2) == W, "grad of color must be [3, H, W] on the GPU");
   TORCH_CHECK(!depth || (dL_dinvdepth.is_cuda() && dL_dinvdepth.dim() == 3 && dL_dinvdepth.size(1) == H &&
                          dL_dinvdepth.size(2) == W), "grad of invdepth must be [1, H, W] on the GPU");
+  const int ds1 = depth ? (int)dL_dinvdepth.stride(1) : 0, ds2 = depth ? (int)dL_dinvdepth.stride(2) : 0;
   const int M = sh_coeffs(shs, sh_rest);
   const int deg = sh_degree_used(sh_degree, M);
   const bool split = sh_rest.numel() > 0;
@@ -469,14 +470,14 @@ std::vector<torch::Tensor> rasterize_backward(
                       reinterpret_cast<const float4*>(rgbd.data_ptr<float>()), bg.data_ptr<float>(),
                       final_T.data_ptr<float>(), n_contrib.data_ptr<int>(), dL_dcolor.data_ptr<float>(),
                       (int)dL_dcolor.stride(0), (int)dL_dcolor.stride(1), (int)dL_dcolor.stride(2),
-                      depth ? dL_dinvdepth.data_ptr<float>() : nullptr, depth ? (int)dL_dinvdepth.stride(1) : 0,
-                      depth ? (int)dL_dinvdepth.stride(2) : 0, grad.data_ptr<float>(), bwd_chunks(num_tiles),
-                      tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, bwd_cull(), depth, stream);
+                      depth ? dL_dinvdepth.data_ptr<float>() : nullptr, ds1, ds2, grad.data_ptr<float>(),
+                      bwd_chunks(num_tiles), tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr,
+                      bwd_cull(), depth, stream);
     check_launch(debug, "render backward");
   }
-  const bool sh_fast = M == 16 && shs.numel() > 0 &&
-                       (split || ((reinterpret_cast<uintptr_t>(shs.data_ptr<float>()) % 16 == 0) &&
-                                  (reinterpret_cast<uintptr_t>(dL_dshs.data_ptr<float>()) % 16 == 0)));
+  // (whole rows are also written back to dL_dshs with 16-byte stores)
+  const bool sh_fast = sh_fast_path(M, shs, split) &&
+                       (split || reinterpret_cast<uintptr_t>(dL_dshs.data_ptr<float>()) % 16 == 0);
   launch_preprocess_bwd(P, deg, M, sh_fast, n2, means3D.data_ptr<float>(), opt_ptr(scales), opt_ptr(rotations),
                         opacity.data_ptr<float>(), opt_ptr(shs), opt_ptr(sh_rest), opt_ptr(colors), opt_ptr(cov3D),
                         cam, rank.data_ptr<int>(), grad.data_ptr<float>(), dL_dmeans3D.data_ptr<float>(),
