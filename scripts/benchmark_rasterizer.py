@@ -27,6 +27,7 @@ views), without the gaps where the GPU waits for the host: the wall time above i
 rasterizer's kernels take less than its host work (small N), which the trainer's CUDA graphs do not pay.
 """
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -215,17 +216,20 @@ def _clear_grads(params):
         p.grad = None
 
 
-def _profiled(step, params, views, bg):
-    """torch.profiler's CUDA events of one forward + backward a view, over `views`."""
-    from torch.profiler import ProfilerActivity, profile as tprofile  # noqa: PLC0415
+def _profiled(step, params, views, bg, host=False):
+    """torch.profiler (CUDA activity; with `host` the CPU's too, each iteration a record_function("iteration") range,
+    for gpu_waits) over one forward + backward a view, over `views`; a sync ends each, so its kernels end inside."""
+    from torch.profiler import ProfilerActivity, profile as tprofile, record_function  # noqa: PLC0415
 
     torch.cuda.synchronize()
-    with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CUDA, ProfilerActivity.CPU] if host else [ProfilerActivity.CUDA]
+    with tprofile(activities=activities) as prof:
         for v in views:
-            step(params, v, bg)
+            with record_function("iteration") if host else contextlib.nullcontext():
+                step(params, v, bg)
+                torch.cuda.synchronize()
             _clear_grads(params)
-        torch.cuda.synchronize()
-    return prof.events()
+    return prof
 
 
 def profile(step, params, views, bg, label, top=20):
@@ -233,7 +237,7 @@ def profile(step, params, views, bg, label, top=20):
     step(params, views[0], bg)
     _clear_grads(params)
     print(f"  kernels of {label} (ms, calls):")
-    for name, n, us in gpu_work_by_name(_profiled(step, params, views[:1], bg))[:top]:
+    for name, n, us in gpu_work_by_name(_profiled(step, params, views[:1], bg).events())[:top]:
         print(f"    {us / 1e3:8.3f} {n:3d}  {name[:110]}")
 
 
@@ -245,17 +249,9 @@ def host_waits(step, params, views, bg, label, top=12):
     import json  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from torch.profiler import ProfilerActivity, profile as tprofile, record_function  # noqa: PLC0415
-
     step(params, views[0], bg)
     _clear_grads(params)
-    torch.cuda.synchronize()
-    with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for v in views:
-            with record_function("iteration"):
-                step(params, v, bg)
-                torch.cuda.synchronize()  # (inside the range: its last kernel ends in it)
-            _clear_grads(params)
+    prof = _profiled(step, params, views, bg, host=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
         prof.export_chrome_trace(path)
@@ -276,7 +272,7 @@ def device_ms(events, iterations):
 
 def kernel_ms(step, params, views, bg):
     """GPU work of one forward + backward (ms), from a profiled pass over the views (after the timed rounds)."""
-    return device_ms(_profiled(step, params, views, bg), len(views))
+    return device_ms(_profiled(step, params, views, bg).events(), len(views))
 
 
 def warm_up(step, params, views, bg, iterations):
