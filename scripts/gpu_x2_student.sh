@@ -69,6 +69,8 @@
 #   x2late  two GPUs (~9 min): the same with --distill_start 20000;
 #   x2dp  two GPUs (~12 min): data-parallel ranks graphed (the sixteenth session): bonsai's pipeline with two views a
 #        step under torchrun, graphed against eager, and in one process;
+#   fullvar  one GPU (~25 min, three calls): the full-schedule pipelines of FULL_SEEDS side by side, then the students
+#        listed in .devdata/full_variants.txt (carried by a later call) on their teachers, side by side;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -83,7 +85,7 @@
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
-  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full steps peer early
+  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
@@ -151,20 +153,25 @@ stage_times() {  # gpu scene seed "flags" ...: the scene's pipeline of that seed
 
 FULL="--eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000"  # the full schedule
 
-full() {  # gpu: the full-schedule bonsai pipeline of seed FULL_SEED (FULL_FLAGS: more train.py flags)
-  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds $FULL_SEED --gpus $1 --label bonsai_full \
+full() {  # gpu: the full-schedule bonsai pipelines of FULL_SEEDS (default FULL_SEED) side by side (FULL_FLAGS: more
+  # train.py flags)
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds ${FULL_SEEDS:-$FULL_SEED} \
+    --parallel $(echo ${FULL_SEEDS:-$FULL_SEED} | wc -w) --gpus $1 --label bonsai_full \
     -- $FULL ${FULL_FLAGS:-} > $R/logs/bonsai_full.txt 2>&1
-  { stamp "full-schedule bonsai pipeline, seed $FULL_SEED"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt
+  { stamp "full-schedule bonsai pipelines, seeds ${FULL_SEEDS:-$FULL_SEED}"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt
   collect
 }
 
-full_variant() {  # gpu name [train.py flags]: a full-schedule student on the full run's teachers (a screen: one seed)
+full_variant() {  # gpu name [train.py flags]: full-schedule students on the full runs' teachers, seed by seed (a
+  # screen: one or two seeds)
   local gpu=$1 name=$2; shift 2
   python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full_$name --students_only $S/bonsai_full \
-    --seeds $FULL_SEED --gpus $gpu --label bonsai_full_$name -- $FULL "$@" > $R/logs/bonsai_full_$name.txt 2>&1
-  { stamp "full-schedule bonsai $name: $*"; tail -12 $R/logs/bonsai_full_$name.txt | head -5
+    --seeds ${FULL_SEEDS:-$FULL_SEED} --parallel $(echo ${FULL_SEEDS:-$FULL_SEED} | wc -w) --gpus $gpu \
+    --label bonsai_full_$name -- $FULL "$@" > $R/logs/bonsai_full_$name.txt 2>&1
+  { stamp "full-schedule bonsai $name: $*"; tail -12 $R/logs/bonsai_full_$name.txt | head -6
     python3 scripts/seed_study.py --compare $S/bonsai_full $S/bonsai_full_$name | grep -E "^B - A|^PSNR"
   } >> $R/summary.txt 2>&1
+  rm -rf $S/bonsai_full_$name/seed_*/point_cloud_[012]; collect
 }
 
 issue12() {  # gpu: gsplat's 7,500 steps and our four-model pipeline, each alone on that GPU
@@ -726,6 +733,19 @@ if [ "${PLAN:-}" = early ]; then  # the early student under torchrun (issue 17, 
   base bonsai 0 & base lego 1 -w & wait
   variant bonsai ds16 0 --distill_start 16000 & variant lego ds16 1 --distill_start 16000 & wait
   stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = fullvar ]; then  # one GPU (~25 min over three calls): the full-schedule bonsai pipelines of
+  # FULL_SEEDS (default "5 6") side by side, then students on their teachers for each line "name flags..." of
+  # .devdata/full_variants.txt (carried by a later call; waited for up to VARIANT_WAIT s), all side by side: quality
+  # only, the seconds are not valid
+  FULL_SEEDS=${FULL_SEEDS:-5 6}; full 0
+  t0=$(date +%s)
+  while [ ! -f .devdata/full_variants.txt ] && [ $(( $(date +%s) - t0 )) -lt ${VARIANT_WAIT:-900} ]; do sleep 5; done
+  [ -f .devdata/full_variants.txt ] || stamp "no .devdata/full_variants.txt after ${VARIANT_WAIT:-900} s"
+  while read -r name flags; do
+    [ -n "$name" ] && [ "${name:0:1}" != "#" ] && full_variant 0 $name $flags &
+  done < <(cat .devdata/full_variants.txt 2>/dev/null)
+  wait; collect; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = full ]; then
   full 0; full_variant 0 tail1 --student_tail 1.0; collect; stamp done; touch $DONE; exit 0
