@@ -226,6 +226,12 @@ class DistillParams(FlagGroup):
         "start, as NeRF-synthetic scenes, which 3DGS sheds that way), off when it has them")
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
+    student_relocate: Optional[int] = flag(
+        None, "student: every this many iterations after its last cut (from its start with --student_init std) until "
+              "its schedule ends (not in the tail), its Gaussians below --min_opacity move onto live ones drawn by "
+              "opacity, each sharing that one's opacity and scale (3DGS-MCMC's relocation): the count stays, the "
+              "transparent ones render again", steps=True, check=at_least(1), legacy_none=0,
+        none="off (the transparent Gaussians stay), as the reference")
     student_steps_scale: float = flag(
         1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "

@@ -6,6 +6,7 @@ import torch
 
 from arguments.groups import prune_cut_iterations
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
+from distill.relocate import relocate_transparent
 from distill.structure import structure_loss
 from gaussian_renderer import render
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -165,6 +166,16 @@ def unseen_prune_iterations(opt):
     return schedule(opt.densify_from_iter, opt.densify_until_iter, opt.opacity_reset_interval)
 
 
+def relocate_iterations(opt, dp):
+    """The iterations of --student_relocate (``opt``, ``dp``: the student's copies): its multiples after the last cut
+    (after the start for a std-started student, which never cuts) and before the schedule's end, so the tail only
+    fine-tunes; none when off."""
+    if dp.student_relocate is None:
+        return set()
+    start = 0 if dp.student_init == "std" else max(prune_cut_iterations(dp))
+    return schedule(start, schedule_end(opt, dp), dp.student_relocate)
+
+
 def prunes_unseen(dp, random_start):
     """Whether the student drops its importance-0 Gaussians at unseen_prune_iterations: --student_prune_unseen on, or
     auto with a random start (``random_start``: the scene had no SfM points, as NeRF-synthetic). Measured paired over
@@ -289,6 +300,8 @@ class StudentRole(Role):
         self.prunes_unseen = prunes_unseen(dp, random_start)
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
+        self.relocate_events = relocate_iterations(opt, dp)
+        self.min_opacity = opt.min_opacity
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
@@ -332,6 +345,12 @@ class StudentRole(Role):
     def after_step(self, it, model, state, out):
         if it in self.unseen_events:
             self._prune_unseen(it, model, state)
+        if it in self.relocate_events:
+            # (the seed from the loop's RNG, drawn on every rank: the ranks move the same Gaussians, a resume too)
+            moved = relocate_transparent(model, self.min_opacity, random.getrandbits(62), rows=state)
+            if moved:
+                self.log.append(dict(iteration=it, kind="relocate", before=model.num_points,
+                                     after=model.num_points, moved=moved))
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it not in self.cuts:
             return

@@ -190,6 +190,23 @@ class GaussianModel:
         self.edit_params(lambda k, t: new_values[k].to(t.dtype), lambda k, t: t[keep], rows,
                          lambda t: t[keep])
 
+    @torch.no_grad()
+    def overwrite_rows(self, index, new_values, rows=None):
+        """Write ``new_values`` (raw values for every parameter name, one row per entry of ``index``) into the rows
+        ``index`` in place, the count unchanged: their Adam moments and ``rows`` (the strategy state) restart at
+        zero, the tensors stay the same objects (a graphed step's graph stays valid)."""
+        if rows is not None:
+            check_rows(rows, self.num_points)
+        for k in PARAM_NAMES:
+            p = self.params[k]
+            p.data[index] = new_values[k].to(p.dtype)
+            st = self.optimizer.state.get(p) if self.optimizer is not None else None
+            for m in ("exp_avg", "exp_avg_sq"):
+                if st and torch.is_tensor(st.get(m)):
+                    st[m][index] = 0
+        for t in (rows or {}).values():
+            t[index] = 0
+
     def restart_optimizer(self, opt, iteration):
         """A new optimizer (no Adam state) at ``iteration``'s learning rates, after an edit whose survivors should
         not keep their moments (the student's prunes, as the reference)."""

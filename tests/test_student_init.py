@@ -272,6 +272,31 @@ def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_r
         assert a.read() == b.read()
 
 
+def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, tmp_path):
+    scene, out, _, _ = std_run
+    d = str(tmp_path / "run")
+    shutil.copytree(out, d)
+    # cuts at 80, 85, 90; relocations every 2000 x 0.005 = 10 iterations from 100 to 140, the transparent ones
+    # those below an opacity of 0.15 (high, so that the toy student has some; no densification, whose prunes would
+    # take them first: its window starts after it ends); a checkpoint at 95, after the cuts, before the relocations
+    summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--student_relocate", "2000", "--min_opacity",
+                                                   "0.15", "--densify_from_iter", "20000", "--checkpoint_iterations",
+                                                   "19000", "--checkpoint_every_minutes", "0"])
+    events = summary["models"]["student"]["events"]
+    moves = [e for e in events if e["kind"] == "relocate"]
+    assert moves and {e["iteration"] for e in moves} <= set(range(100, 150, 10))
+    last_cut = [e for e in events if e["kind"] == "second"][-1]
+    assert all(e["before"] == e["after"] == last_cut["after"] and e["moved"] > 0 for e in moves)
+    assert _ply(d, 3).num_points == last_cut["after"]
+    assert json.load(open(os.path.join(d, "cfg_args.json")))["student_relocate"] == 2000  # (as given, unscaled)
+    r = _only_checkpoint(d, str(tmp_path / "resumed"), "chkpntstudent95.pth")
+    shutil.rmtree(os.path.join(r, "point_cloud_3"))
+    train.main(["-m", r, "--resume"])  # the later relocations draw what the uninterrupted run drew
+    with open(os.path.join(r, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as a, \
+            open(os.path.join(d, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as b:
+        assert a.read() == b.read()
+
+
 def test_start_3_with_a_fine_tuning_tail(std_run):
     """--student_tail: the stretched schedule, then a tail with no events at the schedule's last position LR."""
     scene, out, _, _ = std_run

@@ -1,0 +1,57 @@
+"""The student's relocation at a fixed count (--student_relocate): after its last cut the student no longer densifies,
+so a Gaussian whose opacity falls below --min_opacity would hold a place of the 12% budget while rendering nothing.
+Relocation moves each such Gaussian onto a live one (drawn with probability proportional to opacity) and splits
+that one's opacity and scale over it and its new copies, so that together they render about as it did and the
+optimisation can pull them apart (the relocation of 3DGS as Markov Chain Monte Carlo, Kheradmand et al. 2024)."""
+import torch
+
+from utils.general_utils import inverse_sigmoid
+
+MAX_SHARE = 51  # at most this many Gaussians share one source's opacity (more copies of one source keep this split)
+
+
+def split_opacity_and_scale(opacity, copies):
+    """For a Gaussian of ``opacity`` (o) shared by ``copies`` (n >= 1) coincident Gaussians: the opacity o' each gets,
+    1 - (1 - o)^(1/n), which composites back to o at the centre, and the factor on its scale that keeps the
+    composited profile's integral along any axis equal to o's: o / sum_{i=1..n} sum_{k=0..i-1} C(i-1, k) (-1)^k
+    o'^(k+1) / sqrt(k+1) (expand 1 - (1 - o' g)^n and integrate each power of the Gaussian g). Float64 inside:
+    the alternating sums cancel. Returns (o', factor), both of ``opacity``'s dtype."""
+    o = opacity.double()
+    n = copies.to(o.device).double().clamp(1, MAX_SHARE)
+    o_new = 1.0 - (1.0 - o).pow(1.0 / n)
+    denom = torch.zeros_like(o)
+    for i in range(1, int(n.max()) + 1):
+        inner = torch.zeros_like(o)
+        binom = 1.0  # C(i-1, k), updated as k grows
+        for k in range(i):
+            inner = inner + binom * (-1.0) ** k * o_new.pow(k + 1) / (k + 1) ** 0.5
+            binom = binom * (i - 1 - k) / (k + 1)
+        denom = denom + torch.where(n >= i, inner, torch.zeros_like(inner))
+    return o_new.to(opacity.dtype), (o / denom).to(opacity.dtype)
+
+
+@torch.no_grad()
+def relocate_transparent(model, min_opacity, seed, rows=None):
+    """Move every Gaussian of ``model`` below ``min_opacity`` onto a live one drawn with probability proportional to
+    its opacity (a CPU generator seeded by ``seed``: the same draws on every data-parallel rank and after a resume);
+    the drawn source and its copies share its opacity and scale by split_opacity_and_scale, and take every other
+    parameter of it. Their Adam moments and ``rows`` (the strategy state) restart at zero. The tensors are written in
+    place (a graphed step keeps its graph). Returns how many Gaussians moved (0 when none is transparent, or all)."""
+    opacity = model.get_opacity.squeeze(1)
+    dead = opacity < min_opacity  # (densification's prune test)
+    n_dead = int(dead.sum())  # (a sync, once a relocation)
+    if n_dead == 0 or n_dead == opacity.numel():
+        return 0
+    live = (~dead).nonzero().squeeze(1)
+    generator = torch.Generator().manual_seed(int(seed))
+    drawn = torch.multinomial(opacity[live].double().cpu(), n_dead, replacement=True, generator=generator)
+    sources = live[drawn.to(live.device)]
+    copies = torch.bincount(sources, minlength=opacity.numel())[sources] + 1  # the source itself and its copies
+    o_new, factor = split_opacity_and_scale(opacity[sources], copies)
+    # each source's row is written once per copy of it, always with the same values
+    to = torch.cat([sources, dead.nonzero().squeeze(1)])
+    values = {k: p.detach()[sources] for k, p in model.params.items()}
+    values["opacity"] = inverse_sigmoid(o_new.clamp(min_opacity, 1.0 - 1e-6))[:, None]
+    values["scaling"] = values["scaling"] + torch.log(factor)[:, None]
+    model.overwrite_rows(to, {k: torch.cat([v, v]) for k, v in values.items()}, rows)
+    return n_dead
