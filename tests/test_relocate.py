@@ -28,17 +28,19 @@ def test_the_split_keeps_the_centre_opacity_and_the_profiles_integral(o, n):
         assert (o_new, factor) == (pytest.approx(o), pytest.approx(1.0))
 
 
-def _trained(n=60, dead=(3, 10, 11, 40, 59)):
+def _trained(n=60, dead=(3, 10, 11, 40, 59), device="cpu"):
     """A model whose Adam moments are non-zero, with the Gaussians ``dead`` below an opacity of 0.005."""
     m = random_model(n, seed=4)
+    m.device = torch.device(device)
+    m.params = {k: torch.nn.Parameter(v.detach().to(device)) for k, v in m.params.items()}
     m.training_setup(opt_defaults())
     g = torch.Generator().manual_seed(6)
     for p in m.params.values():
-        p.grad = torch.randn(p.shape, generator=g)
-    m.optimizer_step(torch.ones(n, dtype=torch.bool))
+        p.grad = torch.randn(p.shape, generator=g).to(device)
+    m.optimizer_step(torch.ones(n, dtype=torch.bool, device=device))
     op = torch.rand(n, 1, generator=torch.Generator().manual_seed(5)) * 0.8 + 0.1
     op[list(dead)] = 0.001
-    m.params["opacity"].data.copy_(inverse_sigmoid(op))
+    m.params["opacity"].data.copy_(inverse_sigmoid(op).to(device))
     return m
 
 
@@ -47,12 +49,18 @@ def _snapshot(m):
             {k: {s: m.optimizer.state[p][s].clone() for s in ("exp_avg", "exp_avg_sq")} for k, p in m.params.items()})
 
 
-def test_relocation_moves_the_transparent_onto_live_ones_in_place():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_relocation_moves_the_transparent_onto_live_ones_in_place(device):
     dead = [3, 10, 11, 40, 59]
-    m = _trained(dead=dead)
+    m = _trained(dead=dead, device=device)
     (before, moments), ptrs = _snapshot(m), {k: p.data_ptr() for k, p in m.params.items()}
-    rows = {"grad": torch.arange(60.0) + 1, "blur": torch.ones(60, dtype=torch.bool)}
+    rows = {"grad": torch.arange(60.0, device=device) + 1, "blur": torch.ones(60, dtype=torch.bool, device=device)}
     assert relocate_transparent(m, 0.005, seed=7, rows=rows) == 5
+    after = {k: {s: m.optimizer.state[p][s].cpu() for s in ("exp_avg", "exp_avg_sq")} for k, p in m.params.items()}
+    m = m.to("cpu")  # (the checks below on the CPU)
+    before, rows = {k: v.cpu() for k, v in before.items()}, {k: v.cpu() for k, v in rows.items()}
+    moments = {k: {s: v.cpu() for s, v in d.items()} for k, d in moments.items()}
     assert m.num_points == 60 and {k: p.data_ptr() for k, p in m.params.items()} == ptrs  # in place: graphs hold
     xyz, op_before = m.get_xyz.detach(), torch.sigmoid(before["opacity"]).squeeze(1)
     # each dead row now sits on a live source; a source with c copies shares its opacity c + 1 ways
@@ -76,7 +84,7 @@ def test_relocation_moves_the_transparent_onto_live_ones_in_place():
     for k, p in m.params.items():
         assert torch.equal(p.detach()[untouched], before[k][untouched]), k
         for s in ("exp_avg", "exp_avg_sq"):
-            st = m.optimizer.state[p][s]
+            st = after[k][s]
             assert (st[touched] == 0).all() and torch.equal(st[untouched], moments[k][s][untouched]), (k, s)
     assert (rows["grad"][touched] == 0).all()
     assert torch.equal(rows["grad"][untouched], torch.arange(60.0)[untouched] + 1)
