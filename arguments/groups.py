@@ -189,6 +189,11 @@ class DistillParams(FlagGroup):
         "every", "--prune_stages: which cuts give the Gaussians that are never the strongest contributor of a "
                  "training pixel importance 0 (so that they go): every cut (the reference's importance) or only the "
                  "last, the earlier ones ranking by contribution alone and keeping their geometric counts")
+    cut_selection: Literal["top", "sample"] = flag(
+        "top", "--student_max_ratio's cuts: which Gaussians each keeps: top (the most important, as the reference's "
+               "prune) or sample (its count drawn without replacement with probability proportional to importance, "
+               "as Mini-Splatting's simplification: where every Gaussian matters little, a sparse cover stays "
+               "instead of none)")
     prune_importance_fraction: Optional[float] = flag(
         None, "share of the total importance the second prune removes (Gaussians of no importance always go)",
         check=between(0, 1), absent=0.01,
@@ -281,6 +286,12 @@ class DistillParams(FlagGroup):
             if prune_stage_count(self) > 1 and self.student_max_ratio is None:  # (only an explicit count > 1)
                 raise UserError(f"--prune_stages {self.prune_stages} needs --student_max_ratio > 0: the count the "
                                 f"last cut reaches (e.g. 0.12)")
+            if self.cut_selection == "sample" and self.student_max_ratio is None:
+                raise UserError("--cut_selection sample needs --student_max_ratio > 0: the count each cut draws "
+                                "(e.g. 0.12)")
+            if self.cut_selection == "sample" and self.prune_importance_fraction:
+                raise UserError("--prune_importance_fraction applies to --cut_selection top (a sampled cut keeps its "
+                                "count, drawn by importance): drop one of the two")
             if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
                 raise UserError("--never_strongest_at last needs more than one cut (--prune_stages > 1, with "
                                 "--student_max_ratio): with one cut that cut is the last")

@@ -36,8 +36,14 @@ def sample_by_importance(imp, factor, generator=None):
     replacement with probability proportional to importance. Returns a bool keep mask."""
     n = imp.shape[0]
     positive = int((imp > 0).sum())
-    k = min(positive, int(n * factor * positive / max(n, 1)))
-    keep = torch.zeros(n, dtype=torch.bool, device=imp.device)
+    return sample_kept(imp, int(n * factor * positive / max(n, 1)), generator)
+
+
+def sample_kept(imp, count, generator=None):
+    """A bool keep mask of min(``count``, the Gaussians of importance > 0) Gaussians drawn without replacement with
+    probability proportional to importance (none of importance 0)."""
+    k = min(int((imp > 0).sum()), count)
+    keep = torch.zeros(imp.shape[0], dtype=torch.bool, device=imp.device)
     if k > 0:
         idx = torch.multinomial(imp.double().cpu(), k, replacement=False, generator=generator)
         keep[idx.to(imp.device)] = True

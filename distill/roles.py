@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from arguments.groups import prune_cut_iterations
-from distill.importance import gaussian_importance, prune_least_important, sample_by_importance
+from distill.importance import gaussian_importance, prune_least_important, sample_by_importance, sample_kept
 from distill.relocate import relocate_transparent
 from distill.structure import structure_loss
 from gaussian_renderer import render
@@ -366,8 +366,13 @@ class StudentRole(Role):
             # --never_strongest_at last: the earlier cuts rank by contribution alone, so that they keep their
             # geometric counts (on bonsai 55-60% of the grown student is never a pixel's strongest contributor)
             imp = self._importance(model, strongest_rule=last or self.dp.never_strongest_at == "every")
-            model.prune(prune_least_important(imp, prune_fraction(self.dp) if last else 0.0,
-                                              cut_count(j, len(self.cuts), before, self.target)), rows=state)
+            count = cut_count(j, len(self.cuts), before, self.target)
+            if self.dp.cut_selection == "sample" and count is not None:
+                # (seeded from the loop's RNG, drawn on every rank: the ranks keep the same Gaussians, a resume too)
+                generator = torch.Generator().manual_seed(random.getrandbits(62))
+                model.prune(~sample_kept(imp, count, generator), rows=state)
+            else:
+                model.prune(prune_least_important(imp, prune_fraction(self.dp) if last else 0.0, count), rows=state)
         # the reference's state after each prune: a fresh optimizer, and the statistics start over
         model.restart_optimizer(self.opt, it)
         restart_stats(state)

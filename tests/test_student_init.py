@@ -3,6 +3,7 @@ the student's own schedule (--student_steps_scale)."""
 import json
 import math
 import os
+import random
 import shutil
 
 import pytest
@@ -220,6 +221,9 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--never_strongest_at", "last", "--prune_stages", "1"], "--never_strongest_at last needs more than one cut"),
     (["--student_max_ratio", "0.5"], "--student_max_ratio 0.5 is above the growth cap --num_max_ratio 0.4"),
     (["--distill_start", "42000"], "--distill_start 42000 is not before the student's last iteration (42000"),
+    (["--cut_selection", "sample", "--student_max_ratio", "0"], "--cut_selection sample needs --student_max_ratio"),
+    (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
+    (["--cut_selection", "random"], "--cut_selection random is unknown"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -245,6 +249,35 @@ def test_cut_counts_fall_geometrically_to_the_target():
     assert prune_cut_iterations(DistillParams.defaults(student_max_ratio=None)) == [16000]
     assert prune_cut_iterations(DistillParams.defaults(student_init="std")) == [16000]
     assert prune_cut_iterations(DistillParams.defaults(prune_stages=1)) == [16000]
+
+
+def test_a_sampled_cut_keeps_its_count_drawn_by_importance():
+    from distill.importance import gaussian_importance, prune_least_important
+    from tests.test_novel_views import _ring
+    cams = _ring(4)
+    g = torch.Generator().manual_seed(0)
+    points = torch.cat([torch.randn(150, 3, generator=g) * 0.4,  # in every view
+                        torch.randn(30, 3, generator=g) + torch.tensor([0.0, 0.0, 60.0])])  # above all of them
+    pipe, bg = PipelineParams.defaults(backend="torch"), torch.zeros(3)
+    opt = scale_steps(opt_defaults(), 0.01)
+    targets = {c.uid: torch.rand(3, 24, 32).half() for c in cams}
+    kept = {}
+    for how in ("top", "sample"):
+        model = GaussianModel(0)
+        model.create_from_points(points, torch.rand(180, 3, generator=torch.Generator().manual_seed(1)), 1.0)
+        dp = DistillParams.defaults(cut_selection=how, prune_stages=1, second_prune_iter=100, student_max_ratio=0.1)
+        role = StudentRole(dp, opt, pipe, bg, targets, torch.zeros(400, 3), cams)  # (G_std's 400: a cap of 40)
+        imp = gaussian_importance(model, cams, pipe, bg, dp.imp_metric)
+        state = {"rows": torch.arange(180.0)}
+        random.seed(3)
+        role.after_step(100, model, state, None)
+        assert model.num_points == 40 and state["rows"].shape == (40,)
+        kept[how] = torch.cdist(model.get_xyz.detach(), points).argmin(1)  # (the points are distinct)
+        assert (imp[kept[how]] > 0).all()
+    top = set((~prune_least_important(imp, 0.0, 40)).nonzero().squeeze(1).tolist())
+    assert set(kept["top"].tolist()) == top
+    assert set(kept["sample"].tolist()) != top  # a sparse cover: some below the 40 most important are kept
+    assert imp[kept["sample"]].mean() > imp[imp > 0].mean()  # drawn by importance, not uniformly
 
 
 def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_run, tmp_path):
