@@ -70,7 +70,10 @@
 #   x2dp  two GPUs (~12 min): data-parallel ranks graphed (the sixteenth session): bonsai's pipeline with two views a
 #        step under torchrun, graphed against eager, and in one process;
 #   fullvar  one GPU (~25 min, three calls): the full-schedule pipelines of FULL_SEEDS side by side, then the students
-#        listed in .devdata/full_variants.txt (carried by a later call) on their teachers, side by side;
+#        listed in .devdata/full_variants.txt (carried by a later call, or FULL_VARIANTS="name flags;...") on their
+#        teachers, side by side;
+#   count  one GPU (~20 min): --student_relocate 100 and --cut_selection sample against the default, students on the
+#        teachers of bonsai's and lego's default pipelines of SEEDS (paired);
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -85,7 +88,7 @@
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
-  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar steps peer early
+  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar count steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
@@ -437,6 +440,15 @@ agree_plan() {  # the teachers' agreement as the student's target against their 
 if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests)
   agree_plan; stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = count ]; then  # one GPU (~20 min with SKIP_TESTS=1): the twenty-third session's two ways to use
+  # the 12% better (--student_relocate 100, --cut_selection sample), students on the teachers of bonsai's and
+  # lego's default pipelines of SEEDS (paired), the variants of a scene side by side
+  base bonsai 0
+  variant bonsai relocate 0 --student_relocate 100 & variant bonsai sample 0 --cut_selection sample & wait
+  base lego 0 -w
+  variant lego relocate 0 --student_relocate 100 & variant lego sample 0 --cut_selection sample & wait
+  stamp done; touch $DONE; exit 0
+fi
 if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on
   # the teachers of bonsai's default pipelines of SEEDS (paired; the 2-GPU plan x2late times it under torchrun)
   base bonsai 0; variant bonsai ds20 0 --distill_start 20000
@@ -738,7 +750,10 @@ if [ "${PLAN:-}" = fullvar ]; then  # one GPU (~25 min over three calls): the fu
   # FULL_SEEDS (default "5 6") side by side, then students on their teachers for each line "name flags..." of
   # .devdata/full_variants.txt (carried by a later call; waited for up to VARIANT_WAIT s), all side by side: quality
   # only, the seconds are not valid
-  FULL_SEEDS=${FULL_SEEDS:-5 6}; full 0
+  FULL_SEEDS=${FULL_SEEDS:-5 6}
+  # FULL_VARIANTS="name flags;name flags": the list given at the start instead of a later call's file
+  [ -n "${FULL_VARIANTS:-}" ] && echo "$FULL_VARIANTS" | tr ';' '\n' > .devdata/full_variants.txt
+  full 0
   t0=$(date +%s)
   while [ ! -f .devdata/full_variants.txt ] && [ $(( $(date +%s) - t0 )) -lt ${VARIANT_WAIT:-900} ]; do sleep 5; done
   [ -f .devdata/full_variants.txt ] || stamp "no .devdata/full_variants.txt after ${VARIANT_WAIT:-900} s"
