@@ -301,7 +301,6 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
-        self.min_opacity = opt.min_opacity
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
@@ -347,7 +346,7 @@ class StudentRole(Role):
             self._prune_unseen(it, model, state)
         if it in self.relocate_events:
             # (the seed from the loop's RNG, drawn on every rank: the ranks move the same Gaussians, a resume too)
-            moved = relocate_transparent(model, self.min_opacity, random.getrandbits(62), rows=state)
+            moved = relocate_transparent(model, self.opt.min_opacity, random.getrandbits(62), rows=state)
             if moved:
                 self.log.append(dict(iteration=it, kind="relocate", before=model.num_points,
                                      after=model.num_points, moved=moved))
