@@ -591,6 +591,29 @@ def test_a_replay_renders_with_the_background_it_is_given(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_relocation_in_place_is_what_the_next_replay_renders(tmp_path):
+    """--student_relocate writes the parameters in place: the step's graph stays (no capture again) and its next
+    replay renders the relocated Gaussians, as an eager render of them does."""
+    from distill.relocate import relocate_transparent  # noqa: PLC0415
+    from gaussian_renderer import render  # noqa: PLC0415
+    from utils.general_utils import inverse_sigmoid  # noqa: PLC0415
+    model, cams, _, _, step, _, pipe, bg = _added_view_setup(tmp_path)
+    first, _ = step.step(cams[0], False)
+    first = first["render"].clone()
+    with torch.no_grad():
+        model.params["opacity"][::4] = inverse_sigmoid(torch.tensor(0.001))
+    assert relocate_transparent(model, 0.005, seed=0) == (model.num_points + 3) // 4
+    for p in model.params.values():
+        p.grad = None
+    out, _ = step.step(cams[0], False)
+    with torch.no_grad():
+        want = render(cams[0], model, pipe, bg)["render"]
+    assert float((want - first).abs().max()) > 0.05  # (the relocation changed the view)
+    torch.testing.assert_close(out["render"], want, rtol=1e-4, atol=1e-5)
+    assert step.summary()["captures"] == 1 and step.summary()["replays"] == 2, step.summary()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_an_added_view_adds_the_gradients_of_an_eager_one(tmp_path):
     """GraphedStep.add_view (the student's novel view): after the step's replay, its graph adds the pose-only view's
     weighted loss gradients to the step's, as the eager backward of that loss does; captured, replayed, and captured
