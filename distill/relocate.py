@@ -13,29 +13,26 @@ MAX_SHARE = 51  # at most this many Gaussians share one source's opacity (more c
 def split_opacity_and_scale(opacity, copies):
     """For a Gaussian of ``opacity`` (o) shared by ``copies`` (n >= 1) coincident Gaussians: the opacity o' each gets,
     1 - (1 - o)^(1/n), which composites back to o at the centre, and the factor on its scale that keeps the
-    composited profile's integral along any axis equal to o's: o / sum_{i=1..n} sum_{k=0..i-1} C(i-1, k) (-1)^k
-    o'^(k+1) / sqrt(k+1) (expand 1 - (1 - o' g)^n and integrate each power of the Gaussian g). Float64 inside:
-    the alternating sums cancel. Returns (o', factor), both of ``opacity``'s dtype."""
+    composited profile's integral along any axis equal to o's: o / sum_{k=1..n} C(n, k) (-1)^(k-1) o'^k / sqrt(k)
+    (expand 1 - (1 - o' g)^n by powers of the Gaussian g and integrate each; 3DGS-MCMC writes the same sum as a double
+    sum over i <= n and k < i, which the hockey-stick identity folds). Float64 inside: the alternating sum cancels.
+    Returns (o', factor), both of ``opacity``'s dtype."""
     o = opacity.double()
     n = copies.to(o.device).double().clamp(1, MAX_SHARE)
     o_new = 1.0 - (1.0 - o).pow(1.0 / n)
-    denom = torch.zeros_like(o)
-    for i in range(1, int(n.max()) + 1):
-        inner = torch.zeros_like(o)
-        binom = 1.0  # C(i-1, k), updated as k grows
-        for k in range(i):
-            inner = inner + binom * (-1.0) ** k * o_new.pow(k + 1) / (k + 1) ** 0.5
-            binom = binom * (i - 1 - k) / (k + 1)
-        denom = denom + torch.where(n >= i, inner, torch.zeros_like(inner))
-    return o_new.to(opacity.dtype), (o / denom).to(opacity.dtype)
+    k = torch.arange(1, MAX_SHARE + 1, dtype=torch.float64, device=o.device)[None, :]
+    nn = n[:, None]
+    log_binom = torch.lgamma(nn + 1) - torch.lgamma(k + 1) - torch.lgamma((nn - k).clamp_min(0) + 1)
+    terms = torch.where(k <= nn, torch.exp(log_binom), torch.zeros_like(log_binom))
+    terms = terms * torch.where(k % 2 == 1, 1.0, -1.0) * o_new[:, None].pow(k) / k.sqrt()
+    return o_new.to(opacity.dtype), (o / terms.sum(1)).to(opacity.dtype)
 
 
 @torch.no_grad()
-def relocate_transparent(model, min_opacity, seed, rows=None):
+def relocate_transparent(model, min_opacity, generator, rows=None):
     """Move every Gaussian of ``model`` below ``min_opacity`` onto a live one drawn with probability proportional to
-    its opacity (a CPU generator seeded by ``seed``: the same draws on every data-parallel rank and after a resume);
-    the drawn source and its copies share its opacity and scale by split_opacity_and_scale, and take every other
-    parameter of it. Their Adam moments and ``rows`` (the strategy state) restart at zero. The tensors are written in
+    its opacity (by ``generator``, a CPU torch.Generator); the drawn source and its copies share its opacity and
+    scale by split_opacity_and_scale, and take every other parameter of it. Their Adam moments and ``rows`` (the strategy state) restart at zero. The tensors are written in
     place (a graphed step keeps its graph). Returns how many Gaussians moved (0 when none is transparent, or all)."""
     opacity = model.get_opacity.squeeze(1)
     dead = opacity < min_opacity  # (densification's prune test)
@@ -43,7 +40,6 @@ def relocate_transparent(model, min_opacity, seed, rows=None):
     if n_dead == 0 or n_dead == opacity.numel():
         return 0
     live = (~dead).nonzero().squeeze(1)
-    generator = torch.Generator().manual_seed(int(seed))
     drawn = torch.multinomial(opacity[live].double().cpu(), n_dead, replacement=True, generator=generator)
     sources = live[drawn.to(live.device)]
     copies = torch.bincount(sources, minlength=opacity.numel())[sources] + 1  # the source itself and its copies

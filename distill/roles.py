@@ -166,6 +166,12 @@ def unseen_prune_iterations(opt):
     return schedule(opt.densify_from_iter, opt.densify_until_iter, opt.opacity_reset_interval)
 
 
+def loop_generator():
+    """A CPU torch.Generator seeded from the loop's RNG (Python's, which every data-parallel rank draws in step and a
+    checkpoint saves): the student's random edits then make the same draws on every rank and after a resume."""
+    return torch.Generator().manual_seed(random.getrandbits(62))
+
+
 def relocate_iterations(opt, dp):
     """The iterations of --student_relocate (``opt``, ``dp``: the student's copies): its multiples after the last cut
     (after the start for a std-started student, which never cuts) and before the schedule's end, so the tail only
@@ -345,8 +351,7 @@ class StudentRole(Role):
         if it in self.unseen_events:
             self._prune_unseen(it, model, state)
         if it in self.relocate_events:
-            # (the seed from the loop's RNG, drawn on every rank: the ranks move the same Gaussians, a resume too)
-            moved = relocate_transparent(model, self.opt.min_opacity, random.getrandbits(62), rows=state)
+            moved = relocate_transparent(model, self.opt.min_opacity, loop_generator(), rows=state)
             if moved:
                 self.log.append(dict(iteration=it, kind="relocate", before=model.num_points,
                                      after=model.num_points, moved=moved))
@@ -367,9 +372,7 @@ class StudentRole(Role):
             imp = self._importance(model, strongest_rule=last or self.dp.never_strongest_at == "every")
             count = cut_count(j, len(self.cuts), before, self.target)
             if self.dp.cut_selection == "sample" and count is not None:
-                # (seeded from the loop's RNG, drawn on every rank: the ranks keep the same Gaussians, a resume too)
-                generator = torch.Generator().manual_seed(random.getrandbits(62))
-                model.prune(~sample_kept(imp, count, generator), rows=state)
+                model.prune(~sample_kept(imp, count, loop_generator()), rows=state)
             else:
                 model.prune(prune_least_important(imp, prune_fraction(self.dp) if last else 0.0, count), rows=state)
         # the reference's state after each prune: a fresh optimizer, and the statistics start over

@@ -602,7 +602,7 @@ def test_a_relocation_in_place_is_what_the_next_replay_renders(tmp_path):
     first = first["render"].clone()
     with torch.no_grad():
         model.params["opacity"][::4] = inverse_sigmoid(torch.tensor(0.001))
-    assert relocate_transparent(model, 0.005, seed=0) == (model.num_points + 3) // 4
+    assert relocate_transparent(model, 0.005, torch.Generator().manual_seed(0)) == (model.num_points + 3) // 4
     for p in model.params.values():
         p.grad = None
     out, _ = step.step(cams[0], False)
