@@ -19,7 +19,7 @@ import torch
 
 from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParams, PipelineParams,
                        TrainRunParams, check_train_combinations, config_dict, final_iteration, load_config,
-                       save_config, saved_flags, scale_steps)
+                       flag_specs, save_config, saved_flags, scale_steps)
 from scene import Scene
 from scene.gaussian_model import GaussianModel
 from distill import distributed
@@ -59,7 +59,19 @@ def read_flags(argv=None):
     if run.resume:
         resume_point(dataset.model_path, opt, dp, run)
     check_train_combinations(dataset, opt, pipe, dp, run)
+    if dp.num_models != 4:
+        warn_distillation_flags_unused(given)
     return dataset, opt, pipe, dp, run
+
+
+def warn_distillation_flags_unused(given):
+    """One warning line naming the distillation flags in ``given`` (the command line's): a one-model run ignores
+    them, which a user who forgot --num_models 4 should hear before the run, not after it."""
+    unused = [f"--{s.name}" for s in flag_specs(DistillParams) if s.name in given and s.name != "num_models"]
+    if unused:
+        verb, them = ("apply", "them") if len(unused) > 1 else ("applies", "it")
+        print(f"warning: {', '.join(unused)} only {verb} to the four-model distillation (--num_models 4): this run "
+              f"trains one model without {them}", file=sys.stderr)
 
 
 # what train.py, render.py and metrics.py write into a model folder (--overwrite deletes these only)

@@ -271,6 +271,20 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tiny_scene, tmp_path,
     assert not os.path.exists(out)  # nothing half-written
 
 
+def test_distillation_flags_in_a_one_model_run_warn_once(tiny_scene, tmp_path, capsys):
+    base = ["-s", tiny_scene, "-m", str(tmp_path / "out")]
+    warnings = lambda: [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning")]  # noqa: E731
+    train.read_flags(base + ["--cut_selection", "sample", "--lambda_distill", "0.2", "--iterations", "50"])
+    assert warnings() == ["warning: --cut_selection, --lambda_distill only apply to the four-model distillation "
+                          "(--num_models 4): this run trains one model without them"]
+    train.read_flags(base + ["--student_relocate", "100"])
+    assert warnings() == ["warning: --student_relocate only applies to the four-model distillation (--num_models 4): "
+                          "this run trains one model without it"]
+    for argv in (base, base + ["--num_models", "1"], base + ["--num_models", "4", "--student_relocate", "100"]):
+        train.read_flags(argv)
+        assert warnings() == [], argv
+
+
 def test_tensorboard_without_the_package_is_a_one_line_error(tiny_scene, tmp_path, capsys, monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
