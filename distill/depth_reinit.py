@@ -29,13 +29,12 @@ def surface_points(model, cameras, pipe, count, generator):
     below MIN_COVERAGE excluded), placed at the rendered depth (coverage / blended inverse depth), with the photo's
     colour there. ``generator``: a CPU torch.Generator. Returns (points [K, 3], colours [K, 3] in [0, 1])."""
     dev = model.device
-    black = torch.zeros(3, device=dev)
+    black, white = torch.zeros(3, device=dev), torch.ones(model.num_points, 3, device=dev)
     points, colours = [], []
     for v, cam in enumerate(cameras):
         want = count // len(cameras) + (1 if v < count % len(cameras) else 0)
         inv_depth = render(cam, model, pipe, black)["depth"][0]
-        coverage = render(cam, model, pipe, black, override_color=torch.ones(model.num_points, 3, device=dev))
-        coverage = coverage["render"][0]
+        coverage = render(cam, model, pipe, black, override_color=white)["render"][0]  # (white on black: the opacity)
         weight = torch.where((coverage >= MIN_COVERAGE) & (inv_depth > 0), coverage, torch.zeros_like(coverage))
         k = min(want, int((weight > 0).sum()))
         if k == 0:
