@@ -355,10 +355,7 @@ class StudentRole(Role):
         if it in self.depth_reinit_events:
             self._depth_reinit(it, model, state)
         if it in self.relocate_events:
-            moved = relocate_transparent(model, self.opt.min_opacity, loop_generator(), rows=state)
-            if moved:
-                self.log.append(dict(iteration=it, kind="relocate", before=model.num_points,
-                                     after=model.num_points, moved=moved))
+            self._relocate(it, model, state)
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it not in self.cuts:
             return
@@ -401,6 +398,14 @@ class StudentRole(Role):
         model.restart_optimizer(self.opt, it)
         restart_stats(state)
         self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=model.num_points))
+
+    def _relocate(self, it, model, state):
+        """--student_relocate: the Gaussians below --min_opacity moved onto live ones (distill/relocate.py), in place;
+        logged when any moved."""
+        moved = relocate_transparent(model, self.opt.min_opacity, loop_generator(), rows=state)
+        if moved:
+            self.log.append(dict(iteration=it, kind="relocate", before=model.num_points, after=model.num_points,
+                                 moved=moved))
 
     def _prune_unseen(self, it, model, state):
         """--student_prune_unseen: drop the Gaussians of importance 0; the rows of the statistics and of Adam follow
