@@ -282,10 +282,27 @@ def test_a_sampled_cut_keeps_its_count_drawn_by_importance():
     assert imp[kept["sample"]].mean() > imp[imp > 0].mean()  # drawn by importance, not uniformly
 
 
-def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_run, tmp_path):
+def _copy_of(std_run, tmp_path):
+    """(the scene, a copy of std_run's folder): a student of its own on the module's teachers."""
     scene, out, _, _ = std_run
     d = str(tmp_path / "run")
     shutil.copytree(out, d)
+    return scene, d
+
+
+def _resume_from(d, tmp_path, checkpoint):
+    """Resume the run in ``d`` from its ``checkpoint`` alone, in a copy (as the run stood when it was written): its
+    student's last PLY is byte for byte the uninterrupted run's."""
+    r = _only_checkpoint(d, str(tmp_path / "resumed"), checkpoint)
+    shutil.rmtree(os.path.join(r, "point_cloud_3"))
+    train.main(["-m", r, "--resume"])
+    with open(os.path.join(r, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as a, \
+            open(os.path.join(d, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_run, tmp_path):
+    scene, d = _copy_of(std_run, tmp_path)
     # cuts at 16000, 18000 and 20000 x 0.005 = 80, 90, 100; a checkpoint between the first two
     summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--prune_stages", "3",
                                                    "--prune_stage_interval", "2000", "--checkpoint_iterations",
@@ -299,18 +316,11 @@ def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_r
         assert e["after"] <= cut_count(j, 3, first, target) and (j == 0 or e["before"] == cuts[j - 1]["after"])
     assert cuts[0]["after"] > target and 0 < cuts[-1]["after"] <= target
     assert _ply(d, 3).num_points == cuts[-1]["after"]
-    r = _only_checkpoint(d, str(tmp_path / "resumed"), "chkpntstudent85.pth")
-    shutil.rmtree(os.path.join(r, "point_cloud_3"))  # (as the run stood when the checkpoint was written)
-    train.main(["-m", r, "--resume"])  # the later cuts' counts come from the first cut's logged count
-    with open(os.path.join(r, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as a, \
-            open(os.path.join(d, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as b:
-        assert a.read() == b.read()
+    _resume_from(d, tmp_path, "chkpntstudent85.pth")  # the later cuts' counts come from the first cut's logged count
 
 
 def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, tmp_path):
-    scene, out, _, _ = std_run
-    d = str(tmp_path / "run")
-    shutil.copytree(out, d)
+    scene, d = _copy_of(std_run, tmp_path)
     # cuts at 80, 85, 90; relocations every 2000 x 0.005 = 10 iterations from 100 to 140, the transparent ones
     # those below an opacity of 0.15 (high, so that the toy student has some; no densification, whose prunes would
     # take them first: its window starts after it ends); a checkpoint at 95, after the cuts, before the relocations
@@ -324,18 +334,11 @@ def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, 
     assert all(e["before"] == e["after"] == last_cut["after"] and e["moved"] > 0 for e in moves)
     assert _ply(d, 3).num_points == last_cut["after"]
     assert json.load(open(os.path.join(d, "cfg_args.json")))["student_relocate"] == 2000  # (as given, unscaled)
-    r = _only_checkpoint(d, str(tmp_path / "resumed"), "chkpntstudent95.pth")
-    shutil.rmtree(os.path.join(r, "point_cloud_3"))
-    train.main(["-m", r, "--resume"])  # the later relocations draw what the uninterrupted run drew
-    with open(os.path.join(r, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as a, \
-            open(os.path.join(d, "point_cloud_3", "iteration_150", "point_cloud.ply"), "rb") as b:
-        assert a.read() == b.read()
+    _resume_from(d, tmp_path, "chkpntstudent95.pth")  # the later relocations draw what the uninterrupted run drew
 
 
 def test_a_depth_reinitialisation_restarts_the_growing_student_on_the_rendered_surfaces(std_run, tmp_path):
-    scene, out, _, _ = std_run
-    d = str(tmp_path / "run")
-    shutil.copytree(out, d)
+    scene, d = _copy_of(std_run, tmp_path)
     summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--depth_reinit_iters",
                                                    "6000", "10000"])  # (30 and 50 after the scale)
     events = summary["models"]["student"]["events"]
