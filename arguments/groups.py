@@ -231,11 +231,6 @@ class DistillParams(FlagGroup):
         "start, as NeRF-synthetic scenes, which 3DGS sheds that way), off when it has them")
     blur_split_ratio: float = flag(5000.0, "student blur split: split Gaussians whose largest screen area "
                                            "exceeds H x W / this", check=positive())
-    depth_reinit_iters: list[int] = flag(
-        [], "student (sfm start): at these iterations of its growth (before --second_prune_iter) every Gaussian is "
-            "replaced by as many placed on the surfaces the training views render (each view's depth at pixels drawn "
-            "by coverage, the photo's colour, started as SfM points), Mini-Splatting's depth re-initialisation (its "
-            "iterations: 5000 10000)", steps=True, none="none")
     student_relocate: Optional[int] = flag(
         None, "student: every this many iterations after its last cut (from its start with --student_init std) until "
               "its schedule ends (not in the tail), its Gaussians below --min_opacity move onto live ones drawn by "
@@ -303,14 +298,6 @@ class DistillParams(FlagGroup):
 
     def _check_student_init(self):
         """The --student_init combinations that cannot work (its value itself is a Literal)."""
-        late = [it for it in self.depth_reinit_iters if not 0 < it < self.second_prune_iter]
-        if self.depth_reinit_iters and self.student_init != "sfm":
-            raise UserError("--depth_reinit_iters applies only to --student_init sfm (a student started from G_std "
-                            "does not grow)")
-        if late:
-            raise UserError(f"--depth_reinit_iters {late[0]} is not inside the student's growth (after 0, before "
-                            f"--second_prune_iter {self.second_prune_iter}): a re-initialisation there would undo "
-                            f"the prune; pass earlier iterations (e.g. 5000 10000)")
         if self.student_init == "sfm":
             cap, target = self.num_max_ratio, self.student_max_ratio
             if cap is not None and target is not None and target > cap:

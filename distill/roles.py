@@ -5,7 +5,6 @@ from dataclasses import dataclass
 import torch
 
 from arguments.groups import prune_cut_iterations
-from distill.depth_reinit import reinitialise_from_points, surface_points
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance, sample_kept
 from distill.relocate import relocate_transparent
 from distill.structure import structure_loss
@@ -308,7 +307,6 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
-        self.depth_reinit_events = set(dp.depth_reinit_iters)
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
@@ -352,8 +350,6 @@ class StudentRole(Role):
     def after_step(self, it, model, state, out):
         if it in self.unseen_events:
             self._prune_unseen(it, model, state)
-        if it in self.depth_reinit_events:
-            self._depth_reinit(it, model, state)
         if it in self.relocate_events:
             self._relocate(it, model, state)
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
@@ -386,18 +382,6 @@ class StudentRole(Role):
         """--imp_metric importance of ``model``'s Gaussians over the training views (split over the ranks)."""
         return gaussian_importance(model, self.cameras, self.pipe, self.bg, self.dp.imp_metric, self.sync,
                                    strongest_rule)
-
-    def _depth_reinit(self, it, model, state):
-        """--depth_reinit_iters: every Gaussian replaced by as many on the rendered surfaces (distill/depth_reinit.py),
-        with a fresh optimizer and statistics, as after a prune."""
-        n0 = model.num_points
-        points, colours = surface_points(model, self.cameras, self.pipe, n0, loop_generator())
-        if len(points) == 0:  # (nothing covers any pixel: keep the model as it is)
-            return
-        reinitialise_from_points(model, points, colours, state)
-        model.restart_optimizer(self.opt, it)
-        restart_stats(state)
-        self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=model.num_points))
 
     def _relocate(self, it, model, state):
         """--student_relocate: the Gaussians below --min_opacity moved onto live ones (distill/relocate.py), in place;

@@ -72,8 +72,8 @@
 #   fullvar  one GPU (~25 min, three calls): the full-schedule pipelines of FULL_SEEDS side by side, then the students
 #        listed in .devdata/full_variants.txt (carried by a later call, or FULL_VARIANTS="name flags;...") on their
 #        teachers, side by side;
-#   count  one GPU (~20 min): --student_relocate 100, --cut_selection sample and --depth_reinit_iters 5000 10000
-#        against the default, students on the teachers of bonsai's and lego's default pipelines of SEEDS (paired);
+#   count  one GPU (~20 min): --student_relocate 100 and --cut_selection sample against the default, students on
+#        the teachers of bonsai's and lego's default pipelines of SEEDS (paired);
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -440,15 +440,13 @@ agree_plan() {  # the teachers' agreement as the student's target against their 
 if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests)
   agree_plan; stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = count ]; then  # one GPU (~20 min with SKIP_TESTS=1): the twenty-third session's three ways to
-  # use the 12% better (--student_relocate 100, --cut_selection sample, --depth_reinit_iters 5000 10000), students on
-  # the teachers of bonsai's and lego's default pipelines of SEEDS (paired), the variants of a scene side by side
+if [ "${PLAN:-}" = count ]; then  # one GPU (~20 min with SKIP_TESTS=1): the twenty-third session's two ways to
+  # use the 12% better (--student_relocate 100, --cut_selection sample), students on the teachers of bonsai's and
+  # lego's default pipelines of SEEDS (paired), the variants of a scene side by side
   base bonsai 0
-  variant bonsai relocate 0 --student_relocate 100 & variant bonsai sample 0 --cut_selection sample &
-  variant bonsai depth 0 --depth_reinit_iters 5000 10000 & wait
+  variant bonsai relocate 0 --student_relocate 100 & variant bonsai sample 0 --cut_selection sample & wait
   base lego 0 -w
-  variant lego relocate 0 --student_relocate 100 & variant lego sample 0 --cut_selection sample &
-  variant lego depth 0 --depth_reinit_iters 5000 10000 & wait
+  variant lego relocate 0 --student_relocate 100 & variant lego sample 0 --cut_selection sample & wait
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on

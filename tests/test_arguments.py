@@ -82,8 +82,7 @@ def test_steps_marker_names_the_iteration_counts():
            "first_prune_iter", "second_prune_iter", "structure_start", "structure_end", "structure_interval"}
     marked = set(steps_fields(OptimizationParams)) | set(steps_fields(DistillParams))
     # (added since)
-    assert marked == old | {"novel_view_start", "prune_stage_interval", "distill_start", "student_relocate",
-                            "depth_reinit_iters"}
+    assert marked == old | {"novel_view_start", "prune_stage_interval", "distill_start", "student_relocate"}
     assert set(steps_fields(TrainRunParams)) == {"test_iterations", "save_iterations", "checkpoint_iterations"}
     assert not steps_fields(ModelParams) and not steps_fields(PipelineParams)
 

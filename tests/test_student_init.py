@@ -224,8 +224,6 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--cut_selection", "sample", "--student_max_ratio", "0"], "--cut_selection sample needs --student_max_ratio"),
     (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
     (["--cut_selection", "random"], "--cut_selection random is unknown"),
-    (["--student_init", "std", "--depth_reinit_iters", "5000"], "--depth_reinit_iters applies only to"),
-    (["--depth_reinit_iters", "5000", "20000"], "--depth_reinit_iters 20000 is not inside the student's growth"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -335,18 +333,6 @@ def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, 
     assert _ply(d, 3).num_points == last_cut["after"]
     assert json.load(open(os.path.join(d, "cfg_args.json")))["student_relocate"] == 2000  # (as given, unscaled)
     _resume_from(d, tmp_path, "chkpntstudent95.pth")  # the later relocations draw what the uninterrupted run drew
-
-
-def test_a_depth_reinitialisation_restarts_the_growing_student_on_the_rendered_surfaces(std_run, tmp_path):
-    scene, d = _copy_of(std_run, tmp_path)
-    summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--depth_reinit_iters",
-                                                   "6000", "10000"])  # (30 and 50 after the scale)
-    events = summary["models"]["student"]["events"]
-    again = [e for e in events if e["kind"] == "depth_reinit"]
-    assert [e["iteration"] for e in again] == [30, 50], events
-    assert all(0 < e["after"] <= e["before"] for e in again)
-    assert [e["kind"] for e in events if e["kind"] != "depth_reinit"] == ["second"] * 3  # the cuts follow as before
-    assert json.load(open(os.path.join(d, "cfg_args.json")))["depth_reinit_iters"] == [6000, 10000]
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
