@@ -233,10 +233,13 @@ class DistillParams(FlagGroup):
                                            "exceeds H x W / this", check=positive())
     student_relocate: Optional[int] = flag(
         None, "student: every this many iterations after its last cut (from its start with --student_init std) until "
-              "its schedule ends (not in the tail), its Gaussians below --min_opacity move onto live ones drawn by "
-              "opacity, each sharing that one's opacity and scale (3DGS-MCMC's relocation): the count stays, the "
+              "its schedule ends (not in the tail), its Gaussians below --relocate_opacity move onto live ones drawn "
+              "by opacity, each sharing that one's opacity and scale (3DGS-MCMC's relocation): the count stays, the "
               "transparent ones render again", steps=True, check=at_least(1), legacy_none=0,
         none="off (the transparent Gaussians stay), as the reference")
+    relocate_opacity: float = flag(
+        0.005, "--student_relocate: the opacity below which a Gaussian counts as transparent and moves (3DGS-MCMC's "
+               "threshold; the densification prune's is --min_opacity)", check=between(0, 1))
     student_steps_scale: float = flag(
         1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "

@@ -384,9 +384,9 @@ class StudentRole(Role):
                                    strongest_rule)
 
     def _relocate(self, it, model, state):
-        """--student_relocate: the Gaussians below --min_opacity moved onto live ones (distill/relocate.py), in place;
-        logged when any moved."""
-        moved = relocate_transparent(model, self.opt.min_opacity, loop_generator(), rows=state)
+        """--student_relocate: the Gaussians below --relocate_opacity moved onto live ones (distill/relocate.py), in
+        place; logged when any moved."""
+        moved = relocate_transparent(model, self.dp.relocate_opacity, loop_generator(), rows=state)
         if moved:
             self.log.append(dict(iteration=it, kind="relocate", before=model.num_points, after=model.num_points,
                                  moved=moved))

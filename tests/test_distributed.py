@@ -209,9 +209,7 @@ def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene
     student data-parallel on both): the same events, counts and, up to the order of the sums, parameters as one
     process."""
     flags = (*DISTILL, "--views_per_step", "2", "--start", "3", "--cut_selection", "sample", "--student_relocate",
-             "1000", "--min_opacity", "0.1", "--densify_from_iter", "25000")
-    # (x 0.001: cut at 20-22, relocated at 23 and 24; no densification, whose prunes would take the Gaussians below
-    # --min_opacity 0.1 first)
+             "1000", "--relocate_opacity", "0.1")  # (x 0.001: cut at 20-22, relocated at 23 and 24)
     runs = []
     for nproc in (None, 2):
         out = str(tmp_path / f"run{nproc}")

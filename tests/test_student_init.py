@@ -320,11 +320,11 @@ def test_a_staged_second_prune_cuts_to_the_target_and_resumes_between_cuts(std_r
 def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, tmp_path):
     scene, d = _copy_of(std_run, tmp_path)
     # cuts at 80, 85, 90; relocations every 2000 x 0.005 = 10 iterations from 100 to 140, the transparent ones
-    # those below an opacity of 0.15 (high, so that the toy student has some; no densification, whose prunes would
-    # take them first: its window starts after it ends); a checkpoint at 95, after the cuts, before the relocations
-    summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--student_relocate", "2000", "--min_opacity",
-                                                   "0.15", "--densify_from_iter", "20000", "--checkpoint_iterations",
-                                                   "19000", "--checkpoint_every_minutes", "0"])
+    # those below an opacity of 0.15 (high, so that the toy student has some); a checkpoint at 95, after the cuts,
+    # before the relocations
+    summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--student_relocate", "2000",
+                                                   "--relocate_opacity", "0.15", "--checkpoint_iterations", "19000",
+                                                   "--checkpoint_every_minutes", "0"])
     events = summary["models"]["student"]["events"]
     moves = [e for e in events if e["kind"] == "relocate"]
     assert moves and {e["iteration"] for e in moves} <= set(range(100, 150, 10))
