@@ -42,13 +42,12 @@ def relocate_transparent(model, min_opacity, generator, rows=None):
         return 0
     live = (~dead).nonzero().squeeze(1)
     drawn = torch.multinomial(opacity[live].double().cpu(), n_dead, replacement=True, generator=generator)
-    sources = live[drawn.to(live.device)]
-    copies = torch.bincount(sources, minlength=opacity.numel())[sources] + 1  # the source itself and its copies
-    o_new, factor = split_opacity_and_scale(opacity[sources], copies)
-    # each source's row is written once per copy of it, always with the same values
-    to = torch.cat([sources, dead.nonzero().squeeze(1)])
+    # each drawn source once, with how many transparent ones it takes (``of``: the i-th transparent one's source)
+    sources, of, taken = torch.unique(live[drawn.to(live.device)], return_inverse=True, return_counts=True)
+    o_new, factor = split_opacity_and_scale(opacity[sources], taken + 1)  # (the source itself and its copies)
     values = {k: p.detach()[sources] for k, p in model.params.items()}
     values["opacity"] = inverse_sigmoid(o_new.clamp(min_opacity, 1.0 - 1e-6))[:, None]
     values["scaling"] = values["scaling"] + torch.log(factor)[:, None]
-    model.overwrite_rows(to, {k: torch.cat([v, v]) for k, v in values.items()}, rows)
+    to = torch.cat([sources, dead.nonzero().squeeze(1)])
+    model.overwrite_rows(to, {k: torch.cat([v, v[of]]) for k, v in values.items()}, rows)
     return n_dead

@@ -156,21 +156,24 @@ stage_times() {  # gpu scene seed "flags" ...: the scene's pipeline of that seed
 
 FULL="--eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000"  # the full schedule
 
+full_seeds() {  # the seed_study.py flags of the full-schedule seeds: FULL_SEEDS (default FULL_SEED), side by side
+  local seeds=${FULL_SEEDS:-$FULL_SEED}
+  echo "--seeds $seeds --parallel $(wc -w <<< "$seeds")"
+}
+
 full() {  # gpu: the full-schedule bonsai pipelines of FULL_SEEDS (default FULL_SEED) side by side (FULL_FLAGS: more
   # train.py flags)
-  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full --seeds ${FULL_SEEDS:-$FULL_SEED} \
-    --parallel $(echo ${FULL_SEEDS:-$FULL_SEED} | wc -w) --gpus $1 --label bonsai_full \
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full $(full_seeds) --gpus $1 --label bonsai_full \
     -- $FULL ${FULL_FLAGS:-} > $R/logs/bonsai_full.txt 2>&1
-  { stamp "full-schedule bonsai pipelines, seeds ${FULL_SEEDS:-$FULL_SEED}"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt
+  { stamp "full-schedule bonsai pipelines, $(full_seeds)"; tail -14 $R/logs/bonsai_full.txt; } >> $R/summary.txt
   collect
 }
 
 full_variant() {  # gpu name [train.py flags]: full-schedule students on the full runs' teachers, seed by seed (a
   # screen: one or two seeds)
   local gpu=$1 name=$2; shift 2
-  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full_$name --students_only $S/bonsai_full \
-    --seeds ${FULL_SEEDS:-$FULL_SEED} --parallel $(echo ${FULL_SEEDS:-$FULL_SEED} | wc -w) --gpus $gpu \
-    --label bonsai_full_$name -- $FULL "$@" > $R/logs/bonsai_full_$name.txt 2>&1
+  python3 scripts/seed_study.py -s data/bonsai -o $S/bonsai_full_$name --students_only $S/bonsai_full $(full_seeds) \
+    --gpus $gpu --label bonsai_full_$name -- $FULL "$@" > $R/logs/bonsai_full_$name.txt 2>&1
   { stamp "full-schedule bonsai $name: $*"; tail -12 $R/logs/bonsai_full_$name.txt | head -6
     python3 scripts/seed_study.py --compare $S/bonsai_full $S/bonsai_full_$name | grep -E "^B - A|^PSNR"
   } >> $R/summary.txt 2>&1
