@@ -62,10 +62,10 @@ def test_relocation_moves_the_transparent_onto_live_ones_in_place(device):
     rows = {"grad": torch.arange(60.0, device=device) + 1, "blur": torch.ones(60, dtype=torch.bool, device=device)}
     assert relocate_transparent(m, 0.005, _gen(7), rows=rows) == 5
     after = {k: {s: m.optimizer.state[p][s].cpu() for s in ("exp_avg", "exp_avg_sq")} for k, p in m.params.items()}
+    assert m.num_points == 60 and {k: p.data_ptr() for k, p in m.params.items()} == ptrs  # in place: graphs hold
     m = m.to("cpu")  # (the checks below on the CPU)
     before, rows = {k: v.cpu() for k, v in before.items()}, {k: v.cpu() for k, v in rows.items()}
     moments = {k: {s: v.cpu() for s, v in d.items()} for k, d in moments.items()}
-    assert m.num_points == 60 and {k: p.data_ptr() for k, p in m.params.items()} == ptrs  # in place: graphs hold
     xyz, op_before = m.get_xyz.detach(), torch.sigmoid(before["opacity"]).squeeze(1)
     # each dead row now sits on a live source; a source with c copies shares its opacity c + 1 ways
     sources = {}
