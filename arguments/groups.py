@@ -240,6 +240,10 @@ class DistillParams(FlagGroup):
     relocate_opacity: float = flag(
         0.005, "--student_relocate: the opacity below which a Gaussian counts as transparent and moves (3DGS-MCMC's "
                "threshold; the densification prune's is --min_opacity)", check=between(0, 1))
+    relocate_opacity_reg: float = flag(
+        0.0, "--student_relocate: adds this x the mean of the student's opacities to its loss from its last cut to "
+             "its last relocation (3DGS-MCMC's opacity regularisation, 0.01 there), so that the Gaussians its views "
+             "need least fade below --relocate_opacity and move (0: off)", check=_non_negative, absent=0.0)
     student_steps_scale: float = flag(
         1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
@@ -295,6 +299,9 @@ class DistillParams(FlagGroup):
             if self.cut_selection == "sample" and self.prune_importance_fraction:
                 raise UserError("--prune_importance_fraction applies to --cut_selection top (a sampled cut keeps its "
                                 "count, drawn by importance): drop one of the two")
+            if self.relocate_opacity_reg and self.student_relocate is None:
+                raise UserError(f"--relocate_opacity_reg {self.relocate_opacity_reg} needs --student_relocate (e.g. "
+                                f"100): the regularisation only makes Gaussians transparent for a relocation to move")
             if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
                 raise UserError("--never_strongest_at last needs more than one cut (--prune_stages > 1, with "
                                 "--student_max_ratio): with one cut that cut is the last")

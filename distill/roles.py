@@ -307,6 +307,9 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
+        # --relocate_opacity_reg's steps: from the last cut (the relocations' start) to the last relocation
+        self.reg_window = ((min(self.relocate_events) - dp.student_relocate, max(self.relocate_events))
+                           if self.relocate_events and dp.relocate_opacity_reg > 0 else None)
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
@@ -341,6 +344,10 @@ class StudentRole(Role):
                 out = (self.pairs.render if self.pairs else render)(cam, model, self.pipe, self.bg)
                 added = photometric_loss(out["render"], target, self.opt.lambda_dssim)
             loss = self.dp.lambda_novel * added
+        if self.reg_window is not None and self.reg_window[0] < it <= self.reg_window[1]:
+            # (3DGS-MCMC's: the Gaussians the views need least fade below --relocate_opacity, for the next move)
+            r = self.dp.relocate_opacity_reg * model.get_opacity.mean()
+            loss = r if loss is None else loss + r
         if it in self.structure_events and self.dp.lambda_structure > 0:
             s = self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)
             loss = s if loss is None else loss + s

@@ -224,6 +224,7 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--cut_selection", "sample", "--student_max_ratio", "0"], "--cut_selection sample needs --student_max_ratio"),
     (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
     (["--cut_selection", "random"], "--cut_selection random is unknown"),
+    (["--relocate_opacity_reg", "0.01"], "--relocate_opacity_reg 0.01 needs --student_relocate"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
@@ -333,6 +334,21 @@ def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, 
     assert _ply(d, 3).num_points == last_cut["after"]
     assert json.load(open(os.path.join(d, "cfg_args.json")))["student_relocate"] == 2000  # (as given, unscaled)
     _resume_from(d, tmp_path, "chkpntstudent95.pth")  # the later relocations draw what the uninterrupted run drew
+
+
+def test_the_opacity_regularisation_gives_the_relocation_more_to_move(std_run, tmp_path):
+    """--relocate_opacity_reg: between the last cut and the last relocation the student's opacities are pulled down,
+    so more of them fall below --relocate_opacity than on the same run without it (same seed, same teachers)."""
+    moved = {}
+    for reg in ("0", "0.5"):
+        scene, d = _copy_of(std_run, tmp_path / f"reg{reg}")
+        summary = train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--student_relocate",
+                                                       "2000", "--relocate_opacity", "0.08",
+                                                       "--relocate_opacity_reg", reg])
+        moves = [e for e in summary["models"]["student"]["events"] if e["kind"] == "relocate"]
+        moved[reg] = (sum(e["moved"] for e in moves), float(_ply(d, 3).get_opacity.median()))
+    # (the toy's 50 regularised steps: without it none falls below 0.08, the median opacity ~0.34)
+    assert moved["0.5"][0] > 2 * moved["0"][0] and moved["0.5"][1] < 0.8 * moved["0"][1], moved
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
