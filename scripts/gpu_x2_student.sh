@@ -72,10 +72,8 @@
 #   fullvar  one GPU (~25 min, three calls): the full-schedule pipelines of FULL_SEEDS side by side, then the students
 #        listed in .devdata/full_variants.txt (carried by a later call, or FULL_VARIANTS="name flags;...") on their
 #        teachers, side by side;
-#   count  one GPU (~20 min): --student_relocate 100 and --cut_selection sample against the default, students on
-#        the teachers of bonsai's and lego's default pipelines of SEEDS (paired);
-#   opreg  one GPU (~11 min): --relocate_opacity_reg 0.01 / 0.05 (with --student_relocate 100) against the default,
-#        lego over SEEDS, then bonsai over BONSAI_SEEDS (paired);
+#   screen  one GPU (~5 min a scene for lego, ~9 for bonsai): students with each of SCREEN_VARIANTS="name flags;..."
+#        against the default, on the teachers of the default pipelines of SEEDS of each scene of SCREEN_SCENES;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -90,7 +88,7 @@
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
-  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar count steps peer early opreg
+  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
@@ -445,25 +443,21 @@ agree_plan() {  # the teachers' agreement as the student's target against their 
 if [ "${PLAN:-}" = agree ]; then  # one GPU (~15 min with the tests)
   agree_plan; stamp done; touch $DONE; exit 0
 fi
-if [ "${PLAN:-}" = count ]; then  # one GPU (~20 min with SKIP_TESTS=1): the twenty-third session's two ways to
-  # use the 12% better (--student_relocate 100, --cut_selection sample), students on the teachers of bonsai's and
-  # lego's default pipelines of SEEDS (paired), the variants of a scene side by side
-  base bonsai 0
-  variant bonsai relocate 0 --student_relocate 100 & variant bonsai sample 0 --cut_selection sample & wait
-  base lego 0 -w
-  variant lego relocate 0 --student_relocate 100 & variant lego sample 0 --cut_selection sample & wait
-  stamp done; touch $DONE; exit 0
-fi
-if [ "${PLAN:-}" = opreg ]; then  # one GPU (~11 min with SKIP_TESTS=1): 3DGS-MCMC's opacity regularisation feeding
-  # the relocation (--relocate_opacity_reg), students on the teachers of lego's pipelines of SEEDS (paired), then of
-  # bonsai's of BONSAI_SEEDS (default SEEDS); each scene's variants side by side
-  mcmc="--student_relocate 100 --relocate_opacity_reg"
-  base lego 0 -w
-  variant lego reg01 0 $mcmc 0.01 & variant lego reg05 0 $mcmc 0.05 &
-  variant lego reg01_sample 0 $mcmc 0.01 --cut_selection sample & wait
-  SEEDS=${BONSAI_SEEDS:-$SEEDS} base bonsai 0
-  SEEDS=${BONSAI_SEEDS:-$SEEDS} variant bonsai reg01 0 $mcmc 0.01 &
-  SEEDS=${BONSAI_SEEDS:-$SEEDS} variant bonsai reg05 0 $mcmc 0.05 & wait
+if [ "${PLAN:-}" = screen ]; then  # one GPU (~5 min a scene for lego, ~9 for bonsai, with SKIP_TESTS=1): for each
+  # scene of SCREEN_SCENES (default "bonsai lego") its default pipelines of SEEDS (SEEDS_<scene> when set), then
+  # students on their teachers for each "name flags" of SCREEN_VARIANTS="name flags;name flags", side by side and
+  # paired with the default. (The twenty-fourth session's PLAN=count and PLAN=opreg were this with the variants
+  # "relocate --student_relocate 100;sample --cut_selection sample" and the --relocate_opacity_reg ones: c02141d)
+  [ -n "${SCREEN_VARIANTS:-}" ] || { stamp "PLAN=screen needs SCREEN_VARIANTS=\"name flags;...\""; touch $DONE
+                                     exit 2; }
+  for scene in ${SCREEN_SCENES:-bonsai lego}; do
+    own=SEEDS_$scene; extra=""; [ $scene = lego ] && extra=-w
+    SEEDS=${!own:-$SEEDS} base $scene 0 $extra
+    while read -r name flags; do
+      [ -n "$name" ] && SEEDS=${!own:-$SEEDS} variant $scene $name 0 $flags &
+    done < <(echo "$SCREEN_VARIANTS" | tr ';' '\n')
+    wait
+  done
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on
