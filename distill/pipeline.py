@@ -13,7 +13,7 @@ from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
-                           student_from_std, student_target, teacher_renders)
+                           relocate_iterations, relocation_span, student_from_std, student_target, teacher_renders)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel
@@ -147,6 +147,19 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
         tests_i.add(opt_i.iterations)
         saves_i.add(opt_i.iterations)
     return opt_i, dp_i, sorted(tests_i), saves_i, at(ckpts)
+
+
+def check_relocation(opt, dp):
+    """Stops a run whose --student_relocate (``opt``, ``dp``: the run's, after --steps_scale) leaves the student no
+    relocation, before anything trains."""
+    if dp.num_models != 4 or dp.student_relocate is None:
+        return
+    opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
+    if not relocate_iterations(opt_s, dp_s):
+        start, end = relocation_span(opt_s, dp_s)
+        raise UserError(f"--student_relocate: its interval ({dp_s.student_relocate} iterations after the step scales) "
+                        f"leaves no relocation between the student's {'start' if start == 0 else 'last cut'} "
+                        f"(iteration {start}) and its schedule's end ({end}): lower it")
 
 
 def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_tail=0.0):

@@ -172,14 +172,18 @@ def loop_generator():
     return torch.Generator().manual_seed(random.getrandbits(62))
 
 
+def relocation_span(opt, dp):
+    """(start, end) of --student_relocate's relocations (``opt``, ``dp``: the student's copies): after the last cut
+    (after the start for a std-started student, which never cuts), before the schedule's end, so the tail only
+    fine-tunes."""
+    return 0 if dp.student_init == "std" else max(prune_cut_iterations(dp)), schedule_end(opt, dp)
+
+
 def relocate_iterations(opt, dp):
-    """The iterations of --student_relocate (``opt``, ``dp``: the student's copies): its multiples after the last cut
-    (after the start for a std-started student, which never cuts) and before the schedule's end, so the tail only
-    fine-tunes; none when off."""
+    """The iterations of --student_relocate: its multiples strictly inside relocation_span; none when off."""
     if dp.student_relocate is None:
         return set()
-    start = 0 if dp.student_init == "std" else max(prune_cut_iterations(dp))
-    return schedule(start, schedule_end(opt, dp), dp.student_relocate)
+    return schedule(*relocation_span(opt, dp), dp.student_relocate)
 
 
 def prunes_unseen(dp, random_start):

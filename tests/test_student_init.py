@@ -225,6 +225,9 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
     (["--cut_selection", "random"], "--cut_selection random is unknown"),
     (["--relocate_opacity_reg", "0.01"], "--relocate_opacity_reg 0.01 needs --student_relocate"),
+    (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
+                                      "leaves no relocation between the student's last cut (iteration 18000) and its "
+                                      "schedule's end (30000)"),
 ])
 def test_bad_combinations_stop_before_training(tmp_path, capsys, flags, message):
     scene = make_synthetic_scene(str(tmp_path / "s"), num_views=4, width=16, height=12, num_points=20, seed=0)
