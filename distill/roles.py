@@ -311,8 +311,8 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
-        # --relocate_opacity_reg's steps: from the last cut (the relocations' start) to the last relocation
-        self.reg_window = ((min(self.relocate_events) - dp.student_relocate, max(self.relocate_events))
+        # --relocate_opacity_reg's steps: after the last cut (the relocations' start) to the last relocation
+        self.reg_window = ((relocation_span(opt, dp)[0], max(self.relocate_events))
                            if self.relocate_events and dp.relocate_opacity_reg > 0 else None)
         self.log = []
 
