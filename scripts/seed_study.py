@@ -239,6 +239,13 @@ def _f(v, spec, width):
     return (format(v, spec) if v is not None else "-").rjust(width)
 
 
+def shares_devices(study):
+    """Whether the study's runs went several at a time onto the same devices (--parallel above the --gpus given):
+    their seconds then measure the sharing as much as the run."""
+    parallel, gpus = study.get("parallel", 1), study.get("gpus")
+    return parallel > 1 and (not gpus or len(gpus) < parallel)
+
+
 def print_table(study, file=None):
     p = lambda *a: print(*a, file=file or sys.stdout)  # noqa: E731
     head = (f"{'seed':>6}{'G_perb':>8}{'G_drop':>8}{'G_std':>8}{'student':>8}{'N student':>11}{'N G_std':>10}"
@@ -257,6 +264,9 @@ def print_table(study, file=None):
           + _f(d["psnr"], "+.3f", 8) + _f(d["ssim"], "+.4f", 9) + _f(d["lpips"], "+.4f", 9)
           + _f(r["gaussian_ratio"], ".3f", 8)
           + _f(m["student"].get("stage_seconds"), ".1f", 9) + _f(m["G_std"].get("stage_seconds"), ".1f", 9))
+    if shares_devices(study):
+        p(f"(stage seconds of runs {study['parallel']} at a time on shared devices: valid for quality, not as "
+          f"timings)")
     p("")
     names = dict(psnr="student - G_std PSNR (dB)", ssim="student - G_std SSIM", lpips="student - G_std LPIPS",
                  gaussian_ratio="Gaussians student / G_std")
@@ -486,7 +496,7 @@ def main(argv=None):
                  teachers=teachers, seeds=seeds, train_flags=list(train_flags),
                  study_command=[sys.executable, os.path.abspath(__file__)] + list(
                      sys.argv[1:] if argv is None else argv),
-                 parallel=args.parallel, nproc_per_node=args.nproc_per_node,
+                 parallel=args.parallel, gpus=args.gpus, nproc_per_node=args.nproc_per_node,
                  wall_seconds=round(time.time() - t0, 2), runs=runs,
                  failed=[r["seed"] for r in runs if r["status"] != "ok"], stats=statistics(runs))
     with open(os.path.join(out, STUDY_NAME), "w") as f:

@@ -125,6 +125,8 @@ def test_two_seeds_json_and_table(study):
         assert f"{r['gaussian_ratio']:.3f}" in row
     ps = s["stats"]["psnr"]
     assert f"mean {ps['mean']:+.4f}  sd {ps['sd']:.4f}  95% CI [{ps['ci95_low']:+.4f}, {ps['ci95_high']:+.4f}]" in text
+    # two at a time on the same device (no --gpus): the seconds are flagged as no timings
+    assert s["parallel"] == 2 and s["gpus"] is None and "runs 2 at a time on shared devices" in text
 
 
 def test_students_only_on_one_set_of_teachers(study):
@@ -197,7 +199,7 @@ def test_a_failing_seed_is_reported_and_the_others_kept(tmp_path, monkeypatch, c
     assert s["failed"] == [1] and [r["status"] for r in s["runs"]] == ["ok", "failed", "ok"]
     assert s["stats"]["psnr"]["n"] == 2 and s["stats"]["psnr"]["mean"] == pytest.approx(-0.5)
     assert s["stats"]["lpips"]["mean"] == pytest.approx(0.05) and s["stats"]["gaussian_ratio"]["sd"] == 0
-    assert "FAILED (exit 3)" in out
+    assert "FAILED (exit 3)" in out and "shared devices" not in out  # (one GPU a run: the seconds are timings)
     for r in s["runs"]:  # each parallel slot runs on its own GPU
         assert r["gpu"] in ("3", "4")
         if r["status"] == "ok":
