@@ -1,5 +1,5 @@
 """The student's relocation at a fixed count (--student_relocate): after its last cut the student no longer densifies,
-so a Gaussian whose opacity falls below --min_opacity would hold a place of the 12% budget while rendering nothing.
+so a Gaussian whose opacity falls below --relocate_opacity would hold a place of the 12% budget while rendering nothing.
 Relocation moves each such Gaussian onto a live one (drawn with probability proportional to opacity) and splits
 that one's opacity and scale over it and its new copies, so that together they render about as it did and the
 optimisation can pull them apart (the relocation of 3DGS as Markov Chain Monte Carlo, Kheradmand et al. 2024)."""
@@ -29,14 +29,14 @@ def split_opacity_and_scale(opacity, copies):
 
 
 @torch.no_grad()
-def relocate_transparent(model, min_opacity, generator, rows=None):
-    """Move every Gaussian of ``model`` below ``min_opacity`` onto a live one drawn with probability proportional to
+def relocate_transparent(model, threshold, generator, rows=None):
+    """Move every Gaussian of ``model`` below the opacity ``threshold`` onto a live one drawn with probability proportional to
     its opacity (by ``generator``, a CPU torch.Generator); the drawn source and its copies share its opacity and
     scale by split_opacity_and_scale, and take every other parameter of it. Their Adam moments and ``rows`` (the
     strategy state) restart at zero. The tensors are written in place (a graphed step keeps its graph). Returns how
     many Gaussians moved (0 when none is transparent, or all)."""
     opacity = model.get_opacity.squeeze(1)
-    dead = opacity < min_opacity  # (densification's prune test)
+    dead = opacity < threshold  # (densification's prune test, at the relocation's own threshold)
     n_dead = int(dead.sum())  # (a sync, once a relocation)
     if n_dead == 0 or n_dead == opacity.numel():
         return 0
@@ -46,7 +46,7 @@ def relocate_transparent(model, min_opacity, generator, rows=None):
     sources, of, taken = torch.unique(live[drawn.to(live.device)], return_inverse=True, return_counts=True)
     o_new, factor = split_opacity_and_scale(opacity[sources], taken + 1)  # (the source itself and its copies)
     values = {k: p.detach()[sources] for k, p in model.params.items()}
-    values["opacity"] = inverse_sigmoid(o_new.clamp(min_opacity, 1.0 - 1e-6))[:, None]
+    values["opacity"] = inverse_sigmoid(o_new.clamp(threshold, 1.0 - 1e-6))[:, None]
     values["scaling"] = values["scaling"] + torch.log(factor)[:, None]
     to = torch.cat([sources, dead.nonzero().squeeze(1)])
     model.overwrite_rows(to, {k: torch.cat([v, v[of]]) for k, v in values.items()}, rows)

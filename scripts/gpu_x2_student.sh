@@ -134,6 +134,16 @@ variant() {  # scene name gpu [train.py flags]: students on each seed's teachers
   rm -rf $S/${scene}_$name/seed_*/point_cloud_[012]; collect  # (hard links to the baseline's teachers)
 }
 
+side_by_side() {  # fn [args]: for each line "name flags..." of stdin (blank and # lines skipped), fn args name
+  # flags, all at once; returns when all have ended
+  local name flags
+  while read -r name flags; do
+    [ -n "$name" ] && [ "${name:0:1}" != "#" ] && "$@" $name $flags &
+  done
+  wait
+}
+scene_variant() { local scene=$1 gpu=$2 name=$3; shift 3; variant $scene $name $gpu "$@"; }  # (side_by_side's order)
+
 stage_times() {  # gpu scene seed "flags" ...: the scene's pipeline of that seed alone on the GPU, then a student on its
   # teachers for each quoted set of flags, each alone: the student's stage against G_std's, and what each flag
   # set's absence or presence costs of it
@@ -453,10 +463,7 @@ if [ "${PLAN:-}" = screen ]; then  # one GPU (~5 min a scene for lego, ~9 for bo
   for scene in ${SCREEN_SCENES:-bonsai lego}; do
     own=SEEDS_$scene; extra=""; [ $scene = lego ] && extra=-w
     SEEDS=${!own:-$SEEDS} base $scene 0 $extra
-    while read -r name flags; do
-      [ -n "$name" ] && SEEDS=${!own:-$SEEDS} variant $scene $name 0 $flags &
-    done < <(echo "$SCREEN_VARIANTS" | tr ';' '\n')
-    wait
+    SEEDS=${!own:-$SEEDS} side_by_side scene_variant $scene 0 < <(echo "$SCREEN_VARIANTS" | tr ';' '\n')
   done
   stamp done; touch $DONE; exit 0
 fi
@@ -768,10 +775,8 @@ if [ "${PLAN:-}" = fullvar ]; then  # one GPU (~25 min over three calls): the fu
   t0=$(date +%s)
   while [ ! -f .devdata/full_variants.txt ] && [ $(( $(date +%s) - t0 )) -lt ${VARIANT_WAIT:-900} ]; do sleep 5; done
   [ -f .devdata/full_variants.txt ] || stamp "no .devdata/full_variants.txt after ${VARIANT_WAIT:-900} s"
-  while read -r name flags; do
-    [ -n "$name" ] && [ "${name:0:1}" != "#" ] && full_variant 0 $name $flags &
-  done < <(cat .devdata/full_variants.txt 2>/dev/null)
-  wait; collect; stamp done; touch $DONE; exit 0
+  side_by_side full_variant 0 < <(cat .devdata/full_variants.txt 2>/dev/null)
+  collect; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = full ]; then
   full 0; full_variant 0 tail1 --student_tail 1.0; collect; stamp done; touch $DONE; exit 0
