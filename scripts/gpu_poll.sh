@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One device command of a detached GPU session: starts $SCRIPT (e.g. scripts/gpu_x2_student.sh) under setsid when
 # given, then waits up to WAIT seconds (the first argument, default 570) for it to touch /tmp/x2.done, and copies the
-# results to $OUT (the device tool's folder): summary.txt, studies.json, the logs as logs.tgz and the built
-# extensions as prebuilt.tgz (carry it back as .devdata/prebuilt/prebuilt.tgz to skip the next build; gsplat's, when
-# it compiled itself, as gsplat_cuda.so.gz, for .devdata/prebuilt/ likewise). A later command
+# results to $OUT (the device tool's folder): summary.txt, studies.json, the logs as logs.tgz and, when the session
+# built them afresh, the extensions as prebuilt.tgz (carry it back as .devdata/prebuilt/prebuilt.tgz to skip the next
+# build; gsplat's, when it compiled itself, as gsplat_cuda.so.gz, for .devdata/prebuilt/ likewise). A later command
 # without SCRIPT only polls, while the machine is still warm (one with SCRIPT on a warm machine whose session has
 # finished starts a new session):
 #   SCRIPT=scripts/gpu_x2_student.sh bash scripts/gpu_poll.sh 570; then bash scripts/gpu_poll.sh 575; ...

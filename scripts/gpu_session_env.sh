@@ -19,12 +19,14 @@ mkdir -p data && for s in ${SCENES:-bonsai lego}; do ln -sfn ../.devdata/$s data
 RECIPE="--eval --data_device cuda --quiet --views_per_step 1 --steps_scale 0.25 --test_iterations 30000"
 
 build_extensions() {  # our CUDA extensions into /tmp/prebuilt (a carried .devdata/prebuilt/prebuilt.tgz of the same
-  # sources is used instead, see scripts/gpu_bonsai.sh), kept as /tmp/prebuilt.tgz for the poll to bring back
+  # sources is used instead, see scripts/gpu_bonsai.sh); a fresh build is kept as /tmp/prebuilt.tgz for the poll to
+  # bring back (not a carried one reused: 8 MB each poll delays the reply, and the machine goes back 30 s after a call)
   stamp build
   if [ -f .devdata/prebuilt/prebuilt.tgz ]; then tar xzf .devdata/prebuilt/prebuilt.tgz -C /tmp; fi
   PREBUILT=/tmp/prebuilt SAVE_BUILD=/tmp/prebuilt_new LOG=$R/logs bash scripts/gpu_bonsai.sh > $R/logs/build.txt 2>&1 \
     || { stamp "BUILD FAILED"; tail -40 $R/logs/build.txt >> $R/summary.txt; touch $DONE; exit 1; }
-  if [ -d /tmp/prebuilt_new ]; then rm -rf /tmp/prebuilt && mv /tmp/prebuilt_new /tmp/prebuilt; fi
-  tar czf /tmp/prebuilt.tgz -C /tmp prebuilt
+  if [ -d /tmp/prebuilt_new ]; then
+    rm -rf /tmp/prebuilt && mv /tmp/prebuilt_new /tmp/prebuilt && tar czf /tmp/prebuilt.tgz -C /tmp prebuilt
+  fi
   export PYTHONPATH=/tmp/prebuilt:/tmp/site
 }

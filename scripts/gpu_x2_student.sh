@@ -456,7 +456,9 @@ fi
 if [ "${PLAN:-}" = screen ]; then  # one GPU (~5 min a scene for lego, ~9 for bonsai, with SKIP_TESTS=1): for each
   # scene of SCREEN_SCENES (default "bonsai lego") its default pipelines of SEEDS (SEEDS_<scene> when set), then
   # students on their teachers for each "name flags" of SCREEN_VARIANTS="name flags;name flags", side by side and
-  # paired with the default. (The twenty-fourth session's PLAN=count and PLAN=opreg were this with the variants
+  # paired with the default. Sized for one call (the machine goes back 30 s after a call ends, and a slow reply
+  # loses a running session): bonsai with SEEDS="3 4" and two variants took 295 s with a carried build, four seeds'
+  # pipelines alone 370 s. (The twenty-fourth session's PLAN=count and PLAN=opreg were this with the variants
   # "relocate --student_relocate 100;sample --cut_selection sample" and the --relocate_opacity_reg ones: c02141d)
   [ -n "${SCREEN_VARIANTS:-}" ] || { stamp "PLAN=screen needs SCREEN_VARIANTS=\"name flags;...\""; touch $DONE
                                      exit 2; }
