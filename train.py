@@ -23,7 +23,7 @@ from arguments import (DistillParams, FlagParser, ModelParams, OptimizationParam
 from scene import Scene
 from scene.gaussian_model import GaussianModel
 from distill import distributed
-from distill.pipeline import (SUMMARY_NAME, check_relocation, check_teachers, earlier_summary, run_distillation,
+from distill.pipeline import (SUMMARY_NAME, check_student_events, check_teachers, earlier_summary, run_distillation,
                              unscaled_final_iteration)
 from distill.roles import MODEL_NAMES
 from gaussian_renderer import pick_backend, renders_with_cuda_extension
@@ -353,7 +353,7 @@ def scaled_schedule(opt, dp, run):
     tests = sorted({min(opt.iterations, it) for it in run.test_iterations})
     saves = sorted({min(opt.iterations, it) for it in run.save_iterations}) + [opt.iterations]
     ckpts = sorted({min(opt.iterations, it) for it in run.checkpoint_iterations})
-    check_relocation(opt, dp)
+    check_student_events(opt, dp)
     views_between = opt.densification_interval * opt.views_per_step
     if dp.num_models == 4 and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
         # measured on bonsai: 25 views between densifications (--steps_scale 0.25, 1 view) and 30 (0.05,

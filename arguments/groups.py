@@ -244,6 +244,11 @@ class DistillParams(FlagGroup):
         0.0, "--student_relocate: adds this x the mean of the student's opacities to its loss from its last cut to "
              "its last relocation (3DGS-MCMC's opacity regularisation, 0.01 there), so that the Gaussians its views "
              "need least fade below --relocate_opacity and move (0: off)", check=_non_negative, absent=0.0)
+    student_depth_reinit: list[int] = flag(
+        [], "student (sfm start): at these iterations, each before its first cut, its Gaussians are re-created, as "
+            "many as it has, at points of the surfaces it renders, drawn over the training views by pixel opacity and "
+            "coloured by the photos; then a fresh optimizer, as after a cut (Mini-Splatting's depth "
+            "re-initialisation, at 5000 and 10000 there; none: off, as the reference)", steps=True, check=at_least(1))
     student_steps_scale: float = flag(
         1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
@@ -302,6 +307,9 @@ class DistillParams(FlagGroup):
             if self.relocate_opacity_reg and self.student_relocate is None:
                 raise UserError(f"--relocate_opacity_reg {self.relocate_opacity_reg} needs --student_relocate (e.g. "
                                 f"100): the regularisation only makes Gaussians transparent for a relocation to move")
+            if self.student_depth_reinit and self.student_init != "sfm":
+                raise UserError("--student_depth_reinit applies to --student_init sfm (a student started from G_std "
+                                "keeps G_std's Gaussians and never grows): drop one of the two")
             if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
                 raise UserError("--never_strongest_at last needs more than one cut (--prune_stages > 1, with "
                                 "--student_max_ratio): with one cut that cut is the last")

@@ -9,6 +9,7 @@ import time
 import torch
 
 from arguments import final_iteration, scale_steps, scaled_count
+from arguments.groups import prune_cut_iterations
 from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
@@ -149,17 +150,23 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
     return opt_i, dp_i, sorted(tests_i), saves_i, at(ckpts)
 
 
-def check_relocation(opt, dp):
-    """Stops a run whose --student_relocate (``opt``, ``dp``: the run's, after --steps_scale) leaves the student no
-    relocation, before anything trains."""
-    if dp.num_models != 4 or dp.student_relocate is None:
+def check_student_events(opt, dp):
+    """Stops a run whose student events (``opt``, ``dp``: the run's, after --steps_scale) cannot happen as asked,
+    before anything trains: a --student_relocate interval that leaves no relocation, a --student_depth_reinit at or
+    after the first cut."""
+    if dp.num_models != 4:
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
-    if not relocate_iterations(opt_s, dp_s):
+    if dp.student_relocate is not None and not relocate_iterations(opt_s, dp_s):
         start, end = relocation_span(opt_s, dp_s)
         raise UserError(f"--student_relocate: its interval ({dp_s.student_relocate} iterations after the step scales) "
                         f"leaves no relocation between the student's {'start' if start == 0 else 'last cut'} "
                         f"(iteration {start}) and its schedule's end ({end}): lower it")
+    late = [it for it in dp_s.student_depth_reinit if it >= prune_cut_iterations(dp_s)[0]]
+    if late:
+        raise UserError(f"--student_depth_reinit: iteration {late[0]} (after the step scales) is not before the "
+                        f"student's first cut ({prune_cut_iterations(dp_s)[0]}), where it would undo the cuts: "
+                        f"give iterations of its growth phase (e.g. 5000 10000)")
 
 
 def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_tail=0.0):

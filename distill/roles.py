@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from arguments.groups import prune_cut_iterations
+from distill.depth_reinit import surface_points
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance, sample_kept
 from distill.relocate import relocate_transparent
 from distill.structure import structure_loss
@@ -311,6 +312,7 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
+        self.depth_reinit_events = set(dp.student_depth_reinit)
         # --relocate_opacity_reg's steps: after the last cut (the relocations' start) to the last relocation
         self.reg_window = ((relocation_span(opt, dp)[0], max(self.relocate_events))
                            if self.relocate_events and dp.relocate_opacity_reg > 0 else None)
@@ -363,6 +365,8 @@ class StudentRole(Role):
             self._prune_unseen(it, model, state)
         if it in self.relocate_events:
             self._relocate(it, model, state)
+        if it in self.depth_reinit_events:
+            self._depth_reinit(it, model, state)
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it not in self.cuts:
             return
@@ -401,6 +405,26 @@ class StudentRole(Role):
         if moved:
             self.log.append(dict(iteration=it, kind="relocate", before=model.num_points, after=model.num_points,
                                  moved=moved))
+
+    def _depth_reinit(self, it, model, state):
+        """--student_depth_reinit: the Gaussians re-created, as many, at points of the surfaces the student renders
+        (distill/depth_reinit.py) with kNN scales, opacity 0.1, no rotation and only the DC colour, as the first
+        prune's re-initialisation; then, as after a cut, a fresh optimizer and the statistics start over.
+        Data-parallel: rank 0's points on every rank (their renders may differ in the last bits)."""
+        n0 = model.num_points
+        xyz, rgb = surface_points(model, self.cameras, self.pipe, n0, loop_generator())
+        if self.sync is not None:
+            xyz, rgb = self.sync.broadcast([xyz, rgb], "broadcasting the student's depth re-initialisation")
+        if xyz.shape[0] == 0:  # (nothing rendered: keep the Gaussians, say so in the log)
+            self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=n0, points=0))
+            return
+        fresh = GaussianModel(model.max_sh_degree, model.device)
+        fresh.create_from_points(xyz, rgb, model.spatial_lr_scale)
+        model.reset_to({k: v.detach() for k, v in fresh.params.items()}, rows=state)
+        model.restart_optimizer(self.opt, it)
+        restart_stats(state)
+        self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=model.num_points,
+                             points=int(xyz.shape[0])))
 
     def _prune_unseen(self, it, model, state):
         """--student_prune_unseen: drop the Gaussians of importance 0; the rows of the statistics and of Adam follow

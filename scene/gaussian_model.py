@@ -190,6 +190,14 @@ class GaussianModel:
         self.edit_params(lambda k, t: new_values[k].to(t.dtype), lambda k, t: t[keep], rows,
                          lambda t: t[keep])
 
+    def reset_to(self, new_values, rows=None):
+        """Replace every Gaussian by those of ``new_values`` (raw values for every parameter name, any count): Adam
+        moments and ``rows`` start at zero (the student's depth re-initialisation)."""
+        n = new_values["xyz"].shape[0]
+        self.edit_params(lambda k, t: new_values[k].to(t.dtype),
+                         lambda k, t: torch.zeros_like(new_values[k], dtype=t.dtype), rows,
+                         lambda t: t.new_zeros((n, *t.shape[1:])))
+
     @torch.no_grad()
     def overwrite_rows(self, index, new_values, rows=None):
         """Write ``new_values`` (raw values for every parameter name, one row per entry of ``index``) into the rows

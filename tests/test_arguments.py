@@ -55,8 +55,8 @@ def test_each_field_accepts_its_default_and_refuses_a_bad_value_in_one_line(cls,
             check_group(dataclasses.replace(cls(), **{spec.name: [math.nan] if spec.is_list else math.nan}))
     if bad is None:
         return
-    with pytest.raises(UserError) as err:
-        check_group(dataclasses.replace(cls(), **{spec.name: bad}))
+    with pytest.raises(UserError) as err:  # (a list's check applies to each element, which the message names)
+        check_group(dataclasses.replace(cls(), **{spec.name: [5, bad] if spec.is_list else bad}))
     assert str(err.value).startswith(f"--{spec.name} {bad} ") and "\n" not in str(err.value)
 
 
@@ -82,7 +82,8 @@ def test_steps_marker_names_the_iteration_counts():
            "first_prune_iter", "second_prune_iter", "structure_start", "structure_end", "structure_interval"}
     marked = set(steps_fields(OptimizationParams)) | set(steps_fields(DistillParams))
     # (added since)
-    assert marked == old | {"novel_view_start", "prune_stage_interval", "distill_start", "student_relocate"}
+    assert marked == old | {"novel_view_start", "prune_stage_interval", "distill_start", "student_relocate",
+                            "student_depth_reinit"}
     assert set(steps_fields(TrainRunParams)) == {"test_iterations", "save_iterations", "checkpoint_iterations"}
     assert not steps_fields(ModelParams) and not steps_fields(PipelineParams)
 

@@ -205,12 +205,13 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
 
 
 def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene, sequential, tmp_path):
-    """The sampled cuts and the relocation draw from the loop's generator on every rank (two views a step: the
-    student data-parallel on both), and the opacity regularisation is added once: the same events, counts and, up
-    to the order of the sums, parameters as one process."""
+    """The sampled cuts, the relocation and the depth re-initialisation draw from the loop's generator on every rank
+    (two views a step: the student data-parallel on both; the re-initialisation's points are rank 0's), and the
+    opacity regularisation is added once: the same events, counts and, up to the order of the sums, parameters as
+    one process."""
     flags = (*DISTILL, "--views_per_step", "2", "--start", "3", "--cut_selection", "sample", "--student_relocate",
-             "1000", "--relocate_opacity", "0.1", "--relocate_opacity_reg", "0.5")  # (x 0.001: cut at 20-22,
-    # relocated at 23 and 24)
+             "1000", "--relocate_opacity", "0.1", "--relocate_opacity_reg", "0.5", "--student_depth_reinit",
+             "17000")  # (x 0.001: re-initialised at 17, cut at 20-22, relocated at 23 and 24)
     runs = []
     for nproc in (None, 2):
         out = str(tmp_path / f"run{nproc}")
@@ -220,7 +221,7 @@ def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene
         runs.append(out)
     events = [json.load(open(os.path.join(d, "distill.json")))["models"]["student"]["events"] for d in runs]
     assert events[0] == events[1]
-    assert [e["kind"] for e in events[0]][:4] == ["first", "second", "second", "second"], events[0]
+    assert [e["kind"] for e in events[0]][:5] == ["first", "depth_reinit", "second", "second", "second"], events[0]
     assert any(e["kind"] == "relocate" for e in events[0]), events[0]
     (a, n_a), (b, n_b) = (_params(os.path.join(d, "point_cloud_3", "iteration_35", "point_cloud.ply")) for d in runs)
     assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), float((a - b).abs().max())

@@ -225,6 +225,11 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
     (["--cut_selection", "random"], "--cut_selection random is unknown"),
     (["--relocate_opacity_reg", "0.01"], "--relocate_opacity_reg 0.01 needs --student_relocate"),
+    (["--student_depth_reinit", "5000", "16000"], "--student_depth_reinit: iteration 16000 (after the step scales) is "
+                                                  "not before the student's first cut (16000)"),
+    (["--student_depth_reinit", "5000", "--student_init", "std"], "--student_depth_reinit applies to --student_init "
+                                                                  "sfm"),
+    (["--student_depth_reinit", "0"], "--student_depth_reinit 0 must be at least 1"),
     (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
                                       "leaves no relocation between the student's last cut (iteration 18000) and its "
                                       "schedule's end (30000)"),
@@ -337,6 +342,35 @@ def test_relocation_keeps_the_count_after_the_cuts_and_resumes_exactly(std_run, 
     assert _ply(d, 3).num_points == last_cut["after"]
     assert json.load(open(os.path.join(d, "cfg_args.json")))["student_relocate"] == 2000  # (as given, unscaled)
     _resume_from(d, tmp_path, "chkpntstudent95.pth")  # the later relocations draw what the uninterrupted run drew
+
+
+def test_depth_reinit_recreates_the_growing_student_on_its_surfaces_and_resumes_exactly(std_run, tmp_path):
+    """--student_depth_reinit: at its iterations (before the first cut) the student's Gaussians are re-created, as
+    many, at points of its rendered surfaces (fresh opacity 0.1), its optimizer restarts; a resumed run draws the
+    same points."""
+    scene, d = _copy_of(std_run, tmp_path)
+    seen = []
+    real = StudentRole._depth_reinit
+
+    def watch(self, it, model, state):
+        real(self, it, model, state)
+        seen.append((it, model.num_points, model.get_opacity.detach().clone(), state["grad_accum"].clone(),
+                     model.optimizer.state.get(model.params["xyz"])))
+    # reinits at 8000 and 12000 x 0.005 = 40 and 60, cuts from 80; a checkpoint at 50, between the two
+    argv = _argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--student_depth_reinit", "8000", "12000",
+                                     "--checkpoint_iterations", "10000", "--checkpoint_every_minutes", "0"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StudentRole, "_depth_reinit", watch)
+        summary = train.main(argv)
+    events = summary["models"]["student"]["events"]
+    reinits = [e for e in events if e["kind"] == "depth_reinit"]
+    assert [e["iteration"] for e in reinits] == [40, 60] and [it for it, *_ in seen] == [40, 60]
+    for e, (_, n, opacity, grads, adam) in zip(reinits, seen):
+        assert e["points"] == e["after"] == n > 0 and e["after"] <= e["before"]  # (as many, or every opaque pixel)
+        assert torch.allclose(opacity, torch.full_like(opacity, 0.1)) and not grads.any() and not adam
+    assert [e["kind"] for e in events].index("second") > [e["kind"] for e in events].index("depth_reinit")
+    assert json.load(open(os.path.join(d, "cfg_args.json")))["student_depth_reinit"] == [8000, 12000]
+    _resume_from(d, tmp_path, "chkpntstudent50.pth")
 
 
 def test_the_opacity_regularisation_gives_the_relocation_more_to_move(std_run, tmp_path):

@@ -61,16 +61,21 @@ class StepSync:
         for t, total in zip(tensors, self.summed(tensors, what)):
             t.copy_(total)
 
+    def broadcast(self, tensors, what):
+        """Rank 0's ``tensors`` on every rank (new tensors; the shapes may differ between the ranks)."""
+        shapes = distributed.broadcast_object_from_rank0(self.ctx, [tuple(t.shape) for t in tensors],
+                                                         f"{what} (the sizes)")
+        values = [t.contiguous() if tuple(t.shape) == s else torch.empty(s, dtype=t.dtype, device=t.device)
+                  for t, s in zip(tensors, shapes)]
+        distributed.broadcast_from_rank0(self.ctx, values, what)
+        return values
+
     def broadcast_model(self, model):
         """Give every rank rank 0's parameters (a model made alike on every rank can still differ: GPU importance
         sums, kNN); before the optimizer exists."""
         assert model.optimizer is None, "broadcast the parameters before training_setup"
-        shapes = distributed.broadcast_object_from_rank0(
-            self.ctx, [tuple(model.params[k].shape) for k in PARAM_NAMES], "broadcasting the model's size")
-        values = [model.params[k].detach().contiguous() if tuple(model.params[k].shape) == s
-                  else torch.empty(s, device=model.device) for k, s in zip(PARAM_NAMES, shapes)]
-        distributed.broadcast_from_rank0(self.ctx, values, "broadcasting the model's parameters")
-        model._set(*values)
+        model._set(*self.broadcast([model.params[k].detach() for k in PARAM_NAMES], "broadcasting the model's "
+                                   "parameters"))
 
     def reduce_step(self, model, stats, step_loss, visible, out):
         """After the step's backward passes, before the optimizer step: sum everything the step's views gave on

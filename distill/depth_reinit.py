@@ -1,0 +1,52 @@
+"""The growing student's depth re-initialisation (--student_depth_reinit): its Gaussians re-created, as many as it
+has, at points of the surfaces it renders, sampled over the training views by how opaque each pixel is and coloured by
+the photos (the depth re-initialisation of Mini-Splatting, Fang & Wang 2024, which re-spreads a densified model's
+Gaussians along the surfaces instead of where the clone and split steps happened to leave them)."""
+import torch
+
+from gaussian_renderer import render
+
+
+def pixel_rays(camera, device):
+    """[H, W, 3] view-space directions of the pixel centres with z = 1 (the rasterizer's convention: pixel u's centre
+    is at NDC (2u + 1) / W - 1, and NDC x = (x / z) / tan(fovx / 2); y likewise, pointing down)."""
+    h, w = camera.image_height, camera.image_width
+    x = ((2 * torch.arange(w, device=device, dtype=torch.float32) + 1) / w - 1) * camera.tanfovx
+    y = ((2 * torch.arange(h, device=device, dtype=torch.float32) + 1) / h - 1) * camera.tanfovy
+    return torch.stack([x[None, :].expand(h, w), y[:, None].expand(h, w), torch.ones(h, w, device=device)], -1)
+
+
+def unproject(camera, rays, z):
+    """World points [P, 3] of view-space ``rays`` [P, 3] (z = 1) at depths ``z`` [P]."""
+    view = rays * z[:, None]
+    view_to_world = torch.linalg.inv(camera.world_view_transform.to(z.device))  # (row vectors: p_view = p_world @ W)
+    return view @ view_to_world[:3, :3] + view_to_world[3, :3]
+
+
+@torch.no_grad()
+def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
+    """``count`` points on the surfaces ``model`` renders, with colours: about count / len(cameras) pixels of each
+    camera, drawn without replacement (by ``generator``, a CPU torch.Generator) with probability proportional to the
+    pixel's opacity among those above ``min_alpha``, each placed at the pixel's depth (the opacity over the rendered
+    inverse depth: the weighted harmonic mean of the depths of the Gaussians it blends) and coloured by the photo.
+    Fewer when the views have fewer such pixels. Returns (xyz [P, 3], rgb [P, 3]) on the model's device."""
+    dev = model.device
+    ones = torch.ones(model.num_points, 3, device=dev)
+    black = torch.zeros(3, device=dev)
+    quota = [count // len(cameras) + (1 if i < count % len(cameras) else 0) for i in range(len(cameras))]
+    xyz, rgb = [], []
+    for cam, k in zip(cameras, quota):
+        out = render(cam, model, pipe, black, override_color=ones)  # (white Gaussians on black: channel 0 = opacity)
+        alpha, inv_depth = out["render"][0], out["depth"][0]
+        ok = (alpha > min_alpha) & (inv_depth > 0)
+        weight = torch.where(ok, alpha, torch.zeros_like(alpha)).flatten().double().cpu()
+        k = min(k, int((weight > 0).sum()))
+        if k == 0:
+            continue
+        pick = torch.multinomial(weight, k, replacement=False, generator=generator).to(dev)
+        z = (alpha.flatten()[pick] / inv_depth.flatten()[pick]).float()
+        xyz.append(unproject(cam, pixel_rays(cam, dev).reshape(-1, 3)[pick], z))
+        rgb.append(cam.original_image(dev)[:3].reshape(3, -1)[:, pick].T)
+    if not xyz:
+        return torch.zeros(0, 3, device=dev), torch.zeros(0, 3, device=dev)
+    return torch.cat(xyz), torch.cat(rgb).clamp(0, 1)
