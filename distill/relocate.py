@@ -31,10 +31,10 @@ def split_opacity_and_scale(opacity, copies):
 @torch.no_grad()
 def relocate_transparent(model, threshold, generator, rows=None):
     """Move every Gaussian of ``model`` below the opacity ``threshold`` onto a live one drawn with probability
-    proportional to its opacity (by ``generator``, a CPU torch.Generator); the drawn source and its copies share its opacity and
-    scale by split_opacity_and_scale, and take every other parameter of it. Their Adam moments and ``rows`` (the
-    strategy state) restart at zero. The tensors are written in place (a graphed step keeps its graph). Returns how
-    many Gaussians moved (0 when none is transparent, or all)."""
+    proportional to its opacity (by ``generator``, a CPU torch.Generator); the drawn source and its copies share its
+    opacity and scale by split_opacity_and_scale, and take every other parameter of it. Their Adam moments and
+    ``rows`` (the strategy state) restart at zero. The tensors are written in place (a graphed step keeps its graph).
+    Returns how many Gaussians moved (0 when none is transparent, or all)."""
     opacity = model.get_opacity.squeeze(1)
     dead = opacity < threshold  # (densification's prune test, at the relocation's own threshold)
     n_dead = int(dead.sum())  # (a sync, once a relocation)

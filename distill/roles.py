@@ -410,9 +410,13 @@ class StudentRole(Role):
         """--student_depth_reinit: the Gaussians re-created, as many, at points of the surfaces the student renders
         (distill/depth_reinit.py) with kNN scales, opacity 0.1, no rotation and only the DC colour, as the first
         prune's re-initialisation; then, as after a cut, a fresh optimizer and the statistics start over.
-        Data-parallel: rank 0's points on every rank (their renders may differ in the last bits)."""
+        Data-parallel: rank 0 draws the points for every rank (their renders may differ in the last bits)."""
         n0 = model.num_points
-        xyz, rgb = surface_points(model, self.cameras, self.pipe, n0, loop_generator())
+        generator = loop_generator()  # (on every rank: the loop's RNG stays in step)
+        if self.sync is None or self.sync.rank == 0:
+            xyz, rgb = surface_points(model, self.cameras, self.pipe, n0, generator)
+        else:
+            xyz = rgb = torch.zeros(0, 3, device=model.device)
         if self.sync is not None:
             xyz, rgb = self.sync.broadcast([xyz, rgb], "broadcasting the student's depth re-initialisation")
         if xyz.shape[0] == 0:  # (nothing rendered: keep the Gaussians, say so in the log)
