@@ -422,9 +422,7 @@ class StudentRole(Role):
         if xyz.shape[0] == 0:  # (nothing rendered: keep the Gaussians, say so in the log)
             self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=n0, points=0))
             return
-        fresh = GaussianModel(model.max_sh_degree, model.device)
-        fresh.create_from_points(xyz, rgb, model.spatial_lr_scale)
-        model.reset_to({k: v.detach() for k, v in fresh.params.items()}, rows=state)
+        model.reset_to(fresh_gaussians(model, xyz, rgb), rows=state)
         model.restart_optimizer(self.opt, it)
         restart_stats(state)
         self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=model.num_points,
@@ -448,16 +446,22 @@ class StudentRole(Role):
         self.log = list(state["log"])
 
 
+def fresh_gaussians(model, xyz, rgb):
+    """Raw parameters of Gaussians at ``xyz`` [P, 3] with colours ``rgb`` [P, 3] in [0, 1], started as SfM points
+    are (kNN scales, opacity 0.1, identity rotation, no higher SH) for ``model`` (its SH degree, device, LR scale)."""
+    fresh = GaussianModel(model.max_sh_degree, model.device)
+    fresh.create_from_points(xyz, rgb, model.spatial_lr_scale)
+    return {k: v.detach() for k, v in fresh.params.items()}
+
+
 def reinitialise(model, keep, rows=None):
     """Keep positions and DC colour of the kept Gaussians (``keep``: [N] bool or an index); zero higher SH, kNN
     scales, opacity 0.1, identity rotation (the student's re-initialisation after the first prune). Their Adam
     moments and ``rows`` (the strategy state) follow them."""
     xyz = model.params["xyz"].detach()[keep]
-    rgb_dc = model.params["f_dc"].detach()[keep]
-    fresh = GaussianModel(model.max_sh_degree, model.device)
-    fresh.create_from_points(xyz, torch.zeros_like(xyz), model.spatial_lr_scale)
-    fresh.params["f_dc"].data.copy_(rgb_dc)
-    model.replace(keep, {k: v.detach() for k, v in fresh.params.items()}, rows)
+    values = fresh_gaussians(model, xyz, torch.zeros_like(xyz))
+    values["f_dc"] = model.params["f_dc"].detach()[keep]  # (the DC colour kept as it is, not through RGB)
+    model.replace(keep, values, rows)
 
 
 AGREEMENT_SPREAD = 0.05  # --teacher_combine agreement: the teachers' per-pixel spread (std of colours in [0, 1], about
