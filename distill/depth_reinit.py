@@ -1,10 +1,14 @@
 """The growing student's depth re-initialisation (--student_depth_reinit): its Gaussians re-created, as many as it
 has, at points of the surfaces it renders, sampled over the training views by how opaque each pixel is and coloured by
 the photos (the depth re-initialisation of Mini-Splatting, Fang & Wang 2024, which re-spreads a densified model's
-Gaussians along the surfaces instead of where the clone and split steps happened to leave them)."""
+Gaussians along the surfaces instead of where the clone and split steps happened to leave them). A pixel's point is
+on its strongest contributor (the Gaussian of the largest weight alpha T, the rasterizer's per-pixel stat
+max_contributor), where that Gaussian's density along the pixel's ray peaks: the blended depth of semi-transparent
+layers lies between them, and points placed there leave holes in the views between the training views."""
 import torch
 
 from gaussian_renderer import render
+from gaussian_renderer.cuda_package import contract, reference
 
 
 def pixel_rays(camera, device):
@@ -23,29 +27,47 @@ def unproject(camera, rays, z):
     return view @ view_to_world[:3, :3] + view_to_world[3, :3]
 
 
+def ray_peaks(camera, rays, means, scales, rotations):
+    """View depths [P] at which Gaussians (world means [P, 3], activated scales [P, 3], quaternions [P, 4]) peak along
+    view-space ``rays`` [P, 3] (z = 1) from the camera centre: the depth t minimising the Mahalanobis distance of
+    centre + t ray to the mean. Where that is not in front of the near plane (a ray that grazes the Gaussian behind
+    the camera, or numbers that overflow), the mean's own view depth."""
+    w2v = camera.world_view_transform.to(means.device)
+    v2w = torch.linalg.inv(w2v)
+    to_local = reference.rotation_matrices(rotations).transpose(1, 2)  # (Sigma = R S S^T R^T: R^T takes world to its axes)
+    d = (to_local @ (rays @ v2w[:3, :3])[:, :, None])[:, :, 0] / scales
+    u = (to_local @ (means - v2w[3, :3])[:, :, None])[:, :, 0] / scales
+    t = (d * u).sum(1) / (d * d).sum(1)
+    z_mean = (means @ w2v[:3, :3] + w2v[3, :3])[:, 2]
+    return torch.where(torch.isfinite(t) & (t > contract.NEAR_Z), t, z_mean)
+
+
 @torch.no_grad()
 def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
     """``count`` points on the surfaces ``model`` renders, with colours: about count / len(cameras) pixels of each
     camera, drawn without replacement (by ``generator``, a CPU torch.Generator) with probability proportional to the
-    pixel's opacity among those above ``min_alpha``, each placed at the pixel's depth (the opacity over the rendered
-    inverse depth: the weighted harmonic mean of the depths of the Gaussians it blends) and coloured by the photo.
-    Fewer when the views have fewer such pixels. Returns (xyz [P, 3], rgb [P, 3]) on the model's device."""
+    pixel's opacity among those above ``min_alpha``, each placed on its ray where the pixel's strongest contributor
+    peaks (ray_peaks) and coloured by the photo. Fewer when the views have fewer such pixels. Returns (xyz [P, 3],
+    rgb [P, 3]) on the model's device."""
     dev = model.device
     ones = torch.ones(model.num_points, 3, device=dev)
     black = torch.zeros(3, device=dev)
     quota = [count // len(cameras) + (1 if i < count % len(cameras) else 0) for i in range(len(cameras))]
     xyz, rgb = [], []
     for cam, k in zip(cameras, quota):
-        out = render(cam, model, pipe, black, override_color=ones)  # (white Gaussians on black: channel 0 = opacity)
-        alpha, inv_depth = out["render"][0], out["depth"][0]
-        ok = (alpha > min_alpha) & (inv_depth > 0)
+        # (white Gaussians on black: channel 0 = opacity)
+        out = render(cam, model, pipe, black, override_color=ones, return_stats=("max_contributor",))
+        alpha, strongest = out["render"][0], out["max_contributor"]
+        ok = (alpha > min_alpha) & (strongest >= 0)
         weight = torch.where(ok, alpha, torch.zeros_like(alpha)).flatten().double().cpu()
         k = min(k, int((weight > 0).sum()))
         if k == 0:
             continue
         pick = torch.multinomial(weight, k, replacement=False, generator=generator).to(dev)
-        z = (alpha.flatten()[pick] / inv_depth.flatten()[pick]).float()
-        xyz.append(unproject(cam, pixel_rays(cam, dev).reshape(-1, 3)[pick], z))
+        g = strongest.flatten()[pick]
+        rays = pixel_rays(cam, dev).reshape(-1, 3)[pick]
+        z = ray_peaks(cam, rays, model.get_xyz[g], model.get_scaling[g], model.params["rotation"][g])
+        xyz.append(unproject(cam, rays, z))
         rgb.append(cam.original_image(dev)[:3].reshape(3, -1)[:, pick].T)
     if not xyz:
         return torch.zeros(0, 3, device=dev), torch.zeros(0, 3, device=dev)

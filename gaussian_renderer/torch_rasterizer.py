@@ -429,6 +429,7 @@ def _forward_chunks(plan, tab, c, dt):
         st["area_max"].index_add_(0, best_g[hit], torch.ones(int(hit.sum()), device=dev))
         st["accum_weights"] = st["accum_weights"][:-1]
         st["area_proj"] = st["area_proj"][:-1]
+        st["max_contributor"] = best_g  # (sub-tile layout: rasterize puts it in image layout)
         plan.stats = st
     return out4, torch.exp(log_t)
 
@@ -551,6 +552,8 @@ def rasterize(s, pre, return_stats=False):
     img = untile(out4)
     t_img = untile(t_final[..., None])
     rgb = img[:3] + t_img * s.bg.to(dt)[:, None, None]
+    if plan.stats is not None:
+        plan.stats["max_contributor"] = untile(plan.stats["max_contributor"][..., None])[0]
     return rgb, img[3:4], plan.stats
 
 

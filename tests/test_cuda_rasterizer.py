@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gaussian_renderer.cuda_package import reference
+from gaussian_renderer.cuda_package import contract, reference
 from gaussian_renderer.torch_rasterizer import GaussianRasterizer as TR
 from tests.raster_helpers import (assert_close_up_to_atomics, atomics_noise, edge_case_gaussians, look_at_settings,
                                   loss_weights, random_gaussians, rel_err, render_with_grads, unproject)
@@ -197,12 +197,18 @@ def test_stats_match_reference(monkeypatch, antialiasing, fwd_chunks):
     s = _settings(W=80, H=64, sh_degree=1, antialiasing=antialiasing)
     g = random_gaussians(500, seed=12, sh_degree=1, device=DEV)
     w = loss_weights(s, 12, device=DEV)
-    ref = render_with_grads(TR, s, g, w, return_stats=True)
-    cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, return_stats=True)
+    every = contract.STAT_NAMES + contract.PIXEL_STAT_NAMES
+    ref = render_with_grads(TR, s, g, w, return_stats=every)
+    cud = render_with_grads(dgr.GaussianRasterizer, _to_cuda_settings(s), g, w, return_stats=every)
     rs, cs = ref["stats"], cud["stats"]
-    assert set(cs) == {"accum_weights", "area_proj", "area_max"}
+    assert set(cs) == set(every)
+    mc, rmc = cs.pop("max_contributor"), rs["max_contributor"].to(DEV)
     for k in cs:
         assert cs[k].shape == (500,) and cs[k].dtype == torch.float32 and not cs[k].requires_grad
+    # each pixel's strongest contributor: the one area_max counts it for; near-ties of alpha T aside, the reference's
+    assert mc.shape == (64, 80) and mc.dtype == torch.int64 and (mc >= 0).any() and (mc == -1).any()
+    assert torch.equal(torch.bincount(mc[mc >= 0], minlength=500).float(), cs["area_max"])
+    assert torch.equal(mc == -1, rmc == -1) and (mc != rmc).float().mean() < 0.01
     # sums of alpha*T over many pixels: float accumulation order differs (atomics vs index_add)
     assert rel_err(cs["accum_weights"], rs["accum_weights"]) < 1e-4
     assert (cs["area_proj"] - rs["area_proj"]).abs().sum() <= 2
@@ -226,6 +232,11 @@ def test_area_max_only_mode_matches_full_stats(monkeypatch, fwd_chunks):
     assert list(only) == ["area_max"] and full["area_max"].sum() > 0
     assert torch.equal(only["area_max"], full["area_max"])  # same per-pixel winners, integer counts
     assert torch.equal(c, c_full) and torch.equal(d, d_full)
+    pix = r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], **kw,
+            return_stats=("max_contributor",))[3]  # (the area_max mode too)
+    with_all = r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], **kw,
+                 return_stats=contract.STAT_NAMES + contract.PIXEL_STAT_NAMES)[3]
+    assert list(pix) == ["max_contributor"] and torch.equal(pix["max_contributor"], with_all["max_contributor"])
     with pytest.raises(ValueError, match="area_mx"):
         r(g["means3D"], torch.zeros_like(g["means3D"]), g["opacities"], **kw, return_stats=("area_mx",))
 

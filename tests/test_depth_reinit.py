@@ -29,7 +29,7 @@ def test_unprojected_pixels_project_back_onto_their_pixels_at_their_depth():
 
 
 def _wall(z=2.0, half=1.0, n=40):
-    """Opaque Gaussians packed on the square |x|, |y| <= half of the plane at world depth ``z``, red on the left
+    """Opaque flat Gaussians packed on the square |x|, |y| <= half of the plane at world depth ``z``, red on the left
     half, blue on the right; and a camera at the origin looking along +z (90 degrees), its photo coloured alike."""
     m = GaussianModel(0)
     s = torch.linspace(-half, half, n)
@@ -38,6 +38,7 @@ def _wall(z=2.0, half=1.0, n=40):
     rgb = torch.where(xy[:, :1] < 0, torch.tensor([1.0, 0, 0]), torch.tensor([0, 0, 1.0]))
     m.create_from_points(xyz, rgb)
     m.params["opacity"].data.fill_(float(inverse_sigmoid(torch.tensor(0.99))))
+    m.params["scaling"].data[:, 2] = float(np.log(1e-3))  # flat along z, as a trained surface's Gaussians
     w = h = 32
     u = (2 * torch.arange(w) + 1) / w - 1  # the pixel centres' x / z
     photo = torch.where(u[None, :, None] < 0, torch.tensor([255, 0, 0]), torch.tensor([0, 0, 255]))
@@ -61,6 +62,28 @@ def test_surface_points_lie_on_the_rendered_wall_with_the_photos_colours():
     assert torch.unique(xyz, dim=0).shape[0] == 300
     again, _ = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
     assert torch.equal(xyz, again)
+
+
+def test_points_of_semi_transparent_layers_lie_on_a_layer_not_between():
+    """A faint wall (Gaussians of opacity 0.1) at depth 2 in front of an opaque one at depth 4: every point is on one
+    of the two (the pixel's strongest contributor), where the blended depth would put them between (2.2 at the
+    centre)."""
+    front, cam = _wall(z=2.0)
+    back, _ = _wall(z=4.0, half=2.0)
+    front.params["opacity"].data.fill_(float(inverse_sigmoid(torch.tensor(0.1))))
+    both = GaussianModel(0)
+    both.create_from_points(torch.cat([front.get_xyz, back.get_xyz]), torch.zeros(3200, 3))
+    for k in ("scaling", "opacity"):
+        both.params[k].data.copy_(torch.cat([front.params[k], back.params[k]]))
+    pipe = PipelineParams.defaults(backend="torch")
+    ones = torch.ones(both.num_points, 3)
+    out = render(cam, both, pipe, torch.zeros(3), override_color=ones)
+    blended = (out["render"][0] / out["depth"][0])[16, 16]
+    assert 2.1 < blended < 3.5  # (where the blended-depth placement put the points)
+    xyz, _ = surface_points(both, [cam], pipe, 400, torch.Generator().manual_seed(2))
+    z = xyz[:, 2]
+    on_front, on_back = (z - 2.0).abs() < 0.03, (z - 4.0).abs() < 0.06
+    assert (on_front | on_back).all() and on_front.sum() > 20 and on_back.sum() > 20
 
 
 def test_the_count_is_shared_over_the_views_and_capped_by_their_opaque_pixels():

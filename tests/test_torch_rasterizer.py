@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gaussian_renderer import torch_rasterizer as tr
-from gaussian_renderer.cuda_package import reference
+from gaussian_renderer.cuda_package import contract, reference
 from gaussian_renderer.torch_rasterizer import GaussianRasterizer
 from tests.raster_helpers import (edge_case_gaussians, look_at_settings, loss_weights, random_gaussians, rel_err,
                                   render_with_grads, unproject)
@@ -29,14 +29,19 @@ def test_forward_matches_reference(case):
     if case == "behind":
         g["means3D"][:10, 2] = -4.1  # at or behind the camera plane
         g["means3D"][10:15, 2] = -3.85  # in front but closer than the near plane
-    color, radii, invd, stats = render(s, g, return_stats=True)
-    C, r, D, st = _render_reference(s, g, return_stats=True)
+    every = contract.STAT_NAMES + contract.PIXEL_STAT_NAMES
+    color, radii, invd, stats = render(s, g, return_stats=every)
+    C, r, D, st = _render_reference(s, g, return_stats=every)
     assert torch.equal(radii, r)
     torch.testing.assert_close(color, C, atol=1e-9, rtol=1e-7)
     torch.testing.assert_close(invd, D, atol=1e-9, rtol=1e-7)
     torch.testing.assert_close(stats["accum_weights"].double(), st["accum_weights"], atol=1e-5, rtol=1e-5)
     assert torch.equal(stats["area_proj"].double(), st["area_proj"])
     assert torch.equal(stats["area_max"].double(), st["area_max"])
+    mc = stats["max_contributor"]
+    assert mc.shape == (29, 37) and mc.dtype == torch.int64 and torch.equal(mc, st["max_contributor"])
+    # each pixel's winner is the Gaussian area_max counts it for
+    assert torch.equal(torch.bincount(mc[mc >= 0], minlength=P).double(), st["area_max"])
     if case == "behind":
         assert (radii[:15] == 0).all()
 
@@ -116,6 +121,24 @@ def test_stats_subset_returns_only_what_is_asked():
     assert len(render(s, g, return_stats=())) == 3  # nothing asked: the 3-tuple
     with pytest.raises(ValueError, match="area_mx"):
         render(s, g, return_stats=("area_mx",))
+
+
+@pytest.mark.parametrize("rasterizer", ["torch", "reference"])
+def test_max_contributor_is_the_largest_weight_not_the_front_most(rasterizer):
+    """Two Gaussians on the same pixels: a faint one in front (opacity 0.3) and a dense one behind (0.9, weight
+    0.9 x 0.7 = 0.63): the one behind is the pixel's max_contributor; pixels nothing reaches get -1; only asked for
+    by name (return_stats=True is the per-Gaussian stats)."""
+    s = look_at_settings(W=32, H=32, dtype=torch.float64)
+    g = random_gaussians(2, seed=1, dtype=torch.float64)
+    g["means3D"] = unproject(s, [16.0, 16.0], [16.0, 16.0], [3.0, 5.0], torch.float64)
+    g["scales"][:] = 0.05
+    g["opacities"] = torch.tensor([[0.3], [0.9]], dtype=torch.float64)
+    run = render if rasterizer == "torch" else _render_reference
+    mc = run(s, g, return_stats=("max_contributor",))[3]["max_contributor"]
+    assert mc[16, 16] == 1 and mc[0, 0] == -1 and set(mc.unique().tolist()) <= {-1, 0, 1}
+    g["opacities"][0] = 0.8  # now the front one's 0.8 beats 0.9 x 0.2
+    assert run(s, g, return_stats=("max_contributor",))[3]["max_contributor"][16, 16] == 0
+    assert "max_contributor" not in run(s, g, return_stats=True)[3]
 
 
 def test_dense_pixels_stop_early_and_stats_are_consistent():

@@ -313,6 +313,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
   torch::Tensor accum_w = torch::zeros({all_stats ? P : 0}, fopt);
   torch::Tensor area_proj = torch::zeros({all_stats ? P : 0}, fopt);
   torch::Tensor area_max = torch::zeros({stats_mode != STATS_NONE ? P : 0}, fopt);
+  torch::Tensor max_id = torch::empty({stats_mode != STATS_NONE ? H : 0, W}, iopt);  // (every pixel written)
 
   if (P > 0) {
     auto splats = torch::empty({P, (int64_t)(sizeof(Splat) / sizeof(float))}, fopt);
@@ -402,11 +403,12 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& background, co
                     n_contrib.data_ptr<int>(), order.numel() > 0 ? order.data_ptr<int>() : nullptr,
                     all_stats ? accum_w.data_ptr<float>() : nullptr, all_stats ? area_proj.data_ptr<float>() : nullptr,
                     stats_mode != STATS_NONE ? area_max.data_ptr<float>() : nullptr,
+                    stats_mode != STATS_NONE ? max_id.data_ptr<int>() : nullptr,
                     tile_order.numel() > 0 ? tile_order.data_ptr<int>() : nullptr, chunks,
                     scratch.defined() ? scratch.data_ptr<float>() : nullptr, cull, stream);
   check_launch(debug, "render");
   return {out_color, out_invdepth, radii,     rank,     xy_c,      conic_c,  rgbd_c,
-          point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max};
+          point_list, ranges,      final_T,   n_contrib, accum_w,  area_proj, area_max, max_id};
 }
 
 std::vector<torch::Tensor> rasterize_backward(

@@ -67,13 +67,14 @@ void launch_identify_ranges(int R, const uint32_t* keys, int num_tiles, int2* ra
 
 void launch_mark_visible(int P, const float* means3D, const float* view, bool* visible, cudaStream_t stream);
 
-// per-Gaussian stats of the forward (rasterize_forward's stats_mode)
+// stats of the forward (rasterize_forward's stats_mode): per Gaussian, and per pixel max_id [H * W], the index of the
+// Gaussian of the largest weight (computed with area_max)
 enum StatsMode { STATS_NONE = 0, STATS_AREA_MAX = 1, STATS_ALL = 2 };
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
-                       const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
-                       int chunks, float* scratch, bool cull, cudaStream_t stream);
+                       const int* order, float* accum_w, float* area_proj, float* area_max, int* max_id,
+                       const int* tile_order, int chunks, float* scratch, bool cull, cudaStream_t stream);
 // floats of `scratch` the forward needs with `chunks` depth chunks (0 for one: no scratch)
 size_t render_fwd_scratch_floats(int chunks, int W, int H);
 int render_fwd_resident_blocks();

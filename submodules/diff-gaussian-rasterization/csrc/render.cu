@@ -62,18 +62,22 @@ __device__ __forceinline__ void walk_reached(const unsigned char* blocks, int n,
 }
 
 // A pixel's outputs once its walk is done: colour over the background, inverse depth, the state the backward reads
-// (final T, last contributor) and its area_max vote for the Gaussian of the largest weight.
+// (final T, last contributor), and with stats the Gaussian of the largest weight: its area_max vote and its index
+// (max_id, the per-pixel stat max_contributor; -1 where none contributes).
 template <int STATS>
 __device__ __forceinline__ void write_pixel(int pix, int HW, float T, int last, float C0, float C1, float C2, float D,
                                             int best_g, const float* bg, float* out_color, float* out_invdepth,
-                                            float* final_T, int* n_contrib, float* area_max) {
+                                            float* final_T, int* n_contrib, float* area_max, int* max_id) {
   final_T[pix] = T;
   n_contrib[pix] = last;
   out_color[pix] = C0 + T * bg[0];
   out_color[HW + pix] = C1 + T * bg[1];
   out_color[2 * HW + pix] = C2 + T * bg[2];
   out_invdepth[pix] = D;
-  if (STATS != STATS_NONE && best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+  if (STATS != STATS_NONE) {
+    max_id[pix] = best_g;
+    if (best_g >= 0) atomicAdd(area_max + best_g, 1.f);
+  }
 }
 
 // STATS: STATS_NONE, STATS_AREA_MAX (only area_max: one atomic per pixel, what training densification
@@ -112,7 +116,8 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     const float* __restrict__ bg, float* __restrict__ out_color, float* __restrict__ out_invdepth,
     float* __restrict__ final_T, int* __restrict__ n_contrib, const int* __restrict__ order,
     float* __restrict__ accum_w, float* __restrict__ area_proj, float* __restrict__ area_max,
-    const int* __restrict__ tile_order, int chunks, const float* __restrict__ prod, float* __restrict__ part) {
+    int* __restrict__ max_id, const int* __restrict__ tile_order, int chunks, const float* __restrict__ prod,
+    float* __restrict__ part) {
   __shared__ int s_id[BLOCK];
   __shared__ float2 s_xy[BLOCK];
   __shared__ float4 s_co[BLOCK];
@@ -209,7 +214,7 @@ __global__ void __launch_bounds__(BLOCK) render_fwd_kernel(
     q[7 * HW] = __int_as_float(best_g);
   } else {
     write_pixel<STATS>(pix, HW, T, last, C0, C1, C2, D, best_g, bg, out_color, out_invdepth, final_T, n_contrib,
-                       area_max);
+                       area_max, max_id);
   }
 }
 
@@ -273,7 +278,8 @@ template <int STATS>
 __global__ void render_fwd_merge_kernel(int HW, int chunks, const float* __restrict__ part,
                                         const float* __restrict__ bg, float* __restrict__ out_color,
                                         float* __restrict__ out_invdepth, float* __restrict__ final_T,
-                                        int* __restrict__ n_contrib, float* __restrict__ area_max) {
+                                        int* __restrict__ n_contrib, float* __restrict__ area_max,
+                                        int* __restrict__ max_id) {
   const int pix = blockIdx.x * blockDim.x + threadIdx.x;
   if (pix >= HW) return;
   float C0 = 0.f, C1 = 0.f, C2 = 0.f, D = 0.f, T = 1.f, best_w = 0.f;
@@ -296,7 +302,7 @@ __global__ void render_fwd_merge_kernel(int HW, int chunks, const float* __restr
     if (l < 0) break;  // it stopped in this chunk
   }
   write_pixel<STATS>(pix, HW, T, last, C0, C1, C2, D, best_g, bg, out_color, out_invdepth, final_T, n_contrib,
-                     area_max);
+                     area_max, max_id);
 }
 
 // The forward kernel of a stats mode, one-block (CHUNKED false) or chunked, culled or not.
@@ -310,8 +316,8 @@ auto fwd_kernel(int stats) {
 void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, const int2* ranges,
                        const int* point_list, const float2* xy, const float4* conic_op, const float4* rgbd,
                        const float* bg, float* out_color, float* out_invdepth, float* final_T, int* n_contrib,
-                       const int* order, float* accum_w, float* area_proj, float* area_max, const int* tile_order,
-                       int chunks, float* scratch, bool cull, cudaStream_t stream) {
+                       const int* order, float* accum_w, float* area_proj, float* area_max, int* max_id,
+                       const int* tile_order, int chunks, float* scratch, bool cull, cudaStream_t stream) {
   if (num_tiles == 0) return;
   chunks = std::max(1, chunks);
   const bool chunked = chunks > 1;
@@ -327,11 +333,11 @@ void launch_render_fwd(int stats, int num_tiles, int tiles_x, int W, int H, cons
                         : (cull ? fwd_kernel<false, true>(stats) : fwd_kernel<false, false>(stats));
   kernel<<<num_tiles * chunks, BLOCK, 0, stream>>>(tiles_x, W, H, ranges, point_list, xy, conic_op, rgbd, bg,
                                                    out_color, out_invdepth, final_T, n_contrib, order, accum_w,
-                                                   area_proj, area_max, tile_order, chunks, prod, part);
+                                                   area_proj, area_max, max_id, tile_order, chunks, prod, part);
   if (!chunked) return;
   auto merge = stats == STATS_NONE ? render_fwd_merge_kernel<STATS_NONE> : render_fwd_merge_kernel<STATS_ALL>;
   merge<<<(HW + 255) / 256, 256, 0, stream>>>(HW, chunks, part, bg, out_color, out_invdepth, final_T, n_contrib,
-                                              area_max);
+                                              area_max, max_id);
 }
 
 // Blocks of `threads` that one SM holds at once, at the kernel's registers and shared memory (0: unknown).

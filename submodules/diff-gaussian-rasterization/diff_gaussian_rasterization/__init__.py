@@ -17,7 +17,9 @@ reads no count back to the host (a CUDA graph can hold it), and pair_meta tells 
 pairs there were and whether they fitted.
 
 return_stats=True gives the dict of accum_weights, area_proj and area_max [P]; a collection of those names
-gives only them, e.g. ("area_max",) skips the two per-contribution atomics the other two cost.
+gives only them, e.g. ("area_max",) skips the two per-contribution atomics the other two cost. The per-pixel
+max_contributor [H, W] (contract.PIXEL_STAT_NAMES: each pixel's Gaussian of the largest weight, -1 for none) is
+given when asked for by name.
 
 fused_photometric_loss(render, targets, weights, lambda_dssim) is the training step's L1 + SSIM image loss
 in one kernel each way (loss.py); HAS_FUSED_LOSS says whether the compiled extension has it.
@@ -92,7 +94,7 @@ class _RasterizeGaussians(torch.autograd.Function):
         bg = s.bg.to(device=dev, dtype=torch.float32).contiguous()
         view, proj, campos = _camera(s, dev)
         (color, invdepth, radii, rank, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib,
-         accum_w, area_proj, area_max) = extension().rasterize_forward(
+         accum_w, area_proj, area_max, max_id) = extension().rasterize_forward(
             bg, means3D, colors_precomp, opacities, scales, rotations, float(s.scale_modifier), cov3D_precomp,
             view, proj, float(s.tanfovx), float(s.tanfovy), int(s.image_height), int(s.image_width), shs, sh_rest,
             int(s.sh_degree), campos, bool(s.prefiltered), bool(s.antialiasing), int(stats_mode),
@@ -104,8 +106,8 @@ class _RasterizeGaussians(torch.autograd.Function):
         ctx.opacity_shape = opacities.shape
         ctx.save_for_backward(means3D, shs, sh_rest, colors_precomp, opacities, scales, rotations, cov3D_precomp,
                               rank, xy, conic_op, rgbd, point_list, ranges, final_T, n_contrib, bg, view, proj, campos)
-        ctx.mark_non_differentiable(radii, accum_w, area_proj, area_max)
-        return color, radii, invdepth, accum_w, area_proj, area_max
+        ctx.mark_non_differentiable(radii, accum_w, area_proj, area_max, max_id)
+        return color, radii, invdepth, accum_w, area_proj, area_max, max_id
 
     @staticmethod
     def backward(ctx, grad_color, grad_radii, grad_invdepth, *_):
@@ -188,9 +190,11 @@ class GaussianRasterizer(contract.RasterizerModule):
             raise ValueError("diff_gaussian_rasterization needs CUDA tensors; use the PyTorch rasterizer on CPU")
         check_image_size(s)
         names, mode = stats_request(return_stats)
-        color, radii, invdepth, aw, ap, am = rasterize_gaussians(
+        color, radii, invdepth, aw, ap, am, mc = rasterize_gaussians(
             means3D, means2D, shs, colors_precomp, opacities, scales, rotations, cov3D_precomp, s, mode)
         if names:
-            stats = dict(accum_weights=aw, area_proj=ap, area_max=am)
+            # (max_contributor as int64, as the PyTorch rasterizers give it: asked for by name, off the training step)
+            stats = dict(accum_weights=aw, area_proj=ap, area_max=am,
+                         max_contributor=mc.long() if "max_contributor" in names else mc)
             return color, radii, invdepth, {n: stats[n] for n in names}
         return color, radii, invdepth

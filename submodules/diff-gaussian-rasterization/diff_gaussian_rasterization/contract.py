@@ -30,19 +30,25 @@ JACOBIAN_CLAMP = 1.3  # the projection's Jacobian uses x/z, y/z clamped to 1.3 t
 COLOR_MAX = 1e15
 
 STAT_NAMES = ("accum_weights", "area_proj", "area_max")
+# per-pixel outputs asked for by name only (return_stats=True gives STAT_NAMES): max_contributor [H, W] int64 is the
+# index of the Gaussian of the largest weight alpha T at each pixel (the one area_max counts; the front-most on
+# ties), -1 where none contributes
+PIXEL_STAT_NAMES = ("max_contributor",)
 
 
 def stats_request(return_stats):
-    """return_stats (False, True = all, one name, or a collection of STAT_NAMES) -> (the requested names in
-    STAT_NAMES order, the CUDA kernels' stats mode: 0 none, 1 area_max only, 2 all)."""
+    """return_stats (False, True = every STAT_NAMES, one name, or a collection of STAT_NAMES and PIXEL_STAT_NAMES)
+    -> (the requested names in that order, the CUDA kernels' stats mode: 0 none, 1 area_max and max_contributor
+    only, 2 all)."""
+    known = STAT_NAMES + PIXEL_STAT_NAMES
     if return_stats is None or isinstance(return_stats, bool):
         names = STAT_NAMES if return_stats else ()
     else:
         asked = {return_stats} if isinstance(return_stats, str) else set(return_stats)
-        if asked - set(STAT_NAMES):
-            raise ValueError(f"unknown stats {sorted(asked - set(STAT_NAMES))}; choose from {STAT_NAMES}")
-        names = tuple(n for n in STAT_NAMES if n in asked)
-    return names, (0 if not names else 1 if names == ("area_max",) else 2)
+        if asked - set(known):
+            raise ValueError(f"unknown stats {sorted(asked - set(known))}; choose from {known}")
+        names = tuple(n for n in known if n in asked)
+    return names, (0 if not names else 1 if set(names) <= {"area_max", "max_contributor"} else 2)
 
 
 def check_inputs(shs, colors_precomp, scales, rotations, cov3D_precomp):

@@ -24,6 +24,7 @@ Stages (csrc/preprocess.cu, geometry.cuh, common.cuh, render.cu):
    (ties in index order): power = -(a dx^2 + c dy^2) / 2 - b dx dy, alpha = min(ALPHA_MAX, opacity exp(power));
    skipped when power > 0 or alpha < ALPHA_MIN; the pixel stops, without this contribution, when T (1 - alpha)
    < T_MIN; colour += c alpha T, inverse depth += alpha T / z, T *= 1 - alpha; colour += T bg at the end.
+   The per-pixel stat max_contributor is the Gaussian of the largest alpha T (the front-most on ties).
 """
 import torch
 
@@ -200,7 +201,8 @@ def preprocess(s, means3D, opacities, shs=None, colors_precomp=None, scales=None
 def composite(s, means2D, conics, opacities, colors, depths, radii, return_stats=False):
     """Stage 6 over the whole image. Returns colour [3, H, W] (background included), inverse depth [1, H, W],
     final transmittance [H, W] and, with return_stats, accum_weights, area_proj and area_max [P] (sum of the
-    weights alpha T, number of pixels, and of pixels where it has the largest weight, the front-most on ties)."""
+    weights alpha T, number of pixels, and of pixels where it has the largest weight, the front-most on ties) and
+    max_contributor [H, W] (that Gaussian's index at each pixel, -1 where none contributes)."""
     H, W = int(s.image_height), int(s.image_width)
     dt, dev = means2D.dtype, means2D.device
     P = means2D.shape[0]
@@ -245,7 +247,7 @@ def composite(s, means2D, conics, opacities, colors, depths, radii, return_stats
     stats = None
     if return_stats:
         area_max = torch.bincount(best_g[best_g >= 0], minlength=P).to(dt)
-        stats = dict(accum_weights=accum, area_proj=area, area_max=area_max)
+        stats = dict(accum_weights=accum, area_proj=area, area_max=area_max, max_contributor=best_g)
     return color, invdepth[None], T, stats
 
 
