@@ -66,9 +66,10 @@ def read_flags(argv=None):
 
 def warn_distillation_flags_unused(given):
     """One warning line naming the distillation flags in ``given`` (the command line's): a one-model run ignores
-    them, which a user who forgot --num_models 4 should hear before the run, not after it."""
+    them, which a user who forgot --num_models 4 should hear before the run, not after it. Under torchrun only rank 0
+    says it (every rank reads the same flags)."""
     unused = [f"--{s.name}" for s in flag_specs(DistillParams) if s.name in given and s.name != "num_models"]
-    if unused:
+    if unused and os.environ.get("RANK", "0") == "0":
         verb, them = ("apply", "them") if len(unused) > 1 else ("applies", "it")
         print(f"warning: {', '.join(unused)} only {verb} to the four-model distillation (--num_models 4): this run "
               f"trains one model without {them}", file=sys.stderr)

@@ -271,7 +271,7 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tiny_scene, tmp_path,
     assert not os.path.exists(out)  # nothing half-written
 
 
-def test_distillation_flags_in_a_one_model_run_warn_once(tiny_scene, tmp_path, capsys):
+def test_distillation_flags_in_a_one_model_run_warn_once(tiny_scene, tmp_path, capsys, monkeypatch):
     base = ["-s", tiny_scene, "-m", str(tmp_path / "out")]
     warnings = lambda: [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning")]  # noqa: E731
     train.read_flags(base + ["--cut_selection", "sample", "--lambda_distill", "0.2", "--iterations", "50"])
@@ -283,6 +283,9 @@ def test_distillation_flags_in_a_one_model_run_warn_once(tiny_scene, tmp_path, c
     for argv in (base, base + ["--num_models", "1"], base + ["--num_models", "4", "--student_relocate", "100"]):
         train.read_flags(argv)
         assert warnings() == [], argv
+    monkeypatch.setenv("RANK", "1")  # (torchrun's other ranks: rank 0 says it once for the run)
+    train.read_flags(base + ["--student_relocate", "100"])
+    assert warnings() == []
 
 
 def test_tensorboard_without_the_package_is_a_one_line_error(tiny_scene, tmp_path, capsys, monkeypatch):
