@@ -103,12 +103,16 @@ if [ -f .devdata/prebuilt/gsplat_cuda.so.gz ]; then  # only issue12() runs the p
   export GSPLAT_PREBUILT_SO=/tmp/gs/gsplat_cuda.so
 fi
 
-collect() {  # every finished study's JSON in one file (fetched by each poll)
+collect() {  # every study this session finished, its JSON in one file (fetched by each poll); a warm machine's
+  # earlier sessions' studies stay in /tmp/study but are left out (they came back with their own call)
   python3 - <<'PY'
-import glob, json
+import glob, json, os
 out = {}
+since = os.path.getmtime("/tmp/x2.started") if os.path.exists("/tmp/x2.started") else 0
 for f in sorted(glob.glob("/tmp/study/*/seed_study.json")) + sorted(glob.glob("/tmp/timed_*/distill.json")):
     try:
+        if os.path.getmtime(f) < since:
+            continue
         out[f] = json.load(open(f))
     except (OSError, ValueError):
         pass
