@@ -37,8 +37,8 @@ import os
 import torch
 
 from . import contract
-from .contract import (GaussianRasterizationSettings, STAT_NAMES, check_image_size, check_inputs,  # noqa: F401
-                       stats_request)
+from .contract import (GaussianRasterizationSettings, PIXEL_STAT_NAMES, STAT_NAMES, check_image_size,  # noqa: F401
+                       check_inputs, stats_request)
 
 try:
     from . import _C
