@@ -8,13 +8,14 @@
 
 namespace dgr {
 
-// sh is [P, M, 3], or with sh_rest non-empty the DC [P, 1, 3] and sh_rest the bands 1..3 [P, 15, 3] (the model's
-// two parameters, read in place). Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward needs
-// (rank [P], xy, conic_op, rgbd of the V visible Gaussians in depth order, point_list, ranges, final_T,
+// sh is [P, M, 3], or with sh_rest non-empty the DC [P, 1, 3] and sh_rest the bands 1..3 [P, 15, 3] (the model's two
+// parameters, read in place). Returns color [3,H,W], invdepth [1,H,W], radii [P] int32, then the buffers the backward
+// needs (rank [P], xy, conic_op, rgbd of the V visible Gaussians in depth order, point_list, ranges, final_T,
 // n_contrib) and the stats accum_weights, area_proj, area_max [P] and max_contributor [H, W] int32: stats_mode 0
 // (StatsMode in kernels.h) computes none, 1 area_max and max_contributor, 2 all four; those not computed are empty.
-// pair_capacity > 0: the capacity mode, without the exact mode's host-device sync (the pair count sizes its buffers): xy, conic_op and rgbd get P rows, the pair
-// buffers pair_capacity entries, and pair_meta (int32 [3] on the GPU) receives [V, pairs, overflow].
+// pair_capacity > 0: the capacity mode, without the exact mode's host-device sync (the pair count sizes its buffers):
+// xy, conic_op and rgbd get P rows, the pair buffers pair_capacity entries, and pair_meta (int32 [3] on the GPU)
+// receives [V, pairs, overflow].
 // The depth chunks per tile of the render forward and backward at `num_tiles` tiles on this GPU (DGR_FWD_CHUNKS and
 // DGR_BWD_CHUNKS: auto or a forced count), for benchmarks and tests.
 std::vector<int64_t> render_chunks(int64_t num_tiles);
