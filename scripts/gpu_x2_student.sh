@@ -791,6 +791,15 @@ if [ "${PLAN:-}" = stage_times ]; then  # the student's stage against G_std's, l
   # bonsai's alone on GPU 1 (seed 12; about five minutes)
   stage_times 0 lego 12 & stage_times 1 bonsai 12 & wait; stamp done; touch $DONE; exit 0
 fi
+if [ "${PLAN:-}" = timeflags ]; then  # one GPU: for each scene of TIME_SCENES (default lego), its pipeline of
+  # TIME_SEED (default 12) alone, then a student on its teachers alone for each flag set of TIME_FLAGS="flags;flags"
+  # (an empty set: the default student again): what a student flag costs of the stage, timed (lego's ~3 min with a
+  # carried build and two flag sets, bonsai's ~6: one scene a call). The twenty-sixth session's question:
+  # TIME_FLAGS=";--student_depth_reinit 10000" (its students ran 1.7x longer side by side)
+  IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=timeflags needs TIME_FLAGS=\"flags;flags\"}"
+  for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
+  stamp done; touch $DONE; exit 0
+fi
 if [ "$PLAN" = steps ]; then
   step_profile 0 eager capacity graphs; LATE=1 step_profile 0 capacity graphs
   graph_ab 0
