@@ -74,6 +74,8 @@
 #        teachers, side by side;
 #   screen  one GPU (~5 min a scene for lego, ~9 for bonsai): students with each of SCREEN_VARIANTS="name flags;..."
 #        against the default, on the teachers of the default pipelines of SEEDS of each scene of SCREEN_SCENES;
+#   timeflags  one GPU (~3 min for lego with a carried build): TIME_SCENES' pipeline of TIME_SEED alone, then a
+#        student alone for each flag set of TIME_FLAGS="flags;flags": a student flag's cost of the stage, timed;
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
