@@ -34,7 +34,7 @@ def ray_peaks(camera, rays, means, scales, rotations):
     the camera, or numbers that overflow), the mean's own view depth."""
     w2v = camera.world_view_transform.to(means.device)
     v2w = torch.linalg.inv(w2v)
-    to_local = reference.rotation_matrices(rotations).transpose(1, 2)  # (Sigma = R S S^T R^T: R^T takes world to its axes)
+    to_local = reference.rotation_matrices(rotations).transpose(1, 2)  # (Sigma = R S S^T R^T: R^T, world to axes)
     d = (to_local @ (rays @ v2w[:3, :3])[:, :, None])[:, :, 0] / scales
     u = (to_local @ (means - v2w[3, :3])[:, :, None])[:, :, 0] / scales
     t = (d * u).sum(1) / (d * d).sum(1)

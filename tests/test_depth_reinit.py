@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from arguments import PipelineParams
-from distill.depth_reinit import pixel_rays, surface_points, unproject
+from distill.depth_reinit import pixel_rays, ray_peaks, surface_points, unproject
 from gaussian_renderer import render
+from gaussian_renderer.cuda_package import reference
 from scene.cameras import Camera
 from scene.gaussian_model import GaussianModel
 from tests.test_novel_views import _ring
@@ -26,6 +27,33 @@ def test_unprojected_pixels_project_back_onto_their_pixels_at_their_depth():
         v = ((ndc[:, 1] + 1) * cam.image_height - 1) / 2
         assert torch.allclose(u, (pick % cam.image_width).float(), atol=1e-3)
         assert torch.allclose(v, (pick // cam.image_width).float(), atol=1e-3)
+
+
+def test_ray_peaks_minimise_the_mahalanobis_distance_along_the_ray():
+    """Rotated, elongated Gaussians: ray_peaks' depth beats every depth of a fine scan along the ray (the Gaussian's
+    density peaks there); one behind the camera falls back to its mean's view depth."""
+    cam = _ring(1)[0]
+    g = torch.Generator().manual_seed(3)
+    n = 20
+    rays = pixel_rays(cam, "cpu").reshape(-1, 3)[torch.randint(0, cam.image_height * cam.image_width, (n,),
+                                                                generator=g)]
+    means = unproject(cam, rays + 0.2 * torch.randn(n, 3, generator=g), torch.rand(n, generator=g) * 3 + 1.0)
+    scales = torch.rand(n, 3, generator=g) * 0.5 + 0.01
+    quats = torch.randn(n, 4, generator=g)
+    t = ray_peaks(cam, rays, means, scales, quats)
+    inv = torch.linalg.inv(cam.world_view_transform)
+    sigma_inv = torch.linalg.inv(reference.covariance_3d(scales, quats))
+    scan = torch.linspace(0.05, 10.0, 4000)
+
+    def mahalanobis(depth):  # [n, k] at view depths [n, k] along each ray
+        p = (rays[:, None, :] * depth[..., None]) @ inv[:3, :3] + inv[3, :3] - means[:, None, :]
+        return torch.einsum("nki,nij,nkj->nk", p, sigma_inv, p)
+
+    best = mahalanobis(scan.expand(n, -1)).min(dim=1).values
+    assert (mahalanobis(t[:, None])[:, 0] <= best * (1 + 1e-4) + 1e-6).all()
+    behind = unproject(cam, rays[:1], torch.tensor([-2.0]))  # (its peak along the ray is behind the camera)
+    z = ray_peaks(cam, rays[:1], behind, torch.full((1, 3), 0.1), torch.tensor([[1.0, 0, 0, 0]]))
+    assert torch.allclose(z, torch.tensor([-2.0]), atol=1e-4)
 
 
 def _wall(z=2.0, half=1.0, n=40):
