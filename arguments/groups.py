@@ -247,8 +247,12 @@ class DistillParams(FlagGroup):
     student_depth_reinit: list[int] = flag(
         [], "student (sfm start): at these iterations, each before its first cut, its Gaussians are re-created, as "
             "many as it has, at points of the surfaces it renders, drawn over the training views by pixel opacity and "
-            "coloured by the photos; then a fresh optimizer, as after a cut (Mini-Splatting's depth "
+            "coloured as --depth_reinit_colour says; then a fresh optimizer, as after a cut (Mini-Splatting's depth "
             "re-initialisation, at 5000 and 10000 there; none: off, as the reference)", steps=True, check=at_least(1))
+    depth_reinit_colour: Literal["photo", "strongest"] = flag(
+        "photo", "--student_depth_reinit: the re-created Gaussians' colour: photo (the pixel's in the photo, no higher "
+                 "SH: Mini-Splatting's) or strongest (every SH band of the pixel's strongest contributor, the "
+                 "Gaussian whose peak places the point: what the student had learnt there, view dependence included)")
     student_steps_scale: float = flag(
         1.0, "the student's schedule (its iterations, densification, prunes, structure loss, position LR decay, "
              "test/save/checkpoint iterations) is the teachers' stretched by this factor (1: the reference's, the "
@@ -307,6 +311,9 @@ class DistillParams(FlagGroup):
             if self.relocate_opacity_reg and self.student_relocate is None:
                 raise UserError(f"--relocate_opacity_reg {self.relocate_opacity_reg} needs --student_relocate (e.g. "
                                 f"100): the regularisation only makes Gaussians transparent for a relocation to move")
+            if self.depth_reinit_colour != "photo" and not self.student_depth_reinit:
+                raise UserError(f"--depth_reinit_colour {self.depth_reinit_colour} needs --student_depth_reinit (e.g. "
+                                f"10000): it colours the re-initialisation's Gaussians")
             if self.student_depth_reinit and self.student_init != "sfm":
                 raise UserError("--student_depth_reinit applies to --student_init sfm (a student started from G_std "
                                 "keeps G_std's Gaussians and never grows): drop one of the two")

@@ -48,12 +48,12 @@ def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
     camera, drawn without replacement (by ``generator``, a CPU torch.Generator) with probability proportional to the
     pixel's opacity among those above ``min_alpha``, each placed on its ray where the pixel's strongest contributor
     peaks (ray_peaks) and coloured by the photo. Fewer when the views have fewer such pixels. Returns (xyz [P, 3],
-    rgb [P, 3]) on the model's device."""
+    rgb [P, 3], strongest [P]: the index of each point's strongest contributor) on the model's device."""
     dev = model.device
     ones = torch.ones(model.num_points, 3, device=dev)
     black = torch.zeros(3, device=dev)
     quota = [count // len(cameras) + (1 if i < count % len(cameras) else 0) for i in range(len(cameras))]
-    xyz, rgb = [], []
+    xyz, rgb, index = [], [], []
     for cam, k in zip(cameras, quota):
         # (white Gaussians on black: channel 0 = opacity)
         out = render(cam, model, pipe, black, override_color=ones, return_stats=("max_contributor",))
@@ -69,6 +69,8 @@ def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
         z = ray_peaks(cam, rays, model.get_xyz[g], model.get_scaling[g], model.params["rotation"][g])
         xyz.append(unproject(cam, rays, z))
         rgb.append(cam.original_image(dev)[:3].reshape(3, -1)[:, pick].T)
+        index.append(g)
     if not xyz:
-        return torch.zeros(0, 3, device=dev), torch.zeros(0, 3, device=dev)
-    return torch.cat(xyz), torch.cat(rgb).clamp(0, 1)
+        return torch.zeros(0, 3, device=dev), torch.zeros(0, 3, device=dev), torch.zeros(0, dtype=torch.int64,
+                                                                                         device=dev)
+    return torch.cat(xyz), torch.cat(rgb).clamp(0, 1), torch.cat(index)

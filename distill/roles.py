@@ -408,21 +408,27 @@ class StudentRole(Role):
 
     def _depth_reinit(self, it, model, state):
         """--student_depth_reinit: the Gaussians re-created, as many, at points of the surfaces the student renders
-        (distill/depth_reinit.py) with kNN scales, opacity 0.1, no rotation and only the DC colour, as the first
-        prune's re-initialisation; then, as after a cut, a fresh optimizer and the statistics start over.
+        (distill/depth_reinit.py) with kNN scales, opacity 0.1, no rotation and the photo's colour as the DC term, as
+        the first prune's re-initialisation (--depth_reinit_colour strongest: every SH band of each point's strongest
+        contributor instead); then, as after a cut, a fresh optimizer and the statistics start over.
         Data-parallel: rank 0 draws the points for every rank (their renders may differ in the last bits)."""
         n0 = model.num_points
         generator = loop_generator()  # (on every rank: the loop's RNG stays in step)
         if self.sync is None or self.sync.rank == 0:
-            xyz, rgb = surface_points(model, self.cameras, self.pipe, n0, generator)
+            xyz, rgb, strongest = surface_points(model, self.cameras, self.pipe, n0, generator)
         else:
             xyz = rgb = torch.zeros(0, 3, device=model.device)
+            strongest = torch.zeros(0, dtype=torch.int64, device=model.device)
         if self.sync is not None:
-            xyz, rgb = self.sync.broadcast([xyz, rgb], "broadcasting the student's depth re-initialisation")
+            xyz, rgb, strongest = self.sync.broadcast([xyz, rgb, strongest],
+                                                      "broadcasting the student's depth re-initialisation")
         if xyz.shape[0] == 0:  # (nothing rendered: keep the Gaussians, say so in the log)
             self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=n0, points=0))
             return
-        model.reset_to(fresh_gaussians(model, xyz, rgb), rows=state)
+        values = fresh_gaussians(model, xyz, rgb)
+        if self.dp.depth_reinit_colour == "strongest":  # (the ranks' models are equal: the same rows everywhere)
+            values["f_dc"], values["f_rest"] = (model.params[k].detach()[strongest] for k in ("f_dc", "f_rest"))
+        model.reset_to(values, rows=state)
         model.restart_optimizer(self.opt, it)
         restart_stats(state)
         self.log.append(dict(iteration=it, kind="depth_reinit", before=n0, after=model.num_points,

@@ -78,8 +78,11 @@ def _wall(z=2.0, half=1.0, n=40):
 def test_surface_points_lie_on_the_rendered_wall_with_the_photos_colours():
     m, cam = _wall()
     pipe = PipelineParams.defaults(backend="torch")
-    xyz, rgb = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
-    assert xyz.shape == rgb.shape == (300, 3)
+    xyz, rgb, strongest = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
+    assert xyz.shape == rgb.shape == (300, 3) and strongest.shape == (300,)
+    # each point within its strongest contributor's footprint: 3 sigma of the Gaussian (0.055) dilated by the
+    # rasterizer's 0.3 px^2 low-pass (0.068 at a pixel of 0.125 here), 0.26
+    assert (xyz - m.get_xyz[strongest]).norm(dim=1).max() < 0.26
     assert torch.allclose(xyz[:, 2], torch.full((300,), 2.0), atol=0.02)  # on the wall...
     assert xyz[:, :2].abs().max() < 1.25  # ... where it is (its edge Gaussians reach a pixel beyond it)
     left = xyz[:, 0] < -0.05
@@ -88,7 +91,7 @@ def test_surface_points_lie_on_the_rendered_wall_with_the_photos_colours():
     assert (rgb[left] == torch.tensor([1.0, 0, 0])).all() and (rgb[right] == torch.tensor([0, 0, 1.0])).all()
     # drawn without replacement: no pixel twice; the same generator seed draws the same points
     assert torch.unique(xyz, dim=0).shape[0] == 300
-    again, _ = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
+    again, _, _ = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
     assert torch.equal(xyz, again)
 
 
@@ -108,10 +111,11 @@ def test_points_of_semi_transparent_layers_lie_on_a_layer_not_between():
     out = render(cam, both, pipe, torch.zeros(3), override_color=ones)
     blended = (out["render"][0] / out["depth"][0])[16, 16]
     assert 2.1 < blended < 3.5  # (where the blended-depth placement put the points)
-    xyz, _ = surface_points(both, [cam], pipe, 400, torch.Generator().manual_seed(2))
+    xyz, _, strongest = surface_points(both, [cam], pipe, 400, torch.Generator().manual_seed(2))
     z = xyz[:, 2]
     on_front, on_back = (z - 2.0).abs() < 0.03, (z - 4.0).abs() < 0.06
     assert (on_front | on_back).all() and on_front.sum() > 20 and on_back.sum() > 20
+    assert torch.equal(on_front, strongest < 1600)  # (the first 1,600 Gaussians are the faint wall's)
 
 
 def test_the_count_is_shared_over_the_views_and_capped_by_their_opaque_pixels():
@@ -119,9 +123,9 @@ def test_the_count_is_shared_over_the_views_and_capped_by_their_opaque_pixels():
     pipe = PipelineParams.defaults(backend="torch")
     behind = Camera(1, np.diag([-1.0, 1.0, -1.0]), np.zeros(3), np.pi / 2, np.pi / 2, 32, 32, "away",
                     image=torch.zeros(3, 32, 32, dtype=torch.uint8))  # looks along -z: sees nothing
-    xyz, _ = surface_points(m, [cam, behind], pipe, 100, torch.Generator().manual_seed(1))
+    xyz, _, _ = surface_points(m, [cam, behind], pipe, 100, torch.Generator().manual_seed(1))
     assert xyz.shape[0] == 50  # half the count a view; the view that sees nothing adds none
-    xyz, _ = surface_points(m, [cam], pipe, 5000, torch.Generator().manual_seed(1))
+    xyz, _, _ = surface_points(m, [cam], pipe, 5000, torch.Generator().manual_seed(1))
     ones = torch.ones(m.num_points, 3)
     opaque = int((render(cam, m, pipe, torch.zeros(3), override_color=ones)["render"][0] > 0.05).sum())
     assert 100 < opaque < 200 and xyz.shape[0] == opaque  # every pixel above the opacity floor once, no more
@@ -133,6 +137,6 @@ def test_the_cuda_rasterizer_gives_the_same_surface():
     m, cam = _wall()
     pipe = PipelineParams.defaults(backend="cuda")
     m.to("cuda")
-    xyz, rgb = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
+    xyz, rgb, _ = surface_points(m, [cam], pipe, 300, torch.Generator().manual_seed(0))
     assert xyz.is_cuda and xyz.shape == (300, 3)
     assert torch.allclose(xyz[:, 2].cpu(), torch.full((300,), 2.0), atol=0.02)

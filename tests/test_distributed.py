@@ -206,12 +206,14 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
 
 def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene, sequential, tmp_path):
     """The sampled cuts, the relocation and the depth re-initialisation draw from the loop's generator on every rank
-    (two views a step: the student data-parallel on both; the re-initialisation's points are rank 0's), and the
+    (two views a step: the student data-parallel on both; the re-initialisation's points and their strongest
+    contributors are rank 0's), and the
     opacity regularisation is added once: the same events, counts and, up to the order of the sums, parameters as
     one process."""
     flags = (*DISTILL, "--views_per_step", "2", "--start", "3", "--cut_selection", "sample", "--student_relocate",
              "1000", "--relocate_opacity", "0.1", "--relocate_opacity_reg", "0.5", "--student_depth_reinit",
-             "17000")  # (x 0.001: re-initialised at 17, cut at 20-22, relocated at 23 and 24)
+             "17000", "--depth_reinit_colour", "strongest")  # (x 0.001: re-initialised at 17, cut at 20-22,
+    # relocated at 23 and 24; the re-initialisation's contributors' rows broadcast with its points)
     runs = []
     for nproc in (None, 2):
         out = str(tmp_path / f"run{nproc}")

@@ -230,6 +230,8 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_depth_reinit", "5000", "--student_init", "std"], "--student_depth_reinit applies to --student_init "
                                                                   "sfm"),
     (["--student_depth_reinit", "0"], "--student_depth_reinit 0 must be at least 1"),
+    (["--depth_reinit_colour", "strongest"], "--depth_reinit_colour strongest needs --student_depth_reinit"),
+    (["--student_depth_reinit", "5000", "--depth_reinit_colour", "sh"], "--depth_reinit_colour sh is unknown"),
     (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
                                       "leaves no relocation between the student's last cut (iteration 18000) and its "
                                       "schedule's end (30000)"),
@@ -371,6 +373,32 @@ def test_depth_reinit_recreates_the_growing_student_on_its_surfaces_and_resumes_
     assert [e["kind"] for e in events].index("second") > [e["kind"] for e in events].index("depth_reinit")
     assert json.load(open(os.path.join(d, "cfg_args.json")))["student_depth_reinit"] == [8000, 12000]
     _resume_from(d, tmp_path, "chkpntstudent50.pth")
+
+
+def test_depth_reinit_colour_strongest_keeps_the_contributors_sh_at_the_same_points(std_run, tmp_path):
+    """--depth_reinit_colour strongest: the same points as the photo's colouring (same seed, same teachers), each with
+    every SH band of its strongest contributor: higher bands the photo's colouring leaves at zero."""
+    seen = {}
+    real = StudentRole._depth_reinit
+
+    for colour in ("photo", "strongest"):
+        def watch(self, it, model, state, colour=colour):
+            before = {k: model.params[k].detach().clone() for k in ("f_dc", "f_rest")}
+            real(self, it, model, state)
+            seen[colour] = (before, model.get_xyz.detach().clone(), model.params["f_dc"].detach().clone(),
+                            model.params["f_rest"].detach().clone())
+        scene, d = _copy_of(std_run, tmp_path / colour)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(StudentRole, "_depth_reinit", watch)
+            train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--student_depth_reinit", "8000",
+                                                 "--depth_reinit_colour", colour])
+    (_, xyz_p, dc_p, rest_p), (before_s, xyz_s, dc_s, rest_s) = seen["photo"], seen["strongest"]
+    assert torch.equal(xyz_p, xyz_s) and not rest_p.any() and rest_s.abs().sum() > 0
+    assert not torch.equal(dc_p, dc_s)
+    # every new Gaussian's SH is a row of the student's before the re-initialisation
+    rows = torch.cat([before_s["f_dc"], before_s["f_rest"]], 1).flatten(1)
+    new = torch.cat([dc_s, rest_s], 1).flatten(1)
+    assert (new[:, None, :] == rows[None, :, :]).all(dim=2).any(dim=1).all()
 
 
 def test_the_opacity_regularisation_gives_the_relocation_more_to_move(std_run, tmp_path):
