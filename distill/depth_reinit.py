@@ -71,6 +71,6 @@ def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
         rgb.append(cam.original_image(dev)[:3].reshape(3, -1)[:, pick].T)
         index.append(g)
     if not xyz:
-        return torch.zeros(0, 3, device=dev), torch.zeros(0, 3, device=dev), torch.zeros(0, dtype=torch.int64,
-                                                                                         device=dev)
+        none = torch.zeros(0, 3, device=dev)
+        return none, none.clone(), torch.zeros(0, dtype=torch.int64, device=dev)
     return torch.cat(xyz), torch.cat(rgb).clamp(0, 1), torch.cat(index)
