@@ -90,7 +90,7 @@
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
-  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early
+  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags
   stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
