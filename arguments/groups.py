@@ -244,13 +244,18 @@ class DistillParams(FlagGroup):
         0.0, "--student_relocate: adds this x the mean of the student's opacities to its loss from its last cut to "
              "its last relocation (3DGS-MCMC's opacity regularisation, 0.01 there), so that the Gaussians its views "
              "need least fade below --relocate_opacity and move (0: off)", check=_non_negative, absent=0.0)
+    depth_reinit: Literal["auto", "on", "off"] = flag(
+        "auto", "student (sfm start): Mini-Splatting's depth re-initialisation at --student_depth_reinit's iterations: "
+                "its Gaussians re-created, as many as it has, at points of the surfaces it renders, drawn over the "
+                "training views by pixel opacity and coloured as --depth_reinit_colour says; then a fresh optimizer, "
+                "as after a cut. auto: on when the scene has no SfM points (a random start, as NeRF-synthetic scenes, "
+                "where it helps), off when it has them (where it costs); off: as the reference", absent="on")
     student_depth_reinit: list[int] = flag(
-        [], "student (sfm start): at these iterations, each before its first cut, its Gaussians are re-created, as "
-            "many as it has, at points of the surfaces it renders, drawn over the training views by pixel opacity and "
-            "coloured as --depth_reinit_colour says; then a fresh optimizer, as after a cut (Mini-Splatting's depth "
-            "re-initialisation, at 5000 and 10000 there; none: off, as the reference)", steps=True, check=at_least(1))
+        [10_000], "--depth_reinit: its iterations, each before the student's first cut (Mini-Splatting's are 5000 "
+                  "and 10000); with --depth_reinit auto, those at or after the first cut are left out", steps=True,
+        check=at_least(1), absent=[])
     depth_reinit_colour: Literal["photo", "strongest"] = flag(
-        "photo", "--student_depth_reinit: the re-created Gaussians' colour: photo (the pixel's in the photo, no higher "
+        "photo", "--depth_reinit: the re-created Gaussians' colour: photo (the pixel's in the photo, no higher "
                  "SH: Mini-Splatting's) or strongest (every SH band of the pixel's strongest contributor, the "
                  "Gaussian whose peak places the point: what the student had learnt there, view dependence included)")
     student_steps_scale: float = flag(
@@ -311,12 +316,13 @@ class DistillParams(FlagGroup):
             if self.relocate_opacity_reg and self.student_relocate is None:
                 raise UserError(f"--relocate_opacity_reg {self.relocate_opacity_reg} needs --student_relocate (e.g. "
                                 f"100): the regularisation only makes Gaussians transparent for a relocation to move")
-            if self.depth_reinit_colour != "photo" and not self.student_depth_reinit:
-                raise UserError(f"--depth_reinit_colour {self.depth_reinit_colour} needs --student_depth_reinit (e.g. "
-                                f"10000): it colours the re-initialisation's Gaussians")
-            if self.student_depth_reinit and self.student_init != "sfm":
-                raise UserError("--student_depth_reinit applies to --student_init sfm (a student started from G_std "
-                                "keeps G_std's Gaussians and never grows): drop one of the two")
+            if self.depth_reinit_colour != "photo" and (self.depth_reinit == "off" or not self.student_depth_reinit):
+                raise UserError(f"--depth_reinit_colour {self.depth_reinit_colour} needs the depth re-initialisation "
+                                f"(--depth_reinit auto or on, with --student_depth_reinit iterations): it colours its "
+                                f"Gaussians")
+            if self.depth_reinit == "on" and self.student_init != "sfm":
+                raise UserError("--depth_reinit on applies to --student_init sfm (a student started from G_std keeps "
+                                "G_std's Gaussians and never grows): drop one of the two")
             if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
                 raise UserError("--never_strongest_at last needs more than one cut (--prune_stages > 1, with "
                                 "--student_max_ratio): with one cut that cut is the last")

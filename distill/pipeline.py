@@ -152,21 +152,39 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
 
 def check_student_events(opt, dp):
     """Stops a run whose student events (``opt``, ``dp``: the run's, after --steps_scale) cannot happen as asked,
-    before anything trains: a --student_relocate interval that leaves no relocation, a --student_depth_reinit at or
-    after the first cut."""
+    before anything trains: a --student_relocate interval that leaves no relocation, a --depth_reinit on at or after
+    the first cut."""
     if dp.num_models != 4:
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
-    if dp.student_relocate is not None and not relocate_iterations(opt_s, dp_s):
-        start, end = relocation_span(opt_s, dp_s)
+    start, end = relocation_span(opt_s, dp_s)
+    if dp_s.student_relocate and not relocate_iterations(opt_s, dp_s):
         raise UserError(f"--student_relocate: its interval ({dp_s.student_relocate} iterations after the step scales) "
                         f"leaves no relocation between the student's {'start' if start == 0 else 'last cut'} "
                         f"(iteration {start}) and its schedule's end ({end}): lower it")
-    late = [it for it in dp_s.student_depth_reinit if it >= prune_cut_iterations(dp_s)[0]]
-    if late:
+    late = late_depth_reinits(dp_s)
+    if late and dp_s.depth_reinit == "on" and dp_s.student_init == "sfm":
         raise UserError(f"--student_depth_reinit: iteration {late[0]} (after the step scales) is not before the "
-                        f"student's first cut ({prune_cut_iterations(dp_s)[0]}), where it would undo the cuts: "
-                        f"give iterations of its growth phase (e.g. 5000 10000)")
+                        f"student's first cut ({prune_cut_iterations(dp_s)[0]}), where it would undo the cuts: give "
+                        f"iterations of its growth phase (e.g. 5000 10000)")
+
+
+def late_depth_reinits(dp_s):
+    """--student_depth_reinit's iterations at or after the student's first cut (``dp_s``: the student's copy)."""
+    return [it for it in dp_s.student_depth_reinit if it >= prune_cut_iterations(dp_s)[0]]
+
+
+def warn_left_out_reinits(opt, dp, random_start):
+    """Warns when --depth_reinit auto, on for this scene (``random_start``: no SfM points), leaves out some of
+    --student_depth_reinit's iterations because they fall at or after the student's first cut."""
+    if dp.num_models != 4 or dp.depth_reinit != "auto":
+        return
+    dp_s = stage_schedule(3, opt, dp, [], [], [])[1]
+    late = late_depth_reinits(dp_s)
+    if late and random_start and dp_s.student_init == "sfm":
+        print(f"warning: --depth_reinit auto leaves out the student's depth re-initialisation at iteration {late[0]} "
+              f"(after the step scales), not before its first cut ({prune_cut_iterations(dp_s)[0]}); give earlier "
+              f"--student_depth_reinit iterations, or --depth_reinit off to silence this", file=sys.stderr)
 
 
 def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_tail=0.0):
@@ -266,6 +284,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     summary["total_seconds"] = None
     bg = background(dataset.white_background, device)
     t_all = time.time()
+    if dist is None or dist.is_writer:
+        warn_left_out_reinits(opt, dp, scene.random_start)
     teachers = Teachers(opt.iterations)  # the student reuses this process's teachers instead of re-reading PLYs
     if dist is not None:
         distributed.test_fail_hook(dist)
@@ -340,6 +360,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                 res["novel_views"] = len(role.novel)  # poses between training views the student also learned
                 res["prune_unseen"] = role.prunes_unseen  # (--student_prune_unseen, auto resolved)
                 res["opacity_reset"] = role.resets_opacity  # (--student_opacity_reset, auto resolved)
+                res["depth_reinit"] = sorted(role.depth_reinit_events)  # (--depth_reinit, auto resolved)
                 if dp.student_init == "std":
                     res["init_position_lr"] = opt_i.position_lr_init  # times the extent
             summary["models"][MODEL_NAMES[i]] = res

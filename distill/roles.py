@@ -207,6 +207,19 @@ def resets_opacity(dp, random_start):
     return dp.student_opacity_reset == "on" or (dp.student_opacity_reset == "auto" and bool(random_start))
 
 
+def depth_reinit_iterations(dp, random_start):
+    """The iterations of the student's depth re-initialisation (``dp``: the student's copy): --student_depth_reinit's
+    with --depth_reinit on, or auto with a random start, where auto leaves out those at or after the first cut (an
+    explicit on stops at them before training: distill.pipeline.check_student_events). Measured paired
+    (docs/BENCHMARKS.md, twenty-sixth and twenty-seventh sessions): at 10000, +0.16 dB (+0.14, +0.18) on lego over 8
+    seeds; -0.26 dB (-0.49, -0.03) on bonsai's SfM start over 6."""
+    if dp.student_init != "sfm" or dp.depth_reinit == "off" or (dp.depth_reinit == "auto" and not random_start):
+        return set()
+    if dp.depth_reinit == "auto":
+        return {it for it in dp.student_depth_reinit if it < prune_cut_iterations(dp)[0]}
+    return set(dp.student_depth_reinit)
+
+
 def student_num_max(dp, std_count):
     """The student's growth cap: --num_max_ratio x G_std's count when that ratio is set, else --num_max;
     0 (no growth) for a student started from G_std."""
@@ -312,7 +325,7 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
-        self.depth_reinit_events = set(dp.student_depth_reinit)
+        self.depth_reinit_events = depth_reinit_iterations(dp, random_start)
         # --relocate_opacity_reg's steps: after the last cut (the relocations' start) to the last relocation
         self.reg_window = ((relocation_span(opt, dp)[0], max(self.relocate_events))
                            if self.relocate_events and dp.relocate_opacity_reg > 0 else None)
@@ -407,7 +420,7 @@ class StudentRole(Role):
                                  moved=moved))
 
     def _depth_reinit(self, it, model, state):
-        """--student_depth_reinit: the Gaussians re-created, as many, at points of the surfaces the student renders
+        """--depth_reinit: the Gaussians re-created, as many, at points of the surfaces the student renders
         (distill/depth_reinit.py) with kNN scales, opacity 0.1, no rotation and the photo's colour as the DC term, as
         the first prune's re-initialisation (--depth_reinit_colour strongest: every SH band of each point's strongest
         contributor instead); then, as after a cut, a fresh optimizer and the statistics start over.

@@ -797,7 +797,8 @@ if [ "${PLAN:-}" = timeflags ]; then  # one GPU: for each scene of TIME_SCENES (
   # TIME_SEED (default 12) alone, then a student on its teachers alone for each flag set of TIME_FLAGS="flags;flags"
   # (an empty set: the default student again): what a student flag costs of the stage, timed (lego's ~3 min with a
   # carried build and two flag sets, bonsai's ~6: one scene a call). The twenty-sixth session's question:
-  # TIME_FLAGS=";--student_depth_reinit 10000" (its students ran 1.7x longer side by side)
+  # TIME_FLAGS=";--student_depth_reinit 10000" (its students ran 1.7x longer side by side; alone, 1.12-1.16x: the
+  # twenty-seventh session; it is lego's default since, --depth_reinit auto, so time it now with ";--depth_reinit off")
   IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=timeflags needs TIME_FLAGS=\"flags;flags\"}"
   for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
   stamp done; touch $DONE; exit 0

@@ -211,8 +211,8 @@ def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene
     opacity regularisation is added once: the same events, counts and, up to the order of the sums, parameters as
     one process."""
     flags = (*DISTILL, "--views_per_step", "2", "--start", "3", "--cut_selection", "sample", "--student_relocate",
-             "1000", "--relocate_opacity", "0.1", "--relocate_opacity_reg", "0.5", "--student_depth_reinit",
-             "17000", "--depth_reinit_colour", "strongest")  # (x 0.001: re-initialised at 17, cut at 20-22,
+             "1000", "--relocate_opacity", "0.1", "--relocate_opacity_reg", "0.5", "--depth_reinit", "on",
+             "--student_depth_reinit", "17000", "--depth_reinit_colour", "strongest")  # (x 0.001: re-initialised at 17, cut at 20-22,
     # relocated at 23 and 24; the re-initialisation's contributors' rows broadcast with its points)
     runs = []
     for nproc in (None, 2):

@@ -469,10 +469,10 @@ def _pipeline_flags(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_graphed_student_trains_on_after_its_depth_reinitialisations(tmp_path):
-    """--student_depth_reinit replaces the student's tensors (another count): the graphed step captures again and
+    """--depth_reinit replaces the student's tensors (another count): the graphed step captures again and
     trains on, every step replayed."""
     _needs_cuda_rasterizer()
-    models = train.main(_pipeline_flags(tmp_path) + ["-m", str(tmp_path / "o"), "--cuda_graphs",
+    models = train.main(_pipeline_flags(tmp_path) + ["-m", str(tmp_path / "o"), "--cuda_graphs", "--depth_reinit", "on",
                                                       "--student_depth_reinit", "5000", "10000"])["models"]
     s = models["student"]
     reinits = [e for e in s["events"] if e["kind"] == "depth_reinit"]

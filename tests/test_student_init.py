@@ -16,7 +16,7 @@ import train
 from arguments import DistillParams, PipelineParams, final_iteration, scale_steps
 from distill.pipeline import stage_schedule
 from distill.roles import (AGREEMENT_SPREAD, StudentConfig, StudentStrategy, combine_renders, cut_count,
-                           fine_tune_schedule,
+                           depth_reinit_iterations, fine_tune_schedule,
                            novel_view_start, prune_cut_iterations, StudentRole, prune_fraction, prunes_unseen,
                            schedule_end, student_from_std, unseen_prune_iterations)
 from gaussian_renderer import render as render_view
@@ -202,6 +202,7 @@ def test_start_3_sfm_records_its_start(std_run):
     s = summary["models"]["student"]
     assert s["init"] == "sfm" and s["init_gaussians"] == 300 and "init_position_lr" not in s
     assert s["prune_unseen"] is False and s["opacity_reset"] is False  # auto: the scene has SfM points
+    assert s["depth_reinit"] == [] and not [e for e in s["events"] if e["kind"] == "depth_reinit"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -225,12 +226,13 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
     (["--cut_selection", "random"], "--cut_selection random is unknown"),
     (["--relocate_opacity_reg", "0.01"], "--relocate_opacity_reg 0.01 needs --student_relocate"),
-    (["--student_depth_reinit", "5000", "16000"], "--student_depth_reinit: iteration 16000 (after the step scales) is "
-                                                  "not before the student's first cut (16000)"),
-    (["--student_depth_reinit", "5000", "--student_init", "std"], "--student_depth_reinit applies to --student_init "
-                                                                  "sfm"),
+    (["--depth_reinit", "on", "--student_depth_reinit", "5000", "16000"],
+     "--student_depth_reinit: iteration 16000 (after the step scales) is not before the student's first cut (16000)"),
+    (["--depth_reinit", "on", "--student_init", "std"], "--depth_reinit on applies to --student_init sfm"),
+    (["--depth_reinit", "always"], "--depth_reinit always is unknown: use auto, on or off"),
     (["--student_depth_reinit", "0"], "--student_depth_reinit 0 must be at least 1"),
-    (["--depth_reinit_colour", "strongest"], "--depth_reinit_colour strongest needs --student_depth_reinit"),
+    (["--depth_reinit", "off", "--depth_reinit_colour", "strongest"],
+     "--depth_reinit_colour strongest needs the depth re-initialisation"),
     (["--student_depth_reinit", "5000", "--depth_reinit_colour", "sh"], "--depth_reinit_colour sh is unknown"),
     (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
                                       "leaves no relocation between the student's last cut (iteration 18000) and its "
@@ -359,7 +361,8 @@ def test_depth_reinit_recreates_the_growing_student_on_its_surfaces_and_resumes_
         seen.append((it, model.num_points, model.get_opacity.detach().clone(), state["grad_accum"].clone(),
                      model.optimizer.state.get(model.params["xyz"])))
     # reinits at 8000 and 12000 x 0.005 = 40 and 60, cuts from 80; a checkpoint at 50, between the two
-    argv = _argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--student_depth_reinit", "8000", "12000",
+    argv = _argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--depth_reinit", "on",
+                                     "--student_depth_reinit", "8000", "12000",
                                      "--checkpoint_iterations", "10000", "--checkpoint_every_minutes", "0"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(StudentRole, "_depth_reinit", watch)
@@ -367,6 +370,7 @@ def test_depth_reinit_recreates_the_growing_student_on_its_surfaces_and_resumes_
     events = summary["models"]["student"]["events"]
     reinits = [e for e in events if e["kind"] == "depth_reinit"]
     assert [e["iteration"] for e in reinits] == [40, 60] and [it for it, *_ in seen] == [40, 60]
+    assert summary["models"]["student"]["depth_reinit"] == [40, 60]
     for e, (_, n, opacity, grads, adam) in zip(reinits, seen):
         assert e["points"] == e["after"] == n > 0 and e["after"] <= e["before"]  # (as many, or every opaque pixel)
         assert torch.allclose(opacity, torch.full_like(opacity, 0.1)) and not grads.any() and not adam
@@ -390,8 +394,8 @@ def test_depth_reinit_colour_strongest_keeps_the_contributors_sh_at_the_same_poi
         scene, d = _copy_of(std_run, tmp_path / colour)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(StudentRole, "_depth_reinit", watch)
-            train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--student_depth_reinit", "8000",
-                                                 "--depth_reinit_colour", colour])
+            train.main(_argv(scene, d, "sfm") + ["--start", "3", "--num_max", "600", "--depth_reinit", "on",
+                                                 "--student_depth_reinit", "8000", "--depth_reinit_colour", colour])
     (_, xyz_p, dc_p, rest_p), (before_s, xyz_s, dc_s, rest_s) = seen["photo"], seen["strongest"]
     assert torch.equal(xyz_p, xyz_s) and not rest_p.any() and rest_s.abs().sum() > 0
     assert not torch.equal(dc_p, dc_s)
@@ -628,6 +632,42 @@ def test_start_3_with_the_unseen_prune_records_it(std_run):
 def test_the_unseen_prune_is_on_by_default_only_for_a_random_start(setting, init, random_start, on):
     dp = DistillParams.defaults(student_prune_unseen=setting, student_init=init)
     assert prunes_unseen(dp, random_start) is on
+
+
+@pytest.mark.parametrize("setting, init, random_start, iterations, expected", [
+    ("auto", "sfm", True, [5000, 10000], {5000, 10000}), ("auto", "sfm", False, [10000], set()),
+    ("auto", "std", True, [10000], set()), ("on", "sfm", False, [5000], {5000}), ("off", "sfm", True, [10000], set()),
+    ("auto", "sfm", True, [10000, 16000, 20000], {10000})])  # auto leaves out those at or after the first cut
+def test_the_depth_reinitialisation_is_on_by_default_only_for_a_random_start(setting, init, random_start, iterations,
+                                                                            expected):
+    dp = DistillParams.defaults(depth_reinit=setting, student_init=init, student_depth_reinit=iterations)
+    assert prune_cut_iterations(dp)[0] == 16000
+    assert depth_reinit_iterations(dp, random_start) == expected
+
+
+def test_a_random_start_student_is_re_initialised_at_the_default_and_warned_of_late_iterations(tmp_path, capsys):
+    """--depth_reinit auto on a NeRF-synthetic (random-start) scene: the default --student_depth_reinit 10000 runs;
+    an iteration at or after the first cut is left out with one warning, before anything trains."""
+    from tests.test_bad_input import _make_blender
+    colmap = make_synthetic_scene(str(tmp_path / "c"), num_views=6, width=16, height=12, num_points=30, seed=0)
+    blender = _make_blender(str(tmp_path / "b"), colmap)
+    argv = _argv(blender, str(tmp_path / "o"), "sfm") + ["--num_max", "300", "--num_random_points", "200"]
+    summary = train.main(argv + ["--student_depth_reinit", "10000", "16000"])  # x 0.005: 50 and 80, cuts from 80
+    err = capsys.readouterr().err
+    assert err.count("warning: --depth_reinit auto leaves out") == 1 and "iteration 80" in err, err
+    s = summary["models"]["student"]
+    assert s["depth_reinit"] == [50] and [e["iteration"] for e in s["events"] if e["kind"] == "depth_reinit"] == [50]
+
+
+def test_a_run_saved_before_depth_reinit_keeps_its_explicit_iterations(tmp_path):
+    from arguments.config import saved_flags
+    with open(tmp_path / "cfg_args.json", "w") as f:
+        json.dump({"iterations": 10, "student_depth_reinit": [5000]}, f)  # its reinit was on when listed
+    flags = saved_flags(str(tmp_path), [DistillParams])
+    assert flags["depth_reinit"] == "on" and flags["student_depth_reinit"] == [5000]
+    with open(tmp_path / "cfg_args.json", "w") as f:
+        json.dump({"iterations": 10}, f)  # none listed: off
+    assert saved_flags(str(tmp_path), [DistillParams])["student_depth_reinit"] == []
 
 
 def test_a_nerf_synthetic_scene_starts_from_random_points_and_a_colmap_one_does_not(tmp_path):
