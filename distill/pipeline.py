@@ -157,8 +157,8 @@ def check_student_events(opt, dp):
     if dp.num_models != 4:
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
-    start, end = relocation_span(opt_s, dp_s)
-    if dp_s.student_relocate and not relocate_iterations(opt_s, dp_s):
+    if dp.student_relocate is not None and not relocate_iterations(opt_s, dp_s):
+        start, end = relocation_span(opt_s, dp_s)
         raise UserError(f"--student_relocate: its interval ({dp_s.student_relocate} iterations after the step scales) "
                         f"leaves no relocation between the student's {'start' if start == 0 else 'last cut'} "
                         f"(iteration {start}) and its schedule's end ({end}): lower it")

@@ -211,7 +211,7 @@ def depth_reinit_iterations(dp, random_start):
     """The iterations of the student's depth re-initialisation (``dp``: the student's copy): --student_depth_reinit's
     with --depth_reinit on, or auto with a random start, where auto leaves out those at or after the first cut (an
     explicit on stops at them before training: distill.pipeline.check_student_events). Measured paired
-    (docs/BENCHMARKS.md, twenty-sixth and twenty-seventh sessions): at 10000, +0.16 dB (+0.14, +0.18) on lego over 8
+    (docs/BENCHMARKS.md, twenty-sixth and twenty-seventh sessions): at 10000, +0.16 dB (+0.14, +0.18) on lego over 12
     seeds; -0.26 dB (-0.49, -0.03) on bonsai's SfM start over 6."""
     if dp.student_init != "sfm" or dp.depth_reinit == "off" or (dp.depth_reinit == "auto" and not random_start):
         return set()
