@@ -14,7 +14,8 @@ from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
-                           relocate_iterations, relocation_span, student_from_std, student_target, teacher_renders)
+                           late_depth_reinits, reinitialises_depth, relocate_iterations, relocation_span,
+                           student_from_std, student_target, teacher_renders)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel
@@ -163,15 +164,10 @@ def check_student_events(opt, dp):
                         f"leaves no relocation between the student's {'start' if start == 0 else 'last cut'} "
                         f"(iteration {start}) and its schedule's end ({end}): lower it")
     late = late_depth_reinits(dp_s)
-    if late and dp_s.depth_reinit == "on" and dp_s.student_init == "sfm":
+    if late and dp_s.depth_reinit == "on":  # (on with --student_init std is refused with the other flags)
         raise UserError(f"--student_depth_reinit: iteration {late[0]} (after the step scales) is not before the "
                         f"student's first cut ({prune_cut_iterations(dp_s)[0]}), where it would undo the cuts: give "
                         f"iterations of its growth phase (e.g. 5000 10000)")
-
-
-def late_depth_reinits(dp_s):
-    """--student_depth_reinit's iterations at or after the student's first cut (``dp_s``: the student's copy)."""
-    return [it for it in dp_s.student_depth_reinit if it >= prune_cut_iterations(dp_s)[0]]
 
 
 def warn_left_out_reinits(opt, dp, random_start):
@@ -181,7 +177,7 @@ def warn_left_out_reinits(opt, dp, random_start):
         return
     dp_s = stage_schedule(3, opt, dp, [], [], [])[1]
     late = late_depth_reinits(dp_s)
-    if late and random_start and dp_s.student_init == "sfm":
+    if late and reinitialises_depth(dp_s, random_start):
         print(f"warning: --depth_reinit auto leaves out the student's depth re-initialisation at iteration {late[0]} "
               f"(after the step scales), not before its first cut ({prune_cut_iterations(dp_s)[0]}); give earlier "
               f"--student_depth_reinit iterations, or --depth_reinit off to silence this", file=sys.stderr)

@@ -207,17 +207,27 @@ def resets_opacity(dp, random_start):
     return dp.student_opacity_reset == "on" or (dp.student_opacity_reset == "auto" and bool(random_start))
 
 
+def reinitialises_depth(dp, random_start):
+    """Whether the student re-initialises on its surfaces (``dp``: its flags): --depth_reinit on, or auto with a
+    random start, and only for a growing (sfm) student. Measured paired (docs/BENCHMARKS.md, twenty-sixth and
+    twenty-seventh sessions): at 10000, +0.16 dB (+0.14, +0.18) on lego over 12 seeds; -0.26 dB (-0.49, -0.03) on
+    bonsai's SfM start over 6."""
+    return dp.student_init == "sfm" and (dp.depth_reinit == "on" or (dp.depth_reinit == "auto" and bool(random_start)))
+
+
+def late_depth_reinits(dp):
+    """--student_depth_reinit's iterations at or after the student's first cut (``dp``: the student's copy)."""
+    return [it for it in dp.student_depth_reinit if it >= prune_cut_iterations(dp)[0]]
+
+
 def depth_reinit_iterations(dp, random_start):
     """The iterations of the student's depth re-initialisation (``dp``: the student's copy): --student_depth_reinit's
-    with --depth_reinit on, or auto with a random start, where auto leaves out those at or after the first cut (an
-    explicit on stops at them before training: distill.pipeline.check_student_events). Measured paired
-    (docs/BENCHMARKS.md, twenty-sixth and twenty-seventh sessions): at 10000, +0.16 dB (+0.14, +0.18) on lego over 12
-    seeds; -0.26 dB (-0.49, -0.03) on bonsai's SfM start over 6."""
-    if dp.student_init != "sfm" or dp.depth_reinit == "off" or (dp.depth_reinit == "auto" and not random_start):
+    when reinitialises_depth, where auto leaves out the late ones (an explicit on stops at them before training:
+    distill.pipeline.check_student_events)."""
+    if not reinitialises_depth(dp, random_start):
         return set()
-    if dp.depth_reinit == "auto":
-        return {it for it in dp.student_depth_reinit if it < prune_cut_iterations(dp)[0]}
-    return set(dp.student_depth_reinit)
+    late = late_depth_reinits(dp) if dp.depth_reinit == "auto" else []
+    return set(dp.student_depth_reinit) - set(late)
 
 
 def student_num_max(dp, std_count):

@@ -212,8 +212,9 @@ def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene
     one process."""
     flags = (*DISTILL, "--views_per_step", "2", "--start", "3", "--cut_selection", "sample", "--student_relocate",
              "1000", "--relocate_opacity", "0.1", "--relocate_opacity_reg", "0.5", "--depth_reinit", "on",
-             "--student_depth_reinit", "17000", "--depth_reinit_colour", "strongest")  # (x 0.001: re-initialised at 17, cut at 20-22,
-    # relocated at 23 and 24; the re-initialisation's contributors' rows broadcast with its points)
+             "--student_depth_reinit", "17000", "--depth_reinit_colour", "strongest")
+    # (x 0.001: re-initialised at 17, cut at 20-22, relocated at 23 and 24; the re-initialisation's contributors'
+    # rows broadcast with its points)
     runs = []
     for nproc in (None, 2):
         out = str(tmp_path / f"run{nproc}")
