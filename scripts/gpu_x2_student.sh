@@ -76,6 +76,9 @@
 #        against the default, on the teachers of the default pipelines of SEEDS of each scene of SCREEN_SCENES;
 #   timeflags  one GPU (~3 min for lego with a carried build): TIME_SCENES' pipeline of TIME_SEED alone, then a
 #        student alone for each flag set of TIME_FLAGS="flags;flags": a student flag's cost of the stage, timed;
+#   studentsteps  one GPU (~4 min for lego): the student's step profiled in its growth, after its second prune and in
+#        its tail, against G_std's (student_profile; PROFILE_SCENES, default lego);
+#   studenthost  one GPU (~3 min for lego): the student's stage under cProfile, where its host time goes (student_host);
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -91,7 +94,7 @@
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags
-  stage_times"
+  studentsteps studenthost stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
   touch /tmp/x2.done; exit 2
@@ -279,6 +282,46 @@ step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step
   { stamp "lego's step at iterations $from-$((from + 44)), $views view(s) a step, modes ${modes[*]} (profile_step.py, alone on GPU $gpu)"
     for mode in "${modes[@]}"; do echo "-- $mode"; grep -A2 "^| steps" $R/logs/prof_$mode$tag.txt | tail -1
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode$tag.txt | head -18; done; } >> $R/summary.txt 2>&1
+}
+
+student_profile() {  # gpu scene: where the student's step goes (profile_step.py --num_models 4 --start 3) on the
+  # teachers of the scene's default pipeline (seed 12), in windows of 60 steps at STUDENT_WINDOWS (default: lego's
+  # growth, after its second prune, its tail), then G_std's late steps as a vanilla model's, each alone: the kernels a
+  # step, GPU-busy against wall ms (the twenty-eighth session: lego's student stage 1.2x G_std's)
+  local gpu=$1 scene=$2 from; local extra=""; [ $scene = lego ] && extra=-w
+  local m=/tmp/prof_pipe_$scene
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --seed 12 $RECIPE $extra \
+    > $R/logs/prof_pipe_$scene.txt 2>&1
+  for from in ${STUDENT_WINDOWS:-1805 5105 9005}; do
+    CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/$scene -m $m --num_models 4 --start 3 --seed 12 \
+      $RECIPE $extra --window $from 60 > $R/logs/prof_student_${scene}_$from.txt 2>&1
+  done
+  CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/$scene -m /tmp/prof_std_$scene --seed 12 $RECIPE \
+    $extra --window 6005 60 > $R/logs/prof_std_$scene.txt 2>&1
+  { stamp "$scene: the student's step (profile_step.py --start 3, windows of 60 from ${STUDENT_WINDOWS:-1805 5105 9005}) and G_std's from 6005, alone on GPU $gpu"
+    grep -A4 "^model " $R/logs/prof_pipe_$scene.txt
+    for f in $(ls $R/logs/prof_student_${scene}_*.txt) $R/logs/prof_std_$scene.txt; do echo "-- $(basename $f)"
+      grep -A16 "top CUDA kernels" $f | tail -15; grep -A2 "^| steps" $f | tail -1; tail -1 $f; done; } >> $R/summary.txt 2>&1
+}
+
+student_host() {  # gpu scene: the host's share of the student's stage (cProfile over train.py --start 3 on the
+  # teachers of the scene's default pipeline, seed 12; the student's steps after its prune are host-bound: 0.75 ms
+  # wall for 0.6 of GPU work, twenty-eighth session), then the same student unprofiled: its stage time alone
+  local gpu=$1 scene=$2; local extra=""; [ $scene = lego ] && extra=-w
+  local m=/tmp/host_pipe_$scene
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --seed 12 $RECIPE $extra \
+    > $R/logs/host_pipe_$scene.txt 2>&1
+  rm -rf $m/point_cloud_3
+  CUDA_VISIBLE_DEVICES=$gpu python3 -m cProfile -o /tmp/host_$scene.prof train.py -s data/$scene -m $m \
+    --num_models 4 --start 3 --seed 12 $RECIPE $extra >> $R/logs/host_pipe_$scene.txt 2>&1
+  python3 -c "import pstats; p = pstats.Stats('/tmp/host_$scene.prof'); p.sort_stats('tottime').print_stats(45); \
+p.sort_stats('cumulative').print_stats(60)" > $R/logs/host_stats_$scene.txt 2>&1
+  rm -rf $m/point_cloud_3
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --start 3 --seed 12 $RECIPE \
+    $extra >> $R/logs/host_pipe_$scene.txt 2>&1
+  { stamp "$scene: the student's host time (cProfile, train.py --start 3 on seed 12's teachers), then unprofiled"
+    grep -A5 "^model " $R/logs/host_pipe_$scene.txt; grep -A30 "Ordered by: internal" $R/logs/host_stats_$scene.txt \
+      | cut -c1-150; } >> $R/summary.txt 2>&1
 }
 
 ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kernels of one vanilla training run (the
@@ -802,6 +845,12 @@ if [ "${PLAN:-}" = timeflags ]; then  # one GPU: for each scene of TIME_SCENES (
   IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=timeflags needs TIME_FLAGS=\"flags;flags\"}"
   for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
   stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = studentsteps ]; then  # one GPU (~4 min for lego with a carried build): student_profile above
+  for scene in ${PROFILE_SCENES:-lego}; do student_profile 0 $scene; done; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = studenthost ]; then  # one GPU (~3 min for lego with a carried build): student_host above
+  for scene in ${PROFILE_SCENES:-lego}; do student_host 0 $scene; done; stamp done; touch $DONE; exit 0
 fi
 if [ "$PLAN" = steps ]; then
   step_profile 0 eager capacity graphs; LATE=1 step_profile 0 capacity graphs

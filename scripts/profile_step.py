@@ -4,8 +4,13 @@ launches per step, and every host-device synchronisation inside a step.
 
     python scripts/profile_step.py -s data/bonsai --eval --views_per_step 1 --data_device cuda \
         --iterations 2000 --window 1901 30 [--trace trace.json.gz] [any train.py flag]
+    python scripts/profile_step.py -s data/lego -w -m output/lego --num_models 4 --start 3 --steps_scale 0.25 \
+        --views_per_step 1 --data_device cuda --window 9001 60
 
-Trains one vanilla model with train.py's flags (the ``--iterations`` given are the run's length) and, at
+Trains one vanilla model with train.py's flags (the ``--iterations`` given are the run's length), or with
+``--num_models 4 --start 3`` the student of the distillation in -m on its trained teachers (its own schedule:
+--student_steps_scale and --student_tail included; nothing of -m is changed, the student goes to a folder of its
+own, profile_step/ inside -m), and, at
 the iterations of ``--window START COUNT``, in three equal parts: each synchronising call with its Python
 source line (``torch.cuda.set_sync_debug_mode("warn")``), the wall time per step with nothing attached, then
 CPU and CUDA activity (torch.profiler): the kernel and memcpy/memset launches per step and GPU busy time per
@@ -30,10 +35,13 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import train  # noqa: E402
 from arguments import scale_steps  # noqa: E402
+from distill.pipeline import STAGES, Teachers, check_teachers, stage_schedule  # noqa: E402
+from gaussian_renderer import background  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from training.loop import train_model  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.general_utils import seed_all  # noqa: E402
 from utils.phase_timer import gpu_work_by_name, gpu_work_events, gpu_work_us  # noqa: E402
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,23 +135,41 @@ def main(argv=None):
                           "the profiler over the last")
     own.add_argument("--trace", default="", help="write the profiler's Chrome trace here (.json or .json.gz)")
     mine, rest = own.parse_known_args(argv)
-    dataset, opt, pipe, _, run = train.read_flags(rest)
-    scale_steps(opt, opt.steps_scale)
+    dataset, opt, pipe, dp, run = train.read_flags(rest)
+    for group in (opt, dp):
+        scale_steps(group, opt.steps_scale)
+    student = dp.num_models == 4
+    if student and (dp.start != 3 or not dataset.model_path):
+        raise UserError("profile_step.py profiles the student alone: with --num_models 4 pass --start 3 and the "
+                        "-m of a distillation whose teachers are trained")
+    teacher_iterations = opt.iterations  # (the teachers' PLYs are saved at the run's last iteration)
+    if student:  # the student's own flags: its schedule (stretched, with its tail), as the pipeline makes them
+        opt, dp = stage_schedule(3, opt, dp, [], [], [])[:2]
     start, count = mine.window
     if not torch.cuda.is_available():
         raise UserError("profile_step.py measures the GPU step: no CUDA device here")
     if count < 6 or start < 2 or start + count > opt.iterations:
-        raise UserError(f"--window {start} {count} must lie inside the run's {opt.iterations} iterations "
-                        f"(start >= 2, count >= 6)")
-    torch.manual_seed(run.seed)
+        raise UserError(f"--window {start} {count} must lie inside the {'student' if student else 'run'}'s "
+                        f"{opt.iterations} iterations (start >= 2, count >= 6)")
+    if student:
+        check_teachers(dataset.model_path, 3, "cuda", dataset.sh_degree, teacher_iterations)
     scene = Scene(dataset)
-    out = dataset.model_path or os.path.join("output", "profile_step")
+    if student:
+        teachers = Teachers(teacher_iterations)
+        out = os.path.join(dataset.model_path, "profile_step")
+        seed_all(run.seed, 3)  # the pipeline's student draws these numbers
+        model, role = STAGES["student"](scene, dataset, opt, pipe, dp, "cuda",
+                                        background(dataset.white_background, "cuda"), teachers)
+    else:
+        torch.manual_seed(run.seed)
+        out = dataset.model_path or os.path.join("output", "profile_step")
+        model = GaussianModel(dataset.sh_degree, "cuda")
+        model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
+        role = None
     dataset.model_path = out
     os.makedirs(out, exist_ok=True)
-    model = GaussianModel(dataset.sh_degree, "cuda")
-    model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
     win = Window(start, count)
-    summary = train_model(scene, model, opt, pipe, dataset, os.path.join(out, "point_cloud"), quiet=True,
+    summary = train_model(scene, model, opt, pipe, dataset, os.path.join(out, "point_cloud"), role=role, quiet=True,
                           step_hook=win)
     report(win, mine.trace)
     print(f"\n{summary['gaussians']} Gaussians at the end; whole run {summary['ms_per_step']} ms/step")

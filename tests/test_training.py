@@ -11,6 +11,7 @@ import train
 from arguments import OptimizationParams
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
+from utils.errors import UserError
 from training.densify import DensifyConfig, DensifyStrategy
 
 
@@ -354,3 +355,12 @@ def test_profile_step_window_times_each_part_alone(monkeypatch):
             assert modes == ["warn", "default"] and Profiler.entered == 0  # syncs done, the plain part running
     assert Profiler.entered == Profiler.exited == 1
     assert win.plain_wall > 0 and win.wall > 0
+
+
+def test_profile_step_profiles_the_student_only_on_trained_teachers(tmp_path):
+    """scripts/profile_step.py with --num_models 4: the student alone (--start 3 and a -m), else one line that says
+    so (before anything needs a GPU or reads the scene)."""
+    from scripts import profile_step  # noqa: PLC0415
+    for extra in ([], ["--start", "2", "-m", str(tmp_path)]):
+        with pytest.raises(UserError, match="--start 3 and the -m of a distillation"):
+            profile_step.main(["-s", str(tmp_path / "none"), "--num_models", "4"] + extra)
