@@ -40,10 +40,25 @@ class Camera:
 
     def matrices(self, device):
         """(viewmatrix, projmatrix, campos) on ``device``, cached per device; the first upload of each goes
-        through pinned memory, so it does not make the host wait for the GPU."""
+        through pinned memory, so it does not make the host wait for the GPU. They are views of
+        packed_matrices(device)."""
+        return self._on(device)[1]
+
+    def packed_matrices(self, device):
+        """matrices(device) as one flat float [35] tensor: one copy moves a pose into a CUDA graph's buffers."""
+        return self._on(device)[0]
+
+    def _on(self, device):
         cache = self.__dict__.setdefault("_mats", {})
         key = str(device)
         if key not in cache:
-            cache[key] = tuple(to_staging(m, "cpu").to(device, non_blocking=True) for m in (
-                self.world_view_transform, self.full_proj_transform, self.camera_center))
+            flat = torch.cat([m.reshape(-1) for m in (self.world_view_transform, self.full_proj_transform,
+                                                      self.camera_center)])
+            packed = to_staging(flat, "cpu").to(device, non_blocking=True)
+            cache[key] = packed, unpack_matrices(packed)
         return cache[key]
+
+
+def unpack_matrices(packed):
+    """(viewmatrix [4, 4], projmatrix [4, 4], campos [3]): views of a Camera's packed_matrices."""
+    return packed[:16].view(4, 4), packed[16:32].view(4, 4), packed[32:35]

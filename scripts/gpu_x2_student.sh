@@ -79,6 +79,7 @@
 #   studentsteps  one GPU (~4 min for lego): the student's step profiled in its growth, after its second prune and in
 #        its tail, against G_std's (student_profile; PROFILE_SCENES, default lego);
 #   studenthost  one GPU (~3 min for lego): the student's stage under cProfile, where its host time goes (student_host);
+#   hostab  one GPU (~4 min for lego): this tree's stages against an earlier tree's (host_ab; carry .devdata/base);
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -94,7 +95,7 @@
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags
-  studentsteps studenthost stage_times"
+  studentsteps studenthost hostab stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
   touch /tmp/x2.done; exit 2
@@ -322,6 +323,37 @@ p.sort_stats('cumulative').print_stats(60)" > $R/logs/host_stats_$scene.txt 2>&1
   { stamp "$scene: the student's host time (cProfile, train.py --start 3 on seed 12's teachers), then unprofiled"
     grep -A5 "^model " $R/logs/host_pipe_$scene.txt; grep -A30 "Ordered by: internal" $R/logs/host_stats_$scene.txt \
       | cut -c1-150; } >> $R/summary.txt 2>&1
+}
+
+host_ab() {  # gpu scene: this tree against an earlier one (BASE_TREE, default .devdata/base: `git archive <commit> |
+  # tar -x -C .devdata/base`, carried), each running the scene's default pipeline of seed 12 alone, then the student on
+  # the new pipeline's teachers by each tree, twice, alternating: what a host-side change buys each stage
+  # (the twenty-eighth session: the student's steps after its prune are host-bound)
+  local gpu=$1 scene=$2 tree dir k; local extra=""; [ $scene = lego ] && extra=-w
+  local root=$PWD base=$PWD/${BASE_TREE:-.devdata/base} names=""
+  [ -f $base/train.py ] || { stamp "host_ab: no earlier tree at $base"; return; }
+  for tree in new base; do
+    dir=$root; [ $tree = base ] && dir=$base
+    (cd $dir && CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s $root/data/$scene -m /tmp/ab_${tree}_$scene \
+      --num_models 4 --seed 12 $RECIPE $extra) > $R/logs/ab_${tree}_$scene.txt 2>&1
+    names="$names ab_${tree}_$scene"
+  done
+  for k in 1 2; do for tree in new base; do
+    dir=$root; [ $tree = base ] && dir=$base
+    cp -al /tmp/ab_new_$scene /tmp/ab_s${k}_${tree}_$scene && rm -rf /tmp/ab_s${k}_${tree}_$scene/point_cloud_3
+    (cd $dir && CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s $root/data/$scene -m /tmp/ab_s${k}_${tree}_$scene \
+      --num_models 4 --start 3 --seed 12 $RECIPE $extra) >> $R/logs/ab_students_$scene.txt 2>&1
+    names="$names ab_s${k}_${tree}_$scene"
+  done; done
+  stamp "$scene: this tree (new) against $base (base), alone on GPU $gpu: pipelines, then students on new's teachers"
+  for m in $names; do M=/tmp/$m python3 - <<'PY' >> $R/summary.txt 2>&1
+import json, os
+d = json.load(open(os.environ["M"] + "/distill.json"))
+rows = [f"{k} {r.get('stage_seconds')} s ({r.get('init_seconds')} init, {r.get('ms_per_step')} ms/step, "
+        f"{r.get('psnr', 0):.3f})" for k, r in d["models"].items() if r.get("stage_seconds") is not None]
+print(f"{os.path.basename(os.environ['M']):<20}", "; ".join(rows))
+PY
+  done
 }
 
 ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kernels of one vanilla training run (the
@@ -851,6 +883,9 @@ if [ "${PLAN:-}" = studentsteps ]; then  # one GPU (~4 min for lego with a carri
 fi
 if [ "${PLAN:-}" = studenthost ]; then  # one GPU (~3 min for lego with a carried build): student_host above
   for scene in ${PROFILE_SCENES:-lego}; do student_host 0 $scene; done; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = hostab ]; then  # one GPU (~4 min for lego with a carried build): host_ab above
+  for scene in ${PROFILE_SCENES:-lego}; do host_ab 0 $scene; done; stamp done; touch $DONE; exit 0
 fi
 if [ "$PLAN" = steps ]; then
   step_profile 0 eager capacity graphs; LATE=1 step_profile 0 capacity graphs

@@ -160,6 +160,8 @@ def test_gaussian_adam_reads_and_writes_torch_optimizer_state_dicts():
         half, opt = _run(first, params, grads[:3], [None] * 3)
         sd = opt.state_dict()
         assert sorted(sd) == ["param_groups", "state"] and sorted(sd["state"]) == [0, 1, 2, 3]
+        # the step count as torch's (a tensor), whatever the optimizer holds it as between steps
+        assert all(torch.is_tensor(st["step"]) and float(st["step"]) == 3 for st in sd["state"].values())
         assert [g["params"] for g in sd["param_groups"]] == [[0], [1], [2], [3]]
         ps = [torch.nn.Parameter(p.detach().clone()) for p in half]
         cont = second([{"params": [p], "lr": 0.0} for p in ps], eps=1e-15)

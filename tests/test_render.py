@@ -350,3 +350,21 @@ def test_video_frame_count_and_avi_fallback(trained, monkeypatch):
                        "--skip_test", "--quiet"])
     assert out["outputs"]["video"].endswith("ours_10.avi")
     assert len(_frames(out["outputs"]["video"])) == 3
+
+
+def test_camera_matrices_are_views_of_one_packed_tensor():
+    """Camera.matrices: the view and projection matrices and the centre as computed, contiguous views of
+    packed_matrices (one copy moves a pose into a CUDA graph's buffers: training/graph_step.py StaticView)."""
+    import torch  # noqa: PLC0415
+    from scene.cameras import Camera  # noqa: PLC0415
+    rot = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3)))[0].double().numpy()
+    cam = Camera(0, rot, [0.3, -0.2, 2.0], 0.9, 0.7, 40, 30, "c")
+    view, proj, centre = cam.matrices("cpu")
+    want = (cam.world_view_transform, cam.full_proj_transform, cam.camera_center)
+    for got, w in zip((view, proj, centre), want):
+        assert got.is_contiguous() and torch.equal(got, w)
+    packed = cam.packed_matrices("cpu")
+    assert packed.shape == (35,) and all(m.data_ptr() == packed.data_ptr() + 4 * off
+                                         for m, off in zip((view, proj, centre), (0, 16, 32)))
+    packed.mul_(2.0)  # (views: a change of the packed tensor is theirs)
+    assert torch.equal(view, 2 * want[0]) and cam.matrices("cpu")[0] is view

@@ -735,3 +735,16 @@ def test_the_student_role_resolves_the_auto_reset_from_the_scene(random_start):
                        random_start=random_start)
     assert role.resets_opacity is random_start
     assert role.make_strategy(opt, 1.0, False).config.opacity_reset is random_start
+
+
+def test_log_linear_ends_and_zero_weights():
+    """utils.general_utils.log_linear (the position LR and depth-weight schedules): the ends exactly, log-linear
+    between them, clamped outside; a zero end is zero (no NaN from log 0) wherever the schedule is not at the other."""
+    from utils.general_utils import log_linear  # noqa: PLC0415
+    assert log_linear(1e-2, 1e-4, 0, 100) == pytest.approx(1e-2)
+    assert log_linear(1e-2, 1e-4, 100, 100) == pytest.approx(1e-4)
+    assert log_linear(1e-2, 1e-4, 50, 100) == pytest.approx(1e-3)
+    assert log_linear(1e-2, 1e-4, -5, 100) == log_linear(1e-2, 1e-4, 0, 100)
+    assert log_linear(1e-2, 1e-4, 500, 100) == log_linear(1e-2, 1e-4, 100, 100)
+    assert [log_linear(1.0, 0.0, it, 10) for it in (0, 1, 10)] == [1.0, 0.0, 0.0]
+    assert [log_linear(0.0, 1.0, it, 10) for it in (0, 9, 10)] == [0.0, 0.0, 1.0]

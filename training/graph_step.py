@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 import gaussian_renderer
 from gaussian_renderer import render
+from scene.cameras import unpack_matrices
 from training.pair_budget import PairBudget
 from utils.loss_utils import photometric_loss
 
@@ -78,7 +79,8 @@ class StaticView:
     def __init__(self, camera, device, target=None, weight=None):
         self.image_height, self.image_width = camera.image_height, camera.image_width
         self.tanfovx, self.tanfovy = camera.tanfovx, camera.tanfovy
-        self._mats = tuple(m.clone() for m in camera.matrices(device))
+        self._packed = camera.packed_matrices(device).clone()
+        self._mats = unpack_matrices(self._packed)
         self.image = None if camera.image is None else camera.image.to(device).clone()  # uint8 [3, H, W]
         self.target = None if target is None else target.to(device).clone()  # float [3, H, W]
         self.weight = weight
@@ -87,8 +89,7 @@ class StaticView:
         return self._mats
 
     def load(self, camera, device, target=None):
-        for dst, src in zip(self._mats, camera.matrices(device)):
-            dst.copy_(src, non_blocking=True)
+        self._packed.copy_(camera.packed_matrices(device), non_blocking=True)  # (the three matrices at once)
         if self.image is not None:
             self.image.copy_(camera.image, non_blocking=True)
         if target is not None:

@@ -346,6 +346,8 @@ def _start(run, start_checkpoint):
                         f"order names training views this scene does not have (another scene or --eval split)")
     run.stack = [by_uid[u] for u in resumed["stack"]]
     run.ema, run.history, run.counts = resumed["ema"], list(resumed["history"]), list(resumed["counts"])
+    if torch.is_tensor(run.ema):  # (read onto the CPU)
+        run.ema = run.ema.to(run.dev)
     return it + 1
 
 
@@ -363,12 +365,13 @@ def _drop_graph(run, it, error):
 
 
 def _tally(run, cam, want_stats, out, loss, step_loss, visible):
-    """A stepped view's loss and visible Gaussians added to the step's (the loss not in place: a graph's is its own
-    buffer), its render output given to the strategy's per-view statistics: (step loss, visible)."""
+    """A stepped view's loss and visible Gaussians added to the step's (None before the first view: the step's loss
+    is then this view's tensor, a graph's own buffer, which nothing changes in place), its render output given to the
+    strategy's per-view statistics: (step loss, visible)."""
     if want_stats:
         run.strategy.observe(run.stats, out, cam)
     vis = out["visibility_filter"]
-    return step_loss + loss, vis if visible is None else visible | vis
+    return loss if step_loss is None else step_loss + loss, vis if visible is None else visible | vis
 
 
 def _render_views(run, it, want_stats):
@@ -377,7 +380,7 @@ def _render_views(run, it, want_stats):
     --cuda_graphs, a view that qualifies (training/graph_step.py) replays a graph instead: the step's own for the
     first view this rank renders, the further views' graph (which adds to those gradients) for the others."""
     model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
-    step_loss = torch.zeros((), device=dev)
+    step_loss = None  # (a zero made each step cost a small model's host more than the addition it spared)
     visible = None
     out = None
     if run.pairs is not None:
@@ -429,6 +432,8 @@ def _render_views(run, it, want_stats):
                 out = without_graph(out)  # capture after this eager step (a depth map, a dropout) would fail)
     if run.pairs is not None:
         run.pairs.poll(model.num_points)  # (the size these renders had)
+    if step_loss is None:  # (data-parallel: this rank rendered none of the step's views)
+        step_loss = torch.zeros((), device=dev)
     return out, cam, step_loss, visible
 
 
@@ -582,7 +587,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             if extra is not None and run.lead:  # (added once: the sum over the ranks has it)
                 if extra.requires_grad:  # (else a graph's replay added its gradients)
                     extra.backward()
-                step_loss += extra.detach()
+                step_loss = step_loss + extra.detach()  # (not in place: step_loss may be a graph's buffer)
             # (its autograd graph, kept to the next step, would hold the parameters' AccumulateGrad nodes made on
             # this stream: a capture's backward that meets them refuses the stale stream)
             extra = None
@@ -591,8 +596,11 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 step_loss, visible, out = sync.reduce_step(model, run.stats, step_loss, visible, out)
         with timer("optimizer"):
             model.optimizer_step(visible)
-        step_loss = step_loss / opt.views_per_step
-        run.ema = step_loss if run.ema is None else 0.4 * step_loss + 0.6 * run.ema  # stays on the device: no sync
+        if opt.views_per_step > 1:
+            step_loss = step_loss / opt.views_per_step
+        # 0.4 x this step's loss + 0.6 x the last: one launch, on the device (no sync); a copy at first, as
+        # step_loss may be a graph's buffer, which the next replay overwrites
+        run.ema = step_loss.clone() if run.ema is None else torch.lerp(run.ema, step_loss, 0.4)
         _report(run, it, step_loss)
         # densification and role events come after the report, so a test at an opacity-reset
         # iteration sees the trained model (as graphdeco's report precedes its densification); none

@@ -46,7 +46,8 @@ class GaussianAdam:
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-15):
         self.defaults = dict(lr=lr, betas=betas, eps=eps)
         self.param_groups = [{**self.defaults, **group, "params": list(group["params"])} for group in params]
-        self.state = defaultdict(dict)  # parameter -> {"step", "exp_avg", "exp_avg_sq"}
+        self.state = defaultdict(dict)  # parameter -> {"step" (an int), "exp_avg", "exp_avg_sq"}
+        self._every_row = None  # (adam_multi_'s "every row" mask, made once)
 
     def state_dict(self):
         """torch.optim.Optimizer's format: the state by parameter index (in group order), the groups' settings
@@ -54,7 +55,9 @@ class GaussianAdam:
         index = {id(p): i for i, p in enumerate(chain.from_iterable(g["params"] for g in self.param_groups))}
         groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
                   for g in self.param_groups]
-        return dict(state={index[id(p)]: st for p, st in self.state.items()}, param_groups=groups)
+        # (the step count as torch's: a float CPU tensor; the moments by reference)
+        return dict(state={index[id(p)]: {**st, "step": torch.tensor(float(st["step"]))} if "step" in st else st
+                           for p, st in self.state.items()}, param_groups=groups)
 
     def load_state_dict(self, state_dict):
         """Read torch.optim.Optimizer's format (ours, or torch's Adam's): the moments onto their parameter's device
@@ -68,8 +71,8 @@ class GaussianAdam:
         self.state = defaultdict(dict)
         for i, st in state_dict["state"].items():
             p = params[i]
-            self.state[p] = {k: v if k == "step" or not torch.is_tensor(v) else
-                             v.to(device=p.device, dtype=p.dtype if v.is_floating_point() else v.dtype)
+            self.state[p] = {k: (int(v) if k == "step" else v if not torch.is_tensor(v) else
+                                 v.to(device=p.device, dtype=p.dtype if v.is_floating_point() else v.dtype))
                              for k, v in st.items()}
         self.param_groups = [{**s, "params": g["params"]} for s, g in zip(saved, self.param_groups)]
 
@@ -82,10 +85,12 @@ class GaussianAdam:
                 continue
             st = self.state[p]
             if not st:
-                st["step"] = torch.tensor(0.0)
+                st["step"] = 0
                 st["exp_avg"] = torch.zeros_like(p)
                 st["exp_avg_sq"] = torch.zeros_like(p)
-            st["step"] += 1  # a CPU tensor: reading it below does not wait for the GPU
+            # a Python int (state_dict() gives torch's tensor): a CPU tensor's += and int() cost the host ~10 us a
+            # group each, the most of a small model's step, whose GPU then waits for the host
+            st["step"] += 1
             live.append((p, st, group))
         if not live:
             return
@@ -93,17 +98,19 @@ class GaussianAdam:
         dev = live[0][0].device
         ext = cuda_extension() if dev.type == "cuda" else None
         if ext and hasattr(ext._C, "adam_multi_"):
-            every_row = torch.empty(0, dtype=torch.bool, device=dev)
+            if visible is None:
+                if self._every_row is None or self._every_row.device != dev:
+                    self._every_row = torch.empty(0, dtype=torch.bool, device=dev)  # (empty: every row)
+                visible = self._every_row
             ext._C.adam_multi_([p.data for p, _, _ in live], [p.grad.contiguous() for p, _, _ in live],
                                [st["exp_avg"] for _, st, _ in live], [st["exp_avg_sq"] for _, st, _ in live],
-                               every_row if visible is None else visible.contiguous(),
-                               [g["lr"] for _, _, g in live], [int(st["step"]) for _, st, _ in live],
+                               visible.contiguous(), [g["lr"] for _, _, g in live], [st["step"] for _, st, _ in live],
                                beta1, beta2, eps)
             return
         for p, st, group in live:
             rows = visible if visible is not None else torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
             args = (p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], rows, group["lr"], beta1, beta2, eps,
-                    int(st["step"]))
+                    st["step"])
             if ext:
                 ext._C.adam_rows_(p.data, *args)
             else:

@@ -47,9 +47,15 @@ def pairs_that_fit(render_at, capacity, meta):
 class PairBudget:
     def __init__(self, device, capacity=None):
         self.dev = torch.device(device)
+        if self.dev.type == "cuda" and self.dev.index is None:  # (an index spares every stream lookup the device query)
+            self.dev = torch.device("cuda", torch.cuda.current_device())
         self.meta = torch.zeros(3, dtype=torch.int32, device=self.dev)  # [visible, pairs, overflow] of a render
         self.counters = torch.zeros(2, dtype=torch.int32, device=self.dev)  # [overflowed renders, most pairs]
+        self._peak = self.counters[1:2]
         self.host = torch.zeros(2, dtype=torch.int32, pin_memory=self.dev.type == "cuda")  # (read without waiting)
+        # one event, recorded again after each read: poll() runs once a replay, and a new event (and the current
+        # stream's lookup) each time cost a small model's host more than its GPU took for the step
+        self._event = torch.cuda.Event() if self.dev.type == "cuda" else None
         self.copy_event = None
         self.capacity = capacity
         self.overflows = 0  # renders that overflowed, as read so far
@@ -93,7 +99,7 @@ class PairBudget:
             return False
         grew = False
         if self.copy_event is not None and self.copy_event.query():
-            total, self.peak_pairs = (int(v) for v in self.host)
+            total, self.peak_pairs = self.host.tolist()
             self.peak_points = self.queued_points
             if total > self.overflows:
                 self.overflows, grew = total, True
@@ -101,9 +107,9 @@ class PairBudget:
             self.copy_event = None
         if self.copy_event is None:
             self.host.copy_(self.counters, non_blocking=True)
-            self.counters[1:2].zero_()  # (stream order: after the copy) the next window's maximum
-            self.copy_event = torch.cuda.Event()
-            self.copy_event.record()
+            self._peak.zero_()  # (stream order: after the copy) the next window's maximum
+            self.copy_event = self._event
+            self.copy_event.record(torch.cuda.current_stream(self.dev))
             self.queued_points = max(1, num_points)
         return grew
 
