@@ -339,7 +339,8 @@ def _main(argv=None):
     if dp.num_models == 4:
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
                                    ckpt, run.quiet, seed=run.seed,
-                                   checkpoint_every_minutes=run.checkpoint_every_minutes, dist=dist)
+                                   checkpoint_every_minutes=run.checkpoint_every_minutes, dist=dist,
+                                   given=set(build_parser().given(argv)))
         if summary is None:  # a rank other than 0 under torchrun: its teachers are written, the student is rank 0's
             return None
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns

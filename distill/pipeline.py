@@ -183,6 +183,23 @@ def warn_left_out_reinits(opt, dp, random_start):
               f"--student_depth_reinit iterations, or --depth_reinit off to silence this", file=sys.stderr)
 
 
+REINIT_SHAPING_FLAGS = ("student_depth_reinit", "depth_reinit_colour")  # what only the depth re-initialisation reads
+
+
+def warn_unused_reinit_flags(dp, random_start, given):
+    """Warns when flags that only shape the student's depth re-initialisation were given (``given``: the command
+    line's flag names) but the student will not re-initialise: --depth_reinit off, auto on a scene with SfM points
+    (``random_start`` False), or a student started from G_std."""
+    named = [f"--{n}" for n in REINIT_SHAPING_FLAGS if n in given]
+    if dp.num_models != 4 or not named or reinitialises_depth(dp, random_start):
+        return
+    why = ("--depth_reinit off" if dp.depth_reinit == "off" else "--student_init std" if dp.student_init == "std"
+           else "--depth_reinit auto is off on a scene with SfM points")
+    print(f"warning: {' and '.join(named)} {'have' if len(named) > 1 else 'has'} no effect: the student does not "
+          f"re-initialise on its surfaces ({why}); pass --depth_reinit on to run it"
+          + (" (with --student_init sfm)" if dp.student_init == "std" else ""), file=sys.stderr)
+
+
 def unscaled_final_iteration(index, iterations, steps_scale, student_steps_scale, student_tail=0.0):
     """final_iteration from the counts as given (cfg_args.json, or a command line before --steps_scale applies)."""
     return final_iteration(index, scaled_count(iterations, steps_scale), student_steps_scale, student_tail)
@@ -263,7 +280,7 @@ STAGES = dict(zip(MODEL_NAMES, (_perturb_stage, _dropout_stage, _std_stage, _stu
 
 
 def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
-                     quiet=False, seed=0, checkpoint_every_minutes=0.0, dist=None):
+                     quiet=False, seed=0, checkpoint_every_minutes=0.0, dist=None, given=()):
     """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
     random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
     run's models K..3. distill.json is rewritten after every model.
@@ -274,7 +291,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     None. With one view per step rank 0 alone trains the student, right after G_std (teacher_ranks puts G_std there
     and the other teachers on the other ranks): it joins the other ranks where a step first needs the teachers'
     renders (--distill_start, --novel_view_start; at its end if none does), so its photo-only phase overlaps
-    their teachers."""
+    their teachers. ``given``: the flag names of the command line (for the warning of flags this scene ignores)."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -282,6 +299,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     t_all = time.time()
     if dist is None or dist.is_writer:
         warn_left_out_reinits(opt, dp, scene.random_start)
+        warn_unused_reinit_flags(dp, scene.random_start, given)
     teachers = Teachers(opt.iterations)  # the student reuses this process's teachers instead of re-reading PLYs
     if dist is not None:
         distributed.test_fail_hook(dist)

@@ -748,3 +748,31 @@ def test_log_linear_ends_and_zero_weights():
     assert log_linear(1e-2, 1e-4, 500, 100) == log_linear(1e-2, 1e-4, 100, 100)
     assert [log_linear(1.0, 0.0, it, 10) for it in (0, 1, 10)] == [1.0, 0.0, 0.0]
     assert [log_linear(0.0, 1.0, it, 10) for it in (0, 9, 10)] == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("setting, init, random_start, says", [
+    ("auto", "sfm", False, "--depth_reinit auto is off on a scene with SfM points"),
+    ("off", "sfm", True, "--depth_reinit off"),
+    ("auto", "std", True, "--student_init std")])
+def test_reinit_flags_a_student_that_does_not_reinitialise_ignores_are_warned_of(capsys, setting, init, random_start,
+                                                                                 says):
+    from distill.pipeline import warn_unused_reinit_flags
+    dp = DistillParams.defaults(num_models=4, depth_reinit=setting, student_init=init)
+    warn_unused_reinit_flags(dp, random_start, {"student_depth_reinit", "iterations"})
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "--student_depth_reinit has no effect" in err and says in err, err
+    warn_unused_reinit_flags(dp, random_start, {"iterations"})  # (the defaults, not given: nothing to say)
+    on = DistillParams.defaults(num_models=4, depth_reinit="on")
+    warn_unused_reinit_flags(on, False, {"student_depth_reinit", "depth_reinit_colour"})  # (it runs: used)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_sfm_scene_run_warns_once_of_the_reinit_flags_it_ignores(tmp_path, capsys):
+    """train.py on a COLMAP scene (SfM points: --depth_reinit auto is off) with --student_depth_reinit and
+    --depth_reinit_colour given: one warning line naming both, and no re-initialisation."""
+    scene = make_synthetic_scene(str(tmp_path / "c"), num_views=6, width=16, height=12, num_points=30, seed=0)
+    summary = train.main(_argv(scene, str(tmp_path / "o"), "sfm") + [
+        "--student_depth_reinit", "5000", "--depth_reinit_colour", "strongest"])
+    err = capsys.readouterr().err
+    assert err.count("have no effect") == 1 and "--student_depth_reinit and --depth_reinit_colour" in err, err
+    assert summary["models"]["student"]["depth_reinit"] == []
