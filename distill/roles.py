@@ -355,7 +355,8 @@ class StudentRole(Role):
     def view_target(self, it, camera, device):
         if self.dp.lambda_distill == 0 or (self.dp.distill_start is not None and it < self.dp.distill_start):
             return None
-        return self.targets(it)[camera.uid].to(device, non_blocking=True).float(), self.dp.lambda_distill
+        # (half precision, as stored: the loss reads it so, and a graph's buffer copies it without a conversion)
+        return self.targets(it)[camera.uid].to(device, non_blocking=True), self.dp.lambda_distill
 
     def step_loss(self, it, model):
         loss = None
@@ -366,7 +367,7 @@ class StudentRole(Role):
         if self.sync is not None and not self.sync.is_writer:
             return None  # data-parallel: the writer rank adds this once-per-step loss (the others only draw)
         if cam is not None:
-            target = self.targets(it)[cam.uid].to(model.device, non_blocking=True).float()
+            target = self.targets(it)[cam.uid].to(model.device, non_blocking=True)  # (half, as view_target's)
             # (--cuda_graphs: a graph of its own adds the view's gradients to those the step's replay left)
             added = self.graphed.add_view(cam, target, self.dp.lambda_novel) if self.graphed is not None else None
             if added is None:

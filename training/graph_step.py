@@ -82,7 +82,7 @@ class StaticView:
         self._packed = camera.packed_matrices(device).clone()
         self._mats = unpack_matrices(self._packed)
         self.image = None if camera.image is None else camera.image.to(device).clone()  # uint8 [3, H, W]
-        self.target = None if target is None else target.to(device).clone()  # float [3, H, W]
+        self.target = None if target is None else target.to(device).clone()  # float or half [3, H, W], as given
         self.weight = weight
 
     def matrices(self, device):
@@ -221,14 +221,14 @@ class GraphedStep:
         """The loop stepped this model eagerly instead (a view with a depth map, a dropout iteration)."""
         self.eager_steps += 1
 
-    def _key(self, camera, want_stats, weight):
+    def _key(self, camera, want_stats, weight, target=None):
         m = self.model
         # (the weights, of the view's loss and of its second target (None without one), are in the graph, and so
         # are the gradients an added view's backward adds to: the step's graph makes new ones at each capture)
         added = () if self.adds_to is None else tuple(g.data_ptr() for g in self.adds_to.grads)
         return (m.num_points, tuple(p.data_ptr() for p in m.params.values()), m.active_sh_degree, want_stats,
                 camera.image_height, camera.image_width, camera.tanfovx, camera.tanfovy, self.pairs.capacity,
-                weight, self.view_weight, added)
+                weight, self.view_weight, added, None if target is None else target.dtype)  # (the buffer's dtype)
 
     def _kept_grads(self):
         """The gradients the parameters hold around a capture: none for the step's own graph, the step graph's for
@@ -276,7 +276,7 @@ class GraphedStep:
         if careful:
             self.careful_captures += 1
             self.last_careful = self.captures
-        self.key = self._key(camera, want_stats, weight)
+        self.key = self._key(camera, want_stats, weight, target)
         self.captures += 1
         self.capture_seconds += time.perf_counter() - t0
 
@@ -341,7 +341,7 @@ class GraphedStep:
             self.bg.copy_(bg, non_blocking=True)
             self._bg_source = bg
         image, weight = target if target is not None else (None, None)
-        if self.key != self._key(camera, want_stats, weight):
+        if self.key != self._key(camera, want_stats, weight, image):
             self._capture(camera, want_stats, image, weight)
         self.view.load(camera, self.dev, image)
         self.graph.replay()
@@ -372,7 +372,7 @@ class GraphedStep:
             return None
 
     def add_view(self, camera, target, weight):
-        """A pose-only ``camera``'s loss against ``target`` (float [3, H, W]), x ``weight`` (the student's novel
+        """A pose-only ``camera``'s loss against ``target`` (float or half [3, H, W]), x ``weight`` (the student's novel
         view), by the "added_view" graph: the unweighted loss (no autograd graph: the gradients are in), or None
         (see _add)."""
         done = self._add("added_view", weight, camera, False, (target, None), None)

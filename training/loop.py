@@ -58,7 +58,7 @@ class Role:
 
     def view_target(self, it, camera, device):
         """(image, weight): a second target for this training view's image loss (the student's
-        mean teacher render), or None."""
+        mean teacher render; float32 or half [3, H, W]), or None."""
         return None
 
     def step_loss(self, it, model):

@@ -72,11 +72,14 @@ def photometric_loss(render, target, lambda_dssim=0.2, extra=None):
     """(1 - lambda) L1 + lambda (1 - SSIM): the 3DGS image loss. ``extra`` = (image, weight) adds
     weight x the same loss against a second target (the student's mean teacher render), with both
     SSIMs from one convolution. A CUDA render goes through the fused kernels of our extension
-    (diff_gaussian_rasterization.fused_photometric_loss); the code below is their specification."""
+    (diff_gaussian_rasterization.fused_photometric_loss); the code below is their specification. A target may be
+    half precision (the student's stored teacher renders): it counts as its float32 values."""
     targets = [(target, 1.0)] if extra is None else [(target, 1.0), extra]
     mod = _fused_loss_module(render, target, lambda_dssim, extra)
     if mod:
         return mod.fused_photometric_loss(render, [t for t, _ in targets], [w for _, w in targets], lambda_dssim)
+    targets = [(t.to(render.dtype), w) for t, w in targets]
+    target, extra = targets[0][0], (targets[1] if extra is not None else None)
     stacked = target[None] if extra is None else torch.stack([target, extra[0]])  # a view when alone
     s = ssim_map(render, stacked).mean(dim=(1, 2, 3))
     return sum(w * ((1.0 - lambda_dssim) * l1_loss(render, t) + lambda_dssim * (1.0 - s[k]))
