@@ -15,8 +15,9 @@ def exponential_lr(lr_init, lr_final, max_steps):
 
 
 def log_linear(w_init, w_final, step, max_steps):
-    """Weight going log-linearly from w_init to w_final (the depth-loss weight schedule); a zero end is zero from
-    the first step on. (math, not NumPy: called every step, NumPy's scalar calls cost ~10 us.)"""
+    """Weight going log-linearly from w_init to w_final (the position LR and depth-loss weight schedules). A zero end
+    gives zero everywhere but at the other end itself (the limit; NumPy's log gave NaN there). (math, not NumPy:
+    called every step, NumPy's scalar calls cost ~10 us each.)"""
     t = min(max(step / max(max_steps, 1), 0.0), 1.0)
     if w_init <= 0 or w_final <= 0:
         return 0.0 if (w_init <= 0 and t < 1) or (w_final <= 0 and t > 0) else float(w_init if t < 1 else w_final)
