@@ -13,6 +13,7 @@ from arguments.fields import (check_group, final_iteration, flag_specs, scale_st
 from arguments.groups import DistillParams, FlagGroup, ModelParams, OptimizationParams, PipelineParams
 from arguments.train_flags import TrainRunParams, check_train_combinations
 
-__all__ = ["CONFIG_NAME", "DistillParams", "FlagGroup", "FlagParser", "ModelParams", "OptimizationParams", "PipelineParams",
-           "TrainRunParams", "add_group", "check_group", "check_train_combinations", "config_dict", "final_iteration",
-           "flag_specs", "load_config", "save_config", "saved_flags", "scale_steps", "scaled_count", "steps_fields"]
+__all__ = ["CONFIG_NAME", "DistillParams", "FlagGroup", "FlagParser", "ModelParams", "OptimizationParams",
+           "PipelineParams", "TrainRunParams", "add_group", "check_group", "check_train_combinations", "config_dict",
+           "final_iteration", "flag_specs", "load_config", "save_config", "saved_flags", "scale_steps", "scaled_count",
+           "steps_fields"]
