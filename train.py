@@ -52,6 +52,11 @@ def build_parser():
 def read_flags(argv=None):
     """The validated flag groups (dataset, opt, pipe, dp, run) of a train.py command line; with --resume the
     flags come from the run it continues."""
+    return _read_flags(argv)[:5]
+
+
+def _read_flags(argv=None):
+    """read_flags' groups, then the names of the flags the command line gave."""
     parser = build_parser()
     given = parser.given(argv)
     saved = resume_flags(given) if given.get("resume") else {}
@@ -61,7 +66,7 @@ def read_flags(argv=None):
     check_train_combinations(dataset, opt, pipe, dp, run)
     if dp.num_models != 4:
         warn_distillation_flags_unused(given)
-    return dataset, opt, pipe, dp, run
+    return dataset, opt, pipe, dp, run, set(given)
 
 
 def warn_distillation_flags_unused(given):
@@ -277,7 +282,7 @@ def main(argv=None):
 
 
 def _main(argv=None):
-    dataset, opt, pipe, dp, run = read_flags(argv)
+    dataset, opt, pipe, dp, run, given_flags = _read_flags(argv)
     if run.start_checkpoint and not os.path.isfile(run.start_checkpoint):
         raise UserError(f"--start_checkpoint {run.start_checkpoint} does not exist")
     if pipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -340,7 +345,7 @@ def _main(argv=None):
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
                                    ckpt, run.quiet, seed=run.seed,
                                    checkpoint_every_minutes=run.checkpoint_every_minutes, dist=dist,
-                                   given=set(build_parser().given(argv)))
+                                   given=given_flags)
         if summary is None:  # a rank other than 0 under torchrun: its teachers are written, the student is rank 0's
             return None
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns

@@ -285,14 +285,20 @@ step_profile() {  # gpu [mode ...]: where lego's step goes (scripts/profile_step
       grep -B2 -A14 "Self CPU" $R/logs/prof_$mode$tag.txt | head -18; done; } >> $R/summary.txt 2>&1
 }
 
+distill_run() {  # gpu scene model_dir [train.py flags]: the four-model train.py of the session's RECIPE on data/<scene>
+  # (relative to the working folder; -w for lego), on that GPU
+  local gpu=$1 scene=$2 m=$3; shift 3
+  local extra=""; [ $scene = lego ] && extra=-w
+  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 $RECIPE $extra "$@"
+}
+
 student_profile() {  # gpu scene: where the student's step goes (profile_step.py --num_models 4 --start 3) on the
   # teachers of the scene's default pipeline (seed 12), in windows of 60 steps at STUDENT_WINDOWS (default: lego's
   # growth, after its second prune, its tail), then G_std's late steps as a vanilla model's, each alone: the kernels a
   # step, GPU-busy against wall ms (the twenty-eighth session: lego's student stage 1.2x G_std's)
   local gpu=$1 scene=$2 from; local extra=""; [ $scene = lego ] && extra=-w
   local m=/tmp/prof_pipe_$scene
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --seed 12 $RECIPE $extra \
-    > $R/logs/prof_pipe_$scene.txt 2>&1
+  distill_run $gpu $scene $m --seed 12 > $R/logs/prof_pipe_$scene.txt 2>&1
   for from in ${STUDENT_WINDOWS:-1805 5105 9005}; do
     CUDA_VISIBLE_DEVICES=$gpu python3 scripts/profile_step.py -s data/$scene -m $m --num_models 4 --start 3 --seed 12 \
       $RECIPE $extra --window $from 60 > $R/logs/prof_student_${scene}_$from.txt 2>&1
@@ -302,7 +308,7 @@ student_profile() {  # gpu scene: where the student's step goes (profile_step.py
   { stamp "$scene: the student's step (profile_step.py --start 3, windows of 60 from ${STUDENT_WINDOWS:-1805 5105 9005}) and G_std's from 6005, alone on GPU $gpu"
     grep -A4 "^model " $R/logs/prof_pipe_$scene.txt
     for f in $(ls $R/logs/prof_student_${scene}_*.txt) $R/logs/prof_std_$scene.txt; do echo "-- $(basename $f)"
-      grep -A16 "top CUDA kernels" $f | tail -15; grep -A2 "^| steps" $f | tail -1; tail -1 $f; done; } >> $R/summary.txt 2>&1
+      grep -A15 "top CUDA kernels" $f | tail -15; grep -A2 "^| steps" $f | tail -1; tail -1 $f; done; } >> $R/summary.txt 2>&1
 }
 
 student_host() {  # gpu scene: the host's share of the student's stage (cProfile over train.py --start 3 on the
@@ -310,16 +316,14 @@ student_host() {  # gpu scene: the host's share of the student's stage (cProfile
   # wall for 0.6 of GPU work, twenty-eighth session), then the same student unprofiled: its stage time alone
   local gpu=$1 scene=$2; local extra=""; [ $scene = lego ] && extra=-w
   local m=/tmp/host_pipe_$scene
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --seed 12 $RECIPE $extra \
-    > $R/logs/host_pipe_$scene.txt 2>&1
+  distill_run $gpu $scene $m --seed 12 > $R/logs/host_pipe_$scene.txt 2>&1
   rm -rf $m/point_cloud_3
   CUDA_VISIBLE_DEVICES=$gpu python3 -m cProfile -o /tmp/host_$scene.prof train.py -s data/$scene -m $m \
     --num_models 4 --start 3 --seed 12 $RECIPE $extra >> $R/logs/host_pipe_$scene.txt 2>&1
   python3 -c "import pstats; p = pstats.Stats('/tmp/host_$scene.prof'); p.sort_stats('tottime').print_stats(45); \
 p.sort_stats('cumulative').print_stats(60)" > $R/logs/host_stats_$scene.txt 2>&1
   rm -rf $m/point_cloud_3
-  CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s data/$scene -m $m --num_models 4 --start 3 --seed 12 $RECIPE \
-    $extra >> $R/logs/host_pipe_$scene.txt 2>&1
+  distill_run $gpu $scene $m --start 3 --seed 12 >> $R/logs/host_pipe_$scene.txt 2>&1
   { stamp "$scene: the student's host time (cProfile, train.py --start 3 on seed 12's teachers), then unprofiled"
     grep -A5 "^model " $R/logs/host_pipe_$scene.txt; grep -A30 "Ordered by: internal" $R/logs/host_stats_$scene.txt \
       | cut -c1-150; } >> $R/summary.txt 2>&1
@@ -329,20 +333,20 @@ host_ab() {  # gpu scene: this tree against an earlier one (BASE_TREE, default .
   # tar -x -C .devdata/base`, carried), each running the scene's default pipeline of seed 12 alone, then the student on
   # the new pipeline's teachers by each tree, twice, alternating: what a host-side change buys each stage
   # (the twenty-eighth session: the student's steps after its prune are host-bound)
-  local gpu=$1 scene=$2 tree dir k; local extra=""; [ $scene = lego ] && extra=-w
+  local gpu=$1 scene=$2 tree dir k
   local root=$PWD base=$PWD/${BASE_TREE:-.devdata/base} names=""
   [ -f $base/train.py ] || { stamp "host_ab: no earlier tree at $base"; return; }
+  ln -sfn $root/data $base/data  # (the scenes, for distill_run's data/<scene> there)
   for tree in new base; do
     dir=$root; [ $tree = base ] && dir=$base
-    (cd $dir && CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s $root/data/$scene -m /tmp/ab_${tree}_$scene \
-      --num_models 4 --seed 12 $RECIPE $extra) > $R/logs/ab_${tree}_$scene.txt 2>&1
+    (cd $dir && distill_run $gpu $scene /tmp/ab_${tree}_$scene --seed 12) > $R/logs/ab_${tree}_$scene.txt 2>&1
     names="$names ab_${tree}_$scene"
   done
   for k in 1 2; do for tree in new base; do
     dir=$root; [ $tree = base ] && dir=$base
     cp -al /tmp/ab_new_$scene /tmp/ab_s${k}_${tree}_$scene && rm -rf /tmp/ab_s${k}_${tree}_$scene/point_cloud_3
-    (cd $dir && CUDA_VISIBLE_DEVICES=$gpu python3 train.py -s $root/data/$scene -m /tmp/ab_s${k}_${tree}_$scene \
-      --num_models 4 --start 3 --seed 12 $RECIPE $extra) >> $R/logs/ab_students_$scene.txt 2>&1
+    (cd $dir && distill_run $gpu $scene /tmp/ab_s${k}_${tree}_$scene --start 3 --seed 12) \
+      >> $R/logs/ab_students_$scene.txt 2>&1
     names="$names ab_s${k}_${tree}_$scene"
   done; done
   stamp "$scene: this tree (new) against $base (base), alone on GPU $gpu: pipelines, then students on new's teachers"

@@ -20,7 +20,7 @@ def log_linear(w_init, w_final, step, max_steps):
     called every step, NumPy's scalar calls cost ~10 us each.)"""
     t = min(max(step / max(max_steps, 1), 0.0), 1.0)
     if w_init <= 0 or w_final <= 0:
-        return 0.0 if (w_init <= 0 and t < 1) or (w_final <= 0 and t > 0) else float(w_init if t < 1 else w_final)
+        return float(w_init) if t == 0 else float(w_final) if t == 1 else 0.0
     return math.exp(math.log(w_init) * (1 - t) + math.log(w_final) * t)
 
 

@@ -79,8 +79,7 @@ def photometric_loss(render, target, lambda_dssim=0.2, extra=None):
     if mod:
         return mod.fused_photometric_loss(render, [t for t, _ in targets], [w for _, w in targets], lambda_dssim)
     targets = [(t.to(render.dtype), w) for t, w in targets]
-    target, extra = targets[0][0], (targets[1] if extra is not None else None)
-    stacked = target[None] if extra is None else torch.stack([target, extra[0]])  # a view when alone
+    stacked = targets[0][0][None] if len(targets) == 1 else torch.stack([t for t, _ in targets])  # a view when alone
     s = ssim_map(render, stacked).mean(dim=(1, 2, 3))
     return sum(w * ((1.0 - lambda_dssim) * l1_loss(render, t) + lambda_dssim * (1.0 - s[k]))
                for k, (t, w) in enumerate(targets))
