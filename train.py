@@ -322,8 +322,9 @@ def _main(argv=None):
                                        for p in map(os.path.abspath, run_outputs(dataset.model_path))):
         raise UserError(f"--overwrite would delete --start_checkpoint {ckpt.path}: move it out of "
                         f"{dataset.model_path} first, or leave out --overwrite")
-    if dp.start:  # what --start K reuses: each model at this run's last iteration, before spending time
-        check_teachers(dataset.model_path, dp.start, device, dataset.sh_degree, opt.iterations)
+    reused = []  # what --start K reuses: each model at this run's last iteration, checked before spending time
+    if dp.start:
+        reused = check_teachers(dataset.model_path, dp.start, device, dataset.sh_degree, opt.iterations)
 
     scene = Scene(dataset)  # reads and checks all input before anything is written
     if dist is not None:  # every rank checked the folder before rank 0 changes it
@@ -345,7 +346,7 @@ def _main(argv=None):
         summary = run_distillation(scene, dataset, opt, pipe, dp, device, tests, set(saves), set(ckpts),
                                    ckpt, run.quiet, seed=run.seed,
                                    checkpoint_every_minutes=run.checkpoint_every_minutes, dist=dist,
-                                   given=given_flags)
+                                   given=given_flags, reused=reused)
         if summary is None:  # a rank other than 0 under torchrun: its teachers are written, the student is rank 0's
             return None
         report_at_end(dataset.model_path, pipe.tensorboard)  # report.png; a plotting failure only warns

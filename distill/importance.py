@@ -2,6 +2,7 @@
 import torch
 
 from gaussian_renderer import render
+from training.pair_budget import QueuedRenders
 
 
 @torch.no_grad()
@@ -16,14 +17,24 @@ def gaussian_importance(model, cameras, pipe, bg, metric="indoor", sync=None, st
     """
     imp = torch.zeros(model.num_points, device=model.device)
     area_max_total = torch.zeros_like(imp)
-    for cam in (cameras if sync is None else sync.share(cameras)):
-        out = render(cam, model, pipe, bg, return_stats=True)
+    mine = list(cameras if sync is None else sync.share(cameras))
+    queue = QueuedRenders(model.device, pipe, len(mine))
+
+    def add(out, ok):  # (ok: 0 leaves out a view whose render overflowed; it is rendered again below)
         w, proj, amax = out["accum_weights"], out["area_proj"], out["area_max"]
-        if metric == "indoor":
-            imp += w
+        if metric != "indoor":
+            w = torch.where(amax > 0, w / proj.clamp_min(1), torch.zeros_like(w))
+        if ok is None:
+            imp.add_(w)
+            area_max_total.add_(amax)
         else:
-            imp += torch.where(amax > 0, w / proj.clamp_min(1), torch.zeros_like(w))
-        area_max_total += amax
+            imp.addcmul_(w, ok)
+            area_max_total.addcmul_(amax, ok)
+
+    for i, cam in enumerate(mine):
+        add(*queue.render(i, cam, model, pipe, bg, return_stats=True))
+    for i in queue.overflowed():
+        add(render(mine[i], model, pipe, bg, return_stats=True), None)
     if sync is not None:
         sync.sum_([imp, area_max_total], "the all-reduce of the importance scores")
     if strongest_rule:

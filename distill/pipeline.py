@@ -109,9 +109,9 @@ def print_table(summary):
 
 def check_teachers(model_path, start, device, sh_degree, iteration):
     """Load the models before ``start`` (what --start K reuses) at the run's last iteration: a UserError
-    names the first that is missing, mismatched or not finite. Called by train.py before it writes anything."""
-    for i in range(start):
-        load_trained(model_path, i, device, sh_degree, iteration)
+    names the first that is missing, mismatched or not finite. Called by train.py before it writes anything;
+    returns them (run_distillation's ``reused``: read once)."""
+    return [load_trained(model_path, i, device, sh_degree, iteration)[0] for i in range(start)]
 
 
 def earlier_summary(path, start):
@@ -280,7 +280,7 @@ STAGES = dict(zip(MODEL_NAMES, (_perturb_stage, _dropout_stage, _std_stage, _stu
 
 
 def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts, start_checkpoint=None,
-                     quiet=False, seed=0, checkpoint_every_minutes=0.0, dist=None, given=()):
+                     quiet=False, seed=0, checkpoint_every_minutes=0.0, dist=None, given=(), reused=()):
     """Train models dp.start..3 (train.py checked the earlier ones with check_teachers). Each model seeds the
     random generators from (seed, its index) before it is made, so --start K reproduces the uninterrupted
     run's models K..3. distill.json is rewritten after every model.
@@ -291,7 +291,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     None. With one view per step rank 0 alone trains the student, right after G_std (teacher_ranks puts G_std there
     and the other teachers on the other ranks): it joins the other ranks where a step first needs the teachers'
     renders (--distill_start, --novel_view_start; at its end if none does), so its photo-only phase overlaps
-    their teachers. ``given``: the flag names of the command line (for the warning of flags this scene ignores)."""
+    their teachers. ``given``: the flag names of the command line (for the warning of flags this scene ignores);
+    ``reused``: the models before dp.start as check_teachers read them (else the student reads their PLYs)."""
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
@@ -301,6 +302,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
         warn_left_out_reinits(opt, dp, scene.random_start)
         warn_unused_reinit_flags(dp, scene.random_start, given)
     teachers = Teachers(opt.iterations)  # the student reuses this process's teachers instead of re-reading PLYs
+    for i, model in enumerate(reused):
+        teachers.keep(i, model)
     if dist is not None:
         distributed.test_fail_hook(dist)
     plan = dist.teacher_ranks(dp.start, opt.views_per_step) if dist is not None else {}
@@ -438,6 +441,7 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
     (this rank's) is needed before."""
     std = teachers.load(2, dataset, device)
     std.active_sh_degree = std.max_sh_degree
+    teachers.trained.setdefault(2, std)  # (when read from its PLY here: make_targets takes this one)
     std_xyz = std.get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":

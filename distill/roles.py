@@ -13,6 +13,7 @@ from gaussian_renderer import render
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from training.densify import DensifyConfig, DensifyStrategy, accumulate_grad_norms, restart_stats
 from training.loop import Role
+from training.pair_budget import QueuedRenders
 from utils.general_utils import exponential_lr, to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
 from utils.loss_utils import photometric_loss
@@ -520,10 +521,20 @@ def combine_renders(imgs, how="mean", photo=None):
 
 @torch.no_grad()
 def teacher_renders(teachers, cameras, pipe, bg, store_device="cpu", combine="mean"):
-    """uid -> the teachers' renders of each camera combined by ``combine`` (combine_renders), computed once (fp16)."""
-    out = {}
-    for cam in cameras:
-        imgs = torch.stack([render(cam, t, pipe, bg)["render"] for t in teachers])
+    """uid -> the teachers' renders of each camera combined by ``combine`` (combine_renders), computed once (fp16;
+    queued without a wait for each render where the capacity mode applies: a camera whose render overflowed is made
+    again with exact renders)."""
+    queue = QueuedRenders(teachers[0].device, pipe, len(cameras))
+
+    def target(cam, imgs):
         photo = cam.original_image(imgs.device) if combine == "agreement" and cam.image is not None else None
-        out[cam.uid] = to_staging(combine_renders(imgs, combine, photo).clamp(0, 1).half(), store_device)
+        return to_staging(combine_renders(imgs, combine, photo).clamp(0, 1).half(), store_device)
+
+    out = {cam.uid: target(cam, torch.stack([queue.render(i, cam, t, pipe, bg)[0]["render"] for t in teachers]))
+           for i, cam in enumerate(cameras)}
+    for i in queue.overflowed():
+        cam = cameras[i]
+        out[cam.uid] = target(cam, torch.stack([render(cam, t, pipe, bg)["render"] for t in teachers]))
+    if teachers[0].device.type == "cuda":  # (the CPU copies were queued: to_staging)
+        torch.cuda.synchronize(teachers[0].device)
     return out

@@ -13,6 +13,7 @@ import distill.pipeline
 import distill.roles
 import render
 import train
+import training.pair_budget
 from arguments import DistillParams, PipelineParams, final_iteration, scale_steps
 from distill.pipeline import stage_schedule
 from distill.roles import (AGREEMENT_SPREAD, StudentConfig, StudentStrategy, combine_renders, cut_count,
@@ -545,7 +546,10 @@ def test_start_3_with_novel_views(std_run, monkeypatch, start, novel_steps):
     scene, out, _, _ = std_run
     uids = []
     real = distill.roles.render
-    monkeypatch.setattr(distill.roles, "render", lambda cam, *a, **kw: uids.append(cam.uid) or real(cam, *a, **kw))
+    counted = lambda cam, *a, **kw: uids.append(cam.uid) or real(cam, *a, **kw)  # noqa: E731
+    # (the student's own renders, and the teachers' target renders, queued through training.pair_budget)
+    monkeypatch.setattr(distill.roles, "render", counted)
+    monkeypatch.setattr(training.pair_budget, "render", counted)
     summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "2",
                                                      "--novel_view_prob", "1"]
                          + ([] if start is None else ["--novel_view_start", str(start)]))

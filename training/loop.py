@@ -18,7 +18,7 @@ from training.graph_step import (
     GraphCaptureError, GraphedStep, graph_flag_conflict, graph_ineligible, graphs_wanted, without_graph,
 )
 from training.optim import load_optimizer_state
-from training.pair_budget import PairBudget, capacity_mode_applies
+from training.pair_budget import PairBudget, QueuedRenders, capacity_mode_applies
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
@@ -84,19 +84,24 @@ class Role:
 
 @torch.no_grad()
 def evaluate(model, cameras, pipe, bg, limit=None):
-    """Mean PSNR / SSIM / L1 over ``cameras`` (at most ``limit`` of them, evenly spaced)."""
+    """Mean PSNR / SSIM / L1 over ``cameras`` (at most ``limit`` of them, evenly spaced). The renders are queued
+    (QueuedRenders) and the scores read back once, at the end; a view whose render overflowed is scored again."""
     if not cameras:
         return None
     if limit and len(cameras) > limit:
         step = len(cameras) / limit
         cameras = [cameras[int(i * step)] for i in range(limit)]
-    ps, ss, ls = [], [], []
-    for cam in cameras:
-        img = render(cam, model, pipe, bg)["render"].clamp(0, 1)
+    queue = QueuedRenders(model.device, pipe, len(cameras))
+
+    def scores(img, cam):  # [PSNR, SSIM, L1] of one view, on the device
+        img = img.clamp(0, 1)
         gt = cam.original_image(img.device)
-        ps.append(float(psnr(img, gt)))
-        ss.append(float(ssim(img, gt)))
-        ls.append(float((img - gt).abs().mean()))
+        return torch.stack([psnr(img, gt).reshape(()), ssim(img, gt).reshape(()), (img - gt).abs().mean()])
+
+    rows = [scores(queue.render(i, cam, model, pipe, bg)[0]["render"], cam) for i, cam in enumerate(cameras)]
+    for i in queue.overflowed():
+        rows[i] = scores(render(cameras[i], model, pipe, bg)["render"], cameras[i])
+    ps, ss, ls = zip(*torch.stack(rows).tolist())
     n = len(ps)
     return dict(psnr=sum(ps) / n, ssim=sum(ss) / n, l1=sum(ls) / n, views=n)
 

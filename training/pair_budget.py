@@ -128,3 +128,45 @@ class PairBudget:
     def summary(self):
         """Renders, overflowed renders (exact: read with a sync, once, at the end) and the last capacity."""
         return dict(renders=self.renders, overflows=int(self.counters[0].item()), pair_capacity=self.capacity)
+
+
+class QueuedRenders:
+    """No-grad renders of many views (importance scores, the teachers' targets, evaluations) that the host queues
+    without waiting for each: --capacity_mode's renders, one PairBudget per model sized by its first view (a sync),
+    each view's overflow flag kept on the device. The standard forward reads every view's pair count back, so the
+    GPU idled while the host prepared the next render (lego's student stage: ~1,600 such renders). A view whose
+    pairs did not fit rendered without its deepest ones: :meth:`overflowed` names it after the pass (one sync) for
+    the caller to render again exactly, and the ``ok`` of :meth:`render` (a device 0/1) lets a running sum leave it
+    out meanwhile. Without the capacity mode (CPU, another backend, --capacity_mode off) every render is the
+    standard, exact one."""
+
+    def __init__(self, device, pipe, views):
+        self.on = capacity_mode_applies(pipe, torch.device(device))
+        self.budgets = []  # (model, its PairBudget): models compare by identity
+        self.flags = torch.zeros(views, dtype=torch.int32, device=device) if self.on else None  # [views] overflowed
+
+    def _budget(self, model):
+        for m, b in self.budgets:
+            if m is model:
+                return b
+        self.budgets.append((model, PairBudget(model.device)))
+        return self.budgets[-1][1]
+
+    def render(self, index, camera, model, pipe, bg, **kw):
+        """View ``index``'s render: (render output, ok), ok a float [1] on the device, 1 where it fitted and 0 where
+        it overflowed (:meth:`overflowed` then lists it), or None for a standard render (exact: nothing to redo)."""
+        if not self.on:
+            return render(camera, model, pipe, bg, **kw), None
+        budget = self._budget(model)
+        out = budget.render(camera, model, pipe, bg, **kw)
+        over = budget.meta[2:3]
+        self.flags[index:index + 1] |= over
+        ok = (over == 0).float()  # (before the next render overwrites the meta)
+        budget.poll(model.num_points)  # (the capacity doubles, a view or two late, after an overflow)
+        return out, ok
+
+    def overflowed(self):
+        """The indices of the views a render of which overflowed (waits for the device, once)."""
+        if not self.on:
+            return []
+        return [i for i, f in enumerate(self.flags.tolist()) if f]

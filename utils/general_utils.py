@@ -26,7 +26,11 @@ def log_linear(w_init, w_final, step, max_steps):
 
 def to_staging(t, device):
     """``t`` on ``device``; a CPU copy is pinned when a GPU exists, so per-step uploads
-    (``.to("cuda", non_blocking=True)``) overlap with the GPU's work instead of blocking."""
+    (``.to("cuda", non_blocking=True)``) overlap with the GPU's work instead of blocking. A GPU tensor's CPU copy is
+    queued on the current stream, not waited for: an upload on that stream comes after it, but the host must
+    synchronise before it reads the copy itself."""
+    if t.is_cuda and torch.device(device).type == "cpu":
+        return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
     t = t.to(device)
     if t.device.type == "cpu" and torch.cuda.is_available():
         t = t.pin_memory()
