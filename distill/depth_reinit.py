@@ -42,29 +42,42 @@ def ray_peaks(camera, rays, means, scales, rotations):
     return torch.where(torch.isfinite(t) & (t > contract.NEAR_Z), t, z_mean)
 
 
+def _device_generator(generator, device):
+    """A generator on ``device`` seeded from the CPU ``generator`` (itself, on the CPU): the draws stay a function
+    of the caller's seed, and the GPU draws them without copying each view's weights to the host."""
+    if torch.device(device).type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
+    return torch.Generator(device).manual_seed(seed)
+
+
 @torch.no_grad()
 def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
     """``count`` points on the surfaces ``model`` renders, with colours: about count / len(cameras) pixels of each
-    camera, drawn without replacement (by ``generator``, a CPU torch.Generator) with probability proportional to the
-    pixel's opacity among those above ``min_alpha``, each placed on its ray where the pixel's strongest contributor
-    peaks (ray_peaks) and coloured by the photo. Fewer when the views have fewer such pixels. Returns (xyz [P, 3],
-    rgb [P, 3], strongest [P]: the index of each point's strongest contributor) on the model's device."""
+    camera, drawn without replacement (seeded by ``generator``, a CPU torch.Generator) with probability proportional
+    to the pixel's opacity among those above ``min_alpha``, each placed on its ray where the pixel's strongest
+    contributor peaks (ray_peaks) and coloured by the photo. Fewer when the views have fewer such pixels. Returns
+    (xyz [P, 3], rgb [P, 3], strongest [P]: the index of each point's strongest contributor) on the model's device.
+    The draw is the exponential race (the k smallest of E_i / w_i, E_i ~ Exp(1), are a draw without replacement with
+    probabilities proportional to w): on the device, with one wait for the whole pass instead of one a view."""
     dev = model.device
+    gen = _device_generator(generator, dev)
     ones = torch.ones(model.num_points, 3, device=dev)
     black = torch.zeros(3, device=dev)
     quota = [count // len(cameras) + (1 if i < count % len(cameras) else 0) for i in range(len(cameras))]
-    xyz, rgb, index = [], [], []
+    xyz, rgb, index, drawn = [], [], [], []
     for cam, k in zip(cameras, quota):
-        # (white Gaussians on black: channel 0 = opacity)
-        out = render(cam, model, pipe, black, override_color=ones, return_stats=("max_contributor",))
-        alpha, strongest = out["render"][0], out["max_contributor"]
-        ok = (alpha > min_alpha) & (strongest >= 0)
-        weight = torch.where(ok, alpha, torch.zeros_like(alpha)).flatten().double().cpu()
-        k = min(k, int((weight > 0).sum()))
+        k = min(k, cam.image_height * cam.image_width)
         if k == 0:
             continue
-        pick = torch.multinomial(weight, k, replacement=False, generator=generator).to(dev)
-        g = strongest.flatten()[pick]
+        # (white Gaussians on black: channel 0 = opacity)
+        out = render(cam, model, pipe, black, override_color=ones, return_stats=("max_contributor",))
+        alpha, strongest = out["render"][0].flatten(), out["max_contributor"].flatten()
+        ok = (alpha > min_alpha) & (strongest >= 0)
+        race = torch.empty_like(alpha).exponential_(generator=gen).log_() - alpha.log()  # (log E / w: no overflow)
+        key, pick = torch.where(ok, race, torch.inf).topk(k, largest=False)
+        drawn.append(torch.isfinite(key))  # (fewer such pixels than k: the rest are none)
+        g = strongest[pick].clamp_min(0)
         rays = pixel_rays(cam, dev).reshape(-1, 3)[pick]
         z = ray_peaks(cam, rays, model.get_xyz[g], model.get_scaling[g], model.params["rotation"][g])
         xyz.append(unproject(cam, rays, z))
@@ -73,4 +86,5 @@ def surface_points(model, cameras, pipe, count, generator, min_alpha=0.05):
     if not xyz:
         none = torch.zeros(0, 3, device=dev)
         return none, none.clone(), torch.zeros(0, dtype=torch.int64, device=dev)
-    return torch.cat(xyz), torch.cat(rgb).clamp(0, 1), torch.cat(index)
+    keep = torch.cat(drawn)  # (one wait: the boolean index)
+    return torch.cat(xyz)[keep], torch.cat(rgb).clamp(0, 1)[keep], torch.cat(index)[keep]
