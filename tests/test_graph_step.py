@@ -69,7 +69,7 @@ class _EagerStandIn:
         from utils.loss_utils import photometric_loss  # noqa: PLC0415
         self.render, self.without_graph, self.loss = render, without_graph, photometric_loss
         self.model, self.opt, self.pipe, self.bg, self.view_weight = model, opt, pipe, bg, view_weight
-        self.replays = self.eager_steps = self.further = self.added = 0
+        self.replays = self.eager_steps = self.further = self.added = self.counted = 0
         self.eager_in_step = False  # (a view of this step stepped eagerly)
         self.grads = ()
         self.bgs = []  # (each view's background)
@@ -89,10 +89,16 @@ class _EagerStandIn:
         (self.view_weight * loss).backward()
         return self.without_graph(out), loss.detach()
 
-    def step(self, camera, want_stats, target=None, bg=None):
+    def step(self, camera, want_stats, target=None, bg=None, stats=None):
         assert all(p.grad is None for p in self.model.params.values())  # (the graph writes the step's gradients)
         self.eager_in_step = False
         done = self._view(camera, want_stats, bg, target)
+        if stats is not None:  # (what the graph's replay adds after its backward)
+            strategy, state = stats
+            if want_stats:
+                strategy.observe(state, done[0], camera)
+            strategy.update_stats(state, done[0])
+            self.counted += 1
         self.grads = [p.grad for p in self.model.params.values()]
         self.replays += 1
         return done
@@ -250,6 +256,31 @@ def test_the_students_graphed_step_trains_as_its_eager_one(small_scene, tmp_path
             assert torch.equal(p, eager.params[name]), name
 
 
+def test_a_growing_students_step_counts_its_statistics_in_the_graph(small_scene, tmp_path, monkeypatch):
+    """One view a step: the step's graph adds the view's densification statistics (the gradient norms, the blur
+    split's area_max) in place of the loop's eager calls, until densification ends; the student grows and trains
+    as the eager loop makes it, bit for bit."""
+    from arguments import DistillParams  # noqa: PLC0415
+    from distill.roles import StudentRole  # noqa: PLC0415
+
+    def student(scene, opt):
+        cams = scene.getTrainCameras()
+        means = {c.uid: (c.original_image("cpu") * 0.9).half() for c in cams}
+        dp = DistillParams.defaults(novel_views=0, lambda_structure=0.0, blur_split_ratio=200.0, num_max_ratio=10.0)
+        return StudentRole(dp, opt, PipelineParams.defaults(), torch.zeros(3), means,
+                           torch.as_tensor(scene.points).float(), cams)
+
+    flags = dict(densify_from_iter=4, densification_interval=8, densify_until_iter=24, densify_grad_threshold=1e-5)
+    models = []
+    step, s = _stand_in_run(small_scene, tmp_path / "g", monkeypatch, model_out=models, role_for=student, **flags)
+    assert step.replays == 30 and step.counted == 23, s["cuda_graphs"]  # (iterations 1-23: before the 24th)
+    _stand_in_run(small_scene, tmp_path / "e", monkeypatch, graphed=False, model_out=models, role_for=student, **flags)
+    graphed, eager = models
+    assert graphed.num_points == eager.num_points > 40  # (grown from the scene's 40 points)
+    for name, p in graphed.params.items():
+        assert torch.equal(p, eager.params[name]), name
+
+
 def test_auto_graphs_only_where_the_cuda_rasterizer_renders(monkeypatch):
     import gaussian_renderer  # noqa: PLC0415
     for cuda in (False, True):
@@ -284,7 +315,7 @@ class _FailingCapture:
     def applies(self, camera):
         return True
 
-    def step(self, camera, want_stats, target=None, bg=None):
+    def step(self, camera, want_stats, target=None, bg=None, stats=None):
         raise GraphCaptureError("RuntimeError: operation not permitted when stream is capturing")
 
     def summary(self):
@@ -608,6 +639,37 @@ def test_a_replay_renders_with_the_background_it_is_given(tmp_path):
             want = render(cams[0], model, pipe, bg if colour is None else colour)["render"]
         torch.testing.assert_close(out["render"], want, rtol=1e-4, atol=1e-5, msg=f"step {k}")
     assert step.summary()["captures"] == 1 and step.summary()["replays"] == 4, step.summary()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_replay_adds_the_views_statistics_as_the_eager_calls_do(tmp_path):
+    """GraphedStep.step with the strategy's state: each replay adds its view's statistics (the gradient norms and
+    counts, the largest screen radii, the student's blur split) in place, as the loop's eager calls after an eager
+    step add them; one capture for the four views (the same state tensors)."""
+    from distill.roles import StudentConfig, StudentStrategy  # noqa: PLC0415
+    from gaussian_renderer import render  # noqa: PLC0415
+    from tests.raster_helpers import assert_close_up_to_atomics  # noqa: PLC0415
+    from utils.loss_utils import photometric_loss  # noqa: PLC0415
+    model, cams, _, _, step, opt, pipe, bg = _added_view_setup(tmp_path)
+    strategy = StudentStrategy(StudentConfig.from_opt(opt, 1.0, blur_split_ratio=2000.0, max_screen_size=1.0))
+    state = strategy.initialize_state(model.num_points, "cuda")
+    want = {k: v.clone() for k, v in state.items()}
+    stats = ("area_max",)
+    for cam in cams[:4]:
+        for p in model.params.values():
+            p.grad = None
+        step.step(cam, stats, None, None, (strategy, state))
+        for p in model.params.values():
+            p.grad = None
+        out = render(cam, model, pipe, bg, return_stats=stats)
+        photometric_loss(out["render"], cam.original_image("cuda"), opt.lambda_dssim).backward()
+        strategy.observe(want, out, cam)
+        strategy.update_stats(want, out)
+    assert step.summary()["captures"] == 1 and step.summary()["replays"] == 4, step.summary()
+    assert float(want["denom"].max()) == 4 and bool(want["blur"].any()) and float(want["max_radii2D"].max()) > 1
+    for k in ("denom", "blur", "max_radii2D"):
+        assert torch.equal(state[k], want[k]), k
+    assert_close_up_to_atomics({"grad_accum": want["grad_accum"]}, {"grad_accum": state["grad_accum"]})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -84,21 +84,27 @@ class DensifyStrategy:
     def observe(self, state, out, camera):
         """Per-view hook for strategies that read the per-Gaussian stats of every view."""
 
-    def update_stats(self, state, out):
-        """Accumulate the view-space gradient norm and max radius of one rendered view."""
-        accumulate_grad_norms(state, "grad_accum", "denom", out)
-        # only the screen-size prune reads the max radii
-        if self.config.max_screen_size is not None and out["viewspace_points"].grad is not None:
-            state["max_radii2D"] = torch.where(out["visibility_filter"],
-                                               torch.maximum(state["max_radii2D"], out["radii"].float()),
-                                               state["max_radii2D"])
+    def collects(self, iteration):
+        """Whether this step's view statistics count (update_stats; observe where wants_stats asks for any)."""
+        return iteration < self.config.densify_until_iter
 
-    def step(self, model, state, iteration, out, camera):
-        """Called once per optimizer step (after it) with the last view's render output."""
+    def update_stats(self, state, out):
+        """Accumulate the view-space gradient norm and max radius of one rendered view (in place: a CUDA graph's
+        replay may be what runs this, on the tensors it was captured with)."""
+        accumulate_grad_norms(state, "grad_accum", "denom", out)
+        # only the screen-size prune reads the max radii (a hidden Gaussian's radius is 0: it keeps its maximum)
+        if self.config.max_screen_size is not None and out["viewspace_points"].grad is not None:
+            m = state["max_radii2D"]
+            torch.maximum(m, torch.where(out["visibility_filter"], out["radii"].float(), 0.0), out=m)
+
+    def step(self, model, state, iteration, out, camera, counted=False):
+        """Called once per optimizer step (after it) with the last view's render output; ``counted``: its
+        statistics were added already (by the graph the step replayed: training/graph_step.py)."""
         c = self.config
-        if iteration < c.densify_until_iter:
+        if self.collects(iteration):
             check_rows(state, model.num_points)
-            self.update_stats(state, out)
+            if not counted:
+                self.update_stats(state, out)
             if iteration > c.densify_from_iter and iteration % c.densification_interval == 0:
                 self.densify_and_prune(model, state, prune_large=iteration > c.opacity_reset_interval)
             if c.opacity_reset and (iteration % c.opacity_reset_interval == 0 or (

@@ -369,11 +369,11 @@ def _drop_graph(run, it, error):
     run.graphed = run.role.graphed = None
 
 
-def _tally(run, cam, want_stats, out, loss, step_loss, visible):
+def _tally(run, cam, want_stats, out, loss, step_loss, visible, counted=False):
     """A stepped view's loss and visible Gaussians added to the step's (None before the first view: the step's loss
     is then this view's tensor, a graph's own buffer, which nothing changes in place), its render output given to the
-    strategy's per-view statistics: (step loss, visible)."""
-    if want_stats:
+    strategy's per-view statistics unless its graph ``counted`` them: (step loss, visible)."""
+    if want_stats and not counted:
         run.strategy.observe(run.stats, out, cam)
     vis = out["visibility_filter"]
     return loss if step_loss is None else step_loss + loss, vis if visible is None else visible | vis
@@ -381,13 +381,18 @@ def _tally(run, cam, want_stats, out, loss, step_loss, visible):
 
 def _render_views(run, it, want_stats):
     """Render, score and back-propagate the step's views (data-parallel: this rank's share); returns (last render
-    output, its camera, summed loss, Gaussians seen by any view: sparse_adam updates only these). With
-    --cuda_graphs, a view that qualifies (training/graph_step.py) replays a graph instead: the step's own for the
-    first view this rank renders, the further views' graph (which adds to those gradients) for the others."""
+    output, its camera, summed loss, Gaussians seen by any view: sparse_adam updates only these, whether the
+    strategy's statistics of the step are counted). With --cuda_graphs, a view that qualifies
+    (training/graph_step.py) replays a graph instead: the step's own for the first view this rank renders, the
+    further views' graph (which adds to those gradients) for the others. With one view a step and one process the
+    step's graph also adds the view's statistics, in place of the strategy's eager calls."""
     model, opt, role, timer, dev = run.model, run.opt, run.role, run.timer, run.dev
     step_loss = None  # (a zero made each step cost a small model's host more than the addition it spared)
     visible = None
     out = None
+    counted = False
+    stats = ((run.strategy, run.stats) if opt.views_per_step == 1 and run.sync is None and run.strategy.collects(it)
+             else None)
     if run.pairs is not None:
         run.pairs.fit(model.num_points)  # (after the last step's densification)
     for j in range(opt.views_per_step):
@@ -403,14 +408,15 @@ def _render_views(run, it, want_stats):
                 pass  # (this view's depth map or dropout: rendered below)
             elif visible is None:  # (the step's first view here: its graph writes the gradients)
                 try:
-                    done = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc)
+                    done = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc, stats)
+                    counted = done is not None and stats is not None
                 except GraphCaptureError as e:
                     _drop_graph(run, it, e)  # (then this view renders eagerly below)
             else:  # (a further view adds to them; eagerly, below, where the step's first view was eager)
                 done = run.graphed.further_view(cam, want_stats, role.view_target(it, cam, dev), bgc)
             if done is not None:  # (its render output is the graph's: read before the next replay)
                 out, loss = done
-                step_loss, visible = _tally(run, cam, want_stats, out, loss, step_loss, visible)
+                step_loss, visible = _tally(run, cam, want_stats, out, loss, step_loss, visible, counted)
                 continue
             if run.graphed is not None:
                 run.graphed.ran_eagerly()
@@ -439,7 +445,7 @@ def _render_views(run, it, want_stats):
         run.pairs.poll(model.num_points)  # (the size these renders had)
     if step_loss is None:  # (data-parallel: this rank rendered none of the step's views)
         step_loss = torch.zeros((), device=dev)
-    return out, cam, step_loss, visible
+    return out, cam, step_loss, visible, counted
 
 
 def _report(run, it, step_loss):
@@ -586,7 +592,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
             model.oneup_sh_degree()
         with timer("role events"):
             role.before_step(it, model, run.stats)
-        out, cam, step_loss, visible = _render_views(run, it, strategy.wants_stats(it))
+        out, cam, step_loss, visible, counted = _render_views(run, it, strategy.wants_stats(it))
         with timer("role events"):
             extra = role.step_loss(it, model)  # (on every rank: its random draws keep the ranks in step)
             if extra is not None and run.lead:  # (added once: the sum over the ranks has it)
@@ -616,7 +622,7 @@ def train_model(scene, model, opt, pipe, dataset, out_dir, role=None, test_itera
                 role.update_stats(it, run.stats, out)
             if it < opt.iterations:
                 with timer("densification"):
-                    strategy.step(model, run.stats, it, out, cam)
+                    strategy.step(model, run.stats, it, out, cam, counted)
             with timer("role events"):
                 role.after_step(it, model, run.stats, out)
         if model.num_points == 0:  # (a shape: no wait) every later step would fail somewhere less clear
