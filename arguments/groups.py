@@ -283,6 +283,10 @@ class DistillParams(FlagGroup):
                             check=_non_negative, absent=0)
     novel_view_prob: float = flag(0.5, "--novel_views: probability that a step adds the loss of one such view",
                                   check=between(0, 1))
+    novel_view_scale: float = flag(
+        1.0, "--novel_views: their image size as a fraction of the training views' (the same field of view): the "
+             "teachers render them at that size, and a step's loss there costs that fraction squared of a training "
+             "view's pixels", check=Check(lambda v: 0 < v <= 1, "above 0 and at most 1"), absent=1.0)
     novel_view_start: Optional[int] = flag(
         None, "--novel_views: the first iteration whose step may add such a view's loss (0: from the start)",
         steps=True, check=_non_negative, absent=0,

@@ -15,9 +15,10 @@ NEIGHBOURS = 4  # a new pose lies between a camera and one of its 4 nearest (by 
 SPAN = (0.25, 0.75)  # the interpolation weight: never on a training pose, never past the neighbour
 
 
-def interpolated_cameras(cameras, per_view, seed=0):
+def interpolated_cameras(cameras, per_view, seed=0, scale=1.0):
     """``per_view`` pose-only cameras for each training camera (uids -1, -2, ...), from a generator of its own
-    (the same poses whatever the run's RNG state, so a resumed student sees the same set)."""
+    (the same poses whatever the run's RNG state, so a resumed student sees the same set); ``scale``: their image
+    size as a fraction of their training camera's (at least one pixel a side), the field of view the same."""
     if per_view <= 0 or len(cameras) < 2:
         return []
     rng = np.random.default_rng(seed)
@@ -34,5 +35,5 @@ def interpolated_cameras(cameras, per_view, seed=0):
             R = Slerp([0.0, 1.0], rots)([t]).as_matrix()[0]
             centre = (1.0 - t) * centres[i] + t * centres[j]
             name = f"between_{cam.image_name}_{cameras[j].image_name}"
-            out.append(make_camera(-(len(out) + 1), R, centre, cam, name))
+            out.append(make_camera(-(len(out) + 1), R, centre, cam, name, scale))
     return out

@@ -449,7 +449,7 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         start = student_from_std(std, imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
     del std
-    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views)
+    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views, scale=dp.novel_view_scale)
     store = device if dataset.data_device == "cuda" else "cpu"
 
     def make_targets(iteration=None):

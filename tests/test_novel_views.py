@@ -56,6 +56,24 @@ def test_poses_lie_between_a_camera_and_a_neighbour():
     assert all(np.array_equal(a.R, b.R) and np.array_equal(a.T, b.T) for a, b in zip(novel, again))
 
 
+def test_a_scale_shrinks_the_images_and_keeps_the_poses_and_fields_of_view():
+    cams = _ring()
+    full, half = interpolated_cameras(cams, 2), interpolated_cameras(cams, 2, scale=0.5)
+    assert {(c.image_width, c.image_height) for c in half} == {(16, 12)}
+    for a, b in zip(full, half):
+        assert np.array_equal(a.R, b.R) and np.array_equal(a.T, b.T) and (a.FoVx, a.FoVy) == (b.FoVx, b.FoVy)
+    assert {(c.image_width, c.image_height) for c in interpolated_cameras(cams, 1, scale=0.01)} == {(1, 1)}
+
+
+def test_the_scale_must_be_a_fraction():
+    from arguments.fields import check_group  # noqa: PLC0415
+    from utils.errors import UserError  # noqa: PLC0415
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(UserError, match=r"--novel_view_scale .* must be above 0 and at most 1"):
+            check_group(DistillParams.defaults(novel_view_scale=bad))
+    check_group(DistillParams.defaults(novel_view_scale=0.5))
+
+
 def test_nothing_to_interpolate():
     assert interpolated_cameras(_ring(), 0) == [] and interpolated_cameras(_ring(1), 2) == []
 

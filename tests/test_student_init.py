@@ -561,6 +561,22 @@ def test_start_3_with_novel_views(std_run, monkeypatch, start, novel_steps):
     assert len(novel) == 3 * 2 * n_train + novel_steps and set(novel) == set(range(-2 * n_train, 0))
 
 
+def test_novel_views_at_half_the_size(std_run, monkeypatch):
+    """--novel_view_scale 0.5: the teachers render the novel views, and the student learns them, at half the training
+    views' width and height."""
+    scene, out, _, _ = std_run
+    sizes = {}
+    real = distill.roles.render
+    seen = lambda cam, *a, **kw: sizes.setdefault(cam.uid < 0, set()).add(  # noqa: E731
+        (cam.image_width, cam.image_height)) or real(cam, *a, **kw)
+    monkeypatch.setattr(distill.roles, "render", seen)
+    monkeypatch.setattr(training.pair_budget, "render", seen)
+    summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "2",
+                                                     "--novel_view_prob", "1", "--novel_view_scale", "0.5"])
+    (w, h), = sizes[False]
+    assert sizes[True] == {(round(w / 2), round(h / 2))} and summary["models"]["student"]["psnr"] > 10
+
+
 def test_start_3_with_a_stretched_student_schedule(std_run, capsys):
     scene, out, _, _ = std_run
     teachers = [os.path.join(out, f"point_cloud_{i}", "iteration_150", "point_cloud.ply") for i in range(3)]

@@ -46,11 +46,13 @@ def camera_poses(cameras):
     return centres, forward, up
 
 
-def make_camera(uid, R, position, ref, name):
-    """A pose-only Camera at ``position`` with rotation ``R`` (camera-to-world) and ``ref``'s intrinsics."""
+def make_camera(uid, R, position, ref, name, scale=1.0):
+    """A pose-only Camera at ``position`` with rotation ``R`` (camera-to-world) and ``ref``'s intrinsics (its image
+    size times ``scale``, at least one pixel a side: the same field of view)."""
     R = np.asarray(R, np.float64)
     T = -R.T @ np.asarray(position, np.float64)
-    return Camera(uid, R, T, ref.FoVx, ref.FoVy, ref.image_width, ref.image_height, name,
+    width, height = (max(1, round(ref.image_width * scale)), max(1, round(ref.image_height * scale)))
+    return Camera(uid, R, T, ref.FoVx, ref.FoVy, width, height, name,
                   znear=getattr(ref, "znear", 0.01), zfar=getattr(ref, "zfar", 100.0))
 
 
