@@ -95,7 +95,7 @@
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags
-  studentsteps studenthost hostab timescreen stage_times"
+  studentsteps studenthost hostab timescreen tests stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
   touch /tmp/x2.done; exit 2
@@ -880,6 +880,9 @@ if [ "${PLAN:-}" = timeflags ]; then  # one GPU: for each scene of TIME_SCENES (
   # twenty-seventh session; it is lego's default since, --depth_reinit auto, so time it now with ";--depth_reinit off")
   IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=timeflags needs TIME_FLAGS=\"flags;flags\"}"
   for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
+  stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = tests ]; then  # one GPU: the tests above alone (GATING, NEW_TESTS), nothing after them
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = timescreen ]; then  # one GPU (~5 min for lego with a carried build and four seeds): PLAN=timeflags
