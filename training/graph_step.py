@@ -27,9 +27,11 @@ The student's step takes it too: its view's second target (the teachers' combine
 copied into a buffer the graph reads, as the photo is, and its weight is part of what the graph was captured
 with. Its novel view (a pose with no photo, learnt against the teachers' render: Role.step_loss) has a graph of
 its own, GraphedStep.add_view, whose backward adds its gradients in place to the ones the step's graph left (so
-it replays only after that graph did, and is captured again whenever that graph is); the structure loss and the
-strategy's per-view statistics (its blur split's area_max) run eagerly after the replays, on the gradients and
-render output the graphs left. A step whose view has a depth map to supervise, and G_drop's dropout iterations
+it replays only after that graph did, and is captured again whenever that graph is); the structure loss runs
+eagerly after the replays, on the gradients the graphs left. With one view a step (and one process) the step's
+graph also adds the strategy's per-view statistics (gradient norms, the blur split's area_max) to the state the
+loop holds, in place, until densification ends; with several views a step they run eagerly after the replays,
+on the render output the graphs left. A step whose view has a depth map to supervise, and G_drop's dropout iterations
 (Role.drops: their renders draw the opacities they train with), run eagerly between the replays
 (GraphedStep.eager_steps counts them). A --random_background colour is copied into a buffer the graph reads, as
 the photo is. With several views a step (--views_per_step, 6 by default as the reference's) the step's graph takes
