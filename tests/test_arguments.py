@@ -153,7 +153,8 @@ def test_an_earlier_versions_config_still_loads(tmp_path):
     assert {k: saved_flags(str(tmp_path), train.TRAIN_GROUPS)[k] for k in ("student_steps_scale", "novel_views")} \
         == dict(student_steps_scale=1.2, novel_views=3)
     assert saved_flags(str(tmp_path / "none"), train.TRAIN_GROUPS) == {}  # no saved run: nothing, not the old values
-    older = {k: v for k, v in OLD_CONFIG.items() if k not in ("num_max_ratio", "student_max_ratio", "second_prune_iter")}
+    older = {k: v for k, v in OLD_CONFIG.items()
+             if k not in ("num_max_ratio", "student_max_ratio", "second_prune_iter")}
     (tmp_path / CONFIG_NAME).write_text(json.dumps(older))
     dp = train.build_parser().build({}, saved_flags(str(tmp_path), train.TRAIN_GROUPS))[3]
     assert (dp.num_max_ratio, dp.student_max_ratio, dp.second_prune_iter) == (None, None, 20000)

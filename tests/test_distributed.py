@@ -120,7 +120,8 @@ def test_two_ranks_train_one_model_as_one_process_does(scene, tmp_path):
     out = str(tmp_path / "two")
     r = _train(out, scene, 2, flags=VANILLA)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-    (a, n), (b, n_ref) = (_params(os.path.join(d, "point_cloud", "iteration_30", "point_cloud.ply")) for d in (out, ref))
+    (a, n), (b, n_ref) = (_params(os.path.join(d, "point_cloud", "iteration_30", "point_cloud.ply"))
+                          for d in (out, ref))
     assert n == n_ref > 3 * 120  # densified alike
     assert torch.equal(a, b)  # two parts of a sum in either order: bit-identical
     assert r.stdout.count("Training complete") == 1  # rank 0 reports (and writes), rank 1 is silent

@@ -109,7 +109,8 @@ class _EagerStandIn:
         if self.eager_in_step:  # (a real capture here would meet what the eager view left: nothing may hold a graph)
             assert not _tensors_with_autograd_graphs(), "an eager view's autograd graph outlived its view"
             self.eager_in_step = False
-        done = self._view(camera, want_stats, bg, target)  # (autograd adds to the gradients in place, as the graph does)
+        # (autograd adds to the gradients in place, as the graph does)
+        done = self._view(camera, want_stats, bg, target)
         self.further += 1
         return done
 
@@ -147,7 +148,8 @@ def _stand_in_run(scene_path, tmp_path, monkeypatch, role=None, graphed=True, mo
     torch.manual_seed(0)
     model = GaussianModel(dataset.sh_degree)
     model.create_from_points(scene.points, scene.colors, scene.cameras_extent)
-    opt = OptimizationParams.defaults(**dict(dict(iterations=30, views_per_step=1, densify_from_iter=1000), **opt_flags))
+    opt = OptimizationParams.defaults(**dict(dict(iterations=30, views_per_step=1, densify_from_iter=1000),
+                                             **opt_flags))
     if role_for is not None:
         role = role_for(scene, opt)
     s = training.loop.train_model(scene, model, opt, PipelineParams.defaults(), dataset, str(tmp_path / "pc"),

@@ -88,7 +88,8 @@ def _student(prob, lam=2.0, structure=False, start=0):
     g = torch.Generator().manual_seed(0)
     model = GaussianModel(0)
     model.create_from_points(torch.randn(200, 3, generator=g) * 0.5, torch.rand(200, 3, generator=g), 1.0)
-    role = StudentRole(dp, opt, PipelineParams.defaults(backend="torch"), torch.zeros(3), means, model.get_xyz.detach().clone(), cams, novel)
+    role = StudentRole(dp, opt, PipelineParams.defaults(backend="torch"), torch.zeros(3), means,
+                       model.get_xyz.detach().clone(), cams, novel)
     return role, model, novel, means
 
 
@@ -100,7 +101,8 @@ def test_step_loss_is_the_novel_views_loss(monkeypatch):
     random.seed(5)
     random.random()
     cam = novel[random.randrange(len(novel))]
-    want = 2.0 * photometric_loss(render(cam, model, PipelineParams.defaults(backend="torch"), torch.zeros(3))["render"], means[cam.uid].float(), 0.2)
+    image = render(cam, model, PipelineParams.defaults(backend="torch"), torch.zeros(3))["render"]
+    want = 2.0 * photometric_loss(image, means[cam.uid].float(), 0.2)
     assert loss is not None and torch.allclose(loss, want)
     loss.backward()
     assert model.params["xyz"].grad is not None and model.params["xyz"].grad.abs().sum() > 0

@@ -285,7 +285,8 @@ def test_teacher_and_student_of_one_iteration_keep_their_renders(distilled, tmp_
     scene, d = distilled
     run = str(tmp_path / "run")
     shutil.copytree(d, run, ignore=shutil.ignore_patterns("test", "train"))  # only the models
-    shutil.copytree(os.path.join(run, "point_cloud_1", "iteration_6"), os.path.join(run, "point_cloud_1", "iteration_8"))
+    shutil.copytree(os.path.join(run, "point_cloud_1", "iteration_6"),
+                    os.path.join(run, "point_cloud_1", "iteration_8"))
     for extra in ([], ["--itrain", "1"]):
         render.main(["-m", run, "-s", scene, "--skip_train", "--quiet", "--iteration", "8", *extra])
     student = _read_rgb(os.path.join(run, "test", "ours_8", "renders", "00000.png"))

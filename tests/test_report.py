@@ -118,7 +118,8 @@ def test_compare_image_layout():
     assert pt > 199 and ps == pytest.approx(10 * np.log10(255 ** 2 / (40 ** 2 / 2)), abs=1e-6)
     err = img[bar:, 3 * (w + 2):]
     assert err[:, : w // 2].mean() > err[:, w // 2:].mean() + 50  # bright where the student is wrong
-    assert (err[:, w // 2 + 1:] == cv2.applyColorMap(np.zeros((1, 1), np.uint8), cv2.COLORMAP_INFERNO)[0, 0, ::-1]).all()
+    zero_colour = cv2.applyColorMap(np.zeros((1, 1), np.uint8), cv2.COLORMAP_INFERNO)[0, 0, ::-1]
+    assert (err[:, w // 2 + 1:] == zero_colour).all()
     assert (img[:bar, :w] < 128).any() and (img[:bar, :w] == 255).mean() > 0.5  # a label bar with dark text
     assert np.array_equal(img[bar:, 2 * (w + 2): 2 * (w + 2) + w], gt)  # the ground-truth panel
 

@@ -200,7 +200,8 @@ def test_pipeline_resume_inside_a_model_is_bit_exact(scene, distilled, tmp_path,
     if keep == "chkpntG_perb7.pth":
         assert "Resuming at the start of student" in capsys.readouterr().out
     for i in range(4):
-        assert _ply(d, f"point_cloud_{i}", LAST[i]) == _ply(distilled, f"point_cloud_{i}", LAST[i]), f"model {i} differs"
+        assert _ply(d, f"point_cloud_{i}", LAST[i]) == _ply(distilled, f"point_cloud_{i}", LAST[i]), \
+            f"model {i} differs"
     models_json = json.load(open(os.path.join(d, "distill.json")))["models"]
     assert set(models_json) == {"G_perb", "G_drop", "G_std", "student"}
 
@@ -219,7 +220,8 @@ def test_a_version_2_checkpoint_resumes_bit_exact(distilled, tmp_path):
         shutil.rmtree(os.path.join(d, f"point_cloud_{i}"))
     train.main(["-m", d, "--resume"])
     for i in range(4):
-        assert _ply(d, f"point_cloud_{i}", LAST[i]) == _ply(distilled, f"point_cloud_{i}", LAST[i]), f"model {i} differs"
+        assert _ply(d, f"point_cloud_{i}", LAST[i]) == _ply(distilled, f"point_cloud_{i}", LAST[i]), \
+            f"model {i} differs"
 
 
 def test_kill_minus_9_then_resume_ends_with_the_uninterrupted_result(tmp_path):
