@@ -218,12 +218,15 @@ class Teachers:
 
     KEEP_ON_DEVICE = 10  # a trained teacher stays on the GPU when its free memory is this many times its size
 
-    def __init__(self, iteration):
+    def __init__(self, iteration, reused=()):
+        """``reused``: the models before --start K as check_teachers read them (held as trained ones: read once)."""
         self.iteration = iteration
         self.trained = {}
         # under torchrun with rank 0's student started before the other ranks' teachers end: the _DeferredJoin that
         # waits for them, called where the student first needs their renders (make_student_role)
         self.join = None
+        for i, model in enumerate(reused):
+            self.keep(i, model)
 
     def keep(self, index, model):
         """Hold a trained teacher for the student: on its GPU when there is room for it ten times over, else on the
@@ -247,9 +250,12 @@ class Teachers:
         return sum(p.numel() * p.element_size() for p in model.params.values())
 
     def load(self, index, dataset, device):
-        if index in self.trained:
-            return self.trained[index].to(device)
-        return load_trained(dataset.model_path, index, device, dataset.sh_degree, self.iteration)[0]
+        """Teacher ``index`` on ``device``: the held one, else read from its PLY and held from then on (the student's
+        G_std is loaded before its targets are made, which load it again); make_student_role lets them go."""
+        if index not in self.trained:
+            self.trained[index] = load_trained(dataset.model_path, index, device, dataset.sh_degree,
+                                               self.iteration)[0]
+        return self.trained[index].to(device)
 
 
 def _perturb_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=None):
@@ -301,9 +307,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     if dist is None or dist.is_writer:
         warn_left_out_reinits(opt, dp, scene.random_start)
         warn_unused_reinit_flags(dp, scene.random_start, given)
-    teachers = Teachers(opt.iterations)  # the student reuses this process's teachers instead of re-reading PLYs
-    for i, model in enumerate(reused):
-        teachers.keep(i, model)
+    # (the student reuses the teachers this process trained or checked instead of reading their PLYs again)
+    teachers = Teachers(opt.iterations, reused)
     if dist is not None:
         distributed.test_fail_hook(dist)
     plan = dist.teacher_ranks(dp.start, opt.views_per_step) if dist is not None else {}
@@ -441,7 +446,6 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
     (this rank's) is needed before."""
     std = teachers.load(2, dataset, device)
     std.active_sh_degree = std.max_sh_degree
-    teachers.trained.setdefault(2, std)  # (when read from its PLY here: make_targets takes this one)
     std_xyz = std.get_xyz.detach().clone()
     start = None
     if dp.student_init == "std":

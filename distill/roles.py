@@ -535,6 +535,6 @@ def teacher_renders(teachers, cameras, pipe, bg, store_device="cpu", combine="me
     for i in queue.overflowed():
         cam = cameras[i]
         out[cam.uid] = target(cam, torch.stack([render(cam, t, pipe, bg)["render"] for t in teachers]))
-    if teachers[0].device.type == "cuda":  # (copies to the CPU, where they are stored there, were queued: to_staging)
-        torch.cuda.synchronize(teachers[0].device)
+    if torch.device(store_device).type == "cpu" and teachers[0].device.type == "cuda":  # (the copies were queued:
+        torch.cuda.synchronize(teachers[0].device)  # to_staging)
     return out

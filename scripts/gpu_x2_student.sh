@@ -174,6 +174,28 @@ stage_times() {  # gpu scene seed "flags" ...: the scene's pipeline of that seed
   stages timed_$scene $(for k in $(seq 1 $#); do echo timed_${scene}_$k; done)
 }
 
+needs_screen_variants() {  # stop the session with one line when PLAN=screen or timescreen has no SCREEN_VARIANTS
+  [ -n "${SCREEN_VARIANTS:-}" ] || { stamp "PLAN=$PLAN needs SCREEN_VARIANTS=\"name flags;...\""; touch $DONE; exit 2; }
+}
+
+screen_scenes() {  # default-scenes: for each scene of SCREEN_SCENES (default the argument) its default pipelines of
+  # SEEDS (SEEDS_<scene> when set), then students on their teachers for each "name flags" of SCREEN_VARIANTS, side by
+  # side and paired with the default
+  local scene own extra
+  for scene in ${SCREEN_SCENES:-$1}; do
+    own=SEEDS_$scene; extra=""; [ $scene = lego ] && extra=-w
+    SEEDS=${!own:-$SEEDS} base $scene 0 $extra
+    SEEDS=${!own:-$SEEDS} side_by_side scene_variant $scene 0 < <(echo "$SCREEN_VARIANTS" | tr ';' '\n')
+  done
+}
+
+time_scenes() {  # for each scene of TIME_SCENES (default lego): stage_times of TIME_SEED (default 12) with the flag
+  # sets of TIME_FLAGS="flags;flags"
+  local scene sets
+  IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=$PLAN needs TIME_FLAGS=\"flags;flags\"}"
+  for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
+}
+
 FULL="--eval --data_device cuda --quiet --views_per_step 1 --test_iterations 7000 30000"  # the full schedule
 
 full_seeds() {  # the seed_study.py flags of the full-schedule seeds: FULL_SEEDS (default FULL_SEED), side by side
@@ -545,13 +567,7 @@ if [ "${PLAN:-}" = screen ]; then  # one GPU (~5 min a scene for lego, ~9 for bo
   # loses a running session): bonsai with SEEDS="3 4" and two variants took 295 s with a carried build, four seeds'
   # pipelines alone 370 s. (The twenty-fourth session's PLAN=count and PLAN=opreg were this with the variants
   # "relocate --student_relocate 100;sample --cut_selection sample" and the --relocate_opacity_reg ones: c02141d)
-  [ -n "${SCREEN_VARIANTS:-}" ] || { stamp "PLAN=screen needs SCREEN_VARIANTS=\"name flags;...\""; touch $DONE
-                                     exit 2; }
-  for scene in ${SCREEN_SCENES:-bonsai lego}; do
-    own=SEEDS_$scene; extra=""; [ $scene = lego ] && extra=-w
-    SEEDS=${!own:-$SEEDS} base $scene 0 $extra
-    SEEDS=${!own:-$SEEDS} side_by_side scene_variant $scene 0 < <(echo "$SCREEN_VARIANTS" | tr ';' '\n')
-  done
+  needs_screen_variants; screen_scenes "bonsai lego"
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = late1 ]; then  # one GPU (~8 min): --distill_start 20000's quality cost on one GPU, students on
@@ -878,24 +894,15 @@ if [ "${PLAN:-}" = timeflags ]; then  # one GPU: for each scene of TIME_SCENES (
   # carried build and two flag sets, bonsai's ~6: one scene a call). The twenty-sixth session's question:
   # TIME_FLAGS=";--student_depth_reinit 10000" (its students ran 1.7x longer side by side; alone, 1.12-1.16x: the
   # twenty-seventh session; it is lego's default since, --depth_reinit auto, so time it now with ";--depth_reinit off")
-  IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=timeflags needs TIME_FLAGS=\"flags;flags\"}"
-  for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
-  stamp done; touch $DONE; exit 0
+  time_scenes; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = tests ]; then  # one GPU: the tests above alone (GATING, NEW_TESTS), nothing after them
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = timescreen ]; then  # one GPU (~5 min for lego with a carried build and four seeds): PLAN=timeflags
   # (each stage alone: the timing) then PLAN=screen (side by side: the quality, paired over SEEDS), in one call
-  IFS=';' read -r -a sets <<< "${TIME_FLAGS:?PLAN=timescreen needs TIME_FLAGS=\"flags;flags\"}"
-  [ -n "${SCREEN_VARIANTS:-}" ] || { stamp "PLAN=timescreen needs SCREEN_VARIANTS=\"name flags;...\""; touch $DONE
-                                     exit 2; }
-  for scene in ${TIME_SCENES:-lego}; do stage_times 0 $scene ${TIME_SEED:-12} "${sets[@]}"; done
-  for scene in ${SCREEN_SCENES:-lego}; do
-    own=SEEDS_$scene; extra=""; [ $scene = lego ] && extra=-w
-    SEEDS=${!own:-$SEEDS} base $scene 0 $extra
-    SEEDS=${!own:-$SEEDS} side_by_side scene_variant $scene 0 < <(echo "$SCREEN_VARIANTS" | tr ';' '\n')
-  done
+  : "${TIME_FLAGS:?PLAN=timescreen needs TIME_FLAGS=\"flags;flags\"}"
+  needs_screen_variants; time_scenes; screen_scenes lego
   stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = studentsteps ]; then  # one GPU (~4 min for lego with a carried build): student_profile above

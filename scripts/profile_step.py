@@ -155,9 +155,7 @@ def main(argv=None):
         checked = check_teachers(dataset.model_path, 3, "cuda", dataset.sh_degree, teacher_iterations)
     scene = Scene(dataset)
     if student:
-        teachers = Teachers(teacher_iterations)
-        for i, teacher in enumerate(checked):  # (read once, as train.py does)
-            teachers.keep(i, teacher)
+        teachers = Teachers(teacher_iterations, checked)  # (read once, as train.py does)
         out = os.path.join(dataset.model_path, "profile_step")
         seed_all(run.seed, 3)  # the pipeline's student draws these numbers
         model, role = STAGES["student"](scene, dataset, opt, pipe, dp, "cuda",

@@ -95,9 +95,7 @@ class _EagerStandIn:
         done = self._view(camera, want_stats, bg, target)
         if stats is not None:  # (what the graph's replay adds after its backward)
             strategy, state = stats
-            if want_stats:
-                strategy.observe(state, done[0], camera)
-            strategy.update_stats(state, done[0])
+            strategy.count_view(state, done[0], camera, want_stats)
             self.counted += 1
         self.grads = [p.grad for p in self.model.params.values()]
         self.replays += 1

@@ -84,6 +84,13 @@ class DensifyStrategy:
     def observe(self, state, out, camera):
         """Per-view hook for strategies that read the per-Gaussian stats of every view."""
 
+    def count_view(self, state, out, camera, want_stats):
+        """A view's statistics at once (observe where ``want_stats`` asked the render for any, then update_stats): a
+        graphed step's, in its replay (training/graph_step.py); the eager loop calls the two apart."""
+        if want_stats:
+            self.observe(state, out, camera)
+        self.update_stats(state, out)
+
     def collects(self, iteration):
         """Whether this step's view statistics count (update_stats; observe where wants_stats asks for any)."""
         return iteration < self.config.densify_until_iter

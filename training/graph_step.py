@@ -260,9 +260,7 @@ class GraphedStep:
         (self.view_weight * loss).backward()
         if stats is not None:  # (the strategy's statistics of the view, added in place: see step)
             strategy, state = stats
-            if want_stats:
-                strategy.observe(state, out, view)
-            strategy.update_stats(state, out)
+            strategy.count_view(state, out, view, want_stats)
         return out, loss.detach()
 
     def _capture(self, camera, want_stats, target, weight, stats=None):

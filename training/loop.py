@@ -409,7 +409,7 @@ def _render_views(run, it, want_stats):
             elif visible is None:  # (the step's first view here: its graph writes the gradients)
                 try:
                     done = run.graphed.step(cam, want_stats, role.view_target(it, cam, dev), bgc, stats)
-                    counted = done is not None and stats is not None
+                    counted = stats is not None  # (step returns or raises)
                 except GraphCaptureError as e:
                     _drop_graph(run, it, e)  # (then this view renders eagerly below)
             else:  # (a further view adds to them; eagerly, below, where the step's first view was eager)
