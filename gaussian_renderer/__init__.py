@@ -69,7 +69,9 @@ def render(camera, pc, pipe, bg_color, scaling_modifier=1.0, override_color=None
     """
     dev = pc.get_xyz.device
     backend = pick_backend(dev, getattr(pipe, "backend", "auto"))
-    means2D = torch.zeros_like(pc.get_xyz, requires_grad=True)
+    # only the PyTorch rasterizer reads its values (zeros added to the projected means); our kernels and gsplat
+    # only give it a .grad, and a zero fill is one more kernel a render
+    means2D = (torch.zeros_like if backend is torch_rasterizer else torch.empty_like)(pc.get_xyz, requires_grad=True)
     view, proj, campos = camera.matrices(dev)
     # (the capacity fields only when asked: an extension built before them still renders)
     capacity = dict(pair_capacity=pair_capacity, pair_meta=pair_meta) if pair_capacity else {}

@@ -8,6 +8,12 @@ from utils.general_utils import to_staging
 from utils.graphics_utils import projection_matrix, world_to_view
 
 
+def unit_image(image):
+    """A uint8 image as float in [0, 1]: one kernel (the conversion happens in the division), the values those of
+    ``image.float() / 255`` (the step's graph and the eager step share it)."""
+    return torch.div(image, 255.0)
+
+
 class Camera:
     """A training or test view.
 
@@ -36,7 +42,7 @@ class Camera:
 
     def original_image(self, device):
         """The ground-truth image as float [3, H, W] in [0, 1] on ``device``."""
-        return self.image.to(device, non_blocking=True).float().div_(255.0)
+        return unit_image(self.image.to(device, non_blocking=True))
 
     def matrices(self, device):
         """(viewmatrix, projmatrix, campos) on ``device``, cached per device; the first upload of each goes

@@ -80,6 +80,8 @@
 #        its tail, against G_std's (student_profile; PROFILE_SCENES, default lego);
 #   studenthost  one GPU (~3 min for lego): the student's stage under cProfile, where its host time goes (student_host);
 #   hostab  one GPU (~4 min for lego): this tree's stages against an earlier tree's (host_ab; carry .devdata/base);
+#   ratioab  one GPU (~6 min for lego): the student's stage against G_std's, RATIO_RUNS times by this tree and by an
+#        earlier one, alternating (ratio_ab; carry .devdata/base);
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
 #   steps lego's step profiled (exact, capacity mode, graphs; early and late in the run) and the 7,000-step A/B of
@@ -95,7 +97,7 @@
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
   verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags
-  studentsteps studenthost hostab timescreen tests stage_times"
+  studentsteps studenthost hostab ratioab timescreen tests stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
   touch /tmp/x2.done; exit 2
@@ -380,6 +382,40 @@ rows = [f"{k} {r.get('stage_seconds')} s ({r.get('init_seconds')} init, {r.get('
 print(f"{os.path.basename(os.environ['M']):<20}", "; ".join(rows))
 PY
   done
+}
+
+ratio_ab() {  # gpu scene: the student's stage against G_std's, RATIO_RUNS times (default 3) by this tree (new) and by
+  # an earlier one (BASE_TREE, as host_ab's), alternating, each alone: --start 2 on the teachers of the scene's default
+  # pipeline (seed 12) trains G_std again and then the student; per run the two stages and their ratio, then the
+  # median ratio by tree (one run's stage moves by 7-9% on one machine: twenty-ninth session)
+  local gpu=$1 scene=$2 tree dir k m names=""
+  local root=$PWD base=$PWD/${BASE_TREE:-.devdata/base}
+  [ -f $base/train.py ] || { stamp "ratio_ab: no earlier tree at $base"; return; }
+  ln -sfn $root/data $base/data
+  distill_run $gpu $scene /tmp/ratio_$scene --seed 12 > $R/logs/ratio_pipe_$scene.txt 2>&1
+  for k in $(seq 1 ${RATIO_RUNS:-3}); do for tree in new base; do
+    dir=$root; [ $tree = base ] && dir=$base
+    m=/tmp/ratio_${k}_${tree}_$scene
+    rm -rf $m && cp -al /tmp/ratio_$scene $m && rm -rf $m/point_cloud_2 $m/point_cloud_3
+    (cd $dir && distill_run $gpu $scene $m --start 2 --seed 12) >> $R/logs/ratio_runs_$scene.txt 2>&1
+    names="$names $m"
+  done; done
+  stamp "$scene: G_std and the student by this tree (new) and $base (base), --start 2, alone on GPU $gpu"
+  NAMES="$names" python3 - <<'PY' >> $R/summary.txt 2>&1
+import json, os, statistics
+by = {}
+for m in os.environ["NAMES"].split():
+    d = json.load(open(m + "/distill.json"))["models"]
+    g, s = d["G_std"], d["student"]
+    r = s["stage_seconds"] / g["stage_seconds"]
+    tree = m.split("_")[2]
+    by.setdefault(tree, []).append(r)
+    print(f"{os.path.basename(m):<20} G_std {g['stage_seconds']} s ({g['ms_per_step']} ms/step, {g['psnr']:.3f})  "
+          f"student {s['stage_seconds']} s ({s['init_seconds']} init, {s['ms_per_step']} ms/step, {s['psnr']:.3f})  "
+          f"ratio {r:.3f}")
+for tree, rs in by.items():
+    print(f"{tree}: median student / G_std {statistics.median(rs):.3f} over {len(rs)} runs ({min(rs):.3f}-{max(rs):.3f})")
+PY
 }
 
 ncu_kernels() {  # gpu scene [train.py flags]: Nsight Compute on the render kernels of one vanilla training run (the
@@ -910,6 +946,9 @@ if [ "${PLAN:-}" = studentsteps ]; then  # one GPU (~4 min for lego with a carri
 fi
 if [ "${PLAN:-}" = studenthost ]; then  # one GPU (~3 min for lego with a carried build): student_host above
   for scene in ${PROFILE_SCENES:-lego}; do student_host 0 $scene; done; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = ratioab ]; then  # one GPU (~6 min for lego with a carried build): ratio_ab above
+  for scene in ${PROFILE_SCENES:-lego}; do ratio_ab 0 $scene; done; stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = hostab ]; then  # one GPU (~4 min for lego with a carried build): host_ab above (HOST_PROFILE=1:
   # student_host's cProfile first, ~2 min more)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from plyfile import PlyData
+import torch
 
 import metrics
 import render
@@ -369,3 +370,14 @@ def test_camera_matrices_are_views_of_one_packed_tensor():
                                          for m, off in zip((view, proj, centre), (0, 16, 32)))
     packed.mul_(2.0)  # (views: a change of the packed tensor is theirs)
     assert torch.equal(view, 2 * want[0]) and cam.matrices("cpu")[0] is view
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_a_photo_in_unit_range_is_its_bytes_over_255(device):
+    """unit_image (the step's ground truth, graphed and eager): one division, the values of image.float() / 255
+    for every byte value, float32."""
+    from scene.cameras import unit_image  # noqa: PLC0415
+    image = torch.arange(256, dtype=torch.uint8).repeat(3, 2, 1).to(device)  # [3, 2, 256]
+    got = unit_image(image)
+    assert got.dtype == torch.float32 and torch.equal(got, image.float() / 255.0)
+    assert float(got.min()) == 0.0 and float(got.max()) == 1.0

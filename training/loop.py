@@ -22,7 +22,7 @@ from training.pair_budget import PairBudget, QueuedRenders, capacity_mode_applie
 from utils.errors import NonFiniteError, UserError
 from utils.general_utils import log_linear
 from utils.image_utils import psnr
-from utils.loss_utils import photometric_loss, ssim
+from utils.loss_utils import backward_weighted, photometric_loss, ssim
 from utils.phase_timer import PhaseTimer
 from utils.system_utils import atomic_path, write_json
 
@@ -433,7 +433,7 @@ def _render_views(run, it, want_stats):
                 w = log_linear(opt.depth_l1_weight_init, opt.depth_l1_weight_final, it, opt.iterations)
                 loss = loss + w * (out["depth"] - cam.depth.to(dev)).abs().mean()
         with timer("backward"):
-            (run.view_weight * loss).backward()
+            backward_weighted(loss, run.view_weight)
         # (no autograd graph kept past the view: the further views' graph captured later in this step would meet
         # its parameters' AccumulateGrad nodes and fail, see without_graph)
         loss = loss.detach()
