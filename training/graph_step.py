@@ -261,18 +261,19 @@ class GraphedStep:
         if self.adds_to is None:
             backward_weighted(loss, self.view_weight)
         else:
-            self._add_gradients(loss, out, want_stats)
+            self._add_gradients(loss, out)
         if stats is not None:  # (the strategy's statistics of the view, added in place: see step)
             strategy, state = stats
             strategy.count_view(state, out, view, want_stats)
         return out, loss.detach()
 
-    def _add_gradients(self, loss, out, want_stats):
+    def _add_gradients(self, loss, out):
         """An adding graph's backward: its gradients made apart, then added to the ones the parameters hold with one
         multi-tensor launch (a backward that adds to .grad itself launches an addition a parameter); the
-        viewspace points' .grad set as a backward would, where the statistics read it."""
+        viewspace points' .grad set as a backward sets it (the densification statistics read it, whatever
+        ``want_stats`` asked the render for)."""
         params = list(self.model.params.values())
-        points = [out["viewspace_points"]] if want_stats else []
+        points = [out["viewspace_points"]]
         grads = backward_weighted(loss, self.view_weight, params + points)
         held = [(p.grad, g) for p, g in zip(params, grads) if g is not None and p.grad is not None]
         if held:
@@ -280,8 +281,7 @@ class GraphedStep:
         for p, g in zip(params, grads):
             if g is not None and p.grad is None:  # (the careful capture's warm-up: no gradients held)
                 p.grad = g
-        if points:
-            points[0].grad = grads[-1]
+        points[0].grad = grads[-1]
 
     def _capture(self, camera, want_stats, target, weight, stats=None):
         t0 = time.perf_counter()

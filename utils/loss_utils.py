@@ -14,7 +14,10 @@ _SEEDS = {}  # (device, dtype, weight) -> the 0-dim constant a weighted backward
 def loss_seed(weight, device, dtype=torch.float32):
     """A 0-dim ``weight`` on ``device``, made once: the gradient a weighted loss's backward starts from. Not made
     during a CUDA graph capture (its fill would run only at the replays): GraphedStep makes its seed before."""
-    key = (torch.device(device), dtype, float(weight))
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # (one key for "cuda" and the device it means)
+        dev = torch.device("cuda", torch.cuda.current_device())
+    key = (dev, dtype, float(weight))
     seed = _SEEDS.get(key)
     if seed is None:
         if key[0].type == "cuda" and torch.cuda.is_current_stream_capturing():
