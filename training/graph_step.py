@@ -26,8 +26,7 @@ its pool back to the allocator (_abandon_capture).
 The student's step takes it too: its view's second target (the teachers' combined render, Role.view_target) is
 copied into a buffer the graph reads, as the photo is, and its weight is part of what the graph was captured
 with. Its novel view (a pose with no photo, learnt against the teachers' render: Role.step_loss) has a graph of
-its own, GraphedStep.add_view, whose backward adds its gradients in place to the ones the step's graph left (one
-multi-tensor launch for all the parameters, _add_gradients; so
+its own, GraphedStep.add_view, whose backward adds its gradients in place to the ones the step's graph left (so
 it replays only after that graph did, and is captured again whenever that graph is); the structure loss runs
 eagerly after the replays, on the gradients the graphs left. With one view a step (and one process) the step's
 graph also adds the strategy's per-view statistics (gradient norms, the blur split's area_max) to the state the
@@ -59,7 +58,7 @@ import gaussian_renderer
 from gaussian_renderer import render
 from scene.cameras import unit_image, unpack_matrices
 from training.pair_budget import PairBudget
-from utils.loss_utils import backward_weighted, loss_seed, photometric_loss
+from utils.loss_utils import backward_weighted, photometric_loss
 
 
 CAREFUL_EVERY = 16  # captures: at most this many share one memory pool (see GraphedStep._capture)
@@ -258,30 +257,11 @@ class GraphedStep:
             gt = unit_image(view.image)
             second = None if view.target is None else (view.target, view.weight)
         loss = photometric_loss(out["render"], gt, self.opt.lambda_dssim, second)
-        if self.adds_to is None:
-            backward_weighted(loss, self.view_weight)
-        else:
-            self._add_gradients(loss, out)
+        backward_weighted(loss, self.view_weight)
         if stats is not None:  # (the strategy's statistics of the view, added in place: see step)
             strategy, state = stats
             strategy.count_view(state, out, view, want_stats)
         return out, loss.detach()
-
-    def _add_gradients(self, loss, out):
-        """An adding graph's backward: its gradients made apart, then added to the ones the parameters hold with one
-        multi-tensor launch (a backward that adds to .grad itself launches an addition a parameter); the
-        viewspace points' .grad set as a backward sets it (the densification statistics read it, whatever
-        ``want_stats`` asked the render for)."""
-        params = list(self.model.params.values())
-        points = [out["viewspace_points"]]
-        grads = backward_weighted(loss, self.view_weight, params + points)
-        held = [(p.grad, g) for p, g in zip(params, grads) if g is not None and p.grad is not None]
-        if held:
-            torch._foreach_add_([h for h, _ in held], [g for _, g in held])
-        for p, g in zip(params, grads):
-            if g is not None and p.grad is None:  # (the careful capture's warm-up: no gradients held)
-                p.grad = g
-        points[0].grad = grads[-1]
 
     def _capture(self, camera, want_stats, target, weight, stats=None):
         t0 = time.perf_counter()
@@ -336,7 +316,6 @@ class GraphedStep:
             torch.cuda.synchronize(self.dev)
             torch.cuda.empty_cache()
         t2 = time.perf_counter()
-        loss_seed(self.view_weight, self.dev)  # (made outside the capture: see loss_seed)
         pool = torch.cuda.graph_pool_handle() if old is None else old.pool()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.stream(self.capture_stream):  # (restored however the capture ends)
@@ -357,7 +336,8 @@ class GraphedStep:
         self.out = without_graph(out)
         self.grads = [p.grad for p in params]
         if self.adds_to is not None and any(g is not k for g, k in zip(self.grads, kept)):
-            # (_add_gradients adds in place; a new tensor would leave the step graph's gradients without this view's)
+            # (autograd adds to a gradient in place when grad mode is off, as in backward(); anything else would
+            # leave the step graph's gradients without this view's)
             raise RuntimeError("the added view's backward did not add to the step's gradients in place")
 
     def step(self, camera, want_stats, target=None, bg=None, stats=None):
