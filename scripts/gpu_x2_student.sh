@@ -80,7 +80,7 @@
 #        its tail, against G_std's (student_profile; PROFILE_SCENES, default lego);
 #   studenthost  one GPU (~3 min for lego): the student's stage under cProfile, where its host time goes (student_host);
 #   hostab  one GPU (~4 min for lego): this tree's stages against an earlier tree's (host_ab; carry .devdata/base);
-#   ratioab  one GPU (~6 min for lego): the student's stage against G_std's, RATIO_RUNS times by this tree and by an
+#   ratioab  one GPU (~7 min for lego): the student's stage against G_std's, RATIO_RUNS times by this tree and by an
 #        earlier one, alternating (ratio_ab; carry .devdata/base);
 #   full a one-GPU machine (~14 min): the full-schedule bonsai pipeline of seed FULL_SEED (default 5) and a 1.0-tail
 #        student on its teachers (a screen: one seed; seeds 0-4 of the default: -0.36 dB, -0.56 to -0.17);
@@ -385,9 +385,10 @@ PY
 }
 
 ratio_ab() {  # gpu scene: the student's stage against G_std's, RATIO_RUNS times (default 3) by this tree (new) and by
-  # an earlier one (BASE_TREE, as host_ab's), alternating, each alone: --start 2 on the teachers of the scene's default
-  # pipeline (seed 12) trains G_std again and then the student; per run the two stages and their ratio, then the
-  # median ratio by tree (one run's stage moves by 7-9% on one machine: twenty-ninth session)
+  # an earlier one (BASE_TREE, as host_ab's), alternating, each alone: --start 1 on the teachers of the scene's default
+  # pipeline (seed 12) trains G_drop, G_std and the student again (G_drop first: a process's first stage pays its
+  # one-time costs, which neither timed stage should); per run the two stages and their ratio, then the median ratio
+  # by tree (one run's stage moves by 7-9% on one machine: twenty-ninth session)
   local gpu=$1 scene=$2 tree dir k m names=""
   local root=$PWD base=$PWD/${BASE_TREE:-.devdata/base}
   [ -f $base/train.py ] || { stamp "ratio_ab: no earlier tree at $base"; return; }
@@ -396,11 +397,11 @@ ratio_ab() {  # gpu scene: the student's stage against G_std's, RATIO_RUNS times
   for k in $(seq 1 ${RATIO_RUNS:-3}); do for tree in new base; do
     dir=$root; [ $tree = base ] && dir=$base
     m=/tmp/ratio_${k}_${tree}_$scene
-    rm -rf $m && cp -al /tmp/ratio_$scene $m && rm -rf $m/point_cloud_2 $m/point_cloud_3
-    (cd $dir && distill_run $gpu $scene $m --start 2 --seed 12) >> $R/logs/ratio_runs_$scene.txt 2>&1
+    rm -rf $m && cp -al /tmp/ratio_$scene $m && rm -rf $m/point_cloud_1 $m/point_cloud_2 $m/point_cloud_3
+    (cd $dir && distill_run $gpu $scene $m --start 1 --seed 12) >> $R/logs/ratio_runs_$scene.txt 2>&1
     names="$names $m"
   done; done
-  stamp "$scene: G_std and the student by this tree (new) and $base (base), --start 2, alone on GPU $gpu"
+  stamp "$scene: G_std and the student by this tree (new) and $base (base), --start 1, alone on GPU $gpu"
   NAMES="$names" python3 - <<'PY' >> $R/summary.txt 2>&1
 import json, os, statistics
 by = {}
