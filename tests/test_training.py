@@ -364,3 +364,20 @@ def test_profile_step_profiles_the_student_only_on_trained_teachers(tmp_path):
     for extra in ([], ["--start", "2", "-m", str(tmp_path)]):
         with pytest.raises(UserError, match="--start 3 and the -m of a distillation"):
             profile_step.main(["-s", str(tmp_path / "none"), "--num_models", "4"] + extra)
+
+
+def test_a_run_imports_nothing_heavy_once_it_trains(tiny_scene, tmp_path):
+    """A run imports no module while it trains that costs seconds: a backward given its starting gradient brings in
+    sympy and torch's symbolic shapes (~3 s, once a process, on an H200; thirtieth session), and the step's
+    backward (utils/loss_utils.backward_weighted) gives none. A fresh process: this one has imported them already."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    heavy = ("sympy", "torch.fx.experimental.symbolic_shapes", "torch._dynamo")
+    argv = ["-s", tiny_scene, "-m", str(tmp_path / "m"), "--iterations", "30", "--views_per_step", "1", "--quiet",
+            "--test_iterations", "30"]
+    code = (f"import sys, train\nbefore = {{m for m in {heavy!r} if m in sys.modules}}\ntrain.main({argv!r})\n"
+            f"print('imported while training:', sorted(m for m in {heavy!r} if m in sys.modules and m not in before))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "imported while training: []", done.stdout[-2000:]
