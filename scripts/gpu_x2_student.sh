@@ -353,14 +353,22 @@ p.sort_stats('cumulative').print_stats(60)" > $R/logs/host_stats_$scene.txt 2>&1
       | cut -c1-150; } >> $R/summary.txt 2>&1
 }
 
-host_ab() {  # gpu scene: this tree against an earlier one (BASE_TREE, default .devdata/base: `git archive <commit> |
-  # tar -x -C .devdata/base`, carried), each running the scene's default pipeline of seed 12 alone, then the student on
-  # the new pipeline's teachers by each tree, twice, alternating: what a host-side change buys each stage
+earlier_tree() {  # caller: the earlier tree of an A/B (BASE_TREE, default .devdata/base: `git archive <commit> | tar -x
+  # -C .devdata/base`, carried) with this tree's data linked in (distill_run reads data/<scene> there); its path, or a
+  # stamp naming the caller and a failure when it is missing
+  local base=$PWD/${BASE_TREE:-.devdata/base}
+  [ -f $base/train.py ] || { stamp "$1: no earlier tree at $base"; return 1; }
+  ln -sfn $PWD/data $base/data
+  echo $base
+}
+
+host_ab() {  # gpu scene: this tree against an earlier one (earlier_tree), each running the scene's default pipeline
+  # of seed 12 alone, then the student on the new pipeline's teachers by each tree, twice, alternating: what a
+  # host-side change buys each stage
   # (the twenty-eighth session: the student's steps after its prune are host-bound)
   local gpu=$1 scene=$2 tree dir k
-  local root=$PWD base=$PWD/${BASE_TREE:-.devdata/base} names=""
-  [ -f $base/train.py ] || { stamp "host_ab: no earlier tree at $base"; return; }
-  ln -sfn $root/data $base/data  # (the scenes, for distill_run's data/<scene> there)
+  local root=$PWD base names=""
+  base=$(earlier_tree host_ab) || return
   for tree in new base; do
     dir=$root; [ $tree = base ] && dir=$base
     (cd $dir && distill_run $gpu $scene /tmp/ab_${tree}_$scene --seed 12) > $R/logs/ab_${tree}_$scene.txt 2>&1
@@ -385,14 +393,13 @@ PY
 }
 
 ratio_ab() {  # gpu scene: the student's stage against G_std's, RATIO_RUNS times (default 3) by this tree (new) and by
-  # an earlier one (BASE_TREE, as host_ab's), alternating, each alone: --start 1 on the teachers of the scene's default
+  # an earlier one (earlier_tree), alternating, each alone: --start 1 on the teachers of the scene's default
   # pipeline (seed 12) trains G_drop, G_std and the student again (G_drop first: a process's first stage pays its
   # one-time costs, which neither timed stage should); per run the two stages and their ratio, then the median ratio
   # by tree (one run's stage moves by 7-9% on one machine: twenty-ninth session)
   local gpu=$1 scene=$2 tree dir k m names=""
-  local root=$PWD base=$PWD/${BASE_TREE:-.devdata/base}
-  [ -f $base/train.py ] || { stamp "ratio_ab: no earlier tree at $base"; return; }
-  ln -sfn $root/data $base/data
+  local root=$PWD base
+  base=$(earlier_tree ratio_ab) || return
   distill_run $gpu $scene /tmp/ratio_$scene --seed 12 > $R/logs/ratio_pipe_$scene.txt 2>&1
   for k in $(seq 1 ${RATIO_RUNS:-3}); do for tree in new base; do
     dir=$root; [ $tree = base ] && dir=$base
