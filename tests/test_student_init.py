@@ -416,7 +416,7 @@ def test_the_opacity_regularisation_gives_the_relocation_more_to_move(std_run, t
                                                        "2000", "--relocate_opacity", "0.08",
                                                        "--relocate_opacity_reg", reg])
         moves = [e for e in summary["models"]["student"]["events"] if e["kind"] == "relocate"]
-        moved[reg] = (sum(e["moved"] for e in moves), float(_ply(d, 3).get_opacity.median()))
+        moved[reg] = (sum(e["moved"] for e in moves), _ply(d, 3).get_opacity.median().item())
     # (the toy's 50 regularised steps: without it none falls below 0.08, the median opacity ~0.34)
     assert moved["0.5"][0] > 2 * moved["0"][0] and moved["0.5"][1] < 0.8 * moved["0"][1], moved
 
