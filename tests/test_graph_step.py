@@ -18,6 +18,7 @@ from training.graph_step import (
 )
 from scene.gaussian_model import GaussianModel
 from training.loop import Role
+from utils.loss_utils import backward_weighted
 
 
 def _needs_cuda_rasterizer():
@@ -86,7 +87,7 @@ class _EagerStandIn:
         self.bgs.append(bg)
         out = self.render(camera, self.model, self.pipe, self.bg if bg is None else bg, return_stats=want_stats)
         loss = self.loss(out["render"], camera.original_image(self.model.device), self.opt.lambda_dssim, target)
-        (self.view_weight * loss).backward()
+        backward_weighted(loss, self.view_weight)  # (as GraphedStep._forward_backward)
         return self.without_graph(out), loss.detach()
 
     def step(self, camera, want_stats, target=None, bg=None, stats=None):
@@ -117,7 +118,7 @@ class _EagerStandIn:
             return None  # (an eager step's gradients: the real graph adds only to its step graph's)
         out = self.render(camera, self.model, self.pipe, self.bg)  # (a pose-only view: its target, no photo)
         loss = self.loss(out["render"], target, self.opt.lambda_dssim)
-        (weight * loss).backward()
+        backward_weighted(loss, weight)
         self.added += 1
         return loss.detach()
 
