@@ -363,7 +363,7 @@ def scaled_schedule(opt, dp, run):
     ckpts = sorted({min(opt.iterations, it) for it in run.checkpoint_iterations})
     check_student_events(opt, dp)
     views_between = opt.densification_interval * opt.views_per_step
-    if dp.num_models == 4 and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
+    if dp.num_models == 4 and dp.student_densify == "adc" and views_between < MIN_STUDENT_VIEWS_BETWEEN_DENSIFICATIONS:
         # measured on bonsai: 25 views between densifications (--steps_scale 0.25, 1 view) and 30 (0.05,
         # 6 views) train a good student; 5 (0.05, 1 view) made it split into millions of untrained fragments
         print(f"warning: the student densifies every {views_between} training views (--densification_interval "

@@ -244,6 +244,25 @@ class DistillParams(FlagGroup):
         0.0, "--student_relocate: adds this x the mean of the student's opacities to its loss from its last cut to "
              "its last relocation (3DGS-MCMC's opacity regularisation, 0.01 there), so that the Gaussians its views "
              "need least fade below --relocate_opacity and move (0: off)", check=_non_negative, absent=0.0)
+    student_densify: Literal["adc", "mcmc"] = flag(
+        "adc", "student (sfm start): how it reaches its --student_max_ratio count: adc (clone, split and the blur "
+               "split up to --num_max_ratio, then the importance cuts from --second_prune_iter, as the reference) or "
+               "mcmc (3DGS-MCMC's: no clone, split, prune or cut: its start is drawn down to the target count at "
+               "random; "
+               "every --densification_interval from --densify_from_iter to its schedule's end the Gaussians below "
+               "--relocate_opacity move onto live ones drawn by opacity, and a twentieth more are added the same way "
+               "while it is below the target; every step noise moves the nearly transparent ones, and "
+               "--mcmc_opacity_reg and --mcmc_scale_reg join its loss)", absent="adc")
+    mcmc_noise_lr: float = flag(
+        5e5, "--student_densify mcmc: the positions' noise each step, N(0, 1) times this, the position learning "
+             "rate and the Gaussian's covariance, gated by a sigmoid that is 1/2 at --relocate_opacity and falls "
+             "to 0 above it (3DGS-MCMC's 5e5; 0: no noise)", check=_non_negative)
+    mcmc_opacity_reg: float = flag(
+        0.01, "--student_densify mcmc: adds this x the mean of the student's opacities to its loss (3DGS-MCMC's)",
+        check=_non_negative)
+    mcmc_scale_reg: float = flag(
+        0.01, "--student_densify mcmc: adds this x the mean of the student's scales to its loss (3DGS-MCMC's)",
+        check=_non_negative)
     depth_reinit: Literal["auto", "on", "off"] = flag(
         "auto", "student (sfm start): Mini-Splatting's depth re-initialisation at --student_depth_reinit's iterations: "
                 "its Gaussians re-created, as many as it has, at points of the surfaces it renders, drawn over the "
@@ -327,15 +346,31 @@ class DistillParams(FlagGroup):
             if self.depth_reinit == "on" and self.student_init != "sfm":
                 raise UserError("--depth_reinit on applies to --student_init sfm (a student started from G_std keeps "
                                 "G_std's Gaussians and never grows): drop one of the two")
+            if self.student_densify == "mcmc":
+                self._check_mcmc()
             if self.never_strongest_at == "last" and prune_stage_count(self) == 1:
                 raise UserError("--never_strongest_at last needs more than one cut (--prune_stages > 1, with "
                                 "--student_max_ratio): with one cut that cut is the last")
+
+    def _check_mcmc(self):
+        """The --student_densify mcmc combinations that cannot work."""
+        if self.student_init != "sfm":
+            raise UserError("--student_densify mcmc applies to --student_init sfm (a student started from G_std "
+                            "keeps G_std's Gaussians): drop one of the two")
+        if self.student_max_ratio is None:
+            raise UserError("--student_densify mcmc needs --student_max_ratio > 0: the count it grows to and keeps "
+                            "(e.g. 0.12)")
+        if self.student_relocate is not None:
+            raise UserError(f"--student_relocate {self.student_relocate} applies to --student_densify adc: mcmc "
+                            f"relocates its transparent Gaussians all along (every --densification_interval)")
+        if self.firstPrune:
+            raise UserError("--firstPrune applies to --student_densify adc: an mcmc student never prunes")
 
     def _check_student_init(self):
         """The --student_init combinations that cannot work (its value itself is a Literal)."""
         if self.student_init == "sfm":
             cap, target = self.num_max_ratio, self.student_max_ratio
-            if cap is not None and target is not None and target > cap:
+            if cap is not None and target is not None and target > cap and self.student_densify == "adc":
                 raise UserError(f"--student_max_ratio {target:g} is above the growth cap --num_max_ratio {cap:g}: "
                                 f"the student never reaches it, so the second prune would keep every Gaussian; "
                                 f"raise --num_max_ratio (e.g. {min(1.0, 2 * target):g}) or lower "

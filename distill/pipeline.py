@@ -277,6 +277,8 @@ def _student_stage(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=Non
     if dp.student_init == "std":
         fine_tune_schedule(opt, dp)
     role, start = make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync)
+    if model is not None:
+        role.thin_start(model)
     return (start if start is not None else model), role
 
 
@@ -382,6 +384,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
                 res["novel_views"] = len(role.novel)  # poses between training views the student also learned
                 res["prune_unseen"] = role.prunes_unseen  # (--student_prune_unseen, auto resolved)
                 res["opacity_reset"] = role.resets_opacity  # (--student_opacity_reset, auto resolved)
+                res["densify"] = dp.student_densify
                 res["depth_reinit"] = sorted(role.depth_reinit_events)  # (--depth_reinit, auto resolved)
                 if dp.student_init == "std":
                     res["init_position_lr"] = opt_i.position_lr_init  # times the extent

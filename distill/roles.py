@@ -7,6 +7,7 @@ import torch
 from arguments.groups import prune_cut_iterations
 from distill.depth_reinit import surface_points
 from distill.importance import gaussian_importance, prune_least_important, sample_by_importance, sample_kept
+from distill.mcmc import add_position_noise, relocate_and_grow, thin_to
 from distill.relocate import relocate_transparent
 from distill.structure import structure_loss
 from gaussian_renderer import render
@@ -174,6 +175,15 @@ def loop_generator():
     return torch.Generator().manual_seed(random.getrandbits(62))
 
 
+def mcmc_iterations(opt, dp):
+    """The events of --student_densify mcmc (``opt``, ``dp``: the student's copies): the multiples of
+    --densification_interval strictly between --densify_from_iter and its schedule's end (the tail only fine-tunes);
+    none for adc."""
+    if dp.student_densify != "mcmc":
+        return set()
+    return schedule(opt.densify_from_iter, schedule_end(opt, dp), opt.densification_interval)
+
+
 def relocation_span(opt, dp):
     """(start, end) of --student_relocate's relocations (``opt``, ``dp``: the student's copies): after the last cut
     (after the start for a std-started student, which never cuts), before the schedule's end, so the tail only
@@ -193,7 +203,7 @@ def prunes_unseen(dp, random_start):
     auto with a random start (``random_start``: the scene had no SfM points, as NeRF-synthetic). Measured paired over
     four seeds (docs/BENCHMARKS.md): +0.18 dB on lego, whose random points hidden inside the object otherwise hold
     the growth cap; -0.75 dB on bonsai's SfM start, whose growing Gaussians it thins."""
-    if dp.student_init != "sfm":
+    if dp.student_init != "sfm" or dp.student_densify == "mcmc":  # (mcmc: relocation frees what the cap holds)
         return False
     return dp.student_prune_unseen == "on" or (dp.student_prune_unseen == "auto" and bool(random_start))
 
@@ -203,7 +213,7 @@ def resets_opacity(dp, random_start):
     random start. Measured paired over four seeds (docs/BENCHMARKS.md, eighth session): +0.56 dB on lego, where a
     student without it keeps the random start's floaters (every other student part off: -10.7 dB against G_std
     without the reset, -0.38 with it); -0.13 dB (-0.39, +0.14) and SSIM -0.003 on bonsai's SfM start."""
-    if dp.student_init != "sfm":
+    if dp.student_init != "sfm" or dp.student_densify == "mcmc":  # (mcmc: no reset, its own regularisation)
         return False
     return dp.student_opacity_reset == "on" or (dp.student_opacity_reset == "auto" and bool(random_start))
 
@@ -336,6 +346,8 @@ class StudentRole(Role):
         self.resets_opacity = resets_opacity(dp, random_start)
         self.unseen_events = unseen_prune_iterations(opt) if self.prunes_unseen else set()
         self.relocate_events = relocate_iterations(opt, dp)
+        self.mcmc = dp.student_densify == "mcmc"
+        self.mcmc_events = mcmc_iterations(opt, dp)
         self.depth_reinit_events = depth_reinit_iterations(dp, random_start)
         # --relocate_opacity_reg's steps: after the last cut (the relocations' start) to the last relocation
         self.reg_window = ((relocation_span(opt, dp)[0], max(self.relocate_events))
@@ -343,6 +355,9 @@ class StudentRole(Role):
         self.log = []
 
     def make_strategy(self, opt, extent, white_background):
+        if self.mcmc:  # (no clone, split or prune, no statistics: after_step relocates and grows)
+            return DensifyStrategy(DensifyConfig.from_opt(opt, extent, white_background, densify_until_iter=0,
+                                                          opacity_reset=False))
         return StudentStrategy(StudentConfig.from_flags(opt, extent, white_background, self.dp, self.num_max,
                                                         grow=self.init == "sfm", random_start=self.random_start))
 
@@ -379,6 +394,9 @@ class StudentRole(Role):
             # (3DGS-MCMC's: the Gaussians the views need least fade below --relocate_opacity, for the next move)
             r = self.dp.relocate_opacity_reg * model.get_opacity.mean()
             loss = r if loss is None else loss + r
+        if self.mcmc and (self.dp.mcmc_opacity_reg > 0 or self.dp.mcmc_scale_reg > 0):
+            r = self.dp.mcmc_opacity_reg * model.get_opacity.mean() + self.dp.mcmc_scale_reg * model.get_scaling.mean()
+            loss = r if loss is None else loss + r
         if it in self.structure_events and self.dp.lambda_structure > 0:
             s = self.dp.lambda_structure * structure_loss(model.get_xyz, self.std_xyz, self.dp.structure_bins)
             loss = s if loss is None else loss + s
@@ -392,6 +410,9 @@ class StudentRole(Role):
             self._relocate(it, model, state)
         if it in self.depth_reinit_events:
             self._depth_reinit(it, model, state)
+        if self.mcmc:  # (it never cuts)
+            self._mcmc(it, model, state)
+            return
         first = self.dp.firstPrune and it == self.dp.first_prune_iter
         if not first and it not in self.cuts:
             return
@@ -417,6 +438,25 @@ class StudentRole(Role):
         restart_stats(state)
         self.log.append(dict(iteration=it, kind="first" if first else "second", before=n0,
                              after=model.num_points))
+
+    def thin_start(self, model):
+        """--student_densify mcmc: the start (the SfM points) drawn down to the target count at random, logged as
+        iteration 0's event."""
+        n0 = model.num_points
+        if self.mcmc and thin_to(model, self.target, loop_generator()):
+            self.log.append(dict(iteration=0, kind="mcmc", before=n0, after=model.num_points, moved=0, added=0))
+
+    def _mcmc(self, it, model, state):
+        """--student_densify mcmc after each optimizer step: at its events the transparent Gaussians move and the count
+        grows toward the target (logged when anything changed); then the position noise (distill/mcmc.py)."""
+        if it in self.mcmc_events:
+            n0 = model.num_points
+            moved, added = relocate_and_grow(model, self.target, self.dp.relocate_opacity, loop_generator(), state)
+            if moved or added:
+                self.log.append(dict(iteration=it, kind="mcmc", before=n0, after=model.num_points, moved=moved,
+                                     added=added))
+        if self.dp.mcmc_noise_lr > 0:
+            add_position_noise(model, model.position_lr(), self.dp.mcmc_noise_lr, self.dp.relocate_opacity)
 
     def _importance(self, model, strongest_rule=True):
         """--imp_metric importance of ``model``'s Gaussians over the training views (split over the ranks)."""

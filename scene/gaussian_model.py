@@ -136,6 +136,10 @@ class GaussianModel:
         for p in self.params.values():  # zero_grad(set_to_none=True) without the optimizer's hook machinery
             p.grad = None
 
+    def position_lr(self):
+        """The position learning rate the optimizer holds now (update_learning_rate's last)."""
+        return next(g["lr"] for g in self.optimizer.param_groups if g["name"] == "xyz")
+
     def update_learning_rate(self, iteration):
         for g in self.optimizer.param_groups:
             if g["name"] == "xyz":

@@ -235,6 +235,13 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--depth_reinit", "off", "--depth_reinit_colour", "strongest"],
      "--depth_reinit_colour strongest needs the depth re-initialisation"),
     (["--student_depth_reinit", "5000", "--depth_reinit_colour", "sh"], "--depth_reinit_colour sh is unknown"),
+    (["--student_densify", "mcmc", "--student_init", "std"], "--student_densify mcmc applies to --student_init sfm"),
+    (["--student_densify", "mcmc", "--student_max_ratio", "0"], "--student_densify mcmc needs --student_max_ratio > 0"),
+    (["--student_densify", "mcmc", "--student_relocate", "100"], "--student_relocate 100 applies to --student_densify "
+                                                                 "adc"),
+    (["--student_densify", "mcmc", "--firstPrune"], "--firstPrune applies to --student_densify adc"),
+    (["--student_densify", "ssd"], "--student_densify ssd is unknown: use adc or mcmc"),
+    (["--student_densify", "mcmc", "--mcmc_noise_lr", "-1"], "--mcmc_noise_lr -1"),
     (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
                                       "leaves no relocation between the student's last cut (iteration 18000) and its "
                                       "schedule's end (30000)"),
@@ -419,6 +426,39 @@ def test_the_opacity_regularisation_gives_the_relocation_more_to_move(std_run, t
         moved[reg] = (sum(e["moved"] for e in moves), _ply(d, 3).get_opacity.median().item())
     # (the toy's 50 regularised steps: without it none falls below 0.08, the median opacity ~0.34)
     assert moved["0.5"][0] > 2 * moved["0"][0] and moved["0.5"][1] < 0.8 * moved["0"][1], moved
+
+
+def test_an_mcmc_student_keeps_its_target_count_without_cuts_and_resumes_exactly(std_run, tmp_path):
+    """--student_densify mcmc: the SfM start thinned to the target, relocations at its events (no clone, split or
+    cut), the count never above the target; the position noise and the draws continue exactly after a resume."""
+    scene, d = _copy_of(std_run, tmp_path)
+    seen = []
+    real = StudentRole._mcmc
+
+    def watch(self, it, model, state):
+        before = model.get_xyz.detach().clone()
+        real(self, it, model, state)
+        seen.append((it, model.num_points, bool((model.get_xyz.detach() - before).abs().max() > 0)))
+    # events every 2000 x 0.005 = 10 iterations before the schedule's end (150); --relocate_opacity 0.02 and a strong
+    # opacity regularisation: the toy's Gaussians (opacity 0.1 at the start) fall below it within its 150 steps
+    argv = _argv(scene, d, "sfm") + ["--start", "3", "--student_densify", "mcmc", "--relocate_opacity", "0.02",
+                                     "--mcmc_opacity_reg", "0.5", "--checkpoint_iterations", "15000",
+                                     "--checkpoint_every_minutes", "0"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StudentRole, "_mcmc", watch)
+        summary = train.main(argv)
+    s = summary["models"]["student"]
+    target = int(RATIO * _ply(d, 2).num_points)
+    assert s["densify"] == "mcmc" and s["init_gaussians"] == target < 300
+    assert s["opacity_reset"] is False and s["prune_unseen"] is False
+    events = s["events"]
+    assert events[0] == dict(iteration=0, kind="mcmc", before=300, after=target, moved=0, added=0)
+    assert {e["kind"] for e in events} == {"mcmc"} and any(e["moved"] for e in events[1:])  # (the 0.5 regularisation)
+    assert {e["iteration"] for e in events[1:]} <= set(range(10, 150, 10))
+    assert [it for it, _, _ in seen] == list(range(1, 151)) and all(n == target for _, n, _ in seen)
+    assert all(moved for _, _, moved in seen)  # (the noise: some Gaussian is near the threshold every step)
+    assert _ply(d, 3).num_points == target
+    _resume_from(d, tmp_path, "chkpntstudent75.pth")
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
