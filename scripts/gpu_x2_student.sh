@@ -96,7 +96,7 @@
 # The CUDA tests run first (SKIP_TESTS=1 skips them: a later session on the same sources whose tests passed).
 # Poll at once after each call returns: the machine goes back 30 s after a call ends, and the session with it.
 PLANS="one agree late1 kernels chunks chunkdefault fwdchunks fwdseeds fwdauto cull cullpipe verify26 verify25 verify24 seedsteps verify23 verify21 verify19 verify18
-  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags
+  verify17 verify16 verify15 verify14 verify13 recapture autocheck graphcheck x2 x2dp x2late full fullvar screen steps peer early timeflags suite
   studentsteps studenthost hostab ratioab timescreen tests stage_times"
 if [[ ! " $(echo $PLANS) " == *" ${PLAN:-none} "* || ${PLAN:-} == *" "* ]]; then
   echo "gpu_x2_student.sh: PLAN=${PLAN:-} is not a plan of this file: $(echo $PLANS | sed 's/ /, /g')"
@@ -939,6 +939,16 @@ if [ "${PLAN:-}" = timeflags ]; then  # one GPU: for each scene of TIME_SCENES (
   # TIME_FLAGS=";--student_depth_reinit 10000" (its students ran 1.7x longer side by side; alone, 1.12-1.16x: the
   # twenty-seventh session; it is lego's default since, --depth_reinit auto, so time it now with ";--depth_reinit off")
   time_scenes; stamp done; touch $DONE; exit 0
+fi
+if [ "${PLAN:-}" = suite ]; then  # one GPU (SKIP_TESTS=1; ~4 min): the whole suite as a user with a GPU runs it, on
+  # SUITE_WORKERS processes (default 12) when pytest-xdist and execnet are among the carried wheels (.whl), its
+  # failures listed; SUITE_TIMEOUT (default 300 s) ends it with what it has
+  n=""; python3 -c "import xdist" 2>/dev/null && n="-n ${SUITE_WORKERS:-12}"
+  timeout ${SUITE_TIMEOUT:-300} python3 -m pytest -q -rfE -p no:cacheprovider $n tests > $R/logs/suite.txt 2>&1
+  rc=$?
+  { stamp "the whole suite on this GPU machine (${n:-one process}; rc $rc)"; grep -E "^(FAILED|ERROR)" $R/logs/suite.txt \
+      | head -40; tail -2 $R/logs/suite.txt; } >> $R/summary.txt
+  stamp done; touch $DONE; exit 0
 fi
 if [ "${PLAN:-}" = tests ]; then  # one GPU: the tests above alone (GATING, NEW_TESTS), nothing after them
   stamp done; touch $DONE; exit 0
