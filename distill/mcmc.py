@@ -36,13 +36,14 @@ def relocate_and_grow(model, target, threshold, generator, rows=None):
 
 
 @torch.no_grad()
-def add_position_noise(model, lr, noise_lr, threshold):
-    """Move every Gaussian by Sigma (eps x lr x noise_lr x sigmoid(-k (opacity - threshold))), eps ~ N(0, I), Sigma its
-    covariance R S^2 R^T: the opaque ones stay where the gradients put them, the transparent ones wander along their
-    own shape. In place (a graphed step keeps its graph); the draws come from the device's generator, which
-    checkpoints save."""
+def add_position_noise(model, lr, noise_lr, threshold, generator):
+    """Move every Gaussian by Sigma (eps x lr x noise_lr x sigmoid(-k (opacity - threshold))), eps ~ N(0, I) drawn by
+    ``generator`` (a torch.Generator on the model's device), Sigma its covariance R S^2 R^T: the opaque ones stay where
+    the gradients put them, the transparent ones wander along their own shape. In place (a graphed step keeps its
+    graph)."""
+    xyz = model.params["xyz"]
     gate = torch.sigmoid(-GATE_SHARPNESS * (model.get_opacity - threshold))  # [N, 1]
-    eps = torch.randn_like(model.params["xyz"]) * gate * (lr * noise_lr)
+    eps = torch.randn(xyz.shape, generator=generator, device=xyz.device, dtype=xyz.dtype) * gate * (lr * noise_lr)
     rot = quaternion_to_matrix(model.params["rotation"].detach())  # [N, 3, 3]
     local = torch.einsum("nji,nj->ni", rot, eps) * model.get_scaling.square()  # S^2 R^T eps
-    model.params["xyz"].data.add_(torch.einsum("nij,nj->ni", rot, local))
+    xyz.data.add_(torch.einsum("nij,nj->ni", rot, local))

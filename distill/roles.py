@@ -169,10 +169,11 @@ def unseen_prune_iterations(opt):
     return schedule(opt.densify_from_iter, opt.densify_until_iter, opt.opacity_reset_interval)
 
 
-def loop_generator():
-    """A CPU torch.Generator seeded from the loop's RNG (Python's, which every data-parallel rank draws in step and a
-    checkpoint saves): the student's random edits then make the same draws on every rank and after a resume."""
-    return torch.Generator().manual_seed(random.getrandbits(62))
+def loop_generator(device="cpu"):
+    """A torch.Generator on ``device`` seeded from the loop's RNG (Python's, which every data-parallel rank draws in
+    step and a checkpoint saves): the student's random edits then make the same draws on every rank and after a
+    resume (torch's own generators are not in step across ranks: each renders other views)."""
+    return torch.Generator(device=device).manual_seed(random.getrandbits(62))
 
 
 def mcmc_iterations(opt, dp):
@@ -456,7 +457,8 @@ class StudentRole(Role):
                 self.log.append(dict(iteration=it, kind="mcmc", before=n0, after=model.num_points, moved=moved,
                                      added=added))
         if self.dp.mcmc_noise_lr > 0:
-            add_position_noise(model, model.position_lr(), self.dp.mcmc_noise_lr, self.dp.relocate_opacity)
+            add_position_noise(model, model.position_lr(), self.dp.mcmc_noise_lr, self.dp.relocate_opacity,
+                               loop_generator(model.device))
 
     def _importance(self, model, strongest_rule=True):
         """--imp_metric importance of ``model``'s Gaussians over the training views (split over the ranks)."""

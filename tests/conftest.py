@@ -20,5 +20,17 @@ def hide_the_gpu(mp):
 
 @pytest.fixture
 def on_the_cpu(monkeypatch):
-    """hide_the_gpu for one test (``pytestmark = pytest.mark.usefixtures("on_the_cpu")`` for a module)."""
+    """hide_the_gpu for one test."""
     hide_the_gpu(monkeypatch)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_only_modules(request):
+    """hide_the_gpu for every test of a module that sets ``CPU_ONLY = True``, its module-scoped runs included (an
+    autouse fixture comes before the module's own)."""
+    if not getattr(request.module, "CPU_ONLY", False):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        hide_the_gpu(mp)
+        yield

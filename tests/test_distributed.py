@@ -114,7 +114,7 @@ def test_torchrun_outputs_equal_the_sequential_run(scene, sequential, tmp_path, 
     assert (idle in r.stdout) == (nproc == 4), r.stdout[-2000:]
 
 
-def test_two_ranks_train_one_model_as_one_process_does(scene, tmp_path):
+def test_two_ranks_train_one_model_as_one_process_does(scene, tmp_path, on_the_cpu):
     ref = str(tmp_path / "one")
     train.main(["-s", scene, "-m", ref, *VANILLA])
     out = str(tmp_path / "two")
@@ -178,7 +178,7 @@ def test_graphed_ranks_distill_as_eager_ranks_do(scene, tmp_path):
     assert graphs["student"]["further_views"] > 0 and graphs["student"]["added_view"] > 0, graphs
 
 
-def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path):
+def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path, on_the_cpu):
     """With --views_per_step 1 there is no view to split: rank 0 trains the student as one process does (no
     all-reduce a step), the other rank ends after the teachers; every PLY equals the sequential run's."""
     ref, out = str(tmp_path / "one"), str(tmp_path / "two")
@@ -227,6 +227,26 @@ def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene
     assert events[0] == events[1]
     assert [e["kind"] for e in events[0]][:5] == ["first", "depth_reinit", "second", "second", "second"], events[0]
     assert any(e["kind"] == "relocate" for e in events[0]), events[0]
+    (a, n_a), (b, n_b) = (_params(os.path.join(d, "point_cloud_3", "iteration_35", "point_cloud.ply")) for d in runs)
+    assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), float((a - b).abs().max())
+
+
+def test_an_mcmc_students_moves_and_noise_agree_between_two_ranks_and_one_process(scene, sequential, tmp_path):
+    """--student_densify mcmc draws its thinning, moves, growth and position noise from the loop's generator on every
+    rank (torch's own differ between ranks that render other views): two data-parallel ranks end with the same events
+    and, up to the order of the sums, the same parameters as one process."""
+    flags = (*(f for f in DISTILL if f != "--firstPrune"), "--views_per_step", "2", "--start", "3",
+             "--student_densify", "mcmc", "--relocate_opacity", "0.1", "--mcmc_opacity_reg", "0.5")
+    runs = []
+    for nproc in (None, 2):
+        out = str(tmp_path / f"run{nproc}")
+        shutil.copytree(sequential, out)
+        r = _train(out, scene, nproc, flags=flags)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        runs.append(out)
+    events = [json.load(open(os.path.join(d, "distill.json")))["models"]["student"]["events"] for d in runs]
+    assert events[0] == events[1] and {e["kind"] for e in events[0]} == {"mcmc"}
+    assert any(e["moved"] for e in events[0]), events[0]
     (a, n_a), (b, n_b) = (_params(os.path.join(d, "point_cloud_3", "iteration_35", "point_cloud.ply")) for d in runs)
     assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), float((a - b).abs().max())
 

@@ -88,8 +88,7 @@ def _noise_model(opacities, scales):
 
 def _displacement(m, lr, seed=0):
     before = m.get_xyz.detach().clone()
-    torch.manual_seed(seed)
-    add_position_noise(m, lr, 5e5, 0.005)
+    add_position_noise(m, lr, 5e5, 0.005, _gen(seed))
     return m.get_xyz.detach() - before
 
 

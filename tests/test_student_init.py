@@ -24,7 +24,6 @@ from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
 from scripts.make_synthetic_scene import make_synthetic_scene
-from tests.conftest import hide_the_gpu
 from tests.test_resume import _only_checkpoint
 from tests.test_training import opt_defaults, random_model
 from utils.errors import UserError, run_cli
@@ -33,7 +32,7 @@ from utils.run_models import discover_models
 
 RATIO = 0.15
 # (the runs here are compared byte for byte after a resume and row by row with CPU tensors: on the CPU on any machine)
-pytestmark = pytest.mark.usefixtures("on_the_cpu")
+CPU_ONLY = True
 
 
 def test_student_from_std_keeps_the_most_important_rows_with_all_parameters():
@@ -156,7 +155,6 @@ def std_run(tmp_path_factory):
     out = str(root / "out")
     seen = {}
     with pytest.MonkeyPatch.context() as mp:
-        hide_the_gpu(mp)  # (module-scoped: the on_the_cpu fixture is not yet active)
         _watch_student(mp, seen)
         summary = train.main(_argv(scene, out))
     return scene, out, summary, seen
