@@ -248,10 +248,9 @@ class DistillParams(FlagGroup):
         "adc", "student (sfm start): how it reaches its --student_max_ratio count: adc (clone, split and the blur "
                "split up to --num_max_ratio, then the importance cuts from --second_prune_iter, as the reference) or "
                "mcmc (3DGS-MCMC's: no clone, split, prune or cut: its start is drawn down to the target count at "
-               "random; "
-               "every --densification_interval from --densify_from_iter to its schedule's end the Gaussians below "
-               "--relocate_opacity move onto live ones drawn by opacity, and a twentieth more are added the same way "
-               "while it is below the target; every step noise moves the nearly transparent ones, and "
+               "random; every --densification_interval from --densify_from_iter to its schedule's end the Gaussians "
+               "below --relocate_opacity move onto live ones drawn by opacity, and a twentieth more are added the "
+               "same way while it is below the target; every step noise moves the nearly transparent ones, and "
                "--mcmc_opacity_reg and --mcmc_scale_reg join its loss)", absent="adc")
     mcmc_noise_lr: float = flag(
         5e5, "--student_densify mcmc: the positions' noise each step, N(0, 1) times this, the position learning "

@@ -244,9 +244,11 @@ def depth_reinit_iterations(dp, random_start):
 
 def student_num_max(dp, std_count):
     """The student's growth cap: --num_max_ratio x G_std's count when that ratio is set, else --num_max;
-    0 (no growth) for a student started from G_std."""
+    0 (no growth) for a student started from G_std; the target itself for --student_densify mcmc."""
     if dp.student_init == "std":
         return 0
+    if dp.student_densify == "mcmc":
+        return student_target(dp, std_count)
     return int(round(dp.num_max_ratio * std_count)) if dp.num_max_ratio is not None else dp.num_max
 
 

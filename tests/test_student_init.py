@@ -451,7 +451,7 @@ def test_an_mcmc_student_keeps_its_target_count_without_cuts_and_resumes_exactly
         summary = train.main(argv)
     s = summary["models"]["student"]
     target = int(RATIO * _ply(d, 2).num_points)
-    assert s["densify"] == "mcmc" and s["init_gaussians"] == target < 300
+    assert s["densify"] == "mcmc" and s["init_gaussians"] == target < 300 and s["num_max_effective"] == target
     assert s["opacity_reset"] is False and s["prune_unseen"] is False
     events = s["events"]
     assert events[0] == dict(iteration=0, kind="mcmc", before=300, after=target, moved=0, added=0)
