@@ -205,6 +205,21 @@ def test_one_view_per_step_trains_the_student_on_rank_0_alone(scene, tmp_path, o
                                                                               ("point_cloud",))
 
 
+def _students_of_one_and_two_ranks(scene, sequential, tmp_path, flags):
+    """Students of ``flags`` on copies of the sequential run's teachers, by one process and by two data-parallel
+    ranks: their parameters must agree up to the order of the sums; returns both runs' student events."""
+    runs = []
+    for nproc in (None, 2):
+        out = str(tmp_path / f"run{nproc}")
+        shutil.copytree(sequential, out)
+        r = _train(out, scene, nproc, flags=flags)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        runs.append(out)
+    (a, n_a), (b, n_b) = (_params(os.path.join(d, "point_cloud_3", "iteration_35", "point_cloud.ply")) for d in runs)
+    assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), float((a - b).abs().max())
+    return [json.load(open(os.path.join(d, "distill.json")))["models"]["student"]["events"] for d in runs]
+
+
 def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene, sequential, tmp_path):
     """The sampled cuts, the relocation and the depth re-initialisation draw from the loop's generator on every rank
     (two views a step: the student data-parallel on both; the re-initialisation's points and their strongest
@@ -216,19 +231,10 @@ def test_the_students_random_edits_agree_between_two_ranks_and_one_process(scene
              "--student_depth_reinit", "17000", "--depth_reinit_colour", "strongest")
     # (x 0.001: re-initialised at 17, cut at 20-22, relocated at 23 and 24; the re-initialisation's contributors'
     # rows broadcast with its points)
-    runs = []
-    for nproc in (None, 2):
-        out = str(tmp_path / f"run{nproc}")
-        shutil.copytree(sequential, out)
-        r = _train(out, scene, nproc, flags=flags)
-        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-        runs.append(out)
-    events = [json.load(open(os.path.join(d, "distill.json")))["models"]["student"]["events"] for d in runs]
+    events = _students_of_one_and_two_ranks(scene, sequential, tmp_path, flags)
     assert events[0] == events[1]
     assert [e["kind"] for e in events[0]][:5] == ["first", "depth_reinit", "second", "second", "second"], events[0]
     assert any(e["kind"] == "relocate" for e in events[0]), events[0]
-    (a, n_a), (b, n_b) = (_params(os.path.join(d, "point_cloud_3", "iteration_35", "point_cloud.ply")) for d in runs)
-    assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), float((a - b).abs().max())
 
 
 def test_an_mcmc_students_moves_and_noise_agree_between_two_ranks_and_one_process(scene, sequential, tmp_path):
@@ -237,18 +243,9 @@ def test_an_mcmc_students_moves_and_noise_agree_between_two_ranks_and_one_proces
     and, up to the order of the sums, the same parameters as one process."""
     flags = (*(f for f in DISTILL if f != "--firstPrune"), "--views_per_step", "2", "--start", "3",
              "--student_densify", "mcmc", "--relocate_opacity", "0.1", "--mcmc_opacity_reg", "0.5")
-    runs = []
-    for nproc in (None, 2):
-        out = str(tmp_path / f"run{nproc}")
-        shutil.copytree(sequential, out)
-        r = _train(out, scene, nproc, flags=flags)
-        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-        runs.append(out)
-    events = [json.load(open(os.path.join(d, "distill.json")))["models"]["student"]["events"] for d in runs]
+    events = _students_of_one_and_two_ranks(scene, sequential, tmp_path, flags)
     assert events[0] == events[1] and {e["kind"] for e in events[0]} == {"mcmc"}
     assert any(e["moved"] for e in events[0]), events[0]
-    (a, n_a), (b, n_b) = (_params(os.path.join(d, "point_cloud_3", "iteration_35", "point_cloud.ply")) for d in runs)
-    assert n_a == n_b and torch.allclose(a, b, rtol=1e-2, atol=2e-2), float((a - b).abs().max())
 
 
 @pytest.mark.parametrize("flags, joined", [
