@@ -28,10 +28,11 @@ def thin_to(model, count, generator):
 @torch.no_grad()
 def relocate_and_grow(model, target, threshold, generator, rows=None):
     """One event: the Gaussians below ``threshold`` move onto live ones, then min(target, 1.05 x count) - count are
-    added, both drawn by opacity (distill/relocate.py). Returns (moved, added)."""
+    added (at least one while below the target: a start of fewer than 20 would never grow), both drawn by opacity
+    (distill/relocate.py). Returns (moved, added)."""
     moved = relocate_transparent(model, threshold, generator, rows)
     n = model.num_points
-    added = add_by_opacity(model, min(target, int(n * (1.0 + GROWTH))) - n, threshold, generator, rows)
+    added = add_by_opacity(model, min(target, max(n + 1, int(n * (1.0 + GROWTH)))) - n, threshold, generator, rows)
     return moved, added
 
 

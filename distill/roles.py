@@ -17,6 +17,7 @@ from training.loop import Role
 from training.pair_budget import QueuedRenders
 from utils.general_utils import exponential_lr, to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
+from utils.errors import UserError
 from utils.loss_utils import photometric_loss
 
 MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")
@@ -445,6 +446,9 @@ class StudentRole(Role):
     def thin_start(self, model):
         """--student_densify mcmc: the start (the SfM points) drawn down to the target count at random, logged as
         iteration 0's event."""
+        if self.mcmc and self.target < 1:
+            raise UserError(f"--student_densify mcmc: --student_max_ratio {self.dp.student_max_ratio:g} of G_std's "
+                            f"{self.std_xyz.shape[0]} Gaussians leaves the student none: raise --student_max_ratio")
         n0 = model.num_points
         if self.mcmc and thin_to(model, self.target, loop_generator()):
             self.log.append(dict(iteration=0, kind="mcmc", before=n0, after=model.num_points, moved=0, added=0))

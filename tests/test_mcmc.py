@@ -62,6 +62,8 @@ def test_an_event_moves_the_transparent_then_grows_a_twentieth_up_to_the_target(
     assert relocate_and_grow(m, 107, 0.005, _gen(1)) == (0, 2) and m.num_points == 107
     assert relocate_and_grow(m, 107, 0.005, _gen(1)) == (0, 0) and m.num_points == 107
     assert relocate_and_grow(m, 50, 0.005, _gen(1)) == (0, 0) and m.num_points == 107  # never shrinks
+    few = _trained(n=10, dead=())
+    assert relocate_and_grow(few, 1000, 0.005, _gen(1)) == (0, 1) and few.num_points == 11  # (a twentieth of 10: 0)
 
 
 def test_thinning_keeps_a_random_subset_in_order_reproducibly():

@@ -463,6 +463,16 @@ def test_an_mcmc_student_keeps_its_target_count_without_cuts_and_resumes_exactly
     _resume_from(d, tmp_path, "chkpntstudent75.pth")
 
 
+def test_an_mcmc_student_of_no_gaussians_stops_before_training(std_run, tmp_path, capsys):
+    scene, d = _copy_of(std_run, tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, _argv(scene, d, "sfm") + ["--start", "3", "--student_densify", "mcmc",
+                                                      "--student_max_ratio", "0.001"])
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "--student_max_ratio 0.001 of G_std's 300 Gaussians leaves the student none" in err[0]
+
+
 def test_start_3_with_a_fine_tuning_tail(std_run):
     """--student_tail: the stretched schedule, then a tail with no events at the schedule's last position LR."""
     scene, out, _, _ = std_run
