@@ -304,6 +304,8 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     path = os.path.join(dataset.model_path, SUMMARY_NAME)
     summary = earlier_summary(path, dp.start)
     summary["total_seconds"] = None
+    if dp.start > 0 and os.path.isfile(path) and (dist is None or dist.is_writer):
+        write_json(path, summary)  # (at once: the models from --start on are gone from disk, so go their entries)
     bg = background(dataset.white_background, device)
     t_all = time.time()
     if dist is None or dist.is_writer:

@@ -471,6 +471,8 @@ def test_an_mcmc_student_of_no_gaussians_stops_before_training(std_run, tmp_path
     assert e.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "--student_max_ratio 0.001 of G_std's 300 Gaussians leaves the student none" in err[0]
+    # (--start 3 deleted the earlier student's folder, and its entry went from distill.json with it)
+    assert set(json.load(open(os.path.join(d, "distill.json")))["models"]) == {"G_perb", "G_drop", "G_std"}
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
