@@ -446,11 +446,13 @@ class StudentRole(Role):
     def thin_start(self, model):
         """--student_densify mcmc: the start (the SfM points) drawn down to the target count at random, logged as
         iteration 0's event."""
-        if self.mcmc and self.target < 1:
+        if not self.mcmc:
+            return
+        if self.target < 1:
             raise UserError(f"--student_densify mcmc: --student_max_ratio {self.dp.student_max_ratio:g} of G_std's "
                             f"{self.std_xyz.shape[0]} Gaussians leaves the student none: raise --student_max_ratio")
         n0 = model.num_points
-        if self.mcmc and thin_to(model, self.target, loop_generator()):
+        if thin_to(model, self.target, loop_generator()):
             self.log.append(dict(iteration=0, kind="mcmc", before=n0, after=model.num_points, moved=0, added=0))
 
     def _mcmc(self, it, model, state):
