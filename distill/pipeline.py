@@ -153,11 +153,20 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
 
 def check_student_events(opt, dp):
     """Stops a run whose student events (``opt``, ``dp``: the run's, after --steps_scale) cannot happen as asked,
-    before anything trains: a --student_relocate interval that leaves no relocation, a --depth_reinit on at or after
-    the first cut."""
+    before anything trains: a growing student's first cut inside its densification window, a --student_relocate
+    interval that leaves no relocation, a --depth_reinit on at or after the first cut."""
     if dp.num_models != 4:
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
+    first_cut = prune_cut_iterations(dp_s)[0]
+    if dp.student_init == "sfm" and dp.student_densify == "adc" and first_cut < min(opt_s.iterations,
+                                                                                     opt_s.densify_until_iter):
+        # (the clone and split steps after the cuts grow it back to its cap: a lego student asked for 0.12x G_std's
+        # count at --second_prune_iter 12000 ended at 0.41x, without a word)
+        raise UserError(f"--second_prune_iter {dp.second_prune_iter}: the student's first cut (iteration {first_cut} "
+                        f"after the step scales) comes before its densification ends (--densify_until_iter "
+                        f"{opt_s.densify_until_iter} after them), which would grow it back after the cuts; pass a "
+                        f"--second_prune_iter of at least --densify_until_iter, or an earlier --densify_until_iter")
     if dp.student_relocate is not None and not relocate_iterations(opt_s, dp_s):
         start, end = relocation_span(opt_s, dp_s)
         raise UserError(f"--student_relocate: its interval ({dp_s.student_relocate} iterations after the step scales) "
@@ -166,7 +175,7 @@ def check_student_events(opt, dp):
     late = late_depth_reinits(dp_s)
     if late and dp_s.depth_reinit == "on":  # (on with --student_init std is refused with the other flags)
         raise UserError(f"--student_depth_reinit: iteration {late[0]} (after the step scales) is not before the "
-                        f"student's first cut ({prune_cut_iterations(dp_s)[0]}), where it would undo the cuts: give "
+                        f"student's first cut ({first_cut}), where it would undo the cuts: give "
                         f"iterations of its growth phase (e.g. 5000 10000)")
 
 

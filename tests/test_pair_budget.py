@@ -116,11 +116,12 @@ def test_a_capacity_mode_pipeline_trains_like_a_standard_one(tmp_path):
         assert c["overflows"] == 0, (name, c)
         # (the student's novel views render through the same budget)
         assert (c["renders"] > capacity[name]["iterations"]) is (name == "student"), (name, c)
-    # This tiny run's models move by up to ~0.5 dB between two GPU runs whatever the mode (the backward sums with
-    # atomics; an H200 gave G_perb +0.50, G_drop -0.49, G_std -0.28, student -0.53 between the modes): a mode that
-    # costs quality shows in the mean of the four, one model's gap only beyond that noise
+    # This tiny run's models move by up to ~0.85 dB between two GPU runs whatever the mode (the backward sums with
+    # atomics; H200s gave G_perb +0.50, G_drop -0.49, G_std -0.28, student -0.53 between the modes, and another time
+    # +0.56, -0.01, +0.56, +0.85, a mean of +0.49): a mode that costs quality shows in the mean of the four, one
+    # model's loss only beyond that noise. The question is a cost, so the bounds are one-sided.
     gaps = [capacity[name]["psnr"] - standard[name]["psnr"] for name in names]
-    assert abs(sum(gaps) / len(gaps)) < 0.4 and max(map(abs, gaps)) < 1.0, dict(zip(names, gaps))
+    assert sum(gaps) / len(gaps) > -0.4 and min(gaps) > -1.0, dict(zip(names, gaps))
 
 
 @needs_cuda

@@ -244,6 +244,12 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--student_densify", "mcmc", "--firstPrune"], "--firstPrune applies to --student_densify adc"),
     (["--student_densify", "ssd"], "--student_densify ssd is unknown: use adc or mcmc"),
     (["--student_densify", "mcmc", "--mcmc_noise_lr", "-1"], "--mcmc_noise_lr -1"),
+    (["--second_prune_iter", "12000"], "--second_prune_iter 12000: the student's first cut (iteration 12000 after "
+                                       "the step scales) comes before its densification ends (--densify_until_iter "
+                                       "15000 after them)"),
+    (["--second_prune_iter", "12000", "--steps_scale", "0.25"], "first cut (iteration 3000 after the step scales) "
+                                                                "comes before its densification ends "
+                                                                "(--densify_until_iter 3750 after them)"),
     (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
                                       "leaves no relocation between the student's last cut (iteration 18000) and its "
                                       "schedule's end (30000)"),
