@@ -54,6 +54,11 @@ def check_train_combinations(dataset, opt, pipe, dp, run):
         raise UserError(f"--distill_start {dp.distill_start} is not before the student's last iteration ({last} with "
                         f"--student_tail {dp.student_tail:g}): it would never learn from the distillation term; pass "
                         f"an earlier iteration, or --lambda_distill 0 to train without the term")
+    if dp.num_models == 4 and dp.novel_views > 0 and dp.novel_view_prob > 0 and dp.novel_view_start is not None \
+            and scaled_count(dp.novel_view_start, dp.student_steps_scale) >= last:
+        raise UserError(f"--novel_view_start {dp.novel_view_start} is not before the student's last iteration "
+                        f"({last} with --student_tail {dp.student_tail:g}): the teachers would render its novel views "
+                        f"for nothing; pass an earlier iteration, or --novel_views 0 to train without them")
     cuts = prune_cut_iterations(dp)
     if dp.num_models == 4 and cuts[0] < opt.iterations <= cuts[-1]:  # (a prune that never starts is no error)
         given = "" if dp.prune_stages is not None else " (the default with --student_max_ratio)"

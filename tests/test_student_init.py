@@ -225,6 +225,7 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--never_strongest_at", "last", "--prune_stages", "1"], "--never_strongest_at last needs more than one cut"),
     (["--student_max_ratio", "0.5"], "--student_max_ratio 0.5 is above the growth cap --num_max_ratio 0.4"),
     (["--distill_start", "42000"], "--distill_start 42000 is not before the student's last iteration (42000"),
+    (["--novel_view_start", "42000"], "--novel_view_start 42000 is not before the student's last iteration (42000"),
     (["--cut_selection", "sample", "--student_max_ratio", "0"], "--cut_selection sample needs --student_max_ratio"),
     (["--cut_selection", "sample", "--prune_importance_fraction", "0.01"], "applies to --cut_selection top"),
     (["--cut_selection", "random"], "--cut_selection random is unknown"),
