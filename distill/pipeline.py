@@ -14,8 +14,8 @@ from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
-                           late_depth_reinits, reinitialises_depth, relocate_iterations, relocation_span,
-                           student_from_std, student_target, teacher_renders)
+                           late_depth_reinits, learns_novel_views, reinitialises_depth, relocate_iterations,
+                           relocation_span, student_from_std, student_target, teacher_renders)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel
@@ -467,7 +467,9 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
         start = student_from_std(std, imp, student_target(dp, std_xyz.shape[0]), scene.cameras_extent)
         del imp
     del std
-    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views, scale=dp.novel_view_scale)
+    # (a run that ends before its novel views start, a short one below the second prune, renders none)
+    novel = interpolated_cameras(scene.getTrainCameras(), dp.novel_views, scale=dp.novel_view_scale) \
+        if learns_novel_views(dp, opt) else []
     store = device if dataset.data_device == "cuda" else "cpu"
 
     def make_targets(iteration=None):

@@ -266,6 +266,13 @@ def novel_view_start(dp):
     return dp.second_prune_iter if dp.student_init == "sfm" else 0
 
 
+def learns_novel_views(dp, opt):
+    """Whether a student step can add a novel view's loss (``dp``, ``opt``: the student's copies): poses, a weight
+    and a probability above 0, and a start before its last iteration; else its teachers need not render them."""
+    return (dp.novel_views > 0 and dp.lambda_novel > 0 and dp.novel_view_prob > 0
+            and novel_view_start(dp) < opt.iterations)
+
+
 def cut_count(j, stages, before, target):
     """How many Gaussians cut ``j`` (0-based) of ``stages`` keeps: geometrically between ``before`` (the count at
     the first cut) and ``target``, which the last cut reaches; never fewer than ``target``. None (no count) when

@@ -622,6 +622,20 @@ def test_start_3_with_novel_views(std_run, monkeypatch, start, novel_steps):
     assert len(novel) == 3 * 2 * n_train + novel_steps and set(novel) == set(range(-2 * n_train, 0))
 
 
+@pytest.mark.parametrize("flags", [["--second_prune_iter", "40000"],  # (the default start: after the last iteration)
+                                   ["--novel_view_start", "0", "--lambda_novel", "0"],
+                                   ["--novel_view_start", "0", "--novel_view_prob", "0"]])
+def test_no_novel_view_targets_for_a_student_that_cannot_learn_them(std_run, monkeypatch, flags):
+    scene, out, _, _ = std_run
+    uids = []
+    real = training.pair_budget.render
+    counted = lambda cam, *a, **kw: uids.append(cam.uid) or real(cam, *a, **kw)  # noqa: E731
+    monkeypatch.setattr(training.pair_budget, "render", counted)
+    summary = train.main(_argv(scene, out, "sfm") + ["--start", "3", "--num_max", "600", "--novel_views", "2"] + flags)
+    assert summary["models"]["student"]["novel_views"] == 0
+    assert uids and not [u for u in uids if u < 0]  # (the training views' targets only)
+
+
 def test_novel_views_at_half_the_size(std_run, monkeypatch):
     """--novel_view_scale 0.5: the teachers render the novel views, and the student learns them, at half the training
     views' width and height."""
