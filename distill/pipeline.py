@@ -14,8 +14,9 @@ from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
 from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
-                           late_depth_reinits, learns_novel_views, reinitialises_depth, relocate_iterations,
-                           relocation_span, student_from_std, student_target, teacher_renders)
+                           late_depth_reinits, learns_novel_views, prunes_unseen, reinitialises_depth,
+                           relocate_iterations, relocation_span, student_from_std, student_target, teacher_renders,
+                           unseen_prune_iterations)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel
@@ -153,8 +154,9 @@ def stage_schedule(index, opt, dp, tests, saves, ckpts):
 
 def check_student_events(opt, dp):
     """Stops a run whose student events (``opt``, ``dp``: the run's, after --steps_scale) cannot happen as asked,
-    before anything trains: a growing student's first cut inside its densification window, a --student_relocate
-    interval that leaves no relocation, a --depth_reinit on at or after the first cut."""
+    before anything trains: a growing student's first cut inside its densification window, a --student_prune_unseen
+    on without an unseen prune, a --student_relocate interval that leaves no relocation, a --depth_reinit on at or
+    after the first cut."""
     if dp.num_models != 4:
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
@@ -167,6 +169,11 @@ def check_student_events(opt, dp):
                         f"after the step scales) comes before its densification ends (--densify_until_iter "
                         f"{opt_s.densify_until_iter} after them), which would grow it back after the cuts; pass a "
                         f"--second_prune_iter of at least --densify_until_iter, or an earlier --densify_until_iter")
+    if dp.student_prune_unseen == "on" and prunes_unseen(dp_s, False) and not unseen_prune_iterations(opt_s):
+        raise UserError(f"--student_prune_unseen on: no multiple of --opacity_reset_interval "
+                        f"({opt_s.opacity_reset_interval} after the step scales) lies inside the student's "
+                        f"densification window ({opt_s.densify_from_iter} to {opt_s.densify_until_iter}), where it "
+                        f"prunes; lower --opacity_reset_interval, or leave the flag out")
     if dp.student_relocate is not None and not relocate_iterations(opt_s, dp_s):
         start, end = relocation_span(opt_s, dp_s)
         raise UserError(f"--student_relocate: its interval ({dp_s.student_relocate} iterations after the step scales) "

@@ -251,6 +251,9 @@ def test_start_3_sfm_records_its_start(std_run):
     (["--second_prune_iter", "12000", "--steps_scale", "0.25"], "first cut (iteration 3000 after the step scales) "
                                                                 "comes before its densification ends "
                                                                 "(--densify_until_iter 3750 after them)"),
+    (["--student_prune_unseen", "on", "--opacity_reset_interval", "20000"],
+     "--student_prune_unseen on: no multiple of --opacity_reset_interval (20000 after the step scales) lies inside "
+     "the student's densification window (500 to 15000)"),
     (["--student_relocate", "15000"], "--student_relocate: its interval (15000 iterations after the step scales) "
                                       "leaves no relocation between the student's last cut (iteration 18000) and its "
                                       "schedule's end (30000)"),
