@@ -1,4 +1,5 @@
 """metrics.py: PSNR/SSIM/LPIPS per view and mean, JSON outputs, offline LPIPS, input errors."""
+import importlib.util
 import json
 import math
 import os
@@ -216,6 +217,26 @@ def test_a_vgg16_checkpoint_of_another_name_asks_torchvision_for_its_name(empty_
     assert lpips_utils.vgg16_weights_path() == str(ck / "vgg16-397923af.pth")
 
 
+# (requirements.txt installs lpips; a machine without it, as the GPU machines without a registry, skips what needs it)
+needs_lpips = pytest.mark.skipif(importlib.util.find_spec("lpips") is None, reason="the lpips package is not installed")
+
+
+def test_lpips_without_the_package_is_skipped_with_the_reason(tmp_path, capsys, empty_hub, monkeypatch):
+    """Weights present but no lpips package: PSNR/SSIM are written, LPIPS is null, and one line says why."""
+    ck = empty_hub / "checkpoints"
+    ck.mkdir()
+    torch.save({}, ck / "vgg16-397923af.pth")
+    monkeypatch.setitem(sys.modules, "lpips", None)  # (import lpips then raises ImportError)
+    model = tmp_path / "model"
+    make_model(str(model), n=2)
+    metrics.main(["-m", str(model), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.count("LPIPS skipped") == 1 and "the lpips package could not be imported" in out
+    res = strict_json(model / "results.json")["ours_100"]
+    assert res["LPIPS"] is None and res["PSNR"] > 0 and res["SSIM"] > 0
+
+
+@needs_lpips
 def test_lpips_bad_checkpoint_is_skipped(tmp_path, capsys, empty_hub):
     ck = empty_hub / "checkpoints"
     ck.mkdir()
@@ -228,6 +249,7 @@ def test_lpips_bad_checkpoint_is_skipped(tmp_path, capsys, empty_hub):
     assert strict_json(model / "results.json")["ours_100"]["LPIPS"] is None
 
 
+@needs_lpips
 def test_lpips_with_weights_present(tmp_path, capsys, empty_hub):
     """A (random) VGG16 checkpoint in the hub dir is used without any download; values = direct LPIPS."""
     cfg = [3, 64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
