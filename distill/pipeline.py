@@ -186,6 +186,25 @@ def check_student_events(opt, dp):
                         f"iterations of its growth phase (e.g. 5000 10000)")
 
 
+def warn_events_past_the_end(opt, dp):
+    """Warns when the growing student's second prune or its structure loss comes at or after its last iteration
+    (``opt``, ``dp``: the run's, after --steps_scale), as when a run is shortened by --iterations alone: the other
+    iteration flags keep their 30000-step values, and the student would end unpruned, at its growth cap's count."""
+    if dp.num_models != 4:
+        return
+    opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
+    end, missed = opt_s.iterations, []
+    if dp.student_init == "sfm" and dp.student_densify == "adc" and prune_cut_iterations(dp_s)[0] >= end:
+        missed.append(f"its second prune (--second_prune_iter: {dp_s.second_prune_iter} after the step scales), so "
+                      f"it would end unpruned, at up to its growth cap's count")
+    if dp.lambda_structure > 0 and dp_s.structure_start >= end:
+        missed.append(f"its structure loss (--structure_start: {dp_s.structure_start} after the step scales)")
+    if missed:
+        print(f"warning: the student's last iteration ({end}) comes before {' and '.join(missed)}; shorten a run "
+              f"with --steps_scale, which scales every iteration flag, or give those flags earlier iterations",
+              file=sys.stderr)
+
+
 def warn_left_out_reinits(opt, dp, random_start):
     """Warns when --depth_reinit auto, on for this scene (``random_start``: no SfM points), leaves out some of
     --student_depth_reinit's iterations because they fall at or after the student's first cut."""
@@ -325,6 +344,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     bg = background(dataset.white_background, device)
     t_all = time.time()
     if dist is None or dist.is_writer:
+        warn_events_past_the_end(opt, dp)
         warn_left_out_reinits(opt, dp, scene.random_start)
         warn_unused_reinit_flags(dp, scene.random_start, given)
     # (the student reuses the teachers this process trained or checked instead of reading their PLYs again)

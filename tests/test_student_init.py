@@ -865,6 +865,25 @@ def test_reinit_flags_a_student_that_does_not_reinitialise_ignores_are_warned_of
     assert capsys.readouterr().err == ""
 
 
+def test_a_run_shortened_by_iterations_alone_is_warned_that_the_student_misses_its_prune(capsys):
+    from distill.pipeline import warn_events_past_the_end
+
+    def said(iterations, steps_scale=1.0, **flags):
+        opt, dp = opt_defaults(iterations=iterations), DistillParams.defaults(num_models=4, **flags)
+        scale_steps(opt, steps_scale)  # (what train.py does with --steps_scale: every iteration flag)
+        scale_steps(dp, steps_scale)
+        warn_events_past_the_end(opt, dp)
+        return capsys.readouterr().err
+
+    err = said(7000)  # (the student's last iteration: 9800 with the 0.4 tail)
+    assert err.count("warning:") == 1 and "last iteration (9800) comes before its second prune" in err
+    assert "end unpruned" in err and "its structure loss (--structure_start: 21000" in err and "--steps_scale" in err
+    assert "structure" not in said(7000, lambda_structure=0.0) and "second prune" in said(7000, lambda_structure=0.0)
+    assert "second prune" not in said(7000, student_init="std")  # (it never cuts) ...
+    assert "second prune" not in said(7000, student_densify="mcmc", student_max_ratio=0.12)
+    assert said(18000) == "" and said(30000, 0.25) == "" and said(30000) == ""  # ... and these cut in time
+
+
 def test_an_sfm_scene_run_warns_once_of_the_reinit_flags_it_ignores(tmp_path, capsys):
     """train.py on a COLMAP scene (SfM points: --depth_reinit auto is off) with --student_depth_reinit and
     --depth_reinit_colour given: one warning line naming both, and no re-initialisation."""
