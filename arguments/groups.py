@@ -176,7 +176,8 @@ class DistillParams(FlagGroup):
     first_prune_iter: int = flag(15_000, "iteration of the first (sampling) prune", steps=True,
                                  check=_non_negative)
     second_prune_iter: int = flag(16_000, "iteration of the second prune (the least important Gaussians; the "
-                                          "reference's is 20000)", steps=True, check=_non_negative, absent=20_000)
+                                          "reference's is 20000); not before --densify_until_iter for a student "
+                                          "that grows", steps=True, check=_non_negative, absent=20_000)
     prune_stages: Optional[int] = flag(
         None, "student: the second prune in this many cuts, --prune_stage_interval iterations apart from "
               "--second_prune_iter, each to a count geometrically between the student's count at the first cut "
