@@ -49,16 +49,15 @@ def check_train_combinations(dataset, opt, pipe, dp, run):
         raise UserError("--backend gsplat has no per-Gaussian stats, which the student's importance pruning and "
                         "blur split need: train the distillation with --backend auto, cuda or torch")
     last = final_iteration(3, opt.iterations, dp.student_steps_scale, dp.student_tail)
-    if dp.num_models == 4 and dp.lambda_distill > 0 and dp.distill_start is not None and \
-            scaled_count(dp.distill_start, dp.student_steps_scale) >= last:  # (both in the student's iterations)
-        raise UserError(f"--distill_start {dp.distill_start} is not before the student's last iteration ({last} with "
-                        f"--student_tail {dp.student_tail:g}): it would never learn from the distillation term; pass "
-                        f"an earlier iteration, or --lambda_distill 0 to train without the term")
-    if dp.num_models == 4 and dp.novel_views > 0 and dp.novel_view_prob > 0 and dp.novel_view_start is not None \
-            and scaled_count(dp.novel_view_start, dp.student_steps_scale) >= last:
-        raise UserError(f"--novel_view_start {dp.novel_view_start} is not before the student's last iteration "
-                        f"({last} with --student_tail {dp.student_tail:g}): the teachers would render its novel views "
-                        f"for nothing; pass an earlier iteration, or --novel_views 0 to train without them")
+    # a student term's first iteration at or after the student's last (both in the student's iterations)
+    for name, start, used, lost, off in (
+            ("distill_start", dp.distill_start, dp.lambda_distill > 0,
+             "it would never learn from the distillation term", "--lambda_distill 0 to train without the term"),
+            ("novel_view_start", dp.novel_view_start, dp.novel_views > 0 and dp.novel_view_prob > 0,
+             "the teachers would render its novel views for nothing", "--novel_views 0 to train without them")):
+        if dp.num_models == 4 and used and start is not None and scaled_count(start, dp.student_steps_scale) >= last:
+            raise UserError(f"--{name} {start} is not before the student's last iteration ({last} with --student_tail "
+                            f"{dp.student_tail:g}): {lost}; pass an earlier iteration, or {off}")
     cuts = prune_cut_iterations(dp)
     if dp.num_models == 4 and cuts[0] < opt.iterations <= cuts[-1]:  # (a prune that never starts is no error)
         given = "" if dp.prune_stages is not None else " (the default with --student_max_ratio)"

@@ -13,7 +13,7 @@ from arguments.groups import prune_cut_iterations
 from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
-from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
+from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule, grows_by_adc,
                            late_depth_reinits, learns_novel_views, prunes_unseen, reinitialises_depth,
                            relocate_iterations, relocation_span, student_from_std, student_target, teacher_renders,
                            unseen_prune_iterations)
@@ -161,8 +161,7 @@ def check_student_events(opt, dp):
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
     first_cut = prune_cut_iterations(dp_s)[0]
-    if dp.student_init == "sfm" and dp.student_densify == "adc" and first_cut < min(opt_s.iterations,
-                                                                                     opt_s.densify_until_iter):
+    if grows_by_adc(dp) and first_cut < min(opt_s.iterations, opt_s.densify_until_iter):
         # (the clone and split steps after the cuts grow it back to its cap: a lego student asked for 0.12x G_std's
         # count at --second_prune_iter 12000 ended at 0.41x, without a word)
         raise UserError(f"--second_prune_iter {dp.second_prune_iter}: the student's first cut (iteration {first_cut} "
@@ -194,7 +193,7 @@ def warn_events_past_the_end(opt, dp):
         return
     opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
     end, missed = opt_s.iterations, []
-    if dp.student_init == "sfm" and dp.student_densify == "adc" and prune_cut_iterations(dp_s)[0] >= end:
+    if grows_by_adc(dp) and prune_cut_iterations(dp_s)[0] >= end:
         missed.append(f"its second prune (--second_prune_iter: {dp_s.second_prune_iter} after the step scales), so "
                       f"it would end unpruned, at up to its growth cap's count")
     if dp.lambda_structure > 0 and dp_s.structure_start >= end:

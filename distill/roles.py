@@ -200,12 +200,18 @@ def relocate_iterations(opt, dp):
     return schedule(*relocation_span(opt, dp), dp.student_relocate)
 
 
+def grows_by_adc(dp):
+    """Whether the student grows from SfM (or random) points by clone, split and blur split (--student_densify adc)
+    and is then cut to its target: not one started from G_std, nor one placed by --student_densify mcmc."""
+    return dp.student_init == "sfm" and dp.student_densify == "adc"
+
+
 def prunes_unseen(dp, random_start):
     """Whether the student drops its importance-0 Gaussians at unseen_prune_iterations: --student_prune_unseen on, or
     auto with a random start (``random_start``: the scene had no SfM points, as NeRF-synthetic). Measured paired over
     four seeds (docs/BENCHMARKS.md): +0.18 dB on lego, whose random points hidden inside the object otherwise hold
     the growth cap; -0.75 dB on bonsai's SfM start, whose growing Gaussians it thins."""
-    if dp.student_init != "sfm" or dp.student_densify == "mcmc":  # (mcmc: relocation frees what the cap holds)
+    if not grows_by_adc(dp):  # (mcmc: relocation frees what the cap holds)
         return False
     return dp.student_prune_unseen == "on" or (dp.student_prune_unseen == "auto" and bool(random_start))
 
@@ -215,7 +221,7 @@ def resets_opacity(dp, random_start):
     random start. Measured paired over four seeds (docs/BENCHMARKS.md, eighth session): +0.56 dB on lego, where a
     student without it keeps the random start's floaters (every other student part off: -10.7 dB against G_std
     without the reset, -0.38 with it); -0.13 dB (-0.39, +0.14) and SSIM -0.003 on bonsai's SfM start."""
-    if dp.student_init != "sfm" or dp.student_densify == "mcmc":  # (mcmc: no reset, its own regularisation)
+    if not grows_by_adc(dp):  # (mcmc: no reset, its own regularisation)
         return False
     return dp.student_opacity_reset == "on" or (dp.student_opacity_reset == "auto" and bool(random_start))
 
