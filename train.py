@@ -25,7 +25,7 @@ from scene.gaussian_model import GaussianModel
 from distill import distributed
 from distill.pipeline import (SUMMARY_NAME, check_student_events, check_teachers, earlier_summary, run_distillation,
                              unscaled_final_iteration)
-from distill.roles import MODEL_NAMES
+from distill.roles import MODEL_NAMES, check_student_target
 from gaussian_renderer import pick_backend, renders_with_cuda_extension
 from training import data_parallel
 from training.graph_step import graph_flag_conflict
@@ -325,6 +325,8 @@ def _main(argv=None):
     reused = []  # what --start K reuses: each model at this run's last iteration, checked before spending time
     if dp.start:
         reused = check_teachers(dataset.model_path, dp.start, device, dataset.sh_degree, opt.iterations)
+        if dp.start == 3:  # (G_std known: a student left no Gaussian stops before --start deletes the earlier one)
+            check_student_target(dp, reused[2].num_points)
 
     scene = Scene(dataset)  # reads and checks all input before anything is written
     if dist is not None:  # every rank checked the folder before rank 0 changes it

@@ -13,10 +13,10 @@ from arguments.groups import prune_cut_iterations
 from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
-from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule, grows_by_adc,
-                           late_depth_reinits, learns_novel_views, prunes_unseen, reinitialises_depth,
-                           relocate_iterations, relocation_span, student_from_std, student_target, teacher_renders,
-                           unseen_prune_iterations)
+from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_target,
+                           fine_tune_schedule, grows_by_adc, late_depth_reinits, learns_novel_views, prunes_unseen,
+                           reinitialises_depth, relocate_iterations, relocation_span, student_from_std, student_target,
+                           teacher_renders, unseen_prune_iterations)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel
@@ -487,6 +487,7 @@ def make_student_role(scene, dataset, opt, pipe, dp, device, bg, teachers, sync=
     std = teachers.load(2, dataset, device)
     std.active_sh_degree = std.max_sh_degree
     std_xyz = std.get_xyz.detach().clone()
+    check_student_target(dp, std_xyz.shape[0])
     start = None
     if dp.student_init == "std":
         imp = gaussian_importance(std, scene.getTrainCameras(), pipe, bg, dp.imp_metric, sync)

@@ -264,6 +264,16 @@ def student_target(dp, std_count):
     return int(dp.student_max_ratio * std_count) if dp.student_max_ratio is not None else None
 
 
+def check_student_target(dp, std_count):
+    """Stop (UserError) when --student_max_ratio of G_std's count leaves the student no Gaussian: its cuts, its
+    std start or its mcmc budget would empty it. train.py asks before anything is written where G_std is known
+    (--start 3), the pipeline before the student's stage otherwise."""
+    target = student_target(dp, std_count)
+    if target is not None and target < 1:
+        raise UserError(f"--student_max_ratio {dp.student_max_ratio:g} of G_std's {std_count} Gaussians leaves the "
+                        f"student none: raise --student_max_ratio")
+
+
 def novel_view_start(dp):
     """The first iteration of the novel-view losses: --novel_view_start, else the second prune's for a student
     that grows (the growth phase's steps are its dearest) and 0 for a std-started one."""
@@ -461,9 +471,6 @@ class StudentRole(Role):
         iteration 0's event."""
         if not self.mcmc:
             return
-        if self.target < 1:
-            raise UserError(f"--student_densify mcmc: --student_max_ratio {self.dp.student_max_ratio:g} of G_std's "
-                            f"{self.std_xyz.shape[0]} Gaussians leaves the student none: raise --student_max_ratio")
         n0 = model.num_points
         if thin_to(model, self.target, loop_generator()):
             self.log.append(dict(iteration=0, kind="mcmc", before=n0, after=model.num_points, moved=0, added=0))

@@ -473,16 +473,33 @@ def test_an_mcmc_student_keeps_its_target_count_without_cuts_and_resumes_exactly
     _resume_from(d, tmp_path, "chkpntstudent75.pth")
 
 
-def test_an_mcmc_student_of_no_gaussians_stops_before_training(std_run, tmp_path, capsys):
+@pytest.mark.parametrize("init, extra", [("sfm", ["--student_densify", "mcmc"]), ("sfm", []), ("std", [])],
+                         ids=["mcmc", "cuts", "std"])
+def test_a_student_of_no_gaussians_stops_before_anything_is_written(std_run, tmp_path, capsys, init, extra):
+    """A --student_max_ratio that leaves no Gaussian of G_std's 300 (the mcmc budget, the cuts' target, the std
+    start) stops --start 3 with one line before it deletes the earlier student."""
     scene, d = _copy_of(std_run, tmp_path)
+    before = sorted(os.listdir(d))
+    summary = open(os.path.join(d, "distill.json")).read()
     with pytest.raises(SystemExit) as e:
-        run_cli(train.main, _argv(scene, d, "sfm") + ["--start", "3", "--student_densify", "mcmc",
-                                                      "--student_max_ratio", "0.001"])
+        run_cli(train.main, _argv(scene, d, init) + ["--start", "3", "--student_max_ratio", "0.001"] + extra)
     assert e.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "--student_max_ratio 0.001 of G_std's 300 Gaussians leaves the student none" in err[0]
-    # (--start 3 deleted the earlier student's folder, and its entry went from distill.json with it)
-    assert set(json.load(open(os.path.join(d, "distill.json")))["models"]) == {"G_perb", "G_drop", "G_std"}
+    assert sorted(os.listdir(d)) == before and "point_cloud_3" in before  # (the earlier student kept)
+    assert open(os.path.join(d, "distill.json")).read() == summary
+
+
+def test_a_student_of_no_gaussians_stops_at_its_stage_when_g_std_was_trained_in_the_run(tmp_path, capsys):
+    """Without --start 3 G_std's count is known only once it is trained: the pipeline stops before the student."""
+    scene = make_synthetic_scene(str(tmp_path / "scene"), num_views=4, width=16, height=12, num_points=60, seed=3)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, _argv(scene, out, "sfm") + ["--student_max_ratio", "0.001"])
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "Gaussians leaves the student none: raise --student_max_ratio" in err[0]
+    assert not os.path.exists(os.path.join(out, "point_cloud_3"))
 
 
 def test_start_3_with_a_fine_tuning_tail(std_run):
