@@ -204,17 +204,25 @@ def warn_events_past_the_end(opt, dp):
               file=sys.stderr)
 
 
-def warn_left_out_reinits(opt, dp, random_start):
-    """Warns when --depth_reinit auto, on for this scene (``random_start``: no SfM points), leaves out some of
-    --student_depth_reinit's iterations because they fall at or after the student's first cut."""
-    if dp.num_models != 4 or dp.depth_reinit != "auto":
+def warn_auto_events_left_out(opt, dp, random_start):
+    """Warns when a student part that auto turns on for this scene (``random_start``: no SfM points) loses its
+    events (``opt``, ``dp``: the run's, after --steps_scale; with on, check_student_events refuses both):
+    --depth_reinit auto leaves out --student_depth_reinit's iterations at or after the student's first cut, and
+    --student_prune_unseen auto has no iteration inside the student's densification window, so prunes nothing."""
+    if dp.num_models != 4:
         return
-    dp_s = stage_schedule(3, opt, dp, [], [], [])[1]
+    opt_s, dp_s = stage_schedule(3, opt, dp, [], [], [])[:2]
     late = late_depth_reinits(dp_s)
-    if late and reinitialises_depth(dp_s, random_start):
+    if dp.depth_reinit == "auto" and late and reinitialises_depth(dp_s, random_start):
         print(f"warning: --depth_reinit auto leaves out the student's depth re-initialisation at iteration {late[0]} "
               f"(after the step scales), not before its first cut ({prune_cut_iterations(dp_s)[0]}); give earlier "
               f"--student_depth_reinit iterations, or --depth_reinit off to silence this", file=sys.stderr)
+    if (dp.student_prune_unseen == "auto" and prunes_unseen(dp_s, random_start)
+            and not unseen_prune_iterations(opt_s)):
+        print(f"warning: --student_prune_unseen auto (on for a scene without SfM points) prunes nothing: no multiple "
+              f"of --opacity_reset_interval ({opt_s.opacity_reset_interval} after the step scales) lies inside the "
+              f"student's densification window ({opt_s.densify_from_iter} to {opt_s.densify_until_iter}); lower "
+              f"--opacity_reset_interval, or pass --student_prune_unseen off to silence this", file=sys.stderr)
 
 
 REINIT_SHAPING_FLAGS = ("student_depth_reinit", "depth_reinit_colour")  # what only the depth re-initialisation reads
@@ -344,7 +352,7 @@ def run_distillation(scene, dataset, opt, pipe, dp, device, tests, saves, ckpts,
     t_all = time.time()
     if dist is None or dist.is_writer:
         warn_events_past_the_end(opt, dp)
-        warn_left_out_reinits(opt, dp, scene.random_start)
+        warn_auto_events_left_out(opt, dp, scene.random_start)
         warn_unused_reinit_flags(dp, scene.random_start, given)
     # (the student reuses the teachers this process trained or checked instead of reading their PLYs again)
     teachers = Teachers(opt.iterations, reused)

@@ -770,6 +770,7 @@ def test_a_random_start_student_is_re_initialised_at_the_default_and_warned_of_l
     summary = train.main(argv + ["--student_depth_reinit", "10000", "16000"])  # x 0.005: 50 and 80, cuts from 80
     err = capsys.readouterr().err
     assert err.count("warning: --depth_reinit auto leaves out") == 1 and "iteration 80" in err, err
+    assert err.count("--student_prune_unseen auto") == 1  # (_argv's --opacity_reset_interval 100000: no unseen prune)
     s = summary["models"]["student"]
     assert s["depth_reinit"] == [50] and [e["iteration"] for e in s["events"] if e["kind"] == "depth_reinit"] == [50]
 
@@ -899,6 +900,23 @@ def test_a_run_shortened_by_iterations_alone_is_warned_that_the_student_misses_i
     assert "second prune" not in said(7000, student_init="std")  # (it never cuts) ...
     assert "second prune" not in said(7000, student_densify="mcmc", student_max_ratio=0.12)
     assert said(18000) == "" and said(30000, 0.25) == "" and said(30000) == ""  # ... and these cut in time
+
+
+def test_an_auto_unseen_prune_without_an_iteration_in_its_window_is_warned(capsys):
+    from distill.pipeline import warn_auto_events_left_out
+
+    def said(random_start=True, **flags):
+        opt = opt_defaults(**{k: flags.pop(k) for k in list(flags) if k == "opacity_reset_interval"})
+        warn_auto_events_left_out(opt, DistillParams.defaults(num_models=4, **flags), random_start)
+        return capsys.readouterr().err
+
+    err = said(opacity_reset_interval=20000)  # (a common way to turn the teachers' resets off)
+    assert err.count("warning:") == 1 and "--student_prune_unseen auto" in err and "prunes nothing" in err
+    assert "(20000 after the step scales)" in err and "window (500 to 15000)" in err
+    assert said() == ""  # (the default interval: resets at 3000, 6000, ... inside the window)
+    assert said(False, opacity_reset_interval=20000) == ""  # (SfM points: auto is off)
+    assert said(opacity_reset_interval=20000, student_prune_unseen="off") == ""
+    assert said(opacity_reset_interval=20000, student_init="std", student_max_ratio=0.12) == ""
 
 
 def test_an_sfm_scene_run_warns_once_of_the_reinit_flags_it_ignores(tmp_path, capsys):
