@@ -242,7 +242,7 @@ def late_depth_reinits(dp):
 def depth_reinit_iterations(dp, random_start):
     """The iterations of the student's depth re-initialisation (``dp``: the student's copy): --student_depth_reinit's
     when reinitialises_depth, where auto leaves out the late ones (an explicit on stops at them before training:
-    distill.pipeline.check_student_events)."""
+    distill.student_schedule.check_student_events)."""
     if not reinitialises_depth(dp, random_start):
         return set()
     late = late_depth_reinits(dp) if dp.depth_reinit == "auto" else []

@@ -35,7 +35,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import train  # noqa: E402
 from arguments import scale_steps  # noqa: E402
-from distill.pipeline import STAGES, Teachers, check_teachers, stage_schedule  # noqa: E402
+from distill.pipeline import STAGES, Teachers, check_teachers  # noqa: E402
+from distill.student_schedule import stage_schedule  # noqa: E402
 from gaussian_renderer import background  # noqa: E402
 from scene import Scene  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402

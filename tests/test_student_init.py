@@ -15,7 +15,7 @@ import render
 import train
 import training.pair_budget
 from arguments import DistillParams, PipelineParams, final_iteration, scale_steps
-from distill.pipeline import stage_schedule
+from distill.student_schedule import stage_schedule
 from distill.roles import (AGREEMENT_SPREAD, StudentConfig, StudentStrategy, combine_renders, cut_count,
                            depth_reinit_iterations, fine_tune_schedule,
                            novel_view_start, prune_cut_iterations, StudentRole, prune_fraction, prunes_unseen,
@@ -872,7 +872,7 @@ def test_log_linear_ends_and_zero_weights():
     ("auto", "std", True, "--student_init std")])
 def test_reinit_flags_a_student_that_does_not_reinitialise_ignores_are_warned_of(capsys, setting, init, random_start,
                                                                                  says):
-    from distill.pipeline import warn_unused_reinit_flags
+    from distill.student_schedule import warn_unused_reinit_flags
     dp = DistillParams.defaults(num_models=4, depth_reinit=setting, student_init=init)
     warn_unused_reinit_flags(dp, random_start, {"student_depth_reinit", "iterations"})
     err = capsys.readouterr().err
@@ -884,7 +884,7 @@ def test_reinit_flags_a_student_that_does_not_reinitialise_ignores_are_warned_of
 
 
 def test_a_run_shortened_by_iterations_alone_is_warned_that_the_student_misses_its_prune(capsys):
-    from distill.pipeline import warn_events_past_the_end
+    from distill.student_schedule import warn_events_past_the_end
 
     def said(iterations, steps_scale=1.0, **flags):
         opt, dp = opt_defaults(iterations=iterations), DistillParams.defaults(num_models=4, **flags)
@@ -903,7 +903,7 @@ def test_a_run_shortened_by_iterations_alone_is_warned_that_the_student_misses_i
 
 
 def test_an_auto_unseen_prune_without_an_iteration_in_its_window_is_warned(capsys):
-    from distill.pipeline import warn_auto_events_left_out
+    from distill.student_schedule import warn_auto_events_left_out
 
     def said(random_start=True, **flags):
         opt = opt_defaults(**{k: flags.pop(k) for k in list(flags) if k == "opacity_reset_interval"})
