@@ -24,8 +24,8 @@ from scene import Scene
 from scene.gaussian_model import GaussianModel
 from distill import distributed
 from distill.pipeline import SUMMARY_NAME, check_teachers, earlier_summary, run_distillation, unscaled_final_iteration
-from distill.roles import MODEL_NAMES, check_student_target
-from distill.student_schedule import check_student_events
+from distill.roles import MODEL_NAMES
+from distill.student_schedule import check_student_events, check_student_target
 from gaussian_renderer import pick_backend, renders_with_cuda_extension
 from training import data_parallel
 from training.graph_step import graph_flag_conflict

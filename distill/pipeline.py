@@ -11,10 +11,10 @@ from arguments import final_iteration, scaled_count
 from distill import distributed
 from distill.importance import gaussian_importance
 from distill.novel_views import interpolated_cameras
-from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, check_student_target,
-                           fine_tune_schedule, learns_novel_views, student_from_std, student_target, teacher_renders)
-from distill.student_schedule import (stage_schedule, warn_auto_events_left_out, warn_events_past_the_end,
-                                      warn_unused_reinit_flags)
+from distill.roles import (MODEL_NAMES, DropoutRole, PerturbRole, StudentRole, fine_tune_schedule,
+                           learns_novel_views, student_from_std, student_target, teacher_renders)
+from distill.student_schedule import (check_student_target, stage_schedule, warn_auto_events_left_out,
+                                      warn_events_past_the_end, warn_unused_reinit_flags)
 from gaussian_renderer import background, render
 from scene.gaussian_model import GaussianModel
 from training import data_parallel

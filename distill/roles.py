@@ -17,7 +17,6 @@ from training.loop import Role
 from training.pair_budget import QueuedRenders
 from utils.general_utils import exponential_lr, to_staging
 from utils.graphics_utils import matrix_to_quaternion, quaternion_to_matrix
-from utils.errors import UserError
 from utils.loss_utils import photometric_loss
 
 MODEL_NAMES = ("G_perb", "G_drop", "G_std", "student")
@@ -262,16 +261,6 @@ def student_num_max(dp, std_count):
 def student_target(dp, std_count):
     """--student_max_ratio x G_std's count (the second prune's cap, the std start's size), or None when off."""
     return int(dp.student_max_ratio * std_count) if dp.student_max_ratio is not None else None
-
-
-def check_student_target(dp, std_count):
-    """Stop (UserError) when --student_max_ratio of G_std's count leaves the student no Gaussian: its cuts, its
-    std start or its mcmc budget would empty it. train.py asks before anything is written where G_std is known
-    (--start 3), the pipeline before the student's stage otherwise."""
-    target = student_target(dp, std_count)
-    if target is not None and target < 1:
-        raise UserError(f"--student_max_ratio {dp.student_max_ratio:g} of G_std's {std_count} Gaussians leaves the "
-                        f"student none: raise --student_max_ratio")
 
 
 def novel_view_start(dp):

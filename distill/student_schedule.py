@@ -1,13 +1,13 @@
 """The student's schedule: its own copy of the run's flags (stretched by --student_steps_scale, then its tail),
-and the checks of its events made before anything trains: refusals for events that cannot happen as asked,
-warnings for those a shortened run or an automatic setting leaves out."""
+and the checks made before it trains: refusals for events that cannot happen as asked and for a target count of
+no Gaussian, warnings for events a shortened run or an automatic setting leaves out."""
 import copy
 import sys
 
 from arguments import final_iteration, scale_steps, scaled_count
 from arguments.groups import prune_cut_iterations
 from distill.roles import (grows_by_adc, late_depth_reinits, prunes_unseen, reinitialises_depth, relocate_iterations,
-                           relocation_span, unseen_prune_iterations)
+                           relocation_span, student_target, unseen_prune_iterations)
 from utils.errors import UserError
 
 
@@ -61,6 +61,16 @@ def check_student_events(opt, dp):
         raise UserError(f"--student_depth_reinit: iteration {late[0]} (after the step scales) is not before the "
                         f"student's first cut ({first_cut}), where it would undo the cuts: give "
                         f"iterations of its growth phase (e.g. 5000 10000)")
+
+
+def check_student_target(dp, std_count):
+    """Stop (UserError) when --student_max_ratio of G_std's count leaves the student no Gaussian: its cuts, its
+    std start or its mcmc budget would empty it. train.py asks before anything is written where G_std is known
+    (--start 3), the pipeline before the student's stage otherwise."""
+    target = student_target(dp, std_count)
+    if target is not None and target < 1:
+        raise UserError(f"--student_max_ratio {dp.student_max_ratio:g} of G_std's {std_count} Gaussians leaves the "
+                        f"student none: raise --student_max_ratio")
 
 
 def warn_events_past_the_end(opt, dp):

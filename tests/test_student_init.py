@@ -15,11 +15,11 @@ import render
 import train
 import training.pair_budget
 from arguments import DistillParams, PipelineParams, final_iteration, scale_steps
-from distill.student_schedule import stage_schedule
 from distill.roles import (AGREEMENT_SPREAD, StudentConfig, StudentStrategy, combine_renders, cut_count,
                            depth_reinit_iterations, fine_tune_schedule,
                            novel_view_start, prune_cut_iterations, StudentRole, prune_fraction, prunes_unseen,
                            schedule_end, student_from_std, unseen_prune_iterations)
+from distill.student_schedule import stage_schedule
 from gaussian_renderer import render as render_view
 from scene import Scene
 from scene.gaussian_model import PARAM_NAMES, GaussianModel
@@ -905,8 +905,8 @@ def test_a_run_shortened_by_iterations_alone_is_warned_that_the_student_misses_i
 def test_an_auto_unseen_prune_without_an_iteration_in_its_window_is_warned(capsys):
     from distill.student_schedule import warn_auto_events_left_out
 
-    def said(random_start=True, **flags):
-        opt = opt_defaults(**{k: flags.pop(k) for k in list(flags) if k == "opacity_reset_interval"})
+    def said(random_start=True, opacity_reset_interval=3000, **flags):
+        opt = opt_defaults(opacity_reset_interval=opacity_reset_interval)
         warn_auto_events_left_out(opt, DistillParams.defaults(num_models=4, **flags), random_start)
         return capsys.readouterr().err
 
